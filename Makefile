@@ -1,0 +1,29 @@
+# kubelab developer targets. `make test` is the whole test ladder (what CI runs).
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+
+.PHONY: venv lint typecheck unit integration e2e test bench clean
+
+venv:
+	@KUBELAB_EXTRAS=dev ./kubelab --bootstrap-only
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit integration e2e: venv
+	@tests/ladder.sh $@
+
+test: lint typecheck
+	@tests/ladder.sh unit integration e2e
+
+bench: venv
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Everything that runs on the nodes: the control plane and the node agents."""

@@ -1,0 +1,35 @@
+"""Per-kind behaviour (defaults, validation, admission) behind one ``Strategy`` interface."""
+
+from __future__ import annotations
+
+from agents.apiserver.kinds import apps, batch, core, misc
+from agents.apiserver.kinds.base import Admission, Strategy
+from agents.apiserver.resources import Resource
+
+_STRATEGIES: dict[str, type[Strategy]] = {
+    "namespaces": core.NamespaceStrategy,
+    "pods": core.PodStrategy,
+    "nodes": core.NodeStrategy,
+    "services": core.ServiceStrategy,
+    "endpoints": core.EndpointsStrategy,
+    "configmaps": core.ConfigMapStrategy,
+    "secrets": core.SecretStrategy,
+    "events": core.EventStrategy,
+    "serviceaccounts": core.ServiceAccountStrategy,
+    "deployments.apps": apps.DeploymentStrategy,
+    "replicasets.apps": apps.ReplicaSetStrategy,
+    "statefulsets.apps": apps.StatefulSetStrategy,
+    "daemonsets.apps": apps.DaemonSetStrategy,
+    "controllerrevisions.apps": apps.ControllerRevisionStrategy,
+    "jobs.batch": batch.JobStrategy,
+    "cronjobs.batch": batch.CronJobStrategy,
+    "leases.coordination.k8s.io": misc.LeaseStrategy,
+    "endpointslices.discovery.k8s.io": misc.EndpointSliceStrategy,
+}
+
+
+def strategy_for(resource: Resource) -> Strategy:
+    return _STRATEGIES.get(resource.qualified, Strategy)(resource)
+
+
+__all__ = ["Admission", "Strategy", "strategy_for"]

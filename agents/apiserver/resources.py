@@ -1,0 +1,278 @@
+"""The catalog of served resources: group, version, kind, names, scope, subresources, storage keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+SUBRESOURCE_VERBS = {
+    "status": ("get", "patch", "update"),
+    "scale": ("get", "patch", "update"),
+    "binding": ("create",),
+    "finalize": ("update",),
+}
+
+COMMON_FIELDS = {"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"}
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    model: str  # the model class in the official Python client, e.g. "V1Pod"
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()
+    # field selector label -> dotted path in the object (beyond metadata.name / metadata.namespace)
+    field_paths: dict[str, str] = field(default_factory=dict)
+    tracks_generation: bool = False  # metadata.generation moves with spec changes
+    create_on_update: bool = False  # PUT of a missing object creates it
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_version(self) -> str:
+        return self.api_version
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    @property
+    def qualified(self) -> str:
+        """``deployments.apps`` / ``pods``: how Kubernetes names a resource in messages."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def key_prefix(self) -> str:
+        return f"/registry/{self.group}/{self.plural}/" if self.group else f"/registry/{self.plural}/"
+
+    def key(self, namespace: str, name: str) -> str:
+        return f"{self.key_prefix}{namespace}/{name}" if self.namespaced else f"{self.key_prefix}{name}"
+
+    def collection_prefix(self, namespace: str) -> str:
+        return f"{self.key_prefix}{namespace}/" if self.namespaced and namespace else self.key_prefix
+
+    def field_labels(self) -> dict[str, str]:
+        return {**COMMON_FIELDS, **self.field_paths}
+
+    def has(self, subresource: str) -> bool:
+        return subresource in self.subresources
+
+
+_POD_FIELDS = {
+    "spec.nodeName": "spec.nodeName",
+    "spec.restartPolicy": "spec.restartPolicy",
+    "spec.schedulerName": "spec.schedulerName",
+    "spec.serviceAccountName": "spec.serviceAccountName",
+    "spec.hostNetwork": "spec.hostNetwork",
+    "status.phase": "status.phase",
+    "status.podIP": "status.podIP",
+    "status.nominatedNodeName": "status.nominatedNodeName",
+}
+_EVENT_FIELDS = {
+    **{
+        f"involvedObject.{f}": f"involvedObject.{f}"
+        for f in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+    },
+    "reason": "reason",
+    "reportingComponent": "reportingComponent",
+    "source": "source.component",
+    "type": "type",
+}
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        False,
+        "V1Namespace",
+        ("ns",),
+        subresources=("status", "finalize"),
+        field_paths={"status.phase": "status.phase"},
+    ),
+    Resource(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        True,
+        "V1Pod",
+        ("po",),
+        ("all",),
+        ("status", "binding"),
+        field_paths=_POD_FIELDS,
+    ),
+    Resource(
+        "",
+        "v1",
+        "Node",
+        "nodes",
+        False,
+        "V1Node",
+        ("no",),
+        subresources=("status",),
+        field_paths={"spec.unschedulable": "spec.unschedulable"},
+    ),
+    Resource(
+        "",
+        "v1",
+        "Service",
+        "services",
+        True,
+        "V1Service",
+        ("svc",),
+        ("all",),
+        ("status",),
+        field_paths={"spec.clusterIP": "spec.clusterIP", "spec.type": "spec.type"},
+    ),
+    Resource("", "v1", "Endpoints", "endpoints", True, "V1Endpoints", ("ep",), create_on_update=True),
+    Resource("", "v1", "ConfigMap", "configmaps", True, "V1ConfigMap", ("cm",)),
+    Resource("", "v1", "Secret", "secrets", True, "V1Secret", field_paths={"type": "type"}),
+    Resource(
+        "",
+        "v1",
+        "Event",
+        "events",
+        True,
+        "CoreV1Event",
+        ("ev",),
+        field_paths=_EVENT_FIELDS,
+        create_on_update=True,
+    ),
+    Resource("", "v1", "ServiceAccount", "serviceaccounts", True, "V1ServiceAccount", ("sa",)),
+    Resource(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        True,
+        "V1Deployment",
+        ("deploy",),
+        ("all",),
+        ("status", "scale"),
+        tracks_generation=True,
+    ),
+    Resource(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        True,
+        "V1ReplicaSet",
+        ("rs",),
+        ("all",),
+        ("status", "scale"),
+        field_paths={"status.replicas": "status.replicas"},
+        tracks_generation=True,
+    ),
+    Resource(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        True,
+        "V1StatefulSet",
+        ("sts",),
+        ("all",),
+        ("status", "scale"),
+        tracks_generation=True,
+    ),
+    Resource(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        True,
+        "V1DaemonSet",
+        ("ds",),
+        ("all",),
+        ("status",),
+        tracks_generation=True,
+    ),
+    Resource("apps", "v1", "ControllerRevision", "controllerrevisions", True, "V1ControllerRevision"),
+    Resource(
+        "batch",
+        "v1",
+        "Job",
+        "jobs",
+        True,
+        "V1Job",
+        (),
+        ("all",),
+        ("status",),
+        field_paths={"status.successful": "status.succeeded"},
+        tracks_generation=True,
+    ),
+    Resource(
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        True,
+        "V1CronJob",
+        ("cj",),
+        ("all",),
+        ("status",),
+        tracks_generation=True,
+    ),
+    Resource("coordination.k8s.io", "v1", "Lease", "leases", True, "V1Lease", create_on_update=True),
+    Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, "V1EndpointSlice"),
+)
+
+# Models served as subresource bodies, not stored on their own.
+EXTRA_MODELS = ("V1Scale", "V1Binding", "V1DeleteOptions", "V1Status", "V1ListMeta")
+
+
+class Catalog:
+    """Lookups over the served resources."""
+
+    def __init__(self, resources: tuple[Resource, ...] = RESOURCES) -> None:
+        self.resources = resources
+        self._by_path = {(r.group, r.version, r.plural): r for r in resources}
+        self._by_kind = {(r.group, r.kind): r for r in resources}
+        self._by_prefix = {r.key_prefix: r for r in resources}
+
+    def __iter__(self) -> Iterator[Resource]:
+        return iter(self.resources)
+
+    def lookup(self, group: str, version: str, plural: str) -> Resource | None:
+        return self._by_path.get((group, version, plural))
+
+    def by_kind(self, group: str, kind: str) -> Resource | None:
+        return self._by_kind.get((group, kind))
+
+    def by_key(self, key: str) -> Resource | None:
+        """The resource a storage key belongs to."""
+        parts = key.split("/", 4)  # ["", "registry", a, b, ...]
+        if len(parts) < 4:
+            return None
+        return self._by_prefix.get(f"/registry/{parts[2]}/") or self._by_prefix.get(f"/registry/{parts[2]}/{parts[3]}/")
+
+    def groups(self) -> dict[str, list[str]]:
+        """Group name -> versions (the core group is "")."""
+        out: dict[str, list[str]] = {}
+        for r in self.resources:
+            versions = out.setdefault(r.group, [])
+            if r.version not in versions:
+                versions.append(r.version)
+        return out
+
+    def in_group_version(self, group: str, version: str) -> list[Resource]:
+        return [r for r in self.resources if r.group == group and r.version == version]
+
+    def models(self) -> list[str]:
+        return sorted({r.model for r in self.resources} | set(EXTRA_MODELS))

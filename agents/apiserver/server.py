@@ -1,0 +1,312 @@
+"""The API server process: wiring storage, the watch cache, the API and housekeeping, on aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import platform
+import ssl
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from agents.apiserver import bootstrap, schemas
+from agents.apiserver.allocators import ServiceAllocator
+from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator
+from agents.apiserver.handlers import Api, json_response, status_response
+from agents.apiserver.kinds import strategy_for
+from agents.apiserver.openapi import OpenAPI
+from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore
+from agents.apiserver.resources import Catalog
+from agents.apiserver.settings import ApiServerSettings
+from agents.apiserver.structural import Checker
+from agents.apiserver.watchcache import WatchCache
+from agents.apiserver.watchstream import WatchSettings
+from agents.machinery import codec
+from agents.machinery.errors import StatusError, StorageError, path_not_found, unauthorized
+from agents.machinery.objects import parse_time
+from agents.machinery.settings import SettingsError
+from agents.machinery.store import Store
+from agents.machinery.store.etcd import EtcdStore
+from agents.machinery.store.memory import MemoryStore
+
+log = logging.getLogger(__name__)
+
+KUBERNETES_VERSION = "v1.32.0"
+
+
+def version_info() -> dict[str, str]:
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    return {
+        "major": major,
+        "minor": minor,
+        "gitVersion": f"{KUBERNETES_VERSION}+kubelab",
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": f"python{platform.python_version()}",
+        "compiler": platform.python_implementation().lower(),
+        "platform": f"{sys.platform}/{platform.machine().replace('x86_64', 'amd64')}",
+    }
+
+
+def check_settings(settings: ApiServerSettings) -> None:
+    try:
+        ipaddress.ip_network(settings.service.cluster_ip_range)
+    except ValueError as exc:
+        raise SettingsError(f"service-cluster-ip-range: {exc}") from exc
+    try:
+        low, high = settings.node_ports()
+    except ValueError as exc:
+        raise SettingsError("service-node-port-range: expected LOW-HIGH, e.g. 30000-32767") from exc
+    if not 0 < low <= high < 65536:
+        raise SettingsError(f"service-node-port-range: {low}-{high} is not a valid port range")
+    if settings.storage_backend not in ("etcd", "memory"):
+        raise SettingsError(f"storage-backend: unknown backend {settings.storage_backend!r} (etcd or memory)")
+
+
+@dataclass
+class Housekeeping:
+    """Periodic tasks; each runs until cancelled and survives its own failures."""
+
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def every(self, name: str, seconds: float, job: Callable[[], Awaitable[Any]]) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await job()
+                except StorageError as exc:
+                    log.warning("%s: %s", name, exc)
+                except Exception:
+                    log.exception("%s failed", name)
+
+        self.tasks.append(asyncio.create_task(loop(), name=name))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+
+
+class ApiServer:
+    def __init__(self, settings: ApiServerSettings, *, store: Store | None = None) -> None:
+        check_settings(settings)
+        self.settings = settings
+        self.catalog = Catalog()
+        if store is None:
+            store = (
+                MemoryStore()
+                if settings.storage_backend == "memory"
+                else EtcdStore(settings.etcd.servers, timeout=settings.etcd.request_timeout)
+            )
+        self.store = store
+        self.allocator = ServiceAllocator(
+            store, cidr=settings.service.cluster_ip_range, node_ports=settings.node_ports()
+        )
+        self.cache = WatchCache(store, self.catalog, capacity=settings.watch.cache_size)
+        self.authenticator = (
+            TokenAuthenticator.from_file(settings.token_auth_file) if settings.token_auth_file else None
+        )
+        self.definitions: dict[str, Any] = {}
+        self.stores: dict[str, ResourceStore] = {}
+        self.openapi: OpenAPI | None = None
+        self.api: Api | None = None
+        self.ready = False
+        self._housekeeping = Housekeeping()
+        self._etcd_ok_at = 0.0
+
+    # --- startup ---------------------------------------------------------------------------------
+
+    async def _namespace_phase(self, name: str) -> str | None:
+        phase = self.cache.namespaces.get(name)
+        if phase is not None:
+            return phase
+        stored = await self.store.get(self.catalog.by_kind("", "Namespace").key("", name))  # type: ignore[union-attr]
+        kv = stored[0]
+        if kv is None:
+            return None
+        obj = codec.decode_stored(kv.value, kv.mod_revision)
+        return str((obj.get("status") or {}).get("phase", "Active"))
+
+    async def start(self) -> None:
+        started = time.monotonic()
+        self.definitions = await asyncio.to_thread(schemas.load, self.catalog.models(), self.settings.schema_cache_dir)
+        await self.store.start()
+        for resource in self.catalog:
+            self.stores[resource.qualified] = ResourceStore(
+                resource,
+                strategy_for(resource),
+                self.store,
+                allocator=self.allocator,
+                namespace_phase=self._namespace_phase,
+                default_toleration_seconds=self.settings.default_not_ready_toleration_seconds,
+            )
+        await self.cache.start()
+        self.openapi = OpenAPI(self.catalog, self.definitions, KUBERNETES_VERSION)
+        self.api = Api(
+            catalog=self.catalog,
+            stores=self.stores,
+            cache=self.cache,
+            checker=Checker(self.definitions),
+            definitions=self.definitions,
+            address=f"{self.settings.advertise_address}:{self.settings.secure_port}",
+            watch=WatchSettings(
+                min_request_timeout=self.settings.min_request_timeout,
+                bookmark_interval=self.settings.watch.bookmark_interval,
+            ),
+        )
+        await bootstrap.ensure_namespaces(self.stores["namespaces"])
+        await bootstrap.ensure_kubernetes_service(
+            services=self.stores["services"],
+            endpoints=self.stores["endpoints"],
+            slices=self.stores["endpointslices.discovery.k8s.io"],
+            allocator=self.allocator,
+            address=self.settings.advertise_address,
+            port=self.settings.secure_port,
+        )
+        await self._repair_allocations()
+        self._housekeeping.every("allocation-repair", 180, self._repair_allocations)
+        self._housekeeping.every("event-expiry", min(300.0, self.settings.event_ttl), self._expire_events)
+        if self.settings.etcd.compaction_interval > 0:
+            self._start_compactor(self.settings.etcd.compaction_interval)
+        self.ready = True
+        log.info(
+            "API server ready in %.2fs (%d resources, %d schema definitions)",
+            time.monotonic() - started,
+            len(self.stores),
+            len(self.definitions),
+        )
+
+    def _start_compactor(self, interval: float) -> None:
+        previous = [0]
+
+        async def compact() -> None:
+            current = await self.store.current_revision()
+            if previous[0]:
+                await self.store.compact(previous[0])
+                log.info("compacted etcd history up to revision %d", previous[0])
+            previous[0] = current
+
+        self._housekeeping.every("compactor", interval, compact)
+
+    async def _repair_allocations(self) -> None:
+        listed = await self.stores["services"].list("", ListOptions())
+        await self.allocator.repair([item.obj() for item in listed.items])
+
+    async def _expire_events(self) -> None:
+        events = self.stores["events"]
+        listed = await events.list("", ListOptions())
+        now = time.time()
+        for item in listed.items:
+            obj = item.obj()
+            stamp = obj.get("lastTimestamp") or obj.get("eventTime") or obj.get("metadata", {}).get("creationTimestamp")
+            try:
+                when = parse_time(stamp).timestamp() if stamp else 0.0
+            except ValueError:
+                when = 0.0
+            if now - when > self.settings.event_ttl:
+                meta = obj["metadata"]
+                with contextlib.suppress(StatusError):
+                    await events.delete(meta.get("namespace", ""), meta["name"], DeleteOptions())
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self._housekeeping.stop()
+        await self.cache.stop()
+        await self.store.close()
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    async def _etcd_ok(self) -> bool:
+        if time.monotonic() - self._etcd_ok_at < 1.0:
+            return True
+        try:
+            await asyncio.wait_for(self.store.current_revision(), 2.0)
+        except (StorageError, TimeoutError):
+            return False
+        self._etcd_ok_at = time.monotonic()
+        return True
+
+    async def _health(self, request: web.Request) -> web.Response:
+        checks = {"ping": True}
+        if request.path != "/livez":
+            checks["etcd"] = await self._etcd_ok()
+            checks["watch-cache"] = self.cache.healthy
+        if request.path == "/readyz":
+            checks["bootstrap"] = self.ready
+        healthy = all(checks.values())
+        if "verbose" in request.query:
+            lines = [f"[{'+' if ok else '-'}]{name} {'ok' if ok else 'failed'}" for name, ok in checks.items()]
+            lines.append(f"{request.path.lstrip('/')} check {'passed' if healthy else 'failed'}")
+            text = "\n".join(lines) + "\n"
+        else:
+            failed = [name for name, ok in checks.items() if not ok]
+            text = "ok" if healthy else "[-]" + " [-]".join(failed) + " failed"
+        return web.Response(text=text, status=200 if healthy else 500)
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return json_response(version_info())
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        assert self.openapi is not None
+        path = request.match_info.get("path", "")
+        if not path:
+            return json_response(self.openapi.root())
+        found = self.openapi.document(path)
+        if found is None:
+            return status_response(path_not_found())
+        document, digest = found
+        headers = {"Content-Type": "application/json", "Etag": f'"{digest}"'}
+        if request.query.get("hash") == digest:
+            headers["Cache-Control"] = "public, immutable"
+        return web.Response(body=document, headers=headers)
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return status_response(path_not_found())
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        if self.api is None:
+            return status_response(StatusError(503, "ServiceUnavailable", "the API server is starting"))
+        return await self.api.handle(request)
+
+    @web.middleware
+    async def _authenticate(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self.authenticator is not None and request.path not in PUBLIC_PATHS:
+            user = self.authenticator.authenticate(request.headers.get("Authorization"))
+            if user is None:
+                return status_response(unauthorized())
+            request["user"] = user
+        return await handler(request)
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[self._authenticate])
+        for path in ("/healthz", "/livez", "/readyz"):
+            app.router.add_get(path, self._health)
+        app.router.add_get("/version", self._version)
+        app.router.add_get("/openapi/v3", self._openapi)
+        app.router.add_get("/openapi/v3/{path:.+}", self._openapi)
+        for prefix in ("/api", "/apis"):
+            app.router.add_route("*", prefix, self._api)
+            app.router.add_route("*", prefix + "/{rest:.*}", self._api)
+        app.router.add_route("*", "/{rest:.*}", self._not_found)
+        return app
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        tls = self.settings.tls
+        if tls.cert_file is None or tls.private_key_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(tls.cert_file), str(tls.private_key_file))
+        context.set_alpn_protocols(["http/1.1"])
+        return context

@@ -1,0 +1,70 @@
+"""The API server's settings; flag names follow kube-apiserver's where the meaning is the same."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.machinery.settings import setting
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kubelab"
+
+
+@dataclass(frozen=True)
+class EtcdSettings:
+    servers: tuple[str, ...] = setting(("http://127.0.0.1:2379",), "etcd endpoints (comma separated)")
+    request_timeout: float = setting(10.0, "seconds before an etcd request fails")
+    compaction_interval: float = setting(300.0, "seconds between compactions of etcd history (0 disables)")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    cert_file: Path | None = setting(None, "serving certificate (PEM)")
+    private_key_file: Path | None = setting(None, "serving certificate's private key (PEM)")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    cluster_ip_range: str = setting("10.96.0.0/12", "CIDR from which Service ClusterIPs are allocated")
+    node_port_range: str = setting("30000-32767", "port range from which NodePorts are allocated")
+
+
+@dataclass(frozen=True)
+class WatchCacheSettings:
+    cache_size: int = setting(20000, "events kept for watches to resume from")
+    bookmark_interval: float = setting(30.0, "seconds between bookmarks on idle watches that asked for them")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = setting("info", "debug, info, warning or error")
+    format: str = setting("text", "text or json")
+
+
+@dataclass(frozen=True)
+class ApiServerSettings:
+    """kubelab API server: the Kubernetes REST API over etcd."""
+
+    bind_address: str = setting("0.0.0.0", "address to listen on")
+    secure_port: int = setting(6443, "HTTPS port")
+    advertise_address: str = setting("127.0.0.1", "address published in the kubernetes Service endpoints")
+    token_auth_file: Path | None = setting(None, 'CSV file of bearer tokens: token,user,uid,"groups"')
+    storage_backend: str = setting("etcd", "etcd, or memory (for tests; nothing is persisted)")
+    default_not_ready_toleration_seconds: int = setting(
+        300, "tolerationSeconds of the not-ready/unreachable tolerations added to every pod"
+    )
+    event_ttl: float = setting(3600.0, "seconds events are kept")
+    min_request_timeout: int = setting(1800, "a watch lasts between this and twice this many seconds")
+    schema_cache_dir: Path = setting(_default_cache(), "where the derived API schemas are cached")
+    etcd: EtcdSettings = field(default_factory=EtcdSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    watch: WatchCacheSettings = field(default_factory=WatchCacheSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def node_ports(self) -> tuple[int, int]:
+        low, _, high = self.service.node_port_range.partition("-")
+        return int(low), int(high)

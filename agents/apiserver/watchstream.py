@@ -1,0 +1,207 @@
+"""One HTTP watch: initial events, then events from the watch cache, as a chunked JSON stream.
+
+Label and field selectors are applied to both the new and the previous state of each object, so a
+watcher sees ADDED when an object starts to match and DELETED when it stops matching, as with
+kube-apiserver. Idle streams get BOOKMARK events when the client asked for them; a revision older
+than the cache's window ends the stream with an ERROR event carrying 410 Expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from agents.apiserver import negotiation
+from agents.apiserver.registry import ListOptions, ResourceStore, Stored
+from agents.apiserver.tables import table
+from agents.apiserver.watchcache import CacheEvent, Subscription, TooOldError, WatchCache
+from agents.machinery import codec
+from agents.machinery.objects import Object
+
+BATCH = 128
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    min_request_timeout: int = 1800
+    bookmark_interval: float = 30.0
+    idle_check: float = 5.0  # how often an idle stream checks that its client is still there
+
+
+def _expired(message: str) -> bytes:
+    status = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": "Expired",
+        "code": 410,
+    }
+    return codec.dumps({"type": "ERROR", "object": status}) + b"\n"
+
+
+class WatchStream:
+    def __init__(
+        self,
+        *,
+        request: web.Request,
+        store: ResourceStore,
+        cache: WatchCache,
+        namespace: str,
+        opts: ListOptions,
+        output: str,
+        include: str,
+        duration: int,
+        bookmarks: bool,
+        initial_events: bool,
+        settings: WatchSettings,
+    ) -> None:
+        self.request = request
+        self.store = store
+        self.resource = store.resource
+        self.cache = cache
+        self.namespace = namespace
+        self.opts = opts
+        self.output = output
+        self.include = include
+        self.duration = duration
+        self.bookmarks = bookmarks
+        self.initial_events = initial_events
+        self.settings = settings
+        self.filtering = not (opts.labels.empty and opts.fields.empty)
+        self._headers = True  # Table streams carry column definitions in their first event only
+
+    # --- encoding --------------------------------------------------------------------------------
+
+    def encode(self, kind: str, raw: bytes | None, obj: Object | None) -> bytes:
+        if self.output == negotiation.JSON and raw is not None:
+            return b'{"type":"' + kind.encode() + b'","object":' + raw + b"}\n"
+        value: Any = obj if obj is not None else codec.loads(raw or b"{}")
+        if self.output == negotiation.TABLE:
+            rv = value.get("metadata", {}).get("resourceVersion", "")
+            value = table(
+                self.resource.qualified,
+                [value],
+                include=self.include,
+                headers=self._headers,
+                list_meta={"resourceVersion": rv},
+            )
+            self._headers = False
+        elif self.output == negotiation.PARTIAL:
+            value = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": value.get("metadata") or {},
+            }
+        return codec.dumps({"type": kind, "object": value}) + b"\n"
+
+    def bookmark(self, revision: int, *, end_of_initial: bool = False) -> bytes:
+        meta: dict[str, Any] = {"resourceVersion": str(revision)}
+        if end_of_initial:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": self.resource.kind, "apiVersion": self.resource.api_version, "metadata": meta}
+        return codec.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+    def event_line(self, event: CacheEvent) -> bytes:
+        if not self.filtering:
+            return self.encode(event.type, event.raw(), None)
+        current = event.obj()
+        matches = self.store.matches
+        if event.type == "DELETED":
+            return self.encode("DELETED", event.raw(), current) if matches(current, self.opts) else b""
+        now = matches(current, self.opts)
+        previous = event.prev_obj()
+        before = previous is not None and matches(previous, self.opts)
+        if now:
+            return self.encode("MODIFIED" if before else "ADDED", event.raw(), current)
+        if before and previous is not None:
+            return self.encode("DELETED", None, previous)
+        return b""
+
+    # --- streaming -------------------------------------------------------------------------------
+
+    async def run(self) -> web.StreamResponse:
+        initial: list[Stored] = []
+        if self.initial_events or self.opts.resource_version in ("", "0"):
+            listed = await self.store.list(
+                self.namespace, ListOptions(labels=self.opts.labels, fields=self.opts.fields)
+            )
+            initial, start = listed.items, listed.revision + 1
+        else:
+            start = int(self.opts.resource_version) + 1
+        sub: Subscription | None = None
+        too_old = ""
+        try:
+            sub = self.cache.subscribe(self.resource, self.resource.collection_prefix(self.namespace), start)
+        except TooOldError as exc:
+            too_old = str(exc)
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(self.request)
+        try:
+            if sub is None:
+                await response.write(_expired(too_old))
+                return response
+            chunk = b"".join(
+                self.encode("ADDED", item.raw(), item.obj() if self.output != negotiation.JSON else None)
+                for item in initial
+            )
+            if self.initial_events and self.bookmarks:
+                chunk += self.bookmark(start - 1, end_of_initial=True)
+            if chunk:
+                await response.write(chunk)
+            await self._follow(response, sub, floor=start - 1)
+        except ConnectionError:
+            pass  # the client went away
+        finally:
+            if sub is not None:
+                self.cache.unsubscribe(self.resource, sub)
+        return response
+
+    def _drain(self, sub: Subscription, first: CacheEvent) -> list[CacheEvent]:
+        """``first`` and whatever else is already waiting, to write in one chunk."""
+        batch = [first]
+        while len(batch) < BATCH:
+            if sub.backlog:
+                batch.append(sub.backlog.popleft())
+                continue
+            if sub.queue.empty():
+                break
+            item = sub.queue.get_nowait()
+            if not isinstance(item, CacheEvent):
+                sub.queue.put_nowait(item)  # the end marker: handled on the next round
+                break
+            batch.append(item)
+        return batch
+
+    async def _follow(self, response: web.StreamResponse, sub: Subscription, *, floor: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.duration
+        tick = (
+            min(self.settings.idle_check, self.settings.bookmark_interval)
+            if self.bookmarks
+            else self.settings.idle_check
+        )
+        last_bookmark = loop.time()
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                event = await sub.next(min(remaining, tick))
+            except EOFError as exc:
+                if str(exc).startswith("too old"):
+                    await response.write(_expired(str(exc)))
+                return
+            if event is None:
+                transport = self.request.transport
+                if transport is None or transport.is_closing():
+                    return
+                if self.bookmarks and sub.idle and loop.time() - last_bookmark >= self.settings.bookmark_interval:
+                    await response.write(self.bookmark(max(self.cache.latest_revision, floor)))
+                    last_bookmark = loop.time()
+                continue
+            chunk = b"".join(self.event_line(e) for e in self._drain(sub, event))
+            if chunk:
+                await response.write(chunk)

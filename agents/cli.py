@@ -1,0 +1,31 @@
+"""``kubelab-agent COMPONENT [flags]``: the one entry point of every node and control-plane service."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _apiserver(argv: Sequence[str]) -> int:
+    from agents.apiserver.__main__ import run  # noqa: PLC0415  (load only the component asked for)
+
+    return run(argv)
+
+
+COMPONENTS: dict[str, Callable[[Sequence[str]], int]] = {"apiserver": _apiserver}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(f"usage: kubelab-agent {{{','.join(COMPONENTS)}}} [flags]   (each component has --help)")
+        return 0 if args else 2
+    component = COMPONENTS.get(args[0])
+    if component is None:
+        print(f"kubelab-agent: unknown component {args[0]!r}; choose from {', '.join(COMPONENTS)}", file=sys.stderr)
+        return 2
+    return component(args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""The store on a real etcd (v3 API) through aetcd.
+
+aetcd's high-level helpers do not expose read revisions, limits or transaction results in the
+form needed here, so reads and transactions go through its gRPC stubs; watches use its watcher.
+Every gRPC and aetcd failure is turned into one of our storage errors, with the original chained.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import aetcd
+import grpc
+from aetcd import exceptions as aetcd_errors
+from aetcd import rpc
+
+from agents.machinery.errors import (
+    CompactedError,
+    FutureRevisionError,
+    KeyExistsError,
+    KeyNotFoundError,
+    RevisionConflictError,
+    StorageError,
+    StorageUnavailableError,
+)
+from agents.machinery.store.base import KeyValue, RangeResult, WatchEvent, prefix_end
+
+log = logging.getLogger(__name__)
+
+_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+
+
+def _translate(exc: BaseException, *, revision: int = 0) -> StorageError:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        details = exc.details() or ""
+        if exc.code() in _UNAVAILABLE:
+            return StorageUnavailableError(f"etcd unavailable: {details}")
+        if "compacted" in details:
+            return CompactedError(revision, 0)
+        if "future revision" in details:
+            return FutureRevisionError(revision, 0)
+        return StorageError(f"etcd: {exc.code().name}: {details}")
+    if isinstance(exc, aetcd_errors.RevisionCompactedError):
+        return CompactedError(revision, int(exc.compacted_revision))
+    if isinstance(exc, aetcd_errors.ConnectionFailedError | aetcd_errors.ConnectionTimeoutError):
+        return StorageUnavailableError(f"etcd unavailable: {exc}")
+    return StorageError(f"etcd: {exc}")
+
+
+def _kv(raw: Any) -> KeyValue:
+    return KeyValue(raw.key.decode(), raw.value, raw.create_revision, raw.mod_revision)
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """``http://127.0.0.1:2379`` or ``127.0.0.1:2379`` -> (host, port)."""
+    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"unsupported etcd endpoint {endpoint!r}: expected http://HOST:PORT")
+    return parts.hostname, parts.port or 2379
+
+
+class EtcdStore:
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0) -> None:
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is needed")
+        self._host, self._port = parse_endpoint(endpoints[0])
+        self._timeout = timeout
+        self._client: aetcd.Client | None = None
+
+    @property
+    def _kv_stub(self) -> Any:
+        if self._client is None or self._client.kvstub is None:
+            raise StorageUnavailableError("etcd store is not started")
+        return self._client.kvstub
+
+    async def start(self) -> None:
+        self._client = aetcd.Client(host=self._host, port=self._port, timeout=int(self._timeout))
+        try:
+            await self._client.connect()
+        except Exception as exc:
+            raise _translate(exc) from exc
+        await self.current_revision()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            try:
+                await self._client.close()
+            except Exception as exc:  # closing must not raise over the caller's own error
+                log.debug("closing etcd client: %s", exc)
+            self._client = None
+
+    async def _call(self, method: str, request: Any, *, revision: int = 0) -> Any:
+        try:
+            return await getattr(self._kv_stub, method)(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, revision=revision) from exc
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> tuple[KeyValue | None, int]:
+        response = await self._call("Range", rpc.RangeRequest(key=key.encode()))
+        kv = _kv(response.kvs[0]) if response.kvs else None
+        return kv, int(response.header.revision)
+
+    async def range(self, start: str, end: str, *, revision: int = 0, limit: int = 0) -> RangeResult:
+        request = rpc.RangeRequest(key=start.encode(), range_end=end.encode(), revision=revision, limit=limit)
+        response = await self._call("Range", request, revision=revision)
+        return RangeResult(
+            kvs=[_kv(raw) for raw in response.kvs],
+            revision=revision or int(response.header.revision),
+            more=bool(response.more),
+            count=int(response.count),
+        )
+
+    async def current_revision(self) -> int:
+        response = await self._call("Range", rpc.RangeRequest(key=b"\0", limit=1, keys_only=True))
+        return int(response.header.revision)
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _mod_equals(key: bytes, revision: int) -> Any:
+        return rpc.Compare(key=key, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=revision)
+
+    @staticmethod
+    def _read_op(key: bytes) -> Any:
+        return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+
+    async def create(self, key: str, value: bytes) -> int:
+        raw = key.encode()
+        request = rpc.TxnRequest(
+            compare=[self._mod_equals(raw, 0)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=value))],
+        )
+        response = await self._call("Txn", request)
+        if not response.succeeded:
+            raise KeyExistsError(key)
+        return int(response.header.revision)
+
+    def _conflict(self, key: str, expected: int, response: Any) -> StorageError:
+        found = response.responses[0].response_range.kvs if response.responses else []
+        if not found:
+            return KeyNotFoundError(key)
+        return RevisionConflictError(key, expected, int(found[0].mod_revision))
+
+    async def update(self, key: str, value: bytes, *, expected_revision: int) -> int:
+        raw = key.encode()
+        request = rpc.TxnRequest(
+            compare=[self._mod_equals(raw, expected_revision)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=value))],
+            failure=[self._read_op(raw)],
+        )
+        response = await self._call("Txn", request)
+        if not response.succeeded:
+            raise self._conflict(key, expected_revision, response)
+        return int(response.header.revision)
+
+    async def delete(self, key: str, *, expected_revision: int = 0) -> tuple[KeyValue, int]:
+        raw = key.encode()
+        op = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=raw, prev_kv=True))
+        if expected_revision:
+            request = rpc.TxnRequest(
+                compare=[self._mod_equals(raw, expected_revision)], success=[op], failure=[self._read_op(raw)]
+            )
+        else:
+            request = rpc.TxnRequest(compare=[], success=[op])
+        response = await self._call("Txn", request)
+        if not response.succeeded:
+            raise self._conflict(key, expected_revision, response)
+        deleted = response.responses[0].response_delete_range
+        if not deleted.prev_kvs:
+            raise KeyNotFoundError(key)
+        return _kv(deleted.prev_kvs[0]), int(response.header.revision)
+
+    async def compact(self, revision: int) -> None:
+        try:
+            await self._kv_stub.Compact(rpc.CompactionRequest(revision=revision), timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if "compacted" in (exc.details() or ""):
+                return  # already compacted at or past this revision
+            raise _translate(exc, revision=revision) from exc
+
+    # --- watch -----------------------------------------------------------------------------------
+
+    async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[WatchEvent]:
+        if self._client is None:
+            raise StorageUnavailableError("etcd store is not started")
+        raw = prefix.encode()
+        try:
+            stream = await self._client.watch(
+                raw,
+                range_end=prefix_end(prefix).encode(),
+                start_revision=start_revision or None,
+                prev_kv=True,
+            )
+        except Exception as exc:
+            raise _translate(exc, revision=start_revision) from exc
+        try:
+            async for event in stream:
+                kv = event.kv
+                prev = (
+                    KeyValue(
+                        event.prev_kv.key.decode(),
+                        event.prev_kv.value,
+                        event.prev_kv.create_revision,
+                        event.prev_kv.mod_revision,
+                    )
+                    if event.prev_kv is not None
+                    else None
+                )
+                current = KeyValue(kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision)
+                yield WatchEvent("DELETE" if event.kind == "DELETE" else "PUT", current, prev)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, revision=start_revision) from exc
+        finally:
+            try:
+                await stream.cancel()
+            except Exception as exc:  # the stream may already be gone with the connection
+                log.debug("cancelling etcd watch: %s", exc)
+        raise StorageUnavailableError("etcd watch stream ended")

@@ -1,0 +1,1 @@
+"""Host side of kubelab: lab spec, drivers, certificates, kubeconfig and the CLI."""

@@ -1,0 +1,140 @@
+"""The ``kubelab`` command: parse, set up output, call the driver. Mistakes print one line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from provisioner import spec as labspec
+from provisioner.drivers.local import LocalDriver
+from provisioner.errors import ProvisionError, SpecError
+from provisioner.labpaths import LabPaths
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubelab", description="A Kubernetes-architecture lab you can take apart.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_name(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--name", default=None, help="lab name (default: kubelab)")
+        return p
+
+    up = with_name(commands.add_parser("up", help="create or converge a lab and wait until it works"))
+    up.add_argument("-f", "--file", type=Path, help="lab.yaml with settings (keys as these flags)")
+    up.add_argument("--driver", choices=labspec.DRIVERS, help="local: processes on this host (default)")
+    up.add_argument("--api-port", type=int, help="API server port on 127.0.0.1 (default 6443)")
+    up.add_argument("--etcd-port", type=int, help="etcd client port (default 2379)")
+    up.add_argument("--etcd-peer-port", type=int, help="etcd peer port (default 2380)")
+    up.add_argument("--service-cidr", help="range Service ClusterIPs come from (default 10.96.0.0/12)")
+    up.add_argument("--node-port-range", help="range NodePorts come from (default 30000-32767)")
+    with_name(commands.add_parser("stop", help="stop the lab's processes, keep its state"))
+    with_name(commands.add_parser("down", help="stop the lab and remove everything it created"))
+    with_name(commands.add_parser("status", help="show what runs and whether it is healthy"))
+    with_name(commands.add_parser("kubeconfig", help="print the path of the lab's kubeconfig"))
+    return parser
+
+
+def _driver(name: str | None, *, spec: labspec.LabSpec | None = None) -> LocalDriver:
+    paths = LabPaths.for_lab(name or "kubelab")
+    if spec is None:
+        if paths.spec.exists():
+            spec = labspec.LabSpec.from_json(paths.spec.read_text())
+        else:
+            spec = labspec.LabSpec(name=name or "kubelab")
+    if spec.driver != "local":
+        raise SpecError(f"driver {spec.driver!r} is not available in this version of kubelab; use --driver local")
+    return LocalDriver(spec, paths, say=_say)
+
+
+def _up(args: argparse.Namespace) -> int:
+    overrides = {
+        "name": args.name,
+        "driver": args.driver,
+        "api_port": args.api_port,
+        "etcd_port": args.etcd_port,
+        "etcd_peer_port": args.etcd_peer_port,
+        "service_cidr": args.service_cidr,
+        "node_port_range": args.node_port_range,
+    }
+    spec = labspec.build(args.file, overrides)
+    if (
+        args.file is None
+        and args.name
+        and LabPaths.for_lab(args.name).spec.exists()
+        and not any(v is not None for k, v in overrides.items() if k != "name")
+    ):
+        spec = labspec.LabSpec.from_json(LabPaths.for_lab(args.name).spec.read_text())
+    _driver(spec.name, spec=spec).up()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    driver = _driver(args.name)
+    if not driver.paths.root.exists():
+        _say(f"lab {driver.spec.name!r} does not exist; create it with: kubelab up")
+        return 1
+    rows = driver.status()
+    _say(f"lab {driver.spec.name!r} (driver {driver.spec.driver}, state {driver.paths.root})")
+    _say(f"{'COMPONENT':<12} {'PID':<8} {'STATE':<9} {'HEALTH':<9} ENDPOINT")
+    for row in rows:
+        health = "healthy" if row.healthy else ("-" if row.state == "stopped" else "unhealthy")
+        _say(f"{row.name:<12} {row.pid or '-':<8} {row.state:<9} {health:<9} {row.endpoint}")
+    for row in rows:
+        if row.state == "exited" or (row.state == "running" and not row.healthy):
+            _say(f"  {row.name}: see {row.log}")
+    if driver.paths.kubeconfig.exists():
+        _say(f"kubeconfig: {driver.paths.kubeconfig}")
+    return 0 if all(r.healthy for r in rows) else 1
+
+
+def _kubeconfig(args: argparse.Namespace) -> int:
+    paths = LabPaths.for_lab(args.name or "kubelab")
+    if not paths.kubeconfig.exists():
+        raise ProvisionError(f"lab {args.name or 'kubelab'!r} has no kubeconfig yet; create the lab with: kubelab up")
+    print(paths.kubeconfig)
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    stopped = _driver(args.name).stop()
+    _say(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    driver = _driver(args.name)
+    existed = driver.paths.root.exists()
+    stopped = driver.down()
+    if stopped:
+        _say(f"stopped: {', '.join(stopped)}")
+    _say(
+        f"removed lab {driver.spec.name!r} ({driver.paths.root})"
+        if existed
+        else f"lab {driver.spec.name!r} does not exist; nothing to do"
+    )
+    return 0
+
+
+COMMANDS = {"up": _up, "stop": _stop, "down": _down, "status": _status, "kubeconfig": _kubeconfig}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ProvisionError as exc:
+        print(f"kubelab: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kubelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

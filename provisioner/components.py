@@ -1,0 +1,156 @@
+"""The control-plane components as the local driver runs them: config, command line, health.
+
+Configs are rendered from the same templates the Ansible roles use. Each component is started as
+a background process and awaited until its health endpoint answers; start order is explicit
+(etcd before the API server).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from provisioner import procs, render
+from provisioner.errors import ComponentError
+from provisioner.labpaths import LabPaths
+from provisioner.waiting import wait_for
+
+
+class Component(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def configure(self) -> None: ...
+
+    def argv(self) -> list[str]: ...
+
+    def healthy(self) -> bool: ...
+
+
+def _get(url: str, *, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return 0, b""
+
+
+@dataclass(frozen=True)
+class Etcd:
+    paths: LabPaths
+    lab_name: str
+    client_port: int = 2379
+    peer_port: int = 2380
+    address: str = "127.0.0.1"
+    name: str = "etcd"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.address}:{self.client_port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.paths.config / "etcd.conf.yml"
+
+    def configure(self) -> None:
+        self.paths.etcd_data.mkdir(parents=True, exist_ok=True)
+        self.paths.etcd_data.chmod(0o700)
+        text = render.render(
+            "etcd/etcd.conf.yml.j2",
+            etcd_name="default",
+            etcd_data_dir=str(self.paths.etcd_data),
+            etcd_listen_address=self.address,
+            etcd_advertise_address=self.address,
+            etcd_client_port=self.client_port,
+            etcd_peer_port=self.peer_port,
+            lab_name=self.lab_name,
+        )
+        render.write(self.config_file, text)
+
+    def argv(self) -> list[str]:
+        binary = shutil.which("etcd")
+        if binary is None:
+            raise ComponentError("etcd is not installed (Debian package etcd-server)")
+        return [binary, "--config-file", str(self.config_file)]
+
+    def healthy(self) -> bool:
+        code, body = _get(f"{self.endpoint}/health")
+        if code != 200:
+            return False
+        try:
+            return bool(json.loads(body).get("health") == "true")
+        except ValueError:
+            return False
+
+
+def start(component: Component, paths: LabPaths, *, timeout: float) -> procs.ProcessRecord:
+    """Configure, start and await one component; raise ComponentError naming its log on failure."""
+    component.configure()
+    log = paths.logs / f"{component.name}.log"
+    record = procs.spawn(component.name, component.argv(), log=log)
+    record.save(paths.run)
+
+    def exited() -> str | None:
+        return None if procs.alive(record) else "exited"
+
+    if not wait_for(component.healthy, timeout=timeout, interval=0.1, abort=exited):
+        reason = "exited" if not procs.alive(record) else f"was not healthy after {timeout:.0f}s"
+        tail = procs.log_tail(log, 3)
+        procs.stop(record)
+        raise ComponentError(f"{component.name} {reason}; see {log}" + (f"\n{tail}" if tail else ""))
+    return record
+
+
+@dataclass(frozen=True)
+class ApiServer:
+    paths: LabPaths
+    port: int
+    etcd_servers: tuple[str, ...]
+    service_cidr: str
+    node_port_range: str
+    python: str
+    address: str = "127.0.0.1"
+    name: str = "apiserver"
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://{self.address}:{self.port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.paths.config / "apiserver.yaml"
+
+    def configure(self) -> None:
+        text = render.render(
+            "agents/apiserver.yaml.j2",
+            apiserver_bind_address=self.address,
+            apiserver_port=self.port,
+            apiserver_advertise_address=self.address,
+            apiserver_tls_cert_file=str(self.paths.pki / "apiserver.crt"),
+            apiserver_tls_key_file=str(self.paths.pki / "apiserver.key"),
+            apiserver_token_file=str(self.paths.tokens),
+            apiserver_etcd_servers=list(self.etcd_servers),
+            apiserver_service_cidr=self.service_cidr,
+            apiserver_node_port_range=self.node_port_range,
+            apiserver_schema_cache_dir=str(self.paths.root.parent / ".cache"),
+        )
+        render.write(self.config_file, text)
+
+    def argv(self) -> list[str]:
+        return [self.python, "-m", "agents.apiserver", "--config", str(self.config_file)]
+
+    def healthy(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.paths.pki / "ca.crt"))
+        code, body = _get(f"{self.endpoint}/readyz", context=context)
+        return code == 200 and body.strip() == b"ok"

@@ -1,0 +1,60 @@
+"""What the host must have, and installing what it lacks from Debian packages."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from provisioner.errors import HostError
+
+
+@dataclass(frozen=True)
+class Requirement:
+    command: str  # the executable that proves the package is there
+    package: str  # the Debian package that provides it
+    why: str
+
+
+ETCD = Requirement("etcd", "etcd-server", "the cluster's state store")
+ETCDCTL = Requirement("etcdctl", "etcd-client", "inspecting the state store")
+
+_apt_state = {"updated": False}
+
+
+def missing(requirements: Sequence[Requirement]) -> list[Requirement]:
+    return [r for r in requirements if shutil.which(r.command) is None]
+
+
+def ensure(requirements: Sequence[Requirement], *, say: Callable[[str], None] = print) -> None:
+    """Install the Debian packages of every requirement whose command is absent."""
+    absent = missing(requirements)
+    if not absent:
+        return
+    packages = sorted({r.package for r in absent})
+    names = ", ".join(f"{r.command} ({r.why})" for r in absent)
+    if os.geteuid() != 0:
+        raise HostError(f"missing {names}; install with: sudo apt-get install -y {' '.join(packages)}")
+    if shutil.which("apt-get") is None:
+        raise HostError(f"missing {names} and there is no apt-get here; install {' '.join(packages)} by hand")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    say(f"installing Debian packages: {' '.join(packages)}")
+    try:
+        if not _apt_state["updated"]:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True, text=True)
+            _apt_state["updated"] = True
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+            check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    except subprocess.CalledProcessError as exc:
+        last = (exc.stderr or exc.stdout or "").strip().splitlines()[-1:] or ["no output"]
+        raise HostError(f"apt-get could not install {' '.join(packages)}: {last[0]}") from exc
+    still = missing(requirements)
+    if still:
+        raise HostError(f"installed {' '.join(packages)} but {still[0].command} is still not on PATH")

@@ -1,0 +1,191 @@
+"""The lab's cluster CA, the API server's serving certificate, and the bearer tokens.
+
+Generated once per lab and reused by later runs; the serving certificate is reissued when the
+addresses it must cover change. Keys are ECDSA P-256. Tokens are random and kept in a token file in
+kube-apiserver's format, readable by root only.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import ipaddress
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_DAYS = 3650
+SERVING_DAYS = 1825
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a token authenticates as."""
+
+    key: str  # stable name in the token file, e.g. "admin", "node:worker-1"
+    user: str
+    groups: tuple[str, ...]
+
+
+ADMIN = Identity("admin", "kubelab-admin", ("system:masters",))
+SCHEDULER = Identity("scheduler", "system:kube-scheduler", ())
+CONTROLLER_MANAGER = Identity("controller-manager", "system:kube-controller-manager", ())
+PROXY = Identity("proxy", "system:kube-proxy", ())
+
+
+def node_identity(node: str) -> Identity:
+    return Identity(f"node:{node}", f"system:node:{node}", ("system:nodes",))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Pki:
+    directory: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
+    def apiserver_cert(self) -> Path:
+        return self.directory / "apiserver.crt"
+
+    @property
+    def apiserver_key(self) -> Path:
+        return self.directory / "apiserver.key"
+
+    @property
+    def tokens(self) -> Path:
+        return self.directory / "tokens.csv"
+
+    def ensure_ca(self) -> bool:
+        """Create the CA unless it exists; return whether it was created."""
+        if self.ca_cert.exists() and self.ca_key.exists():
+            return False
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubelab-ca")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5))
+            .not_valid_after(_now() + dt.timedelta(days=CA_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        _write_private(self.ca_key, _key_pem(key))
+        self.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return True
+
+    def _sans_of(self, path: Path) -> set[str]:
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+            ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (OSError, ValueError, x509.ExtensionNotFound):
+            return set()
+        names = {f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)}
+        return names | {f"IP:{ip}" for ip in ext.get_values_for_type(x509.IPAddress)}
+
+    def ensure_serving(self, *, dns_names: Sequence[str], ips: Sequence[str]) -> bool:
+        """Issue the API server's certificate for these names unless a current one covers them."""
+        wanted = {f"DNS:{n}" for n in dns_names} | {f"IP:{ipaddress.ip_address(ip)}" for ip in ips}
+        if self.apiserver_key.exists() and self._sans_of(self.apiserver_cert) == wanted:
+            return False
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{self.ca_key} is not an ECDSA key")
+        key = ec.generate_private_key(ec.SECP256R1())
+        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5))
+            .not_valid_after(_now() + dt.timedelta(days=SERVING_DAYS))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        _write_private(self.apiserver_key, _key_pem(key))
+        self.apiserver_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return True
+
+    # --- tokens ----------------------------------------------------------------------------------
+
+    def read_tokens(self) -> dict[str, str]:
+        """Identity key -> token."""
+        if not self.tokens.exists():
+            return {}
+        out: dict[str, str] = {}
+        for row in csv.reader(io.StringIO(self.tokens.read_text())):
+            if len(row) >= 3 and not row[0].startswith("#"):
+                out[row[2]] = row[0]
+        return out
+
+    def ensure_tokens(self, identities: Sequence[Identity]) -> dict[str, str]:
+        """A token for every identity (existing ones kept); returns identity key -> token."""
+        tokens = self.read_tokens()
+        missing = [i for i in identities if i.key not in tokens]
+        if missing or not self.tokens.exists():
+            for identity in missing:
+                tokens[identity.key] = secrets.token_urlsafe(32)
+            known = {i.key: i for i in identities}
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            for key, token in sorted(tokens.items()):
+                found = known.get(key)
+                if found is not None:
+                    writer.writerow([token, found.user, found.key, ",".join(found.groups)])
+            _write_private(self.tokens, buffer.getvalue().encode())
+        return tokens

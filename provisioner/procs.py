@@ -1,0 +1,116 @@
+"""Background processes the local driver starts, and finding them again later.
+
+Each process is recorded by pid together with its start time (from /proc), so a later ``status`` or
+``down`` acts only on the process kubelab started, never on an unrelated process that reused the pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from provisioner.errors import ComponentError
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    name: str
+    pid: int
+    start_ticks: int
+    argv: tuple[str, ...]
+    log: str
+
+    def save(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / f"{self.name}.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path, name: str) -> ProcessRecord | None:
+        path = run_dir / f"{name}.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return cls(data["name"], data["pid"], data["start_ticks"], tuple(data["argv"]), data["log"])
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of a pid, or None if there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
+def alive(record: ProcessRecord) -> bool:
+    stat = _stat(record.pid)
+    return stat is not None and stat[0] not in ("Z", "X") and stat[1] == record.start_ticks
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ProcessRecord:
+    """Start ``argv`` in its own session, output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+            )
+        except OSError as exc:
+            raise ComponentError(f"{name}: cannot start {argv[0]}: {exc.strerror}") from exc
+    stat = _stat(proc.pid)
+    if stat is None:
+        raise ComponentError(f"{name} exited at once; see {log}")
+    return ProcessRecord(name, proc.pid, stat[1], tuple(argv), str(log))
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):  # not our child: init reaps it
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop(record: ProcessRecord, *, grace: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after ``grace`` seconds. Returns whether the process was running."""
+    if not alive(record):
+        _reap(record.pid)
+        return False
+    os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(record.pid)
+        if not alive(record):
+            return True
+        time.sleep(0.05)
+    os.kill(record.pid, signal.SIGKILL)
+    while alive(record):
+        _reap(record.pid)
+        time.sleep(0.02)
+    return True
+
+
+def log_tail(path: str | Path, lines: int = 5) -> str:
+    try:
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])

@@ -1,0 +1,113 @@
+"""The lab spec: what ``kubelab up`` builds, from defaults, a lab.yaml and flags (in that order).
+
+lab.yaml keys are the flag names without dashes in front (``api-port: 7443``), as the flags are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from provisioner.errors import SpecError
+
+DRIVERS = ("local", "libvirt")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    name: str = "kubelab"
+    driver: str = "local"
+    api_port: int = 6443
+    etcd_port: int = 2379
+    etcd_peer_port: int = 2380
+    service_cidr: str = "10.96.0.0/12"
+    node_port_range: str = "30000-32767"
+
+    @staticmethod
+    def keys() -> list[str]:
+        return [f.name.replace("_", "-") for f in dataclasses.fields(LabSpec)]
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> LabSpec:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+            raise SpecError(f"{key}: expected a number, got {value!r}")
+        return int(value)
+    if not isinstance(value, str | int):
+        raise SpecError(f"{key}: expected text, got {value!r}")
+    return str(value)
+
+
+def build(file: Path | None, overrides: Mapping[str, Any]) -> LabSpec:
+    """Defaults, then ``file`` (lab.yaml), then ``overrides`` (flags; None means not given)."""
+    values: dict[str, Any] = {}
+    types = {f.name: f.type for f in dataclasses.fields(LabSpec)}
+    kinds = {name: int if t in (int, "int") else str for name, t in types.items()}
+    if file is not None:
+        try:
+            document = yaml.safe_load(file.read_text()) or {}
+        except OSError as exc:
+            raise SpecError(f"cannot read {file}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{file} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(document, dict):
+            raise SpecError(f"{file}: expected a mapping of settings, e.g. 'api-port: 7443'")
+        for key, value in document.items():
+            attr = str(key).replace("-", "_")
+            if attr not in kinds:
+                raise SpecError(f"{file}: unknown setting {key!r}; known: {', '.join(LabSpec.keys())}")
+            values[attr] = _coerce(str(key), value, kinds[attr])
+    for attr, value in overrides.items():
+        if value is not None:
+            values[attr] = _coerce(attr.replace("_", "-"), value, kinds[attr])
+    spec = LabSpec(**values)
+    validate(spec)
+    return spec
+
+
+def validate(spec: LabSpec) -> None:
+    if not _NAME.match(spec.name):
+        raise SpecError(
+            f"name {spec.name!r}: use 1-40 lowercase letters, digits and '-', starting and ending with"
+            " a letter or digit"
+        )
+    if spec.driver not in DRIVERS:
+        raise SpecError(f"driver {spec.driver!r}: choose one of {', '.join(DRIVERS)}")
+    ports = {"api-port": spec.api_port, "etcd-port": spec.etcd_port, "etcd-peer-port": spec.etcd_peer_port}
+    for key, port in ports.items():
+        if not 1 <= port <= 65535:
+            raise SpecError(f"{key} {port}: must be between 1 and 65535")
+    if len(set(ports.values())) != len(ports):
+        raise SpecError(f"api-port, etcd-port and etcd-peer-port must differ (got {sorted(ports.values())})")
+    try:
+        network = ipaddress.ip_network(spec.service_cidr)
+    except ValueError as exc:
+        raise SpecError(f"service-cidr {spec.service_cidr!r}: {exc}") from exc
+    if network.version != 4 or network.num_addresses < 16:
+        raise SpecError(f"service-cidr {spec.service_cidr}: use an IPv4 range of at least /28, e.g. 10.96.0.0/12")
+    low, sep, high = spec.node_port_range.partition("-")
+    if not sep or not low.isdigit() or not high.isdigit() or not 1 <= int(low) < int(high) <= 65535:
+        raise SpecError(f"node-port-range {spec.node_port_range!r}: expected LOW-HIGH, e.g. 30000-32767")
+
+
+def service_ip(spec: LabSpec) -> str:
+    """The ClusterIP of the ``kubernetes`` Service (the first address of the range)."""
+    return str(ipaddress.ip_network(spec.service_cidr).network_address + 1)
