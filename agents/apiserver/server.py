@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agents.apiserver import bootstrap, schemas
+from agents.apiserver import bootstrap, openapi_v2, schemas
 from agents.apiserver.allocators import ServiceAllocator
 from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator
 from agents.apiserver.handlers import Api, json_response, status_response
@@ -270,6 +270,15 @@ class ApiServer:
             headers["Cache-Control"] = "public, immutable"
         return web.Response(body=document, headers=headers)
 
+    async def _openapi_v2(self, request: web.Request) -> web.Response:
+        accept = request.headers.get("Accept") or ""
+        if openapi_v2.PROTOBUF in accept or openapi_v2.PROTOBUF_RESPONSE in accept:
+            return web.Response(
+                body=openapi_v2.document_protobuf(KUBERNETES_VERSION),
+                headers={"Content-Type": openapi_v2.PROTOBUF_RESPONSE},
+            )
+        return json_response(openapi_v2.document_json(KUBERNETES_VERSION))
+
     async def _not_found(self, request: web.Request) -> web.Response:
         return status_response(path_not_found())
 
@@ -294,6 +303,7 @@ class ApiServer:
         for path in ("/healthz", "/livez", "/readyz"):
             app.router.add_get(path, self._health)
         app.router.add_get("/version", self._version)
+        app.router.add_get("/openapi/v2", self._openapi_v2)
         app.router.add_get("/openapi/v3", self._openapi)
         app.router.add_get("/openapi/v3/{path:.+}", self._openapi)
         for prefix in ("/api", "/apis"):

@@ -1,8 +1,8 @@
 """Structural checking of a request body against its kind's schema, as Kubernetes' decoder does.
 
 Rejects values of the wrong JSON type and unknown fields (or drops them, per ``fieldValidation``),
-drops explicit nulls (Go decodes them to zero values), checks base64 and quantity syntax, and
-rewrites quantities in canonical form. Missing required fields are reported separately because
+drops explicit nulls (Go decodes them to zero values) and empty maps and lists (Go's ``omitempty``
+leaves them out), checks base64 and quantity syntax, and rewrites quantities in canonical form. Missing required fields are reported separately because
 Kubernetes reports them as validation errors (422), not decoding errors (400).
 """
 
@@ -40,6 +40,10 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def _omitted_when_empty(schema: Mapping[str, Any]) -> bool:
+    return schema.get("type") == "array" or (schema.get("type") == "object" and "additionalProperties" in schema)
 
 
 class Checker:
@@ -81,6 +85,8 @@ class Checker:
             replaced = self._value(prop, sub, child, problems, drop)
             if replaced is not sub:
                 value[key] = replaced
+            if replaced in ({}, []) and _omitted_when_empty(prop) and key not in schema.get("required", ()):
+                del value[key]  # Go's omitempty: empty maps and lists are not kept
         for name in schema.get("required", ()):
             if name not in value:
                 problems.missing.append(required(f"{path}.{name}" if path else name))

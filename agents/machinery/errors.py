@@ -8,6 +8,8 @@ help. Status errors are what the API answers with: each one renders itself as a 
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +122,8 @@ _FIELD_ERROR_TEXT = {
 
 
 def _go_quote(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, bool):

@@ -100,6 +100,7 @@ class StoreContract:
             ("PUT", "b"),
             ("DELETE", "a"),
         ]
+        assert seen[0].prev is None and seen[2].prev is None  # creations have no previous value
         assert seen[1].prev is not None and seen[1].prev.value == b"one"
         assert seen[3].prev is not None and seen[3].prev.value == b"two"
         assert [e.revision for e in seen] == sorted(e.revision for e in seen)

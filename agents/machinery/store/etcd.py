@@ -201,14 +201,11 @@ class EtcdStore:
         try:
             async for event in stream:
                 kv = event.kv
+                # aetcd hands over an empty KeyValue, not None, when there was no previous value
+                raw_prev = event.prev_kv
                 prev = (
-                    KeyValue(
-                        event.prev_kv.key.decode(),
-                        event.prev_kv.value,
-                        event.prev_kv.create_revision,
-                        event.prev_kv.mod_revision,
-                    )
-                    if event.prev_kv is not None
+                    KeyValue(raw_prev.key.decode(), raw_prev.value, raw_prev.create_revision, raw_prev.mod_revision)
+                    if raw_prev is not None and raw_prev.mod_revision > 0
                     else None
                 )
                 current = KeyValue(kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision)

@@ -1,0 +1,73 @@
+"""A local-driver lab for the whole integration session, created and removed through the real CLI."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.components import free_port, require
+from tests.support.kubectl import Kubectl, kubelab, require_kubectl
+from provisioner import host
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    home: Path
+    api_port: int
+
+    @property
+    def root(self) -> Path:
+        return self.home / self.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    require(host.ETCD)
+    require_kubectl()
+    home = tmp_path_factory.mktemp("kubelab-home")
+    name = "itest"
+    api_port = free_port()
+    result = kubelab(
+        "up",
+        "--name",
+        name,
+        "--api-port",
+        str(api_port),
+        "--etcd-port",
+        str(free_port()),
+        "--etcd-peer-port",
+        str(free_port()),
+        home=home,
+    )
+    assert result.ok, f"kubelab up failed:\n{result.out}\n{result.err}"
+    try:
+        yield Lab(name, home, api_port)
+    finally:
+        down = kubelab("down", "--name", name, home=home)
+        assert down.ok, down.err
+
+
+@pytest.fixture(scope="session")
+def kubectl(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    return Kubectl(lab.kubeconfig, tmp_path_factory.mktemp("kubectl-cache"))
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> str:
+    """A fresh namespace per test, so tests do not see each other's objects."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kubectl.ok("apply", "-f", "-", stdin=f'{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{name}"}}}}')
+    return name
