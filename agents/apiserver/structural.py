@@ -2,8 +2,9 @@
 
 Rejects values of the wrong JSON type and unknown fields (or drops them, per ``fieldValidation``),
 drops explicit nulls (Go decodes them to zero values) and empty maps and lists (Go's ``omitempty``
-leaves them out), checks base64 and quantity syntax, and rewrites quantities in canonical form. Missing required fields are reported separately because
-Kubernetes reports them as validation errors (422), not decoding errors (400).
+leaves them out), checks base64 and quantity syntax, and rewrites quantities in canonical form.
+Missing required fields are reported separately because Kubernetes reports them as validation
+errors (422), not decoding errors (400).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ help. Status errors are what the API answers with: each one renders itself as a 
 from __future__ import annotations
 
 import json
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from provisioner import host
 from tests.support.components import free_port, require
 from tests.support.kubectl import Kubectl, kubelab, require_kubectl
-from provisioner import host
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ class Kubectl:
 
     def __call__(self, *args: str, stdin: str | None = None, timeout: float = 60) -> Result:
         argv = [self.binary, "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache_dir), *args]
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, check=False, input=stdin, capture_output=True, text=True, timeout=timeout)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def ok(self, *args: str, stdin: str | None = None) -> str:
@@ -65,7 +65,7 @@ def require_kubectl() -> str:
 def kubelab(*args: str, home: Path, timeout: float = 180) -> Result:
     env = dict(os.environ, KUBELAB_HOME=str(home))
     proc = subprocess.run(
-        [str(ROOT / "kubelab"), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+        [str(ROOT / "kubelab"), *args], check=False, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
