@@ -62,14 +62,9 @@ def _up(args: argparse.Namespace) -> int:
         "service_cidr": args.service_cidr,
         "node_port_range": args.node_port_range,
     }
-    spec = labspec.build(args.file, overrides)
-    if (
-        args.file is None
-        and args.name
-        and LabPaths.for_lab(args.name).spec.exists()
-        and not any(v is not None for k, v in overrides.items() if k != "name")
-    ):
-        spec = labspec.LabSpec.from_json(LabPaths.for_lab(args.name).spec.read_text())
+    saved = LabPaths.for_lab(args.name or "kubelab").spec
+    base = labspec.LabSpec.from_json(saved.read_text()) if saved.exists() else None
+    spec = labspec.build(args.file, overrides, base=base)
     _driver(spec.name, spec=spec).up()
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -32,6 +33,10 @@ class Component(Protocol):
     def configure(self) -> None: ...
 
     def argv(self) -> list[str]: ...
+
+    def ports(self) -> list[tuple[int, str]]:
+        """The ports it listens on, with the flag that chooses each."""
+        ...
 
     def healthy(self) -> bool: ...
 
@@ -78,6 +83,9 @@ class Etcd:
         )
         render.write(self.config_file, text)
 
+    def ports(self) -> list[tuple[int, str]]:
+        return [(self.client_port, "--etcd-port"), (self.peer_port, "--etcd-peer-port")]
+
     def argv(self) -> list[str]:
         binary = shutil.which("etcd")
         if binary is None:
@@ -94,8 +102,23 @@ class Etcd:
             return False
 
 
+def port_in_use(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return True
+    return False
+
+
 def start(component: Component, paths: LabPaths, *, timeout: float) -> procs.ProcessRecord:
     """Configure, start and await one component; raise ComponentError naming its log on failure."""
+    for port, flag in component.ports():
+        if port_in_use("127.0.0.1", port):
+            raise ComponentError(
+                f"{component.name}: port {port} is in use by another process; free it or choose another with {flag}"
+            )
     component.configure()
     log = paths.logs / f"{component.name}.log"
     record = procs.spawn(component.name, component.argv(), log=log)
@@ -104,7 +127,10 @@ def start(component: Component, paths: LabPaths, *, timeout: float) -> procs.Pro
     def exited() -> str | None:
         return None if procs.alive(record) else "exited"
 
-    if not wait_for(component.healthy, timeout=timeout, interval=0.1, abort=exited):
+    def up() -> bool:
+        return procs.alive(record) and component.healthy()
+
+    if not wait_for(up, timeout=timeout, interval=0.1, abort=exited):
         reason = "exited" if not procs.alive(record) else f"was not healthy after {timeout:.0f}s"
         tail = procs.log_tail(log, 3)
         procs.stop(record)
@@ -146,6 +172,9 @@ class ApiServer:
             apiserver_schema_cache_dir=str(self.paths.root.parent / ".cache"),
         )
         render.write(self.config_file, text)
+
+    def ports(self) -> list[tuple[int, str]]:
+        return [(self.port, "--api-port")]
 
     def argv(self) -> list[str]:
         return [self.python, "-m", "agents.apiserver", "--config", str(self.config_file)]

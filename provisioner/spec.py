@@ -56,9 +56,10 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     return str(value)
 
 
-def build(file: Path | None, overrides: Mapping[str, Any]) -> LabSpec:
-    """Defaults, then ``file`` (lab.yaml), then ``overrides`` (flags; None means not given)."""
-    values: dict[str, Any] = {}
+def build(file: Path | None, overrides: Mapping[str, Any], *, base: LabSpec | None = None) -> LabSpec:
+    """``base`` (an existing lab's saved spec) or the defaults, then ``file`` (lab.yaml), then
+    ``overrides`` (flags; None means not given)."""
+    values: dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
     types = {f.name: f.type for f in dataclasses.fields(LabSpec)}
     kinds = {name: int if t in (int, "int") else str for name, t in types.items()}
     if file is not None:

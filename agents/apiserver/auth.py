@@ -35,6 +35,7 @@ def _digest(token: str) -> bytes:
 class TokenAuthenticator:
     def __init__(self, users: dict[bytes, User]) -> None:
         self._users = users
+        self._recent: dict[str, User] = {}  # tokens already verified: skips hashing on every request
 
     @classmethod
     def from_file(cls, path: Path) -> TokenAuthenticator:
@@ -57,7 +58,13 @@ class TokenAuthenticator:
     def authenticate(self, authorization: str | None) -> User | None:
         if not authorization:
             return None
+        known = self._recent.get(authorization)
+        if known is not None:
+            return known
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        return self._users.get(_digest(token.strip()))
+        user = self._users.get(_digest(token.strip()))
+        if user is not None and len(self._recent) < 1024:
+            self._recent[authorization] = user
+        return user

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from agents.apiserver import discovery, negotiation, patch
+from agents.apiserver import discovery, negotiation, patch, protobuf
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore, Stored
 from agents.apiserver.resources import Catalog, Resource
 from agents.apiserver.structural import Checker
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
 MAX_BODY = 3 * 1024 * 1024
-BODY_TYPES = ("application/json", "application/yaml")
+BODY_TYPES = ("application/json", "application/yaml", "application/vnd.kubernetes.protobuf")
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,17 @@ class Target:
     subresource: str
 
 
+def warning_header(text: str) -> str:
+    """A Warning header value (RFC 7234 quoted string), as kube-apiserver sends them."""
+    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def json_response(
     obj: Any, status: int = 200, *, content_type: str = JSON_TYPE, warnings: list[str] | None = None
 ) -> web.Response:
     response = web.Response(body=codec.dumps(obj), status=status, headers={"Content-Type": content_type})
     for warning in warnings or []:
-        response.headers.add("Warning", f'299 - "{warning}"')
+        response.headers.add("Warning", warning_header(warning))
     return response
 
 
@@ -216,6 +221,8 @@ class Api:
                 body = codec.loads(data)
             except codec.DecodeError as exc:
                 raise bad_request(f"the body of the request is not valid JSON: {exc}") from exc
+        elif kind == protobuf.MEDIA_TYPE:
+            body = protobuf.decode(data)
         elif kind in ("application/yaml", "application/x-yaml", "text/yaml"):
             try:
                 body = yaml.safe_load(data)
@@ -410,7 +417,7 @@ class Api:
     ) -> web.Response:
         response = self._render_object(request, resource, None, obj, status)
         for warning in warnings:
-            response.headers.add("Warning", f'299 - "{warning}"')
+            response.headers.add("Warning", warning_header(warning))
         return response
 
     async def _update(self, request: web.Request, target: Target, store: ResourceStore) -> web.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from agents.machinery.errors import not_acceptable
 
@@ -36,6 +37,7 @@ def parse(header: str) -> list[MediaType]:
     return out
 
 
+@lru_cache(maxsize=256)
 def output(accept: str | None) -> str:
     """The representation to answer with: JSON, YAML, a Table, or PartialObjectMetadata."""
     if not accept:

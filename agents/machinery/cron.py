@@ -33,7 +33,7 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("hour", 0, 23, {}),
     ("day of month", 1, 31, {}),
     ("month", 1, 12, _MONTHS),
-    ("day of week", 0, 6, _DAYS),
+    ("day of week", 0, 7, _DAYS),
 )
 
 
@@ -64,12 +64,11 @@ def _field(text: str, what: str, low: int, high: int, names: dict[str, int]) -> 
         else:
             start = _number(part, names, what)
             end = high if step > 1 else start
-        if what == "day of week" and end == 7:
-            end = 6 if start <= 6 else 0
-            values.add(0)
         if not (low <= start <= high and low <= end <= high) or start > end:
             raise CronError(f"{what} value out of range ({low}-{high}): {part}")
         values.update(range(start, end + 1, step))
+    if what == "day of week":
+        values = {v % 7 for v in values}  # 7 is Sunday, as 0 is
     return frozenset(values)
 
 

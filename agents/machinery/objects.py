@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -38,9 +39,15 @@ def deep_copy(obj: Object) -> Object:
     return copy.deepcopy(obj)
 
 
+_last_second: list[Any] = [0, ""]
+
+
 def now() -> str:
     """RFC 3339 UTC timestamp with second precision, as metav1.Time serializes."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    second = int(time.time())
+    if second != _last_second[0]:
+        _last_second[:] = [second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    return str(_last_second[1])
 
 
 def now_micro() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from fractions import Fraction
+from functools import lru_cache
 
 from agents.machinery.errors import KubelabError
 
@@ -26,8 +27,12 @@ _SYNTAX = re.compile(r"^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|
 MESSAGE = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
 
 
+@lru_cache(maxsize=4096)
 def parse(text: str | int | float) -> tuple[Fraction, str]:
-    """The exact value and the format ("BinarySI", "DecimalSI" or "DecimalExponent")."""
+    """The exact value and the format ("BinarySI", "DecimalSI" or "DecimalExponent").
+
+    Memoised: a cluster uses few distinct quantities ("100m", "64Mi"), over and over.
+    """
     if isinstance(text, bool):
         raise QuantityError(MESSAGE)
     if isinstance(text, int):
@@ -54,6 +59,7 @@ def value(text: str | int | float) -> Fraction:
     return parse(text)[0]
 
 
+@lru_cache(maxsize=4096)
 def milli(text: str | int | float) -> int:
     """The value in thousandths, rounded up (CPU millicores)."""
     return math.ceil(value(text) * 1000)
@@ -78,6 +84,7 @@ def _decimal(amount: Fraction, exponent_style: bool) -> str:
     return f"{nanos}{_DECIMAL_SUFFIX[exp]}"
 
 
+@lru_cache(maxsize=4096)
 def canonical(text: str | int | float) -> str:
     amount, fmt = parse(text)
     if fmt == "BinarySI":

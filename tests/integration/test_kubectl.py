@@ -429,3 +429,31 @@ def test_api_resources_lists_groups_short_names_and_kinds(kubectl: Kubectl) -> N
         ["leases", "coordination.k8s.io/v1", "true", "Lease"],
     ):
         assert any(line.split() == row for line in out.splitlines()), row
+
+
+class TestCreateGenerators:
+    """``kubectl create <kind>`` sends protobuf bodies (kubectl's typed clients do)."""
+
+    def test_create_deployment_configmap_secret_service_and_job(self, kubectl: Kubectl, namespace: str) -> None:
+        ns = ["-n", namespace]
+        kubectl.ok("create", "deployment", "web", "--image=busybox:1.36", "--replicas=3", "--port=80", *ns)
+        kubectl.ok("create", "configmap", "settings", "--from-literal=color=blue", *ns)
+        kubectl.ok("create", "secret", "generic", "creds", "--from-literal=password=s3cret", *ns)
+        kubectl.ok("create", "service", "nodeport", "web", "--tcp=80:8080", *ns)
+        kubectl.ok("create", "job", "once", "--image=busybox", *ns, "--", "echo", "hi")
+        deploy = kubectl.json("get", "deployment", "web", *ns)
+        assert deploy["spec"]["replicas"] == 3
+        assert deploy["spec"]["template"]["spec"]["containers"][0]["ports"] == [
+            {"containerPort": 80, "protocol": "TCP"}
+        ]
+        assert kubectl.json("get", "configmap", "settings", *ns)["data"] == {"color": "blue"}
+        assert kubectl.ok("get", "secret", "creds", *ns, "-o", "jsonpath={.data.password}") == "czNjcmV0"
+        ports = kubectl.json("get", "service", "web", *ns)["spec"]["ports"][0]
+        assert ports["targetPort"] == 8080 and 30000 <= ports["nodePort"] <= 32767
+        job = kubectl.json("get", "job", "once", *ns)
+        assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+    def test_run_creates_a_pod(self, kubectl: Kubectl, namespace: str) -> None:
+        kubectl.ok("run", "solo", "--image=busybox", "--restart=Never", "-n", namespace, "--", "sleep", "60")
+        pod = kubectl.json("get", "pod", "solo", "-n", namespace)
+        assert pod["spec"]["containers"][0]["args"] == ["sleep", "60"] and pod["status"]["phase"] == "Pending"

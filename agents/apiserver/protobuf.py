@@ -1,0 +1,283 @@
+"""Reading Kubernetes protobuf request bodies (what kubectl's typed clients send).
+
+kubectl 1.32 sends ``kubectl create deployment|configmap|secret|...`` bodies as
+``application/vnd.kubernetes.protobuf``: the bytes ``k8s\\0`` and a ``runtime.Unknown`` message
+whose ``raw`` field holds the object encoded with the messages of Kubernetes' generated.proto files.
+The field table (``protobuf_fields.json``, built by tools/proto_table.py) gives each field's number,
+JSON name and type; this module walks the wire format with it and returns the object as JSON would
+have carried it, so the rest of the server sees one representation.
+
+Go encodes non-pointer fields even when they hold zero values, while its JSON encoder leaves them
+out (``omitempty``). Zero values are therefore dropped, except for the pointer fields listed in
+``KEEP_ZERO`` where a zero is a choice the client made (``replicas: 0``, ``optional: false``, ...).
+Empty messages are kept: Go's JSON encoder keeps empty structs too (``resources: {}``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from agents.machinery.errors import StatusError, bad_request
+
+MAGIC = b"k8s\x00"
+MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
+TABLE = Path(__file__).with_name("protobuf_fields.json")
+
+META = "k8s.io.apimachinery.pkg.apis.meta.v1"
+_SPECIAL = {
+    f"{META}.Time": "time",
+    f"{META}.MicroTime": "microtime",
+    f"{META}.Duration": "duration",
+    f"{META}.FieldsV1": "raw-json",
+    "k8s.io.apimachinery.pkg.runtime.RawExtension": "raw-json",
+    "k8s.io.apimachinery.pkg.api.resource.Quantity": "quantity",
+    "k8s.io.apimachinery.pkg.util.intstr.IntOrString": "int-or-string",
+}
+_PACKAGES = {
+    "v1": "k8s.io.api.core.v1",
+    "apps/v1": "k8s.io.api.apps.v1",
+    "batch/v1": "k8s.io.api.batch.v1",
+    "autoscaling/v1": "k8s.io.api.autoscaling.v1",
+    "coordination.k8s.io/v1": "k8s.io.api.coordination.v1",
+    "discovery.k8s.io/v1": "k8s.io.api.discovery.v1",
+}
+
+# Pointer fields (Message.field) whose zero value ("", 0, false) is a choice the client made and
+# must survive decoding; every other field holding a zero value is dropped, as omitempty would.
+KEEP_ZERO = frozenset(
+    {
+        "DeploymentSpec.replicas",
+        "ReplicaSetSpec.replicas",
+        "StatefulSetSpec.replicas",
+        "ScaleSpec.replicas",
+        "DeploymentSpec.revisionHistoryLimit",
+        "DeploymentSpec.progressDeadlineSeconds",
+        "StatefulSetSpec.revisionHistoryLimit",
+        "DaemonSetSpec.revisionHistoryLimit",
+        "RollingUpdateStatefulSetStrategy.partition",
+        "JobSpec.parallelism",
+        "JobSpec.completions",
+        "JobSpec.activeDeadlineSeconds",
+        "JobSpec.backoffLimit",
+        "JobSpec.backoffLimitPerIndex",
+        "JobSpec.maxFailedIndexes",
+        "JobSpec.ttlSecondsAfterFinished",
+        "JobSpec.manualSelector",
+        "JobSpec.suspend",
+        "CronJobSpec.suspend",
+        "CronJobSpec.startingDeadlineSeconds",
+        "CronJobSpec.successfulJobsHistoryLimit",
+        "CronJobSpec.failedJobsHistoryLimit",
+        "PodSpec.terminationGracePeriodSeconds",
+        "PodSpec.activeDeadlineSeconds",
+        "PodSpec.priority",
+        "PodSpec.automountServiceAccountToken",
+        "PodSpec.enableServiceLinks",
+        "PodSpec.shareProcessNamespace",
+        "PodSpec.hostUsers",
+        "PodSpec.setHostnameAsFQDN",
+        "ServiceAccount.automountServiceAccountToken",
+        "Toleration.tolerationSeconds",
+        "ObjectMeta.deletionGracePeriodSeconds",
+        "OwnerReference.controller",
+        "OwnerReference.blockOwnerDeletion",
+        "SecurityContext.runAsUser",
+        "SecurityContext.runAsGroup",
+        "SecurityContext.runAsNonRoot",
+        "SecurityContext.privileged",
+        "SecurityContext.readOnlyRootFilesystem",
+        "SecurityContext.allowPrivilegeEscalation",
+        "PodSecurityContext.runAsUser",
+        "PodSecurityContext.runAsGroup",
+        "PodSecurityContext.runAsNonRoot",
+        "PodSecurityContext.fsGroup",
+        "ConfigMapVolumeSource.defaultMode",
+        "SecretVolumeSource.defaultMode",
+        "ProjectedVolumeSource.defaultMode",
+        "DownwardAPIVolumeSource.defaultMode",
+        "KeyToPath.mode",
+        "ConfigMapVolumeSource.optional",
+        "SecretVolumeSource.optional",
+        "ConfigMapKeySelector.optional",
+        "SecretKeySelector.optional",
+        "ConfigMapEnvSource.optional",
+        "SecretEnvSource.optional",
+        "ConfigMap.immutable",
+        "Secret.immutable",
+        "ServiceSpec.allocateLoadBalancerNodePorts",
+        "EndpointConditions.ready",
+        "EndpointConditions.serving",
+        "EndpointConditions.terminating",
+        "LeaseSpec.leaseDurationSeconds",
+        "LeaseSpec.leaseTransitions",
+    }
+)
+
+
+class ProtobufError(ValueError):
+    """The bytes are not a valid message of the expected type."""
+
+
+@cache
+def _messages() -> dict[str, dict[str, list[Any]]]:
+    data: dict[str, dict[str, list[Any]]] = json.loads(TABLE.read_text())["messages"]
+    return data
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ProtobufError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 70:
+            raise ProtobufError("varint too long")
+
+
+def _wire(data: bytes) -> list[tuple[int, int, Any]]:
+    """(field number, wire type, raw value) for every field of a message."""
+    out: list[tuple[int, int, Any]] = []
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, kind = key >> 3, key & 7
+        value: int | bytes
+        if kind == 0:
+            value, pos = _varint(data, pos)
+        elif kind == 1:
+            value, pos = data[pos : pos + 8], pos + 8
+        elif kind == 2:
+            length, pos = _varint(data, pos)
+            value, pos = data[pos : pos + length], pos + length
+        elif kind == 5:
+            value, pos = data[pos : pos + 4], pos + 4
+        else:
+            raise ProtobufError(f"unsupported wire type {kind}")
+        if pos > len(data):
+            raise ProtobufError("truncated field")
+        out.append((number, kind, value))
+    return out
+
+
+def _signed(value: int) -> int:
+    """A varint as a signed 64-bit integer (negative int32/int64 values use ten bytes)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _scalar(kind: str, wire: int, raw: Any) -> Any:
+    if kind == "string":
+        return bytes(raw).decode("utf-8")
+    if kind == "bytes":
+        return base64.b64encode(bytes(raw)).decode()
+    if kind == "bool":
+        return bool(raw)
+    if kind in ("int32", "int64", "uint32", "uint64"):
+        return _signed(int(raw)) if kind in ("int32", "int64") else int(raw)
+    if kind == "double":
+        return struct.unpack("<d", raw)[0]
+    if kind == "float":
+        return struct.unpack("<f", raw)[0]
+    raise ProtobufError(f"unsupported scalar type {kind} (wire type {wire})")
+
+
+def _timestamp(fields: dict[int, Any], micro: bool) -> str | None:
+    seconds, nanos = _signed(fields.get(1, 0)), int(fields.get(2, 0))
+    if not seconds and not nanos:
+        return None
+    when = datetime.fromtimestamp(seconds + nanos / 1e9, UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def _special(kind: str, data: bytes) -> Any:
+    fields = {number: value for number, _, value in _wire(data)}
+    if kind in ("time", "microtime"):
+        return _timestamp(fields, kind == "microtime")
+    if kind == "quantity":
+        return bytes(fields.get(1, b"")).decode()
+    if kind == "int-or-string":
+        return bytes(fields.get(3, b"")).decode() if int(fields.get(1, 0)) == 1 else _signed(int(fields.get(2, 0)))
+    if kind == "duration":
+        return f"{_signed(int(fields.get(1, 0))) / 1e9:g}s"
+    raw = bytes(fields.get(1, b""))
+    return json.loads(raw) if raw else {}
+
+
+def _is_zero(value: Any) -> bool:
+    return value is None or (not isinstance(value, dict) and value in ("", 0, False, [], {}))
+
+
+def decode_message(name: str, data: bytes) -> Any:
+    special = _SPECIAL.get(name)
+    if special is not None:
+        return _special(special, data)
+    schema = _messages().get(name)
+    if schema is None:
+        raise ProtobufError(f"unknown message type {name}")
+    out: dict[str, Any] = {}
+    for number, wire, raw in _wire(data):
+        entry = schema.get(str(number))
+        if entry is None:
+            continue  # a field newer than the table: ignored, as an old server would
+        field_name, kind, repeated = entry
+        if kind.startswith("unknown:"):
+            continue  # a type the table's proto files do not define (see tools/proto_table.py)
+        if kind.startswith("map:"):
+            _, _, value_kind = kind.split(":")
+            pair = {n: v for n, _, v in _wire(raw)}
+            key = bytes(pair.get(1, b"")).decode()
+            value_raw = pair.get(2, b"")
+            out.setdefault(field_name, {})[key] = (
+                _scalar(value_kind, 2, value_raw)
+                if value_kind in ("string", "bytes")
+                else decode_message(value_kind, bytes(value_raw))
+            )
+            continue
+        if kind in _messages() or kind in _SPECIAL:
+            value = decode_message(kind, bytes(raw))
+        elif wire == 2 and repeated and kind not in ("string", "bytes"):
+            packed, pos, values = bytes(raw), 0, []
+            while pos < len(packed):
+                item, pos = _varint(packed, pos)
+                values.append(_scalar(kind, 0, item))
+            out.setdefault(field_name, []).extend(values)
+            continue
+        else:
+            value = _scalar(kind, wire, raw)
+        if repeated:
+            out.setdefault(field_name, []).append(value)
+        else:
+            out[field_name] = value
+    short = name.rsplit(".", 1)[-1]
+    return {k: v for k, v in out.items() if (f"{short}.{k}" in KEEP_ZERO and v is not None) or not _is_zero(v)}
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """A protobuf request body as the JSON object it stands for."""
+    if not body.startswith(MAGIC):
+        raise bad_request("the protobuf body does not start with the Kubernetes magic number")
+    try:
+        envelope = {number: value for number, _, value in _wire(body[len(MAGIC) :])}
+        type_meta = {number: bytes(value).decode() for number, _, value in _wire(bytes(envelope.get(1, b"")))}
+        api_version, kind = type_meta.get(1, ""), type_meta.get(2, "")
+        package = _PACKAGES.get(api_version)
+        if package is None or f"{package}.{kind}" not in _messages():
+            raise StatusError(
+                415,
+                "UnsupportedMediaType",
+                f"{kind} in {api_version} cannot be read from protobuf; send it as application/json",
+            )
+        obj = decode_message(f"{package}.{kind}", bytes(envelope.get(2, b"")))
+    except ProtobufError as exc:
+        raise bad_request(f"the protobuf body is not valid: {exc}") from exc
+    return {"apiVersion": api_version, "kind": kind, **obj}

@@ -1,0 +1,1 @@
+"""Reproducible measurements; each prints its figures and ends with one JSON line."""

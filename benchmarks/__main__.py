@@ -1,0 +1,19 @@
+"""``make bench``: run every benchmark in turn."""
+
+from __future__ import annotations
+
+import sys
+
+from benchmarks import apiserver
+
+
+def main() -> int:
+    status = 0
+    for bench in (apiserver,):
+        print(f"=== {bench.__name__}", flush=True)
+        status |= bench.main([])
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

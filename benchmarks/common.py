@@ -1,0 +1,96 @@
+"""Shared by the benchmarks: a lab of their own, percentiles, and machine facts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import socket
+import ssl
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def machine() -> dict[str, object]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    server: str
+    token: str
+    ca_file: Path
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+def target_from_kubeconfig(path: Path, workdir: Path) -> Target:
+    config = yaml.safe_load(path.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    ca = workdir / "ca.crt"
+    ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    return Target(cluster["server"], config["users"][0]["user"]["token"], ca)
+
+
+@contextmanager
+def local_lab(name: str = "bench") -> Iterator[Target]:
+    """A fresh local-driver lab on free ports, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="kubelab-bench-") as tmp:
+        env = dict(os.environ, KUBELAB_HOME=tmp)
+        args = [
+            "up",
+            "--name",
+            name,
+            "--api-port",
+            str(free_port()),
+            "--etcd-port",
+            str(free_port()),
+            "--etcd-peer-port",
+            str(free_port()),
+        ]
+        subprocess.run([str(ROOT / "kubelab"), *args], check=True, env=env, capture_output=True, text=True)
+        try:
+            yield target_from_kubeconfig(Path(tmp) / name / "kubeconfig", Path(tmp))
+        finally:
+            subprocess.run([str(ROOT / "kubelab"), "down", "--name", name], env=env, capture_output=True, check=False)
+
+
+def emit(name: str, figures: dict[str, object]) -> None:
+    print(json.dumps({"benchmark": name, **figures, "machine": machine()}), flush=True)
