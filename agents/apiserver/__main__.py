@@ -1,11 +1,20 @@
-"""``python -m agents.apiserver`` / ``kubelab-agent apiserver``: run the API server."""
+"""``python -m agents.apiserver`` / ``kubelab-agent apiserver``: run the API server.
+
+With more than one worker, this process supervises that many copies of itself, each serving the
+same port (SO_REUSEPORT; the kernel spreads connections between them) with its own etcd
+connection and watch cache. Worker 0 also bootstraps the cluster and runs the housekeeping
+(compaction, allocation repair, event expiry). A worker that dies is started again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -18,6 +27,7 @@ from agents.machinery.errors import StorageUnavailableError
 from agents.machinery.settings import SettingsError, load
 
 log = logging.getLogger("agents.apiserver")
+WORKER_ENV = "KUBELAB_APISERVER_WORKER_INDEX"
 
 
 async def _start_with_retries(server: ApiServer, stop: asyncio.Event) -> bool:
@@ -36,8 +46,8 @@ async def _start_with_retries(server: ApiServer, stop: asyncio.Event) -> bool:
     return False
 
 
-async def serve(settings: ApiServerSettings) -> None:
-    server = ApiServer(settings)
+async def serve(settings: ApiServerSettings, *, worker: int, shared_port: bool) -> None:
+    server = ApiServer(settings, leader=worker == 0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -50,7 +60,13 @@ async def serve(settings: ApiServerSettings) -> None:
     if context is None:
         log.warning("no --tls-cert-file/--tls-private-key-file: serving plain HTTP")
     site = web.TCPSite(
-        runner, settings.bind_address, settings.secure_port, ssl_context=context, reuse_address=True, backlog=1024
+        runner,
+        settings.bind_address,
+        settings.secure_port,
+        ssl_context=context,
+        reuse_address=True,
+        reuse_port=shared_port,
+        backlog=1024,
     )
     await site.start()
     log.info("serving on %s://%s:%d", "https" if context else "http", settings.bind_address, settings.secure_port)
@@ -60,13 +76,61 @@ async def serve(settings: ApiServerSettings) -> None:
     await server.stop()
 
 
+def supervise(argv: Sequence[str], count: int) -> int:
+    """Run ``count`` workers; restart any that dies; stop them all on SIGTERM or SIGINT."""
+    stopping = False
+    children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def spawn(index: int) -> None:
+        env = dict(os.environ, **{WORKER_ENV: str(index)})
+        children[index] = subprocess.Popen([sys.executable, "-m", "agents.apiserver", *argv], env=env)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("starting %d API server workers", count)
+    for number in range(count):
+        spawn(number)
+    restarts: dict[int, float] = {}
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        index = next((i for i, c in children.items() if c.pid == pid), None)
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        children[index].returncode = code
+        if stopping:
+            del children[index]
+            continue
+        log.error("worker %d exited with status %d; starting it again", index, code)
+        if time.monotonic() - restarts.get(index, 0.0) < 5:
+            time.sleep(2)  # a worker that keeps failing is not restarted in a tight loop
+        restarts[index] = time.monotonic()
+        spawn(index)
+    return 0
+
+
 def run(argv: Sequence[str]) -> int:
     try:
         settings = load(ApiServerSettings, argv, env_prefix="KUBELAB_APISERVER", prog="kubelab-agent apiserver")
-    except (SettingsError, TokenFileError) as exc:
+    except SettingsError as exc:
         print(f"kubelab-agent apiserver: {exc}", file=sys.stderr)
         return 2
-    logs.setup(settings.log.level, settings.log.format)
+    count = settings.worker_count()
+    index = os.environ.get(WORKER_ENV)
+    tag = f"w{index}" if index is not None and count > 1 else ""
+    logs.setup(settings.log.level, settings.log.format, tag=tag)
+    if index is None and count > 1:
+        return supervise(argv, count)
     try:
         import uvloop  # noqa: PLC0415
 
@@ -74,7 +138,7 @@ def run(argv: Sequence[str]) -> int:
     except ImportError:
         log.info("uvloop is not installed; using the default event loop")
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, worker=int(index or 0), shared_port=count > 1))
     except (SettingsError, TokenFileError, OSError) as exc:
         log.error("%s", exc)
         return 1

@@ -98,9 +98,10 @@ class Housekeeping:
 
 
 class ApiServer:
-    def __init__(self, settings: ApiServerSettings, *, store: Store | None = None) -> None:
+    def __init__(self, settings: ApiServerSettings, *, store: Store | None = None, leader: bool = True) -> None:
         check_settings(settings)
         self.settings = settings
+        self.leader = leader  # bootstraps the cluster and runs the housekeeping
         self.catalog = Catalog()
         if store is None:
             store = (
@@ -164,6 +165,20 @@ class ApiServer:
                 bookmark_interval=self.settings.watch.bookmark_interval,
             ),
         )
+        if self.leader:
+            await self._bootstrap()
+        else:
+            await self._await_bootstrap()
+        self.ready = True
+        log.info(
+            "API server ready in %.2fs (%d resources, %d schema definitions)",
+            time.monotonic() - started,
+            len(self.stores),
+            len(self.definitions),
+        )
+
+    async def _bootstrap(self) -> None:
+        """System namespaces, the kubernetes Service, and the periodic housekeeping."""
         await bootstrap.ensure_namespaces(self.stores["namespaces"])
         await bootstrap.ensure_kubernetes_service(
             services=self.stores["services"],
@@ -178,13 +193,15 @@ class ApiServer:
         self._housekeeping.every("event-expiry", min(300.0, self.settings.event_ttl), self._expire_events)
         if self.settings.etcd.compaction_interval > 0:
             self._start_compactor(self.settings.etcd.compaction_interval)
-        self.ready = True
-        log.info(
-            "API server ready in %.2fs (%d resources, %d schema definitions)",
-            time.monotonic() - started,
-            len(self.stores),
-            len(self.definitions),
-        )
+
+    async def _await_bootstrap(self, patience: float = 60.0) -> None:
+        """Other workers are ready once the leader has created the system namespaces."""
+        deadline = time.monotonic() + patience
+        while "default" not in self.cache.namespaces:
+            if time.monotonic() > deadline:
+                log.warning("the leader worker has not bootstrapped the cluster after %.0fs", patience)
+                return
+            await asyncio.sleep(0.1)
 
     def _start_compactor(self, interval: float) -> None:
         previous = [0]

@@ -49,6 +49,7 @@ class ApiServerSettings:
     """kubelab API server: the Kubernetes REST API over etcd."""
 
     bind_address: str = setting("0.0.0.0", "address to listen on")
+    workers: int = setting(0, "processes serving the API on the same port (0: one per CPU, at most 4)")
     secure_port: int = setting(6443, "HTTPS port")
     advertise_address: str = setting("127.0.0.1", "address published in the kubernetes Service endpoints")
     token_auth_file: Path | None = setting(None, 'CSV file of bearer tokens: token,user,uid,"groups"')
@@ -64,6 +65,9 @@ class ApiServerSettings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     watch: WatchCacheSettings = field(default_factory=WatchCacheSettings)
     log: LogSettings = field(default_factory=LogSettings)
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else max(1, min(os.cpu_count() or 1, 4))
 
     def node_ports(self) -> tuple[int, int]:
         low, _, high = self.service.node_port_range.partition("-")

@@ -208,10 +208,10 @@ def cidr(path: str, value: Any) -> Errors:
 
 
 def one_of(path: str, value: Any, allowed: Iterable[str]) -> Errors:
-    choices = sorted(allowed)
-    if value not in choices:
-        return [not_supported(path, value, choices)]
-    return []
+    choices = allowed if isinstance(allowed, tuple | frozenset | set) else tuple(allowed)
+    if value in choices:
+        return []
+    return [not_supported(path, value, sorted(choices))]
 
 
 def int_or_percent(path: str, value: Any) -> Errors:
@@ -233,7 +233,7 @@ def scaled(value: Any, total: int, *, round_up: bool) -> int:
 
 def quantity_value(path: str, value: Any) -> Errors:
     try:
-        amount = quantity.value(value)
+        amount = quantity.milli(value)
     except quantity.QuantityError as exc:
         return [invalid(path, value, str(exc))]
     if amount < 0:

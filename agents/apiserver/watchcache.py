@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,22 +71,46 @@ class CacheEvent:
 _CLOSED = object()
 
 
+Sink = Callable[[CacheEvent], bool]
+
+
 @dataclass(eq=False)
 class Subscription:
+    """Events for one watcher: queued, or, once a sink is attached, handed over as they happen."""
+
     key_prefix: str
     from_revision: int
     capacity: int
     backlog: collections.deque[CacheEvent] = field(default_factory=collections.deque)
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     closed: str | None = None  # why the cache ended this subscription
+    sink: Sink | None = None
 
     def offer(self, event: CacheEvent) -> bool:
+        """Take an event; False means the watcher cannot keep up and must be dropped."""
         if event.revision < self.from_revision or not event.key.startswith(self.key_prefix):
             return True
+        if self.sink is not None:
+            return self.sink(event)
         if self.queue.qsize() >= self.capacity:
             return False
         self.queue.put_nowait(event)
         return True
+
+    def attach(self, sink: Sink) -> list[CacheEvent]:
+        """From now on deliver straight to ``sink``; returns the events still waiting, in order, which
+        the caller must handle before it next yields to the event loop."""
+        pending = list(self.backlog)
+        self.backlog.clear()
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if isinstance(item, CacheEvent):
+                pending.append(item)
+            else:
+                self.queue.put_nowait(item)  # the end marker stays for next()
+                break
+        self.sink = sink
+        return pending
 
     def close(self, reason: str) -> None:
         if self.closed is None:
@@ -96,10 +121,14 @@ class Subscription:
         """The next event; None when ``wait`` seconds pass first. Raises EOFError once closed."""
         if self.backlog:
             return self.backlog.popleft()
-        try:
-            item = await asyncio.wait_for(self.queue.get(), wait)
-        except TimeoutError:
-            return None
+        if not self.queue.empty():
+            item = self.queue.get_nowait()
+        else:
+            try:
+                async with asyncio.timeout(wait):
+                    item = await self.queue.get()
+            except TimeoutError:
+                return None
         if item is _CLOSED:
             raise EOFError(self.closed or "closed")
         event: CacheEvent = item
@@ -223,8 +252,13 @@ class WatchCache:
         subs = self._subs.get(resource.key_prefix)
         if subs:
             for sub in list(subs):
-                if not sub.offer(cached):
-                    log.info("closing a watch on %s that fell %d events behind", sub.key_prefix, sub.capacity)
+                try:
+                    kept = sub.offer(cached)
+                except Exception:
+                    log.exception("delivering an event to a watch on %s failed", sub.key_prefix)
+                    kept = False
+                if not kept:
+                    log.info("closing a watch on %s that cannot keep up", sub.key_prefix)
                     sub.close("watcher too slow")
                     subs.discard(sub)
 

@@ -4,6 +4,10 @@ Label and field selectors are applied to both the new and the previous state of 
 watcher sees ADDED when an object starts to match and DELETED when it stops matching, as with
 kube-apiserver. Idle streams get BOOKMARK events when the client asked for them; a revision older
 than the cache's window ends the stream with an ERROR event carrying 410 Expired.
+
+Once a watch has caught up, the watch cache writes each event into the connection as it dispatches
+it: one chunk per event, no task switch per watcher. A watcher whose connection has more than
+8 MiB unsent is disconnected (it re-watches from its last resourceVersion).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from agents.apiserver.watchcache import CacheEvent, Subscription, TooOldError, W
 from agents.machinery import codec
 from agents.machinery.objects import Object
 
-BATCH = 128
+MAX_BUFFERED = 8 * 1024 * 1024  # bytes waiting for a slow watcher before its watch is closed
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,7 @@ class WatchStream:
                 chunk += self.bookmark(start - 1, end_of_initial=True)
             if chunk:
                 await response.write(chunk)
-            await self._follow(response, sub, floor=start - 1)
+            await self._follow(sub, floor=start - 1)
         except ConnectionError:
             pass  # the client went away
         finally:
@@ -162,46 +166,44 @@ class WatchStream:
                 self.cache.unsubscribe(self.resource, sub)
         return response
 
-    def _drain(self, sub: Subscription, first: CacheEvent) -> list[CacheEvent]:
-        """``first`` and whatever else is already waiting, to write in one chunk."""
-        batch = [first]
-        while len(batch) < BATCH:
-            if sub.backlog:
-                batch.append(sub.backlog.popleft())
-                continue
-            if sub.queue.empty():
-                break
-            item = sub.queue.get_nowait()
-            if not isinstance(item, CacheEvent):
-                sub.queue.put_nowait(item)  # the end marker: handled on the next round
-                break
-            batch.append(item)
-        return batch
+    def _send(self, data: bytes) -> bool:
+        """Write one HTTP/1.1 chunk straight to the connection (the stream is chunked and nothing else
+        writes to it while the watch runs). False when the client is gone or too far behind."""
+        transport = self.request.transport
+        if transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > MAX_BUFFERED:
+            return False
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        return True
 
-    async def _follow(self, response: web.StreamResponse, sub: Subscription, *, floor: int) -> None:
+    def _deliver(self, event: CacheEvent) -> bool:
+        line = self.event_line(event)
+        return self._send(line) if line else True
+
+    async def _follow(self, sub: Subscription, *, floor: int) -> None:
+        # Everything still queued goes first; from then on the cache hands events to _deliver as
+        # they arrive (no task switch per event and watcher), and this loop only keeps time.
+        pending = sub.attach(self._deliver)
+        chunk = b"".join(self.event_line(e) for e in pending)
+        if chunk and not self._send(chunk):
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.duration
-        tick = (
-            min(self.settings.idle_check, self.settings.bookmark_interval)
-            if self.bookmarks
-            else self.settings.idle_check
-        )
+        interval = self.settings.bookmark_interval
+        tick = min(self.settings.idle_check, interval) if self.bookmarks else self.settings.idle_check
         last_bookmark = loop.time()
         while (remaining := deadline - loop.time()) > 0:
             try:
-                event = await sub.next(min(remaining, tick))
+                await sub.next(min(remaining, tick))
             except EOFError as exc:
                 if str(exc).startswith("too old"):
-                    await response.write(_expired(str(exc)))
+                    self._send(_expired(str(exc)))
                 return
-            if event is None:
-                transport = self.request.transport
-                if transport is None or transport.is_closing():
+            transport = self.request.transport
+            if transport is None or transport.is_closing():
+                return
+            if self.bookmarks and loop.time() - last_bookmark >= interval:
+                if not self._send(self.bookmark(max(self.cache.latest_revision, floor))):
                     return
-                if self.bookmarks and sub.idle and loop.time() - last_bookmark >= self.settings.bookmark_interval:
-                    await response.write(self.bookmark(max(self.cache.latest_revision, floor)))
-                    last_bookmark = loop.time()
-                continue
-            chunk = b"".join(self.event_line(e) for e in self._drain(sub, event))
-            if chunk:
-                await response.write(chunk)
+                last_bookmark = loop.time()

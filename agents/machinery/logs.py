@@ -14,6 +14,10 @@ import orjson
 
 
 class _JsonFormatter(logging.Formatter):
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
@@ -24,14 +28,17 @@ class _JsonFormatter(logging.Formatter):
         obj = getattr(record, "object", None)
         if obj:
             entry["object"] = obj
+        if self.tag:
+            entry["process"] = self.tag
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
 
 
 class _TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    def __init__(self, tag: str) -> None:
+        prefix = f"[{tag}] " if tag else ""
+        super().__init__(f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -39,9 +46,10 @@ class _TextFormatter(logging.Formatter):
         return f"{text} [{obj}]" if obj else text
 
 
-def setup(level: str = "info", fmt: str = "text") -> None:
+def setup(level: str = "info", fmt: str = "text", *, tag: str = "") -> None:
+    """Log to stderr; ``tag`` (e.g. a worker's name) prefixes text lines and is a field in JSON."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
+    handler.setFormatter(_JsonFormatter(tag) if fmt == "json" else _TextFormatter(tag))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

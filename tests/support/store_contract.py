@@ -36,6 +36,18 @@ class StoreContract:
         with pytest.raises(KeyExistsError):
             await store.create(prefix + "a", b"two")
 
+    async def test_concurrent_creates_each_get_their_own_answer(self, store: Store, prefix: str) -> None:
+        await store.create(prefix + "taken", b"first")
+        names = [f"k{i}" for i in range(20)] + ["taken"]
+        results = await asyncio.gather(*(store.create(prefix + n, n.encode()) for n in names), return_exceptions=True)
+        assert isinstance(results[-1], KeyExistsError)
+        assert all(isinstance(r, int) for r in results[:-1])
+        listed = await store.range(prefix, prefix_end(prefix))
+        assert {kv.key[len(prefix) :]: kv.value for kv in listed.kvs} == {
+            **{n: n.encode() for n in names[:-1]},
+            "taken": b"first",
+        }
+
     async def test_update_succeeds_only_at_the_read_revision(self, store: Store, prefix: str) -> None:
         first = await store.create(prefix + "a", b"one")
         second = await store.update(prefix + "a", b"two", expected_revision=first)

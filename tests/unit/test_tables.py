@@ -115,7 +115,7 @@ def test_node_rows_show_readiness_roles_and_version() -> None:
 
 
 def test_service_rows_show_ports_and_external_addresses() -> None:
-    svc = {
+    svc: dict[str, Any] = {
         "metadata": {"name": "web", "creationTimestamp": _ago(1)},
         "spec": {
             "type": "NodePort",

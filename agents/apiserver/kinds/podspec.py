@@ -243,7 +243,7 @@ def _container(path: str, c: dict[str, Any], volumes: set[str]) -> Errors:
     for res_name, amount in requests.items():
         if res_name in limits:
             try:
-                if quantity.value(amount) > quantity.value(limits[res_name]):
+                if quantity.milli(amount) > quantity.milli(limits[res_name]):
                     out.append(
                         invalid(
                             f"{path}.resources.requests",
