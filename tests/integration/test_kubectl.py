@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -457,3 +460,32 @@ class TestCreateGenerators:
         kubectl.ok("run", "solo", "--image=busybox", "--restart=Never", "-n", namespace, "--", "sleep", "60")
         pod = kubectl.json("get", "pod", "solo", "-n", namespace)
         assert pod["spec"]["containers"][0]["args"] == ["sleep", "60"] and pod["status"]["phase"] == "Pending"
+
+
+def test_kubectl_edit_changes_the_object(kubectl: Kubectl, namespace: str, tmp_path: Path) -> None:
+    kubectl.ok("apply", "-n", namespace, "-f", "-", stdin=manifest(deployment("web", replicas=2)))
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/replicas: 2/replicas: 5/' \"$1\"\n")
+    editor.chmod(0o755)
+    result = subprocess.run(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(kubectl.kubeconfig),
+            "--cache-dir",
+            str(kubectl.cache_dir),
+            "edit",
+            "deployment",
+            "web",
+            "-n",
+            namespace,
+        ],
+        env={**os.environ, "KUBE_EDITOR": str(editor)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "deployment.apps/web edited" in result.stdout
+    assert kubectl.json("get", "deploy", "web", "-n", namespace)["spec"]["replicas"] == 5

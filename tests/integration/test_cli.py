@@ -1,0 +1,94 @@
+"""The kubelab CLI with the local driver: idempotent up, status, stop/start, down, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from provisioner import host, procs
+from tests.support.components import free_port, require
+from tests.support.kubectl import kubelab
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--api-port", "0"], "api-port 0: must be between 1 and 65535"),
+        (["--name", "Bad_Name"], "use 1-40 lowercase letters"),
+        (["--service-cidr", "10.96.0.0/33"], "service-cidr"),
+        (["--node-port-range", "30000"], "node-port-range '30000': expected LOW-HIGH"),
+        (["--api-port", "7000", "--etcd-port", "7000"], "must differ"),
+    ],
+)
+def test_bad_lab_settings_get_one_line_and_change_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    result = kubelab("up", *args, home=tmp_path)
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith("kubelab: ") and message in lines[0]
+    assert "Traceback" not in result.err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bad_lab_file_names_the_problem(tmp_path: Path) -> None:
+    lab_file = tmp_path / "lab.yaml"
+    lab_file.write_text("api-port: 7443\nworkers: 3\n")
+    result = kubelab("up", "-f", str(lab_file), home=tmp_path / "home")
+    assert result.code == 1 and "unknown setting 'workers'" in result.err and "Traceback" not in result.err
+
+
+def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> None:
+    require(host.ETCD)
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        result = kubelab(
+            "up",
+            "--name",
+            "clash",
+            "--api-port",
+            str(free_port()),
+            "--etcd-port",
+            str(taken),
+            "--etcd-peer-port",
+            str(free_port()),
+            home=tmp_path,
+        )
+    assert result.code == 1 and f"port {taken} is in use" in result.err and "--etcd-port" in result.err
+    kubelab("down", "--name", "clash", home=tmp_path)
+
+
+def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> None:
+    require(host.ETCD)
+    ports = ["--api-port", str(free_port()), "--etcd-port", str(free_port()), "--etcd-peer-port", str(free_port())]
+    first = kubelab("up", "--name", "cycle", *ports, home=tmp_path)
+    assert first.ok, first.err
+    run_dir = tmp_path / "cycle" / "run"
+    records = {name: procs.ProcessRecord.load(run_dir, name) for name in ("etcd", "apiserver")}
+    assert all(r is not None and procs.alive(r) for r in records.values())
+
+    second = kubelab("up", "--name", "cycle", home=tmp_path)  # reuses the saved settings
+    assert second.ok and second.out.count("already running") == 2
+
+    status = kubelab("status", "--name", "cycle", home=tmp_path)
+    assert status.ok and status.out.count("running   healthy") == 2
+    assert kubelab("kubeconfig", "--name", "cycle", home=tmp_path).out.strip() == str(tmp_path / "cycle" / "kubeconfig")
+
+    assert "stopped: apiserver, etcd" in kubelab("stop", "--name", "cycle", home=tmp_path).out
+    assert not any(procs.alive(r) for r in records.values() if r is not None)
+    assert kubelab("status", "--name", "cycle", home=tmp_path).code == 1
+
+    again = kubelab("up", "--name", "cycle", home=tmp_path)  # state kept: the lab comes back
+    assert again.ok, again.err
+    saved = json.loads((tmp_path / "cycle" / "lab.json").read_text())
+    assert saved["api_port"] == int(ports[1])
+
+    restarted = {name: procs.ProcessRecord.load(run_dir, name) for name in ("etcd", "apiserver")}
+    down = kubelab("down", "--name", "cycle", home=tmp_path)
+    assert down.ok and "removed lab 'cycle'" in down.out
+    assert not any(procs.alive(r) for r in restarted.values() if r is not None)
+    assert not (tmp_path / "cycle").exists()
+    assert "does not exist" in kubelab("down", "--name", "cycle", home=tmp_path).out
