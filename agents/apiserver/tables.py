@@ -641,7 +641,7 @@ def _controllerrevision_row(obj: Object) -> Cells:
 
 
 def _default_row(obj: Object) -> Cells:
-    return [_meta(obj).get("name", ""), _created(obj)]
+    return [_meta(obj).get("name", ""), _meta(obj).get("creationTimestamp", "")]
 
 
 @dataclass(frozen=True)

@@ -134,10 +134,6 @@ class Subscription:
         event: CacheEvent = item
         return event
 
-    @property
-    def idle(self) -> bool:
-        return not self.backlog and self.queue.empty()
-
 
 class WatchCache:
     def __init__(
