@@ -21,6 +21,7 @@ import re
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,20 @@ class Client:
             await response.read()
 
 
+async def open_loop(rate: float, count: int, job: Callable[[int], Awaitable[None]]) -> float:
+    """Start ``job(0..count-1)`` on schedule, ``rate`` per second, whatever earlier jobs are doing;
+    return the seconds until all finished."""
+    start = time.perf_counter()
+    tasks = []
+    for i in range(count):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(job(i)))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - start
+
+
 async def fixed_rate(client: Client, *, rate: float, count: int) -> dict[str, float]:
     namespace = f"rate-{uuid.uuid4().hex[:6]}"
     await client.namespace(namespace)
@@ -105,15 +120,7 @@ async def fixed_rate(client: Client, *, rate: float, count: int) -> dict[str, fl
         except (RuntimeError, aiohttp.ClientError):
             errors += 1
 
-    start = time.perf_counter()
-    tasks = []
-    for i in range(count):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i)))
-    await asyncio.gather(*tasks)
-    achieved = count / (time.perf_counter() - start)
+    achieved = count / await open_loop(rate, count, one)
     ms = [v * 1000 for v in latencies]
     return {
         "rate": rate,
@@ -217,14 +224,7 @@ def _writer(job: WriterJob, go: Any, acks: Any) -> None:
             times[name] = time.perf_counter()
 
         go.wait()
-        begin = time.perf_counter()
-        tasks = []
-        for i in range(count):
-            delay = begin + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+        await open_loop(rate, count, one)
         await client.close()
         acks.put(times)
 
