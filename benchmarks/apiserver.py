@@ -21,7 +21,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,11 +93,11 @@ class Client:
             await response.read()
 
 
-async def open_loop(rate: float, count: int, job: Callable[[int], Awaitable[None]]) -> float:
+async def open_loop(rate: float, count: int, job: Callable[[int], Coroutine[Any, Any, None]]) -> float:
     """Start ``job(0..count-1)`` on schedule, ``rate`` per second, whatever earlier jobs are doing;
     return the seconds until all finished."""
     start = time.perf_counter()
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
     for i in range(count):
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
