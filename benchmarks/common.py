@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,16 @@ def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def calibration(seconds: float = 0.5) -> int:
+    """Iterations of an empty Python loop per second: how fast this (possibly shared) machine is
+    right now. Figures measured minutes apart on a shared host differ with it."""
+    start = time.perf_counter()
+    count = 0
+    while time.perf_counter() - start < seconds:
+        count += 1
+    return int(count / seconds)
 
 
 def machine() -> dict[str, object]:

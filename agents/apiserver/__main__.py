@@ -9,6 +9,7 @@ connection and watch cache. Worker 0 also bootstraps the cluster and runs the ho
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -54,6 +55,7 @@ async def serve(settings: ApiServerSettings, *, worker: int, shared_port: bool) 
         loop.add_signal_handler(sig, stop.set)
     if not await _start_with_retries(server, stop):
         return
+    settle_garbage_collector()
     runner = web.AppRunner(server.application(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     context = server.ssl_context()
@@ -74,6 +76,19 @@ async def serve(settings: ApiServerSettings, *, worker: int, shared_port: bool) 
     log.info("shutting down")
     await runner.cleanup()
     await server.stop()
+
+
+def settle_garbage_collector() -> None:
+    """Keep Python's collector from pausing request handling.
+
+    A full collection walks every tracked object; with the schema tables and caches of a started
+    server that is ~90 ms on the reference machine, enough to show in every p99. What exists after
+    startup lives as long as the process, so it is frozen out of the collector's reach, and the
+    young generation is collected less often (requests allocate many short-lived dicts).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
 
 
 def supervise(argv: Sequence[str], count: int) -> int:

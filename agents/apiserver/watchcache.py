@@ -62,6 +62,12 @@ class CacheEvent:
             self._obj = codec.decode_stored(self.value, self.revision)
         return self._obj
 
+    def forget_decoded(self) -> None:
+        """Drop the decoded objects once dispatched: history keeps bytes only (which the garbage
+        collector does not track); a replay decodes again."""
+        self._obj = None
+        self._prev = None
+
     def prev_obj(self) -> Object | None:
         if self._prev is None and self.prev_value is not None:
             self._prev = codec.decode_stored(self.prev_value, self.revision)
@@ -257,6 +263,7 @@ class WatchCache:
                     log.info("closing a watch on %s that cannot keep up", sub.key_prefix)
                     sub.close("watcher too slow")
                     subs.discard(sub)
+        cached.forget_decoded()
 
     # --- subscriptions ---------------------------------------------------------------------------
 
