@@ -12,7 +12,30 @@ def _apiserver(argv: Sequence[str]) -> int:
     return run(argv)
 
 
-COMPONENTS: dict[str, Callable[[Sequence[str]], int]] = {"apiserver": _apiserver}
+def _scheduler(argv: Sequence[str]) -> int:
+    from agents.scheduler.__main__ import run  # noqa: PLC0415
+
+    return run(argv)
+
+
+def _controller_manager(argv: Sequence[str]) -> int:
+    from agents.controllers.__main__ import run  # noqa: PLC0415
+
+    return run(argv)
+
+
+def _simnodes(argv: Sequence[str]) -> int:
+    from agents.simnodes.__main__ import run  # noqa: PLC0415
+
+    return run(argv)
+
+
+COMPONENTS: dict[str, Callable[[Sequence[str]], int]] = {
+    "apiserver": _apiserver,
+    "scheduler": _scheduler,
+    "controller-manager": _controller_manager,
+    "simnodes": _simnodes,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

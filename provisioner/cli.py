@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--etcd-peer-port", type=int, help="etcd peer port (default 2380)")
     up.add_argument("--service-cidr", help="range Service ClusterIPs come from (default 10.96.0.0/12)")
     up.add_argument("--node-port-range", help="range NodePorts come from (default 30000-32767)")
+    up.add_argument("--cluster-cidr", help="the pod network; each node gets a /24 of it (default 10.244.0.0/16)")
+    up.add_argument("--simulated-nodes", type=int, help="register N simulated nodes (default 0)")
+    up.add_argument(
+        "--node-grace-period", type=int, help="seconds without heartbeat before a node is NotReady (default 40)"
+    )
+    up.add_argument("--eviction-seconds", type=int, help="how long pods tolerate a NotReady node (default 300)")
     with_name(commands.add_parser("stop", help="stop the lab's processes, keep its state"))
     with_name(commands.add_parser("down", help="stop the lab and remove everything it created"))
     with_name(commands.add_parser("status", help="show what runs and whether it is healthy"))
@@ -53,15 +59,7 @@ def _driver(name: str | None, *, spec: labspec.LabSpec | None = None) -> LocalDr
 
 
 def _up(args: argparse.Namespace) -> int:
-    overrides = {
-        "name": args.name,
-        "driver": args.driver,
-        "api_port": args.api_port,
-        "etcd_port": args.etcd_port,
-        "etcd_peer_port": args.etcd_peer_port,
-        "service_cidr": args.service_cidr,
-        "node_port_range": args.node_port_range,
-    }
+    overrides = {field: getattr(args, field, None) for field in labspec.LabSpec.fields()}
     saved = LabPaths.for_lab(args.name or "kubelab").spec
     base = labspec.LabSpec.from_json(saved.read_text()) if saved.exists() else None
     spec = labspec.build(args.file, overrides, base=base)
@@ -76,10 +74,10 @@ def _status(args: argparse.Namespace) -> int:
         return 1
     rows = driver.status()
     _say(f"lab {driver.spec.name!r} (driver {driver.spec.driver}, state {driver.paths.root})")
-    _say(f"{'COMPONENT':<12} {'PID':<8} {'STATE':<9} {'HEALTH':<9} ENDPOINT")
+    _say(f"{'COMPONENT':<19} {'PID':<8} {'STATE':<9} {'HEALTH':<9} ENDPOINT")
     for row in rows:
         health = "healthy" if row.healthy else ("-" if row.state == "stopped" else "unhealthy")
-        _say(f"{row.name:<12} {row.pid or '-':<8} {row.state:<9} {health:<9} {row.endpoint}")
+        _say(f"{row.name:<19} {row.pid or '-':<8} {row.state:<9} {health:<9} {row.endpoint}")
     for row in rows:
         if row.state == "exited" or (row.state == "running" and not row.healthy):
             _say(f"  {row.name}: see {row.log}")

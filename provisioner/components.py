@@ -30,7 +30,9 @@ class Component(Protocol):
     @property
     def endpoint(self) -> str: ...
 
-    def configure(self) -> None: ...
+    def configure(self) -> bool:
+        """Render the component's config; return whether it changed."""
+        ...
 
     def argv(self) -> list[str]: ...
 
@@ -68,7 +70,7 @@ class Etcd:
     def config_file(self) -> Path:
         return self.paths.config / "etcd.conf.yml"
 
-    def configure(self) -> None:
+    def configure(self) -> bool:
         self.paths.etcd_data.mkdir(parents=True, exist_ok=True)
         self.paths.etcd_data.chmod(0o700)
         text = render.render(
@@ -81,7 +83,7 @@ class Etcd:
             etcd_peer_port=self.peer_port,
             lab_name=self.lab_name,
         )
-        render.write(self.config_file, text)
+        return render.write(self.config_file, text)
 
     def ports(self) -> list[tuple[int, str]]:
         return [(self.client_port, "--etcd-port"), (self.peer_port, "--etcd-peer-port")]
@@ -113,13 +115,12 @@ def port_in_use(address: str, port: int) -> bool:
 
 
 def start(component: Component, paths: LabPaths, *, timeout: float) -> procs.ProcessRecord:
-    """Configure, start and await one component; raise ComponentError naming its log on failure."""
+    """Start and await one (configured) component; raise ComponentError naming its log on failure."""
     for port, flag in component.ports():
         if port_in_use("127.0.0.1", port):
             raise ComponentError(
                 f"{component.name}: port {port} is in use by another process; free it or choose another with {flag}"
             )
-    component.configure()
     log = paths.logs / f"{component.name}.log"
     record = procs.spawn(component.name, component.argv(), log=log)
     record.save(paths.run)
@@ -146,6 +147,7 @@ class ApiServer:
     service_cidr: str
     node_port_range: str
     python: str
+    eviction_seconds: int = 300
     address: str = "127.0.0.1"
     name: str = "apiserver"
 
@@ -157,7 +159,7 @@ class ApiServer:
     def config_file(self) -> Path:
         return self.paths.config / "apiserver.yaml"
 
-    def configure(self) -> None:
+    def configure(self) -> bool:
         text = render.render(
             "agents/apiserver.yaml.j2",
             apiserver_bind_address=self.address,
@@ -170,8 +172,9 @@ class ApiServer:
             apiserver_service_cidr=self.service_cidr,
             apiserver_node_port_range=self.node_port_range,
             apiserver_schema_cache_dir=str(self.paths.root.parent / ".cache"),
+            apiserver_eviction_seconds=self.eviction_seconds,
         )
-        render.write(self.config_file, text)
+        return render.write(self.config_file, text)
 
     def ports(self) -> list[tuple[int, str]]:
         return [(self.port, "--api-port")]
@@ -183,3 +186,109 @@ class ApiServer:
         context = ssl.create_default_context(cafile=str(self.paths.pki / "ca.crt"))
         code, body = _get(f"{self.endpoint}/readyz", context=context)
         return code == 200 and body.strip() == b"ok"
+
+
+def _ready(port: int) -> bool:
+    code, body = _get(f"http://127.0.0.1:{port}/readyz")
+    return code == 200 and body.strip() == b"ok"
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    paths: LabPaths
+    healthz_port: int
+    python: str
+    name: str = "scheduler"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.healthz_port}/readyz"
+
+    def configure(self) -> bool:
+        return render.write(
+            self.paths.config / "scheduler.yaml",
+            render.render(
+                "agents/scheduler.yaml.j2",
+                scheduler_kubeconfig=str(self.paths.kubeconfig_of("scheduler")),
+                scheduler_healthz_port=self.healthz_port,
+            ),
+        )
+
+    def ports(self) -> list[tuple[int, str]]:
+        return [(self.healthz_port, "a free port (remove run/ports.json)")]
+
+    def argv(self) -> list[str]:
+        return [self.python, "-m", "agents.scheduler", "--config", str(self.paths.config / "scheduler.yaml")]
+
+    def healthy(self) -> bool:
+        return _ready(self.healthz_port)
+
+
+@dataclass(frozen=True)
+class ControllerManager:
+    paths: LabPaths
+    healthz_port: int
+    python: str
+    node_grace_period: int
+    cluster_cidr: str
+    name: str = "controller-manager"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.healthz_port}/readyz"
+
+    def configure(self) -> bool:
+        return render.write(
+            self.paths.config / "controller-manager.yaml",
+            render.render(
+                "agents/controller-manager.yaml.j2",
+                controller_manager_kubeconfig=str(self.paths.kubeconfig_of("controller-manager")),
+                controller_manager_node_grace_period=self.node_grace_period,
+                controller_manager_cluster_cidr=self.cluster_cidr,
+                controller_manager_healthz_port=self.healthz_port,
+            ),
+        )
+
+    def ports(self) -> list[tuple[int, str]]:
+        return [(self.healthz_port, "a free port (remove run/ports.json)")]
+
+    def argv(self) -> list[str]:
+        return [self.python, "-m", "agents.controllers", "--config", str(self.paths.config / "controller-manager.yaml")]
+
+    def healthy(self) -> bool:
+        return _ready(self.healthz_port)
+
+
+@dataclass(frozen=True)
+class SimNodes:
+    paths: LabPaths
+    healthz_port: int
+    python: str
+    count: int
+    heartbeat_interval: float = 10.0
+    name: str = "simnodes"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.count} simulated nodes"
+
+    def configure(self) -> bool:
+        return render.write(
+            self.paths.config / "simnodes.yaml",
+            render.render(
+                "agents/simnodes.yaml.j2",
+                simnodes_kubeconfig=str(self.paths.kubeconfig_of("simnodes")),
+                simnodes_count=self.count,
+                simnodes_healthz_port=self.healthz_port,
+                simnodes_heartbeat_interval=self.heartbeat_interval,
+            ),
+        )
+
+    def ports(self) -> list[tuple[int, str]]:
+        return [(self.healthz_port, "a free port (remove run/ports.json)")]
+
+    def argv(self) -> list[str]:
+        return [self.python, "-m", "agents.simnodes", "--config", str(self.paths.config / "simnodes.yaml")]
+
+    def healthy(self) -> bool:
+        return _ready(self.healthz_port)

@@ -48,5 +48,12 @@ class LabPaths:
         return self.root / "kubeconfig"
 
     @property
+    def ports(self) -> Path:
+        return self.run / "ports.json"
+
+    def kubeconfig_of(self, component: str) -> Path:
+        return self.config / f"{component}.kubeconfig"
+
+    @property
     def tokens(self) -> Path:
         return self.pki / "tokens.csv"

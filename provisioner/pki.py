@@ -39,6 +39,7 @@ ADMIN = Identity("admin", "kubelab-admin", ("system:masters",))
 SCHEDULER = Identity("scheduler", "system:kube-scheduler", ())
 CONTROLLER_MANAGER = Identity("controller-manager", "system:kube-controller-manager", ())
 PROXY = Identity("proxy", "system:kube-proxy", ())
+SIMULATED_NODES = Identity("simulated-nodes", "system:node:simulated", ("system:nodes",))
 
 
 def node_identity(node: str) -> Identity:

@@ -31,10 +31,18 @@ class LabSpec:
     etcd_peer_port: int = 2380
     service_cidr: str = "10.96.0.0/12"
     node_port_range: str = "30000-32767"
+    cluster_cidr: str = "10.244.0.0/16"
+    simulated_nodes: int = 0
+    node_grace_period: int = 40
+    eviction_seconds: int = 300
+
+    @staticmethod
+    def fields() -> list[str]:
+        return [f.name for f in dataclasses.fields(LabSpec)]
 
     @staticmethod
     def keys() -> list[str]:
-        return [f.name.replace("_", "-") for f in dataclasses.fields(LabSpec)]
+        return [name.replace("_", "-") for name in LabSpec.fields()]
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -104,6 +112,18 @@ def validate(spec: LabSpec) -> None:
         raise SpecError(f"service-cidr {spec.service_cidr!r}: {exc}") from exc
     if network.version != 4 or network.num_addresses < 16:
         raise SpecError(f"service-cidr {spec.service_cidr}: use an IPv4 range of at least /28, e.g. 10.96.0.0/12")
+    if not 0 <= spec.simulated_nodes <= 1000:
+        raise SpecError(f"simulated-nodes {spec.simulated_nodes}: choose 0 to 1000")
+    if spec.node_grace_period < 2:
+        raise SpecError(f"node-grace-period {spec.node_grace_period}: at least 2 seconds (nodes renew every 10)")
+    try:
+        pods = ipaddress.ip_network(spec.cluster_cidr)
+    except ValueError as exc:
+        raise SpecError(f"cluster-cidr {spec.cluster_cidr!r}: {exc}") from exc
+    if pods.version != 4 or pods.prefixlen > 20:
+        raise SpecError(f"cluster-cidr {spec.cluster_cidr}: use an IPv4 range of at least /20 (nodes get /24s)")
+    if pods.overlaps(network):
+        raise SpecError(f"cluster-cidr {spec.cluster_cidr} overlaps service-cidr {spec.service_cidr}")
     low, sep, high = spec.node_port_range.partition("-")
     if not sep or not low.isdigit() or not high.isdigit() or not 1 <= int(low) < int(high) <= 65535:
         raise SpecError(f"node-port-range {spec.node_port_range!r}: expected LOW-HIGH, e.g. 30000-32767")

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.machinery.settings import setting
+from agents.machinery.settings import LogSettings, setting
 
 
 def _default_cache() -> Path:
@@ -36,12 +36,6 @@ class ServiceSettings:
 class WatchCacheSettings:
     cache_size: int = setting(20000, "events kept for watches to resume from")
     bookmark_interval: float = setting(30.0, "seconds between bookmarks on idle watches that asked for them")
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    level: str = setting("info", "debug, info, warning or error")
-    format: str = setting("text", "text or json")
 
 
 @dataclass(frozen=True)

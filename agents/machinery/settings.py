@@ -137,3 +137,23 @@ def setting(default: Any, help: str) -> Any:
     if isinstance(default, list | dict | set):
         raise TypeError("use a tuple for sequence defaults")
     return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSettings:
+    level: str = setting("info", "debug, info, warning or error")
+    format: str = setting("text", "text or json")
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderSettings:
+    elect: bool = setting(True, "elect a leader through a Lease, so that several copies can run")
+    lease_duration: float = setting(15.0, "seconds a leader's lease lasts without renewal")
+    renew_deadline: float = setting(10.0, "seconds a leader keeps trying to renew before it stops leading")
+    retry_period: float = setting(2.0, "seconds between attempts to acquire or renew the lease")
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthSettings:
+    port: int = setting(0, "port of the /healthz and /readyz endpoints (0: none)")
+    bind_address: str = setting("127.0.0.1", "address of the /healthz and /readyz endpoints")

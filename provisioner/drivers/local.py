@@ -7,19 +7,27 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from provisioner import components, host, kubeconfig, procs
-from provisioner.errors import ProvisionError
 from provisioner.labpaths import LabPaths
-from provisioner.pki import ADMIN, CONTROLLER_MANAGER, PROXY, SCHEDULER, Pki
+from provisioner.pki import ADMIN, CONTROLLER_MANAGER, PROXY, SCHEDULER, SIMULATED_NODES, Pki
 from provisioner.spec import LabSpec, service_ip
 
 START_TIMEOUT = 60.0
+START_ORDER = ("etcd", "apiserver", "controller-manager", "scheduler", "simnodes")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -39,32 +47,55 @@ class LocalDriver:
         self.say = say
         self.pki = Pki(paths.pki)
 
+    def _ports(self) -> dict[str, int]:
+        """Health ports of the components, chosen once per lab and kept in run/ports.json."""
+        known: dict[str, int] = {}
+        if self.paths.ports.exists():
+            known = json.loads(self.paths.ports.read_text())
+        for name in ("scheduler", "controller-manager", "simnodes"):
+            if name not in known:
+                known[name] = _free_port()
+        self.paths.run.mkdir(parents=True, exist_ok=True)
+        self.paths.ports.write_text(json.dumps(known, indent=2) + "\n")
+        return known
+
     def components(self) -> list[components.Component]:
-        etcd = components.Etcd(
-            self.paths, self.spec.name, client_port=self.spec.etcd_port, peer_port=self.spec.etcd_peer_port
-        )
+        spec = self.spec
+        etcd = components.Etcd(self.paths, spec.name, client_port=spec.etcd_port, peer_port=spec.etcd_peer_port)
         apiserver = components.ApiServer(
             self.paths,
-            port=self.spec.api_port,
+            port=spec.api_port,
             etcd_servers=(etcd.endpoint,),
-            service_cidr=self.spec.service_cidr,
-            node_port_range=self.spec.node_port_range,
+            service_cidr=spec.service_cidr,
+            node_port_range=spec.node_port_range,
             python=sys.executable,
+            eviction_seconds=spec.eviction_seconds,
         )
-        return [etcd, apiserver]
-
-    def _check_running_spec(self) -> None:
-        if not self.paths.spec.exists():
-            return
-        previous = LabSpec.from_json(self.paths.spec.read_text())
-        if previous == self.spec:
-            return
-        running = [c.name for c in self.components() if self._record(c.name) is not None]
-        if running:
-            raise ProvisionError(
-                f"lab {self.spec.name!r} is running with other settings ({self.paths.spec}); run"
-                f" 'kubelab stop --name {self.spec.name}' first, or 'kubelab up' with the same settings"
+        ports = self._ports()
+        out: list[components.Component] = [
+            etcd,
+            apiserver,
+            components.ControllerManager(
+                self.paths,
+                ports["controller-manager"],
+                sys.executable,
+                node_grace_period=spec.node_grace_period,
+                cluster_cidr=spec.cluster_cidr,
+            ),
+            components.Scheduler(self.paths, ports["scheduler"], sys.executable),
+        ]
+        if spec.simulated_nodes:
+            # a node renews its lease four times per grace period, as a kubelet does (10 s for 40 s)
+            out.append(
+                components.SimNodes(
+                    self.paths,
+                    ports["simnodes"],
+                    sys.executable,
+                    spec.simulated_nodes,
+                    heartbeat_interval=min(10.0, spec.node_grace_period / 4),
+                )
             )
+        return out
 
     def _record(self, name: str) -> procs.ProcessRecord | None:
         record = procs.ProcessRecord.load(self.paths.run, name)
@@ -74,7 +105,6 @@ class LocalDriver:
         started = time.monotonic()
         self.say(f"lab {self.spec.name!r}: local driver, state in {self.paths.root}")
         host.ensure([host.ETCD], say=lambda msg: self.say(f"  host: {msg}"))
-        self._check_running_spec()
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.spec.write_text(self.spec.to_json())
         created = self.pki.ensure_ca()
@@ -88,15 +118,40 @@ class LocalDriver:
             ],
             ips=["127.0.0.1", service_ip(self.spec)],
         )
-        tokens = self.pki.ensure_tokens([ADMIN, SCHEDULER, CONTROLLER_MANAGER, PROXY])
+        tokens = self.pki.ensure_tokens([ADMIN, SCHEDULER, CONTROLLER_MANAGER, PROXY, SIMULATED_NODES])
         self.say(f"  certificates and tokens: {'created' if created else 'reused'} ({self.paths.pki})")
-        for component in self.components():
+        server = f"https://127.0.0.1:{self.spec.api_port}"
+        for owner, identity in (
+            ("scheduler", SCHEDULER),
+            ("controller-manager", CONTROLLER_MANAGER),
+            ("simnodes", SIMULATED_NODES),
+        ):
+            kubeconfig.write(
+                self.paths.kubeconfig_of(owner),
+                kubeconfig.render(
+                    cluster=self.spec.name,
+                    server=server,
+                    ca_pem=self.pki.ca_cert.read_bytes(),
+                    user=identity.user,
+                    token=tokens[identity.key],
+                ),
+            )
+        wanted = self.components()
+        for name in START_ORDER:  # components this lab no longer runs (fewer features asked for)
+            old = self._record(name)
+            if old is not None and name not in {c.name for c in wanted}:
+                procs.stop(old)
+                (self.paths.run / f"{name}.json").unlink(missing_ok=True)
+                self.say(f"  {name}: stopped (no longer part of the lab)")
+        for component in wanted:
+            changed = component.configure()
             record = self._record(component.name)
-            if record is not None and component.healthy():
+            if record is not None and not changed and component.healthy():
                 self.say(f"  {component.name}: already running (pid {record.pid}) at {component.endpoint}")
                 continue
             if record is not None:
                 procs.stop(record)
+                self.say(f"  {component.name}: restarting ({'settings changed' if changed else 'not healthy'})")
             began = time.monotonic()
             record = components.start(component, self.paths, timeout=START_TIMEOUT)
             self.say(
@@ -105,7 +160,7 @@ class LocalDriver:
             )
         text = kubeconfig.render(
             cluster=self.spec.name,
-            server=f"https://127.0.0.1:{self.spec.api_port}",
+            server=server,
             ca_pem=self.pki.ca_cert.read_bytes(),
             user=f"{self.spec.name}-admin",
             token=tokens[ADMIN.key],
@@ -113,18 +168,18 @@ class LocalDriver:
         kubeconfig.write(self.paths.kubeconfig, text)
         self.say(f"lab {self.spec.name!r} is up in {time.monotonic() - started:.1f}s. Use it with:")
         self.say(f"  export KUBECONFIG={self.paths.kubeconfig}")
-        self.say("  kubectl get namespaces")
+        self.say("  kubectl get nodes" if self.spec.simulated_nodes else "  kubectl get namespaces")
 
     def stop(self) -> list[str]:
-        """Stop every process of the lab (API server first); return the names of those stopped."""
+        """Stop every process of the lab (nodes first, etcd last); return the names of those stopped."""
         stopped = []
-        for component in reversed(self.components()):
-            record = procs.ProcessRecord.load(self.paths.run, component.name)
+        for name in reversed(START_ORDER):
+            record = procs.ProcessRecord.load(self.paths.run, name)
             if record is None:
                 continue
             if procs.stop(record):
-                stopped.append(component.name)
-            (self.paths.run / f"{component.name}.json").unlink(missing_ok=True)
+                stopped.append(name)
+            (self.paths.run / f"{name}.json").unlink(missing_ok=True)
         return stopped
 
     def down(self) -> list[str]:

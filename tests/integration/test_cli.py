@@ -74,7 +74,7 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
     assert second.ok and second.out.count("already running") == 2
 
     status = kubelab("status", "--name", "cycle", home=tmp_path)
-    assert status.ok and status.out.count("running   healthy") == 2
+    assert status.ok and status.out.count("running   healthy") == 4
     assert kubelab("kubeconfig", "--name", "cycle", home=tmp_path).out.strip() == str(tmp_path / "cycle" / "kubeconfig")
 
     assert "stopped: apiserver, etcd" in kubelab("stop", "--name", "cycle", home=tmp_path).out

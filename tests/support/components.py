@@ -40,6 +40,7 @@ def running_etcd(root: Path) -> Iterator[components.Etcd]:
     require(host.ETCD)
     paths = LabPaths(root)
     etcd = components.Etcd(paths, "test", client_port=free_port(), peer_port=free_port())
+    etcd.configure()
     record = components.start(etcd, paths, timeout=30)
     try:
         yield etcd

@@ -1,0 +1,1 @@
+"""The controller-manager: control loops that drive the cluster's actual state to the desired one."""

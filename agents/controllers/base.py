@@ -1,0 +1,112 @@
+"""What every controller shares: the informers of the controller-manager, the client, the recorder.
+
+A controller registers informer handlers that only enqueue keys, and implements ``sync(key)``,
+which reads the current state from the informers, computes what to do with a pure planning
+function, and applies it. ``Context.informer`` hands out one informer per resource for the whole
+process, so ten controllers watching pods cost one watch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.machinery.client import ApiError, Client
+from agents.machinery.events import EventRecorder
+from agents.machinery.informer import Informer, key_of
+from agents.machinery.objects import Object
+from agents.machinery.resources import ResourceRef
+from agents.machinery.workqueue import WorkQueue, run_workers
+
+log = logging.getLogger(__name__)
+
+
+def owner_uid(obj: Object) -> str:
+    """The uid of the object's controlling owner, or ""."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid", ""))
+    return ""
+
+
+def index_by_owner(obj: Object) -> Iterable[str]:
+    uid = owner_uid(obj)
+    return [uid] if uid else []
+
+
+def index_by_namespace(obj: Object) -> Iterable[str]:
+    return [(obj.get("metadata") or {}).get("namespace", "")]
+
+
+@dataclass
+class Context:
+    client: Client
+    recorder: EventRecorder
+    settings: Any
+    informers: dict[str, Informer] = field(default_factory=dict)
+
+    def informer(self, resource: ResourceRef) -> Informer:
+        found = self.informers.get(resource.plural + "." + resource.group)
+        if found is None:
+            found = Informer(self.client, resource)
+            found.add_index("owner", index_by_owner)
+            if resource.namespaced:
+                found.add_index("namespace", index_by_namespace)
+            self.informers[resource.plural + "." + resource.group] = found
+        return found
+
+
+class Controller:
+    """A level-triggered control loop over one work queue."""
+
+    name = "controller"
+    workers = 2
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.client = ctx.client
+        self.recorder = ctx.recorder
+        self.queue = WorkQueue(self.name)
+
+    def enqueue(self, obj: Object) -> None:
+        self.queue.add(key_of(obj))
+
+    def enqueue_owner(self, obj: Object, kind: str, informer: Informer) -> None:
+        """Enqueue the controlling owner of ``obj`` if it is of ``kind`` and known."""
+        meta = obj.get("metadata") or {}
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("controller") and ref.get("kind") == kind:
+                owner_key = f"{meta.get('namespace')}/{ref.get('name')}" if meta.get("namespace") else ref["name"]
+                owner = informer.get(owner_key)
+                if owner is not None and owner["metadata"].get("uid") == ref.get("uid"):
+                    self.queue.add(owner_key)
+
+    async def sync(self, key: str) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        await run_workers(self.queue, self.sync, workers=self.workers)
+
+
+async def ignore_not_found(call: Callable[[], Any]) -> Any:
+    """Run an API call; a 404 means the work is already done."""
+    try:
+        return await call()
+    except ApiError as exc:
+        if exc.not_found:
+            return None
+        raise
+
+
+async def gather_limited(calls: Iterable[Callable[[], Any]], limit: int = 16) -> list[Any]:
+    """Run API calls with at most ``limit`` in flight; exceptions are returned, not raised."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], Any]) -> Any:
+        async with semaphore:
+            return await call()
+
+    return list(await asyncio.gather(*(one(c) for c in calls), return_exceptions=True))

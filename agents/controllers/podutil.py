@@ -1,0 +1,143 @@
+"""Pod facts the workload controllers share: active, ready, available; which to delete first; making
+pods from templates; and expectations, which keep a controller from acting twice on the same gap
+while its informer has not yet seen the pods it just created or deleted."""
+
+from __future__ import annotations
+
+import copy
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from agents.machinery.objects import Object, parse_time
+
+EXPECTATIONS_TIMEOUT = 300.0
+
+
+def is_terminal(pod: Object) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def is_active(pod: Object) -> bool:
+    return not is_terminal(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def ready_since(pod: Object) -> datetime | None:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            if condition.get("status") != "True":
+                return None
+            stamp = condition.get("lastTransitionTime")
+            return parse_time(stamp) if stamp else datetime.now(UTC)
+    return None
+
+
+def is_ready(pod: Object) -> bool:
+    return ready_since(pod) is not None
+
+
+def is_available(pod: Object, min_ready_seconds: int, now: datetime | None = None) -> bool:
+    since = ready_since(pod)
+    if since is None:
+        return False
+    return min_ready_seconds <= 0 or ((now or datetime.now(UTC)) - since).total_seconds() >= min_ready_seconds
+
+
+def seconds_until_available(pod: Object, min_ready_seconds: int) -> float | None:
+    since = ready_since(pod)
+    if since is None or min_ready_seconds <= 0:
+        return None
+    left = min_ready_seconds - (datetime.now(UTC) - since).total_seconds()
+    return left if left > 0 else None
+
+
+def deletion_rank(pod: Object) -> tuple[Any, ...]:
+    """Sorts the pods to delete first to the front (kube's ActivePods order): unassigned before
+    assigned, pending before running, not ready before ready, more restarts first, newer first."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    phase_order = {"Pending": 0, "Unknown": 1, "Running": 2}.get(status.get("phase", "Pending"), 0)
+    restarts = sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or [])
+    created = (pod.get("metadata") or {}).get("creationTimestamp") or ""
+    return (
+        1 if spec.get("nodeName") else 0,
+        phase_order,
+        1 if is_ready(pod) else 0,
+        -restarts,
+        "".join(chr(0x10FFFF - ord(ch)) for ch in created),
+    )
+
+
+def controller_ref(owner: Object, *, block: bool = True) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": block,
+    }
+
+
+def pod_from_template(
+    template: Object,
+    owner: Object,
+    *,
+    name: str = "",
+    generate_name: str = "",
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> Object:
+    tmeta = template.get("metadata") or {}
+    meta: dict[str, Any] = {"namespace": owner["metadata"]["namespace"], "ownerReferences": [controller_ref(owner)]}
+    if name:
+        meta["name"] = name
+    else:
+        meta["generateName"] = generate_name or owner["metadata"]["name"] + "-"
+    pod_labels = {**(tmeta.get("labels") or {}), **(labels or {})}
+    if pod_labels:
+        meta["labels"] = pod_labels
+    pod_annotations = {**(tmeta.get("annotations") or {}), **(annotations or {})}
+    if pod_annotations:
+        meta["annotations"] = pod_annotations
+    if tmeta.get("finalizers"):
+        meta["finalizers"] = list(tmeta["finalizers"])
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": copy.deepcopy(template.get("spec") or {})}
+
+
+class Expectations:
+    """Creates and deletes a controller is waiting to see, per controller key."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, tuple[int, int, float]] = {}
+
+    def expect(self, key: str, *, adds: int = 0, deletes: int = 0) -> None:
+        current = self._pending.get(key, (0, 0, 0.0))
+        self._pending[key] = (current[0] + adds, current[1] + deletes, time.monotonic())
+
+    def observed_add(self, key: str) -> None:
+        if key in self._pending:
+            adds, deletes, since = self._pending[key]
+            self._pending[key] = (max(adds - 1, 0), deletes, since)
+
+    def observed_delete(self, key: str) -> None:
+        if key in self._pending:
+            adds, deletes, since = self._pending[key]
+            self._pending[key] = (adds, max(deletes - 1, 0), since)
+
+    def lower(self, key: str, *, adds: int = 0, deletes: int = 0) -> None:
+        """Requests that failed will never be observed."""
+        self.expect(key, adds=-adds, deletes=-deletes)
+
+    def satisfied(self, key: str) -> bool:
+        pending = self._pending.get(key)
+        if pending is None:
+            return True
+        adds, deletes, since = pending
+        if (adds <= 0 and deletes <= 0) or time.monotonic() - since > EXPECTATIONS_TIMEOUT:
+            del self._pending[key]
+            return True
+        return False
+
+    def forget(self, key: str) -> None:
+        self._pending.pop(key, None)

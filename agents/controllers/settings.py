@@ -1,0 +1,23 @@
+"""The controller-manager's settings; names follow kube-controller-manager's where the meaning is the same."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.machinery.settings import HealthSettings, LeaderSettings, LogSettings, setting
+
+
+@dataclass(frozen=True)
+class ControllerManagerSettings:
+    """kubelab controller-manager: the control loops of the cluster."""
+
+    kubeconfig: Path | None = setting(None, "kubeconfig with the API server's address and this component's token")
+    controllers: tuple[str, ...] = setting(("*",), "controllers to run: * for all, or names (comma separated)")
+    node_monitor_period: float = setting(5.0, "seconds between checks of every node's heartbeat")
+    node_monitor_grace_period: float = setting(40.0, "seconds without a heartbeat before a node is NotReady/Unknown")
+    cluster_cidr: str = setting("10.244.0.0/16", "the pod network; each node gets a subnet of it")
+    node_cidr_mask_size: int = setting(24, "prefix length of each node's pod subnet")
+    leader: LeaderSettings = field(default_factory=LeaderSettings)
+    healthz: HealthSettings = field(default_factory=HealthSettings)
+    log: LogSettings = field(default_factory=LogSettings)

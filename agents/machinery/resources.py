@@ -1,0 +1,74 @@
+"""How components name the resources they use: group, version, plural and scope."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ResourceRef:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str = "", name: str = "", subresource: str = "") -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if subresource:
+            base += f"/{subresource}"
+        return base
+
+
+NAMESPACES = ResourceRef("", "v1", "namespaces", "Namespace", namespaced=False)
+NODES = ResourceRef("", "v1", "nodes", "Node", namespaced=False)
+PODS = ResourceRef("", "v1", "pods", "Pod")
+SERVICES = ResourceRef("", "v1", "services", "Service")
+ENDPOINTS = ResourceRef("", "v1", "endpoints", "Endpoints")
+EVENTS = ResourceRef("", "v1", "events", "Event")
+CONFIGMAPS = ResourceRef("", "v1", "configmaps", "ConfigMap")
+SECRETS = ResourceRef("", "v1", "secrets", "Secret")
+SERVICE_ACCOUNTS = ResourceRef("", "v1", "serviceaccounts", "ServiceAccount")
+DEPLOYMENTS = ResourceRef("apps", "v1", "deployments", "Deployment")
+REPLICASETS = ResourceRef("apps", "v1", "replicasets", "ReplicaSet")
+STATEFULSETS = ResourceRef("apps", "v1", "statefulsets", "StatefulSet")
+DAEMONSETS = ResourceRef("apps", "v1", "daemonsets", "DaemonSet")
+CONTROLLER_REVISIONS = ResourceRef("apps", "v1", "controllerrevisions", "ControllerRevision")
+JOBS = ResourceRef("batch", "v1", "jobs", "Job")
+CRONJOBS = ResourceRef("batch", "v1", "cronjobs", "CronJob")
+LEASES = ResourceRef("coordination.k8s.io", "v1", "leases", "Lease")
+ENDPOINT_SLICES = ResourceRef("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+
+ALL = (
+    NAMESPACES,
+    NODES,
+    PODS,
+    SERVICES,
+    ENDPOINTS,
+    EVENTS,
+    CONFIGMAPS,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+    DEPLOYMENTS,
+    REPLICASETS,
+    STATEFULSETS,
+    DAEMONSETS,
+    CONTROLLER_REVISIONS,
+    JOBS,
+    CRONJOBS,
+    LEASES,
+    ENDPOINT_SLICES,
+)
+
+
+def by_kind(api_version: str, kind: str) -> ResourceRef | None:
+    return next((r for r in ALL if r.api_version == api_version and r.kind == kind), None)

@@ -1,0 +1,1 @@
+"""The scheduler: binds each pending pod to the node that fits it best."""

@@ -1,0 +1,1 @@
+"""Simulated nodes: kubelet-shaped agents without containers, to watch scheduling at scale."""
