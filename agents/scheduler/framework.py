@@ -361,63 +361,75 @@ def failure_message(total: int, reasons: Mapping[str, int]) -> str:
 # --- scores --------------------------------------------------------------------------------------
 
 
-def _normalize(raw: dict[str, float], *, reverse: bool = False) -> dict[str, float]:
-    top = max(raw.values(), default=0)
+def _normalized(raw: list[float], *, reverse: bool = False) -> list[float]:
+    top = max(raw, default=0)
     if top <= 0:
-        return {name: (100.0 if reverse else 0.0) for name in raw}
-    return {name: (100 * (top - v) / top if reverse else 100 * v / top) for name, v in raw.items()}
+        return [100.0 if reverse else 0.0] * len(raw)
+    return [100 * (top - v) / top for v in raw] if reverse else [100 * v / top for v in raw]
+
+
+def _pod_affinity_raw(pod: PodInfo, node: NodeInfo) -> float:
+    score = 0.0
+    for term in pod.preferred_affinity:
+        if term.topology_key in node.labels and any(term.matches(p.namespace, p.labels) for p in node.pods.values()):
+            score += term.weight
+    for term in pod.preferred_anti_affinity:
+        if term.topology_key in node.labels and any(term.matches(p.namespace, p.labels) for p in node.pods.values()):
+            score -= term.weight
+    return score
 
 
 def score_nodes(
     pod: PodInfo, nodes: list[NodeInfo], *, most_allocated: bool = False, zones: bool = False
 ) -> list[tuple[float, str]]:
-    """(score, node name) for every node, best first; ties by name."""
-    resources: dict[str, float] = {}
-    balanced: dict[str, float] = {}
-    node_affinity: dict[str, float] = {}
-    prefer_taints: dict[str, float] = {}
-    same_owner: dict[str, float] = {}
-    pod_affinity: dict[str, float] = {}
+    """(score, node name) for every node, best first; ties by name.
+
+    One pass over the nodes computes every plugin's raw value; plugins that cannot tell nodes apart
+    for this pod (no preferences, no PreferNoSchedule taints, no owner) are skipped.
+    """
+    count = len(nodes)
+    base = [0.0] * count
+    owner = pod.owner
     zone_counts: dict[str, int] = {}
-    if zones and pod.owner:
+    if zones and owner:
         for n in nodes:
             zone = n.labels.get(ZONE)
             if zone:
-                zone_counts[zone] = zone_counts.get(zone, 0) + n.owners.get(pod.owner, 0)
-    for n in nodes:
-        cpu_frac = (n.nonzero_cpu + pod.nonzero_cpu) / n.allocatable_cpu if n.allocatable_cpu else 1.0
-        mem_frac = (n.nonzero_memory + pod.nonzero_memory) / n.allocatable_memory if n.allocatable_memory else 1.0
-        cpu_frac, mem_frac = min(cpu_frac, 1.0), min(mem_frac, 1.0)
-        if most_allocated:
-            resources[n.name] = 100 * (cpu_frac + mem_frac) / 2
-        else:
-            resources[n.name] = 100 * ((1 - cpu_frac) + (1 - mem_frac)) / 2
-        balanced[n.name] = 100 * (1 - abs(cpu_frac - mem_frac))
-        node_affinity[n.name] = sum(w for w, term in pod.preferred_terms if node_term_matches(term, n))
-        prefer_taints[n.name] = sum(
-            1 for t in n.taints if t.get("effect") == "PreferNoSchedule" and not tolerates(pod.tolerations, t)
-        )
-        count = n.owners.get(pod.owner, 0) if pod.owner else 0
-        zone = n.labels.get(ZONE)
-        same_owner[n.name] = count + (2 * zone_counts[zone] if zone and zone in zone_counts else 0)
-        affinity_score = 0.0
-        for term in pod.preferred_affinity:
-            if term.topology_key in n.labels and any(term.matches(p.namespace, p.labels) for p in n.pods.values()):
-                affinity_score += term.weight
-        for term in pod.preferred_anti_affinity:
-            if term.topology_key in n.labels and any(term.matches(p.namespace, p.labels) for p in n.pods.values()):
-                affinity_score -= term.weight
-        pod_affinity[n.name] = affinity_score
-    low = min(pod_affinity.values(), default=0)
-    shifted = {k: v - low for k, v in pod_affinity.items()} if low < 0 else pod_affinity
-    parts = {
-        "resources": resources,
-        "balanced": balanced,
-        "node-affinity": _normalize(node_affinity),
-        "taints": _normalize(prefer_taints, reverse=True),
-        "spread": _normalize(same_owner, reverse=True),
-        "pod-affinity": _normalize(shifted),
-    }
-    totals = [(sum(WEIGHTS[p] * scores[n.name] for p, scores in parts.items()), n.name) for n in nodes]
+                zone_counts[zone] = zone_counts.get(zone, 0) + n.owners.get(owner, 0)
+    same_owner = [0.0] * count
+    for i, n in enumerate(nodes):
+        cpu = min((n.nonzero_cpu + pod.nonzero_cpu) / n.allocatable_cpu, 1.0) if n.allocatable_cpu else 1.0
+        mem = min((n.nonzero_memory + pod.nonzero_memory) / n.allocatable_memory, 1.0) if n.allocatable_memory else 1.0
+        fit = 50 * (cpu + mem) if most_allocated else 50 * (2 - cpu - mem)
+        base[i] = WEIGHTS["resources"] * fit + WEIGHTS["balanced"] * 100 * (1 - abs(cpu - mem))
+        if owner:
+            zone = n.labels.get(ZONE)
+            same_owner[i] = n.owners.get(owner, 0) + (2 * zone_counts.get(zone, 0) if zone else 0)
+    parts: list[tuple[int, list[float]]] = []
+    if owner:
+        parts.append((WEIGHTS["spread"], _normalized(same_owner, reverse=True)))
+    else:
+        parts.append((WEIGHTS["spread"], [100.0] * count))
+    if pod.preferred_terms:
+        raw = [float(sum(w for w, term in pod.preferred_terms if node_term_matches(term, n))) for n in nodes]
+        parts.append((WEIGHTS["node-affinity"], _normalized(raw)))
+    if any(t.get("effect") == "PreferNoSchedule" for n in nodes for t in n.taints):
+        raw = [
+            float(
+                sum(1 for t in n.taints if t.get("effect") == "PreferNoSchedule" and not tolerates(pod.tolerations, t))
+            )
+            for n in nodes
+        ]
+        parts.append((WEIGHTS["taints"], _normalized(raw, reverse=True)))
+    else:
+        parts.append((WEIGHTS["taints"], [100.0] * count))
+    if pod.preferred_affinity or pod.preferred_anti_affinity:
+        raw = [_pod_affinity_raw(pod, n) for n in nodes]
+        low = min(raw, default=0.0)
+        parts.append((WEIGHTS["pod-affinity"], _normalized([v - low for v in raw] if low < 0 else raw)))
+    for weight, values in parts:
+        for i, value in enumerate(values):
+            base[i] += weight * value
+    totals = [(base[i], n.name) for i, n in enumerate(nodes)]
     totals.sort(key=lambda item: (-item[0], item[1]))
     return totals

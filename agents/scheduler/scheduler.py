@@ -70,7 +70,8 @@ class Scheduler:
                 self._cluster_changed()
                 return
             self.assumed.discard(key)
-            self._place(key, node, PodInfo.of(pod))
+            if self.placed.get(key) != node or key not in self.cache.get(node, _NO_NODE).pods:
+                self._place(key, node, PodInfo.of(pod))
             return
         if spec.get("schedulerName", "default-scheduler") != self.name or _terminal(pod):
             return
@@ -142,9 +143,9 @@ class Scheduler:
 
     # --- decisions -----------------------------------------------------------------------------
 
-    def decide(self, pod: Object) -> tuple[str | None, str]:
+    def decide(self, pod: Object, info: PodInfo | None = None) -> tuple[str | None, str]:
         """The node for ``pod`` (and ""), or None and the reason it fits nowhere."""
-        info = PodInfo.of(pod)
+        info = info or PodInfo.of(pod)
         nodes = list(self.cache.values())
         needs_topology = bool(info.affinity or info.anti_affinity or self.anti_affinity_pods)
         topology = topology_for(info, self.cache) if needs_topology else None
@@ -169,13 +170,14 @@ class Scheduler:
         pod = self.pods.get(key)
         if pod is None or (pod.get("spec") or {}).get("nodeName") or key in self.assumed:
             return
-        node, why = self.decide(pod)
+        info = PodInfo.of(pod)
+        node, why = self.decide(pod, info)
         if node is None:
             self.queue.mark_unschedulable(key)
             tasks.spawn(self._report_unschedulable(pod, why), name=f"unschedulable {key}")
             return
         self.assumed.add(key)
-        self._place(key, node, PodInfo.of(pod))
+        self._place(key, node, info)
         await self._binds.acquire()
         tasks.spawn(self._bind(pod, node), name=f"bind {key}")
 
@@ -246,6 +248,9 @@ class Scheduler:
         finally:
             for task in tasks:
                 task.cancel()
+
+
+_NO_NODE = NodeInfo.of({"metadata": {"name": ""}})
 
 
 def _ready(node: Object) -> str:
