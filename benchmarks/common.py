@@ -67,6 +67,7 @@ class Target:
     server: str
     token: str
     ca_file: Path
+    kubeconfig: Path
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
@@ -77,12 +78,12 @@ def target_from_kubeconfig(path: Path, workdir: Path) -> Target:
     cluster = config["clusters"][0]["cluster"]
     ca = workdir / "ca.crt"
     ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-    return Target(cluster["server"], config["users"][0]["user"]["token"], ca)
+    return Target(cluster["server"], config["users"][0]["user"]["token"], ca, path)
 
 
 @contextmanager
-def local_lab(name: str = "bench") -> Iterator[Target]:
-    """A fresh local-driver lab on free ports, removed afterwards."""
+def local_lab(name: str = "bench", extra: Sequence[str] = ()) -> Iterator[Target]:
+    """A fresh local-driver lab on free ports (``extra``: more ``kubelab up`` flags), removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="kubelab-bench-") as tmp:
         env = dict(os.environ, KUBELAB_HOME=tmp)
         args = [
@@ -95,6 +96,7 @@ def local_lab(name: str = "bench") -> Iterator[Target]:
             str(free_port()),
             "--etcd-peer-port",
             str(free_port()),
+            *extra,
         ]
         subprocess.run([str(ROOT / "kubelab"), *args], check=True, env=env, capture_output=True, text=True)
         try:

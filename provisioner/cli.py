@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         "--node-grace-period", type=int, help="seconds without heartbeat before a node is NotReady (default 40)"
     )
     up.add_argument("--eviction-seconds", type=int, help="how long pods tolerate a NotReady node (default 300)")
+    up.add_argument(
+        "--apiserver-workers", type=int, help="API server processes sharing its port (default 0: half the CPUs)"
+    )
     with_name(commands.add_parser("stop", help="stop the lab's processes, keep its state"))
     with_name(commands.add_parser("down", help="stop the lab and remove everything it created"))
     with_name(commands.add_parser("status", help="show what runs and whether it is healthy"))

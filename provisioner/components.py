@@ -148,6 +148,7 @@ class ApiServer:
     node_port_range: str
     python: str
     eviction_seconds: int = 300
+    workers: int = 0
     address: str = "127.0.0.1"
     name: str = "apiserver"
 
@@ -173,6 +174,7 @@ class ApiServer:
             apiserver_node_port_range=self.node_port_range,
             apiserver_schema_cache_dir=str(self.paths.root.parent / ".cache"),
             apiserver_eviction_seconds=self.eviction_seconds,
+            apiserver_workers=self.workers,
         )
         return render.write(self.config_file, text)
 

@@ -35,6 +35,7 @@ class LabSpec:
     simulated_nodes: int = 0
     node_grace_period: int = 40
     eviction_seconds: int = 300
+    apiserver_workers: int = 0
 
     @staticmethod
     def fields() -> list[str]:
@@ -114,6 +115,8 @@ def validate(spec: LabSpec) -> None:
         raise SpecError(f"service-cidr {spec.service_cidr}: use an IPv4 range of at least /28, e.g. 10.96.0.0/12")
     if not 0 <= spec.simulated_nodes <= 1000:
         raise SpecError(f"simulated-nodes {spec.simulated_nodes}: choose 0 to 1000")
+    if not 0 <= spec.apiserver_workers <= 16:
+        raise SpecError(f"apiserver-workers {spec.apiserver_workers}: choose 0 (automatic) to 16")
     if spec.node_grace_period < 2:
         raise SpecError(f"node-grace-period {spec.node_grace_period}: at least 2 seconds (nodes renew every 10)")
     try:

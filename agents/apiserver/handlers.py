@@ -478,7 +478,9 @@ class Api:
         if scale:
             result = await store.update_scale(target.namespace, target.name, apply, dry_run=dry_run)
             return json_response(result, warnings=warnings)
-        obj, _ = await store.update(target.namespace, target.name, apply, dry_run=dry_run, subresource=sub)
+        obj, _ = await store.update(
+            target.namespace, target.name, apply, dry_run=dry_run, subresource=sub, pinned=patch.pins_version(document)
+        )
         return self._respond(request, resource, obj, 200, warnings)
 
     async def _delete_options(self, request: web.Request) -> DeleteOptions:

@@ -9,7 +9,6 @@ The type of each nested value is found by walking the kind's model definitions.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +16,7 @@ import jsonpatch
 
 from agents.apiserver.patchmeta import PATCH_META, PatchMeta
 from agents.machinery.errors import StatusError, bad_request
+from agents.machinery.objects import deep_copy
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -35,6 +35,17 @@ def unprocessable(message: str) -> StatusError:
 
 
 # --- JSON patch and merge patch -------------------------------------------------------------------
+
+
+def pins_version(patch: Any) -> bool:
+    """Whether a patch names a resourceVersion (a precondition: it must not be retried on a newer
+    object). A JSON patch pins one with any operation on /metadata/resourceVersion."""
+    if isinstance(patch, list):
+        return any(isinstance(op, Mapping) and op.get("path") == "/metadata/resourceVersion" for op in patch)
+    if isinstance(patch, Mapping):
+        meta = patch.get("metadata")
+        return isinstance(meta, Mapping) and meta.get("resourceVersion") is not None
+    return False
 
 
 def json_patch(doc: dict[str, Any], patch: Any) -> dict[str, Any]:
@@ -56,7 +67,7 @@ def json_patch(doc: dict[str, Any], patch: Any) -> dict[str, Any]:
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386."""
     if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
+        return deep_copy(patch)
     out = dict(target) if isinstance(target, Mapping) else {}
     for key, value in patch.items():
         if value is None:
@@ -96,7 +107,7 @@ def strategic_merge(
 ) -> dict[str, Any]:
     if not isinstance(patch, Mapping):
         raise bad_request("strategic merge patch must be a JSON object")
-    result = _merge_map(_Types(definitions), model, copy.deepcopy(original), patch)
+    result = _merge_map(_Types(definitions), model, deep_copy(original), patch)
     if not isinstance(result, dict):
         raise bad_request("the patched document is not an object")
     return result
@@ -105,7 +116,7 @@ def strategic_merge(
 def _merge_map(types: _Types, model: str | None, original: Any, patch: Mapping[str, Any]) -> Any:
     directive = patch.get(_DIRECTIVE)
     if directive == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != _DIRECTIVE}
+        return {k: deep_copy(v) for k, v in patch.items() if k != _DIRECTIVE}
     if directive == "delete":
         return None
     if directive not in (None, "merge"):
@@ -138,7 +149,7 @@ def _merge_map(types: _Types, model: str | None, original: Any, patch: Mapping[s
         elif isinstance(value, list) and meta is not None and "merge" in meta.strategy.split(","):
             out[key] = _merge_list(types, item_model, meta, current if isinstance(current, list) else [], value)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = deep_copy(value)
     for key, order in orders.items():
         if isinstance(out.get(key), list):
             _, _, meta = types.field(model, key)
@@ -154,14 +165,14 @@ def _merge_list(
 ) -> list[Any]:
     key = meta.merge_key
     if any(isinstance(p, Mapping) and p.get(_DIRECTIVE) == "replace" for p in patch):
-        return [copy.deepcopy(p) for p in patch if not (isinstance(p, Mapping) and p.get(_DIRECTIVE) == "replace")]
+        return [deep_copy(p) for p in patch if not (isinstance(p, Mapping) and p.get(_DIRECTIVE) == "replace")]
     if not key:  # a set of primitives
         out = list(original)
         for item in patch:
             if item not in out:
-                out.append(copy.deepcopy(item))
+                out.append(deep_copy(item))
         return out
-    out = [copy.deepcopy(item) for item in original]
+    out = [deep_copy(item) for item in original]
     for item in patch:
         if not isinstance(item, Mapping):
             raise bad_request(f"list items merged by {key!r} must be objects")

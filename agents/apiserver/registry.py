@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
-import copy
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from agents.machinery.errors import (
     invalid_object,
     not_found,
 )
-from agents.machinery.objects import Object
+from agents.machinery.objects import Object, deep_copy
 from agents.machinery.selectors import FieldSelector, LabelSelector, field_path_value, from_structured
 from agents.machinery.store import KeyValue, Store, prefix_end
 
@@ -134,8 +133,10 @@ class ResourceStore:
         allocator: ServiceAllocator,
         namespace_phase: NamespaceLookup,
         default_toleration_seconds: int,
+        peek: Callable[[str], KeyValue | None] | None = None,
     ) -> None:
         self.resource = resource
+        self._peek = peek
         self.strategy = strategy
         self._store = store
         self._allocator = allocator
@@ -164,6 +165,16 @@ class ResourceStore:
         if kv is None:
             raise self._not_found(name)
         return kv, codec.decode_stored(kv.value, kv.mod_revision)
+
+    async def _read_for_update(self, key: str, *, cached: bool) -> tuple[KeyValue | None, bool]:
+        """The value an update starts from: the watch cache's copy when ``cached`` and it has one
+        (the update's compare-and-swap catches a stale copy), else etcd's. Says which it was."""
+        if cached and self._peek is not None:
+            kv = self._peek(key)
+            if kv is not None:
+                return kv, True
+        kv, _ = await self._store.get(key)
+        return kv, False
 
     def field_value(self, obj: Object, label: str) -> str:
         path = self.resource.field_labels().get(label, label)
@@ -260,7 +271,7 @@ class ResourceStore:
         generate = not m.get("name") and m.get("generateName")
         attempts = 8 if generate else 1
         for attempt in range(attempts):
-            obj = copy.deepcopy(body) if attempts > 1 else body
+            obj = deep_copy(body) if attempts > 1 else body
             m = objects.meta(obj)
             if generate:
                 m["name"] = objects.generated_name(str(m["generateName"]))
@@ -306,23 +317,30 @@ class ResourceStore:
         dry_run: bool = False,
         subresource: str = "",
         create_body: Object | None = None,
+        pinned: bool = True,
     ) -> tuple[Object, bool]:
         """Read, apply ``mutate`` to a copy, finish with the strategy, write; retry on a lost race.
 
         ``mutate`` returns the object the client wants; a resourceVersion in it that differs from the
-        stored one is a conflict (409). Returns the stored object and whether it was created (PUT of
-        a missing object, for kinds that allow it, with ``create_body``).
+        stored one is a conflict (409). ``pinned=False`` (a patch that names no resourceVersion): the
+        version in it is the one read here, so a lost race is retried instead of answered with 409.
+        Returns the stored object and whether it was created (PUT of a missing object, for kinds that
+        allow it, with ``create_body``).
         """
+        cached = True
         for _ in range(MAX_CONFLICT_RETRIES):
-            kv, _ = await self._store.get(self._key(namespace, name))
+            kv, cached = await self._read_for_update(self._key(namespace, name), cached=cached)
             if kv is None:
                 if create_body is not None and self.resource.create_on_update and not subresource:
                     return await self.create(namespace, create_body, dry_run=dry_run), True
                 raise self._not_found(name)
             current = codec.decode_stored(kv.value, kv.mod_revision)
-            wanted = mutate(copy.deepcopy(current))
-            wanted_rv = (wanted.get("metadata") or {}).get("resourceVersion")
+            wanted = mutate(deep_copy(current))
+            wanted_rv = (wanted.get("metadata") or {}).get("resourceVersion") if pinned else None
             if wanted_rv and wanted_rv != str(kv.mod_revision):
+                if cached:  # the cache may lag the client: decide on etcd's copy
+                    cached = False
+                    continue
                 raise self._conflict(name)
             new = self._finish_update(wanted, current, subresource)
             admission = self._admission()
@@ -341,6 +359,7 @@ class ResourceStore:
                 await admission.rollback()
                 if wanted_rv:
                     raise self._conflict(name) from None
+                cached = False
                 continue
             except KeyNotFoundError:
                 await admission.rollback()
@@ -369,7 +388,7 @@ class ResourceStore:
             new_meta.setdefault("namespace", objects.namespace_of(current))
         old_meta = current.get("metadata") or {}
         if subresource in ("status", "finalize"):
-            new = copy.deepcopy(current)
+            new = deep_copy(current)
             if subresource == "status":
                 new["status"] = wanted.get("status") or {}
                 errors = self.strategy.validate_status(new, current)
@@ -466,7 +485,7 @@ class ResourceStore:
         namespace_pending = self.resource.plural == "namespaces" and bool((current.get("spec") or {}).get("finalizers"))
         if not finalizers and grace == 0 and not namespace_pending:
             return None
-        new = copy.deepcopy(current)
+        new = deep_copy(current)
         nm = objects.meta(new)
         nm["finalizers"] = finalizers
         if not finalizers:
@@ -538,14 +557,18 @@ class ResourceStore:
         self, namespace: str, name: str, change: Callable[[Object], Object], *, dry_run: bool
     ) -> Object:
         """Apply a server-side change (no client intent to validate against) with conflict retries."""
+        cached = True
         for _ in range(MAX_CONFLICT_RETRIES):
-            kv, current = await self._read(namespace, name)
-            new = change(copy.deepcopy(current))
+            kv, cached = await self._read_for_update(self._key(namespace, name), cached=cached)
+            if kv is None:
+                raise self._not_found(name)
+            new = change(codec.decode_stored(kv.value, kv.mod_revision))
             if dry_run:
                 return new
             try:
                 revision = await self._store.update(kv.key, codec.encode_stored(new), expected_revision=kv.mod_revision)
             except RevisionConflictError:
+                cached = False
                 continue
             objects.meta(new)["resourceVersion"] = str(revision)
             return new

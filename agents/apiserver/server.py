@@ -150,6 +150,7 @@ class ApiServer:
                 allocator=self.allocator,
                 namespace_phase=self._namespace_phase,
                 default_toleration_seconds=self.settings.default_not_ready_toleration_seconds,
+                peek=self.cache.peek,
             )
         await self.cache.start()
         self.openapi = OpenAPI(self.catalog, self.definitions, KUBERNETES_VERSION)

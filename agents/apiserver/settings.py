@@ -43,7 +43,7 @@ class ApiServerSettings:
     """kubelab API server: the Kubernetes REST API over etcd."""
 
     bind_address: str = setting("0.0.0.0", "address to listen on")
-    workers: int = setting(0, "processes serving the API on the same port (0: one per CPU, at most 4)")
+    workers: int = setting(0, "processes serving the API on the same port (0: half the CPUs, at least 1, at most 4)")
     secure_port: int = setting(6443, "HTTPS port")
     advertise_address: str = setting("127.0.0.1", "address published in the kubernetes Service endpoints")
     token_auth_file: Path | None = setting(None, 'CSV file of bearer tokens: token,user,uid,"groups"')
@@ -61,7 +61,9 @@ class ApiServerSettings:
     log: LogSettings = field(default_factory=LogSettings)
 
     def worker_count(self) -> int:
-        return self.workers if self.workers > 0 else max(1, min(os.cpu_count() or 1, 4))
+        # The rest of the control plane (etcd, scheduler, controllers) shares the machine, and every
+        # worker follows etcd's watch on its own: beyond half the CPUs a worker costs more than it adds.
+        return self.workers if self.workers > 0 else max(1, min((os.cpu_count() or 1) // 2, 4))
 
     def node_ports(self) -> tuple[int, int]:
         low, _, high = self.service.node_port_range.partition("-")

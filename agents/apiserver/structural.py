@@ -71,6 +71,7 @@ class Checker:
         self, schema: Mapping[str, Any], value: dict[str, Any], path: str, problems: Problems, drop: bool
     ) -> None:
         props: Mapping[str, Any] = schema.get("properties", {})
+        needed = schema.get("required", ())
         for key in list(value):
             sub = value[key]
             child = f"{path}.{key}" if path else key
@@ -86,9 +87,9 @@ class Checker:
             replaced = self._value(prop, sub, child, problems, drop)
             if replaced is not sub:
                 value[key] = replaced
-            if replaced in ({}, []) and _omitted_when_empty(prop) and key not in schema.get("required", ()):
+            if not replaced and type(replaced) in (dict, list) and _omitted_when_empty(prop) and key not in needed:
                 del value[key]  # Go's omitempty: empty maps and lists are not kept
-        for name in schema.get("required", ()):
+        for name in needed:
             if name not in value:
                 problems.missing.append(required(f"{path}.{name}" if path else name))
 

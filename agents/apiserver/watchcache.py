@@ -21,7 +21,7 @@ from agents.apiserver.resources import Catalog, Resource
 from agents.machinery import codec
 from agents.machinery.errors import CompactedError, KubelabError, StorageError
 from agents.machinery.objects import Object
-from agents.machinery.store import Store, WatchEvent, prefix_end
+from agents.machinery.store import KeyValue, Store, WatchEvent, prefix_end
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,13 @@ class Subscription:
 
 class WatchCache:
     def __init__(
-        self, store: Store, catalog: Catalog, *, capacity: int = 20000, subscriber_capacity: int = 5000
+        self,
+        store: Store,
+        catalog: Catalog,
+        *,
+        capacity: int = 20000,
+        subscriber_capacity: int = 5000,
+        recent_capacity: int = 20000,
     ) -> None:
         self._store = store
         self._catalog = catalog
@@ -156,6 +162,11 @@ class WatchCache:
         self.latest_revision = 0  # the newest revision the cache has seen
         self.namespaces: dict[str, str] = {}  # name -> phase
         self.healthy = False
+        # The latest state of recently written keys, oldest first: updates start from it instead of
+        # reading etcd (as kube-apiserver's GuaranteedUpdate starts from the cached object); their
+        # compare-and-swap catches a copy that lags, and the retry reads etcd.
+        self._recent: dict[str, KeyValue] = {}
+        self._recent_capacity = recent_capacity
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -181,6 +192,7 @@ class WatchCache:
             obj = codec.decode_stored(kv.value, kv.mod_revision)
             self.namespaces[obj["metadata"]["name"]] = (obj.get("status") or {}).get("phase", "Active")
         self._history.clear()
+        self._recent.clear()
         self.window_start = result.revision + 1
         self.latest_revision = result.revision
         self.healthy = True
@@ -234,6 +246,7 @@ class WatchCache:
         if resource is None:
             return
         if event.type == "DELETE":
+            self._recent.pop(key, None)
             if event.prev is None:
                 return
             cached = CacheEvent("DELETED", key, resource, event.revision, event.prev.value, event.prev.value)
@@ -241,6 +254,10 @@ class WatchCache:
             kind = "ADDED" if event.prev is None else "MODIFIED"
             prev = event.prev.value if event.prev is not None else None
             cached = CacheEvent(kind, key, resource, event.revision, event.kv.value, prev)
+            self._recent.pop(key, None)
+            self._recent[key] = event.kv
+            if len(self._recent) > self._recent_capacity:
+                del self._recent[next(iter(self._recent))]
         if key.startswith(NAMESPACES_PREFIX):
             name = key[len(NAMESPACES_PREFIX) :]
             if cached.type == "DELETED":
@@ -264,6 +281,11 @@ class WatchCache:
                     sub.close("watcher too slow")
                     subs.discard(sub)
         cached.forget_decoded()
+
+    def peek(self, key: str) -> KeyValue | None:
+        """The latest value of ``key`` this cache has seen, if it was written recently. It may lag
+        etcd: use it only where a compare on its mod_revision follows."""
+        return self._recent.get(key)
 
     # --- subscriptions ---------------------------------------------------------------------------
 

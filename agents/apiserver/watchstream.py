@@ -5,9 +5,9 @@ watcher sees ADDED when an object starts to match and DELETED when it stops matc
 kube-apiserver. Idle streams get BOOKMARK events when the client asked for them; a revision older
 than the cache's window ends the stream with an ERROR event carrying 410 Expired.
 
-Once a watch has caught up, the watch cache writes each event into the connection as it dispatches
-it: one chunk per event, no task switch per watcher. A watcher whose connection has more than
-8 MiB unsent is disconnected (it re-watches from its last resourceVersion).
+Once a watch has caught up, the watch cache hands it each event as it dispatches it (no task switch
+per watcher), and what one turn of the event loop dispatched leaves as one chunk. A watcher whose
+connection has more than 8 MiB unsent is disconnected (it re-watches from its last resourceVersion).
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ class WatchStream:
         self.settings = settings
         self.filtering = not (opts.labels.empty and opts.fields.empty)
         self._headers = True  # Table streams carry column definitions in their first event only
+        self._queued: list[bytes] = []
+        self._queued_bytes = 0
+        self._flush_scheduled = False
 
     # --- encoding --------------------------------------------------------------------------------
 
@@ -158,7 +161,10 @@ class WatchStream:
                 chunk += self.bookmark(start - 1, end_of_initial=True)
             if chunk:
                 await response.write(chunk)
-            await self._follow(sub, floor=start - 1)
+            try:
+                await self._follow(sub, floor=start - 1)
+            finally:
+                self._flush()  # before the closing chunk aiohttp writes
         except ConnectionError:
             pass  # the client went away
         finally:
@@ -167,15 +173,32 @@ class WatchStream:
         return response
 
     def _send(self, data: bytes) -> bool:
-        """Write one HTTP/1.1 chunk straight to the connection (the stream is chunked and nothing else
-        writes to it while the watch runs). False when the client is gone or too far behind."""
+        """Queue ``data`` for the connection; everything queued in one turn of the event loop leaves
+        as one HTTP/1.1 chunk (one TLS record and one system call however many events a batch of
+        etcd's brought). The stream is chunked and nothing else writes to it while the watch runs.
+        False when the client is gone or too far behind."""
         transport = self.request.transport
         if transport is None or transport.is_closing():
             return False
-        if transport.get_write_buffer_size() > MAX_BUFFERED:
+        self._queued_bytes += len(data)
+        if transport.get_write_buffer_size() + self._queued_bytes > MAX_BUFFERED:
             return False
-        transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        self._queued.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         return True
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._queued:
+            return
+        data = b"".join(self._queued)
+        self._queued.clear()
+        self._queued_bytes = 0
+        transport = self.request.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))
 
     def _deliver(self, event: CacheEvent) -> bool:
         line = self.event_line(event)

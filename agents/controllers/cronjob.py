@@ -8,7 +8,6 @@ run is never created twice. Finished Jobs beyond the history limits are deleted,
 
 from __future__ import annotations
 
-import copy
 import logging
 from datetime import UTC, datetime
 from functools import partial
@@ -22,7 +21,7 @@ from agents.machinery import cron
 from agents.machinery.client import ApiError
 from agents.machinery.events import NORMAL, WARNING
 from agents.machinery.informer import key_of
-from agents.machinery.objects import Object, parse_time
+from agents.machinery.objects import Object, deep_copy, parse_time
 from agents.machinery.resources import CRONJOBS, JOBS
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ class CronJobController(Controller):
         uid = cronjob["metadata"]["uid"]
         jobs = [j for j in self.jobs.by_index("namespace", cronjob["metadata"]["namespace"]) if owner_uid(j) == uid]
         active = [j for j in jobs if not finished(j)]
-        status: dict[str, Any] = copy.deepcopy(cronjob.get("status") or {})
+        status: dict[str, Any] = deep_copy(cronjob.get("status") or {})
         current = datetime.now(UTC)
         since = parse_time(status.get("lastScheduleTime") or cronjob["metadata"]["creationTimestamp"])
         times, upcoming = due_times(schedule, since, current, zone)
@@ -134,13 +133,13 @@ class CronJobController(Controller):
             status.pop("active")
         await self._trim_history(cronjob, jobs)
         if status != (cronjob.get("status") or {}):
-            body = copy.deepcopy(cronjob)
+            body = deep_copy(cronjob)
             body["status"] = status
             await ignore_not_found(partial(self.client.update_status, CRONJOBS, body))
         self.queue.add_after(key, max((upcoming - datetime.now(UTC)).total_seconds(), 0) + 0.2)
 
     async def _create_job(self, cronjob: Object, scheduled: datetime) -> Object | None:
-        template = copy.deepcopy((cronjob.get("spec") or {}).get("jobTemplate") or {})
+        template = deep_copy((cronjob.get("spec") or {}).get("jobTemplate") or {})
         meta = template.get("metadata") or {}
         name = f"{cronjob['metadata']['name']}-{int(scheduled.timestamp() // 60)}"
         body = {

@@ -9,7 +9,6 @@ DaemonSet's pods are unavailable.
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 from typing import Any
 
@@ -18,7 +17,7 @@ from agents.controllers.base import Context, Controller, gather_limited, ignore_
 from agents.controllers.podutil import is_active, is_available, is_ready, is_terminal, pod_from_template
 from agents.machinery.events import NORMAL
 from agents.machinery.informer import key_of
-from agents.machinery.objects import Object
+from agents.machinery.objects import Object, deep_copy
 from agents.machinery.resources import CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS
 
 DEFAULT_TOLERATIONS = [
@@ -159,7 +158,7 @@ class DaemonSetController(Controller):
             if name not in wanted:
                 delete += [p for p in on_node if not p["metadata"].get("deletionTimestamp")]
         delete += self._rolling(ds, pods, wanted, current)
-        template = copy.deepcopy(ds["spec"]["template"])
+        template = deep_copy(ds["spec"]["template"])
         bodies = []
         for name in create:
             pod = pod_from_template(template, ds, labels={history.HASH_LABEL: current})
@@ -238,6 +237,6 @@ class DaemonSetController(Controller):
             )
         }
         if status != (ds.get("status") or {}):
-            body = copy.deepcopy(self.sets.get(key_of(ds)) or ds)
+            body = deep_copy(self.sets.get(key_of(ds)) or ds)
             body["status"] = status
             await ignore_not_found(partial(self.client.update_status, DAEMONSETS, body))

@@ -10,7 +10,6 @@ arithmetic lives in pure functions; ``sync`` reads state, applies their answers 
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -22,7 +21,7 @@ from agents.controllers.podutil import controller_ref
 from agents.machinery.client import ApiError
 from agents.machinery.events import NORMAL
 from agents.machinery.informer import key_of
-from agents.machinery.objects import Object, now, parse_time
+from agents.machinery.objects import Object, deep_copy, now, parse_time
 from agents.machinery.resources import DEPLOYMENTS, REPLICASETS
 from agents.machinery.selectors import SelectorError, from_structured
 
@@ -46,7 +45,7 @@ def template_hash(template: Object, collisions: int = 0) -> str:
 
 
 def without_hash(template: Object) -> Object:
-    out = copy.deepcopy(template or {})
+    out = deep_copy(template or {})
     labels = (out.get("metadata") or {}).get("labels")
     if labels and HASH_LABEL in labels:
         del labels[HASH_LABEL]
@@ -265,7 +264,7 @@ class DeploymentController(Controller):
         deployment = self.deployments.get(key)
         if deployment is None or deployment["metadata"].get("deletionTimestamp"):
             return
-        deployment = copy.deepcopy(deployment)
+        deployment = deep_copy(deployment)
         sets = await self._claim(deployment)
         template = without_hash(deployment["spec"].get("template") or {})
         new = next((rs for rs in sets if without_hash(rs["spec"].get("template") or {}) == template), None)
@@ -293,9 +292,9 @@ class DeploymentController(Controller):
         collisions = int((deployment.get("status") or {}).get("collisionCount") or 0)
         while True:
             digest = template_hash(without_hash(deployment["spec"]["template"]), collisions)
-            template = copy.deepcopy(deployment["spec"]["template"])
+            template = deep_copy(deployment["spec"]["template"])
             template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = digest
-            selector = copy.deepcopy(deployment["spec"]["selector"])
+            selector = deep_copy(deployment["spec"]["selector"])
             selector.setdefault("matchLabels", {})[HASH_LABEL] = digest
             surge, _ = surge_and_unavailable(deployment)
             desired = int(deployment["spec"].get("replicas", 1))
@@ -498,7 +497,7 @@ class DeploymentController(Controller):
             )
         if status != (deployment.get("status") or {}):
             latest = self.deployments.get(key_of(deployment)) or deployment
-            body = copy.deepcopy(latest)
+            body = deep_copy(latest)
             body["status"] = status
             await ignore_not_found(lambda: self.client.update_status(DEPLOYMENTS, body))
 

@@ -8,7 +8,6 @@ and ``slices_for`` are pure; the controllers write only when the result differs.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from functools import partial
 from typing import Any
@@ -17,7 +16,7 @@ from agents.controllers.base import Context, Controller, ignore_not_found
 from agents.controllers.podutil import is_ready
 from agents.machinery.client import ApiError
 from agents.machinery.informer import key_of
-from agents.machinery.objects import Object
+from agents.machinery.objects import Object, deep_copy
 from agents.machinery.resources import ENDPOINT_SLICES, ENDPOINTS, PODS, SERVICES
 from agents.machinery.selectors import from_structured
 
@@ -193,7 +192,7 @@ class EndpointsController(_ServiceController):
         ):
             return
         body: dict[str, Any] = (
-            copy.deepcopy(current)
+            deep_copy(current)
             if current
             else {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": namespace}}
         )
@@ -264,7 +263,7 @@ class EndpointSliceController(_ServiceController):
                 continue
             assert service is not None
             body: dict[str, Any] = (
-                copy.deepcopy(existing)
+                deep_copy(existing)
                 if existing
                 else {
                     "apiVersion": "discovery.k8s.io/v1",

@@ -7,7 +7,6 @@ Going back to an old template makes its revision the newest again, as with Deplo
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from agents.controllers.base import owner_uid
@@ -15,14 +14,14 @@ from agents.controllers.deployment import template_hash
 from agents.controllers.podutil import controller_ref
 from agents.machinery.client import ApiError, Client
 from agents.machinery.informer import Informer
-from agents.machinery.objects import Object
+from agents.machinery.objects import Object, deep_copy
 from agents.machinery.resources import CONTROLLER_REVISIONS
 
 HASH_LABEL = "controller-revision-hash"
 
 
 def revision_data(owner: Object) -> dict[str, Any]:
-    template = copy.deepcopy((owner.get("spec") or {}).get("template") or {})
+    template = deep_copy((owner.get("spec") or {}).get("template") or {})
     template["$patch"] = "replace"
     return {"spec": {"template": template}}
 

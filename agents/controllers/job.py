@@ -10,7 +10,6 @@ deletes a finished Job. Indexed Jobs give each pod a completion index.
 
 from __future__ import annotations
 
-import copy
 import logging
 from datetime import UTC, datetime
 from functools import partial
@@ -21,7 +20,7 @@ from agents.controllers.podutil import Expectations, is_ready, pod_from_template
 from agents.machinery.client import ApiError
 from agents.machinery.events import NORMAL, WARNING
 from agents.machinery.informer import key_of
-from agents.machinery.objects import Object, now, parse_time
+from agents.machinery.objects import Object, deep_copy, now, parse_time
 from agents.machinery.resources import JOBS, PODS
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ class JobController(Controller):
         uid = job["metadata"]["uid"]
         pods = [p for p in self.pods.by_index("namespace", job["metadata"]["namespace"]) if owner_uid(p) == uid]
         spec = job.get("spec") or {}
-        status: dict[str, Any] = copy.deepcopy(job.get("status") or {})
+        status: dict[str, Any] = deep_copy(job.get("status") or {})
         status = await self._track(job, pods, status)
         done = finished(job)
         if done:
@@ -269,7 +268,7 @@ class JobController(Controller):
     async def _create(
         self, job: Object, key: str, *, count: int, active: list[Object], status: dict[str, Any], indexed: bool
     ) -> None:
-        template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
+        template = deep_copy((job.get("spec") or {}).get("template") or {})
         template.setdefault("metadata", {})["finalizers"] = [TRACKING]
         bodies = []
         if indexed:
@@ -365,7 +364,7 @@ class JobController(Controller):
         status = {k: v for k, v in status.items() if v not in (0, None, "", []) or k in ("ready",)}
         if status == (job.get("status") or {}):
             return status
-        body = copy.deepcopy(self.jobs.get(key_of(job)) or job)
+        body = deep_copy(self.jobs.get(key_of(job)) or job)
         body["status"] = status
         try:
             updated = await self.client.update_status(JOBS, body)

@@ -8,12 +8,11 @@ what remains in the namespace's conditions, and finally removes the finalizer th
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 from typing import Any
 
 from agents.controllers.base import Context, Controller, gather_limited
-from agents.machinery.objects import now
+from agents.machinery.objects import deep_copy, now
 from agents.machinery.resources import ALL, NAMESPACES
 
 NAMESPACED = [r for r in ALL if r.namespaced]
@@ -70,13 +69,13 @@ class NamespaceController(Controller):
                 if c.get("type") != "NamespaceContentRemaining"
             ]
             conditions.append(content_condition(remaining))
-            body = copy.deepcopy(namespace)
+            body = deep_copy(namespace)
             body.setdefault("status", {})["conditions"] = conditions
             if body["status"] != namespace.get("status"):
                 await self.client.update_status(NAMESPACES, body)
             self.queue.add_after(key, 1.0)
             return
-        body = copy.deepcopy(namespace)
+        body = deep_copy(namespace)
         body["spec"] = {
             "finalizers": [f for f in (namespace.get("spec") or {}).get("finalizers") or [] if f != "kubernetes"]
         }

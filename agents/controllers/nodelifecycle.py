@@ -6,13 +6,12 @@ Unknown and its pods not ready. Taints follow the Ready condition: ``node.kubern
 (Ready=False) or ``node.kubernetes.io/unreachable`` (Ready=Unknown), each as NoSchedule and NoExecute.
 A pod on a node with NoExecute taints is deleted at once if it does not tolerate them, or when the
 shortest ``tolerationSeconds`` of its matching tolerations has passed (the API server gives every pod
-300 s by default). Pods bound to nodes that no longer exist are deleted (pod GC).
+300 s by default). Pods bound to a node that has not existed for 40 s are deleted (pod GC).
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from datetime import UTC, datetime
 from functools import partial
@@ -22,7 +21,7 @@ from agents.controllers.base import Context, Controller, ignore_not_found
 from agents.machinery import tasks
 from agents.machinery.events import NORMAL
 from agents.machinery.informer import key_of
-from agents.machinery.objects import Object, now, parse_time
+from agents.machinery.objects import Object, deep_copy, now, parse_time
 from agents.machinery.resources import LEASES, NODES, PODS
 
 log = logging.getLogger(__name__)
@@ -32,6 +31,7 @@ UNREACHABLE = "node.kubernetes.io/unreachable"
 UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
 CONDITION_TAINTS = (NOT_READY, UNREACHABLE, UNSCHEDULABLE)
 NODE_LEASES = "kube-node-lease"
+ORPHAN_QUARANTINE = 40.0  # seconds a node must stay missing before its pods are deleted
 
 
 def ready_status(node: Object) -> str:
@@ -76,22 +76,33 @@ def wanted_taints(node: Object, existing: list[dict[str, Any]]) -> list[dict[str
 
 
 def toleration_seconds(pod: Object, taints: list[dict[str, Any]]) -> float | None:
-    """Seconds the pod may stay despite the NoExecute taints (0: not tolerated; None: forever)."""
-    shortest: float | None = None
+    """Seconds the pod may stay despite the node's NoExecute taints (0: not tolerated; None: forever).
+
+    As kube's taint manager: every NoExecute taint must be tolerated, and the shortest
+    ``tolerationSeconds`` among the tolerations that match any of them wins; tolerations without it
+    do not limit the stay. Counted from the latest of those taints' ``timeAdded``.
+    """
+    tolerations = (pod.get("spec") or {}).get("tolerations") or []
+    used: list[dict[str, Any]] = []
+    added: list[datetime] = []
     for taint in taints:
         if taint.get("effect") != "NoExecute":
             continue
-        matching = [t for t in (pod.get("spec") or {}).get("tolerations") or [] if _tolerates(t, taint)]
+        matching = [t for t in tolerations if _tolerates(t, taint)]
         if not matching:
             return 0.0
-        limits = [float(t["tolerationSeconds"]) for t in matching if t.get("tolerationSeconds") is not None]
-        if len(limits) == len(matching):
-            limit = min(limits) if limits else 0.0
-            added = taint.get("timeAdded")
-            if added:
-                limit -= (datetime.now(UTC) - parse_time(added)).total_seconds()
-            shortest = limit if shortest is None else min(shortest, limit)
-    return shortest if shortest is None else max(shortest, 0.0)
+        used.extend(matching)
+        if taint.get("timeAdded"):
+            added.append(parse_time(taint["timeAdded"]))
+    limits = [float(t["tolerationSeconds"]) for t in used if t.get("tolerationSeconds") is not None]
+    if not limits:
+        return None
+    limit = min(limits)
+    if limit <= 0:
+        return 0.0
+    if added:
+        limit -= (datetime.now(UTC) - max(added)).total_seconds()
+    return max(limit, 0.0)
 
 
 def _tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
@@ -118,17 +129,23 @@ class NodeLifecycleController(Controller):
         self.nodes.on_any(self.enqueue)
         self.pods.on(add=self._pod_changed, update=lambda _o, n: self._pod_changed(n))
         self._evictions: dict[str, asyncio.TimerHandle] = {}
+        self._missing_since: dict[str, float] = {}  # node name -> when its pods were first seen orphaned
 
     def _pod_changed(self, pod: Object) -> None:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node:
-            self.queue.add(node)
+        """A pod matters here only when its node has NoExecute taints (its eviction clock) or is gone."""
+        name = (pod.get("spec") or {}).get("nodeName")
+        if not name:
+            return
+        node = self.nodes.get(name)
+        if node is None or any(t.get("effect") == "NoExecute" for t in (node.get("spec") or {}).get("taints") or []):
+            self.queue.add(name)
 
     async def sync(self, key: str) -> None:
         node = self.nodes.get(key)
         if node is None:
             await self._collect_orphans(key)
             return
+        self._missing_since.pop(key, None)
         lease = self.leases.get(f"{NODE_LEASES}/{key}")
         silent = (datetime.now(UTC) - last_heartbeat(node, lease)).total_seconds() > self.grace
         if silent and ready_status(node) != "Unknown":
@@ -140,7 +157,7 @@ class NodeLifecycleController(Controller):
         self._evict(node, wanted)
 
     async def _mark_unknown(self, node: Object) -> Object:
-        body = copy.deepcopy(node)
+        body = deep_copy(node)
         stamp = now()
         conditions = body.setdefault("status", {}).get("conditions") or []
         types = {c.get("type") for c in conditions}
@@ -225,8 +242,24 @@ class NodeLifecycleController(Controller):
         )
 
     async def _collect_orphans(self, node_name: str) -> None:
-        """Pods bound to a node that no longer exists are deleted at once (pod GC)."""
-        for pod in self.pods.by_index("node", node_name):
+        """Pods bound to a node that does not exist are deleted once it has stayed missing for the
+        quarantine (40 s, as kube's pod GC) and the API server confirms it is gone: a node that is
+        being registered, or an informer that lags, costs no pods."""
+        pods = self.pods.by_index("node", node_name)
+        if not pods:
+            self._missing_since.pop(node_name, None)
+            return
+        loop = asyncio.get_running_loop()
+        first = self._missing_since.setdefault(node_name, loop.time())
+        if (wait := first + ORPHAN_QUARANTINE - loop.time()) > 0:
+            self.queue.add_after(node_name, wait)
+            return
+        if await ignore_not_found(partial(self.client.get, NODES, node_name)) is not None:
+            self._missing_since.pop(node_name, None)
+            return
+        del self._missing_since[node_name]
+        for pod in pods:
+            self.recorder.record(pod, NORMAL, "PodGC", f"Deleting pod bound to node {node_name}, which does not exist")
             await ignore_not_found(
                 partial(self.client.delete, PODS, pod["metadata"]["name"], pod["metadata"]["namespace"], grace_period=0)
             )

@@ -4,12 +4,11 @@ while its informer has not yet seen the pods it just created or deleted."""
 
 from __future__ import annotations
 
-import copy
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from agents.machinery.objects import Object, parse_time
+from agents.machinery.objects import Object, deep_copy, parse_time
 
 EXPECTATIONS_TIMEOUT = 300.0
 
@@ -102,7 +101,7 @@ def pod_from_template(
         meta["annotations"] = pod_annotations
     if tmeta.get("finalizers"):
         meta["finalizers"] = list(tmeta["finalizers"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": copy.deepcopy(template.get("spec") or {})}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": deep_copy(template.get("spec") or {})}
 
 
 class Expectations:

@@ -8,7 +8,6 @@ template fails fast, and reports every action as an Event.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -27,7 +26,7 @@ from agents.controllers.podutil import (
 from agents.machinery.client import ApiError
 from agents.machinery.events import NORMAL, WARNING
 from agents.machinery.informer import key_of
-from agents.machinery.objects import Object
+from agents.machinery.objects import Object, deep_copy
 from agents.machinery.resources import PODS, REPLICASETS
 from agents.machinery.selectors import SelectorError, from_structured
 
@@ -189,7 +188,7 @@ class ReplicaSetController(Controller):
             await self._delete(rs, key, decided.delete)
         status = replica_status(rs, pods, failure=failure) if failure else decided.status
         if status != (rs.get("status") or {}):
-            updated = copy.deepcopy(rs)
+            updated = deep_copy(rs)
             updated["status"] = status
             await ignore_not_found(lambda: self.client.update_status(REPLICASETS, updated))
         waits = [w for p in pods if (w := seconds_until_available(p, int(rs["spec"].get("minReadySeconds") or 0)))]

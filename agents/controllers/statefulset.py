@@ -9,7 +9,6 @@ highest ordinal down to ``partition``, one at a time; OnDelete leaves that to th
 
 from __future__ import annotations
 
-import copy
 import re
 from functools import partial
 from typing import Any
@@ -19,7 +18,7 @@ from agents.controllers.base import Context, Controller, ignore_not_found, owner
 from agents.controllers.podutil import is_available, is_ready, is_terminal, pod_from_template
 from agents.machinery.client import ApiError
 from agents.machinery.events import NORMAL, WARNING
-from agents.machinery.objects import Object
+from agents.machinery.objects import Object, deep_copy
 from agents.machinery.resources import CONTROLLER_REVISIONS, PODS, STATEFULSETS
 
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
@@ -47,9 +46,9 @@ class StatefulSetController(Controller):
         self.pods.on_any(lambda pod: self.enqueue_owner(pod, "StatefulSet", self.sets))
 
     def _new_pod(self, sts: Object, ordinal: int, revision: Object) -> Object:
-        template = copy.deepcopy(sts["spec"]["template"])
+        template = deep_copy(sts["spec"]["template"])
         if revision.get("data"):
-            template = copy.deepcopy(revision["data"]["spec"]["template"])
+            template = deep_copy(revision["data"]["spec"]["template"])
             template.pop("$patch", None)
         name = f"{sts['metadata']['name']}-{ordinal}"
         pod = pod_from_template(
@@ -75,7 +74,7 @@ class StatefulSetController(Controller):
         name, namespace = sts["metadata"]["name"], sts["metadata"]["namespace"]
         uid = sts["metadata"]["uid"]
         update = await history.ensure_revision(self.client, self.revisions, sts)
-        status: dict[str, Any] = copy.deepcopy(sts.get("status") or {})
+        status: dict[str, Any] = deep_copy(sts.get("status") or {})
         current_name = status.get("currentRevision") or update["metadata"]["name"]
         current = next(
             (r for r in history.owned_revisions(self.revisions, sts) if r["metadata"]["name"] == current_name), update
@@ -193,6 +192,6 @@ class StatefulSetController(Controller):
             if v or k in ("observedGeneration", "replicas", "availableReplicas", "collisionCount")
         }
         if status != (sts.get("status") or {}):
-            body = copy.deepcopy(self.sets.get(f"{sts['metadata']['namespace']}/{sts['metadata']['name']}") or sts)
+            body = deep_copy(self.sets.get(f"{sts['metadata']['namespace']}/{sts['metadata']['name']}") or sts)
             body["status"] = status
             await ignore_not_found(partial(self.client.update_status, STATEFULSETS, body))

@@ -7,9 +7,12 @@ import secrets
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+import orjson
 
 Object = dict[str, Any]
+T = TypeVar("T")
 
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as Kubernetes: no vowels, no look-alikes
 
@@ -35,8 +38,13 @@ def labels_of(obj: Object) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
 
 
-def deep_copy(obj: Object) -> Object:
-    return copy.deepcopy(obj)
+def deep_copy(obj: T) -> T:
+    """A copy sharing nothing with ``obj``. Objects are decoded JSON, so a JSON round trip copies
+    them several times faster than ``copy.deepcopy``; anything JSON cannot carry falls back to it."""
+    try:
+        return orjson.loads(orjson.dumps(obj))  # type: ignore[no-any-return]
+    except (TypeError, orjson.JSONEncodeError):
+        return copy.deepcopy(obj)
 
 
 _last_second: list[Any] = [0, ""]

@@ -70,6 +70,7 @@ class LocalDriver:
             node_port_range=spec.node_port_range,
             python=sys.executable,
             eviction_seconds=spec.eviction_seconds,
+            workers=spec.apiserver_workers,
         )
         ports = self._ports()
         out: list[components.Component] = [

@@ -61,23 +61,29 @@ def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> No
     kubelab("down", "--name", "clash", home=tmp_path)
 
 
+CONTROL_PLANE = ("etcd", "apiserver", "controller-manager", "scheduler")
+
+
 def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> None:
     require(host.ETCD)
     ports = ["--api-port", str(free_port()), "--etcd-port", str(free_port()), "--etcd-peer-port", str(free_port())]
     first = kubelab("up", "--name", "cycle", *ports, home=tmp_path)
     assert first.ok, first.err
     run_dir = tmp_path / "cycle" / "run"
-    records = {name: procs.ProcessRecord.load(run_dir, name) for name in ("etcd", "apiserver")}
+    records = {name: procs.ProcessRecord.load(run_dir, name) for name in CONTROL_PLANE}
     assert all(r is not None and procs.alive(r) for r in records.values())
 
     second = kubelab("up", "--name", "cycle", home=tmp_path)  # reuses the saved settings
-    assert second.ok and second.out.count("already running") == 2
+    assert second.ok and second.out.count("already running") == len(CONTROL_PLANE)
 
     status = kubelab("status", "--name", "cycle", home=tmp_path)
     assert status.ok and status.out.count("running   healthy") == 4
     assert kubelab("kubeconfig", "--name", "cycle", home=tmp_path).out.strip() == str(tmp_path / "cycle" / "kubeconfig")
 
-    assert "stopped: apiserver, etcd" in kubelab("stop", "--name", "cycle", home=tmp_path).out
+    assert (
+        "stopped: scheduler, controller-manager, apiserver, etcd"
+        in kubelab("stop", "--name", "cycle", home=tmp_path).out
+    )
     assert not any(procs.alive(r) for r in records.values() if r is not None)
     assert kubelab("status", "--name", "cycle", home=tmp_path).code == 1
 
@@ -86,7 +92,7 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
     saved = json.loads((tmp_path / "cycle" / "lab.json").read_text())
     assert saved["api_port"] == int(ports[1])
 
-    restarted = {name: procs.ProcessRecord.load(run_dir, name) for name in ("etcd", "apiserver")}
+    restarted = {name: procs.ProcessRecord.load(run_dir, name) for name in CONTROL_PLANE}
     down = kubelab("down", "--name", "cycle", home=tmp_path)
     assert down.ok and "removed lab 'cycle'" in down.out
     assert not any(procs.alive(r) for r in restarted.values() if r is not None)

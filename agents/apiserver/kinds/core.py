@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 from typing import Any
 
 from agents.apiserver import validation as v
@@ -11,7 +10,7 @@ from agents.apiserver.kinds.base import Admission, Strategy
 from agents.apiserver.kinds.podspec import TAINT_EFFECTS, default_pod_spec, qos_class, validate_pod_spec
 from agents.apiserver.validation import Errors
 from agents.machinery.errors import FieldError, forbidden, invalid, required, too_long
-from agents.machinery.objects import Object
+from agents.machinery.objects import Object, deep_copy
 from agents.machinery.selectors import valid_label_value
 
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
@@ -41,7 +40,7 @@ class NamespaceStrategy(Strategy):
         obj["status"] = {"phase": "Active"}
 
     def prepare_update(self, new: Object, old: Object) -> None:
-        new["spec"] = copy.deepcopy(old.get("spec") or {})
+        new["spec"] = deep_copy(old.get("spec") or {})
         if "status" in old:
             new["status"] = old["status"]
 
@@ -66,7 +65,7 @@ _POD_MUTABLE_MESSAGE = (
 
 
 def _mask_mutable(spec: dict[str, Any]) -> dict[str, Any]:
-    masked = copy.deepcopy(spec)
+    masked = deep_copy(spec)
     for kind in ("containers", "initContainers"):
         for c in masked.get(kind) or []:
             c.pop("image", None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,58 +56,74 @@ def _kv(raw: Any) -> KeyValue:
     return KeyValue(raw.key.decode(), raw.value, raw.create_revision, raw.mod_revision)
 
 
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A put of ``value`` at ``key`` if the key's mod_revision is ``expected`` (0: if it is absent)."""
+
+    key: str
+    value: bytes
+    expected: int
+
+
 class GroupCommit:
     """Hands writes that arrive while others are in flight to ``commit`` together.
 
     Nothing waits to fill a batch: a write goes out at once when fewer than ``in_flight`` batches
     are outstanding; otherwise it joins the next batch. Under load this turns many etcd round trips
-    (and raft entries) into few; alone, a write travels as it would without it.
+    (and raft entries) into few; alone, a write travels as it would without it. A batch never holds
+    two writes to one key: the second waits for the next batch, so its compare sees the first.
     """
 
     def __init__(
         self,
-        commit: Callable[[list[tuple[str, bytes]]], Awaitable[list[int | BaseException]]],
+        commit: Callable[[list[Write]], Awaitable[list[int | BaseException]]],
         *,
         in_flight: int = 2,
         max_batch: int = 64,
         max_bytes: int = 1 << 20,
     ) -> None:
         self._commit = commit
-        self._waiting: list[tuple[str, bytes, asyncio.Future[int]]] = []
+        self._waiting: list[tuple[Write, asyncio.Future[int]]] = []
         self._outstanding = 0
         self._in_flight = in_flight
         self._max_batch = max_batch
         self._max_bytes = max_bytes
 
-    async def submit(self, key: str, value: bytes) -> int:
+    async def submit(self, write: Write) -> int:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((key, value, future))
+        self._waiting.append((write, future))
         self._pump()
         return await future
 
     def _pump(self) -> None:
         while self._waiting and self._outstanding < self._in_flight:
-            batch: list[tuple[str, bytes, asyncio.Future[int]]] = []
+            batch: list[tuple[Write, asyncio.Future[int]]] = []
+            later: list[tuple[Write, asyncio.Future[int]]] = []
+            keys: set[str] = set()
             size = 0
-            while (
-                self._waiting
-                and len(batch) < self._max_batch
-                and (not batch or size + len(self._waiting[0][1]) <= self._max_bytes)
-            ):
-                item = self._waiting.pop(0)
+            while self._waiting and len(batch) < self._max_batch:
+                item = self._waiting[0]
+                if batch and size + len(item[0].value) > self._max_bytes:
+                    break
+                self._waiting.pop(0)
+                if item[0].key in keys:
+                    later.append(item)
+                    continue
+                keys.add(item[0].key)
                 batch.append(item)
-                size += len(item[1])
+                size += len(item[0].value)
+            self._waiting[:0] = later
             self._outstanding += 1
             asyncio.get_running_loop().create_task(self._run(batch))
 
-    async def _run(self, batch: list[tuple[str, bytes, asyncio.Future[int]]]) -> None:
+    async def _run(self, batch: list[tuple[Write, asyncio.Future[int]]]) -> None:
         try:
-            results = await self._commit([(key, value) for key, value, _ in batch])
+            results = await self._commit([write for write, _ in batch])
         except BaseException as exc:  # the batch as a whole failed: every write in it did
             results = [exc] * len(batch)
         finally:
             self._outstanding -= 1
-        for (_, _, future), result in zip(batch, results, strict=True):
+        for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, BaseException):
@@ -125,14 +142,14 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
 
 
 class EtcdStore:
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0, batch_creates: bool = True) -> None:
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0, batch_writes: bool = True) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
         self._host, self._port = parse_endpoint(endpoints[0])
         self._timeout = timeout
         self._client: aetcd.Client | None = None
-        self._batching = batch_creates
-        self._creates = GroupCommit(self._create_many)
+        self._batching = batch_writes
+        self._writes = GroupCommit(self._commit_many)
 
     @property
     def _kv_stub(self) -> Any:
@@ -194,62 +211,56 @@ class EtcdStore:
         return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
 
     async def create(self, key: str, value: bytes) -> int:
-        if self._batching:
-            return await self._creates.submit(key, value)
-        return await self._create_one(key, value)
+        write = Write(key, value, 0)
+        return await (self._writes.submit(write) if self._batching else self._commit_one(write))
 
-    async def _create_one(self, key: str, value: bytes) -> int:
-        raw = key.encode()
+    async def update(self, key: str, value: bytes, *, expected_revision: int) -> int:
+        write = Write(key, value, expected_revision)
+        return await (self._writes.submit(write) if self._batching else self._commit_one(write))
+
+    @staticmethod
+    def _put(write: Write) -> Any:
+        return rpc.RequestOp(request_put=rpc.PutRequest(key=write.key.encode(), value=write.value))
+
+    async def _commit_one(self, write: Write) -> int:
+        raw = write.key.encode()
         request = rpc.TxnRequest(
-            compare=[self._mod_equals(raw, 0)],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=value))],
+            compare=[self._mod_equals(raw, write.expected)],
+            success=[self._put(write)],
+            failure=[self._read_op(raw)] if write.expected else [],
         )
         response = await self._call("Txn", request)
         if not response.succeeded:
-            raise KeyExistsError(key)
+            if not write.expected:
+                raise KeyExistsError(write.key)
+            raise self._conflict(write.key, write.expected, response)
         return int(response.header.revision)
 
-    async def _create_many(self, items: list[tuple[str, bytes]]) -> list[int | BaseException]:
-        """One transaction for several creates: each key is still written only if absent. If any
-        exists, nothing is written and each create is retried on its own."""
-        if len(items) == 1:
+    async def _commit_many(self, writes: list[Write]) -> list[int | BaseException]:
+        """One transaction for several writes, each still guarded by its own compare. If any compare
+        fails nothing is written, and each write is retried on its own to learn which one lost."""
+        if len(writes) == 1:
             try:
-                return [await self._create_one(*items[0])]
+                return [await self._commit_one(writes[0])]
             except StorageError as exc:
                 return [exc]
-        keys = [key.encode() for key, _ in items]
         request = rpc.TxnRequest(
-            compare=[self._mod_equals(raw, 0) for raw in keys],
-            success=[
-                rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=value))
-                for raw, (_, value) in zip(keys, items, strict=True)
-            ],
+            compare=[self._mod_equals(w.key.encode(), w.expected) for w in writes],
+            success=[self._put(w) for w in writes],
         )
         try:
             response = await self._call("Txn", request)
         except StorageError as exc:
-            return [exc] * len(items)
+            return [exc] * len(writes)
         if response.succeeded:
-            return [int(response.header.revision)] * len(items)
-        return list(await asyncio.gather(*(self._create_one(k, v) for k, v in items), return_exceptions=True))
+            return [int(response.header.revision)] * len(writes)
+        return list(await asyncio.gather(*(self._commit_one(w) for w in writes), return_exceptions=True))
 
     def _conflict(self, key: str, expected: int, response: Any) -> StorageError:
         found = response.responses[0].response_range.kvs if response.responses else []
         if not found:
             return KeyNotFoundError(key)
         return RevisionConflictError(key, expected, int(found[0].mod_revision))
-
-    async def update(self, key: str, value: bytes, *, expected_revision: int) -> int:
-        raw = key.encode()
-        request = rpc.TxnRequest(
-            compare=[self._mod_equals(raw, expected_revision)],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=value))],
-            failure=[self._read_op(raw)],
-        )
-        response = await self._call("Txn", request)
-        if not response.succeeded:
-            raise self._conflict(key, expected_revision, response)
-        return int(response.header.revision)
 
     async def delete(self, key: str, *, expected_revision: int = 0) -> tuple[KeyValue, int]:
         raw = key.encode()
