@@ -51,7 +51,29 @@ async def _watch_until(
             async for line in response.content:
                 if done(json.loads(line)):
                     return
-    raise RuntimeError(f"watch on {path} ended early")
+    raise BenchmarkError(f"the watch on {path} ended early")
+
+
+class BenchmarkError(Exception):
+    """The cluster did not do what was measured (in time): said in one line, not a traceback."""
+
+
+async def _delete_namespace(client: Client, namespace: str, *, wait: float = 0) -> float:
+    """Delete a namespace; with ``wait``, wait that long at most until it is gone (its pods deleted,
+    the namespace removed) and return how long it took."""
+    url = f"{client.target.server}/api/v1/namespaces/{namespace}"
+    started = time.perf_counter()
+    async with client.session.delete(url) as response:
+        await response.read()
+    if not wait:
+        return 0.0
+    while time.perf_counter() - started < wait:
+        async with client.session.get(url) as response:
+            await response.read()
+            if response.status == 404:
+                return time.perf_counter() - started
+        await asyncio.sleep(0.2)
+    raise BenchmarkError(f"namespace {namespace} was not gone {wait:.0f} s after its deletion")
 
 
 async def _create_pods(client: Client, namespace: str, count: int) -> float:
@@ -111,6 +133,8 @@ async def throughput(target: Target, *, pods: int) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             await _watch_until(client, path, version, all_bound, deadline=pods / 10 + 60)
+        except TimeoutError:
+            raise BenchmarkError(f"only {len(bound)} of {pods} pods were bound in {pods / 10 + 60:.0f} s") from None
         finally:
             process.terminate()
             await asyncio.wait_for(process.wait(), 30)
@@ -121,7 +145,12 @@ async def throughput(target: Target, *, pods: int) -> dict[str, Any]:
             "pods_per_s": round(pods / span, 1),
             "first_binding_s": round(times[0] - started, 2),
             "all_bound_s": round(times[-1] - started, 2),
+            # the next phase starts on an empty cluster; how long emptying took is a figure too
+            "namespace_deleted_s": round(await _delete_namespace(client, namespace, wait=pods / 10 + 60), 2),
         }
+    except BaseException:
+        await _delete_namespace(client, namespace)
+        raise
     finally:
         await client.close()
 
@@ -137,6 +166,7 @@ async def _kubectl(target: Target, *args: str) -> None:
 def _deployment(name: str) -> dict[str, Any]:
     template = pod(name)
     template["metadata"] = {"labels": {"app": name}}
+    del template["spec"]["schedulerName"]  # the lab's own scheduler places these
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -165,15 +195,23 @@ async def scale(target: Target, *, replicas: int) -> dict[str, Any]:
             return len(running) >= target_count
 
         target_count = 1
-        await _watch_until(client, path, version, count_running, deadline=60)
+        try:
+            await _watch_until(client, path, version, count_running, deadline=60)
+        except TimeoutError:
+            raise BenchmarkError("the deployment's first pod was not Running within 60 s") from None
         version = await _list_version(client, path)
         target_count = replicas
+        deadline = replicas / 5 + 60
         started = time.perf_counter()
-        watch = asyncio.create_task(_watch_until(client, path, version, count_running, deadline=replicas / 5 + 60))
+        watch = asyncio.create_task(_watch_until(client, path, version, count_running, deadline=deadline))
         await _kubectl(target, "-n", namespace, "scale", "deployment/web", f"--replicas={replicas}")
-        await watch
+        try:
+            await watch
+        except TimeoutError:
+            raise BenchmarkError(f"{len(running)} of {replicas} pods were Running after {deadline:.0f} s") from None
         return {"replicas": replicas, "all_running_s": round(time.perf_counter() - started, 2)}
     finally:
+        await _delete_namespace(client, namespace)
         await client.close()
 
 
@@ -186,6 +224,7 @@ def run(target: Target, args: argparse.Namespace) -> dict[str, Any]:
         f" all bound after {measured['all_bound_s']} s)",
         flush=True,
     )
+    print(f"namespace with {measured['pods']} running pods deleted in {measured['namespace_deleted_s']} s", flush=True)
     scaled = asyncio.run(scale(target, replicas=args.replicas))
     print(f"scale: kubectl scale --replicas={scaled['replicas']} -> all Running in {scaled['all_running_s']} s")
     return {"throughput": measured, "scale": scaled}
@@ -199,11 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=1000)
     args = parser.parse_args(argv)
     speed = calibration()
-    if args.kubeconfig:
-        figures = run(target_from_kubeconfig(args.kubeconfig, Path("/tmp")), args)
-    else:
-        with local_lab(extra=["--simulated-nodes", str(args.nodes)]) as target:
-            figures = run(target, args)
+    try:
+        if args.kubeconfig:
+            figures = run(target_from_kubeconfig(args.kubeconfig, Path("/tmp")), args)
+        else:
+            with local_lab(extra=["--simulated-nodes", str(args.nodes)]) as target:
+                figures = run(target, args)
+    except BenchmarkError as exc:
+        print(f"benchmark scheduler: {exc}", file=sys.stderr)
+        return 1
     emit("scheduler", {**figures, "nodes": args.nodes, "calibration_loops_per_s": speed})
     return 0
 
