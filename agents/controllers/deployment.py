@@ -143,7 +143,6 @@ def old_scale_down(deployment: Object, new: Object | None, olds: list[Object]) -
 
 def deployment_status(deployment: Object, new: Object | None, olds: list[Object]) -> dict[str, Any]:
     everything = ([new] if new else []) + olds
-    desired = int(deployment["spec"].get("replicas", 1))
     available = sum(_status(rs, "availableReplicas") for rs in everything)
     status: dict[str, Any] = {
         "observedGeneration": deployment["metadata"].get("generation", 1),
@@ -151,7 +150,9 @@ def deployment_status(deployment: Object, new: Object | None, olds: list[Object]
         "updatedReplicas": _status(new, "replicas") if new else 0,
         "readyReplicas": sum(_status(rs, "readyReplicas") for rs in everything),
         "availableReplicas": available,
-        "unavailableReplicas": max(desired - available, 0),
+        # as kube: the pods the replica sets want, less those available (a surge pod that is not
+        # available yet counts)
+        "unavailableReplicas": max(sum(_spec_replicas(rs) for rs in everything) - available, 0),
     }
     collisions = (deployment.get("status") or {}).get("collisionCount")
     if collisions:

@@ -77,10 +77,13 @@ def endpoints_for(service: Object, pods: list[Object]) -> list[dict[str, Any]]:
     publish = bool((service.get("spec") or {}).get("publishNotReadyAddresses"))
     for pod in selected_pods(service, pods):
         ports = []
-        for sp in (service.get("spec") or {}).get("ports") or []:
+        service_ports = (service.get("spec") or {}).get("ports") or []
+        for sp in service_ports:
             number = _port_for(sp, pod)
             if number is not None:
                 ports.append((sp.get("name", ""), number, sp.get("protocol", "TCP")))
+        if service_ports and not ports:
+            continue  # the pod serves none of the Service's ports (e.g. a named port it lacks)
         group = groups.setdefault(tuple(ports), {"addresses": [], "notReadyAddresses": []})
         terminating = bool(pod["metadata"].get("deletionTimestamp"))
         if (is_ready(pod) and not terminating) or publish:
@@ -111,9 +114,14 @@ def slices_for(service: Object, pods: list[Object]) -> list[dict[str, Any]]:
         )
         terminating = bool(pod["metadata"].get("deletionTimestamp"))
         ready = is_ready(pod)
+        publish = bool((service.get("spec") or {}).get("publishNotReadyAddresses"))
         endpoint: dict[str, Any] = {
             "addresses": [pod["status"]["podIP"]],
-            "conditions": {"ready": ready and not terminating, "serving": ready, "terminating": terminating},
+            "conditions": {
+                "ready": publish or (ready and not terminating),
+                "serving": ready,
+                "terminating": terminating,
+            },
             "targetRef": {
                 "kind": "Pod",
                 "namespace": pod["metadata"]["namespace"],

@@ -5,10 +5,13 @@ while its informer has not yet seen the pods it just created or deleted."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from agents.machinery.objects import Object, deep_copy, parse_time
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 EXPECTATIONS_TIMEOUT = 300.0
 
@@ -39,7 +42,7 @@ def is_available(pod: Object, min_ready_seconds: int, now: datetime | None = Non
     since = ready_since(pod)
     if since is None:
         return False
-    return min_ready_seconds <= 0 or ((now or datetime.now(UTC)) - since).total_seconds() >= min_ready_seconds
+    return min_ready_seconds <= 0 or ((now or datetime.now(UTC)) - since).total_seconds() > min_ready_seconds
 
 
 def seconds_until_available(pod: Object, min_ready_seconds: int) -> float | None:
@@ -50,19 +53,35 @@ def seconds_until_available(pod: Object, min_ready_seconds: int) -> float | None
     return left if left > 0 else None
 
 
-def deletion_rank(pod: Object) -> tuple[Any, ...]:
-    """Sorts the pods to delete first to the front (kube's ActivePods order): unassigned before
-    assigned, pending before running, not ready before ready, more restarts first, newer first."""
-    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+def _descending(text: str) -> str:
+    """A key that sorts strings (RFC 3339 times) in reverse order."""
+    return "".join(chr(0x10FFFF - ord(ch)) for ch in text)
+
+
+def deletion_rank(pod: Object, colocated: Mapping[str, int] | None = None) -> tuple[Any, ...]:
+    """Sorts the pods to delete first to the front, in kube's order (ActivePodsWithRanks):
+    unassigned before assigned; pending, unknown, then running; not ready before ready; lower
+    ``controller.kubernetes.io/pod-deletion-cost`` first; pods on nodes that hold more of the set
+    first (``colocated``: node name -> pods of the set there); ready more recently first; more
+    restarts first; newer first."""
+    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
     phase_order = {"Pending": 0, "Unknown": 1, "Running": 2}.get(status.get("phase", "Pending"), 0)
     restarts = sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or [])
-    created = (pod.get("metadata") or {}).get("creationTimestamp") or ""
+    try:
+        cost = int((meta.get("annotations") or {}).get(DELETION_COST, 0))
+    except ValueError:
+        cost = 0
+    node = spec.get("nodeName") or ""
+    since = ready_since(pod)
     return (
-        1 if spec.get("nodeName") else 0,
+        1 if node else 0,
         phase_order,
-        1 if is_ready(pod) else 0,
+        1 if since is not None else 0,
+        cost,
+        -(colocated or {}).get(node, 0) if node else 0,
+        _descending(since.isoformat()) if since is not None else "",
         -restarts,
-        "".join(chr(0x10FFFF - ord(ch)) for ch in created),
+        _descending(meta.get("creationTimestamp") or ""),
     )
 
 

@@ -8,6 +8,7 @@ template fails fast, and reports every action as an Event.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -78,7 +79,8 @@ def plan(rs: Object, pods: list[Object], *, expectations_met: bool) -> Plan:
     if gap > 0:
         result.create = min(gap, BURST)
     elif gap < 0:
-        result.delete = sorted(active, key=deletion_rank)[: min(-gap, BURST)]
+        colocated = Counter((p.get("spec") or {}).get("nodeName") or "" for p in active)
+        result.delete = sorted(active, key=lambda p: deletion_rank(p, colocated))[: min(-gap, BURST)]
     return result
 
 

@@ -8,6 +8,7 @@ name sorts first, so a decision can be reproduced.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ WEIGHTS = {"resources": 1, "balanced": 1, "node-affinity": 2, "taints": 3, "spre
 
 
 # --- requirements of a pod ----------------------------------------------------------------------
+
+ANY_ADDRESS = "0.0.0.0"
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,16 @@ def requests_of(spec: Mapping[str, Any]) -> tuple[int, int, int, int]:
         nz_mem += c_mem if "memory" in req else DEFAULT_MEMORY
     for c in spec.get("initContainers") or []:  # init containers run one at a time: the largest counts
         req = (c.get("resources") or {}).get("requests") or {}
-        cpu = max(cpu, quantity.milli(req["cpu"]) if "cpu" in req else 0)
-        mem = max(mem, quantity.whole(req["memory"]) if "memory" in req else 0)
+        c_cpu = quantity.milli(req["cpu"]) if "cpu" in req else 0
+        c_mem = quantity.whole(req["memory"]) if "memory" in req else 0
+        cpu, mem = max(cpu, c_cpu), max(mem, c_mem)
+        nz_cpu = max(nz_cpu, c_cpu if "cpu" in req else DEFAULT_CPU)
+        nz_mem = max(nz_mem, c_mem if "memory" in req else DEFAULT_MEMORY)
     overhead = spec.get("overhead") or {}
     if overhead:
-        cpu += quantity.milli(overhead.get("cpu", 0))
-        mem += quantity.whole(overhead.get("memory", 0))
-    return cpu, mem, max(nz_cpu, cpu), max(nz_mem, mem)
+        extra_cpu, extra_mem = quantity.milli(overhead.get("cpu", 0)), quantity.whole(overhead.get("memory", 0))
+        cpu, mem, nz_cpu, nz_mem = cpu + extra_cpu, mem + extra_mem, nz_cpu + extra_cpu, nz_mem + extra_mem
+    return cpu, mem, nz_cpu, nz_mem
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ class PodInfo:
     memory: int
     nonzero_cpu: int
     nonzero_memory: int
-    host_ports: frozenset[tuple[str, int]]
+    host_ports: frozenset[tuple[str, str, int]]  # (host IP, protocol, port); "0.0.0.0" is every address
     node_selector: Mapping[str, str]
     required_terms: tuple[Mapping[str, Any], ...] | None  # node affinity, None when absent
     preferred_terms: tuple[tuple[int, Mapping[str, Any]], ...]
@@ -104,8 +110,8 @@ class PodInfo:
         owner = next((r.get("uid", "") for r in meta.get("ownerReferences") or [] if r.get("controller")), "")
         cpu, mem, nz_cpu, nz_mem = requests_of(spec)
         ports = frozenset(
-            (p.get("protocol", "TCP"), int(p["hostPort"]))
-            for c in spec.get("containers") or []
+            (p.get("hostIP") or ANY_ADDRESS, p.get("protocol", "TCP"), int(p["hostPort"]))
+            for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
             for p in c.get("ports") or []
             if p.get("hostPort")
         )
@@ -173,7 +179,7 @@ class NodeInfo:
     memory: int = 0
     nonzero_cpu: int = 0
     nonzero_memory: int = 0
-    ports: set[tuple[str, int]] = field(default_factory=set)
+    ports: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # host ports in use, by how many pods
     pods: dict[str, PodInfo] = field(default_factory=dict)
     owners: dict[str, int] = field(default_factory=dict)
 
@@ -206,7 +212,7 @@ class NodeInfo:
         self.memory += pod.memory
         self.nonzero_cpu += pod.nonzero_cpu
         self.nonzero_memory += pod.nonzero_memory
-        self.ports |= pod.host_ports
+        self.ports.update(pod.host_ports)
         if pod.owner:
             self.owners[pod.owner] = self.owners.get(pod.owner, 0) + 1
 
@@ -218,7 +224,8 @@ class NodeInfo:
         self.memory -= pod.memory
         self.nonzero_cpu -= pod.nonzero_cpu
         self.nonzero_memory -= pod.nonzero_memory
-        self.ports -= pod.host_ports
+        self.ports.subtract(pod.host_ports)
+        self.ports = +self.ports  # drop the ports no pod uses any more
         if pod.owner:
             self.owners[pod.owner] -= 1
             if not self.owners[pod.owner]:
@@ -281,24 +288,23 @@ def _taint_text(taint: Mapping[str, Any]) -> str:
 class Topology:
     """Where the pods that inter-pod affinity cares about run, precomputed for one scheduling attempt."""
 
-    affinity_domains: tuple[frozenset[str] | None, ...]  # per required affinity term: topology values
+    affinity_domains: tuple[frozenset[str], ...]  # per required affinity term: topology values with a match
+    first_of_group: bool  # no pod matches any required affinity term, and the pod matches all of them
     anti_domains: tuple[frozenset[str], ...]  # per required anti-affinity term
     existing_anti: tuple[tuple[str, str], ...]  # (topology key, value) forbidden by existing pods' anti-affinity
 
 
 def topology_for(pod: PodInfo, nodes: Mapping[str, NodeInfo]) -> Topology:
-    affinity: list[frozenset[str] | None] = []
-    for term in pod.affinity:
-        values = {
+    affinity = [
+        frozenset(
             n.labels[term.topology_key]
             for n in nodes.values()
             if term.topology_key in n.labels and any(term.matches(p.namespace, p.labels) for p in n.pods.values())
-        }
-        # no matching pod anywhere, but the pod matches its own term: it may start the group
-        if not values and term.matches(pod.namespace, pod.labels):
-            affinity.append(None)
-        else:
-            affinity.append(frozenset(values))
+        )
+        for term in pod.affinity
+    ]
+    # a pod with affinity to its own kind may start the group: no pod matches any term, it matches all
+    first = all(not values for values in affinity) and all(t.matches(pod.namespace, pod.labels) for t in pod.affinity)
     anti = tuple(
         frozenset(
             n.labels[t.topology_key]
@@ -313,7 +319,7 @@ def topology_for(pod: PodInfo, nodes: Mapping[str, NodeInfo]) -> Topology:
             for term in other.anti_affinity:
                 if term.matches(pod.namespace, pod.labels) and term.topology_key in node.labels:
                     forbidden.append((term.topology_key, node.labels[term.topology_key]))
-    return Topology(tuple(affinity), anti, tuple(forbidden))
+    return Topology(tuple(affinity), first, anti, tuple(forbidden))
 
 
 def filter_node(pod: PodInfo, node: NodeInfo, topology: Topology | None) -> list[str]:
@@ -329,7 +335,7 @@ def filter_node(pod: PodInfo, node: NodeInfo, topology: Topology | None) -> list
         pod.required_terms is not None and not any(node_term_matches(t, node) for t in pod.required_terms)
     ):
         return ["node(s) didn't match Pod's node affinity/selector"]
-    if pod.host_ports & node.ports:
+    if pod.host_ports and node.ports and any(_port_taken(port, node.ports) for port in pod.host_ports):
         return ["node(s) didn't have free ports for the requested pod ports"]
     reasons = []
     if len(node.pods) + 1 > node.allocatable_pods:
@@ -341,8 +347,12 @@ def filter_node(pod: PodInfo, node: NodeInfo, topology: Topology | None) -> list
     if reasons:
         return reasons
     if topology is not None:
-        for term, domains in zip(pod.affinity, topology.affinity_domains, strict=True):
-            if domains is not None and node.labels.get(term.topology_key) not in domains:
+        if pod.affinity:
+            values = [node.labels.get(term.topology_key) for term in pod.affinity]
+            if None in values or not (
+                topology.first_of_group
+                or all(v in domains for v, domains in zip(values, topology.affinity_domains, strict=True))
+            ):
                 return ["node(s) didn't match pod affinity rules"]
         for term, domains in zip(pod.anti_affinity, topology.anti_domains, strict=True):
             if node.labels.get(term.topology_key) in domains:
@@ -352,10 +362,21 @@ def filter_node(pod: PodInfo, node: NodeInfo, topology: Topology | None) -> list
     return []
 
 
+def _port_taken(port: tuple[str, str, int], used: Mapping[tuple[str, str, int], int]) -> bool:
+    """A host port conflicts with one in use on the same protocol and port when either binds every
+    address or both bind the same one (kube's NodePorts filter)."""
+    address, protocol, number = port
+    if address == ANY_ADDRESS:
+        return any(p == protocol and n == number for _, p, n in used)
+    return (address, protocol, number) in used or (ANY_ADDRESS, protocol, number) in used
+
+
 def failure_message(total: int, reasons: Mapping[str, int]) -> str:
     """kube-scheduler's message for a pod that fits nowhere."""
+    if total == 0:
+        return "no nodes available to schedule pods"
     listed = sorted(f"{count} {reason}" for reason, count in reasons.items())
-    return f"0/{total} nodes are available: {', '.join(listed)}." if listed else f"0/{total} nodes are available."
+    return f"0/{total} nodes are available: {', '.join(listed)}." if listed else f"0/{total} nodes are available:"
 
 
 # --- scores --------------------------------------------------------------------------------------

@@ -319,11 +319,15 @@ def test_deployment_status_counts_unavailable_replicas_and_keeps_the_collision_c
     }
 
 
-def test_deployment_status_without_any_replica_set_reports_only_the_generation_and_the_gap() -> None:
-    assert deployment_status(deployment(2, generation=3), None, []) == {
-        "observedGeneration": 3,
-        "unavailableReplicas": 2,
-    }
+def test_deployment_status_without_any_replica_set_reports_only_the_generation() -> None:
+    # as kube: unavailable counts what the replica sets want, and there are none yet
+    assert deployment_status(deployment(2, generation=3), None, []) == {"observedGeneration": 3}
+
+
+def test_mid_rollout_the_surge_pod_that_is_not_available_yet_counts_as_unavailable() -> None:
+    new = rs("web-new", replicas=1, available=0, current=1)
+    old = rs("web-old", replicas=3, available=3)
+    assert deployment_status(deployment(3), new, [old])["unavailableReplicas"] == 1
 
 
 def test_a_rollout_is_complete_when_every_replica_is_updated_and_available() -> None:
@@ -409,6 +413,7 @@ def test_a_ready_pod_is_available_once_it_has_been_ready_for_min_ready_seconds()
     since = "2026-03-01T12:00:00Z"
     p = pod("p", ready_since=since)
     assert not is_available(p, 30, now=utc("2026-03-01T12:00:29"))
+    assert not is_available(p, 30, now=utc("2026-03-01T12:00:30"))  # strictly after, as kube
     assert is_available(p, 30, now=utc("2026-03-01T12:00:31"))
     assert is_available(p, 0, now=utc("2026-03-01T12:00:00"))
 
@@ -976,3 +981,51 @@ def test_due_times_keeps_only_the_latest_hundred_missed_runs() -> None:
     assert len(times) == MAX_MISSED == 100
     assert (times[0], times[-1]) == (utc("2026-01-01T01:21:00"), utc("2026-01-01T03:00:00"))
     assert upcoming == utc("2026-01-01T03:01:00")
+
+
+def test_a_pod_that_serves_none_of_the_service_ports_gets_no_address() -> None:
+    unnamed = pod("web-x", ip="10.0.0.7", labels={"app": "web"})  # declares no port named "http"
+    assert endpoints_for(service(), [web("web-a", "10.0.0.1"), unnamed]) == [
+        {"addresses": [address("web-a", "10.0.0.1")], "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
+    ]
+
+
+def test_publish_not_ready_addresses_makes_every_slice_endpoint_ready() -> None:
+    [first, _] = slices_for(service(publish=True), _backends())
+    assert [e["conditions"]["ready"] for e in first["endpoints"]] == [True, True, True]
+    assert [e["conditions"]["serving"] for e in first["endpoints"]] == [True, False, True]
+
+
+def test_lower_pod_deletion_cost_goes_first_whatever_the_age() -> None:
+    cheap = pod("cheap", created="2026-01-01T00:00:00Z")
+    dear = pod("dear", created="2026-02-01T00:00:00Z")
+    cheap["metadata"]["annotations"] = {"controller.kubernetes.io/pod-deletion-cost": "-100"}
+    dear["metadata"]["annotations"] = {"controller.kubernetes.io/pod-deletion-cost": "100"}
+    assert [p["metadata"]["name"] for p in sorted([dear, cheap], key=deletion_rank)] == ["cheap", "dear"]
+
+
+def test_pods_doubled_up_on_a_node_go_before_pods_alone_on_theirs() -> None:
+    alone = pod("alone", node="n1", created="2026-03-01T00:00:00Z")
+    crowded = pod("crowded", node="n2", created="2026-01-01T00:00:00Z")
+    order = sorted([alone, crowded], key=lambda p: deletion_rank(p, {"n1": 1, "n2": 3}))
+    assert [p["metadata"]["name"] for p in order] == ["crowded", "alone"]
+
+
+def test_the_pod_ready_most_recently_goes_first() -> None:
+    veteran = pod("veteran", ready_since="2026-01-01T00:00:00Z", created="2026-03-01T00:00:00Z")
+    rookie = pod("rookie", ready_since="2026-02-01T00:00:00Z", created="2026-01-01T00:00:00Z")
+    assert [p["metadata"]["name"] for p in sorted([veteran, rookie], key=deletion_rank)] == ["rookie", "veteran"]
+
+
+def test_scaling_down_removes_pods_from_the_node_holding_most_of_the_set() -> None:
+    pods = [pod("a1", node="a"), pod("b1", node="b"), pod("b2", node="b")]
+    result = plan(rs("web", replicas=2, current=3), pods, expectations_met=True)
+    assert [p["spec"]["nodeName"] for p in result.delete] == ["b"]
+
+
+def test_a_toleration_without_seconds_does_not_outlast_a_matching_one_with_seconds() -> None:
+    mixed = with_tolerations(
+        {"key": NOT_READY, "operator": "Exists", "effect": "NoExecute"},
+        {"operator": "Exists", "tolerationSeconds": 60},
+    )
+    assert toleration_seconds(mixed, [NOT_READY_NOEXEC]) == 60.0

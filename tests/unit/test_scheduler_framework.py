@@ -137,7 +137,8 @@ def test_requests_sum_containers_and_take_the_largest_init_container_plus_overhe
         ],
         "overhead": {"cpu": "50m"},
     }
-    assert requests_of(spec) == (550, 128 * Mi, 550, 128 * Mi)
+    # for scoring, the init container without a memory request counts kube's default (200Mi)
+    assert requests_of(spec) == (550, 128 * Mi, 550, DEFAULT_MEMORY)
 
 
 def test_a_container_without_requests_asks_for_nothing_but_scores_as_kube_defaults() -> None:
@@ -167,7 +168,7 @@ def test_pod_info_reads_identity_requests_ports_and_the_controller_owner_only() 
     assert info.labels == {"app": "web"}
     assert info.owner == "rs-uid"
     assert (info.cpu, info.memory, info.nonzero_cpu, info.nonzero_memory) == (250, Gi, 250, Gi)
-    assert info.host_ports == frozenset({("TCP", 8080), ("UDP", 5353)})
+    assert info.host_ports == frozenset({("0.0.0.0", "TCP", 8080), ("0.0.0.0", "UDP", 5353)})
     assert info.priority == 1000
 
 
@@ -248,11 +249,11 @@ def test_node_info_add_and_remove_track_requests_ports_and_owners() -> None:
     info.add(first)  # adding the same pod twice counts it once
     assert (info.cpu, info.memory) == (500, Gi)
     assert (info.nonzero_cpu, info.nonzero_memory) == (500 + DEFAULT_CPU, Gi + DEFAULT_MEMORY)
-    assert info.ports == {("TCP", 80)}
+    assert info.ports == {("0.0.0.0", "TCP", 80): 1}
     assert info.owners == {"rs-1": 2}
     info.remove("default/a")
     info.remove("default/never-added")
-    assert (info.cpu, info.memory, info.ports, info.owners) == (0, 0, set(), {"rs-1": 1})
+    assert (info.cpu, info.memory, dict(info.ports), info.owners) == (0, 0, {}, {"rs-1": 1})
     info.remove("default/b")
     assert info.owners == {}
     assert info.pods == {}
@@ -654,3 +655,68 @@ def test_equal_scores_are_ordered_by_node_name_whatever_the_input_order() -> Non
     assert names(scores) == ["a", "b", "c"]
     assert len({score for score, _ in scores}) == 1
     assert score_nodes(PodInfo.of(pod("p", cpu="100m")), list(reversed(nodes))) == scores
+
+
+# --- fixes measured against kube-scheduler's plugins ---------------------------------------------
+
+
+def test_the_first_pod_of_a_self_affine_group_still_needs_the_topology_label_on_the_node() -> None:
+    affinity = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [pod_term({"app": "db"}, ZONE)]}}
+    first = pod("db-0", labels={"app": "db"}, affinity=affinity)
+    zoned = NodeInfo.of(node("zoned", labels={ZONE: "a"}))
+    bare = NodeInfo.of(node("bare"))
+    assert reasons(first, zoned, bare) == {"zoned": [], "bare": ["node(s) didn't match pod affinity rules"]}
+
+
+def test_the_first_pod_exception_needs_no_match_for_any_term_and_the_pod_matching_all_of_them() -> None:
+    terms = [pod_term({"app": "db"}, ZONE), pod_term({"tier": "cache"}, HOSTNAME)]
+    affinity = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": terms}}
+    cache = pod("cache", labels={"tier": "cache"})
+    here = bound(node("here", labels={ZONE: "a"}), cache)
+    there = NodeInfo.of(node("there", labels={ZONE: "b"}))
+    # the pod matches only the first term, and a pod matches the second: no exception
+    half = pod("p", labels={"app": "db"}, affinity=affinity)
+    assert reasons(half, here, there)["there"] == ["node(s) didn't match pod affinity rules"]
+    # matching both terms itself does not help once another pod matches one of them
+    both = pod("q", labels={"app": "db", "tier": "cache"}, affinity=affinity)
+    assert reasons(both, here, there)["there"] == ["node(s) didn't match pod affinity rules"]
+
+
+def test_overhead_counts_in_the_scoring_requests_too() -> None:
+    spec = {"containers": [{"name": "app"}], "overhead": {"cpu": "250m", "memory": "64Mi"}}
+    assert requests_of(spec) == (250, 64 * Mi, DEFAULT_CPU + 250, DEFAULT_MEMORY + 64 * Mi)
+
+
+def host_port(p: Object, port: int, address: str = "", protocol: str = "TCP") -> Object:
+    entry: dict[str, Any] = {"containerPort": port, "hostPort": port, "protocol": protocol}
+    if address:
+        entry["hostIP"] = address
+    p["spec"]["containers"][0]["ports"] = [entry]
+    return p
+
+
+def test_one_host_port_on_different_host_addresses_fits_on_one_node() -> None:
+    taken = bound(node("n"), host_port(pod("a"), 80, "10.0.0.1"))
+    assert filter_node(PodInfo.of(host_port(pod("b"), 80, "10.0.0.2")), taken, None) == []
+    assert filter_node(PodInfo.of(host_port(pod("c"), 80, "10.0.0.1")), taken, None) == [
+        "node(s) didn't have free ports for the requested pod ports"
+    ]
+
+
+def test_a_host_port_on_every_address_conflicts_with_any_address_but_not_another_protocol() -> None:
+    taken = bound(node("n"), host_port(pod("a"), 53, "10.0.0.1"))
+    full = ["node(s) didn't have free ports for the requested pod ports"]
+    assert filter_node(PodInfo.of(host_port(pod("b"), 53)), taken, None) == full
+    assert filter_node(PodInfo.of(host_port(pod("c"), 53, protocol="UDP")), taken, None) == []
+    wildcard = bound(node("m"), host_port(pod("d"), 53))
+    assert filter_node(PodInfo.of(host_port(pod("e"), 53, "10.0.0.9")), wildcard, None) == full
+
+
+def test_removing_one_of_two_pods_on_a_port_keeps_the_port_taken() -> None:
+    info = bound(node("n"), host_port(pod("a"), 80, "10.0.0.1"), host_port(pod("b"), 80, "10.0.0.2"))
+    info.remove("default/a")
+    assert dict(info.ports) == {("10.0.0.2", "TCP", 80): 1}
+
+
+def test_a_cluster_without_nodes_says_so_as_kube_scheduler_does() -> None:
+    assert failure_message(0, {}) == "no nodes available to schedule pods"
