@@ -63,12 +63,13 @@ class Controller:
     """A level-triggered control loop over one work queue."""
 
     name = "controller"
+    source = ""  # the component its events name (kube's), default NAME-controller
     workers = 2
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.client = ctx.client
-        self.recorder = ctx.recorder
+        self.recorder = ctx.recorder.scoped(self.source or f"{self.name}-controller")
         self.queue = WorkQueue(self.name)
 
     def enqueue(self, obj: Object) -> None:

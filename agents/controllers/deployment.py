@@ -101,7 +101,9 @@ def new_replicas(deployment: Object, new: Object, olds: list[Object]) -> int:
     if current >= desired:
         return desired
     surge, _ = surge_and_unavailable(deployment)
-    total = current + sum(_spec_replicas(rs) for rs in olds)
+    # an old replica set that was just scaled down still has its pods until its controller deletes
+    # them: count what it has, so that maxSurge bounds the pods that exist, not only the specs
+    total = current + sum(max(_spec_replicas(rs), _status(rs, "replicas")) for rs in olds)
     room = desired + surge - total
     return current if room <= 0 else min(current + room, desired)
 
@@ -125,8 +127,12 @@ def old_scale_down(deployment: Object, new: Object | None, olds: list[Object]) -
         cut = min(unhealthy, budget)
         out[rs["metadata"]["name"]] = _spec_replicas(rs) - cut
         budget -= cut
-    available = sum(_status(rs, "availableReplicas") for rs in olds) + (_status(new, "availableReplicas") if new else 0)
-    room = available - min_available
+    # An old replica set's status may still count pods it was just told to remove: it has at most
+    # as many available pods as its spec allows.
+    available = sum(min(_spec_replicas(rs), _status(rs, "availableReplicas")) for rs in olds) + (
+        _status(new, "availableReplicas") if new else 0
+    )
+    room = min(available - min_available, budget)
     for rs in sorted(olds, key=lambda r: r["metadata"].get("creationTimestamp", "")):
         current = out.get(rs["metadata"]["name"], _spec_replicas(rs))
         if room <= 0 or current <= 0:

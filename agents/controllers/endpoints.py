@@ -175,6 +175,7 @@ class _ServiceController(Controller):
 
 class EndpointsController(_ServiceController):
     name = "endpoints"
+    source = "endpoint-controller"
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)

@@ -33,6 +33,7 @@ def _owner_uids(obj: Object) -> list[str]:
 
 class GarbageCollector(Controller):
     name = "garbagecollector"
+    source = "garbage-collector-controller"
     workers = 4
 
     def __init__(self, ctx: Context) -> None:

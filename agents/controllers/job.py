@@ -5,12 +5,15 @@ finalizer; a finished pod is first recorded in ``status.uncountedTerminatedPods`
 is removed, then it is counted in ``succeeded``/``failed``, so a pod is counted once even if the
 controller restarts in between. More failures than ``backoffLimit`` or a run longer than
 ``activeDeadlineSeconds`` fail the Job; ``suspend`` stops its pods; ``ttlSecondsAfterFinished``
-deletes a finished Job. Indexed Jobs give each pod a completion index.
+deletes a finished Job. Indexed Jobs give each pod a completion index. A failed pod is replaced after
+a back-off (10 s, doubled for each earlier failure, at most 6 minutes), as kube's controller does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -26,6 +29,7 @@ from agents.machinery.resources import JOBS, PODS
 log = logging.getLogger(__name__)
 
 TRACKING = "batch.kubernetes.io/job-tracking"
+MAX_BACKOFF = 360.0  # seconds: the longest wait before replacing a failed pod, as kube's
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 
@@ -72,6 +76,16 @@ def _condition(kind: str, reason: str, message: str) -> dict[str, Any]:
     }
 
 
+def completed_indexes(status: Mapping[str, Any], pods: list[Object]) -> set[int]:
+    """The indexes recorded as completed, and those of succeeded pods not recorded yet."""
+    indexes = parse_indexes(status.get("completedIndexes", ""))
+    for pod in pods:
+        index = _index_of(pod)
+        if index is not None and (pod.get("status") or {}).get("phase") == "Succeeded":
+            indexes.add(index)
+    return indexes
+
+
 def _index_of(pod: Object) -> int | None:
     raw = (pod["metadata"].get("annotations") or {}).get(INDEX_ANNOTATION)
     return int(raw) if raw is not None and raw.isdigit() else None
@@ -86,6 +100,8 @@ class JobController(Controller):
         self.jobs = ctx.informer(JOBS)
         self.pods = ctx.informer(PODS)
         self.expectations = Expectations()
+        self.backoff = float(ctx.settings.job_backoff_seconds)
+        self._last_failure: dict[str, float] = {}  # job key -> loop time of its latest pod failure
         self.jobs.on(
             add=self.enqueue, update=lambda _o, n: self.enqueue(n), delete=lambda j: self.expectations.forget(key_of(j))
         )
@@ -136,12 +152,20 @@ class JobController(Controller):
         ]
         if not spec.get("suspend"):
             status.setdefault("startTime", now())
-        failed = int(status.get("failed", 0))
-        succeeded = int(status.get("succeeded", 0))
+        # pods that finished but are not counted yet (their finalizer is being removed) count too:
+        # otherwise a finished pod would look like room for another one
+        uncounted = status.get("uncountedTerminatedPods") or {}
+        pending = len(uncounted.get("succeeded") or []) + len(uncounted.get("failed") or [])
+        failed = int(status.get("failed", 0)) + len(uncounted.get("failed") or [])
+        succeeded = int(status.get("succeeded", 0)) + len(uncounted.get("succeeded") or [])
         completions = spec.get("completions")
         parallelism = int(spec.get("parallelism", 1))
         indexed = spec.get("completionMode") == "Indexed"
-        verdict = self._verdict(job, status, active, succeeded, failed)
+        done_indexes = completed_indexes(status, pods)
+        verdict = self._verdict(job, status, active, succeeded=succeeded, failed=failed, done_indexes=done_indexes)
+        if verdict is not None and pending:
+            await self._write_status(job, status, pods)  # every finished pod is counted before the outcome
+            return
         if verdict is not None:
             kind, reason, message = verdict
             conditions = [c for c in status.get("conditions") or [] if c.get("type") not in (kind,)]
@@ -165,13 +189,19 @@ class JobController(Controller):
             ]
             await self._write_status(job, status, pods)
             return
-        want = parallelism if completions is None else min(parallelism, int(completions) - succeeded)
+        completed = len(done_indexes) if indexed else succeeded
+        want = parallelism if completions is None else min(parallelism, int(completions) - completed)
         want = max(want, 0)
         if completions is None and succeeded > 0:
             want = 0  # a work-queue Job: once one pod succeeds, no new pods start
+        wait = self._backoff_left(key, failed)
         if self.expectations.satisfied(key):
-            if len(active) < want:
-                await self._create(job, key, count=want - len(active), active=active, status=status, indexed=indexed)
+            if len(active) < want and wait > 0:
+                self.queue.add_after(key, wait)  # a pod failed lately: the replacement waits (kube's backoff)
+            elif len(active) < want:
+                await self._create(
+                    job, key, count=want - len(active), active=active, done=done_indexes, indexed=indexed
+                )
             elif len(active) > want:
                 await self._delete(
                     job,
@@ -185,8 +215,24 @@ class JobController(Controller):
             left = parse_time(status["startTime"]).timestamp() + int(deadline) - datetime.now(UTC).timestamp()
             self.queue.add_after(key, max(left, 0) + 0.1)
 
+    def _backoff_left(self, key: str, failed: int) -> float:
+        """Seconds until a replacement may start after the latest failure: the base delay doubled for
+        every earlier failure, at most six minutes."""
+        last = self._last_failure.get(key)
+        if not failed or last is None:
+            return 0.0
+        delay = min(self.backoff * float(2 ** (failed - 1)), MAX_BACKOFF)
+        return max(last + delay - asyncio.get_running_loop().time(), 0.0)
+
     def _verdict(
-        self, job: Object, status: dict[str, Any], active: list[Object], succeeded: int, failed: int
+        self,
+        job: Object,
+        status: dict[str, Any],
+        active: list[Object],
+        *,
+        succeeded: int,
+        failed: int,
+        done_indexes: set[int],
     ) -> tuple[str, str, str] | None:
         spec = job.get("spec") or {}
         if failed > int(spec.get("backoffLimit", 6)):
@@ -200,7 +246,7 @@ class JobController(Controller):
             return "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"
         completions = spec.get("completions")
         if spec.get("completionMode") == "Indexed" and completions is not None:
-            if len(parse_indexes(status.get("completedIndexes", ""))) >= int(completions):
+            if len(done_indexes) >= int(completions):
                 return "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
         elif (completions is not None and succeeded >= int(completions)) or (
             completions is None and succeeded > 0 and not active
@@ -224,6 +270,8 @@ class JobController(Controller):
             if uid not in pending["succeeded"] and uid not in pending["failed"]:
                 pending[bucket].append(uid)
                 changed = True
+                if bucket == "failed":
+                    self._last_failure[key_of(job)] = asyncio.get_running_loop().time()
         if changed:
             status["uncountedTerminatedPods"] = pending
             status = await self._write_status(job, status, pods)
@@ -241,13 +289,8 @@ class JobController(Controller):
                 pending[bucket] = [uid for uid in pending[bucket] if uid in live]
                 counted = True
         if counted:
-            indexes = parse_indexes(status.get("completedIndexes", ""))
-            for pod in pods:
-                index = _index_of(pod)
-                if index is not None and (pod.get("status") or {}).get("phase") == "Succeeded":
-                    indexes.add(index)
             if (job.get("spec") or {}).get("completionMode") == "Indexed":
-                status["completedIndexes"] = format_indexes(indexes)
+                status["completedIndexes"] = format_indexes(completed_indexes(status, pods))
             status["uncountedTerminatedPods"] = {k: v for k, v in pending.items() if v}
             if not status["uncountedTerminatedPods"]:
                 status["uncountedTerminatedPods"] = {}
@@ -266,13 +309,12 @@ class JobController(Controller):
         )
 
     async def _create(
-        self, job: Object, key: str, *, count: int, active: list[Object], status: dict[str, Any], indexed: bool
+        self, job: Object, key: str, *, count: int, active: list[Object], done: set[int], indexed: bool
     ) -> None:
         template = deep_copy((job.get("spec") or {}).get("template") or {})
         template.setdefault("metadata", {})["finalizers"] = [TRACKING]
         bodies = []
         if indexed:
-            done = parse_indexes(status.get("completedIndexes", ""))
             running = {i for p in active if (i := _index_of(p)) is not None}
             completions = int((job.get("spec") or {}).get("completions") or 0)
             free = [i for i in range(completions) if i not in done and i not in running][:count]

@@ -117,6 +117,7 @@ def _tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
 
 class NodeLifecycleController(Controller):
     name = "nodelifecycle"
+    source = "node-controller"
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -230,7 +231,8 @@ class NodeLifecycleController(Controller):
         node = self.nodes.get((current.get("spec") or {}).get("nodeName", ""))
         if node is not None and toleration_seconds(current, (node.get("spec") or {}).get("taints") or []) != 0.0:
             return  # the taint went away (or the pod tolerates it longer) since the eviction was planned
-        self.recorder.record(current, NORMAL, "TaintManagerEviction", f"Marking for deletion Pod {key}")
+        message = f"Marking for deletion Pod {key}"
+        self.recorder.record(current, NORMAL, "TaintManagerEviction", message, component="taint-eviction-controller")
         await ignore_not_found(
             partial(
                 self.client.delete,
@@ -259,7 +261,13 @@ class NodeLifecycleController(Controller):
             return
         del self._missing_since[node_name]
         for pod in pods:
-            self.recorder.record(pod, NORMAL, "PodGC", f"Deleting pod bound to node {node_name}, which does not exist")
+            self.recorder.record(
+                pod,
+                NORMAL,
+                "PodGC",
+                f"Deleting pod bound to node {node_name}, which does not exist",
+                component="pod-garbage-collector",
+            )
             await ignore_not_found(
                 partial(self.client.delete, PODS, pod["metadata"]["name"], pod["metadata"]["namespace"], grace_period=0)
             )

@@ -16,6 +16,9 @@ class ControllerManagerSettings:
     controllers: tuple[str, ...] = setting(("*",), "controllers to run: * for all, or names (comma separated)")
     node_monitor_period: float = setting(5.0, "seconds between checks of every node's heartbeat")
     node_monitor_grace_period: float = setting(40.0, "seconds without a heartbeat before a node is NotReady/Unknown")
+    job_backoff_seconds: float = setting(
+        10.0, "a failed Job pod is replaced after this long, doubled for every earlier failure (at most 6 min)"
+    )
     cluster_cidr: str = setting("10.244.0.0/16", "the pod network; each node gets a subnet of it")
     node_cidr_mask_size: int = setting(24, "prefix length of each node's pod subnet")
     leader: LeaderSettings = field(default_factory=LeaderSettings)

@@ -82,7 +82,7 @@ def run(
                 settings=settings,
                 config=config,
                 main=main,
-                lease=lease if leader and leader.elect else "",
+                lease=(leader.resource_name or lease) if leader and leader.elect else "",
                 leader=leader,
             )
         )

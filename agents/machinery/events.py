@@ -44,25 +44,29 @@ class EventRecorder:
         self.client = client
         self.component = component
         self.host = host
-        self._queue: asyncio.Queue[tuple[dict[str, Any], str, str, str]] = asyncio.Queue(capacity)
+        self._queue: asyncio.Queue[tuple[dict[str, Any], str, str, str, str]] = asyncio.Queue(capacity)
         self._recent: OrderedDict[tuple[str, str, str, str], tuple[str, str, int, float]] = OrderedDict()
         self.dropped = 0
 
-    def record(self, obj: Object, type_: str, reason: str, message: str) -> None:
+    def record(self, obj: Object, type_: str, reason: str, message: str, *, component: str = "") -> None:
         try:
-            self._queue.put_nowait((reference(obj), type_, reason, message))
+            self._queue.put_nowait((reference(obj), type_, reason, message, component or self.component))
         except asyncio.QueueFull:
             self.dropped += 1
 
+    def scoped(self, component: str) -> ScopedRecorder:
+        """A recorder for one part of a program (a controller) that names itself as the source."""
+        return ScopedRecorder(self, component)
+
     async def run(self) -> None:
         while True:
-            ref, type_, reason, message = await self._queue.get()
+            ref, type_, reason, message, component = await self._queue.get()
             try:
-                await self._write(ref, type_, reason, message)
+                await self._write(ref, type_, reason, message, component)
             except (ApiError, ApiUnavailableError) as exc:
                 log.debug("event %s for %s/%s not recorded: %s", reason, ref.get("kind"), ref.get("name"), exc)
 
-    async def _write(self, ref: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    async def _write(self, ref: dict[str, Any], type_: str, reason: str, message: str, component: str) -> None:
         namespace = ref.get("namespace") or "default"
         key = (ref.get("uid") or f"{namespace}/{ref.get('name')}", type_, reason, message)
         stamp = now()
@@ -85,11 +89,11 @@ class EventRecorder:
             "reason": reason,
             "message": message,
             "type": type_,
-            "source": {"component": self.component, **({"host": self.host} if self.host else {})},
+            "source": {"component": component, **({"host": self.host} if self.host else {})},
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
             "count": 1,
-            "reportingComponent": self.component,
+            "reportingComponent": component,
             "reportingInstance": self.host or self.component,
         }
         await self.client.create(EVENTS, body, namespace)
@@ -100,3 +104,15 @@ class EventRecorder:
         self._recent.move_to_end(key)
         while len(self._recent) > 2048:
             self._recent.popitem(last=False)
+
+
+class ScopedRecorder:
+    """Records through an EventRecorder under another source component (kube's controllers each
+    report as themselves: deployment-controller, node-controller, ...)."""
+
+    def __init__(self, recorder: EventRecorder, component: str) -> None:
+        self._recorder = recorder
+        self.component = component
+
+    def record(self, obj: Object, type_: str, reason: str, message: str, *, component: str = "") -> None:
+        self._recorder.record(obj, type_, reason, message, component=component or self.component)

@@ -151,6 +151,7 @@ class LeaderSettings:
     lease_duration: float = setting(15.0, "seconds a leader's lease lasts without renewal")
     renew_deadline: float = setting(10.0, "seconds a leader keeps trying to renew before it stops leading")
     retry_period: float = setting(2.0, "seconds between attempts to acquire or renew the lease")
+    resource_name: str = setting("", "name of the Lease in kube-system (default: the component's own)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,31 +34,27 @@ class Lab:
         return f"https://127.0.0.1:{self.api_port}"
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+@contextmanager
+def running_lab(home: Path, name: str, *flags: str) -> Iterator[Lab]:
+    """``kubelab up`` on free ports (plus ``flags``), then ``kubelab down`` whatever happens."""
     require(host.ETCD)
     require_kubectl()
-    home = tmp_path_factory.mktemp("kubelab-home")
-    name = "itest"
     api_port = free_port()
-    result = kubelab(
-        "up",
-        "--name",
-        name,
-        "--api-port",
-        str(api_port),
-        "--etcd-port",
-        str(free_port()),
-        "--etcd-peer-port",
-        str(free_port()),
-        home=home,
-    )
-    assert result.ok, f"kubelab up failed:\n{result.out}\n{result.err}"
+    ports = ["--api-port", str(api_port), "--etcd-port", str(free_port()), "--etcd-peer-port", str(free_port())]
+    result = kubelab("up", "--name", name, *ports, *flags, home=home)
     try:
+        assert result.ok, f"kubelab up failed:\n{result.out}\n{result.err}"
         yield Lab(name, home, api_port)
     finally:
         down = kubelab("down", "--name", name, home=home)
         assert down.ok, down.err
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The control plane without nodes: the API server's behaviour on its own."""
+    with running_lab(tmp_path_factory.mktemp("kubelab-home"), "itest") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,3 +86,59 @@ def eventually(check: Callable[[], Any], *, timeout: float = 15.0, interval: flo
 def manifest(*documents: dict[str, Any]) -> str:
     """YAML documents separated by ``---``, as a user's manifest file."""
     return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+class KubectlWatch:
+    """``kubectl get -w -o json --output-watch-events``, read event by event in a thread.
+
+    kubectl prints each event as a JSON document (one line each); the initial list arrives as ADDED
+    events, then live changes follow in the order of the API's watch.
+    """
+
+    def __init__(self, kubectl: Kubectl, *args: str) -> None:
+        self._proc = kubectl.popen("get", *args, "-w", "-o", "json", "--output-watch-events")
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        lines: list[str] = []
+        for line in self._proc.stdout:
+            lines.append(line)
+            try:
+                event = json.loads("".join(lines))
+            except json.JSONDecodeError:
+                continue  # a document printed over several lines: read on
+            lines = []
+            with self._changed:
+                self.events.append((event["type"], event["object"]))
+                self._changed.notify_all()
+
+    def wait_for(
+        self, check: Callable[[list[tuple[str, dict[str, Any]]]], bool], *, timeout: float = 30.0, what: str = ""
+    ) -> None:
+        """Block until ``check(events so far)`` holds; fail the test after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not check(self.events):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"timed out after {timeout}s waiting for {what or check.__name__}")
+                self._changed.wait(left)
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout=10)
+
+    def __enter__(self) -> KubectlWatch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1029,3 +1029,17 @@ def test_a_toleration_without_seconds_does_not_outlast_a_matching_one_with_secon
         {"operator": "Exists", "tolerationSeconds": 60},
     )
     assert toleration_seconds(mixed, [NOT_READY_NOEXEC]) == 60.0
+
+
+def test_surge_counts_the_pods_an_old_replica_set_still_has_after_its_scale_down() -> None:
+    old = rs("web-old", replicas=5, current=6, available=6)  # told 5, its sixth pod not deleted yet
+    new = rs("web-new", replicas=1, current=1, available=1)
+    assert new_replicas(deployment(6, surge=1, unavailable=1), new, [old]) == 1
+
+
+def test_old_pods_are_counted_available_only_up_to_their_replica_sets_spec() -> None:
+    old = rs("web-old", replicas=5, current=6, available=6)  # its status still counts the doomed pod
+    new = rs("web-new", replicas=1, current=1, available=1)
+    assert old_scale_down(deployment(6, surge=1, unavailable=1), new, [old]) == {"web-old": 4}
+    waiting = rs("web-new", replicas=1, current=1, available=0)
+    assert old_scale_down(deployment(6, surge=1, unavailable=1), waiting, [old]) == {}
