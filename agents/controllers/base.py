@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from agents.machinery.client import ApiError, Client
@@ -100,6 +101,12 @@ async def ignore_not_found(call: Callable[[], Any]) -> Any:
         if exc.not_found:
             return None
         raise
+
+
+async def delete_object(client: Client, resource: ResourceRef, obj: Object, **options: Any) -> None:
+    """Delete ``obj`` (``options`` as ``Client.delete`` takes them); one already gone is no error."""
+    meta = obj["metadata"]
+    await ignore_not_found(partial(client.delete, resource, meta["name"], meta.get("namespace", ""), **options))
 
 
 async def gather_limited(calls: Iterable[Callable[[], Any]], limit: int = 16) -> list[Any]:

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agents.controllers.base import Context, Controller, ignore_not_found, owner_uid
+from agents.controllers.base import Context, Controller, delete_object, ignore_not_found, owner_uid
 from agents.controllers.job import finished
 from agents.controllers.podutil import controller_ref
 from agents.machinery import cron
@@ -95,15 +95,7 @@ class CronJobController(Controller):
                 else:
                     if active and policy == "Replace":
                         for job in active:
-                            await ignore_not_found(
-                                partial(
-                                    self.client.delete,
-                                    JOBS,
-                                    job["metadata"]["name"],
-                                    job["metadata"]["namespace"],
-                                    propagation="Background",
-                                )
-                            )
+                            await delete_object(self.client, JOBS, job, propagation="Background")
                             self.recorder.record(
                                 cronjob, NORMAL, "SuccessfulDelete", f"Deleted job {job['metadata']['name']}"
                             )
@@ -174,15 +166,7 @@ class CronJobController(Controller):
                 (j for j in jobs if finished(j) == outcome), key=lambda j: j["metadata"].get("creationTimestamp", "")
             )
             for job in done[: max(len(done) - int(limit), 0)]:
-                await ignore_not_found(
-                    partial(
-                        self.client.delete,
-                        JOBS,
-                        job["metadata"]["name"],
-                        job["metadata"]["namespace"],
-                        propagation="Background",
-                    )
-                )
+                await delete_object(self.client, JOBS, job, propagation="Background")
                 self.recorder.record(cronjob, NORMAL, "SuccessfulDelete", f"Deleted job {job['metadata']['name']}")
 
     def enqueue(self, obj: Object) -> None:

@@ -56,16 +56,13 @@ def selected_pods(service: Object, pods: list[Object]) -> list[Object]:
     return sorted(out, key=lambda p: p["metadata"]["name"])
 
 
+def _target_ref(pod: Object) -> dict[str, Any]:
+    meta = pod["metadata"]
+    return {"kind": "Pod", "namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]}
+
+
 def _address(pod: Object) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "ip": pod["status"]["podIP"],
-        "targetRef": {
-            "kind": "Pod",
-            "namespace": pod["metadata"]["namespace"],
-            "name": pod["metadata"]["name"],
-            "uid": pod["metadata"]["uid"],
-        },
-    }
+    out: dict[str, Any] = {"ip": pod["status"]["podIP"], "targetRef": _target_ref(pod)}
     if (pod.get("spec") or {}).get("nodeName"):
         out["nodeName"] = pod["spec"]["nodeName"]
     return out
@@ -122,12 +119,7 @@ def slices_for(service: Object, pods: list[Object]) -> list[dict[str, Any]]:
                 "serving": ready,
                 "terminating": terminating,
             },
-            "targetRef": {
-                "kind": "Pod",
-                "namespace": pod["metadata"]["namespace"],
-                "name": pod["metadata"]["name"],
-                "uid": pod["metadata"]["uid"],
-            },
+            "targetRef": _target_ref(pod),
         }
         if (pod.get("spec") or {}).get("nodeName"):
             endpoint["nodeName"] = pod["spec"]["nodeName"]

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from agents.controllers.base import Context, Controller, gather_limited, ignore_not_found, owner_uid
+from agents.controllers.base import Context, Controller, delete_object, gather_limited, ignore_not_found, owner_uid
 from agents.controllers.podutil import Expectations, is_ready, pod_from_template
 from agents.machinery.client import ApiError
 from agents.machinery.events import NORMAL, WARNING
@@ -378,15 +378,7 @@ class JobController(Controller):
         if ttl is not None and finished_at:
             left = parse_time(finished_at).timestamp() + int(ttl) - datetime.now(UTC).timestamp()
             if left <= 0:
-                await ignore_not_found(
-                    partial(
-                        self.client.delete,
-                        JOBS,
-                        job["metadata"]["name"],
-                        job["metadata"]["namespace"],
-                        propagation="Background",
-                    )
-                )
+                await delete_object(self.client, JOBS, job, propagation="Background")
             else:
                 self.queue.add_after(key_of(job), left + 0.1)
 

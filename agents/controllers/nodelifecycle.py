@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from agents.controllers.base import Context, Controller, ignore_not_found
+from agents.controllers.base import Context, Controller, delete_object, ignore_not_found
 from agents.machinery import tasks
 from agents.machinery.events import NORMAL
 from agents.machinery.informer import key_of
@@ -233,15 +233,7 @@ class NodeLifecycleController(Controller):
             return  # the taint went away (or the pod tolerates it longer) since the eviction was planned
         message = f"Marking for deletion Pod {key}"
         self.recorder.record(current, NORMAL, "TaintManagerEviction", message, component="taint-eviction-controller")
-        await ignore_not_found(
-            partial(
-                self.client.delete,
-                PODS,
-                current["metadata"]["name"],
-                current["metadata"]["namespace"],
-                uid=current["metadata"]["uid"],
-            )
-        )
+        await delete_object(self.client, PODS, current, uid=current["metadata"]["uid"])
 
     async def _collect_orphans(self, node_name: str) -> None:
         """Pods bound to a node that does not exist are deleted once it has stayed missing for the
@@ -268,9 +260,7 @@ class NodeLifecycleController(Controller):
                 f"Deleting pod bound to node {node_name}, which does not exist",
                 component="pod-garbage-collector",
             )
-            await ignore_not_found(
-                partial(self.client.delete, PODS, pod["metadata"]["name"], pod["metadata"]["namespace"], grace_period=0)
-            )
+            await delete_object(self.client, PODS, pod, grace_period=0)
 
     async def _monitor(self) -> None:
         await asyncio.gather(self.nodes.synced.wait(), self.leases.synced.wait(), self.pods.synced.wait())
