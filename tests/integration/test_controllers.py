@@ -300,10 +300,17 @@ def test_a_silent_node_turns_unknown_within_the_grace_period_and_its_pods_move(k
         )
         # the last heartbeat came at most GRACE/4 before the silence; the controller looks every 5 s
         assert time.monotonic() - silenced <= GRACE + MONITOR_PERIOD + 2
-        node = kubectl.json("get", "node", victim)
-        taints = {(t["key"], t["effect"]) for t in node["spec"].get("taints") or []}
-        assert ("node.kubernetes.io/unreachable", "NoExecute") in taints
-        assert ("node.kubernetes.io/unreachable", "NoSchedule") in taints
+
+        def unreachable_taints() -> bool:
+            # the condition and the taints are two writes of the same sync, a moment apart
+            node = kubectl.json("get", "node", victim)
+            taints = {(t["key"], t["effect"]) for t in node["spec"].get("taints") or []}
+            return {
+                ("node.kubernetes.io/unreachable", "NoExecute"),
+                ("node.kubernetes.io/unreachable", "NoSchedule"),
+            } <= taints
+
+        eventually(unreachable_taints, timeout=MONITOR_PERIOD + 5, interval=0.25, what="the unreachable taints")
 
         def replaced() -> bool:
             now = running(kubectl, ns, "app=svc")
