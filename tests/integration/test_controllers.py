@@ -265,8 +265,10 @@ def test_an_unschedulable_pod_is_placed_once_a_node_changes_to_fit_it(kubectl: K
             lambda: kubectl.json("get", "pod", "pinned", "-n", ns)["spec"].get("nodeName"), what="the binding"
         )
         assert placed == "sim-2"
-        story = kubectl.ok("describe", "pod", "pinned", "-n", ns)
-        assert f"Successfully assigned {ns}/pinned to sim-2" in story
+        eventually(  # the Scheduled event follows the binding
+            lambda: f"Successfully assigned {ns}/pinned to sim-2" in kubectl.ok("describe", "pod", "pinned", "-n", ns),
+            what="the Scheduled event",
+        )
     finally:
         kubectl("taint", "node", "sim-1", "dedicated=db:NoSchedule-")
         kubectl("label", "node", "sim-2", "kubelab.io/disk-")
@@ -299,7 +301,7 @@ def test_a_silent_node_turns_unknown_within_the_grace_period_and_its_pods_move(k
             what=f"{victim} to turn Unknown",
         )
         # the last heartbeat came at most GRACE/4 before the silence; the controller looks every 5 s
-        assert time.monotonic() - silenced <= GRACE + MONITOR_PERIOD + 2
+        assert time.monotonic() - silenced <= GRACE + MONITOR_PERIOD + 4
 
         def unreachable_taints() -> bool:
             # the condition and the taints are two writes of the same sync, a moment apart
@@ -521,8 +523,13 @@ def test_endpoints_and_slices_follow_the_ready_pods_of_a_service(kubectl: Kubect
     assert addresses() == {p["status"]["podIP"] for p in running(kubectl, ns, "app=web")}
     [subset] = kubectl.json("get", "endpoints", "web", "-n", ns)["subsets"]
     assert subset["ports"] == [{"port": 8080, "protocol": "TCP"}]
-    [piece] = kubectl.json("get", "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=web")["items"]
-    assert {e["addresses"][0] for e in piece["endpoints"]} == addresses()
+
+    def sliced() -> set[str]:  # the slice controller runs beside the endpoints controller, not after it
+        pieces = kubectl.json("get", "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=web")["items"]
+        return {e["addresses"][0] for piece in pieces for e in piece.get("endpoints") or []}
+
+    eventually(lambda: sliced() == addresses(), timeout=30, what="the slice to list the three addresses")
+    assert len(kubectl.json("get", "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=web")["items"]) == 1
     kubectl.ok("scale", "deployment/web", "--replicas=1", "-n", ns)
     eventually(lambda: len(addresses()) == 1, timeout=30, what="one endpoint address")
 
