@@ -305,8 +305,14 @@ async def watch_delivery(target: Target, *, watchers: int, rate: float, count: i
 async def _rate(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     client = Client(target, connections=128)
     try:
-        for i in range(100):  # warm up connections, caches and the event loop
-            await client.create_pod("default", f"warm-{uuid.uuid4().hex[:4]}-{i}")
+        # one second at the measured rate first, not recorded: it opens as many connections as the
+        # rate needs (a TLS handshake is not a create) and warms the server's caches
+        warm = uuid.uuid4().hex[:4]
+
+        async def warm_up(i: int) -> None:
+            await client.create_pod("default", f"warm-{warm}-{i}")
+
+        await open_loop(args.rate, max(1, int(args.rate)), warm_up)
         return await fixed_rate(client, rate=args.rate, count=args.count)
     finally:
         await client.close()

@@ -81,6 +81,30 @@ def target_from_kubeconfig(path: Path, workdir: Path) -> Target:
     return Target(cluster["server"], config["users"][0]["user"]["token"], ca, path)
 
 
+def busy_fraction(window: float = 0.5) -> float:
+    """Share of this machine's CPU time spent busy over the next ``window`` seconds (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle and iowait
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(window)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def settle(*, below: float = 0.15, deadline: float = 20.0) -> float:
+    """Wait until the machine is quiet (a fresh lab's components finish starting up), at most
+    ``deadline`` seconds; return the busy share last seen so a report can mention a noisy host."""
+    end = time.monotonic() + deadline
+    busy = busy_fraction()
+    while busy > below and time.monotonic() < end:
+        busy = busy_fraction()
+    return busy
+
+
 @contextmanager
 def local_lab(name: str = "bench", extra: Sequence[str] = ()) -> Iterator[Target]:
     """A fresh local-driver lab on free ports (``extra``: more ``kubelab up`` flags), removed afterwards."""
@@ -100,6 +124,7 @@ def local_lab(name: str = "bench", extra: Sequence[str] = ()) -> Iterator[Target
         ]
         subprocess.run([str(ROOT / "kubelab"), *args], check=True, env=env, capture_output=True, text=True)
         try:
+            settle()
             yield target_from_kubeconfig(Path(tmp) / name / "kubeconfig", Path(tmp))
         finally:
             subprocess.run([str(ROOT / "kubelab"), "down", "--name", name], env=env, capture_output=True, check=False)
