@@ -29,7 +29,7 @@ import aiohttp
 import uvloop
 
 from benchmarks.apiserver import Client, pod
-from benchmarks.common import ROOT, Target, calibration, emit, local_lab, target_from_kubeconfig
+from benchmarks.common import ROOT, Target, emit, local_lab, target_from_kubeconfig
 
 BENCH_SCHEDULER = "bench-scheduler"
 
@@ -237,7 +237,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pods", type=int, default=3000)
     parser.add_argument("--replicas", type=int, default=1000)
     args = parser.parse_args(argv)
-    speed = calibration()
     try:
         if args.kubeconfig:
             figures = run(target_from_kubeconfig(args.kubeconfig, Path("/tmp")), args)
@@ -247,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkError as exc:
         print(f"benchmark scheduler: {exc}", file=sys.stderr)
         return 1
-    emit("scheduler", {**figures, "nodes": args.nodes, "calibration_loops_per_s": speed})
+    emit("scheduler", {**figures, "nodes": args.nodes})
     return 0
 
 
