@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from provisioner import containerimages
 from provisioner import spec as labspec
 from provisioner.drivers.local import LocalDriver
 from provisioner.errors import ProvisionError, SpecError
@@ -46,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     with_name(commands.add_parser("down", help="stop the lab and remove everything it created"))
     with_name(commands.add_parser("status", help="show what runs and whether it is healthy"))
     with_name(commands.add_parser("kubeconfig", help="print the path of the lab's kubeconfig"))
+    image = commands.add_parser("image", help="the built-in container images, built offline from Debian packages")
+    image_commands = image.add_subparsers(dest="image_command", required=True, metavar="IMAGE_COMMAND")
+    build = image_commands.add_parser("build", help="build (or reuse from the cache) the built-in images")
+    build.add_argument("names", nargs="*", metavar="NAME", help="which images (default: all)")
+    build.add_argument("--force", action="store_true", help="rebuild even when the cache has the image")
+    image_commands.add_parser("list", help="the built-in images and their cached archives")
     return parser
 
 
@@ -117,7 +124,21 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"up": _up, "stop": _stop, "down": _down, "status": _status, "kubeconfig": _kubeconfig}
+def _image(args: argparse.Namespace) -> int:
+    if args.image_command == "list":
+        known = containerimages.recipes()
+        _say(f"{'IMAGE':<10} {'ARCHIVE'}")
+        for name in sorted(known):
+            cached = sorted(containerimages.CACHE.glob(f"{name}-*.tar"))
+            _say(f"{name:<10} {cached[-1] if cached else '(not built yet: kubelab image build ' + name + ')'}")
+        return 0
+    for built in containerimages.build_all(args.names, say=_say, force=args.force):
+        origin = "cached" if built.cached else "built"
+        _say(f"{built.name}:{built.tag} ({origin}, {built.size / 1e6:.1f} MB, {built.digest[:19]}) {built.archive}")
+    return 0
+
+
+COMMANDS = {"image": _image, "up": _up, "stop": _stop, "down": _down, "status": _status, "kubeconfig": _kubeconfig}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,9 @@ class Requirement:
 
 ETCD = Requirement("etcd", "etcd-server", "the cluster's state store")
 ETCDCTL = Requirement("etcdctl", "etcd-client", "inspecting the state store")
+CONTAINERD = Requirement("containerd", "containerd", "the container runtime")
+CTR = Requirement("ctr", "containerd", "containerd's own client")
+RUNC = Requirement("runc", "runc", "the OCI runtime containerd starts containers with")
 
 _apt_state = {"updated": False}
 

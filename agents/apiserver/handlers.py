@@ -429,7 +429,10 @@ class Api:
             warnings = self._check(
                 resource, body, field_validation, model="V1Scale", kind="Scale", api_version="autoscaling/v1"
             )
-            scale = await store.update_scale(target.namespace, target.name, lambda _: body, dry_run=dry_run)
+            pinned = bool((body.get("metadata") or {}).get("resourceVersion"))  # none: unconditional, as kube
+            scale = await store.update_scale(
+                target.namespace, target.name, lambda _: body, dry_run=dry_run, pinned=pinned
+            )
             return json_response(scale, warnings=warnings)
         warnings = self._check(resource, body, field_validation)
         body_ns = (body.get("metadata") or {}).get("namespace")
@@ -476,7 +479,9 @@ class Api:
             return patched
 
         if scale:
-            result = await store.update_scale(target.namespace, target.name, apply, dry_run=dry_run)
+            result = await store.update_scale(
+                target.namespace, target.name, apply, dry_run=dry_run, pinned=patch.pins_version(document)
+            )
             return json_response(result, warnings=warnings)
         obj, _ = await store.update(
             target.namespace, target.name, apply, dry_run=dry_run, subresource=sub, pinned=patch.pins_version(document)

@@ -593,8 +593,11 @@ class ResourceStore:
         }
 
     async def update_scale(
-        self, namespace: str, name: str, change: Callable[[Object], Object], *, dry_run: bool
+        self, namespace: str, name: str, change: Callable[[Object], Object], *, dry_run: bool, pinned: bool = True
     ) -> Object:
+        """Change the replicas through a Scale view; ``pinned=False`` (a patch naming no
+        resourceVersion) retries a lost race, as :meth:`update` does."""
+
         def apply(current: Object) -> Object:
             scale = change(self.scale_of(current))
             replicas = (scale.get("spec") or {}).get("replicas", 0)
@@ -611,5 +614,5 @@ class ResourceStore:
                 objects.meta(current)["resourceVersion"] = rv
             return current
 
-        obj, _ = await self.update(namespace, name, apply, dry_run=dry_run)
+        obj, _ = await self.update(namespace, name, apply, dry_run=dry_run, pinned=pinned)
         return self.scale_of(obj)

@@ -93,9 +93,13 @@ class TestApply:
 class TestGet:
     def test_get_prints_kubernetes_columns_and_wide_columns(self, kubectl: Kubectl, namespace: str) -> None:
         kubectl.ok("apply", "-n", namespace, "-f", "-", stdin=manifest(deployment("web", replicas=3)))
-        table = kubectl.ok("get", "deployments", "-n", namespace).splitlines()
-        assert table[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
-        assert table[1].split()[:4] == ["web", "0/3", "3", "0"]  # three pods made, none ready: no nodes
+
+        def table() -> list[str]:
+            return kubectl.ok("get", "deployments", "-n", namespace).splitlines()
+
+        assert table()[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+        # three pods made, none ready (no nodes), once the deployment controller has written its status
+        eventually(lambda: table()[1].split()[:4] == ["web", "0/3", "3", "0"], what="the deployment's status")
         wide = kubectl.ok("get", "deployments", "-n", namespace, "-o", "wide").splitlines()
         assert wide[0].split()[-3:] == ["CONTAINERS", "IMAGES", "SELECTOR"]
         assert wide[1].split()[-3:] == ["main", "busybox:1.36", "app=web"]

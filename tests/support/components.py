@@ -1,11 +1,16 @@
-"""Starting real components for tests: free ports, etcd in a temporary directory."""
+"""Starting real components for tests: free ports, etcd and containerd in temporary directories."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,3 +51,60 @@ def running_etcd(root: Path) -> Iterator[components.Etcd]:
         yield etcd
     finally:
         procs.stop(record)
+
+
+@dataclass(frozen=True)
+class Containerd:
+    """A containerd of the test's own: its root, state and socket in a private directory."""
+
+    socket: Path
+    namespace: str
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        command = ["ctr", "--address", str(self.socket), "--namespace", self.namespace, *args]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
+        return done
+
+
+@contextmanager
+def running_containerd(namespace: str = "kubelab-test") -> Iterator[Containerd]:
+    """containerd and runc from Debian, started for the test and stopped (with its tasks) after."""
+    require(host.CONTAINERD, host.CTR, host.RUNC)
+    # a short directory of its own: the socket path must stay under the 108 bytes of sun_path
+    root = Path(tempfile.mkdtemp(prefix="kl-ctd-", dir="/tmp"))
+    config = root / "config.toml"
+    config.write_text(
+        "version = 2\n"
+        f'root = "{root}/root"\n'
+        f'state = "{root}/state"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{root}/c.sock"\n'
+        f'[ttrpc]\n  address = "{root}/c.sock.ttrpc"\n'
+    )
+    with (root / "containerd.log").open("w") as log:
+        process = subprocess.Popen(
+            ["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    daemon = Containerd(root / "c.sock", namespace)
+    try:
+        deadline = time.monotonic() + 30
+        while daemon.ctr("version", check=False, timeout=10).returncode != 0:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"containerd did not start: {(root / 'containerd.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield daemon
+    finally:
+        for task in daemon.ctr("tasks", "list", "--quiet", check=False).stdout.split():
+            daemon.ctr("tasks", "kill", "--signal", "SIGKILL", task, check=False)
+        for container in daemon.ctr("containers", "list", "--quiet", check=False).stdout.split():
+            daemon.ctr("tasks", "delete", "--force", container, check=False)
+            daemon.ctr("containers", "delete", container, check=False)
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(root, ignore_errors=True)
