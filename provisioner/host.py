@@ -22,6 +22,8 @@ ETCD = Requirement("etcd", "etcd-server", "the cluster's state store")
 ETCDCTL = Requirement("etcdctl", "etcd-client", "inspecting the state store")
 CONTAINERD = Requirement("containerd", "containerd", "the container runtime")
 CTR = Requirement("ctr", "containerd", "containerd's own client")
+NFT = Requirement("nft", "nftables", "the proxy's Service rules")
+CNI_BRIDGE = Requirement("/usr/lib/cni/bridge", "containernetworking-plugins", "pod networking (CNI)")
 RUNC = Requirement("runc", "runc", "the OCI runtime containerd starts containers with")
 
 _apt_state = {"updated": False}
