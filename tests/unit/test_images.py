@@ -1,0 +1,182 @@
+"""Image recipes and reproducible OCI archives, without apt: recipes parse or fail naming the field,
+layers are planned from an unpacked tree, and equal inputs give equal bytes."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner import containerimages as ci
+from provisioner import oci
+from provisioner.errors import HostError, SpecError
+
+SOURCE = Path("test.yaml")
+
+
+def recipe(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"name": "tool", "version": "1.0", "packages": ["tool-static"], "take": ["/bin/tool"]}
+    return {**base, **fields}
+
+
+def members(archive: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def read(archive: bytes, name: str) -> bytes:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        handle = tar.extractfile(name)
+        assert handle is not None
+        return handle.read()
+
+
+# --- recipes --------------------------------------------------------------------------------------
+
+
+def test_the_shipped_recipes_parse() -> None:
+    found = ci.recipes()
+    assert set(found) == {"pause", "busybox", "echo"}
+    assert found["pause"].config["Entrypoint"] == ["/usr/bin/catatonit", "-P"]
+    assert found["busybox"].version == {"package": "busybox-static"}
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"name": "Tool"}, "name"),
+        ({"packages": []}, "packages"),
+        ({"version": {"package": "other"}}, "version"),
+        ({"take": ["bin/tool"]}, "take"),
+        ({"take": ["/bin/../etc/shadow"]}, "take"),
+        ({"applets": "/bin/other"}, "applets"),
+        ({"files": [{"path": "/etc/x"}]}, "files[0]"),
+        ({"dirs": [{"path": "/tmp", "mode": "rwx"}]}, "dirs[0]"),
+        ({"config": {"Volumes": {}}}, "config"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_a_bad_recipe_is_refused_naming_the_field(change: dict[str, Any], named: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        ci.parse_recipe(recipe(**change), source=SOURCE)
+    assert str(caught.value).startswith("test.yaml: ")
+    assert named in str(caught.value)
+
+
+def test_the_tag_is_the_named_packages_upstream_version_or_the_literal() -> None:
+    packages = [ci.Package("busybox-static", "1:1.35.0-4+deb12u1+b1", "ab" * 32)]
+    from_package = ci.parse_recipe(
+        recipe(packages=["busybox-static"], version={"package": "busybox-static"}), source=SOURCE
+    )
+    assert ci.tag_of(from_package, packages) == "1.35.0"
+    assert ci.tag_of(ci.parse_recipe(recipe(), source=SOURCE), packages) == "1.0"
+
+
+def test_the_cache_key_follows_the_recipe_and_the_exact_debs() -> None:
+    r = ci.parse_recipe(recipe(), source=SOURCE)
+    deb = ci.Package("tool-static", "1.0-1", "aa" * 32)
+    same = ci.cache_key(r, [deb])
+    assert ci.cache_key(ci.parse_recipe(recipe(), source=SOURCE), [deb]) == same
+    assert ci.cache_key(r, [ci.Package("tool-static", "1.0-1", "bb" * 32)]) != same
+    assert ci.cache_key(ci.parse_recipe(recipe(config={"Cmd": ["x"]}), source=SOURCE), [deb]) != same
+
+
+def test_apt_show_gives_the_first_stanzas_fields() -> None:
+    text = (
+        "Package: tool\nVersion: 2.0-1\nDescription: a tool\n more text\nSHA256: abc\n\nPackage: tool\nVersion: 1.0\n"
+    )
+    assert ci.parse_apt_show(text) == {"Package": "tool", "Version": "2.0-1", "Description": "a tool", "SHA256": "abc"}
+
+
+# --- planning the layer ---------------------------------------------------------------------------
+
+
+def test_the_layer_takes_files_with_their_modes_and_adds_applet_links_dirs_and_files(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "tool").write_bytes(b"\x7fELF")
+    (tmp_path / "bin" / "tool").chmod(0o755)
+    r = ci.parse_recipe(
+        recipe(
+            applets="/bin/tool",
+            files=[{"path": "/etc/motd", "content": "hi\n"}],
+            dirs=[{"path": "/tmp", "mode": "1777"}],
+        ),
+        source=SOURCE,
+    )
+    entries = {e.path: e for e in ci.plan_entries(r, tmp_path, applet_names=["sh", "tool", "ls"])}
+    assert entries["/bin/tool"] == oci.Entry("/bin/tool", "file", 0o755, data=b"\x7fELF")
+    assert entries["/bin/sh"] == oci.Entry("/bin/sh", "symlink", 0o777, target="/bin/tool")
+    assert entries["/bin/ls"].target == "/bin/tool"
+    assert "/bin/tool" in entries and entries["/bin/tool"].kind == "file"  # the binary is not linked to itself
+    assert entries["/tmp"] == oci.Entry("/tmp", "dir", 0o1777)
+    assert entries["/etc/motd"].data == b"hi\n"
+
+
+def test_a_path_missing_from_the_packages_is_a_clear_error(tmp_path: Path) -> None:
+    r = ci.parse_recipe(recipe(), source=SOURCE)
+    with pytest.raises(HostError, match=r"test.yaml: /bin/tool is not in packages tool-static"):
+        ci.plan_entries(r, tmp_path, applet_names=[])
+
+
+# --- OCI ------------------------------------------------------------------------------------------
+
+
+def entries() -> list[oci.Entry]:
+    return [
+        oci.Entry("/usr/bin/tool", "file", 0o755, data=b"binary"),
+        oci.Entry("/bin/sh", "symlink", 0o777, target="/usr/bin/tool"),
+        oci.Entry("/tmp", "dir", 0o1777),
+    ]
+
+
+def test_a_layer_lists_parents_first_owned_by_root_at_the_epoch() -> None:
+    layer = members(oci.layer_tar(entries()))
+    assert list(layer) == ["bin", "bin/sh", "tmp", "usr", "usr/bin", "usr/bin/tool"]
+    assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 for m in layer.values())
+    assert layer["bin/sh"].issym() and layer["bin/sh"].linkname == "/usr/bin/tool"
+    assert layer["tmp"].mode == 0o1777 and layer["usr/bin/tool"].mode == 0o755
+
+
+def test_equal_entries_in_any_order_give_equal_bytes() -> None:
+    first = oci.layout_tar(oci.build_image(entries(), config={"Cmd": ["sh"]}, labels={}), references=["t:1"])
+    again = oci.layout_tar(
+        oci.build_image(list(reversed(entries())), config={"Cmd": ["sh"]}, labels={}), references=["t:1"]
+    )
+    assert first == again
+
+
+def test_the_layout_holds_an_index_per_reference_and_blobs_named_by_their_digests() -> None:
+    image = oci.build_image(entries(), config={"Entrypoint": ["/usr/bin/tool"]}, labels={"a": "b"})
+    archive = oci.layout_tar(image, references=["tool:1.0", "tool:latest"])
+    assert json.loads(read(archive, "oci-layout")) == {"imageLayoutVersion": "1.0.0"}
+    index = json.loads(read(archive, "index.json"))
+    assert [m["annotations"][oci.REF_NAME] for m in index["manifests"]] == ["1.0", "latest"]
+    assert [m["annotations"][oci.CONTAINERD_NAME] for m in index["manifests"]] == [
+        "docker.io/library/tool:1.0",
+        "docker.io/library/tool:latest",
+    ]
+    assert {m["digest"] for m in index["manifests"]} == {image.digest}
+    manifest = json.loads(read(archive, "blobs/sha256/" + image.digest.split(":")[1]))
+    config = json.loads(read(archive, "blobs/sha256/" + manifest["config"]["digest"].split(":")[1]))
+    assert config["config"] == {"Entrypoint": ["/usr/bin/tool"], "Labels": {"a": "b"}}
+    assert (config["os"], config["architecture"]) == ("linux", "amd64")
+    layer_digest = manifest["layers"][0]["digest"]
+    assert oci.Blob(oci.LAYER_TYPE, read(archive, "blobs/sha256/" + layer_digest.split(":")[1])).digest == layer_digest
+
+
+@pytest.mark.parametrize(
+    ("reference", "full"),
+    [
+        ("busybox", "docker.io/library/busybox:latest"),
+        ("busybox:1.35", "docker.io/library/busybox:1.35"),
+        ("kubelab/echo:1.0", "docker.io/kubelab/echo:1.0"),
+        ("registry.lab:5000/echo:1.0", "registry.lab:5000/echo:1.0"),
+        ("localhost/echo", "localhost/echo:latest"),
+    ],
+)
+def test_references_are_completed_as_containerd_names_images(reference: str, full: str) -> None:
+    assert oci.full_reference(reference) == full
