@@ -122,6 +122,8 @@ def local_lab(name: str = "bench", extra: Sequence[str] = ()) -> Iterator[Target
             str(free_port()),
             "--etcd-peer-port",
             str(free_port()),
+            "--registry-port",
+            str(free_port()),
             *extra,
         ]
         subprocess.run([str(ROOT / "kubelab"), *args], check=True, env=env, capture_output=True, text=True)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from provisioner import containerimages
+from provisioner import containerimages, registry
 from provisioner import spec as labspec
 from provisioner.drivers.local import LocalDriver
 from provisioner.errors import ProvisionError, SpecError
@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--api-port", type=int, help="API server port on 127.0.0.1 (default 6443)")
     up.add_argument("--etcd-port", type=int, help="etcd client port (default 2379)")
     up.add_argument("--etcd-peer-port", type=int, help="etcd peer port (default 2380)")
+    up.add_argument("--registry-port", type=int, help="image registry port on 127.0.0.1 (default 5000)")
     up.add_argument("--service-cidr", help="range Service ClusterIPs come from (default 10.96.0.0/12)")
     up.add_argument("--node-port-range", help="range NodePorts come from (default 30000-32767)")
     up.add_argument("--cluster-cidr", help="the pod network; each node gets a /24 of it (default 10.244.0.0/16)")
@@ -53,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("names", nargs="*", metavar="NAME", help="which images (default: all)")
     build.add_argument("--force", action="store_true", help="rebuild even when the cache has the image")
     image_commands.add_parser("list", help="the built-in images and their cached archives")
+    push = with_name(
+        image_commands.add_parser("push", help="put an image archive (or a built-in image) into the lab registry")
+    )
+    push.add_argument(
+        "source", metavar="FILE.tar|NAME", help="an OCI or docker-save archive, or a built-in image's name"
+    )
+    push.add_argument("--as", dest="rename", default="", metavar="NAME:TAG", help="the name to store it under")
+    push.add_argument("--force", action="store_true", help="copy even when the registry has the same image")
     return parser
 
 
@@ -131,6 +140,19 @@ def _image(args: argparse.Namespace) -> int:
         for name in sorted(known):
             cached = sorted(containerimages.CACHE.glob(f"{name}-*.tar"))
             _say(f"{name:<10} {cached[-1] if cached else '(not built yet: kubelab image build ' + name + ')'}")
+        return 0
+    if args.image_command == "push":
+        driver = _driver(args.name)
+        if not driver.paths.root.exists():
+            raise ProvisionError(f"lab {driver.spec.name!r} does not exist; create it with: kubelab up")
+        source = Path(args.source)
+        if not source.exists() and args.source in containerimages.recipes():
+            source = containerimages.build_all([args.source], say=_say)[0].archive
+        images = registry.images_in(source, rename=args.rename)
+        copied = registry.push(images, registry=driver.registry, say=lambda _msg: None, force=args.force)
+        for image in images:
+            state = "pushed" if f"{image.repository}:{image.tag}" in copied else "already there"
+            _say(f"{image.repository}:{image.tag}: {state} ({driver.registry})")
         return 0
     for built in containerimages.build_all(args.names, say=_say, force=args.force):
         origin = "cached" if built.cached else "built"

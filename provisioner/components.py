@@ -104,6 +104,47 @@ class Etcd:
             return False
 
 
+@dataclass(frozen=True)
+class Registry:
+    """The lab's image registry: Debian's docker-registry, plain HTTP on the lab's own address."""
+
+    paths: LabPaths
+    port: int = 5000
+    address: str = "127.0.0.1"
+    name: str = "registry"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.paths.config / "registry.yml"
+
+    def configure(self) -> bool:
+        self.paths.registry_data.mkdir(parents=True, exist_ok=True)
+        text = render.render(
+            "registry/config.yml.j2",
+            registry_root=str(self.paths.registry_data),
+            registry_listen_address=self.address,
+            registry_port=self.port,
+        )
+        return render.write(self.config_file, text)
+
+    def ports(self) -> list[tuple[int, str]]:
+        return [(self.port, "--registry-port")]
+
+    def argv(self) -> list[str]:
+        binary = shutil.which("docker-registry")
+        if binary is None:
+            raise ComponentError("docker-registry is not installed (Debian package docker-registry)")
+        return [binary, "serve", str(self.config_file)]
+
+    def healthy(self) -> bool:
+        code, _ = _get(f"{self.endpoint}/v2/")
+        return code == 200
+
+
 def port_in_use(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -225,29 +225,37 @@ def _run(args: Sequence[str], *, cwd: Path | None = None) -> str:
     return done.stdout
 
 
-def parse_apt_show(text: str) -> dict[str, str]:
-    """The first stanza of ``apt-cache show --no-all-versions`` as a field -> value mapping."""
-    fields: dict[str, str] = {}
-    for line in text.split("\n\n", 1)[0].splitlines():
-        if line[:1].isspace() or ":" not in line:
-            continue
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
+def parse_apt_show(text: str) -> list[dict[str, str]]:
+    """The stanzas of ``apt-cache show --no-all-versions``, each a field -> value mapping."""
+    stanzas = []
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line[:1].isspace() or ":" not in line:
+                continue
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+        if fields:
+            stanzas.append(fields)
+    return stanzas
 
 
-def resolve(names: Sequence[str]) -> list[Package]:
-    """The .deb apt would fetch for each package, without fetching it."""
-    resolved = []
-    for name in names:
-        try:
-            fields = parse_apt_show(_run(["apt-cache", "show", "--no-all-versions", name]))
-        except HostError as exc:
-            raise HostError(f"Debian package {name} is unknown to apt here ({exc}); run apt-get update") from exc
-        if "Version" not in fields or "SHA256" not in fields:
-            raise HostError(f"apt knows no downloadable version of {name}; run apt-get update")
-        resolved.append(Package(name, fields["Version"], fields["SHA256"]))
-    return resolved
+def resolve(names: Sequence[str]) -> dict[str, Package]:
+    """The .deb apt would fetch for each package, without fetching it (one apt-cache call: each
+    costs about a second of reading apt's cache)."""
+    wanted = sorted(set(names))
+    try:
+        stanzas = parse_apt_show(_run(["apt-cache", "show", "--no-all-versions", *wanted]))
+    except HostError as exc:
+        raise HostError(f"apt does not know all of {', '.join(wanted)} ({exc}); run apt-get update") from exc
+    found: dict[str, Package] = {}
+    for fields in stanzas:
+        if fields.get("Package") in wanted and "Version" in fields and "SHA256" in fields:
+            found.setdefault(fields["Package"], Package(fields["Package"], fields["Version"], fields["SHA256"]))
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise HostError(f"apt knows no downloadable version of {missing[0]}; run apt-get update")
+    return found
 
 
 def unpack(packages: Sequence[Package], into: Path, *, downloads: Path) -> None:
@@ -274,9 +282,17 @@ def applets_of(binary: Path) -> list[str]:
 # --- building -------------------------------------------------------------------------------------
 
 
-def build(recipe: Recipe, *, cache: Path = CACHE, say: Callable[[str], None] = print, force: bool = False) -> Built:
+def build(
+    recipe: Recipe,
+    *,
+    cache: Path = CACHE,
+    say: Callable[[str], None] = print,
+    force: bool = False,
+    resolved: Mapping[str, Package] | None = None,
+) -> Built:
     """The recipe's OCI archive, from the cache when its inputs are unchanged."""
-    packages = resolve(recipe.packages)
+    known = resolved if resolved is not None else resolve(recipe.packages)
+    packages = [known[name] for name in recipe.packages]
     tag = tag_of(recipe, packages)
     key = cache_key(recipe, packages)
     archive = cache / f"{recipe.name}-{tag}-{key}.tar"
@@ -318,4 +334,6 @@ def build_all(
         raise SpecError(f"no image recipe named {unknown[0]!r}; known: {', '.join(sorted(known))}")
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         raise HostError("building images needs apt-get and dpkg-deb (a Debian 12 host)")
-    return [build(known[n], cache=cache, say=say, force=force) for n in (names or sorted(known))]
+    chosen = [known[n] for n in (names or sorted(known))]
+    resolved = resolve([p for r in chosen for p in r.packages])
+    return [build(r, cache=cache, say=say, force=force, resolved=resolved) for r in chosen]

@@ -20,6 +20,8 @@ class Requirement:
 
 ETCD = Requirement("etcd", "etcd-server", "the cluster's state store")
 ETCDCTL = Requirement("etcdctl", "etcd-client", "inspecting the state store")
+REGISTRY = Requirement("docker-registry", "docker-registry", "the lab's image registry")
+SKOPEO = Requirement("skopeo", "skopeo", "copying images into the lab's registry")
 CONTAINERD = Requirement("containerd", "containerd", "the container runtime")
 CTR = Requirement("ctr", "containerd", "containerd's own client")
 NFT = Requirement("nft", "nftables", "the proxy's Service rules")

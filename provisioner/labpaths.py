@@ -44,6 +44,10 @@ class LabPaths:
         return self.root / "etcd"
 
     @property
+    def registry_data(self) -> Path:
+        return self.root / "registry"
+
+    @property
     def kubeconfig(self) -> Path:
         return self.root / "kubeconfig"
 

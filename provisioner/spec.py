@@ -29,6 +29,7 @@ class LabSpec:
     api_port: int = 6443
     etcd_port: int = 2379
     etcd_peer_port: int = 2380
+    registry_port: int = 5000
     service_cidr: str = "10.96.0.0/12"
     node_port_range: str = "30000-32767"
     cluster_cidr: str = "10.244.0.0/16"
@@ -101,12 +102,17 @@ def validate(spec: LabSpec) -> None:
         )
     if spec.driver not in DRIVERS:
         raise SpecError(f"driver {spec.driver!r}: choose one of {', '.join(DRIVERS)}")
-    ports = {"api-port": spec.api_port, "etcd-port": spec.etcd_port, "etcd-peer-port": spec.etcd_peer_port}
+    ports = {
+        "api-port": spec.api_port,
+        "etcd-port": spec.etcd_port,
+        "etcd-peer-port": spec.etcd_peer_port,
+        "registry-port": spec.registry_port,
+    }
     for key, port in ports.items():
         if not 1 <= port <= 65535:
             raise SpecError(f"{key} {port}: must be between 1 and 65535")
     if len(set(ports.values())) != len(ports):
-        raise SpecError(f"api-port, etcd-port and etcd-peer-port must differ (got {sorted(ports.values())})")
+        raise SpecError(f"{', '.join(ports)} must differ (got {sorted(ports.values())})")
     try:
         network = ipaddress.ip_network(spec.service_cidr)
     except ValueError as exc:

@@ -1,7 +1,8 @@
 """The local driver: the control plane as processes on this host, under the lab's state directory.
 
-``up`` installs what is missing, creates certificates and tokens, starts etcd then the API server
-(each awaited until healthy) and writes a kubeconfig; running it again keeps what is running.
+``up`` installs what is missing, creates certificates and tokens, starts etcd, the image registry,
+the API server, the controller-manager and the scheduler (each awaited until healthy), puts the
+built-in images into the registry and writes a kubeconfig; running it again keeps what is running.
 ``stop`` stops the processes and keeps the state; ``down`` stops them and removes the lab.
 """
 
@@ -15,13 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from provisioner import components, host, kubeconfig, procs
+from provisioner import components, containerimages, host, kubeconfig, procs, registry
 from provisioner.labpaths import LabPaths
 from provisioner.pki import ADMIN, CONTROLLER_MANAGER, PROXY, SCHEDULER, SIMULATED_NODES, Pki
 from provisioner.spec import LabSpec, service_ip
 
 START_TIMEOUT = 60.0
-START_ORDER = ("etcd", "apiserver", "controller-manager", "scheduler", "simnodes")
+START_ORDER = ("etcd", "registry", "apiserver", "controller-manager", "scheduler", "simnodes")
 
 
 def _free_port() -> int:
@@ -75,6 +76,7 @@ class LocalDriver:
         ports = self._ports()
         out: list[components.Component] = [
             etcd,
+            components.Registry(self.paths, port=spec.registry_port),
             apiserver,
             components.ControllerManager(
                 self.paths,
@@ -105,7 +107,7 @@ class LocalDriver:
     def up(self) -> None:
         started = time.monotonic()
         self.say(f"lab {self.spec.name!r}: local driver, state in {self.paths.root}")
-        host.ensure([host.ETCD], say=lambda msg: self.say(f"  host: {msg}"))
+        host.ensure([host.ETCD, host.REGISTRY, host.SKOPEO], say=lambda msg: self.say(f"  host: {msg}"))
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.spec.write_text(self.spec.to_json())
         created = self.pki.ensure_ca()
@@ -159,6 +161,7 @@ class LocalDriver:
                 f"  {component.name}: started (pid {record.pid}), healthy after"
                 f" {time.monotonic() - began:.1f}s at {component.endpoint}"
             )
+        self.publish_images()
         text = kubeconfig.render(
             cluster=self.spec.name,
             server=server,
@@ -170,6 +173,23 @@ class LocalDriver:
         self.say(f"lab {self.spec.name!r} is up in {time.monotonic() - started:.1f}s. Use it with:")
         self.say(f"  export KUBECONFIG={self.paths.kubeconfig}")
         self.say("  kubectl get nodes" if self.spec.simulated_nodes else "  kubectl get namespaces")
+
+    @property
+    def registry(self) -> str:
+        return components.Registry(self.paths, port=self.spec.registry_port).endpoint
+
+    def publish_images(self) -> None:
+        """The built-in images, built or taken from the cache, into the lab registry."""
+        began = time.monotonic()
+        built = containerimages.build_all(say=lambda msg: self.say(f"  images: {msg}"))
+        pushed = []
+        for image in built:
+            pushed += registry.push(registry.images_in(image.archive), registry=self.registry, say=self.say)
+        names = ", ".join(f"{b.name}:{b.tag}" for b in built)
+        self.say(
+            f"  images: {names} in the registry at {self.registry}"
+            f" ({len(pushed)} pushed, {time.monotonic() - began:.1f}s)"
+        )
 
     def stop(self) -> list[str]:
         """Stop every process of the lab (nodes first, etcd last); return the names of those stopped."""

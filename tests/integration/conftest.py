@@ -20,6 +20,7 @@ class Lab:
     name: str
     home: Path
     api_port: int
+    registry_port: int
 
     @property
     def root(self) -> Path:
@@ -30,6 +31,10 @@ class Lab:
         return self.root / "kubeconfig"
 
     @property
+    def registry(self) -> str:
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.api_port}"
 
@@ -37,14 +42,17 @@ class Lab:
 @contextmanager
 def running_lab(home: Path, name: str, *flags: str) -> Iterator[Lab]:
     """``kubelab up`` on free ports (plus ``flags``), then ``kubelab down`` whatever happens."""
-    require(host.ETCD)
+    require(host.ETCD, host.REGISTRY, host.SKOPEO)
     require_kubectl()
-    api_port = free_port()
-    ports = ["--api-port", str(api_port), "--etcd-port", str(free_port()), "--etcd-peer-port", str(free_port())]
+    api_port, registry_port = free_port(), free_port()
+    ports = [
+        *("--api-port", str(api_port), "--etcd-port", str(free_port())),
+        *("--etcd-peer-port", str(free_port()), "--registry-port", str(registry_port)),
+    ]
     result = kubelab("up", "--name", name, *ports, *flags, home=home)
     try:
         assert result.ok, f"kubelab up failed:\n{result.out}\n{result.err}"
-        yield Lab(name, home, api_port)
+        yield Lab(name, home, api_port, registry_port)
     finally:
         down = kubelab("down", "--name", name, home=home)
         assert down.ok, down.err

@@ -40,7 +40,7 @@ def test_a_bad_lab_file_names_the_problem(tmp_path: Path) -> None:
 
 
 def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> None:
-    require(host.ETCD)
+    require(host.ETCD, host.REGISTRY, host.SKOPEO)
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
@@ -55,18 +55,23 @@ def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> No
             str(taken),
             "--etcd-peer-port",
             str(free_port()),
+            "--registry-port",
+            str(free_port()),
             home=tmp_path,
         )
     assert result.code == 1 and f"port {taken} is in use" in result.err and "--etcd-port" in result.err
     kubelab("down", "--name", "clash", home=tmp_path)
 
 
-CONTROL_PLANE = ("etcd", "apiserver", "controller-manager", "scheduler")
+CONTROL_PLANE = ("etcd", "registry", "apiserver", "controller-manager", "scheduler")
 
 
 def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> None:
-    require(host.ETCD)
-    ports = ["--api-port", str(free_port()), "--etcd-port", str(free_port()), "--etcd-peer-port", str(free_port())]
+    require(host.ETCD, host.REGISTRY, host.SKOPEO)
+    ports = [
+        *("--api-port", str(free_port()), "--etcd-port", str(free_port())),
+        *("--etcd-peer-port", str(free_port()), "--registry-port", str(free_port())),
+    ]
     first = kubelab("up", "--name", "cycle", *ports, home=tmp_path)
     assert first.ok, first.err
     run_dir = tmp_path / "cycle" / "run"
@@ -77,11 +82,11 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
     assert second.ok and second.out.count("already running") == len(CONTROL_PLANE)
 
     status = kubelab("status", "--name", "cycle", home=tmp_path)
-    assert status.ok and status.out.count("running   healthy") == 4
+    assert status.ok and status.out.count("running   healthy") == len(CONTROL_PLANE)
     assert kubelab("kubeconfig", "--name", "cycle", home=tmp_path).out.strip() == str(tmp_path / "cycle" / "kubeconfig")
 
     assert (
-        "stopped: scheduler, controller-manager, apiserver, etcd"
+        "stopped: scheduler, controller-manager, apiserver, registry, etcd"
         in kubelab("stop", "--name", "cycle", home=tmp_path).out
     )
     assert not any(procs.alive(r) for r in records.values() if r is not None)

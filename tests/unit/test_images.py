@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from provisioner import containerimages as ci
-from provisioner import oci
+from provisioner import oci, registry
 from provisioner.errors import HostError, SpecError
 
 SOURCE = Path("test.yaml")
@@ -85,11 +85,12 @@ def test_the_cache_key_follows_the_recipe_and_the_exact_debs() -> None:
     assert ci.cache_key(ci.parse_recipe(recipe(config={"Cmd": ["x"]}), source=SOURCE), [deb]) != same
 
 
-def test_apt_show_gives_the_first_stanzas_fields() -> None:
-    text = (
-        "Package: tool\nVersion: 2.0-1\nDescription: a tool\n more text\nSHA256: abc\n\nPackage: tool\nVersion: 1.0\n"
-    )
-    assert ci.parse_apt_show(text) == {"Package": "tool", "Version": "2.0-1", "Description": "a tool", "SHA256": "abc"}
+def test_apt_show_is_read_as_one_mapping_per_stanza() -> None:
+    text = "Package: tool\nVersion: 2.0-1\nDescription: a tool\n more\nSHA256: abc\n\nPackage: lib\nVersion: 1.0\n"
+    assert ci.parse_apt_show(text) == [
+        {"Package": "tool", "Version": "2.0-1", "Description": "a tool", "SHA256": "abc"},
+        {"Package": "lib", "Version": "1.0"},
+    ]
 
 
 # --- planning the layer ---------------------------------------------------------------------------
@@ -180,3 +181,57 @@ def test_the_layout_holds_an_index_per_reference_and_blobs_named_by_their_digest
 )
 def test_references_are_completed_as_containerd_names_images(reference: str, full: str) -> None:
     assert oci.full_reference(reference) == full
+
+
+# --- archives for the registry --------------------------------------------------------------------
+
+
+def test_registry_paths_follow_docker_hub_names() -> None:
+    assert registry.repository_of("busybox") == ("library/busybox", "latest")
+    assert registry.repository_of("team/app:2") == ("team/app", "2")
+    assert registry.repository_of("registry.lab:5000/team/app:3") == ("team/app", "3")
+
+
+def test_an_oci_archive_lists_one_image_per_tag_and_can_be_renamed(tmp_path: Path) -> None:
+    image = oci.build_image(entries(), config={}, labels={})
+    path = tmp_path / "tool.tar"
+    path.write_bytes(oci.layout_tar(image, references=["tool:1.0", "tool:latest"]))
+    found = registry.images_in(path)
+    assert [(i.repository, i.tag, i.digest) for i in found] == [
+        ("library/tool", "1.0", image.digest),
+        ("library/tool", "latest", image.digest),
+    ]
+    assert found[0].source == f"oci-archive:{path}:1.0"
+    [renamed] = registry.images_in(path, rename="team/tool:9")  # two tags of one image: one image
+    assert (renamed.repository, renamed.tag) == ("team/tool", "9")
+
+
+def test_a_docker_save_archive_is_read_from_its_manifest(tmp_path: Path) -> None:
+    path = tmp_path / "saved.tar"
+    manifest = [{"Config": "c.json", "RepoTags": ["app:1", "team/app:2"], "Layers": []}]
+    path.write_bytes(oci.layer_tar([oci.Entry("/manifest.json", "file", data=json.dumps(manifest).encode())]))
+    found = registry.images_in(path)
+    assert [(i.repository, i.tag, i.source) for i in found] == [
+        ("library/app", "1", f"docker-archive:{path}:app:1"),
+        ("team/app", "2", f"docker-archive:{path}:team/app:2"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "rename", "message"),
+    [
+        (b"plain text", "", "not a tar archive"),
+        (oci.layer_tar([oci.Entry("/etc/motd", "file", data=b"hi")]), "", "neither an OCI image layout"),
+        (None, "Bad Name:1", "use lower-case name parts"),
+    ],
+)
+def test_what_is_not_a_pushable_image_is_refused_in_one_line(
+    tmp_path: Path, content: bytes | None, rename: str, message: str
+) -> None:
+    path = tmp_path / "x.tar"
+    if content is None:
+        content = oci.layout_tar(oci.build_image(entries(), config={}, labels={}), references=["tool:1"])
+    path.write_bytes(content)
+    with pytest.raises(SpecError, match=message) as caught:
+        registry.images_in(path, rename=rename)
+    assert "\n" not in str(caught.value)

@@ -1,0 +1,158 @@
+"""Putting images into the lab's registry: the built-in ones at ``up``, a user's with ``kubelab image push``.
+
+Archives are copied with skopeo (Debian package), which reads both OCI image-layout tars and
+``docker save`` tars. Names follow the registry's own layout of Docker Hub names, so that a node whose
+containerd mirrors docker.io through the lab registry finds ``busybox`` as ``library/busybox``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from provisioner import oci
+from provisioner.errors import HostError, SpecError
+
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+ACCEPT = ", ".join(
+    [
+        oci.MANIFEST_TYPE,
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ArchiveImage:
+    """One image in an archive: how skopeo names it in the archive, and where it goes."""
+
+    source: str  # skopeo's source reference, e.g. oci-archive:/x.tar:1.0
+    repository: str  # in the registry, e.g. library/busybox
+    tag: str
+    digest: str  # the manifest's digest as the archive states it ("" for docker archives)
+
+
+def repository_of(reference: str) -> tuple[str, str]:
+    """``busybox:1.35`` -> (``library/busybox``, ``1.35``); ``registry.lab:5000/team/app`` ->
+    (``team/app``, ``latest``): the path a registry stores the image under."""
+    full = oci.full_reference(reference)
+    name, tag = oci.split_reference(full)
+    return name.split("/", 1)[1], tag
+
+
+def images_in(path: Path, *, rename: str = "") -> list[ArchiveImage]:
+    """The images of an OCI or docker archive; ``rename`` (``name:tag``) names the only image."""
+    if not path.is_file():
+        raise SpecError(f"{path}: no such file (give an image archive, or the name of a built-in image)")
+    try:
+        with tarfile.open(path) as tar:
+            names = set(tar.getnames())
+            if "index.json" in names and "oci-layout" in names:
+                index = json.load(_member(tar, "index.json"))
+                found = []
+                for descriptor in index.get("manifests") or []:
+                    annotations = descriptor.get("annotations") or {}
+                    ref = annotations.get(oci.CONTAINERD_NAME) or annotations.get(oci.REF_NAME) or ""
+                    if ref:
+                        tag_in_archive = annotations.get(oci.REF_NAME) or ref
+                        repo, tag = repository_of(ref)
+                        found.append(
+                            ArchiveImage(f"oci-archive:{path}:{tag_in_archive}", repo, tag, descriptor["digest"])
+                        )
+                if not found and len(index.get("manifests") or []) == 1:
+                    found.append(ArchiveImage(f"oci-archive:{path}", "", "", index["manifests"][0]["digest"]))
+                return _renamed(found, rename, path)
+            if "manifest.json" in names:
+                manifest = json.load(_member(tar, "manifest.json"))
+                found = []
+                for i, entry in enumerate(manifest):
+                    for ref in entry.get("RepoTags") or []:
+                        repo, tag = repository_of(ref)
+                        found.append(ArchiveImage(f"docker-archive:{path}:{ref}", repo, tag, ""))
+                    if not entry.get("RepoTags"):
+                        found.append(ArchiveImage(f"docker-archive:{path}:@{i}", "", "", ""))
+                return _renamed(found, rename, path)
+    except tarfile.ReadError as exc:
+        raise SpecError(f"{path}: not a tar archive (give an OCI or docker-save image archive)") from exc
+    except (tarfile.TarError, OSError, ValueError, KeyError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError(f"{path}: not a readable image archive ({reason})") from exc
+    raise SpecError(f"{path}: neither an OCI image layout (index.json, oci-layout) nor a docker save archive")
+
+
+def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
+    handle = tar.extractfile(name)
+    if handle is None:
+        raise KeyError(name)
+    return handle
+
+
+def _renamed(found: list[ArchiveImage], rename: str, path: Path) -> list[ArchiveImage]:
+    if rename:
+        distinct = {f.digest or f.source for f in found}  # one image under several tags is one image
+        if len(distinct) != 1:
+            raise SpecError(f"{path}: holds {len(distinct)} images; --as names exactly one")
+        repo, tag = repository_of(rename)
+        if not _REPOSITORY.match(repo) or not _TAG.match(tag):
+            raise SpecError(
+                f"--as {rename!r}: use lower-case name parts (a-z, 0-9, '.', '_', '-') joined by '/',"
+                " and a tag of letters, digits, '.', '_' or '-', e.g. team/app:1.0"
+            )
+        return [ArchiveImage(found[0].source, repo, tag, found[0].digest)]
+    unnamed = [f for f in found if not f.repository]
+    if unnamed:
+        raise SpecError(f"{path}: an image in it has no name; give one with --as NAME:TAG")
+    if not found:
+        raise SpecError(f"{path}: holds no images")
+    return found
+
+
+def stored_digest(registry: str, repository: str, tag: str) -> str:
+    """The digest the registry has for ``repository:tag`` ("" when it has none)."""
+    request = urllib.request.Request(
+        f"{registry}/v2/{repository}/manifests/{tag}", method="HEAD", headers={"Accept": ACCEPT}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return str(response.headers.get("Docker-Content-Digest") or "")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return ""
+        raise HostError(f"the lab registry answered {exc.code} for {repository}:{tag}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise HostError(f"the lab registry at {registry} does not answer; is the lab up? ({exc})") from exc
+
+
+def push(
+    images: Sequence[ArchiveImage], *, registry: str, say: Callable[[str], None] = print, force: bool = False
+) -> list[str]:
+    """Copy each image into the registry (skipped when it already holds that digest); return what
+    was copied as ``repository:tag``."""
+    if shutil.which("skopeo") is None:
+        raise HostError("skopeo is missing; install it with: apt-get install -y skopeo")
+    host = registry.split("://", 1)[-1]
+    copied = []
+    for image in images:
+        if not force and image.digest and stored_digest(registry, image.repository, image.tag) == image.digest:
+            continue
+        destination = f"docker://{host}/{image.repository}:{image.tag}"
+        command = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", image.source, destination]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise HostError(f"copying {image.repository}:{image.tag} into the lab registry failed: {last[0]}")
+        copied.append(f"{image.repository}:{image.tag}")
+        say(f"  registry: pushed {image.repository}:{image.tag}")
+    return copied
