@@ -1,0 +1,292 @@
+"""What a pod's containers should do next, and the status that reports them: pure functions.
+
+The kubelet observes (sandbox, each container's attempts as containerd shows them, image pull
+results), asks :func:`plan` what to do, lets the executor do it, and writes :func:`pod_status`.
+The rules are kube's: restartPolicy decides whether an exited container runs again, with a back-off
+of 10 s doubling to 5 min (reset after a container ran 10 min), and the phase follows the containers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+BACKOFF_START = 10.0
+BACKOFF_MAX = 300.0
+BACKOFF_RESET = 600.0
+
+State = Literal["created", "running", "exited"]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a container (kube's "container", containerd's container + task)."""
+
+    number: int
+    state: State
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    exit_code: int = 0
+    container_id: str = ""
+
+
+@dataclass(frozen=True)
+class PullFailure:
+    message: str
+    at: float
+    failures: int  # consecutive
+    not_found: bool  # the registry has no such image (ErrImagePull then ImagePullBackOff)
+
+
+@dataclass(frozen=True)
+class Observed:
+    sandbox_ip: str = ""  # "" : no sandbox yet
+    attempts: Mapping[str, Sequence[Attempt]] = field(default_factory=dict)  # by container name, oldest first
+    pulls: Mapping[str, PullFailure] = field(default_factory=dict)  # by container name
+
+
+@dataclass(frozen=True)
+class CreateSandbox:
+    pass
+
+
+@dataclass(frozen=True)
+class StartContainer:
+    name: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StopPod:
+    """Stop every running container (SIGTERM, then SIGKILL after the grace period), then the sandbox."""
+
+    grace_seconds: float
+
+
+Action = CreateSandbox | StartContainer | StopPod
+
+
+def containers_of(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list((pod.get("spec") or {}).get("containers") or [])
+
+
+def restart_policy(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("spec") or {}).get("restartPolicy") or "Always")
+
+
+def backoff(restarts: int) -> float:
+    """Seconds to wait before run number ``restarts + 1`` of a crashing container."""
+    if restarts <= 0:
+        return 0.0
+    return float(min(BACKOFF_MAX, BACKOFF_START * 2.0 ** (restarts - 1)))
+
+
+def pull_backoff(failures: int) -> float:
+    return float(min(BACKOFF_MAX, BACKOFF_START * 2.0 ** max(0, failures - 1)))
+
+
+def wants_restart(policy: str, exit_code: int) -> bool:
+    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+
+
+def _restarts_for_backoff(attempts: Sequence[Attempt]) -> int:
+    """Crashes that count toward the back-off: the streak since a run that lasted BACKOFF_RESET."""
+    streak = 0
+    for attempt in reversed(attempts):
+        if attempt.state == "exited" and attempt.finished_at - attempt.started_at >= BACKOFF_RESET:
+            break
+        streak += 1
+    return streak
+
+
+def next_start(attempts: Sequence[Attempt]) -> float:
+    """When the next run of an exited container may start (monotonic-free: in the attempts' clock)."""
+    last = attempts[-1]
+    return last.finished_at + backoff(_restarts_for_backoff(attempts))
+
+
+def plan(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[Action], float | None]:
+    """The actions to take now, and when to look again (None: only on a change)."""
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        grace = meta.get("deletionGracePeriodSeconds")
+        default = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        return [StopPod(float(grace if grace is not None else default))], None
+    if not observed.sandbox_ip:
+        return [CreateSandbox()], None
+    policy = restart_policy(pod)
+    actions: list[Action] = []
+    wake: float | None = None
+    for container in containers_of(pod):
+        name = container["name"]
+        attempts = list(observed.attempts.get(name) or [])
+        failure = observed.pulls.get(name)
+        if failure is not None:
+            retry_at = failure.at + pull_backoff(failure.failures)
+            if now < retry_at:
+                wake = retry_at if wake is None else min(wake, retry_at)
+                continue
+        if not attempts:
+            actions.append(StartContainer(name, 0))
+            continue
+        last = attempts[-1]
+        if last.state != "exited" or not wants_restart(policy, last.exit_code):
+            continue
+        start_at = next_start(attempts)
+        if now >= start_at:
+            actions.append(StartContainer(name, last.number + 1))
+        else:
+            wake = start_at if wake is None else min(wake, start_at)
+    return actions, wake
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+
+def rfc3339(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _terminated(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "terminated": {
+            "exitCode": attempt.exit_code,
+            "reason": "Completed" if attempt.exit_code == 0 else "Error",
+            "startedAt": rfc3339(attempt.started_at),
+            "finishedAt": rfc3339(attempt.finished_at),
+            "containerID": attempt.container_id,
+        }
+    }
+
+
+def container_status(
+    container: Mapping[str, Any], attempts: Sequence[Attempt], failure: PullFailure | None, *, policy: str, now: float
+) -> dict[str, Any]:
+    image = str(container.get("image") or "")
+    status: dict[str, Any] = {
+        "name": container["name"],
+        "image": image,
+        "imageID": "",
+        "ready": False,
+        "restartCount": attempts[-1].number if attempts else 0,
+        "started": False,
+        "state": {"waiting": {"reason": "ContainerCreating"}},
+        "lastState": {},
+    }
+    if failure is not None and (not attempts or attempts[-1].state == "exited"):
+        # the first failure reads ErrImagePull; while later pulls wait out their back-off, ImagePullBackOff
+        if failure.failures == 1:
+            status["state"] = {"waiting": {"reason": "ErrImagePull", "message": failure.message}}
+        else:
+            message = f'Back-off pulling image "{image}": {failure.message}'
+            status["state"] = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+    if not attempts:
+        return status
+    last = attempts[-1]
+    status["containerID"] = last.container_id
+    if len(attempts) > 1:
+        status["lastState"] = _terminated(attempts[-2])
+    if last.state == "running":
+        status["state"] = {"running": {"startedAt": rfc3339(last.started_at)}}
+        status["started"] = True
+        status["ready"] = True  # readiness probes refine this
+    elif last.state == "exited":
+        if wants_restart(policy, last.exit_code):
+            status["lastState"] = _terminated(last)
+            wait = int(max(0.0, next_start(attempts) - now))
+            message = f"back-off {wait}s restarting failed container={container['name']}"
+            status["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+        else:
+            status["state"] = _terminated(last)
+    return status
+
+
+def _last(attempts: Sequence[Attempt] | None) -> Attempt | None:
+    return attempts[-1] if attempts else None
+
+
+def phase(pod: Mapping[str, Any], observed: Observed) -> str:
+    """kube's pod phase from the containers: Pending until each has run once, Running while any
+    runs or will run again, then Succeeded (all exited 0) or Failed."""
+    policy = restart_policy(pod)
+    containers = containers_of(pod)
+    lasts: list[Attempt | None] = [_last(observed.attempts.get(c["name"])) for c in containers]
+    if not observed.sandbox_ip or any(a is None for a in lasts):
+        return "Pending"
+    done = [a for a in lasts if a is not None and a.state == "exited"]
+    if any(a is not None and a.state != "exited" for a in lasts):
+        return "Running"
+    if any(wants_restart(policy, a.exit_code) for a in done):
+        return "Running"
+    return "Succeeded" if all(a.exit_code == 0 for a in done) else "Failed"
+
+
+def pod_status(
+    pod: Mapping[str, Any], observed: Observed, *, host_ip: str, started_at: float, now: float
+) -> dict[str, Any]:
+    """The pod's status as the kubelet reports it (kept: conditions other components own)."""
+    old = dict(pod.get("status") or {})
+    policy = restart_policy(pod)
+    statuses = [
+        container_status(
+            c, observed.attempts.get(c["name"]) or [], observed.pulls.get(c["name"]), policy=policy, now=now
+        )
+        for c in containers_of(pod)
+    ]
+    current = phase(pod, observed)
+    ready = current == "Running" and all(s["ready"] for s in statuses)
+    at = rfc3339(now)
+    previous = {c.get("type"): c for c in old.get("conditions") or []}
+
+    def condition(kind: str, value: bool, reason: str = "") -> dict[str, Any]:
+        text = "True" if value else "False"
+        before = previous.get(kind) or {}
+        found: dict[str, Any] = {
+            "type": kind,
+            "status": text,
+            "lastProbeTime": None,
+            "lastTransitionTime": before.get("lastTransitionTime") if before.get("status") == text else at,
+        }
+        if reason and not value:
+            found["reason"] = reason
+        return found
+
+    not_ready = "PodCompleted" if current in ("Succeeded", "Failed") else "ContainersNotReady"
+    owned = {"PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready"}
+    conditions = [c for c in old.get("conditions") or [] if c.get("type") not in owned]
+    conditions += [
+        condition("PodReadyToStartContainers", bool(observed.sandbox_ip)),
+        condition("Initialized", True),
+        condition("ContainersReady", ready, not_ready),
+        condition("Ready", ready, not_ready),
+    ]
+    status: dict[str, Any] = {
+        **old,
+        "phase": current,
+        "conditions": conditions,
+        "hostIP": host_ip,
+        "hostIPs": [{"ip": host_ip}],
+        "startTime": old.get("startTime") or rfc3339(started_at),
+        "containerStatuses": statuses,
+        "qosClass": old.get("qosClass") or qos_class(pod),
+    }
+    if observed.sandbox_ip:
+        status["podIP"] = observed.sandbox_ip
+        status["podIPs"] = [{"ip": observed.sandbox_ip}]
+    return status
+
+
+def qos_class(pod: Mapping[str, Any]) -> str:
+    """Guaranteed (limits = requests for cpu and memory everywhere), BestEffort (none), else Burstable."""
+    containers = containers_of(pod)
+    resources = [c.get("resources") or {} for c in containers]
+    if not any((r.get("requests") or {}) or (r.get("limits") or {}) for r in resources):
+        return "BestEffort"
+    for r in resources:
+        limits, requests = r.get("limits") or {}, r.get("requests") or {}
+        for name in ("cpu", "memory"):
+            if name not in limits or requests.get(name, limits[name]) != limits[name]:
+                return "Burstable"
+    return "Guaranteed"
