@@ -172,6 +172,13 @@ class Ctr:
             raise ContainerdError(operation, message)
         return stdout, stderr
 
+    async def version(self) -> str:
+        """containerd's version, as the node reports it (``containerRuntimeVersion``)."""
+        out, _ = await self._run("version", "version")
+        server = out.split("Server:", 1)[-1]
+        found = re.search(r"Version:\s*(\S+)", server)
+        return found.group(1) if found else "unknown"
+
     # --- images ---
 
     async def has_image(self, reference: str) -> bool:

@@ -1,0 +1,40 @@
+"""The kubelet's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.machinery.settings import HealthSettings, LogSettings, setting
+
+
+@dataclass(frozen=True)
+class ContainerdSettings:
+    address: str = setting("/run/containerd/containerd.sock", "containerd's socket")
+    namespace: str = setting("k8s.io", "containerd namespace the kubelet's containers live in")
+    hosts_dir: str = setting("", "registry hosts directory (docker.io mirrored to the lab registry)")
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    node_netns: str = setting("", "network namespace the node's networking lives in ('': the kubelet's own)")
+    bridge: str = setting("kubelab0", "the pods' bridge on the node")
+    cni_bin_dir: Path = setting(Path("/usr/lib/cni"), "where the CNI plugins are")
+
+
+@dataclass(frozen=True)
+class KubeletSettings:
+    """kubelab kubelet: runs the pods bound to this node in containerd and reports their status."""
+
+    kubeconfig: Path | None = setting(None, "kubeconfig with the API server's address and this node's token")
+    node_name: str = setting("", "this node's name (default: the host name)")
+    node_ip: str = setting("", "this node's InternalIP")
+    root_dir: Path = setting(Path("/var/lib/kubelab/kubelet"), "pod volumes, logs and sandbox records")
+    max_pods: int = setting(110, "pods this node accepts")
+    lease_interval: float = setting(10.0, "seconds between renewals of the node's Lease")
+    status_interval: float = setting(40.0, "seconds between node status reports when nothing changed")
+    pod_workers: int = setting(8, "pods synced at once")
+    containerd: ContainerdSettings = field(default_factory=ContainerdSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    healthz: HealthSettings = field(default_factory=HealthSettings)
+    log: LogSettings = field(default_factory=LogSettings)

@@ -1,0 +1,216 @@
+"""A pod's volumes on the node, and its containers' environment.
+
+Volumes are directories: ``emptyDir`` under the pod's own directory, ``hostPath`` on the node,
+``configMap`` and ``secret`` written as one file per key (secrets with mode 0400 unless the pod says
+otherwise); each container mounts them with bind mounts. Environment variables resolve ``value``,
+``fieldRef``, ``configMapKeyRef`` and ``secretKeyRef`` (and ``$(VAR)`` references to earlier ones,
+as kube expands them). The readers of ConfigMaps and Secrets are passed in, so the planning is pure.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from agents.kubelet.containerd import Mount
+
+Reader = Callable[[str, str], Awaitable[dict[str, Any] | None]]  # (namespace, name) -> object or None
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+class VolumeError(Exception):
+    """A volume or variable refers to something missing; ``reason`` is kube's word for it."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VolumeFiles:
+    """What a volume needs on disk: a directory, and for configMap/secret its files."""
+
+    name: str
+    path: Path
+    files: Mapping[str, bytes]  # relative path -> content
+    mode: int
+    create: bool  # make the directory (emptyDir, configMap, secret, hostPath DirectoryOrCreate)
+
+
+def _items(volume: Mapping[str, Any], data: Mapping[str, bytes]) -> dict[str, bytes]:
+    items = volume.get("items")
+    if not items:
+        return dict(data)
+    return {str(item["path"]): data[item["key"]] for item in items if item.get("key") in data}
+
+
+async def plan_volumes(
+    pod: Mapping[str, Any], pod_dir: Path, *, configmaps: Reader, secrets: Reader
+) -> list[VolumeFiles]:
+    namespace = pod["metadata"]["namespace"]
+    planned = []
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        name = volume["name"]
+        if "emptyDir" in volume:
+            planned.append(VolumeFiles(name, pod_dir / "volumes" / "empty-dir" / name, {}, 0o777, True))
+        elif "hostPath" in volume:
+            source = volume["hostPath"]
+            create = source.get("type") == "DirectoryOrCreate"
+            planned.append(VolumeFiles(name, Path(source["path"]), {}, 0o755, create))
+        elif "configMap" in volume:
+            source = volume["configMap"]
+            found = await configmaps(namespace, source["name"])
+            if found is None:
+                if source.get("optional"):
+                    planned.append(VolumeFiles(name, pod_dir / "volumes" / "configmap" / name, {}, 0o755, True))
+                    continue
+                raise VolumeError("FailedMount", f'configmap "{source["name"]}" not found')
+            data = {k: v.encode() for k, v in (found.get("data") or {}).items()}
+            data |= {k: base64.b64decode(v) for k, v in (found.get("binaryData") or {}).items()}
+            mode = int(source.get("defaultMode", 0o644))
+            planned.append(
+                VolumeFiles(name, pod_dir / "volumes" / "configmap" / name, _items(source, data), mode, True)
+            )
+        elif "secret" in volume:
+            source = volume["secret"]
+            found = await secrets(namespace, source["secretName"])
+            if found is None:
+                if source.get("optional"):
+                    planned.append(VolumeFiles(name, pod_dir / "volumes" / "secret" / name, {}, 0o700, True))
+                    continue
+                raise VolumeError("FailedMount", f'secret "{source["secretName"]}" not found')
+            data = {k: base64.b64decode(v) for k, v in (found.get("data") or {}).items()}
+            data |= {k: v.encode() for k, v in (found.get("stringData") or {}).items()}
+            mode = int(source.get("defaultMode", 0o400))
+            planned.append(VolumeFiles(name, pod_dir / "volumes" / "secret" / name, _items(source, data), mode, True))
+        else:
+            kinds = sorted(k for k in volume if k != "name")
+            raise VolumeError("FailedMount", f"volume {name}: {', '.join(kinds) or 'its kind'} is not supported here")
+    return planned
+
+
+def write_volumes(volumes: list[VolumeFiles]) -> None:
+    """Make the directories and (re)write configMap and secret files."""
+    for volume in volumes:
+        if volume.create:
+            volume.path.mkdir(parents=True, exist_ok=True)
+            if not volume.files and volume.mode == 0o777:
+                volume.path.chmod(0o777)
+        elif not volume.path.exists():
+            raise VolumeError("FailedMount", f"hostPath {volume.path} does not exist on the node")
+        for relative, content in volume.files.items():
+            target = volume.path / PurePosixPath(relative)
+            if ".." in PurePosixPath(relative).parts:
+                raise VolumeError("FailedMount", f"volume {volume.name}: item path {relative!r} leaves the volume")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            target.chmod(volume.mode)
+
+
+def mounts(container: Mapping[str, Any], volumes: list[VolumeFiles]) -> tuple[Mount, ...]:
+    by_name = {v.name: v for v in volumes}
+    found = []
+    for mount in container.get("volumeMounts") or []:
+        volume = by_name.get(mount["name"])
+        if volume is None:
+            raise VolumeError("CreateContainerConfigError", f'volumeMount "{mount["name"]}" names no volume')
+        source = volume.path / mount["subPath"] if mount.get("subPath") else volume.path
+        found.append(Mount(str(source), mount["mountPath"], bool(mount.get("readOnly"))))
+    return tuple(found)
+
+
+def _field(pod: Mapping[str, Any], path: str, host_ip: str, pod_ip: str) -> str:
+    meta = pod.get("metadata") or {}
+    simple = {
+        "metadata.name": meta.get("name", ""),
+        "metadata.namespace": meta.get("namespace", ""),
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": (pod.get("spec") or {}).get("nodeName", ""),
+        "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", ""),
+        "status.hostIP": host_ip,
+        "status.podIP": pod_ip,
+    }
+    if path in simple:
+        return str(simple[path])
+    found = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+    if found:
+        return str((meta.get(found.group(1)) or {}).get(found.group(2), ""))
+    raise VolumeError("CreateContainerConfigError", f"fieldRef {path} is not supported")
+
+
+def expand(text: str, known: Mapping[str, str]) -> str:
+    """kube's ``$(VAR)`` expansion: known names are replaced, unknown ones kept, ``$$`` escapes."""
+
+    def replace(found: re.Match[str]) -> str:
+        if found.group(0) == "$$":
+            return "$"
+        return known.get(found.group(1), found.group(0))
+
+    return _REFERENCE.sub(replace, text)
+
+
+async def environment(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    *,
+    image_env: list[str],
+    host_ip: str,
+    pod_ip: str,
+    configmaps: Reader,
+    secrets: Reader,
+) -> dict[str, str]:
+    """The container's variables: the image's, then the container's in order (later ones see earlier)."""
+    env: dict[str, str] = {}
+    for item in image_env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    namespace = pod["metadata"]["namespace"]
+    declared: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        prefix = source.get("prefix", "")
+        if "configMapRef" in source:
+            found = await configmaps(namespace, source["configMapRef"]["name"])
+            values = (found or {}).get("data") or {}
+            if found is None and not source["configMapRef"].get("optional"):
+                raise VolumeError(
+                    "CreateContainerConfigError", f'configmap "{source["configMapRef"]["name"]}" not found'
+                )
+        else:
+            found = await secrets(namespace, source["secretRef"]["name"])
+            values = {k: base64.b64decode(v).decode() for k, v in ((found or {}).get("data") or {}).items()}
+            if found is None and not source["secretRef"].get("optional"):
+                raise VolumeError("CreateContainerConfigError", f'secret "{source["secretRef"]["name"]}" not found')
+        for key, value in values.items():
+            declared[prefix + key] = str(value)
+    for item in container.get("env") or []:
+        name = item["name"]
+        source = item.get("valueFrom")
+        if source is None:
+            declared[name] = expand(str(item.get("value", "")), declared)
+        elif "fieldRef" in source:
+            declared[name] = _field(pod, source["fieldRef"]["fieldPath"], host_ip, pod_ip)
+        elif "configMapKeyRef" in source or "secretKeyRef" in source:
+            secret = "secretKeyRef" in source
+            ref = source["secretKeyRef" if secret else "configMapKeyRef"]
+            found = await (secrets if secret else configmaps)(namespace, ref["name"])
+            data = (found or {}).get("data") or {}
+            if found is None or ref["key"] not in data:
+                if ref.get("optional"):
+                    continue
+                what = "secret" if secret else "configmap"
+                missing = (
+                    f'{what} "{ref["name"]}" not found'
+                    if found is None
+                    else f"couldn't find key {ref['key']} in {what} {namespace}/{ref['name']}"
+                )
+                raise VolumeError("CreateContainerConfigError", missing)
+            value = data[ref["key"]]
+            declared[name] = base64.b64decode(value).decode() if secret else str(value)
+        else:
+            raise VolumeError("CreateContainerConfigError", f"env {name}: resourceFieldRef is not supported")
+    env.update(declared)
+    return env
