@@ -124,6 +124,8 @@ def local_lab(name: str = "bench", extra: Sequence[str] = ()) -> Iterator[Target
             str(free_port()),
             "--registry-port",
             str(free_port()),
+            "--nodes",
+            "0",
             *extra,
         ]
         subprocess.run([str(ROOT / "kubelab"), *args], check=True, env=env, capture_output=True, text=True)

@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--service-cidr", help="range Service ClusterIPs come from (default 10.96.0.0/12)")
     up.add_argument("--node-port-range", help="range NodePorts come from (default 30000-32767)")
     up.add_argument("--cluster-cidr", help="the pod network; each node gets a /24 of it (default 10.244.0.0/16)")
+    up.add_argument(
+        "--nodes", type=int, help="real nodes: containerd + kubelet in a network namespace (default 1; 0: none)"
+    )
     up.add_argument("--simulated-nodes", type=int, help="register N simulated nodes (default 0)")
     up.add_argument(
         "--node-grace-period", type=int, help="seconds without heartbeat before a node is NotReady (default 40)"

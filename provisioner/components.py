@@ -11,6 +11,7 @@ import json
 import shutil
 import socket
 import ssl
+import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -332,6 +333,111 @@ class SimNodes:
 
     def argv(self) -> list[str]:
         return [self.python, "-m", "agents.simnodes", "--config", str(self.paths.config / "simnodes.yaml")]
+
+    def healthy(self) -> bool:
+        return _ready(self.healthz_port)
+
+
+@dataclass(frozen=True)
+class Containerd:
+    """The node's container runtime: Debian's containerd with a root, state and socket of the lab's."""
+
+    paths: LabPaths
+    name: str = "containerd"
+
+    @property
+    def socket(self) -> Path:
+        return self.paths.run / "containerd.sock"
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def hosts_dir(self) -> Path:
+        return self.paths.config / "containerd" / "certs.d"
+
+    def configure(self) -> bool:
+        root = self.paths.root / "containerd"
+        text = render.render(
+            "containerd/config.toml.j2",
+            containerd_root=str(root / "root"),
+            containerd_state=str(root / "state"),
+            containerd_socket=str(self.socket),
+        )
+        return render.write(self.paths.config / "containerd" / "config.toml", text)
+
+    def mirror(self, registry_url: str) -> bool:
+        text = render.render("containerd/hosts.toml.j2", registry_url=registry_url)
+        return render.write(self.hosts_dir / "docker.io" / "hosts.toml", text)
+
+    def ports(self) -> list[tuple[int, str]]:
+        return []
+
+    def argv(self) -> list[str]:
+        binary = shutil.which("containerd")
+        if binary is None:
+            raise ComponentError("containerd is not installed (Debian package containerd)")
+        return [binary, "--config", str(self.paths.config / "containerd" / "config.toml")]
+
+    def healthy(self) -> bool:
+        if not self.socket.exists():
+            return False
+        done = subprocess.run(
+            ["ctr", "--address", str(self.socket), "version"], capture_output=True, timeout=10, check=False
+        )
+        return done.returncode == 0
+
+    def kill_all(self, namespace: str = "k8s.io") -> int:
+        """Kill and remove every container of ``namespace`` (their shims outlive containerd)."""
+        if not self.healthy():
+            return 0
+        base = ["ctr", "--address", str(self.socket), "--namespace", namespace]
+        listed = subprocess.run([*base, "containers", "list", "--quiet"], capture_output=True, text=True, check=False)
+        ids = listed.stdout.split()
+        for cid in ids:
+            subprocess.run([*base, "tasks", "kill", "--signal", "SIGKILL", cid], capture_output=True, check=False)
+            subprocess.run([*base, "tasks", "delete", "--force", cid], capture_output=True, check=False)
+            subprocess.run([*base, "containers", "delete", cid], capture_output=True, check=False)
+        return len(ids)
+
+
+@dataclass(frozen=True)
+class Kubelet:
+    paths: LabPaths
+    healthz_port: int
+    python: str
+    node_name: str
+    node_ip: str
+    node_netns: str
+    containerd: Containerd
+    name: str = "kubelet"
+
+    @property
+    def endpoint(self) -> str:
+        return f"node {self.node_name} ({self.node_ip} in netns {self.node_netns})"
+
+    def configure(self) -> bool:
+        return render.write(
+            self.paths.config / "kubelet.yaml",
+            render.render(
+                "agents/kubelet.yaml.j2",
+                kubelet_kubeconfig=str(self.paths.kubeconfig_of("kubelet")),
+                kubelet_node_name=self.node_name,
+                kubelet_node_ip=self.node_ip,
+                kubelet_root_dir=str(self.paths.root / "kubelet"),
+                kubelet_containerd_socket=str(self.containerd.socket),
+                kubelet_hosts_dir=str(self.containerd.hosts_dir),
+                kubelet_node_netns=self.node_netns,
+                kubelet_healthz_port=self.healthz_port,
+            ),
+        )
+
+    def ports(self) -> list[tuple[int, str]]:
+        return [(self.healthz_port, "a free port (remove run/ports.json)")]
+
+    def argv(self) -> list[str]:
+        return [self.python, "-m", "agents.kubelet", "--config", str(self.paths.config / "kubelet.yaml")]
 
     def healthy(self) -> bool:
         return _ready(self.healthz_port)

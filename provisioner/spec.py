@@ -33,6 +33,7 @@ class LabSpec:
     service_cidr: str = "10.96.0.0/12"
     node_port_range: str = "30000-32767"
     cluster_cidr: str = "10.244.0.0/16"
+    nodes: int = 1
     simulated_nodes: int = 0
     node_grace_period: int = 40
     eviction_seconds: int = 300
@@ -119,6 +120,8 @@ def validate(spec: LabSpec) -> None:
         raise SpecError(f"service-cidr {spec.service_cidr!r}: {exc}") from exc
     if network.version != 4 or network.num_addresses < 16:
         raise SpecError(f"service-cidr {spec.service_cidr}: use an IPv4 range of at least /28, e.g. 10.96.0.0/12")
+    if spec.driver == "local" and not 0 <= spec.nodes <= 1:
+        raise SpecError(f"nodes {spec.nodes}: the local driver runs 0 or 1 real node (use --simulated-nodes for more)")
     if not 0 <= spec.simulated_nodes <= 1000:
         raise SpecError(f"simulated-nodes {spec.simulated_nodes}: choose 0 to 1000")
     if not 0 <= spec.apiserver_workers <= 16:

@@ -74,6 +74,7 @@ class ContainerSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     working_dir: str = ""
     netns: str = ""  # the pod sandbox's network namespace path
+    uts: str = ""  # the pod's UTS namespace (its hostname), shared by its containers
     mounts: tuple[Mount, ...] = ()
     memory_limit: int = 0  # bytes; 0: none
     cpu_quota: int = 0  # microseconds per period; 0: none
@@ -92,6 +93,8 @@ def create_args(spec: ContainerSpec) -> list[str]:
         args += ["--cwd", spec.working_dir]
     if spec.netns:
         args += ["--with-ns", f"network:{spec.netns}"]
+    if spec.uts:
+        args += ["--with-ns", f"uts:{spec.uts}"]
     for mount in spec.mounts:
         options = "rbind:ro" if mount.read_only else "rbind:rw"
         args += ["--mount", f"type=bind,src={mount.source},dst={mount.destination},options={options}"]

@@ -19,7 +19,7 @@ from typing import Any
 from agents.kubelet import node as nodes
 from agents.kubelet import podstate
 from agents.kubelet.cni import BridgeNetwork, CniClient, PodRef, port_mappings
-from agents.kubelet.containerd import ContainerdError, ContainerId, ContainerSpec, Ctr, ImageNotFoundError
+from agents.kubelet.containerd import ContainerdError, ContainerId, ContainerSpec, Ctr, ImageNotFoundError, Mount
 from agents.kubelet.containerd import command_line as process_of
 from agents.kubelet.errors import KubeletError
 from agents.kubelet.sandbox import NETNS_DIR, SandboxManager
@@ -65,6 +65,16 @@ def pull_policy(container: dict[str, Any]) -> str:
 def cpu_quota(limits: dict[str, Any], period: int = 100_000) -> int:
     cpu = limits.get("cpu")
     return quantity.milli(cpu) * period // 1000 if cpu else 0
+
+
+def _is_mounted(path: Path) -> bool:
+    """Whether ``path`` is a mount point (a namespace file bound there), from /proc/self/mountinfo."""
+    target = str(path)
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    return any(len(parts) > 4 and parts[4] == target for parts in (line.split() for line in lines))
 
 
 @dataclass
@@ -224,7 +234,34 @@ class Kubelet:
             self.queue.add_after(key_of(pod), 5.0)
             return False
         state.sandbox_ip = str(sandbox.ip)
+        await self._pod_identity(pod, state.sandbox_ip)
         return True
+
+    def hostname_of(self, pod: Object) -> str:
+        return str((pod.get("spec") or {}).get("hostname") or pod["metadata"]["name"])[:63]
+
+    async def _pod_identity(self, pod: Object, ip: str) -> None:
+        """The pod's hostname (a UTS namespace its containers share) and its /etc/hosts, as kube's
+        kubelet writes it."""
+        uid, hostname = pod["metadata"]["uid"], self.hostname_of(pod)
+        directory = self.pod_dir(uid)
+        directory.mkdir(parents=True, exist_ok=True)
+        hosts = (
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"fe00::0\tip6-localnet\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{hostname}\n"
+        )
+        (directory / "etc-hosts").write_text(hosts)
+        uts = directory / "uts"
+        if not _is_mounted(uts):
+            uts.touch()
+            process = await asyncio.create_subprocess_exec(
+                "unshare", f"--uts={uts}", "hostname", hostname, stderr=asyncio.subprocess.PIPE
+            )
+            _, err = await process.communicate()
+            if process.returncode != 0:
+                log.warning(
+                    "pod %s: no UTS namespace (%s); it keeps the node's hostname", key_of(pod), err.decode().strip()
+                )
 
     async def _read(self, kind: Any, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -284,7 +321,7 @@ class Kubelet:
             env = await environment(
                 pod,
                 container,
-                image_env=list(config.get("Env") or []),
+                image_env=[*(config.get("Env") or []), f"HOSTNAME={self.hostname_of(pod)}"],
                 host_ip=self.settings.node_ip,
                 pod_ip=state.sandbox_ip,
                 configmaps=self._configmap,
@@ -298,7 +335,8 @@ class Kubelet:
                 env=env,
                 working_dir=str(container.get("workingDir") or config.get("WorkingDir") or ""),
                 netns=str(NETNS_DIR / self.sandboxes.netns_name(uid)) if self.sandboxes else "",
-                mounts=mounts(container, volumes),
+                uts=str(self.pod_dir(uid) / "uts") if _is_mounted(self.pod_dir(uid) / "uts") else "",
+                mounts=(Mount(str(self.pod_dir(uid) / "etc-hosts"), "/etc/hosts"), *mounts(container, volumes)),
                 memory_limit=quantity.whole(limits["memory"]) if limits.get("memory") else 0,
                 cpu_quota=cpu_quota(limits),
                 labels={
@@ -373,6 +411,10 @@ class Kubelet:
                 await self.ctr.delete(cid)
         if self.sandboxes is not None:
             await self.sandboxes.remove(state.uid)
+        uts = self.pod_dir(state.uid) / "uts"
+        if _is_mounted(uts):
+            process = await asyncio.create_subprocess_exec("umount", str(uts), stderr=asyncio.subprocess.DEVNULL)
+            await process.wait()
         shutil.rmtree(self.pod_dir(state.uid) / "volumes", ignore_errors=True)
         self.runtime.pop(state.uid, None)
 

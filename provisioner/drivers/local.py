@@ -11,18 +11,20 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from provisioner import components, containerimages, host, kubeconfig, procs, registry
+from provisioner import components, containerimages, host, kubeconfig, nodenet, procs, registry
 from provisioner.labpaths import LabPaths
-from provisioner.pki import ADMIN, CONTROLLER_MANAGER, PROXY, SCHEDULER, SIMULATED_NODES, Pki
+from provisioner.pki import ADMIN, CONTROLLER_MANAGER, PROXY, SCHEDULER, SIMULATED_NODES, Pki, node_identity
 from provisioner.spec import LabSpec, service_ip
 
 START_TIMEOUT = 60.0
-START_ORDER = ("etcd", "registry", "apiserver", "controller-manager", "scheduler", "simnodes")
+START_ORDER = ("etcd", "registry", "apiserver", "controller-manager", "scheduler", "simnodes", "containerd", "kubelet")
 
 
 def _free_port() -> int:
@@ -53,7 +55,7 @@ class LocalDriver:
         known: dict[str, int] = {}
         if self.paths.ports.exists():
             known = json.loads(self.paths.ports.read_text())
-        for name in ("scheduler", "controller-manager", "simnodes"):
+        for name in ("scheduler", "controller-manager", "simnodes", "kubelet"):
             if name not in known:
                 known[name] = _free_port()
         self.paths.run.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,26 @@ class LocalDriver:
                     heartbeat_interval=min(10.0, spec.node_grace_period / 4),
                 )
             )
+        if spec.nodes:
+            containerd = components.Containerd(self.paths)
+            network = nodenet.for_lab(spec.name)
+            out += [
+                containerd,
+                components.Kubelet(
+                    self.paths,
+                    ports["kubelet"],
+                    sys.executable,
+                    node_name=self.node_name,
+                    node_ip=network.ip,
+                    node_netns=network.netns,
+                    containerd=containerd,
+                ),
+            ]
         return out
+
+    @property
+    def node_name(self) -> str:
+        return f"{self.spec.name}-node1"
 
     def _record(self, name: str) -> procs.ProcessRecord | None:
         record = procs.ProcessRecord.load(self.paths.run, name)
@@ -107,7 +128,10 @@ class LocalDriver:
     def up(self) -> None:
         started = time.monotonic()
         self.say(f"lab {self.spec.name!r}: local driver, state in {self.paths.root}")
-        host.ensure([host.ETCD, host.REGISTRY, host.SKOPEO], say=lambda msg: self.say(f"  host: {msg}"))
+        needs = [host.ETCD, host.REGISTRY, host.SKOPEO]
+        if self.spec.nodes:
+            needs += [host.CONTAINERD, host.CTR, host.RUNC, host.CNI_BRIDGE]
+        host.ensure(needs, say=lambda msg: self.say(f"  host: {msg}"))
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.spec.write_text(self.spec.to_json())
         created = self.pki.ensure_ca()
@@ -121,13 +145,16 @@ class LocalDriver:
             ],
             ips=["127.0.0.1", service_ip(self.spec)],
         )
-        tokens = self.pki.ensure_tokens([ADMIN, SCHEDULER, CONTROLLER_MANAGER, PROXY, SIMULATED_NODES])
+        tokens = self.pki.ensure_tokens(
+            [ADMIN, SCHEDULER, CONTROLLER_MANAGER, PROXY, SIMULATED_NODES, node_identity(self.node_name)]
+        )
         self.say(f"  certificates and tokens: {'created' if created else 'reused'} ({self.paths.pki})")
         server = f"https://127.0.0.1:{self.spec.api_port}"
         for owner, identity in (
             ("scheduler", SCHEDULER),
             ("controller-manager", CONTROLLER_MANAGER),
             ("simnodes", SIMULATED_NODES),
+            ("kubelet", node_identity(self.node_name)),
         ):
             kubeconfig.write(
                 self.paths.kubeconfig_of(owner),
@@ -146,6 +173,11 @@ class LocalDriver:
                 procs.stop(old)
                 (self.paths.run / f"{name}.json").unlink(missing_ok=True)
                 self.say(f"  {name}: stopped (no longer part of the lab)")
+        if self.spec.nodes:
+            network = nodenet.for_lab(self.spec.name)
+            if nodenet.ensure(network):
+                self.say(f"  node network: namespace {network.netns}, {network.address}")
+            components.Containerd(self.paths).mirror(self.registry)
         for component in wanted:
             changed = component.configure()
             record = self._record(component.name)
@@ -203,8 +235,30 @@ class LocalDriver:
             (self.paths.run / f"{name}.json").unlink(missing_ok=True)
         return stopped
 
+    def _unmount_all(self) -> list[str]:
+        """Mount points under the lab's directory (pods' UTS namespace files, leftover container
+        root filesystems), deepest first: what would keep the directory from being removed."""
+        root = str(self.paths.root.resolve()) + "/"
+        try:
+            lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        except OSError:
+            return []
+        points = sorted({p[4] for p in (line.split() for line in lines) if len(p) > 4 and p[4].startswith(root)})
+        for point in reversed(points):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        return points
+
     def down(self) -> list[str]:
+        containerd = components.Containerd(self.paths)
+        killed = containerd.kill_all()  # containers outlive containerd: end them while it answers
+        if killed:
+            self.say(f"  containerd: {killed} containers removed")
         stopped = self.stop()
+        self._unmount_all()
+        network = nodenet.for_lab(self.spec.name)
+        removed = nodenet.remove(network, pod_prefix=f"kl-{self.node_name}-")
+        if removed:
+            self.say(f"  network namespaces removed: {', '.join(removed)}")
         shutil.rmtree(self.paths.root, ignore_errors=True)
         return stopped
 

@@ -49,6 +49,8 @@ def running_lab(home: Path, name: str, *flags: str) -> Iterator[Lab]:
         *("--api-port", str(api_port), "--etcd-port", str(free_port())),
         *("--etcd-peer-port", str(free_port()), "--registry-port", str(registry_port)),
     ]
+    if "--nodes" not in flags:
+        flags = ("--nodes", "0", *flags)  # the control plane alone unless a test asks for a real node
     result = kubelab("up", "--name", name, *ports, *flags, home=home)
     try:
         assert result.ok, f"kubelab up failed:\n{result.out}\n{result.err}"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from provisioner import host, procs
 from tests.support.components import free_port, require
-from tests.support.kubectl import kubelab
+from tests.support.kubectl import Kubectl, eventually, kubelab
 
 
 @pytest.mark.parametrize(
@@ -63,11 +64,16 @@ def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> No
     kubelab("down", "--name", "clash", home=tmp_path)
 
 
-CONTROL_PLANE = ("etcd", "registry", "apiserver", "controller-manager", "scheduler")
+CONTROL_PLANE = ("etcd", "registry", "apiserver", "controller-manager", "scheduler", "containerd", "kubelet")
+
+
+def _netns() -> set[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in listed.splitlines() if line.strip()}
 
 
 def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> None:
-    require(host.ETCD, host.REGISTRY, host.SKOPEO)
+    require(host.ETCD, host.REGISTRY, host.SKOPEO, host.CONTAINERD, host.RUNC, host.CNI_BRIDGE)
     ports = [
         *("--api-port", str(free_port()), "--etcd-port", str(free_port())),
         *("--etcd-peer-port", str(free_port()), "--registry-port", str(free_port())),
@@ -78,6 +84,21 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
     records = {name: procs.ProcessRecord.load(run_dir, name) for name in CONTROL_PLANE}
     assert all(r is not None and procs.alive(r) for r in records.values())
 
+    # the lab's own node runs a pod, reachable inside the node's network namespace
+    kubectl = Kubectl(tmp_path / "cycle" / "kubeconfig", tmp_path / "kubectl-cache")
+    kubectl.ok("run", "hello", "--image=echo:1.0", "--restart=Never")
+    eventually(
+        lambda: kubectl.json("get", "pod", "hello")["status"].get("phase") == "Running", timeout=60, what="the pod"
+    )
+    ip = kubectl.json("get", "pod", "hello")["status"]["podIP"]
+    answer = subprocess.run(
+        ["ip", "netns", "exec", "kl-cycle-node", "curl", "-s", "--max-time", "5", f"http://{ip}:8080/"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert answer.stdout.strip() == f"pod hello ip {ip} method GET path /"
+
     second = kubelab("up", "--name", "cycle", home=tmp_path)  # reuses the saved settings
     assert second.ok and second.out.count("already running") == len(CONTROL_PLANE)
 
@@ -86,7 +107,7 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
     assert kubelab("kubeconfig", "--name", "cycle", home=tmp_path).out.strip() == str(tmp_path / "cycle" / "kubeconfig")
 
     assert (
-        "stopped: scheduler, controller-manager, apiserver, registry, etcd"
+        "stopped: kubelet, containerd, scheduler, controller-manager, apiserver, registry, etcd"
         in kubelab("stop", "--name", "cycle", home=tmp_path).out
     )
     assert not any(procs.alive(r) for r in records.values() if r is not None)
@@ -102,4 +123,5 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
     assert down.ok and "removed lab 'cycle'" in down.out
     assert not any(procs.alive(r) for r in restarted.values() if r is not None)
     assert not (tmp_path / "cycle").exists()
+    assert not {n for n in _netns() if n.startswith("kl-cycle-")}  # the node's and its pods' namespaces
     assert "does not exist" in kubelab("down", "--name", "cycle", home=tmp_path).out

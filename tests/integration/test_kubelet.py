@@ -109,6 +109,10 @@ def node(kubelet_lab: Lab, k: Kubectl, tmp_path_factory: pytest.TempPathFactory)
                 started.stop()
                 k("delete", "node", name, "--wait=false")
     finally:
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():  # pods' UTS namespace files
+            point = line.split()[4]
+            if point.startswith(str(root) + "/"):
+                subprocess.run(["umount", "-l", point], check=False)
         for line in subprocess.run(
             ["ip", "netns", "list"], check=True, capture_output=True, text=True
         ).stdout.splitlines():
