@@ -24,12 +24,6 @@ def _controller_manager(argv: Sequence[str]) -> int:
     return run(argv)
 
 
-def _proxy(argv: Sequence[str]) -> int:
-    from agents.proxy.__main__ import run  # noqa: PLC0415
-
-    return run(argv)
-
-
 def _simnodes(argv: Sequence[str]) -> int:
     from agents.simnodes.__main__ import run  # noqa: PLC0415
 
@@ -40,7 +34,6 @@ COMPONENTS: dict[str, Callable[[Sequence[str]], int]] = {
     "apiserver": _apiserver,
     "scheduler": _scheduler,
     "controller-manager": _controller_manager,
-    "proxy": _proxy,
     "simnodes": _simnodes,
 }
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import apiserver, proxy, scheduler
+from benchmarks import apiserver, scheduler
 
 
 def main() -> int:
     status = 0
-    for bench in (apiserver, scheduler, proxy):
+    for bench in (apiserver, scheduler):
         print(f"=== {bench.__name__}", flush=True)
         status |= bench.main([])
     return status
