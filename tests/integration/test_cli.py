@@ -78,50 +78,56 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
         *("--api-port", str(free_port()), "--etcd-port", str(free_port())),
         *("--etcd-peer-port", str(free_port()), "--registry-port", str(free_port())),
     ]
-    first = kubelab("up", "--name", "cycle", *ports, home=tmp_path)
-    assert first.ok, first.err
-    run_dir = tmp_path / "cycle" / "run"
-    records = {name: procs.ProcessRecord.load(run_dir, name) for name in CONTROL_PLANE}
-    assert all(r is not None and procs.alive(r) for r in records.values())
+    try:
+        first = kubelab("up", "--name", "cycle", *ports, home=tmp_path)
+        assert first.ok, first.err
+        run_dir = tmp_path / "cycle" / "run"
+        records = {name: procs.ProcessRecord.load(run_dir, name) for name in CONTROL_PLANE}
+        assert all(r is not None and procs.alive(r) for r in records.values())
 
-    # the lab's own node runs a pod, reachable inside the node's network namespace
-    kubectl = Kubectl(tmp_path / "cycle" / "kubeconfig", tmp_path / "kubectl-cache")
-    kubectl.ok("run", "hello", "--image=echo:1.0", "--restart=Never")
-    eventually(
-        lambda: kubectl.json("get", "pod", "hello")["status"].get("phase") == "Running", timeout=60, what="the pod"
-    )
-    ip = kubectl.json("get", "pod", "hello")["status"]["podIP"]
-    answer = subprocess.run(
-        ["ip", "netns", "exec", "kl-cycle-node", "curl", "-s", "--max-time", "5", f"http://{ip}:8080/"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert answer.stdout.strip() == f"pod hello ip {ip} method GET path /"
+        # the lab's own node runs a pod, reachable inside the node's network namespace
+        kubectl = Kubectl(tmp_path / "cycle" / "kubeconfig", tmp_path / "kubectl-cache")
+        kubectl.ok("run", "hello", "--image=echo:1.0", "--restart=Never")
+        eventually(
+            lambda: kubectl.json("get", "pod", "hello")["status"].get("phase") == "Running", timeout=60, what="the pod"
+        )
+        ip = kubectl.json("get", "pod", "hello")["status"]["podIP"]
+        answer = subprocess.run(
+            ["ip", "netns", "exec", "kl-cycle-node", "curl", "-s", "--max-time", "5", f"http://{ip}:8080/"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert answer.stdout.strip() == f"pod hello ip {ip} method GET path /"
 
-    second = kubelab("up", "--name", "cycle", home=tmp_path)  # reuses the saved settings
-    assert second.ok and second.out.count("already running") == len(CONTROL_PLANE)
+        second = kubelab("up", "--name", "cycle", home=tmp_path)  # reuses the saved settings
+        assert second.ok and second.out.count("already running") == len(CONTROL_PLANE)
 
-    status = kubelab("status", "--name", "cycle", home=tmp_path)
-    assert status.ok and status.out.count("running   healthy") == len(CONTROL_PLANE)
-    assert kubelab("kubeconfig", "--name", "cycle", home=tmp_path).out.strip() == str(tmp_path / "cycle" / "kubeconfig")
+        status = kubelab("status", "--name", "cycle", home=tmp_path)
+        assert status.ok and status.out.count("running   healthy") == len(CONTROL_PLANE)
+        assert kubelab("kubeconfig", "--name", "cycle", home=tmp_path).out.strip() == str(
+            tmp_path / "cycle" / "kubeconfig"
+        )
 
-    assert (
-        "stopped: kubelet, containerd, scheduler, controller-manager, apiserver, registry, etcd"
-        in kubelab("stop", "--name", "cycle", home=tmp_path).out
-    )
-    assert not any(procs.alive(r) for r in records.values() if r is not None)
-    assert kubelab("status", "--name", "cycle", home=tmp_path).code == 1
+        assert (
+            "stopped: kubelet, containerd, scheduler, controller-manager, apiserver, registry, etcd"
+            in kubelab("stop", "--name", "cycle", home=tmp_path).out
+        )
+        assert not any(procs.alive(r) for r in records.values() if r is not None)
+        assert kubelab("status", "--name", "cycle", home=tmp_path).code == 1
 
-    again = kubelab("up", "--name", "cycle", home=tmp_path)  # state kept: the lab comes back
-    assert again.ok, again.err
-    saved = json.loads((tmp_path / "cycle" / "lab.json").read_text())
-    assert saved["api_port"] == int(ports[1])
+        again = kubelab("up", "--name", "cycle", home=tmp_path)  # state kept: the lab comes back
+        assert again.ok, again.err
+        saved = json.loads((tmp_path / "cycle" / "lab.json").read_text())
+        assert saved["api_port"] == int(ports[1])
 
-    restarted = {name: procs.ProcessRecord.load(run_dir, name) for name in CONTROL_PLANE}
-    down = kubelab("down", "--name", "cycle", home=tmp_path)
-    assert down.ok and "removed lab 'cycle'" in down.out
-    assert not any(procs.alive(r) for r in restarted.values() if r is not None)
-    assert not (tmp_path / "cycle").exists()
-    assert not {n for n in _netns() if n.startswith("kl-cycle-")}  # the node's and its pods' namespaces
-    assert "does not exist" in kubelab("down", "--name", "cycle", home=tmp_path).out
+        restarted = {name: procs.ProcessRecord.load(run_dir, name) for name in CONTROL_PLANE}
+        down = kubelab("down", "--name", "cycle", home=tmp_path)
+        assert down.ok and "removed lab 'cycle'" in down.out
+        assert not any(procs.alive(r) for r in restarted.values() if r is not None)
+        assert not (tmp_path / "cycle").exists()
+        assert not {n for n in _netns() if n.startswith("kl-cycle-")}  # the node's and its pods' namespaces
+        assert "does not exist" in kubelab("down", "--name", "cycle", home=tmp_path).out
+    finally:
+        if (tmp_path / "cycle").exists():  # a failed step above: leave nothing running
+            kubelab("down", "--name", "cycle", home=tmp_path)
