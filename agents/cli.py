@@ -24,6 +24,18 @@ def _controller_manager(argv: Sequence[str]) -> int:
     return run(argv)
 
 
+def _kubelet(argv: Sequence[str]) -> int:
+    from agents.kubelet.__main__ import run  # noqa: PLC0415
+
+    return run(argv)
+
+
+def _proxy(argv: Sequence[str]) -> int:
+    from agents.proxy.__main__ import run  # noqa: PLC0415
+
+    return run(argv)
+
+
 def _simnodes(argv: Sequence[str]) -> int:
     from agents.simnodes.__main__ import run  # noqa: PLC0415
 
@@ -34,6 +46,8 @@ COMPONENTS: dict[str, Callable[[Sequence[str]], int]] = {
     "apiserver": _apiserver,
     "scheduler": _scheduler,
     "controller-manager": _controller_manager,
+    "kubelet": _kubelet,
+    "proxy": _proxy,
     "simnodes": _simnodes,
 }
 

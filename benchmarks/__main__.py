@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import apiserver, scheduler
+from benchmarks import apiserver, podstartup, proxy, scheduler
 
 
 def main() -> int:
     status = 0
-    for bench in (apiserver, scheduler):
+    for bench in (apiserver, scheduler, podstartup, proxy):
         print(f"=== {bench.__name__}", flush=True)
         status |= bench.main([])
     return status

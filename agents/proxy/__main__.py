@@ -1,0 +1,60 @@
+"""``kubelab-agent proxy`` / ``python -m agents.proxy``."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import sys
+from collections.abc import Sequence
+
+from agents.machinery import component
+from agents.machinery.client import Client
+from agents.machinery.settings import SettingsError
+from agents.proxy.nft import Nft, RouteTable
+from agents.proxy.proxy import Proxy, ProxyConfig
+from agents.proxy.rules import NodeConfig, valid_table_name
+from agents.proxy.settings import ProxySettings
+
+
+def check(settings: ProxySettings) -> None:
+    if settings.cluster_cidr:
+        try:
+            ipaddress.IPv4Network(settings.cluster_cidr, strict=False)
+        except ValueError as exc:
+            raise SettingsError(f"cluster-cidr: {exc}") from exc
+    if settings.node_ip:
+        try:
+            ipaddress.IPv4Address(settings.node_ip)
+        except ValueError as exc:
+            raise SettingsError(f"node-ip: {exc}") from exc
+    if not valid_table_name(settings.table):
+        raise SettingsError(f"table: {settings.table!r} is not a valid nftables table name")
+    if settings.min_sync_interval < 0 or settings.resync_period <= 0:
+        raise SettingsError("min-sync-interval must be >= 0 and resync-period > 0")
+
+
+def config_of(settings: ProxySettings) -> ProxyConfig:
+    node_ip = str(ipaddress.IPv4Address(settings.node_ip)) if settings.node_ip else ""
+    return ProxyConfig(
+        node_name=settings.node_name or socket.gethostname(),
+        node_ip=node_ip,
+        node=NodeConfig(cluster_cidr=settings.cluster_cidr, node_port_addresses=(node_ip,) if node_ip else ()),
+        table=settings.table,
+        min_sync_interval=settings.min_sync_interval,
+        resync_period=settings.resync_period,
+    )
+
+
+async def main(settings: ProxySettings, client: Client, ready: asyncio.Event) -> None:
+    routes = RouteTable(netns=settings.netns) if settings.routes else None
+    proxy = Proxy(client, config_of(settings), nft=Nft(netns=settings.netns), routes=routes)
+    await proxy.run(ready)
+
+
+def run(argv: Sequence[str]) -> int:
+    return component.run("proxy", ProxySettings, argv, main, check=check)
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))
