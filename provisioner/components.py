@@ -441,3 +441,42 @@ class Kubelet:
 
     def healthy(self) -> bool:
         return _ready(self.healthz_port)
+
+
+@dataclass(frozen=True)
+class Proxy:
+    paths: LabPaths
+    healthz_port: int
+    python: str
+    node_name: str
+    node_ip: str
+    cluster_cidr: str
+    netns: str
+    name: str = "proxy"
+
+    @property
+    def endpoint(self) -> str:
+        return f"nftables table ip kubelab in netns {self.netns}"
+
+    def configure(self) -> bool:
+        return render.write(
+            self.paths.config / "proxy.yaml",
+            render.render(
+                "agents/proxy.yaml.j2",
+                proxy_kubeconfig=str(self.paths.kubeconfig_of("proxy")),
+                proxy_node_name=self.node_name,
+                proxy_node_ip=self.node_ip,
+                proxy_cluster_cidr=self.cluster_cidr,
+                proxy_netns=self.netns,
+                proxy_healthz_port=self.healthz_port,
+            ),
+        )
+
+    def ports(self) -> list[tuple[int, str]]:
+        return [(self.healthz_port, "a free port (remove run/ports.json)")]
+
+    def argv(self) -> list[str]:
+        return [self.python, "-m", "agents.proxy", "--config", str(self.paths.config / "proxy.yaml")]
+
+    def healthy(self) -> bool:
+        return _ready(self.healthz_port)

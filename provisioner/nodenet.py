@@ -54,6 +54,9 @@ def ensure(network: NodeNetwork) -> bool:
         _ip("-n", network.netns, "addr", "add", network.address, "dev", network.interface)
         _ip("-n", network.netns, "link", "set", network.interface, "up")
         _ip("-n", network.netns, "link", "set", "peer0", "up")
+        # a default route that leads nowhere outside: traffic for a Service's ClusterIP is then
+        # routed (and DNATed by the proxy's rules) instead of failing as "network unreachable"
+        _ip("-n", network.netns, "route", "add", "default", "dev", network.interface)
     except HostError:
         remove(network)
         raise

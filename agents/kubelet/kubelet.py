@@ -450,7 +450,10 @@ class Kubelet:
         """containerd's exit events: how a container's end is noticed at once."""
         async for event in self.ctr.exits():
             if self._exited(event.id, event.exit_status):
-                await self.ctr.delete_task(event.id)
+                try:
+                    await self.ctr.delete_task(event.id)
+                except ContainerdError as exc:  # the relist retries what is left
+                    log.warning("could not remove the ended task %s: %s", event.id, exc)
 
     async def relist(self, period: float = 2.0) -> None:
         """Every ``period``: runs this kubelet thinks are running but containerd shows stopped or

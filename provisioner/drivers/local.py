@@ -24,7 +24,17 @@ from provisioner.pki import ADMIN, CONTROLLER_MANAGER, PROXY, SCHEDULER, SIMULAT
 from provisioner.spec import LabSpec, service_ip
 
 START_TIMEOUT = 60.0
-START_ORDER = ("etcd", "registry", "apiserver", "controller-manager", "scheduler", "simnodes", "containerd", "kubelet")
+START_ORDER = (
+    "etcd",
+    "registry",
+    "apiserver",
+    "controller-manager",
+    "scheduler",
+    "simnodes",
+    "containerd",
+    "kubelet",
+    "proxy",
+)
 
 
 def _free_port() -> int:
@@ -55,7 +65,7 @@ class LocalDriver:
         known: dict[str, int] = {}
         if self.paths.ports.exists():
             known = json.loads(self.paths.ports.read_text())
-        for name in ("scheduler", "controller-manager", "simnodes", "kubelet"):
+        for name in ("scheduler", "controller-manager", "simnodes", "kubelet", "proxy"):
             if name not in known:
                 known[name] = _free_port()
         self.paths.run.mkdir(parents=True, exist_ok=True)
@@ -114,6 +124,15 @@ class LocalDriver:
                     node_netns=network.netns,
                     containerd=containerd,
                 ),
+                components.Proxy(
+                    self.paths,
+                    ports["proxy"],
+                    sys.executable,
+                    node_name=self.node_name,
+                    node_ip=network.ip,
+                    cluster_cidr=spec.cluster_cidr,
+                    netns=network.netns,
+                ),
             ]
         return out
 
@@ -130,7 +149,7 @@ class LocalDriver:
         self.say(f"lab {self.spec.name!r}: local driver, state in {self.paths.root}")
         needs = [host.ETCD, host.REGISTRY, host.SKOPEO]
         if self.spec.nodes:
-            needs += [host.CONTAINERD, host.CTR, host.RUNC, host.CNI_BRIDGE]
+            needs += [host.CONTAINERD, host.CTR, host.RUNC, host.CNI_BRIDGE, host.NFT]
         host.ensure(needs, say=lambda msg: self.say(f"  host: {msg}"))
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.spec.write_text(self.spec.to_json())
@@ -155,6 +174,7 @@ class LocalDriver:
             ("controller-manager", CONTROLLER_MANAGER),
             ("simnodes", SIMULATED_NODES),
             ("kubelet", node_identity(self.node_name)),
+            ("proxy", PROXY),
         ):
             kubeconfig.write(
                 self.paths.kubeconfig_of(owner),
@@ -249,11 +269,17 @@ class LocalDriver:
         return points
 
     def down(self) -> list[str]:
+        stopped = []
+        for name in ("proxy", "kubelet"):  # first, so that nothing restarts the containers removed next
+            record = self._record(name)
+            if record is not None and procs.stop(record):
+                stopped.append(name)
+            (self.paths.run / f"{name}.json").unlink(missing_ok=True)
         containerd = components.Containerd(self.paths)
         killed = containerd.kill_all()  # containers outlive containerd: end them while it answers
         if killed:
             self.say(f"  containerd: {killed} containers removed")
-        stopped = self.stop()
+        stopped += self.stop()
         self._unmount_all()
         network = nodenet.for_lab(self.spec.name)
         removed = nodenet.remove(network, pod_prefix=f"kl-{self.node_name}-")

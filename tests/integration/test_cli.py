@@ -64,7 +64,10 @@ def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> No
     kubelab("down", "--name", "clash", home=tmp_path)
 
 
-CONTROL_PLANE = ("etcd", "registry", "apiserver", "controller-manager", "scheduler", "containerd", "kubelet")
+CONTROL_PLANE = (
+    *("etcd", "registry", "apiserver", "controller-manager", "scheduler"),
+    *("containerd", "kubelet", "proxy"),
+)
 
 
 def _netns() -> set[str]:
@@ -73,7 +76,7 @@ def _netns() -> set[str]:
 
 
 def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> None:
-    require(host.ETCD, host.REGISTRY, host.SKOPEO, host.CONTAINERD, host.RUNC, host.CNI_BRIDGE)
+    require(host.ETCD, host.REGISTRY, host.SKOPEO, host.CONTAINERD, host.RUNC, host.CNI_BRIDGE, host.NFT)
     ports = [
         *("--api-port", str(free_port()), "--etcd-port", str(free_port())),
         *("--etcd-peer-port", str(free_port()), "--registry-port", str(free_port())),
@@ -100,6 +103,16 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
         )
         assert answer.stdout.strip() == f"pod hello ip {ip} method GET path /"
 
+        # and the node's proxy makes a Service of it: its ClusterIP answers in the node's namespace
+        kubectl.ok("expose", "pod", "hello", "--port=80", "--target-port=8080", "--name=hello")
+        cluster_ip = kubectl.json("get", "service", "hello")["spec"]["clusterIP"]
+
+        def through_service() -> str:
+            command = ["ip", "netns", "exec", "kl-cycle-node", "curl", "-s", "--max-time", "2", f"http://{cluster_ip}/"]
+            return subprocess.run(command, capture_output=True, text=True, check=False).stdout.strip()
+
+        assert eventually(through_service, timeout=30, what="the Service") == f"pod hello ip {ip} method GET path /"
+
         second = kubelab("up", "--name", "cycle", home=tmp_path)  # reuses the saved settings
         assert second.ok and second.out.count("already running") == len(CONTROL_PLANE)
 
@@ -110,7 +123,7 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
         )
 
         assert (
-            "stopped: kubelet, containerd, scheduler, controller-manager, apiserver, registry, etcd"
+            "stopped: proxy, kubelet, containerd, scheduler, controller-manager, apiserver, registry, etcd"
             in kubelab("stop", "--name", "cycle", home=tmp_path).out
         )
         assert not any(procs.alive(r) for r in records.values() if r is not None)
