@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,13 +124,16 @@ class Task:
 
 
 def parse_event(line: str) -> TaskExit | None:
-    """A ``/tasks/exit`` line of ``ctr events`` as a TaskExit; other events are None."""
+    """A ``/tasks/exit`` line of ``ctr events`` as a TaskExit of a container's own process; other
+    events, and the ends of processes exec'd into a container (probes), are None."""
     if " /tasks/exit " not in line:
         return None
     try:
         body: dict[str, Any] = json.loads(line.split(" /tasks/exit ", 1)[1])
     except ValueError:
         return None
+    if body.get("id") and body.get("container_id") and body["id"] != body["container_id"]:
+        return None  # an exec'd process: its id is the exec id
     return TaskExit(
         str(body.get("container_id") or body.get("id")), int(body.get("exit_status", 0)), str(body.get("exited_at", ""))
     )
@@ -225,6 +229,29 @@ class Ctr:
         await self._run(
             f"start {container}", "tasks", "start", "--detach", "--log-uri", f"file://{log_file}", container
         )
+
+    async def exec(self, container: str, argv: Sequence[str], *, seconds: float) -> tuple[int, str]:
+        """Run ``argv`` in a running container; its exit code and output (124 on timeout, as
+        ``timeout`` says it)."""
+        exec_id = f"exec-{uuid.uuid4().hex[:12]}"
+        process = await asyncio.create_subprocess_exec(
+            *self._base(),
+            "tasks",
+            "exec",
+            "--exec-id",
+            exec_id,
+            container,
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), seconds)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return 124, f"command timed out after {seconds:g}s"
+        return int(process.returncode or 0), out.decode(errors="replace")
 
     async def kill(self, container: str, signal: str = "SIGTERM") -> None:
         try:

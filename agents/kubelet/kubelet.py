@@ -22,6 +22,7 @@ from agents.kubelet.cni import BridgeNetwork, CniClient, PodRef, port_mappings
 from agents.kubelet.containerd import ContainerdError, ContainerId, ContainerSpec, Ctr, ImageNotFoundError, Mount
 from agents.kubelet.containerd import command_line as process_of
 from agents.kubelet.errors import KubeletError
+from agents.kubelet.probes import ContainerProber
 from agents.kubelet.sandbox import NETNS_DIR, SandboxManager
 from agents.kubelet.settings import KubeletSettings
 from agents.kubelet.volumes import VolumeError, environment, mounts, plan_volumes, write_volumes
@@ -88,8 +89,16 @@ class PodRuntime:
     sandbox_ip: str = ""
     started_at: float = field(default_factory=time.time)
 
+    probers: dict[str, ContainerProber] = field(default_factory=dict)  # by container name, current run
+
     def observed(self) -> podstate.Observed:
-        return podstate.Observed(self.sandbox_ip, self.attempts, self.pulls)
+        probes = {name: (p.state.ready, p.state.started) for name, p in self.probers.items()}
+        return podstate.Observed(self.sandbox_ip, self.attempts, self.pulls, probes)
+
+    def stop_prober(self, name: str) -> None:
+        prober = self.probers.pop(name, None)
+        if prober is not None:
+            prober.stop()
 
     def record(self, name: str, attempt: podstate.Attempt) -> None:
         runs = self.attempts.setdefault(name, [])
@@ -217,6 +226,11 @@ class Kubelet:
                         await self._start(pod, state, follow)
             elif isinstance(action, podstate.StartContainer):
                 await self._start(pod, state, action)
+        if state.sandbox_ip and self.sandboxes is not None:  # runs adopted after a restart get their probes
+            for container in podstate.containers_of(pod):
+                runs = state.attempts.get(container["name"]) or []
+                if runs and runs[-1].state == "running" and container["name"] not in state.probers:
+                    self._probe(pod, state, container, runs[-1].container_id.removeprefix("containerd://"))
         await self._report(pod, state)
         if wake is not None:
             self.queue.add_after(key, max(0.0, wake - time.time()))
@@ -365,7 +379,50 @@ class Kubelet:
             self.recorder.record(pod, WARNING, "Failed", f"Error: {exc.message}")
             return
         self.recorder.record(pod, NORMAL, "Started", f"Started container {action.name}")
+        self._probe(pod, state, container, str(cid))
         await self._forget_old_runs(uid, action.name, keep_from=action.attempt - 1)
+
+    def _probe(self, pod: Object, state: PodRuntime, container: dict[str, Any], cid: str) -> None:
+        """Start the probes of a container's new run (and stop those of its previous one)."""
+        name = container["name"]
+        state.stop_prober(name)
+        if not any(f"{kind}Probe" in container for kind in ("liveness", "readiness", "startup")):
+            return
+        key = key_of(pod)
+        grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+
+        async def failed(kind: str, message: str) -> None:
+            current = self.pods.get(key) or pod
+            self.recorder.record(current, WARNING, "Unhealthy", f"{kind.capitalize()} probe failed: {message}")
+            if kind == "readiness":
+                return
+            self.recorder.record(current, NORMAL, "Killing", f"Container {name} failed {kind} probe, will be restarted")
+            await self._kill(cid, grace=min(grace, 30.0))
+
+        async def run_exec(container_id: str, argv: list[str], seconds: float) -> tuple[int, str]:
+            return await self.ctr.exec(container_id, argv, seconds=seconds)
+
+        assert self.sandboxes is not None
+        state.probers[name] = ContainerProber(
+            container=container,
+            container_id=cid,
+            netns=NETNS_DIR / self.sandboxes.netns_name(pod["metadata"]["uid"]),
+            pod_ip=state.sandbox_ip,
+            exec_probe=run_exec,
+            on_change=lambda: self.queue.add(key),
+            on_failure=failed,
+        )
+
+    async def _kill(self, cid: str, *, grace: float) -> None:
+        """SIGTERM, then SIGKILL if it still runs after ``grace`` seconds."""
+        await self.ctr.kill(cid, "SIGTERM")
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            task = (await self.ctr.tasks()).get(cid)
+            if task is None or task.status != "RUNNING":
+                return
+            await asyncio.sleep(0.2)
+        await self.ctr.kill(cid, "SIGKILL")
 
     async def _forget_old_runs(self, uid: str, name: str, *, keep_from: int) -> None:
         """Remove the containers (and logs) of runs before ``keep_from``: the previous run stays,
@@ -395,6 +452,8 @@ class Kubelet:
     async def _stop(self, state: PodRuntime, *, grace: float) -> None:
         """SIGTERM every running container, SIGKILL what still runs after ``grace``, remove the
         containers and the sandbox."""
+        for name in list(state.probers):
+            state.stop_prober(name)
         running = [a for runs in state.attempts.values() for a in runs[-1:] if a.state == "running"]
         ids = [a.container_id.removeprefix("containerd://") for a in running]
         for cid in ids:
@@ -443,6 +502,7 @@ class Kubelet:
         if current is None or current.state == "exited":
             return False
         state.record(parsed.name, replace(current, state="exited", finished_at=time.time(), exit_code=exit_code))
+        state.stop_prober(parsed.name)
         self.queue.add(state.key)
         return True
 

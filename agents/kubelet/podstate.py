@@ -45,6 +45,7 @@ class Observed:
     sandbox_ip: str = ""  # "" : no sandbox yet
     attempts: Mapping[str, Sequence[Attempt]] = field(default_factory=dict)  # by container name, oldest first
     pulls: Mapping[str, PullFailure] = field(default_factory=dict)  # by container name
+    probes: Mapping[str, tuple[bool, bool]] = field(default_factory=dict)  # name -> (ready, started) of its run
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,15 @@ def _terminated(attempt: Attempt) -> dict[str, Any]:
 
 
 def container_status(
-    container: Mapping[str, Any], attempts: Sequence[Attempt], failure: PullFailure | None, *, policy: str, now: float
+    container: Mapping[str, Any],
+    attempts: Sequence[Attempt],
+    failure: PullFailure | None,
+    *,
+    policy: str,
+    now: float,
+    probed: tuple[bool, bool] = (True, True),
 ) -> dict[str, Any]:
+    """One container's status; ``probed`` is (ready, started) as its probes say (no probes: both)."""
     image = str(container.get("image") or "")
     status: dict[str, Any] = {
         "name": container["name"],
@@ -190,8 +198,7 @@ def container_status(
         status["lastState"] = _terminated(attempts[-2])
     if last.state == "running":
         status["state"] = {"running": {"startedAt": rfc3339(last.started_at)}}
-        status["started"] = True
-        status["ready"] = True  # readiness probes refine this
+        status["ready"], status["started"] = probed
     elif last.state == "exited":
         if wants_restart(policy, last.exit_code):
             status["lastState"] = _terminated(last)
@@ -231,7 +238,12 @@ def pod_status(
     policy = restart_policy(pod)
     statuses = [
         container_status(
-            c, observed.attempts.get(c["name"]) or [], observed.pulls.get(c["name"]), policy=policy, now=now
+            c,
+            observed.attempts.get(c["name"]) or [],
+            observed.pulls.get(c["name"]),
+            policy=policy,
+            now=now,
+            probed=observed.probes.get(c["name"], (True, True)),
         )
         for c in containers_of(pod)
     ]

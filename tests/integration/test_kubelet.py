@@ -298,3 +298,47 @@ def test_a_restarted_kubelet_adopts_running_containers_without_restarting_them(k
     after = {t: v for t, v in node.tasks().items() if t.startswith(uid)}
     assert after == before
     assert state(k, ns, "steady", "main")["restartCount"] == 0
+
+
+def events_of(k: Kubectl, ns: str, name: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = k.json("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}")[
+        "items"
+    ]
+    return found
+
+
+def test_a_failing_liveness_probe_restarts_the_container(k: Kubectl, node: Node, ns: str) -> None:
+    web = {
+        "name": "web",
+        "image": "echo:1.0",
+        "livenessProbe": {
+            "httpGet": {"path": "/no-such-page", "port": 8080},
+            "periodSeconds": 1,
+            "failureThreshold": 2,
+        },
+    }
+    k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(pod("sick", node, web)))
+    eventually(lambda: state(k, ns, "sick", "web").get("restartCount", 0) >= 1, timeout=60, what="a restart")
+    reasons = {e["reason"]: e["message"] for e in events_of(k, ns, "sick")}
+    assert reasons["Unhealthy"] == "Liveness probe failed: HTTP probe failed with statuscode: 404"
+    assert reasons["Killing"] == "Container web failed liveness probe, will be restarted"
+
+
+def test_readiness_and_tcp_probes_decide_when_the_pod_is_ready(k: Kubectl, node: Node, ns: str) -> None:
+    late = {
+        "name": "late",
+        "image": "busybox",
+        "command": ["sh", "-c", "sleep 3; touch /tmp/ready; sleep 3600"],
+        "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1},
+    }
+    web = {"name": "web", "image": "echo:1.0", "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}
+    k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(pod("slow", node, late, web)))
+
+    def ready() -> str:
+        conditions = pod_json(k, ns, "slow")["status"].get("conditions") or []
+        return next((c["status"] for c in conditions if c["type"] == "Ready"), "")
+
+    eventually(lambda: state(k, ns, "slow", "late").get("started"), timeout=60, what="the container running")
+    assert ready() == "False"  # the file appears 3 s after the start
+    eventually(lambda: ready() == "True", timeout=30, what="Ready")
+    assert state(k, ns, "slow", "web")["ready"] and state(k, ns, "slow", "late")["ready"]

@@ -58,6 +58,8 @@ def test_only_task_exit_events_are_read() -> None:
     assert parse_event(line) == TaskExit("c1", 137, "2026-11-23T03:09:30Z")
     assert parse_event('2026-11-23 03:09:30 +0000 UTC k8s.io /tasks/start {"container_id":"c1","pid":7}') is None
     assert parse_event("2026 k8s.io /tasks/exit not-json") is None
+    probe = '2026 k8s.io /tasks/exit {"container_id":"c1","id":"exec-1a2b","pid":9,"exit_status":1}'
+    assert parse_event(probe) is None  # a probe's exec ended, not the container
 
 
 def test_the_task_table_is_read_by_columns() -> None:
