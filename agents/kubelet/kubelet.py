@@ -119,6 +119,8 @@ class Kubelet:
         self.node_informer = Informer(client, NODES, field_selector=f"metadata.name={self.name}")
         self.queue = WorkQueue(f"kubelet-{self.name}")
         self.runtime: dict[str, PodRuntime] = {}  # by pod uid
+        self.images: set[str] = set()  # references known to be in containerd (pulled or seen)
+        self.image_configs: dict[str, dict[str, Any]] = {}  # reference -> its image config
         self.sandboxes: SandboxManager | None = None
         self.runtime_version = "containerd://unknown"
         self.pods.on(add=self._enqueue, update=lambda _o, n: self._enqueue(n), delete=self._enqueue)
@@ -295,7 +297,7 @@ class Kubelet:
         name, image = container["name"], str(container.get("image") or "")
         reference = image_reference(image)
         policy = pull_policy(container)
-        present = await self.ctr.has_image(reference)
+        present = reference in self.images or await self.ctr.has_image(reference)
         if policy == "Never" and not present:
             message = f'Container image "{image}" is not present with pull policy of Never'
             state.pulls[name] = podstate.PullFailure(message, time.time(), 1, True)
@@ -315,10 +317,12 @@ class Kubelet:
                 self.recorder.record(pod, WARNING, "Failed", f'Failed to pull image "{image}": {exc.message}')
                 return None
             took = time.monotonic() - began
+            self.image_configs.pop(reference, None)  # the tag may name another image now
             self.recorder.record(pod, NORMAL, "Pulled", f'Successfully pulled image "{image}" in {took:.3f}s')
         else:
             self.recorder.record(pod, NORMAL, "Pulled", f'Container image "{image}" already present on machine')
         state.pulls.pop(name, None)
+        self.images.add(reference)
         return reference
 
     async def _start(self, pod: Object, state: PodRuntime, action: podstate.StartContainer) -> None:
@@ -329,7 +333,9 @@ class Kubelet:
         uid = pod["metadata"]["uid"]
         cid = ContainerId(uid, action.name, action.attempt)
         try:
-            config = await self.ctr.image_config(reference)
+            if reference not in self.image_configs:
+                self.image_configs[reference] = await self.ctr.image_config(reference)
+            config = self.image_configs[reference]
             volumes = await plan_volumes(pod, self.pod_dir(uid), configmaps=self._configmap, secrets=self._secret)
             write_volumes(volumes)
             env = await environment(
@@ -364,8 +370,13 @@ class Kubelet:
             self.queue.add_after(key_of(pod), 10.0)
             return
         try:
-            await self.ctr.delete(str(cid))  # a leftover of an interrupted start
-            await self.ctr.create(spec)
+            try:
+                await self.ctr.create(spec)
+            except ContainerdError as exc:
+                if "already exists" not in exc.message:
+                    raise
+                await self.ctr.delete(str(cid))  # a leftover of an interrupted start
+                await self.ctr.create(spec)
             self.recorder.record(pod, NORMAL, "Created", f"Created container {action.name}")
             # recorded before the start: a process that ends at once must find its run to end
             state.record(
@@ -380,7 +391,8 @@ class Kubelet:
             return
         self.recorder.record(pod, NORMAL, "Started", f"Started container {action.name}")
         self._probe(pod, state, container, str(cid))
-        await self._forget_old_runs(uid, action.name, keep_from=action.attempt - 1)
+        if action.attempt >= 2:
+            await self._forget_old_runs(uid, action.name, keep_from=action.attempt - 1)
 
     def _probe(self, pod: Object, state: PodRuntime, container: dict[str, Any], cid: str) -> None:
         """Start the probes of a container's new run (and stop those of its previous one)."""
