@@ -5,20 +5,13 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agents.machinery.nodestatus import node_conditions
+from agents.machinery.objects import now
+
 KUBELET_VERSION = "v1.32.0-kubelab"
-CONDITIONS = (
-    ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-    ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-    ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-)
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def memory_kib(meminfo: str) -> int:
@@ -57,28 +50,7 @@ def node_object(name: str, *, ip: str, facts: Mapping[str, str], max_pods: int, 
         "pods": str(max_pods),
         "ephemeral-storage": facts["ephemeral-storage"],
     }
-    stamp = now()
-    conditions = [
-        {
-            "type": kind,
-            "status": "False",
-            "reason": reason,
-            "message": message,
-            "lastHeartbeatTime": stamp,
-            "lastTransitionTime": stamp,
-        }
-        for kind, reason, message in CONDITIONS
-    ]
-    conditions.append(
-        {
-            "type": "Ready",
-            "status": "True",
-            "reason": "KubeletReady",
-            "message": "kubelet is posting ready status",
-            "lastHeartbeatTime": stamp,
-            "lastTransitionTime": stamp,
-        }
-    )
+    conditions = node_conditions(now())
     return {
         "apiVersion": "v1",
         "kind": "Node",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from agents.machinery.nodestatus import node_conditions
 from agents.machinery.objects import Object, now
 
 HEARTBEAT = "kubelab.io/heartbeat"
@@ -43,32 +44,7 @@ def node_object(name: str, *, index: int, cpu: str, memory: str, pods: str, zone
 
 
 def node_status(*, index: int, cpu: str, memory: str, pods: str, ready: bool) -> dict[str, Any]:
-    stamp = now()
-    conditions = [
-        {
-            "type": kind,
-            "status": "False",
-            "reason": reason,
-            "message": message,
-            "lastHeartbeatTime": stamp,
-            "lastTransitionTime": stamp,
-        }
-        for kind, reason, message in (
-            ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        )
-    ]
-    conditions.append(
-        {
-            "type": "Ready",
-            "status": "True" if ready else "False",
-            "reason": "KubeletReady" if ready else "KubeletNotReady",
-            "message": "kubelet is posting ready status" if ready else "kubelet is starting",
-            "lastHeartbeatTime": stamp,
-            "lastTransitionTime": stamp,
-        }
-    )
+    conditions = node_conditions(now(), ready=ready)
     capacity = {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "100Gi"}
     return {
         "capacity": capacity,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ import pytest
 
 from provisioner import containerimages
 from provisioner.errors import HostError
-from tests.support.components import Containerd, in_ci, running_containerd
+from tests.support.components import Containerd, in_ci, network_namespace, running_containerd
 
 
 def _build(cache: Path, *, force: bool = False) -> dict[str, containerimages.Built]:
@@ -40,13 +39,8 @@ def containerd(images: dict[str, containerimages.Built]) -> Iterator[Containerd]
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"kl-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    with network_namespace() as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 def test_every_recipe_builds_tagged_with_its_debian_version(images: dict[str, containerimages.Built]) -> None:

@@ -4,7 +4,6 @@ registry through a docker.io mirror, and exits heard from containerd's event str
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -14,7 +13,7 @@ import pytest
 
 from agents.kubelet.containerd import ContainerId, ContainerSpec, Ctr, ImageNotFoundError, TaskExit, command_line
 from tests.integration.conftest import Lab
-from tests.support.components import Containerd, running_containerd
+from tests.support.components import Containerd, network_namespace, running_containerd
 
 BUSYBOX = "docker.io/library/busybox:latest"
 ECHO = "docker.io/library/echo:1.0"
@@ -44,13 +43,8 @@ def ctr(containerd: Containerd, mirror: Path) -> Ctr:
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    name = f"kl-kt-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    with network_namespace() as name:
         yield f"/var/run/netns/{name}"
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
 def new_id(name: str = "main") -> ContainerId:
