@@ -217,6 +217,10 @@ class ApiServer:
             apiserver_schema_cache_dir=str(self.paths.root.parent / ".cache"),
             apiserver_eviction_seconds=self.eviction_seconds,
             apiserver_workers=self.workers,
+            # the API server reaches the local node's kubelet on the host's loopback (kubectl logs)
+            apiserver_kubelet_ca_file=str(self.paths.pki / "ca.crt"),
+            apiserver_kubelet_token_file=str(self.paths.pki / "apiserver-kubelet-client.token"),
+            apiserver_kubelet_address_override="127.0.0.1",
         )
         return render.write(self.config_file, text)
 
@@ -411,6 +415,7 @@ class Kubelet:
     node_ip: str
     node_netns: str
     containerd: Containerd
+    server_port: int = 10250
     name: str = "kubelet"
 
     @property
@@ -430,11 +435,19 @@ class Kubelet:
                 kubelet_hosts_dir=str(self.containerd.hosts_dir),
                 kubelet_node_netns=self.node_netns,
                 kubelet_healthz_port=self.healthz_port,
+                kubelet_server_address="127.0.0.1",
+                kubelet_server_port=self.server_port,
+                kubelet_server_cert_file=str(self.paths.pki / "kubelet.crt"),
+                kubelet_server_key_file=str(self.paths.pki / "kubelet.key"),
+                kubelet_server_token_file=str(self.paths.pki / "apiserver-kubelet-client.token"),
             ),
         )
 
     def ports(self) -> list[tuple[int, str]]:
-        return [(self.healthz_port, "a free port (remove run/ports.json)")]
+        return [
+            (self.healthz_port, "a free port (remove run/ports.json)"),
+            (self.server_port, "a free port (remove run/ports.json)"),
+        ]
 
     def argv(self) -> list[str]:
         return [self.python, "-m", "agents.kubelet", "--config", str(self.paths.config / "kubelet.yaml")]

@@ -39,6 +39,7 @@ ADMIN = Identity("admin", "kubelab-admin", ("system:masters",))
 SCHEDULER = Identity("scheduler", "system:kube-scheduler", ())
 CONTROLLER_MANAGER = Identity("controller-manager", "system:kube-controller-manager", ())
 PROXY = Identity("proxy", "system:kube-proxy", ())
+APISERVER_KUBELET = Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ())
 SIMULATED_NODES = Identity("simulated-nodes", "system:node:simulated", ("system:nodes",))
 
 
@@ -132,10 +133,25 @@ class Pki:
         names = {f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)}
         return names | {f"IP:{ip}" for ip in ext.get_values_for_type(x509.IPAddress)}
 
-    def ensure_serving(self, *, dns_names: Sequence[str], ips: Sequence[str]) -> bool:
-        """Issue the API server's certificate for these names unless a current one covers them."""
+    def serving_cert(self, name: str) -> Path:
+        return self.directory / f"{name}.crt"
+
+    def serving_key(self, name: str) -> Path:
+        return self.directory / f"{name}.key"
+
+    def ensure_serving(
+        self,
+        *,
+        dns_names: Sequence[str],
+        ips: Sequence[str],
+        name: str = "apiserver",
+        common_name: str = "kube-apiserver",
+    ) -> bool:
+        """Issue a serving certificate (``<name>.crt``/``.key``: the API server's by default) for these
+        names unless a current one covers them."""
+        cert_path, key_path = self.serving_cert(name), self.serving_key(name)
         wanted = {f"DNS:{n}" for n in dns_names} | {f"IP:{ipaddress.ip_address(ip)}" for ip in ips}
-        if self.apiserver_key.exists() and self._sans_of(self.apiserver_cert) == wanted:
+        if key_path.exists() and self._sans_of(cert_path) == wanted:
             return False
         ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
         ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
@@ -146,7 +162,7 @@ class Pki:
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -158,8 +174,8 @@ class Pki:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
-        _write_private(self.apiserver_key, _key_pem(key))
-        self.apiserver_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(key_path, _key_pem(key))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return True
 
     # --- tokens ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import yaml
 from aiohttp import web
 
 from agents.apiserver import discovery, negotiation, patch, protobuf
+from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_for_logs, release
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore, Stored
 from agents.apiserver.resources import Catalog, Resource
 from agents.apiserver.structural import Checker
@@ -100,6 +101,7 @@ class Api:
         definitions: dict[str, Any],
         address: str,
         watch: WatchSettings,
+        kubelets: KubeletClient | None = None,
     ) -> None:
         self._catalog = catalog
         self._stores = stores
@@ -108,6 +110,7 @@ class Api:
         self._definitions = definitions
         self._address = address
         self._watch = watch
+        self._kubelets = kubelets
 
     # --- entry -----------------------------------------------------------------------------------
 
@@ -351,7 +354,37 @@ class Api:
             )
         return json_response(value, status)
 
-    async def _get(self, request: web.Request, target: Target, store: ResourceStore) -> web.Response:
+    async def _log(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
+        """``pods/NAME/log``: streamed from the kubelet of the pod's node, as kube-apiserver does."""
+        pod = (await store.get(target.namespace, target.name)).obj()
+        container = container_for_logs(pod, request.query.get("container", ""))
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if not node_name:
+            raise bad_request(f"pod {target.name} does not have a host assigned")
+        if self._kubelets is None:
+            raise StatusError(503, "ServiceUnavailable", "this API server has no kubelet client configured")
+        nodes = self._catalog.by_kind("", "Node")
+        assert nodes is not None
+        node = (await self._stores[nodes.qualified].get("", node_name)).obj()
+        query = {k: request.query[k] for k in LOG_PARAMS if k in request.query}
+        path = f"/containerLogs/{target.namespace}/{target.name}/{container}"
+        upstream = await self._kubelets.open(node, path, query)
+        try:
+            if upstream.status != 200:
+                text = (await upstream.text()).strip()
+                raise StatusError(upstream.status if 400 <= upstream.status < 600 else 500, "BadRequest", text)
+            response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            await release(upstream)
+
+    async def _get(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
+        if target.subresource == "log":
+            return await self._log(request, target, store)
         stored = await store.get(target.namespace, target.name)
         if target.subresource == "scale":
             return json_response(store.scale_of(stored.obj()))

@@ -12,6 +12,7 @@ SUBRESOURCE_VERBS = {
     "scale": ("get", "patch", "update"),
     "binding": ("create",),
     "finalize": ("update",),
+    "log": ("get",),
 }
 
 COMMON_FIELDS = {"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"}
@@ -113,7 +114,7 @@ RESOURCES: tuple[Resource, ...] = (
         "V1Pod",
         ("po",),
         ("all",),
-        ("status", "binding"),
+        ("status", "binding", "log"),
         field_paths=_POD_FIELDS,
     ),
     Resource(

@@ -21,6 +21,7 @@ from agents.apiserver.allocators import ServiceAllocator
 from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator
 from agents.apiserver.handlers import Api, json_response, status_response
 from agents.apiserver.kinds import strategy_for
+from agents.apiserver.kubeletclient import KubeletClient
 from agents.apiserver.openapi import OpenAPI
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore
 from agents.apiserver.resources import Catalog
@@ -165,6 +166,7 @@ class ApiServer:
                 min_request_timeout=self.settings.min_request_timeout,
                 bookmark_interval=self.settings.watch.bookmark_interval,
             ),
+            kubelets=KubeletClient(self.settings.kubelet),
         )
         if self.leader:
             await self._bootstrap()

@@ -39,6 +39,16 @@ class WatchCacheSettings:
 
 
 @dataclass(frozen=True)
+class KubeletClientSettings:
+    certificate_authority: Path | None = setting(None, "CA that signed the kubelets' serving certificates (PEM)")
+    token_file: Path | None = setting(None, "file with the bearer token the API server presents to kubelets")
+    address_override: str = setting("", "reach every kubelet at this address (local labs: the host's loopback)")
+    preferred_address_types: tuple[str, ...] = setting(
+        ("InternalIP", "Hostname", "ExternalIP"), "which of a node's addresses to reach its kubelet at, in order"
+    )
+
+
+@dataclass(frozen=True)
 class ApiServerSettings:
     """kubelab API server: the Kubernetes REST API over etcd."""
 
@@ -58,6 +68,7 @@ class ApiServerSettings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     watch: WatchCacheSettings = field(default_factory=WatchCacheSettings)
+    kubelet: KubeletClientSettings = field(default_factory=KubeletClientSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     def worker_count(self) -> int:

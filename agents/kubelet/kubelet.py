@@ -24,6 +24,7 @@ from agents.kubelet.containerd import command_line as process_of
 from agents.kubelet.errors import KubeletError
 from agents.kubelet.probes import ContainerProber
 from agents.kubelet.sandbox import NETNS_DIR, SandboxManager
+from agents.kubelet.server import KubeletServer
 from agents.kubelet.settings import KubeletSettings
 from agents.kubelet.volumes import VolumeError, environment, mounts, plan_volumes, write_volumes
 from agents.machinery import quantity
@@ -136,6 +137,7 @@ class Kubelet:
             facts=facts,
             max_pods=self.settings.max_pods,
             runtime_version=self.runtime_version,
+            port=self.settings.server.port,
         )
 
     async def register(self) -> None:
@@ -580,11 +582,29 @@ class Kubelet:
             state.record(parsed.name, attempt)
         log.info("adopted %d pods from an earlier run", len(self.runtime))
 
+    def runs_of(self, namespace: str, name: str, container: str) -> tuple[str, list[podstate.Attempt]] | None:
+        pod = self.pods.get(f"{namespace}/{name}")
+        if pod is None:
+            return None
+        state = self.runtime.get(pod["metadata"]["uid"])
+        return pod["metadata"]["uid"], list((state.attempts.get(container) if state else None) or [])
+
+    async def serve(self) -> KubeletServer | None:
+        server = self.settings.server
+        if not server.port or server.cert_file is None or server.key_file is None:
+            log.info("no serving certificate: the kubelet's port is not served (no kubectl logs)")
+            return None
+        tokens = set(server.token_file.read_text().split()) if server.token_file else set()
+        running = KubeletServer(runs_of=self.runs_of, log_file=self.log_file, tokens=tokens)
+        await running.start(address=server.address, port=server.port, cert=server.cert_file, key=server.key_file)
+        return running
+
     async def run(self, ready: asyncio.Event | None = None) -> None:
         try:
             self.runtime_version = f"containerd://{await self.ctr.version()}"
         except ContainerdError as exc:
             log.warning("containerd does not answer yet: %s", exc)
+        server = await self.serve()
         await self.register()
         informers = [
             asyncio.create_task(self.node_informer.run()),
@@ -609,3 +629,5 @@ class Kubelet:
         finally:
             for task in informers:
                 task.cancel()
+            if server is not None:
+                await server.stop()

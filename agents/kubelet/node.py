@@ -43,7 +43,9 @@ def machine_facts(root: Path) -> dict[str, str]:
     }
 
 
-def node_object(name: str, *, ip: str, facts: Mapping[str, str], max_pods: int, runtime_version: str) -> dict[str, Any]:
+def node_object(
+    name: str, *, ip: str, facts: Mapping[str, str], max_pods: int, runtime_version: str, port: int = 10250
+) -> dict[str, Any]:
     capacity = {
         "cpu": facts["cpu"],
         "memory": facts["memory"],
@@ -68,7 +70,7 @@ def node_object(name: str, *, ip: str, facts: Mapping[str, str], max_pods: int, 
             "allocatable": dict(capacity),
             "conditions": conditions,
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
             "nodeInfo": {
                 "machineID": facts.get("machine_id", ""),
                 "systemUUID": facts.get("machine_id", ""),

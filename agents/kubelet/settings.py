@@ -23,6 +23,15 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    address: str = setting("0.0.0.0", "address of the kubelet's HTTPS port (logs for the API server)")
+    port: int = setting(10250, "the kubelet's HTTPS port (0: not served)")
+    cert_file: Path | None = setting(None, "its serving certificate (PEM); without one the port is not served")
+    key_file: Path | None = setting(None, "the certificate's private key (PEM)")
+    token_file: Path | None = setting(None, "bearer tokens allowed in, one per line (the API server's)")
+
+
+@dataclass(frozen=True)
 class KubeletSettings:
     """kubelab kubelet: runs the pods bound to this node in containerd and reports their status."""
 
@@ -36,5 +45,6 @@ class KubeletSettings:
     pod_workers: int = setting(8, "pods synced at once")
     containerd: ContainerdSettings = field(default_factory=ContainerdSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     healthz: HealthSettings = field(default_factory=HealthSettings)
     log: LogSettings = field(default_factory=LogSettings)

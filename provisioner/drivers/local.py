@@ -20,7 +20,16 @@ from pathlib import Path
 
 from provisioner import components, containerimages, host, kubeconfig, nodenet, procs, registry
 from provisioner.labpaths import LabPaths
-from provisioner.pki import ADMIN, CONTROLLER_MANAGER, PROXY, SCHEDULER, SIMULATED_NODES, Pki, node_identity
+from provisioner.pki import (
+    ADMIN,
+    APISERVER_KUBELET,
+    CONTROLLER_MANAGER,
+    PROXY,
+    SCHEDULER,
+    SIMULATED_NODES,
+    Pki,
+    node_identity,
+)
 from provisioner.spec import LabSpec, service_ip
 
 START_TIMEOUT = 60.0
@@ -65,7 +74,7 @@ class LocalDriver:
         known: dict[str, int] = {}
         if self.paths.ports.exists():
             known = json.loads(self.paths.ports.read_text())
-        for name in ("scheduler", "controller-manager", "simnodes", "kubelet", "proxy"):
+        for name in ("scheduler", "controller-manager", "simnodes", "kubelet", "kubelet-server", "proxy"):
             if name not in known:
                 known[name] = _free_port()
         self.paths.run.mkdir(parents=True, exist_ok=True)
@@ -123,6 +132,7 @@ class LocalDriver:
                     node_ip=network.ip,
                     node_netns=network.netns,
                     containerd=containerd,
+                    server_port=ports["kubelet-server"],
                 ),
                 components.Proxy(
                     self.paths,
@@ -165,8 +175,23 @@ class LocalDriver:
             ips=["127.0.0.1", service_ip(self.spec)],
         )
         tokens = self.pki.ensure_tokens(
-            [ADMIN, SCHEDULER, CONTROLLER_MANAGER, PROXY, SIMULATED_NODES, node_identity(self.node_name)]
+            [
+                *(ADMIN, SCHEDULER, CONTROLLER_MANAGER, PROXY, SIMULATED_NODES, APISERVER_KUBELET),
+                node_identity(self.node_name),
+            ]
         )
+        # the token the API server presents to kubelets, which they accept (kubectl logs)
+        kubelet_client = self.paths.pki / "apiserver-kubelet-client.token"
+        kubelet_client.write_text(tokens[APISERVER_KUBELET.key] + "\n")
+        kubelet_client.chmod(0o600)
+        if self.spec.nodes:
+            network = nodenet.for_lab(self.spec.name)
+            self.pki.ensure_serving(
+                name="kubelet",
+                common_name=self.node_name,
+                dns_names=[self.node_name, "localhost"],
+                ips=["127.0.0.1", network.ip],
+            )
         self.say(f"  certificates and tokens: {'created' if created else 'reused'} ({self.paths.pki})")
         server = f"https://127.0.0.1:{self.spec.api_port}"
         for owner, identity in (

@@ -1,0 +1,84 @@
+"""The API server's side of ``kubectl logs``: find the pod's kubelet and stream from it.
+
+The API server reaches a node's kubelet at one of the node's addresses (``--kubelet-preferred-
+address-types``, or ``--kubelet-address-override`` where every kubelet shares the host's loopback,
+as in a local lab) and the port the node publishes in ``status.daemonEndpoints``, over HTTPS checked
+against the kubelets' CA, presenting its own bearer token.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from agents.apiserver.settings import KubeletClientSettings
+from agents.machinery.errors import StatusError, bad_request
+
+LOG_PARAMS = ("follow", "previous", "tailLines", "timestamps", "limitBytes", "sinceSeconds")
+
+
+def container_for_logs(pod: Mapping[str, Any], wanted: str) -> str:
+    """The container whose log is asked for: the one named, or the only one (kube's messages)."""
+    name = pod["metadata"]["name"]
+    containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+    if wanted:
+        if wanted not in containers:
+            raise bad_request(f"container {wanted} is not valid for pod {name}")
+        return wanted
+    if len(containers) == 1:
+        return str(containers[0])
+    raise bad_request(f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]")
+
+
+def kubelet_location(node: Mapping[str, Any], *, preferred: Sequence[str], override: str) -> tuple[str, int]:
+    status = node.get("status") or {}
+    port = int(((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 10250)
+    if override:
+        return override, port
+    addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
+    for kind in preferred:
+        if addresses.get(kind):
+            return str(addresses[kind]), port
+    raise StatusError(500, "InternalError", f"node {node['metadata']['name']} has no address to reach its kubelet at")
+
+
+class KubeletClient:
+    def __init__(self, settings: KubeletClientSettings) -> None:
+        self.settings = settings
+        self._token = settings.token_file.read_text().strip() if settings.token_file else ""
+        self._ssl: ssl.SSLContext | None = None
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            context = ssl.create_default_context(cafile=str(self.settings.certificate_authority or "") or None)
+            self._ssl = context
+        return self._ssl
+
+    async def open(self, node: Mapping[str, Any], path: str, query: Mapping[str, str]) -> aiohttp.ClientResponse:
+        """GET ``path`` from the node's kubelet; the caller reads and releases the response."""
+        host, port = kubelet_location(
+            node, preferred=self.settings.preferred_address_types, override=self.settings.address_override
+        )
+        session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self._token}"} if self._token else {},
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        )
+        try:
+            response = await session.get(f"https://{host}:{port}{path}", params=dict(query), ssl=self._context())
+        except (aiohttp.ClientError, OSError) as exc:
+            await session.close()
+            raise StatusError(
+                500, "InternalError", f'Get "https://{host}:{port}{path}": the kubelet does not answer: {exc}'
+            ) from exc
+        response._kubelab_session = session  # type: ignore[attr-defined]  # closed with the response
+        return response
+
+
+async def release(response: aiohttp.ClientResponse) -> None:
+    response.release()
+    session = getattr(response, "_kubelab_session", None)
+    if session is not None:
+        await session.close()

@@ -1,0 +1,149 @@
+"""The kubelet's own HTTPS port (10250): container logs for the API server, and /healthz.
+
+Only callers with the token in ``--server-token-file`` (the API server's kubelet client token) get
+in. ``GET /containerLogs/{namespace}/{pod}/{container}`` takes kube's parameters: ``follow``,
+``previous``, ``tailLines``, ``limitBytes`` (``timestamps`` and ``sinceSeconds`` are accepted and
+ignored: the log files keep no times).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from agents.kubelet.podstate import Attempt
+
+log = logging.getLogger(__name__)
+FOLLOW_POLL = 0.2
+CHUNK = 64 * 1024
+
+# (namespace, pod, container) -> (pod uid, the container's runs oldest first), or None: no such pod
+RunsOf = Callable[[str, str, str], tuple[str, list[Attempt]] | None]
+LogFile = Callable[[str, str, int], Path]
+
+
+def tail(data: bytes, lines: int) -> bytes:
+    """The last ``lines`` lines of ``data`` (a final line without newline counts)."""
+    if lines <= 0:
+        return b""
+    parts = data.splitlines(keepends=True)
+    return b"".join(parts[-lines:])
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    """At most CHUNK bytes of ``path`` from ``offset`` (a local file: quick enough on the loop)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read(CHUNK)
+    except FileNotFoundError:
+        return b""
+
+
+def _read_all(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+class KubeletServer:
+    def __init__(self, *, runs_of: RunsOf, log_file: LogFile, tokens: set[str]) -> None:
+        self.runs_of = runs_of
+        self.log_file = log_file
+        self.tokens = tokens
+        self.app = web.Application(middlewares=[self._auth])
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._logs)
+        self._runner: web.AppRunner | None = None
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Callable[[web.Request], object]) -> web.StreamResponse:
+        if request.path != "/healthz":
+            header = request.headers.get("Authorization", "")
+            token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+            if not token or not any(hmac.compare_digest(token, known) for known in self.tokens):
+                return web.Response(status=401, text="Unauthorized")
+        result = await handler(request)  # type: ignore[misc]
+        assert isinstance(result, web.StreamResponse)
+        return result
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _logs(self, request: web.Request) -> web.StreamResponse:
+        namespace, pod, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
+        found = self.runs_of(namespace, pod, container)
+        if found is None:
+            return web.Response(status=404, text=f'pod "{pod}" not found on this node')
+        uid, runs = found
+        previous = _flag(request.query.get("previous"))
+        if not runs:
+            return web.Response(
+                status=400, text=f'container "{container}" in pod "{pod}" is waiting to start: ContainerCreating'
+            )
+        if previous and len(runs) < 2:
+            return web.Response(
+                status=400, text=f'previous terminated container "{container}" in pod "{pod}" not found'
+            )
+        run = runs[-2] if previous else runs[-1]
+        path = self.log_file(uid, container, run.number)
+        data = _read_all(path)
+        if request.query.get("tailLines", "").isdigit():
+            data = tail(data, int(request.query["tailLines"]))
+        limit = int(request.query["limitBytes"]) if request.query.get("limitBytes", "").isdigit() else 0
+        if limit:
+            data = data[:limit]
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        await response.write(data)
+        if _flag(request.query.get("follow")) and not previous and not limit:
+            offset = _size(path)
+            await self._follow(response, path, offset=offset, key=(namespace, pod, container), number=run.number)
+        await response.write_eof()
+        return response
+
+    async def _follow(
+        self, response: web.StreamResponse, path: Path, *, offset: int, key: tuple[str, str, str], number: int
+    ) -> None:
+        """Send what the container writes from ``offset`` on, until its run ends (or the client goes)."""
+        while True:
+            chunk = _read_from(path, offset)
+            if chunk:
+                offset += len(chunk)
+                await response.write(chunk)
+                continue
+            found = self.runs_of(*key)
+            current = next((r for r in (found[1] if found else []) if r.number == number), None)
+            if current is None or current.state == "exited":
+                return
+            await asyncio.sleep(FOLLOW_POLL)
+
+    async def start(self, *, address: str, port: int, cert: Path, key: Path) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key))
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, address, port, ssl_context=context).start()
+        log.info("serving logs on https://%s:%d", address, port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
