@@ -17,7 +17,7 @@ import yaml
 from aiohttp import web
 
 from agents.apiserver import discovery, negotiation, patch, protobuf
-from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_for_logs, release
+from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_for_logs, proxy_exec, release
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore, Stored
 from agents.apiserver.resources import Catalog, Resource
 from agents.apiserver.structural import Checker
@@ -196,6 +196,8 @@ class Api:
                 return await self._create(request, target, store)
             if sub == "binding":
                 return await self._bind(request, target, store)
+            if sub == "exec":
+                return await self._exec(request, target, store)
         elif method == "PUT" and name:
             return await self._update(request, target, store)
         elif method == "PATCH" and name and sub != "finalize":
@@ -382,9 +384,26 @@ class Api:
         finally:
             await release(upstream)
 
+    async def _exec(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
+        """``pods/NAME/exec``: a WebSocket to the kubelet of the pod's node (kubectl exec)."""
+        pod = (await store.get(target.namespace, target.name)).obj()
+        container = container_for_logs(pod, request.query.get("container", ""))
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if not node_name or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            phase = (pod.get("status") or {}).get("phase", "Pending")
+            raise bad_request(f"cannot exec into a container in a completed pod; current phase is {phase}")
+        if self._kubelets is None:
+            raise StatusError(503, "ServiceUnavailable", "this API server has no kubelet client configured")
+        nodes = self._catalog.by_kind("", "Node")
+        assert nodes is not None
+        node = (await self._stores[nodes.qualified].get("", node_name)).obj()
+        return await proxy_exec(self._kubelets, request, node, f"/exec/{target.namespace}/{target.name}/{container}")
+
     async def _get(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
         if target.subresource == "log":
             return await self._log(request, target, store)
+        if target.subresource == "exec":
+            return await self._exec(request, target, store)
         stored = await store.get(target.namespace, target.name)
         if target.subresource == "scale":
             return json_response(store.scale_of(stored.obj()))

@@ -8,11 +8,14 @@ against the kubelets' CA, presenting its own bearer token.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
+from aiohttp import WSMsgType, web
 
 from agents.apiserver.settings import KubeletClientSettings
 from agents.machinery.errors import StatusError, bad_request
@@ -82,3 +85,52 @@ async def release(response: aiohttp.ClientResponse) -> None:
     session = getattr(response, "_kubelab_session", None)
     if session is not None:
         await session.close()
+
+
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+
+
+async def _relay(source: Any, target: Any) -> None:
+    """Pass binary messages one way until ``source`` closes."""
+    async for message in source:
+        if message.type == WSMsgType.BINARY:
+            await target.send_bytes(message.data)
+        elif message.type == WSMsgType.TEXT:
+            await target.send_str(message.data)
+        else:
+            break
+
+
+async def proxy_exec(
+    client: KubeletClient, request: web.Request, node: Mapping[str, Any], path: str
+) -> web.StreamResponse:
+    """``pods/NAME/exec``: join the caller's WebSocket to one opened to the kubelet, message for message."""
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    protocols = [p for p in offered if p in EXEC_PROTOCOLS]
+    if not protocols:
+        wanted = ", ".join(EXEC_PROTOCOLS)
+        raise StatusError(400, "BadRequest", f"exec needs a WebSocket with one of the protocols {wanted}")
+    host, port = kubelet_location(
+        node, preferred=client.settings.preferred_address_types, override=client.settings.address_override
+    )
+    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {client._token}"} if client._token else {})
+    try:
+        upstream = await session.ws_connect(
+            f"wss://{host}:{port}{path}", params=list(request.query.items()), protocols=protocols, ssl=client._context()
+        )
+    except (aiohttp.ClientError, OSError) as exc:
+        await session.close()
+        raise StatusError(500, "InternalError", f"the kubelet at {host}:{port} refused the exec: {exc}") from exc
+    downstream = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else protocols)
+    await downstream.prepare(request)
+    tasks = [asyncio.create_task(_relay(downstream, upstream)), asyncio.create_task(_relay(upstream, downstream))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await upstream.close()
+        await downstream.close()
+        await session.close()
+    return downstream

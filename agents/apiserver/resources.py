@@ -13,6 +13,7 @@ SUBRESOURCE_VERBS = {
     "binding": ("create",),
     "finalize": ("update",),
     "log": ("get",),
+    "exec": ("create", "get"),
 }
 
 COMMON_FIELDS = {"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"}
@@ -114,7 +115,7 @@ RESOURCES: tuple[Resource, ...] = (
         "V1Pod",
         ("po",),
         ("all",),
-        ("status", "binding", "log"),
+        ("status", "binding", "log", "exec"),
         field_paths=_POD_FIELDS,
     ),
     Resource(

@@ -253,6 +253,17 @@ class Ctr:
             return 124, f"command timed out after {seconds:g}s"
         return int(process.returncode or 0), out.decode(errors="replace")
 
+    async def exec_process(
+        self, container: str, argv: Sequence[str], *, tty: bool, stdin: Any, stdout: Any, stderr: Any
+    ) -> asyncio.subprocess.Process:
+        """Start ``argv`` in a running container with the given standard streams (``kubectl exec``)."""
+        args = ["tasks", "exec", "--exec-id", f"exec-{uuid.uuid4().hex[:12]}"]
+        if tty:
+            args.append("--tty")
+        return await asyncio.create_subprocess_exec(
+            *self._base(), *args, container, *argv, stdin=stdin, stdout=stdout, stderr=stderr
+        )
+
     async def kill(self, container: str, signal: str = "SIGTERM") -> None:
         try:
             await self._run(f"kill {container}", "tasks", "kill", "--signal", signal, container)

@@ -595,7 +595,9 @@ class Kubelet:
             log.info("no serving certificate: the kubelet's port is not served (no kubectl logs)")
             return None
         tokens = set(server.token_file.read_text().split()) if server.token_file else set()
-        running = KubeletServer(runs_of=self.runs_of, log_file=self.log_file, tokens=tokens)
+        running = KubeletServer(
+            runs_of=self.runs_of, log_file=self.log_file, tokens=tokens, exec_process=self.ctr.exec_process
+        )
         await running.start(address=server.address, port=server.port, cert=server.cert_file, key=server.key_file)
         return running
 

@@ -12,12 +12,13 @@ import asyncio
 import hmac
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from agents.kubelet.podstate import Attempt
+from agents.kubelet.remotecommand import remote_command
 
 log = logging.getLogger(__name__)
 FOLLOW_POLL = 0.2
@@ -26,6 +27,8 @@ CHUNK = 64 * 1024
 # (namespace, pod, container) -> (pod uid, the container's runs oldest first), or None: no such pod
 RunsOf = Callable[[str, str, str], tuple[str, list[Attempt]] | None]
 LogFile = Callable[[str, str, int], Path]
+# (container id, argv, tty, stdin fd/None, stdout fd, stderr fd) -> the started ctr process
+ExecProcess = Callable[..., Awaitable[asyncio.subprocess.Process]]
 
 
 def tail(data: bytes, lines: int) -> bytes:
@@ -60,18 +63,26 @@ def _read_all(path: Path) -> bytes:
         return b""
 
 
+async def _no_exec(*_args: object, **_kwargs: object) -> asyncio.subprocess.Process:
+    raise RuntimeError("this kubelet runs no commands")
+
+
 def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
 class KubeletServer:
-    def __init__(self, *, runs_of: RunsOf, log_file: LogFile, tokens: set[str]) -> None:
+    def __init__(
+        self, *, runs_of: RunsOf, log_file: LogFile, tokens: set[str], exec_process: ExecProcess | None = None
+    ) -> None:
         self.runs_of = runs_of
+        self.exec_process = exec_process or _no_exec
         self.log_file = log_file
         self.tokens = tokens
         self.app = web.Application(middlewares=[self._auth])
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._logs)
+        self.app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self._exec)
         self._runner: web.AppRunner | None = None
 
     @web.middleware
@@ -135,6 +146,24 @@ class KubeletServer:
             if current is None or current.state == "exited":
                 return
             await asyncio.sleep(FOLLOW_POLL)
+
+    async def _exec(self, request: web.Request) -> web.StreamResponse:
+        namespace, pod, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
+        found = self.runs_of(namespace, pod, container)
+        runs = found[1] if found else []
+        if not runs or runs[-1].state != "running":
+            return web.Response(status=400, text=f'container "{container}" in pod "{pod}" is not running')
+        argv = request.query.getall("command", [])
+        if not argv:
+            return web.Response(status=400, text="you must specify at least 1 command")
+        return await remote_command(
+            request,
+            self.exec_process,
+            container_id=runs[-1].container_id.removeprefix("containerd://"),
+            argv=argv,
+            tty=_flag(request.query.get("tty")),
+            stdin=_flag(request.query.get("stdin")),
+        )
 
     async def start(self, *, address: str, port: int, cert: Path, key: Path) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -1,4 +1,5 @@
-"""The pieces of kubectl logs that need no cluster: which container, which kubelet address, tails."""
+"""The pieces of kubectl logs and exec that need no cluster: which container, which kubelet address,
+tails, and the Status an exec ends with."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 
 from agents.apiserver.kubeletclient import container_for_logs, kubelet_location
+from agents.kubelet.remotecommand import exit_status
 from agents.kubelet.server import tail
 from agents.machinery.errors import StatusError
 
@@ -49,3 +51,10 @@ def test_tail_keeps_the_last_lines_including_an_unfinished_one() -> None:
     assert tail(b"1\n2\n3", 1) == b"3"
     assert tail(b"1\n", 5) == b"1\n"
     assert tail(b"1\n2\n", 0) == b""
+
+
+def test_an_exec_ends_with_kubes_status_for_its_exit_code() -> None:
+    assert exit_status(0) == {"metadata": {}, "status": "Success"}
+    failed = exit_status(3)
+    assert (failed["status"], failed["reason"]) == ("Failure", "NonZeroExitCode")
+    assert failed["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]

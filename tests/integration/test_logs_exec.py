@@ -1,5 +1,6 @@
-"""kubectl logs through the API server to the kubelet of a lab's real node: whole logs, --tail, -f
-to the end, -c, --previous, and kube's messages when a log cannot be had."""
+"""kubectl logs and exec through the API server to the kubelet of a lab's real node: whole logs,
+--tail, -f to the end, -c, --previous; commands with their output, exit code, stdin and a terminal;
+and kube's messages when neither can be had."""
 
 from __future__ import annotations
 
@@ -89,3 +90,47 @@ def test_a_pod_without_a_node_has_no_logs_yet(k: Kubectl) -> None:
     k.ok("apply", "-f", "-", stdin=manifest(stuck))
     refused = k("logs", "stuck")
     assert not refused.ok and "pod stuck does not have a host assigned" in refused.err
+
+
+@pytest.fixture(scope="module")
+def box(k: Kubectl) -> str:
+    k.ok(
+        "apply",
+        "-f",
+        "-",
+        stdin=manifest(pod("box", {"name": "main", "image": "busybox", "command": ["sleep", "3600"]})),
+    )
+    eventually(lambda: phase(k, "box") == "Running", timeout=60, what="the pod to run")
+    return "box"
+
+
+def test_exec_runs_a_command_with_its_output_streams_and_exit_code(k: Kubectl, box: str) -> None:
+    ran = k("exec", box, "--", "sh", "-c", "echo out; echo err >&2; hostname; exit 3")
+    assert ran.code == 3
+    assert ran.out.splitlines() == ["out", box]  # the pod's own hostname
+    assert "err" in ran.err and "command terminated with exit code 3" in ran.err
+
+
+def test_exec_passes_stdin(k: Kubectl, box: str) -> None:
+    assert k.ok("exec", "-i", box, "--", "cat", stdin="hello from stdin\n") == "hello from stdin\n"
+
+
+def test_exec_with_a_terminal_runs_an_interactive_shell(k: Kubectl, box: str) -> None:
+    command = f"kubectl --kubeconfig={k.kubeconfig} exec -it {box} -- sh"
+    session = subprocess.run(
+        ["script", "-qfec", command, "/dev/null"],
+        input="tty; echo inside $(hostname); exit 4\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert session.returncode == 4, session.stdout + session.stderr
+    assert "/dev/pts/" in session.stdout and f"inside {box}" in session.stdout
+
+
+def test_exec_into_a_completed_pod_is_refused(k: Kubectl) -> None:
+    k.ok("apply", "-f", "-", stdin=manifest(pod("done", counting("done", 1), restartPolicy="Never")))
+    eventually(lambda: phase(k, "done") == "Succeeded", timeout=60, what="the pod to finish")
+    refused = k("exec", "done", "--", "true")
+    assert not refused.ok and "cannot exec into a container in a completed pod" in refused.err
