@@ -17,6 +17,7 @@ from agents.kubelet.containerd import (
     parse_event,
     parse_tasks,
 )
+from agents.kubelet.kubelet import image_reference, pull_policy
 
 UID = "0b6f5a2e-8d1c-4c7e-9a57-3f3c2b1d0e9f"
 
@@ -81,3 +82,29 @@ def test_command_replaces_the_entrypoint_and_args_replace_the_cmd(
 ) -> None:
     config = {"Entrypoint": ["/bin/httpd", "-f"], "Cmd": ["sh"]}
     assert command_line(config, command, args) == expected
+
+
+@pytest.mark.parametrize(
+    ("image", "reference"),
+    [
+        ("busybox", "docker.io/library/busybox:latest"),
+        ("busybox:1.35.0", "docker.io/library/busybox:1.35.0"),
+        ("team/app:2", "docker.io/team/app:2"),
+        ("registry.lab:5000/app:1", "registry.lab:5000/app:1"),
+    ],
+)
+def test_short_image_names_mean_docker_hub_as_kube_reads_them(image: str, reference: str) -> None:
+    assert image_reference(image) == reference
+
+
+@pytest.mark.parametrize(
+    ("container", "policy"),
+    [
+        ({"image": "busybox"}, "Always"),
+        ({"image": "busybox:latest"}, "Always"),
+        ({"image": "busybox:1.35.0"}, "IfNotPresent"),
+        ({"image": "busybox:1.35.0", "imagePullPolicy": "Never"}, "Never"),
+    ],
+)
+def test_the_pull_policy_defaults_as_kube_defaults_it(container: dict[str, str], policy: str) -> None:
+    assert pull_policy(container) == policy
