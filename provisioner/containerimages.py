@@ -241,8 +241,19 @@ def parse_apt_show(text: str) -> list[dict[str, str]]:
 
 
 def resolve(names: Sequence[str]) -> dict[str, Package]:
-    """The .deb apt would fetch for each package, without fetching it (one apt-cache call: each
-    costs about a second of reading apt's cache)."""
+    """The .deb apt would fetch for each package, without fetching it; a host whose package lists
+    lack one gets ``apt-get update`` once (as root) and a second look."""
+    try:
+        return _resolve(names)
+    except HostError:
+        if os.geteuid() != 0:
+            raise
+        _run(["apt-get", "update", "-qq"])
+        return _resolve(names)
+
+
+def _resolve(names: Sequence[str]) -> dict[str, Package]:
+    """One apt-cache call for all packages (each call costs about a second of reading apt's cache)."""
     wanted = sorted(set(names))
     try:
         stanzas = parse_apt_show(_run(["apt-cache", "show", "--no-all-versions", *wanted]))
