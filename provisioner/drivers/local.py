@@ -159,7 +159,7 @@ class LocalDriver:
         self.say(f"lab {self.spec.name!r}: local driver, state in {self.paths.root}")
         needs = [host.ETCD, host.REGISTRY, host.SKOPEO]
         if self.spec.nodes:
-            needs += [host.CONTAINERD, host.CTR, host.RUNC, host.CNI_BRIDGE, host.NFT]
+            needs += [host.CONTAINERD, host.CTR, host.RUNC, host.CNI_BRIDGE, host.NFT, host.IPROUTE]
         host.ensure(needs, say=lambda msg: self.say(f"  host: {msg}"))
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.spec.write_text(self.spec.to_json())

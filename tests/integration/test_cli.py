@@ -76,7 +76,7 @@ def _netns() -> set[str]:
 
 
 def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> None:
-    require(host.ETCD, host.REGISTRY, host.SKOPEO, host.CONTAINERD, host.RUNC, host.CNI_BRIDGE, host.NFT)
+    require(host.ETCD, host.REGISTRY, host.SKOPEO, host.CONTAINERD, host.RUNC, host.CNI_BRIDGE, host.NFT, host.CURL)
     ports = [
         *("--api-port", str(free_port()), "--etcd-port", str(free_port())),
         *("--etcd-peer-port", str(free_port()), "--registry-port", str(free_port())),

@@ -114,6 +114,7 @@ def running_containerd(namespace: str = "kubelab-test") -> Iterator[Containerd]:
 @contextmanager
 def network_namespace(prefix: str = "kl-test") -> Iterator[str]:
     """A network namespace of the test's own (``lo`` up), deleted by its name afterwards."""
+    require(host.IPROUTE)
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
