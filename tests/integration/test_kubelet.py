@@ -328,7 +328,7 @@ def test_readiness_and_tcp_probes_decide_when_the_pod_is_ready(k: Kubectl, node:
     late = {
         "name": "late",
         "image": "busybox",
-        "command": ["sh", "-c", "sleep 3; touch /tmp/ready; sleep 3600"],
+        "command": ["sh", "-c", "sleep 8; touch /tmp/ready; sleep 3600"],
         "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1},
     }
     web = {"name": "web", "image": "echo:1.0", "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}
@@ -339,6 +339,6 @@ def test_readiness_and_tcp_probes_decide_when_the_pod_is_ready(k: Kubectl, node:
         return next((c["status"] for c in conditions if c["type"] == "Ready"), "")
 
     eventually(lambda: state(k, ns, "slow", "late").get("started"), timeout=60, what="the container running")
-    assert ready() == "False"  # the file appears 3 s after the start
+    assert ready() == "False"  # the file appears 8 s after the start
     eventually(lambda: ready() == "True", timeout=30, what="Ready")
     assert state(k, ns, "slow", "web")["ready"] and state(k, ns, "slow", "late")["ready"]
