@@ -17,7 +17,7 @@ import yaml
 from aiohttp import web
 
 from agents.apiserver import discovery, negotiation, patch, protobuf
-from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_for_logs, proxy_exec, release
+from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_for_logs
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore, Stored
 from agents.apiserver.resources import Catalog, Resource
 from agents.apiserver.structural import Checker
@@ -111,6 +111,10 @@ class Api:
         self._address = address
         self._watch = watch
         self._kubelets = kubelets
+
+    async def close(self) -> None:
+        if self._kubelets is not None:
+            await self._kubelets.close()
 
     # --- entry -----------------------------------------------------------------------------------
 
@@ -382,7 +386,7 @@ class Api:
             await response.write_eof()
             return response
         finally:
-            await release(upstream)
+            upstream.release()
 
     async def _exec(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
         """``pods/NAME/exec``: a WebSocket to the kubelet of the pod's node (kubectl exec)."""
@@ -397,7 +401,7 @@ class Api:
         nodes = self._catalog.by_kind("", "Node")
         assert nodes is not None
         node = (await self._stores[nodes.qualified].get("", node_name)).obj()
-        return await proxy_exec(self._kubelets, request, node, f"/exec/{target.namespace}/{target.name}/{container}")
+        return await self._kubelets.exec(request, node, f"/exec/{target.namespace}/{target.name}/{container}")
 
     async def _get(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
         if target.subresource == "log":

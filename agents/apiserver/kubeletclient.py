@@ -48,45 +48,6 @@ def kubelet_location(node: Mapping[str, Any], *, preferred: Sequence[str], overr
     raise StatusError(500, "InternalError", f"node {node['metadata']['name']} has no address to reach its kubelet at")
 
 
-class KubeletClient:
-    def __init__(self, settings: KubeletClientSettings) -> None:
-        self.settings = settings
-        self._token = settings.token_file.read_text().strip() if settings.token_file else ""
-        self._ssl: ssl.SSLContext | None = None
-
-    def _context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            context = ssl.create_default_context(cafile=str(self.settings.certificate_authority or "") or None)
-            self._ssl = context
-        return self._ssl
-
-    async def open(self, node: Mapping[str, Any], path: str, query: Mapping[str, str]) -> aiohttp.ClientResponse:
-        """GET ``path`` from the node's kubelet; the caller reads and releases the response."""
-        host, port = kubelet_location(
-            node, preferred=self.settings.preferred_address_types, override=self.settings.address_override
-        )
-        session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {self._token}"} if self._token else {},
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
-        )
-        try:
-            response = await session.get(f"https://{host}:{port}{path}", params=dict(query), ssl=self._context())
-        except (aiohttp.ClientError, OSError) as exc:
-            await session.close()
-            raise StatusError(
-                500, "InternalError", f'Get "https://{host}:{port}{path}": the kubelet does not answer: {exc}'
-            ) from exc
-        response._kubelab_session = session  # type: ignore[attr-defined]  # closed with the response
-        return response
-
-
-async def release(response: aiohttp.ClientResponse) -> None:
-    response.release()
-    session = getattr(response, "_kubelab_session", None)
-    if session is not None:
-        await session.close()
-
-
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 
 
@@ -101,36 +62,70 @@ async def _relay(source: Any, target: Any) -> None:
             break
 
 
-async def proxy_exec(
-    client: KubeletClient, request: web.Request, node: Mapping[str, Any], path: str
-) -> web.StreamResponse:
-    """``pods/NAME/exec``: join the caller's WebSocket to one opened to the kubelet, message for message."""
-    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-    protocols = [p for p in offered if p in EXEC_PROTOCOLS]
-    if not protocols:
-        wanted = ", ".join(EXEC_PROTOCOLS)
-        raise StatusError(400, "BadRequest", f"exec needs a WebSocket with one of the protocols {wanted}")
-    host, port = kubelet_location(
-        node, preferred=client.settings.preferred_address_types, override=client.settings.address_override
-    )
-    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {client._token}"} if client._token else {})
-    try:
-        upstream = await session.ws_connect(
-            f"wss://{host}:{port}{path}", params=list(request.query.items()), protocols=protocols, ssl=client._context()
+class KubeletClient:
+    """HTTPS to kubelets: one connection pool, the kubelets' CA, the API server's token."""
+
+    def __init__(self, settings: KubeletClientSettings) -> None:
+        self.settings = settings
+        token = settings.token_file.read_text().strip() if settings.token_file else ""
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ssl: ssl.SSLContext | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def _pool(self) -> tuple[aiohttp.ClientSession, ssl.SSLContext]:
+        """Made on first use, inside the server's event loop."""
+        if self._session is None:
+            self._ssl = ssl.create_default_context(cafile=str(self.settings.certificate_authority or "") or None)
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)
+            )
+        assert self._ssl is not None
+        return self._session, self._ssl
+
+    def _location(self, node: Mapping[str, Any]) -> tuple[str, int]:
+        return kubelet_location(
+            node, preferred=self.settings.preferred_address_types, override=self.settings.address_override
         )
-    except (aiohttp.ClientError, OSError) as exc:
-        await session.close()
-        raise StatusError(500, "InternalError", f"the kubelet at {host}:{port} refused the exec: {exc}") from exc
-    downstream = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else protocols)
-    await downstream.prepare(request)
-    tasks = [asyncio.create_task(_relay(downstream, upstream)), asyncio.create_task(_relay(upstream, downstream))]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await upstream.close()
-        await downstream.close()
-        await session.close()
-    return downstream
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def open(self, node: Mapping[str, Any], path: str, query: Mapping[str, str]) -> aiohttp.ClientResponse:
+        """GET ``path`` from the node's kubelet; the caller reads and releases the response."""
+        host, port = self._location(node)
+        session, context = self._pool()
+        try:
+            return await session.get(f"https://{host}:{port}{path}", params=dict(query), ssl=context)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise StatusError(
+                500, "InternalError", f'Get "https://{host}:{port}{path}": the kubelet does not answer: {exc}'
+            ) from exc
+
+    async def exec(self, request: web.Request, node: Mapping[str, Any], path: str) -> web.StreamResponse:
+        """``pods/NAME/exec``: join the caller's WebSocket to one opened to the kubelet, message for message."""
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        protocols = [p for p in offered if p in EXEC_PROTOCOLS]
+        if not protocols:
+            wanted = ", ".join(EXEC_PROTOCOLS)
+            raise StatusError(400, "BadRequest", f"exec needs a WebSocket with one of the protocols {wanted}")
+        host, port = self._location(node)
+        session, context = self._pool()
+        try:
+            upstream = await session.ws_connect(
+                f"wss://{host}:{port}{path}", params=list(request.query.items()), protocols=protocols, ssl=context
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise StatusError(500, "InternalError", f"the kubelet at {host}:{port} refused the exec: {exc}") from exc
+        downstream = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else protocols)
+        await downstream.prepare(request)
+        tasks = [asyncio.create_task(_relay(downstream, upstream)), asyncio.create_task(_relay(upstream, downstream))]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await upstream.close()
+            await downstream.close()
+        return downstream

@@ -242,6 +242,8 @@ class ApiServer:
         self.ready = False
         await self._housekeeping.stop()
         await self.cache.stop()
+        if self.api is not None:
+            await self.api.close()
         await self.store.close()
 
     # --- HTTP ------------------------------------------------------------------------------------
