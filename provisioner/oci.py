@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agents.machinery.imagerefs import full_reference, split_reference
+
 LAYOUT_VERSION = "1.0.0"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -160,22 +162,3 @@ def layout_tar(image: Image, *, references: Sequence[str]) -> bytes:
     for blob in (image.manifest, image.config, *image.layers):
         entries.append(Entry("/blobs/sha256/" + blob.digest.split(":", 1)[1], "file", data=blob.data))
     return layer_tar(entries)
-
-
-def split_reference(reference: str) -> tuple[str, str]:
-    """``registry/name:tag`` -> (``registry/name``, ``tag``); the tag defaults to ``latest``."""
-    if ":" in reference.rsplit("/", 1)[-1]:
-        name, tag = reference.rsplit(":", 1)
-        return name, tag
-    return reference, "latest"
-
-
-def full_reference(reference: str) -> str:
-    """``busybox`` -> ``docker.io/library/busybox:latest``, as containerd and kubelets name images."""
-    name, tag = split_reference(reference)
-    first = name.split("/", 1)[0]
-    if "/" not in name:
-        name = "docker.io/library/" + name
-    elif not ("." in first or ":" in first or first == "localhost"):
-        name = "docker.io/" + name
-    return f"{name}:{tag}"

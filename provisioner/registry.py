@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from agents.machinery.imagerefs import full_reference, split_reference
 from provisioner import oci
 from provisioner.errors import HostError, SpecError
 
@@ -47,8 +48,8 @@ class ArchiveImage:
 def repository_of(reference: str) -> tuple[str, str]:
     """``busybox:1.35`` -> (``library/busybox``, ``1.35``); ``registry.lab:5000/team/app`` ->
     (``team/app``, ``latest``): the path a registry stores the image under."""
-    full = oci.full_reference(reference)
-    name, tag = oci.split_reference(full)
+    full = full_reference(reference)
+    name, tag = split_reference(full)
     return name.split("/", 1)[1], tag
 
 

@@ -30,6 +30,7 @@ from agents.kubelet.volumes import VolumeError, environment, mounts, plan_volume
 from agents.machinery import quantity
 from agents.machinery.client import ApiError, ApiUnavailableError, Client
 from agents.machinery.events import NORMAL, WARNING, EventRecorder
+from agents.machinery.imagerefs import full_reference
 from agents.machinery.informer import Informer, key_of
 from agents.machinery.leader import LeaderElector
 from agents.machinery.objects import Object
@@ -38,21 +39,6 @@ from agents.machinery.workqueue import WorkQueue, run_workers
 
 log = logging.getLogger(__name__)
 NODE_LEASES = "kube-node-lease"
-
-
-def image_reference(image: str) -> str:
-    """``busybox`` -> ``docker.io/library/busybox:latest``: the name containerd stores and pulls."""
-    name, tag = image, "latest"
-    if "@" in image:
-        return image if "/" in image.split("@", maxsplit=1)[0] else f"docker.io/library/{image}"
-    if ":" in image.rsplit("/", 1)[-1]:
-        name, tag = image.rsplit(":", 1)
-    first = name.split("/", 1)[0]
-    if "/" not in name:
-        name = f"docker.io/library/{name}"
-    elif not ("." in first or ":" in first or first == "localhost"):
-        name = f"docker.io/{name}"
-    return f"{name}:{tag}"
 
 
 def pull_policy(container: dict[str, Any]) -> str:
@@ -297,7 +283,7 @@ class Kubelet:
 
     async def _ensure_image(self, pod: Object, state: PodRuntime, container: dict[str, Any]) -> str | None:
         name, image = container["name"], str(container.get("image") or "")
-        reference = image_reference(image)
+        reference = full_reference(image)
         policy = pull_policy(container)
         present = reference in self.images or await self.ctr.has_image(reference)
         if policy == "Never" and not present:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from agents.machinery.imagerefs import full_reference
 from provisioner import containerimages as ci
 from provisioner import oci, registry
 from provisioner.errors import HostError, SpecError
@@ -180,7 +181,7 @@ def test_the_layout_holds_an_index_per_reference_and_blobs_named_by_their_digest
     ],
 )
 def test_references_are_completed_as_containerd_names_images(reference: str, full: str) -> None:
-    assert oci.full_reference(reference) == full
+    assert full_reference(reference) == full
 
 
 # --- archives for the registry --------------------------------------------------------------------

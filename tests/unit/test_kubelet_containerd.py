@@ -17,7 +17,8 @@ from agents.kubelet.containerd import (
     parse_event,
     parse_tasks,
 )
-from agents.kubelet.kubelet import image_reference, pull_policy
+from agents.kubelet.kubelet import pull_policy
+from agents.machinery.imagerefs import full_reference
 
 UID = "0b6f5a2e-8d1c-4c7e-9a57-3f3c2b1d0e9f"
 
@@ -91,10 +92,11 @@ def test_command_replaces_the_entrypoint_and_args_replace_the_cmd(
         ("busybox:1.35.0", "docker.io/library/busybox:1.35.0"),
         ("team/app:2", "docker.io/team/app:2"),
         ("registry.lab:5000/app:1", "registry.lab:5000/app:1"),
+        ("team/app@sha256:ab12", "docker.io/team/app@sha256:ab12"),
     ],
 )
 def test_short_image_names_mean_docker_hub_as_kube_reads_them(image: str, reference: str) -> None:
-    assert image_reference(image) == reference
+    assert full_reference(image) == reference
 
 
 @pytest.mark.parametrize(
