@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agents.machinery.nodestatus import node_conditions
+from agents.machinery.nodestatus import node_conditions, node_labels
 from agents.machinery.objects import now
 
 KUBELET_VERSION = "v1.32.0-kubelab"
@@ -58,11 +58,7 @@ def node_object(
         "kind": "Node",
         "metadata": {
             "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-            },
+            "labels": node_labels(name),
         },
         "spec": {},
         "status": {

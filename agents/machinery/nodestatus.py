@@ -1,8 +1,9 @@
-"""The conditions a node agent reports, as kube's kubelet words them (shared by the kubelet and the
-simulated nodes)."""
+"""The labels and conditions a node agent reports, as kube's kubelet words them (shared by the
+kubelet and the simulated nodes)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 PRESSURE = (
@@ -10,6 +11,11 @@ PRESSURE = (
     ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
     ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
 )
+
+
+def node_labels(name: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The well-known labels a kubelet puts on its node, plus ``extra``."""
+    return {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", **(extra or {})}
 
 
 def node_conditions(stamp: str, *, ready: bool = True) -> list[dict[str, Any]]:

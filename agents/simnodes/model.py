@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from agents.machinery.nodestatus import node_conditions
+from agents.machinery.nodestatus import node_conditions, node_labels
 from agents.machinery.objects import Object, now
 
 HEARTBEAT = "kubelab.io/heartbeat"
@@ -29,14 +29,14 @@ def node_object(name: str, *, index: int, cpu: str, memory: str, pods: str, zone
         "kind": "Node",
         "metadata": {
             "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "topology.kubernetes.io/zone": zone,
-                "node.kubernetes.io/instance-type": "simulated",
-                SIMULATED: "true",
-            },
+            "labels": node_labels(
+                name,
+                {
+                    "topology.kubernetes.io/zone": zone,
+                    "node.kubernetes.io/instance-type": "simulated",
+                    SIMULATED: "true",
+                },
+            ),
         },
         "spec": {},
         "status": node_status(index=index, cpu=cpu, memory=memory, pods=pods, ready=True),
