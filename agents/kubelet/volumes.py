@@ -48,6 +48,41 @@ def _items(volume: Mapping[str, Any], data: Mapping[str, bytes]) -> dict[str, by
     return {str(item["path"]): data[item["key"]] for item in items if item.get("key") in data}
 
 
+def _configmap_data(found: Mapping[str, Any]) -> dict[str, bytes]:
+    data = {k: v.encode() for k, v in (found.get("data") or {}).items()}
+    return data | {k: base64.b64decode(v) for k, v in (found.get("binaryData") or {}).items()}
+
+
+def _secret_data(found: Mapping[str, Any]) -> dict[str, bytes]:
+    data = {k: base64.b64decode(v) for k, v in (found.get("data") or {}).items()}
+    return data | {k: v.encode() for k, v in (found.get("stringData") or {}).items()}
+
+
+# kind -> (file mode by default, mode of the empty directory an optional missing source leaves)
+_MODES = {"configmap": (0o644, 0o755), "secret": (0o400, 0o700)}
+
+
+def _keyed(
+    name: str,
+    source: Mapping[str, Any],
+    *,
+    found: Mapping[str, Any] | None,
+    object_name: str,
+    kind: str,
+    directory: Path,
+    data_of: Callable[[Mapping[str, Any]], dict[str, bytes]],
+) -> VolumeFiles:
+    """A configMap or secret volume: one file per key (or per item), or an empty directory for an
+    optional source that does not exist."""
+    file_mode, empty_mode = _MODES[kind]
+    if found is None:
+        if source.get("optional"):
+            return VolumeFiles(name, directory, {}, empty_mode, True)
+        raise VolumeError("FailedMount", f'{kind} "{object_name}" not found')
+    mode = int(source.get("defaultMode", file_mode))
+    return VolumeFiles(name, directory, _items(source, data_of(found)), mode, True)
+
+
 async def plan_volumes(
     pod: Mapping[str, Any], pod_dir: Path, *, configmaps: Reader, secrets: Reader
 ) -> list[VolumeFiles]:
@@ -64,29 +99,33 @@ async def plan_volumes(
         elif "configMap" in volume:
             source = volume["configMap"]
             found = await configmaps(namespace, source["name"])
-            if found is None:
-                if source.get("optional"):
-                    planned.append(VolumeFiles(name, pod_dir / "volumes" / "configmap" / name, {}, 0o755, True))
-                    continue
-                raise VolumeError("FailedMount", f'configmap "{source["name"]}" not found')
-            data = {k: v.encode() for k, v in (found.get("data") or {}).items()}
-            data |= {k: base64.b64decode(v) for k, v in (found.get("binaryData") or {}).items()}
-            mode = int(source.get("defaultMode", 0o644))
+            directory = pod_dir / "volumes" / "configmap" / name
             planned.append(
-                VolumeFiles(name, pod_dir / "volumes" / "configmap" / name, _items(source, data), mode, True)
+                _keyed(
+                    name,
+                    source,
+                    found=found,
+                    object_name=source["name"],
+                    kind="configmap",
+                    directory=directory,
+                    data_of=_configmap_data,
+                )
             )
         elif "secret" in volume:
             source = volume["secret"]
             found = await secrets(namespace, source["secretName"])
-            if found is None:
-                if source.get("optional"):
-                    planned.append(VolumeFiles(name, pod_dir / "volumes" / "secret" / name, {}, 0o700, True))
-                    continue
-                raise VolumeError("FailedMount", f'secret "{source["secretName"]}" not found')
-            data = {k: base64.b64decode(v) for k, v in (found.get("data") or {}).items()}
-            data |= {k: v.encode() for k, v in (found.get("stringData") or {}).items()}
-            mode = int(source.get("defaultMode", 0o400))
-            planned.append(VolumeFiles(name, pod_dir / "volumes" / "secret" / name, _items(source, data), mode, True))
+            directory = pod_dir / "volumes" / "secret" / name
+            planned.append(
+                _keyed(
+                    name,
+                    source,
+                    found=found,
+                    object_name=source["secretName"],
+                    kind="secret",
+                    directory=directory,
+                    data_of=_secret_data,
+                )
+            )
         else:
             kinds = sorted(k for k in volume if k != "name")
             raise VolumeError("FailedMount", f"volume {name}: {', '.join(kinds) or 'its kind'} is not supported here")
