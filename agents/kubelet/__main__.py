@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from agents.kubelet.containerd import Ctr
 from agents.kubelet.kubelet import Kubelet
+from agents.kubelet.node import parse_labels, parse_taints
 from agents.kubelet.settings import KubeletSettings
 from agents.machinery import component
 from agents.machinery.client import Client
@@ -22,6 +23,14 @@ def check(settings: KubeletSettings) -> None:
         raise SettingsError("node-ip: give this node's InternalIP (the address other nodes reach it at)")
     if not 1 <= settings.max_pods <= 1000:
         raise SettingsError(f"max-pods: {settings.max_pods} is not between 1 and 1000")
+    try:
+        parse_taints(settings.register_with_taints)
+    except ValueError as exc:
+        raise SettingsError(f"register-with-taints: {exc}") from exc
+    try:
+        parse_labels(settings.node_labels)
+    except ValueError as exc:
+        raise SettingsError(f"node-labels: {exc}") from exc
 
 
 async def main(settings: KubeletSettings, client: Client, ready: asyncio.Event) -> None:

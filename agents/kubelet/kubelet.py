@@ -18,7 +18,15 @@ from typing import Any
 
 from agents.kubelet import node as nodes
 from agents.kubelet import podstate
-from agents.kubelet.cni import BridgeNetwork, CniClient, PodRef, port_mappings
+from agents.kubelet.cni import (
+    CONFLIST_NAME,
+    BridgeNetwork,
+    CniClient,
+    PodRef,
+    bridge_conflist,
+    port_mappings,
+    write_conflist,
+)
 from agents.kubelet.containerd import ContainerdError, ContainerId, ContainerSpec, Ctr, ImageNotFoundError, Mount
 from agents.kubelet.containerd import command_line as process_of
 from agents.kubelet.errors import KubeletError
@@ -124,6 +132,8 @@ class Kubelet:
             max_pods=self.settings.max_pods,
             runtime_version=self.runtime_version,
             port=self.settings.server.port,
+            labels=nodes.parse_labels(self.settings.node_labels),
+            taints=nodes.parse_taints(self.settings.register_with_taints),
         )
 
     async def register(self) -> None:
@@ -173,8 +183,19 @@ class Kubelet:
                 netns_prefix=f"kl-{self.name}-",  # its own: stale() must not take another node's namespaces
             )
             log.info("pod network %s on bridge %s", cidr, network.bridge)
+            if self.settings.cni_conf_dir is not None:
+                self._write_conflist(self.settings.cni_conf_dir / CONFLIST_NAME, network)
             for pod in self.pods.items():
                 self._enqueue(pod)
+
+    def _write_conflist(self, path: Path, network: BridgeNetwork) -> None:
+        """The node's network list as a file, for people and tools (cnitool) on the node; the
+        kubelet itself runs the list it holds in memory."""
+        try:
+            if write_conflist(path, bridge_conflist(network)):
+                log.info("CNI network list written to %s", path)
+        except OSError as exc:
+            log.warning("could not write the CNI network list %s: %s", path, exc)
 
     # --- pods ----------------------------------------------------------------------------------
 

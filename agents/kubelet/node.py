@@ -1,17 +1,62 @@
-"""This node as a Node object: capacity from the machine, addresses, nodeInfo, conditions."""
+"""This node as a Node object: capacity from the machine, addresses, nodeInfo, conditions, and the
+labels and taints it is registered with (``--node-labels``, ``--register-with-taints``)."""
 
 from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from agents.machinery.nodestatus import node_conditions, node_labels
 from agents.machinery.objects import now
+from agents.machinery.selectors import label_key_errors, valid_label_value
 
 KUBELET_VERSION = "v1.32.0-kubelab"
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+VALUE_RULE = "at most 63 characters, alphanumerics, '-', '_' or '.', alphanumeric at both ends"
+
+
+def parse_taints(specs: Sequence[str]) -> list[dict[str, str]]:
+    """Taints written as kube's kubelet takes them, ``key=value:Effect`` or ``key:Effect``; a
+    ValueError names the first one that is not valid."""
+    taints: list[dict[str, str]] = []
+    for spec in specs:
+        pair, colon, effect = spec.rpartition(":")
+        key, equals, value = pair.partition("=")
+        if not colon or effect not in TAINT_EFFECTS:
+            effects = ", ".join(TAINT_EFFECTS)
+            raise ValueError(f"taint {spec!r}: give key=value:Effect or key:Effect, the Effect one of {effects}")
+        problems = label_key_errors(key)
+        if problems:
+            raise ValueError(f"taint {spec!r}: invalid key {key!r}: {problems[0]}")
+        if not valid_label_value(value):
+            raise ValueError(f"taint {spec!r}: invalid value {value!r}: {VALUE_RULE}")
+        taint = {"key": key, "effect": effect}
+        if equals:
+            taint["value"] = value
+        if any(t["key"] == key and t["effect"] == effect for t in taints):
+            raise ValueError(f"taint {spec!r}: {key}:{effect} is given twice")
+        taints.append(taint)
+    return taints
+
+
+def parse_labels(specs: Sequence[str]) -> dict[str, str]:
+    """Labels written ``key=value`` (the value may be empty); a ValueError names the first one that
+    is not valid."""
+    labels: dict[str, str] = {}
+    for spec in specs:
+        key, equals, value = spec.partition("=")
+        if not equals:
+            raise ValueError(f"node label {spec!r}: give key=value (key= for an empty value)")
+        problems = label_key_errors(key)
+        if problems:
+            raise ValueError(f"node label {spec!r}: invalid key {key!r}: {problems[0]}")
+        if not valid_label_value(value):
+            raise ValueError(f"node label {spec!r}: invalid value {value!r}: {VALUE_RULE}")
+        labels[key] = value
+    return labels
 
 
 def memory_kib(meminfo: str) -> int:
@@ -44,8 +89,18 @@ def machine_facts(root: Path) -> dict[str, str]:
 
 
 def node_object(
-    name: str, *, ip: str, facts: Mapping[str, str], max_pods: int, runtime_version: str, port: int = 10250
+    name: str,
+    *,
+    ip: str,
+    facts: Mapping[str, str],
+    max_pods: int,
+    runtime_version: str,
+    port: int = 10250,
+    labels: Mapping[str, str] | None = None,
+    taints: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
+    """The Node as the kubelet creates it; ``labels`` and ``taints`` only count at creation (the
+    heartbeat patches the status alone), as with kube's ``--node-labels`` and ``--register-with-taints``."""
     capacity = {
         "cpu": facts["cpu"],
         "memory": facts["memory"],
@@ -58,9 +113,9 @@ def node_object(
         "kind": "Node",
         "metadata": {
             "name": name,
-            "labels": node_labels(name),
+            "labels": node_labels(name, labels),
         },
-        "spec": {},
+        "spec": {"taints": [dict(t) for t in taints]} if taints else {},
         "status": {
             "capacity": capacity,
             "allocatable": dict(capacity),

@@ -43,6 +43,15 @@ class KubeletSettings:
     lease_interval: float = setting(10.0, "seconds between renewals of the node's Lease")
     status_interval: float = setting(40.0, "seconds between node status reports when nothing changed")
     pod_workers: int = setting(8, "pods synced at once")
+    register_with_taints: tuple[str, ...] = setting(
+        (), "taints the node is created with: key=value:Effect or key:Effect (comma separated)"
+    )
+    node_labels: tuple[str, ...] = setting(
+        (), "labels the node is created with: key=value (comma separated; a mapping in the config file)"
+    )
+    cni_conf_dir: Path | None = setting(
+        None, "where the node's CNI network list is written as 10-kubelab.conflist once its podCIDR is known"
+    )
     containerd: ContainerdSettings = field(default_factory=ContainerdSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
     server: ServerSettings = field(default_factory=ServerSettings)

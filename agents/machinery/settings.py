@@ -77,6 +77,8 @@ def _convert(leaf: _Leaf, raw: Any, origin: str) -> Any:
         if kind is Path:
             return Path(str(raw))
         if typing.get_origin(kind) is tuple:
+            if isinstance(raw, Mapping):  # key: value in a config file, as kube's key=value flags
+                return tuple(f"{key}={'' if value is None else value}" for key, value in raw.items())
             items = raw if isinstance(raw, list | tuple) else [p for p in str(raw).split(",") if p]
             return tuple(str(i) for i in items)
     except (TypeError, ValueError) as exc:
