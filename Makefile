@@ -12,6 +12,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint
 
 typecheck: venv
 	$(BIN)/mypy
