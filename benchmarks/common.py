@@ -114,6 +114,8 @@ def local_lab(name: str = "bench", extra: Sequence[str] = ()) -> Iterator[Target
         env = dict(os.environ, KUBELAB_HOME=tmp)
         args = [
             "up",
+            "--driver",
+            "local",
             "--name",
             name,
             "--api-port",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from provisioner import containerimages, registry
 from provisioner import spec as labspec
+from provisioner.drivers.libvirt import UNITS, LibvirtDriver
 from provisioner.drivers.local import LocalDriver
 from provisioner.errors import ProvisionError, SpecError
 from provisioner.labpaths import LabPaths
@@ -28,7 +31,17 @@ def _parser() -> argparse.ArgumentParser:
 
     up = with_name(commands.add_parser("up", help="create or converge a lab and wait until it works"))
     up.add_argument("-f", "--file", type=Path, help="lab.yaml with settings (keys as these flags)")
-    up.add_argument("--driver", choices=labspec.DRIVERS, help="local: processes on this host (default)")
+    up.add_argument("--driver", choices=labspec.DRIVERS, help="libvirt: VMs (default); local: processes on this host")
+    up.add_argument("--workers", type=int, help="libvirt: worker VMs besides the master (default 2)")
+    up.add_argument("--cpus", type=int, help="libvirt: virtual CPUs of each worker (default 1)")
+    up.add_argument("--memory", type=int, help="libvirt: MiB of memory of each worker (default 1024)")
+    up.add_argument("--master-cpus", type=int, help="libvirt: virtual CPUs of the master (default 2)")
+    up.add_argument("--master-memory", type=int, help="libvirt: MiB of memory of the master (default 2048)")
+    up.add_argument("--disk", type=int, help="libvirt: GiB of disk of each machine (default 8)")
+    up.add_argument("--network-cidr", help="libvirt: the machines' network (default 192.168.123.0/24)")
+    up.add_argument(
+        "--accel", choices=labspec.ACCELERATORS, help="libvirt: kvm, tcg (software), or auto (default: kvm if usable)"
+    )
     up.add_argument("--api-port", type=int, help="API server port on 127.0.0.1 (default 6443)")
     up.add_argument("--etcd-port", type=int, help="etcd client port (default 2379)")
     up.add_argument("--etcd-peer-port", type=int, help="etcd peer port (default 2380)")
@@ -47,7 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--apiserver-workers", type=int, help="API server processes sharing its port (default 0: half the CPUs)"
     )
-    with_name(commands.add_parser("stop", help="stop the lab's processes, keep its state"))
+    with_name(commands.add_parser("stop", help="stop the lab's machines or processes, keep its state"))
+    with_name(commands.add_parser("start", help="start a stopped lab again"))
+    ssh = with_name(commands.add_parser("ssh", help="a shell (or a command) on a node: kubelab ssh NODE [-- CMD]"))
+    ssh.add_argument("node", metavar="NODE")
+    ssh.add_argument("remote", nargs=argparse.REMAINDER, metavar="CMD", help="a command to run instead of a shell")
+    with_name(commands.add_parser("ssh-config", help="print an ssh config for the lab's nodes"))
+    logs = with_name(commands.add_parser("logs", help="a component's log on a node (its journal)"))
+    logs.add_argument("node", metavar="NODE")
+    logs.add_argument("component", metavar="COMPONENT", choices=sorted(UNITS), help=", ".join(sorted(UNITS)))
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("--tail", type=int, default=200, help="lines to show (default 200; 0: all)")
     with_name(commands.add_parser("down", help="stop the lab and remove everything it created"))
     with_name(commands.add_parser("status", help="show what runs and whether it is healthy"))
     with_name(commands.add_parser("kubeconfig", help="print the path of the lab's kubeconfig"))
@@ -68,16 +91,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _driver(name: str | None, *, spec: labspec.LabSpec | None = None) -> LocalDriver:
+def _driver(name: str | None, *, spec: labspec.LabSpec | None = None) -> LocalDriver | LibvirtDriver:
     paths = LabPaths.for_lab(name or "kubelab")
     if spec is None:
         if paths.spec.exists():
             spec = labspec.LabSpec.from_json(paths.spec.read_text())
         else:
             spec = labspec.LabSpec(name=name or "kubelab")
-    if spec.driver != "local":
-        raise SpecError(f"driver {spec.driver!r} is not available in this version of kubelab; use --driver local")
-    return LocalDriver(spec, paths, say=_say)
+    if spec.driver == "local":
+        return LocalDriver(spec, paths, say=_say)
+    return LibvirtDriver(spec, paths, say=_say)
+
+
+def _vms(name: str | None) -> LibvirtDriver:
+    driver = _driver(name)
+    if not isinstance(driver, LibvirtDriver):
+        raise SpecError(f"lab {driver.spec.name!r} uses the local driver: it has no machines to reach")
+    if not driver.paths.spec.exists():
+        raise ProvisionError(f"lab {driver.spec.name!r} does not exist; create it with: kubelab up")
+    return driver
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -89,11 +121,39 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vm_status(driver: LibvirtDriver) -> int:
+    spec = driver.spec
+    _say(f"lab {spec.name!r} (driver libvirt, 1 master + {spec.workers} workers, state {driver.paths.root})")
+    machines = driver.machine_status()
+    readiness = driver.node_readiness() if any(m.state == "running" for m in machines) else {}
+    _say(f"{'NODE':<24} {'ROLE':<7} {'IP':<16} {'VM':<9} {'ACCEL':<6} {'NODE STATUS':<12} COMPONENTS")
+    healthy = True
+    for machine in machines:
+        units = (
+            driver.unit_health(next(m for m in driver.machines if m.name == machine.name))
+            if (machine.state == "running")
+            else {}
+        )
+        parts = [f"{unit.removeprefix('kubelab-')}={state}" for unit, state in units.items()]
+        node = readiness.get(machine.name, "-")
+        healthy = healthy and machine.state == "running" and node == "Ready"
+        healthy = healthy and bool(units) and all(s == "active" for s in units.values())
+        _say(
+            f"{machine.name:<24} {machine.role:<7} {machine.ip:<16} {machine.state:<9} {machine.accel:<6}"
+            f" {node:<12} {' '.join(parts) or '-'}"
+        )
+    _say(f"kubeconfig: {driver.paths.kubeconfig}")
+    _say(f"ssh config: {driver.ssh_config}")
+    return 0 if healthy else 1
+
+
 def _status(args: argparse.Namespace) -> int:
     driver = _driver(args.name)
     if not driver.paths.root.exists():
         _say(f"lab {driver.spec.name!r} does not exist; create it with: kubelab up")
         return 1
+    if isinstance(driver, LibvirtDriver):
+        return _vm_status(driver)
     rows = driver.status()
     _say(f"lab {driver.spec.name!r} (driver {driver.spec.driver}, state {driver.paths.root})")
     _say(f"{'COMPONENT':<19} {'PID':<8} {'STATE':<9} {'HEALTH':<9} ENDPOINT")
@@ -120,6 +180,45 @@ def _stop(args: argparse.Namespace) -> int:
     stopped = _driver(args.name).stop()
     _say(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    driver = _driver(args.name)
+    if not driver.paths.spec.exists():
+        raise ProvisionError(f"lab {driver.spec.name!r} does not exist; create it with: kubelab up")
+    if isinstance(driver, LibvirtDriver):
+        driver.start()
+    else:
+        driver.up()
+    return 0
+
+
+def _ssh(args: argparse.Namespace) -> int:
+    driver = _vms(args.name)
+    remote = [a for a in args.remote if a != "--"] if args.remote[:1] == ["--"] else list(args.remote)
+    argv = driver.ssh_argv(args.node, remote, tty=not remote and sys.stdin.isatty())
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+    return 0  # not reached
+
+
+def _ssh_config(args: argparse.Namespace) -> int:
+    driver = _vms(args.name)
+    if not driver.ssh_config.exists():
+        raise ProvisionError(f"lab {driver.spec.name!r} has no machines yet; create it with: kubelab up")
+    print(driver.ssh_config.read_text(), end="")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    driver = _vms(args.name)
+    command = ["journalctl", "--no-pager", "-o", "short-iso", "-u", UNITS[args.component]]
+    if args.tail:
+        command += ["-n", str(args.tail)]
+    if args.follow:
+        command.append("-f")
+    argv = driver.ssh_argv(args.node, command)
+    return subprocess.run(argv, check=False).returncode
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -163,7 +262,18 @@ def _image(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"image": _image, "up": _up, "stop": _stop, "down": _down, "status": _status, "kubeconfig": _kubeconfig}
+COMMANDS = {
+    "image": _image,
+    "up": _up,
+    "stop": _stop,
+    "start": _start,
+    "down": _down,
+    "status": _status,
+    "kubeconfig": _kubeconfig,
+    "ssh": _ssh,
+    "ssh-config": _ssh_config,
+    "logs": _logs,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

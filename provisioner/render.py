@@ -22,6 +22,7 @@ def _environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
+        trim_blocks=True,  # as Ansible's template module renders, so both give the same file
         autoescape=False,
     )
 

@@ -18,14 +18,18 @@ import yaml
 
 from provisioner.errors import SpecError
 
-DRIVERS = ("local", "libvirt")
+DRIVERS = ("libvirt", "local")
+ACCELERATORS = ("auto", "kvm", "tcg")
+MAX_WORKERS = 16
+MIN_DISK_GIB = 4
+FIRST_HOST = 10  # the master's host number in network-cidr; workers follow it
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
 class LabSpec:
     name: str = "kubelab"
-    driver: str = "local"
+    driver: str = "libvirt"
     api_port: int = 6443
     etcd_port: int = 2379
     etcd_peer_port: int = 2380
@@ -38,6 +42,15 @@ class LabSpec:
     node_grace_period: int = 40
     eviction_seconds: int = 300
     apiserver_workers: int = 0
+    # the libvirt driver's machines
+    workers: int = 2
+    cpus: int = 1
+    memory: int = 1024
+    master_cpus: int = 2
+    master_memory: int = 2048
+    disk: int = 8
+    network_cidr: str = "192.168.123.0/24"
+    accel: str = "auto"
 
     @staticmethod
     def fields() -> list[str]:
@@ -139,6 +152,36 @@ def validate(spec: LabSpec) -> None:
     low, sep, high = spec.node_port_range.partition("-")
     if not sep or not low.isdigit() or not high.isdigit() or not 1 <= int(low) < int(high) <= 65535:
         raise SpecError(f"node-port-range {spec.node_port_range!r}: expected LOW-HIGH, e.g. 30000-32767")
+    if spec.driver == "libvirt":
+        _validate_machines(spec)
+
+
+def _validate_machines(spec: LabSpec) -> None:
+    if not 0 <= spec.workers <= MAX_WORKERS:
+        raise SpecError(f"workers {spec.workers}: choose 0 to {MAX_WORKERS}")
+    for key, cpus in (("cpus", spec.cpus), ("master-cpus", spec.master_cpus)):
+        if not 1 <= cpus <= 16:
+            raise SpecError(f"{key} {cpus}: choose 1 to 16 virtual CPUs")
+    for key, memory in (("memory", spec.memory), ("master-memory", spec.master_memory)):
+        if not 512 <= memory <= 65536:
+            raise SpecError(f"{key} {memory}: give MiB between 512 and 65536, e.g. 1024")
+    if not MIN_DISK_GIB <= spec.disk <= 1024:
+        raise SpecError(f"disk {spec.disk}: give GiB between {MIN_DISK_GIB} and 1024")
+    if spec.accel not in ACCELERATORS:
+        raise SpecError(f"accel {spec.accel!r}: choose one of {', '.join(ACCELERATORS)}")
+    try:
+        machines = ipaddress.ip_network(spec.network_cidr)
+    except ValueError as exc:
+        raise SpecError(f"network-cidr {spec.network_cidr!r}: {exc}") from exc
+    if machines.version != 4 or not 16 <= machines.prefixlen <= 28:
+        raise SpecError(
+            f"network-cidr {spec.network_cidr}: use an IPv4 range between /16 and /28, e.g. 192.168.123.0/24"
+        )
+    if machines.num_addresses < FIRST_HOST + spec.workers + 2:
+        raise SpecError(f"network-cidr {spec.network_cidr} is too small for a master and {spec.workers} workers")
+    for other, key in ((spec.cluster_cidr, "cluster-cidr"), (spec.service_cidr, "service-cidr")):
+        if machines.overlaps(ipaddress.ip_network(other)):
+            raise SpecError(f"network-cidr {spec.network_cidr} overlaps {key} {other}")
 
 
 def service_ip(spec: LabSpec) -> str:

@@ -51,7 +51,7 @@ def running_lab(home: Path, name: str, *flags: str) -> Iterator[Lab]:
     ]
     if "--nodes" not in flags:
         flags = ("--nodes", "0", *flags)  # the control plane alone unless a test asks for a real node
-    result = kubelab("up", "--name", name, *ports, *flags, home=home)
+    result = kubelab("up", "--driver", "local", "--name", name, *ports, *flags, home=home)
     try:
         assert result.ok, f"kubelab up failed:\n{result.out}\n{result.err}"
         yield Lab(name, home, api_port, registry_port)

@@ -35,9 +35,9 @@ def test_bad_lab_settings_get_one_line_and_change_nothing(tmp_path: Path, args: 
 
 def test_a_bad_lab_file_names_the_problem(tmp_path: Path) -> None:
     lab_file = tmp_path / "lab.yaml"
-    lab_file.write_text("api-port: 7443\nworkers: 3\n")
+    lab_file.write_text("api-port: 7443\nwrokers: 3\n")
     result = kubelab("up", "-f", str(lab_file), home=tmp_path / "home")
-    assert result.code == 1 and "unknown setting 'workers'" in result.err and "Traceback" not in result.err
+    assert result.code == 1 and "unknown setting 'wrokers'" in result.err and "Traceback" not in result.err
 
 
 def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> None:
@@ -48,6 +48,8 @@ def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> No
         taken = blocker.getsockname()[1]
         result = kubelab(
             "up",
+            "--driver",
+            "local",
             "--name",
             "clash",
             "--api-port",
@@ -82,7 +84,7 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
         *("--etcd-peer-port", str(free_port()), "--registry-port", str(free_port())),
     ]
     try:
-        first = kubelab("up", "--name", "cycle", *ports, home=tmp_path)
+        first = kubelab("up", "--driver", "local", "--name", "cycle", *ports, home=tmp_path)
         assert first.ok, first.err
         run_dir = tmp_path / "cycle" / "run"
         records = {name: procs.ProcessRecord.load(run_dir, name) for name in CONTROL_PLANE}

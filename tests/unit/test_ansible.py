@@ -38,7 +38,9 @@ VARIABLES: dict[str, object] = {
     "ansible_ssh_common_args": "-F /lab/ssh_config",
     "kubelab_lab": "kubelab",
     "kubelab_state_dir": Path("/lab"),
-    "kubelab_wheel": Path("/lab/dist/kubelab-0.1.0-py3-none-any.whl"),
+    "kubelab_code_dir": Path("/lab/code"),
+    "kubelab_code_digest": "0123456789abcdef",
+    "kubelab_gateway_ip": "192.168.150.1",
     "kubelab_api_port": 6443,
     "kubelab_etcd_port": 2379,
     "kubelab_etcd_peer_port": 2380,
@@ -111,8 +113,8 @@ def test_nodes_that_make_no_lab_are_one_clear_error(nodes: list[InventoryNode], 
 
 
 def test_missing_variables_are_named() -> None:
-    partial = {k: v for k, v in VARIABLES.items() if k not in ("kubelab_wheel", "kubelab_api_port")}
-    with pytest.raises(InventoryError, match="inventory variables missing: kubelab_wheel, kubelab_api_port"):
+    partial = {k: v for k, v in VARIABLES.items() if k not in ("kubelab_code_dir", "kubelab_api_port")}
+    with pytest.raises(InventoryError, match="inventory variables missing: kubelab_code_dir, kubelab_api_port"):
         inventory([MASTER], partial)
 
 

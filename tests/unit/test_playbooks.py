@@ -36,7 +36,8 @@ from provisioner.ansible import PLAYBOOKS, SITE, InventoryNode, inventory
 from provisioner.render import HEADER, TEMPLATES
 
 STATE_DIR = Path("/root/.kubelab/kubelab")
-WHEEL = Path("/root/.kubelab/kubelab/dist/kubelab-0.1.0-py3-none-any.whl")
+CODE = Path("/root/.kubelab/kubelab/code")
+CODE_DIGEST = "0123456789abcdef"
 NODES = (
     InventoryNode("kubelab-master", "192.168.150.10", "master"),
     InventoryNode("kubelab-worker1", "192.168.150.11", "worker"),
@@ -47,7 +48,9 @@ VARIABLES: Mapping[str, object] = {
     "ansible_ssh_common_args": f"-F {STATE_DIR / 'ssh_config'}",
     "kubelab_lab": "kubelab",
     "kubelab_state_dir": STATE_DIR,
-    "kubelab_wheel": WHEEL,
+    "kubelab_code_dir": CODE,
+    "kubelab_code_digest": CODE_DIGEST,
+    "kubelab_gateway_ip": "192.168.150.1",
     "kubelab_api_port": 6443,
     "kubelab_etcd_port": 2379,
     "kubelab_etcd_peer_port": 2380,
@@ -59,11 +62,8 @@ VARIABLES: Mapping[str, object] = {
     "kubelab_eviction_seconds": 300,
     "kubelab_apiserver_workers": 0,
 }
-# What a task registered earlier in its role, as the later tasks read it.
-REGISTERED = {
-    "control_plane_wheel": {"stat": {"exists": True, "checksum": "ab" * 32}},
-    "node_wheel": {"stat": {"exists": True, "checksum": "ab" * 32}},
-}
+# the file contents a kubelab_files task renders: a template lookup under templates/
+_LOOKUP = re.compile(r"lookup\('ansible\.builtin\.template', kubelab_templates ~ '/(?P<path>[^']+)'\)")
 AGENT_SETTINGS: Mapping[str, type[Any]] = {
     "apiserver.yaml": ApiServerSettings,
     "scheduler.yaml": SchedulerSettings,
@@ -176,11 +176,17 @@ def _lab() -> Lab:
 
 
 def _roles_of(host: str, lab: Lab) -> list[str]:
+    group_names = [g for g, members in lab.groups.items() if g != "all" and host in members]
     roles = []
     for play in yaml.safe_load(SITE.read_text()):
         members = lab.groups["all"] if play["hosts"] == "all" else lab.groups[play["hosts"]]
-        if host in members:
-            roles += [r["role"] if isinstance(r, Mapping) else r for r in play["roles"]]
+        if host not in members:
+            continue
+        for entry in play["roles"]:
+            role = entry["role"] if isinstance(entry, Mapping) else entry
+            when = entry.get("when") if isinstance(entry, Mapping) else None
+            if when is None or _environment().compile_expression(when)(group_names=group_names):
+                roles.append(role)
     return roles
 
 
@@ -195,12 +201,13 @@ def _tasks(entries: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Step:
-    """One file a role writes on a host: rendered from templates/ or copied from the host."""
+    """One file a role writes on a host (a kubelab_files task): rendered from templates/ or copied from
+    the host."""
 
     host: str
     role: str
     task: str
-    module: str
+    module: str  # template or copy
     src: str
     dest: str
     text: str  # the rendered file (templates only)
@@ -208,25 +215,26 @@ class Step:
 
 def _steps(host: str, lab: Lab) -> Iterator[Step]:
     for role in _roles_of(host, lab):
-        base = lab.hosts[host].with_(REGISTERED)
+        base = lab.hosts[host]
         defaults = _yaml(PLAYBOOKS / "roles" / role / "defaults" / "main.yml") or {}
         # role defaults are the weakest: inventory and group_vars win over them
         base = Variables({**defaults, **base.raw})
         base.raw["hostvars"].hosts[host] = base
         for task in _tasks(_yaml(PLAYBOOKS / "roles" / role / "tasks" / "main.yml")):
-            module = next((m for m in ("ansible.builtin.template", "ansible.builtin.copy") if m in task), None)
-            if module is None or "src" not in task[module]:
+            if "kubelab_files" not in task:
                 continue
-            variables = base.with_(task.get("vars") or {})
-            for item in variables.template(task["loop"]) if "loop" in task else [None]:
-                scoped = variables.with_({"item": item})
-                src = scoped.template(task[module]["src"])
-                dest = scoped.template(task[module]["dest"])
-                text = ""
-                if module == "ansible.builtin.template":
-                    source = Path(src).read_text()
-                    text = _environment().from_string(source).render(scoped.context(source))
-                yield Step(host, role, task["name"], module, src, dest, text)
+            scoped = base.with_(task.get("vars") or {})
+            for item in task["kubelab_files"].get("files") or []:
+                dest = scoped.template(item["dest"])
+                if "src" in item:
+                    yield Step(host, role, task["name"], "copy", scoped.template(item["src"]), dest, "")
+                    continue
+                found = _LOOKUP.search(item["content"])
+                assert found, f"{task['name']}: content is not a template lookup under templates/"
+                src = TEMPLATES / found["path"]
+                source = src.read_text()
+                text = _environment().from_string(source).render(scoped.context(source))
+                yield Step(host, role, task["name"], "template", str(src), dest, text)
         base.raw["hostvars"].hosts[host] = lab.hosts[host]
 
 
@@ -250,7 +258,7 @@ def _settings(step: Step, tmp_path: Path) -> Any:
 
 
 def test_every_file_a_role_renders_comes_from_templates_and_starts_with_the_header() -> None:
-    rendered = [s for s in _all_steps() if s.module == "ansible.builtin.template"]
+    rendered = [s for s in _all_steps() if s.module == "template"]
     assert rendered
     for step in rendered:
         assert Path(step.src).resolve().is_relative_to(TEMPLATES), step
@@ -258,7 +266,7 @@ def test_every_file_a_role_renders_comes_from_templates_and_starts_with_the_head
 
 
 def test_the_roles_render_the_templates_the_local_driver_renders() -> None:
-    used = {str(Path(s.src).resolve().relative_to(TEMPLATES)) for s in _all_steps() if s.module.endswith("template")}
+    used = {str(Path(s.src).resolve().relative_to(TEMPLATES)) for s in _all_steps() if s.module == "template"}
     assert {
         "agents/apiserver.yaml.j2",
         "agents/scheduler.yaml.j2",
@@ -287,7 +295,7 @@ def test_the_master_runs_the_control_plane_and_every_host_is_a_node() -> None:
 
 
 def test_the_host_side_files_the_roles_copy_are_the_ones_the_provisioner_generates() -> None:
-    copied = {(s.host, s.src) for s in _all_steps() if s.module == "ansible.builtin.copy"}
+    copied = {(s.host, s.src) for s in _all_steps() if s.module == "copy"}
     pki, config = STATE_DIR / "pki", STATE_DIR / "config"
     expected = {
         ("kubelab-master", str(pki / name))
@@ -295,7 +303,6 @@ def test_the_host_side_files_the_roles_copy_are_the_ones_the_provisioner_generat
     } | {("kubelab-master", str(config / name)) for name in ("scheduler.kubeconfig", "controller-manager.kubeconfig")}
     for node in NODES:
         expected |= {
-            (node.name, str(WHEEL)),
             (node.name, str(pki / "ca.crt")),
             (node.name, str(pki / "apiserver-kubelet-client.token")),
             (node.name, str(pki / f"kubelet-{node.name}.crt")),
@@ -355,12 +362,12 @@ def test_containerd_uses_debian_s_paths_and_docker_io_is_the_lab_registry() -> N
 
 
 @pytest.mark.parametrize("component", ["apiserver", "scheduler", "controller-manager", "kubelet", "proxy"])
-def test_each_unit_runs_its_agent_from_the_venv_and_names_the_wheel(component: str) -> None:
+def test_each_unit_runs_its_agent_from_the_venv_and_names_the_code(component: str) -> None:
     host = "kubelab-worker1" if component in ("kubelet", "proxy") else "kubelab-master"
     unit = _step(host, f"/etc/systemd/system/kubelab-{component}.service").text
     module = "controllers" if component == "controller-manager" else component
     assert f"ExecStart=/opt/kubelab/venv/bin/python -m agents.{module} --config /etc/kubelab/{component}.yaml\n" in unit
-    assert f"X-Kubelab-Code={WHEEL.name} sha256:{'ab' * 32}\n" in unit
+    assert f"X-Kubelab-Code={CODE_DIGEST}\n" in unit
 
 
 def test_etc_hosts_lists_every_node() -> None:

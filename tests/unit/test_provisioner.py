@@ -28,7 +28,7 @@ def test_spec_layers_defaults_file_and_flags(tmp_path: Path) -> None:
     ("overrides", "message"),
     [
         ({"name": "-x"}, "lowercase letters"),
-        ({"driver": "vbox"}, "choose one of local, libvirt"),
+        ({"driver": "vbox"}, "choose one of libvirt, local"),
         ({"api_port": 70000}, "between 1 and 65535"),
         ({"service_cidr": "10.96.0.0/30"}, "at least /28"),
         ({"node_port_range": "3-2"}, "expected LOW-HIGH"),

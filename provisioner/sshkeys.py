@@ -1,0 +1,56 @@
+"""A lab's ssh key pair and the ssh config that reaches its machines."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from provisioner import render
+
+
+def ensure_key(private: Path, comment: str) -> str:
+    """Create an ed25519 key pair at ``private`` (and ``.pub``) unless it exists; return the public line."""
+    public = private.with_suffix(".pub")
+    if private.exists() and public.exists():
+        return public.read_text().strip()
+    key = Ed25519PrivateKey.generate()
+    private.parent.mkdir(parents=True, exist_ok=True)
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    line = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    text = f"{line.decode()} {comment}"
+    public.write_text(text + "\n")
+    return text
+
+
+def cmdline_value(public_line: str) -> str:
+    """The public key as one kernel command line word (the guest decodes it at first boot)."""
+    return base64.b64encode(public_line.encode()).decode()
+
+
+def config(
+    *,
+    hosts: Sequence[tuple[str, str]],
+    key: Path,
+    known_hosts: Path,
+    netns: str,
+) -> str:
+    """An ssh config for ``hosts`` ((name, ip) pairs), through the lab's namespace when it has one."""
+    proxy = f"{sys.executable} -m provisioner.tunnel connect {netns} %h %p" if netns else ""
+    return render.render(
+        "ssh/ssh_config.j2",
+        hosts=hosts,
+        key=str(key),
+        known_hosts=str(known_hosts),
+        proxy_command=proxy,
+    )

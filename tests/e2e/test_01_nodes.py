@@ -1,0 +1,34 @@
+"""Scenario 1: every machine is a Ready node; the master is tainted like a kubeadm control plane."""
+
+from __future__ import annotations
+
+from provisioner.pytest_plugin import Kubectl, Lab
+
+
+def test_all_nodes_are_ready(kubelab_lab: Lab, kubectl: Kubectl) -> None:
+    nodes = {n["metadata"]["name"]: n for n in kubectl.json("get", "nodes")["items"]}
+    assert sorted(nodes) == sorted(n.name for n in kubelab_lab.nodes)
+    for name, node in nodes.items():
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True", f"{name}: {ready}"
+        addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+        assert addresses["InternalIP"] == next(n.ip for n in kubelab_lab.nodes if n.name == name)
+        assert node["spec"]["podCIDR"]
+
+
+def test_the_master_takes_no_ordinary_pods(kubelab_lab: Lab, kubectl: Kubectl) -> None:
+    master = kubectl.json("get", "node", kubelab_lab.master.name)
+    assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in master["spec"]["taints"]
+    assert "node-role.kubernetes.io/control-plane" in master["metadata"]["labels"]
+    for worker in kubelab_lab.workers:
+        assert not kubectl.json("get", "node", worker.name)["spec"].get("taints")
+
+
+def test_status_reports_machines_nodes_and_components(kubelab_lab: Lab) -> None:
+    status = kubelab_lab.cli("status", "--name", kubelab_lab.name, timeout=300)
+    assert status.ok, status.out + status.err
+    for node in kubelab_lab.nodes:
+        row = next(line for line in status.out.splitlines() if line.startswith(node.name + " "))
+        assert node.ip in row and " running " in row and " Ready " in row and "kubelet=active" in row
+    master_row = next(line for line in status.out.splitlines() if line.startswith(kubelab_lab.master.name + " "))
+    assert "apiserver=active" in master_row and "etcd=active" in master_row

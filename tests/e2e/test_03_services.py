@@ -1,0 +1,54 @@
+"""Scenario 3: a ClusterIP Service answers from a pod on the other worker; a NodePort answers from
+the hypervisor side of the lab network."""
+
+from __future__ import annotations
+
+import subprocess
+
+from provisioner.pytest_plugin import Kubectl, Lab, eventually
+from tests.e2e.test_02_deployment import running_pods
+
+CLIENT = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  nodeName: {node}
+  containers:
+  - name: sh
+    image: busybox:1.35.0
+    command: [sleep, "3600"]
+"""
+
+
+def test_cluster_ip_answers_across_nodes(kubelab_lab: Lab, kubectl: Kubectl) -> None:
+    kubectl.ok("expose", "deployment", "web", "--port=80", "--target-port=8080", "--name=web")
+    cluster_ip = kubectl.json("get", "service", "web")["spec"]["clusterIP"]
+    first, second = kubelab_lab.workers[:2]
+    kubectl.ok("apply", "-f", "-", stdin=CLIENT.format(node=second.name))
+    kubectl.ok("wait", "--for=condition=Ready", "pod/client", "--timeout=180s", timeout=200)
+    backends = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in running_pods(kubectl, "app=web")}
+    assert first.name in backends.values()  # some backend lives on the other worker
+
+    seen: set[str] = set()
+
+    def every_backend_answered() -> bool:
+        answer = kubectl("exec", "client", "--", "wget", "-q", "-T", "3", "-O", "-", f"http://{cluster_ip}/")
+        if answer.ok and answer.out.startswith("pod "):
+            seen.add(answer.out.split()[1])
+        return seen >= set(backends)
+
+    eventually(every_backend_answered, timeout=180, interval=0.5, what=f"answers from every backend of {cluster_ip}")
+
+
+def test_node_port_answers_from_the_host_side(kubelab_lab: Lab, kubectl: Kubectl) -> None:
+    kubectl.ok("expose", "deployment", "web", "--port=80", "--target-port=8080", "--type=NodePort", "--name=web-np")
+    port = kubectl.json("get", "service", "web-np")["spec"]["ports"][0]["nodePort"]
+    for node in kubelab_lab.nodes:
+        argv = kubelab_lab.on_lab_network(["curl", "-s", "--max-time", "5", f"http://{node.ip}:{port}/"])
+
+        def answer(argv: list[str] = argv) -> str:
+            return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+        assert eventually(answer, timeout=120, what=f"NodePort {port} on {node.name}").startswith("pod web-")

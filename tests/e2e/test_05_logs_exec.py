@@ -1,0 +1,27 @@
+"""Scenario 5: kubectl logs and exec reach containers on the worker VMs through the API server."""
+
+from __future__ import annotations
+
+from provisioner.pytest_plugin import Kubectl, Lab, eventually
+
+POD = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: talker
+spec:
+  containers:
+  - name: sh
+    image: busybox:1.35.0
+    command: [sh, -c, 'echo hello from $(hostname); sleep 3600']
+"""
+
+
+def test_logs_and_exec(kubelab_lab: Lab, kubectl: Kubectl) -> None:
+    kubectl.ok("apply", "-f", "-", stdin=POD)
+    kubectl.ok("wait", "--for=condition=Ready", "pod/talker", "--timeout=180s", timeout=200)
+    assert eventually(lambda: "hello from talker" in kubectl("logs", "talker").out, timeout=60, what="the log line")
+    out = kubectl.ok("exec", "talker", "--", "cat", "/etc/hostname")
+    assert out.strip() == "talker"
+    failed = kubectl("exec", "talker", "--", "sh", "-c", "exit 3")
+    assert failed.code == 3

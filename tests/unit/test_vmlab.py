@@ -1,0 +1,135 @@
+"""The libvirt driver's pure parts: machine plan, accelerator choice, rendered XML, ssh config, tunnel."""
+
+from __future__ import annotations
+
+import ipaddress
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from provisioner import libvirthost, render, sshkeys, vmplan
+from provisioner import spec as labspec
+from provisioner.errors import SpecError
+from provisioner.tunnel import Forward
+
+
+def test_machines_get_stable_addresses_names_and_macs() -> None:
+    spec = labspec.LabSpec(name="demo", workers=2)
+    machines = vmplan.machines(spec)
+    assert [(m.name, m.role, m.ip) for m in machines] == [
+        ("demo-master", "master", "192.168.123.10"),
+        ("demo-worker1", "worker", "192.168.123.11"),
+        ("demo-worker2", "worker", "192.168.123.12"),
+    ]
+    assert machines[0].cpus == spec.master_cpus and machines[1].memory_mib == spec.memory
+    # converging to more workers keeps the existing machines' identity
+    more = vmplan.machines(labspec.LabSpec(name="demo", workers=3))
+    assert more[:3] == machines
+    assert len({m.mac for m in more}) == 4 and all(m.mac.startswith("52:54:00:") for m in more)
+    # another lab gets other MACs for the same addresses
+    assert vmplan.machines(labspec.LabSpec(name="other"))[0].mac != machines[0].mac
+
+
+def test_network_is_isolated_with_a_reservation_per_machine() -> None:
+    spec = labspec.LabSpec(name="demo", network_cidr="10.77.0.0/24")
+    plan = vmplan.network(spec)
+    assert len(plan.bridge) <= 15 and plan.gateway == "10.77.0.1"
+    xml = ET.fromstring(render.render("libvirt/network.xml.j2", network=plan, machines=vmplan.machines(spec)))
+    assert xml.find("forward") is None  # isolated: nothing is routed or NATed out of the lab
+    hosts = xml.findall("./ip/dhcp/host")
+    assert [(h.get("name"), h.get("ip")) for h in hosts] == [
+        ("demo-master", "10.77.0.10"),
+        ("demo-worker1", "10.77.0.11"),
+        ("demo-worker2", "10.77.0.12"),
+    ]
+    dhcp = xml.find("./ip/dhcp/range")
+    assert dhcp is not None
+    low, high = ipaddress.IPv4Address(dhcp.get("start", "")), ipaddress.IPv4Address(dhcp.get("end", ""))
+    assert all(low <= ipaddress.IPv4Address(h.get("ip", "")) <= high for h in hosts)
+
+
+@pytest.mark.parametrize("accel", ["kvm", "tcg"])
+def test_domain_boots_the_image_directly_on_its_overlay(accel: str) -> None:
+    spec = labspec.LabSpec(name="demo")
+    machine = vmplan.machines(spec)[1]
+    text = render.render(
+        "libvirt/domain.xml.j2",
+        machine=machine,
+        lab="demo",
+        accel=accel,
+        network=vmplan.network(spec),
+        kernel="/cache/vmlinuz",
+        initrd="/cache/initrd.img",
+        cmdline="root=/dev/vda rw",
+        disk="/vms/demo/demo-worker1.qcow2",
+        console_log="/log/demo-worker1-console.log",
+        image_digest="abc",
+    )
+    xml = ET.fromstring(text)
+    assert xml.get("type") == ("kvm" if accel == "kvm" else "qemu")
+    assert xml.findtext("name") == "demo-worker1"
+    assert xml.findtext("./os/kernel") == "/cache/vmlinuz" and xml.findtext("./os/cmdline") == "root=/dev/vda rw"
+    assert xml.findtext("memory") == str(machine.memory_mib) and xml.findtext("vcpu") == str(machine.cpus)
+    source = xml.find("./devices/disk/source")
+    assert source is not None and source.get("file") == "/vms/demo/demo-worker1.qcow2"
+    mac = xml.find("./devices/interface/mac")
+    assert mac is not None and mac.get("address") == machine.mac
+    assert (xml.find("cpu") is not None) == (accel == "kvm")  # TCG guests get QEMU's default model
+
+
+def test_accelerator_is_kvm_only_with_hardware_kvm(tmp_path: Path) -> None:
+    dev = tmp_path / "kvm"
+    modules = tmp_path / "module"
+    modules.mkdir()
+    assert libvirthost.accelerator("auto", dev_kvm=dev, modules=modules) == "tcg"
+    dev.touch()
+    (modules / "kvm_pvm").mkdir()  # a paravirtual KVM does not boot ordinary guests
+    assert libvirthost.accelerator("auto", dev_kvm=dev, modules=modules) == "tcg"
+    (modules / "kvm_amd").mkdir()
+    assert libvirthost.accelerator("auto", dev_kvm=dev, modules=modules) == "kvm"
+    assert libvirthost.accelerator("tcg", dev_kvm=dev, modules=modules) == "tcg"
+
+
+def test_ssh_config_goes_through_the_namespace_when_there_is_one(tmp_path: Path) -> None:
+    key = tmp_path / "id_ed25519"
+    line = sshkeys.ensure_key(key, "kubelab-demo")
+    assert line.startswith("ssh-ed25519 ") and line.endswith(" kubelab-demo")
+    assert sshkeys.ensure_key(key, "kubelab-demo") == line  # kept, not regenerated
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    hosts = [("demo-master", "192.168.123.10"), ("demo-worker1", "192.168.123.11")]
+    text = sshkeys.config(hosts=hosts, key=key, known_hosts=tmp_path / "known", netns="kubelab-vms")
+    assert "Host demo-master 192.168.123.10\n" in text and "HostName 192.168.123.11\n" in text
+    assert "-m provisioner.tunnel connect kubelab-vms %h %p" in text
+    assert "ProxyCommand" not in sshkeys.config(hosts=hosts, key=key, known_hosts=tmp_path / "k", netns="")
+    assert " " not in sshkeys.cmdline_value(line)
+
+
+def test_forward_arguments_round_trip() -> None:
+    forward = Forward.parse("6443=192.168.123.10:6443")
+    assert forward == Forward(6443, "192.168.123.10", 6443)
+    assert Forward.parse(forward.argument()) == forward
+    with pytest.raises(ValueError, match="LOCAL_PORT=HOST:PORT"):
+        Forward.parse("6443:192.168.123.10")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"workers": "17"}, "workers 17: choose 0 to 16"),
+        ({"memory": "256"}, "memory 256: give MiB between 512"),
+        ({"master_cpus": "0"}, "master-cpus 0: choose 1 to 16"),
+        ({"disk": "2"}, "disk 2: give GiB between 4"),
+        ({"accel": "hvf"}, "accel 'hvf': choose one of auto, kvm, tcg"),
+        ({"network_cidr": "10.244.3.0/24"}, "overlaps cluster-cidr"),
+        ({"network_cidr": "192.168.1.0/30"}, "between /16 and /28"),
+        ({"network_cidr": "192.168.1.0/28", "workers": "8"}, "too small for a master and 8 workers"),
+    ],
+)
+def test_bad_machine_settings_are_one_clear_error(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(SpecError, match=message.replace("(", r"\(")):
+        labspec.build(None, overrides)
+
+
+def test_the_local_driver_ignores_machine_settings() -> None:
+    assert labspec.build(None, {"driver": "local", "workers": "40"}).workers == 40
