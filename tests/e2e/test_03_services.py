@@ -34,9 +34,12 @@ def test_cluster_ip_answers_across_nodes(kubelab_lab: Lab, kubectl: Kubectl) -> 
     seen: set[str] = set()
 
     def every_backend_answered() -> bool:
-        answer = kubectl("exec", "client", "--", "wget", "-q", "-T", "3", "-O", "-", f"http://{cluster_ip}/")
-        if answer.ok and answer.out.startswith("pod "):
-            seen.add(answer.out.split()[1])
+        # busybox's nc speaks the request (its static wget cannot resolve anything, not even a literal)
+        request = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {cluster_ip} 80"
+        answer = kubectl("exec", "client", "--", "sh", "-c", request)
+        body = answer.out.strip().splitlines()[-1:] if answer.ok else []
+        if body and body[0].startswith("pod "):
+            seen.add(body[0].split()[1])
         return seen >= set(backends)
 
     eventually(every_backend_answered, timeout=180, interval=0.5, what=f"answers from every backend of {cluster_ip}")
