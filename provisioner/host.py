@@ -29,6 +29,11 @@ CURL = Requirement("curl", "curl", "fetching from inside a network namespace (te
 NFT = Requirement("nft", "nftables", "the proxy's Service rules")
 CNI_BRIDGE = Requirement("/usr/lib/cni/bridge", "containernetworking-plugins", "pod networking (CNI)")
 RUNC = Requirement("runc", "runc", "the OCI runtime containerd starts containers with")
+MMDEBSTRAP = Requirement("mmdebstrap", "mmdebstrap", "building the VM lab's guest image from Debian packages")
+MKE2FS = Requirement("mke2fs", "e2fsprogs", "the guest image's ext4 root file system")
+QEMU_IMG = Requirement("qemu-img", "qemu-utils", "the guest image's qcow2 disk")
+QEMU_SYSTEM = Requirement("qemu-system-x86_64", "qemu-system-x86", "booting virtual machines")
+SSH = Requirement("ssh", "openssh-client", "reaching virtual machines")
 
 _apt_state = {"updated": False}
 
