@@ -71,18 +71,14 @@ done <meta/prunes
 def _relative(dest: str) -> str:
     path = os.path.normpath(dest)
     if not path.startswith("/") or path == "/":
-        raise AnsibleActionFail(
-            f"kubelab_files: dest {dest!r} must be an absolute file path"
-        )
+        raise AnsibleActionFail(f"kubelab_files: dest {dest!r} must be an absolute file path")
     return path.lstrip("/")
 
 
 def _mode(value: Any) -> str:
     text = str(value if value is not None else "0644")
     if not text.isdigit() or len(text) not in (3, 4) or any(c > "7" for c in text):
-        raise AnsibleActionFail(
-            f"kubelab_files: mode {text!r} must be octal digits, e.g. '0644'"
-        )
+        raise AnsibleActionFail(f"kubelab_files: mode {text!r} must be octal digits, e.g. '0644'")
     return text if len(text) == 4 else "0" + text
 
 
@@ -94,30 +90,20 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         """(path relative to /, content, mode) of every file the task puts on the node."""
         out: dict[str, tuple[bytes, str]] = {}
         for item in self._task.args.get("files") or []:
-            if (
-                not isinstance(item, dict)
-                or "dest" not in item
-                or ("content" in item) == ("src" in item)
-            ):
-                raise AnsibleActionFail(
-                    "kubelab_files: each of files needs dest and one of content or src"
-                )
+            if not isinstance(item, dict) or "dest" not in item or ("content" in item) == ("src" in item):
+                raise AnsibleActionFail("kubelab_files: each of files needs dest and one of content or src")
             if "content" in item:
                 data = str(item["content"]).encode()
             else:
                 try:
                     data = Path(str(item["src"])).read_bytes()
                 except OSError as exc:
-                    raise AnsibleActionFail(
-                        f"kubelab_files: cannot read {item['src']}: {exc.strerror}"
-                    ) from exc
+                    raise AnsibleActionFail(f"kubelab_files: cannot read {item['src']}: {exc.strerror}") from exc
             out[_relative(str(item["dest"]))] = (data, _mode(item.get("mode")))
         for tree in self._task.args.get("trees") or []:
             source = Path(str(tree.get("src", "")))
             if not source.is_dir():
-                raise AnsibleActionFail(
-                    f"kubelab_files: tree {source} is not a directory on the controller"
-                )
+                raise AnsibleActionFail(f"kubelab_files: tree {source} is not a directory on the controller")
             base = _relative(str(tree.get("dest", "")))
             for path in sorted(source.rglob("*")):
                 if path.is_file():
@@ -127,19 +113,11 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                     )
         return [(path, data, mode) for path, (data, mode) in sorted(out.items())]
 
-    def run(
-        self, tmp: str | None = None, task_vars: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
         entries = self._entries()
-        prunes = [
-            _relative(str(t["dest"]))
-            for t in self._task.args.get("trees") or []
-            if bool(t.get("prune", False))
-        ]
-        sums = "".join(
-            f"{hashlib.sha256(data).hexdigest()}  {path}\n" for path, data, _ in entries
-        )
+        prunes = [_relative(str(t["dest"])) for t in self._task.args.get("trees") or [] if bool(t.get("prune", False))]
+        sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {path}\n" for path, data, _ in entries)
         modes = "".join(f"{mode} {path}\n" for path, _, mode in entries)
         now = time.time()
         bundle = io.BytesIO()
@@ -164,11 +142,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         )
         if done.get("rc", 1) != 0:
             detail = str(done.get("stderr") or done.get("stdout") or "").strip()
-            raise AnsibleActionFail(
-                f"kubelab_files: installing the files failed: {detail}"
-            )
-        changed = [
-            line for line in str(done.get("stdout", "")).splitlines() if line.strip()
-        ]
+            raise AnsibleActionFail(f"kubelab_files: installing the files failed: {detail}")
+        changed = [line for line in str(done.get("stdout", "")).splitlines() if line.strip()]
         result.update(changed=bool(changed), files=changed)
         return result
