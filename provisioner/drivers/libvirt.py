@@ -32,7 +32,6 @@ from typing import Any
 
 from provisioner import (
     ansible,
-    containerimages,
     guestimage,
     host,
     kubeconfig,
@@ -587,16 +586,8 @@ class LibvirtDriver:
         self._api("DELETE", f"/api/v1/nodes/{name}")
 
     def _publish_images(self) -> None:
-        began = time.monotonic()
-        built = containerimages.build_all(say=lambda msg: self.say(f"  images: {msg}"))
-        pushed = []
-        for image in built:
-            pushed += registry.push(registry.images_in(image.archive), registry=self.registry, say=self.say)
-        names = ", ".join(f"{b.name}:{b.tag}" for b in built)
-        self.say(
-            f"  images: {names} in the registry on {self.master.name}"
-            f" ({len(pushed)} pushed, {time.monotonic() - began:.1f}s)"
-        )
+        done = registry.publish_builtin(self.registry, say=self.say)
+        self.say(f"  images: in the registry on {self.master.name}: {done}")
 
     # --- stop, start, down -----------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioner import components, containerimages, host, kubeconfig, nodenet, procs, registry
+from provisioner import components, host, kubeconfig, nodenet, procs, registry
 from provisioner.labpaths import LabPaths
 from provisioner.pki import (
     ADMIN,
@@ -257,16 +257,8 @@ class LocalDriver:
 
     def publish_images(self) -> None:
         """The built-in images, built or taken from the cache, into the lab registry."""
-        began = time.monotonic()
-        built = containerimages.build_all(say=lambda msg: self.say(f"  images: {msg}"))
-        pushed = []
-        for image in built:
-            pushed += registry.push(registry.images_in(image.archive), registry=self.registry, say=self.say)
-        names = ", ".join(f"{b.name}:{b.tag}" for b in built)
-        self.say(
-            f"  images: {names} in the registry at {self.registry}"
-            f" ({len(pushed)} pushed, {time.monotonic() - began:.1f}s)"
-        )
+        done = registry.publish_builtin(self.registry, say=self.say)
+        self.say(f"  images: in the registry at {self.registry}: {done}")
 
     def stop(self) -> list[str]:
         """Stop every process of the lab (nodes first, etcd last); return the names of those stopped."""
