@@ -16,18 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
+from provisioner.pytest_plugin import Result
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def ok(self) -> bool:
-        return self.code == 0
 
 
 @dataclass(frozen=True)
