@@ -30,28 +30,11 @@ from provisioner.ansible import (
 )
 from provisioner.errors import ProvisionError
 from provisioner.render import HEADER
+from tests.support.inventory import lab_variables
 
 MASTER = InventoryNode("kubelab-master", "192.168.150.10", "master")
 WORKER = InventoryNode("kubelab-worker1", "192.168.150.11", "worker")
-VARIABLES: dict[str, object] = {
-    "ansible_ssh_private_key_file": Path("/lab/ssh/id_ed25519"),
-    "ansible_ssh_common_args": "-F /lab/ssh_config",
-    "kubelab_lab": "kubelab",
-    "kubelab_state_dir": Path("/lab"),
-    "kubelab_code_dir": Path("/lab/code"),
-    "kubelab_code_digest": "0123456789abcdef",
-    "kubelab_gateway_ip": "192.168.150.1",
-    "kubelab_api_port": 6443,
-    "kubelab_etcd_port": 2379,
-    "kubelab_etcd_peer_port": 2380,
-    "kubelab_registry_port": 5000,
-    "kubelab_service_cidr": "10.96.0.0/12",
-    "kubelab_cluster_cidr": "10.244.0.0/16",
-    "kubelab_node_port_range": "30000-32767",
-    "kubelab_node_grace_period": 40,
-    "kubelab_eviction_seconds": 300,
-    "kubelab_apiserver_workers": 0,
-}
+VARIABLES: dict[str, object] = lab_variables(Path("/lab"))
 
 
 def _event(kind: str, **data: Any) -> dict[str, Any]:

@@ -34,34 +34,16 @@ from agents.proxy.settings import ProxySettings
 from agents.scheduler.settings import SchedulerSettings
 from provisioner.ansible import PLAYBOOKS, SITE, InventoryNode, inventory
 from provisioner.render import HEADER, TEMPLATES
+from tests.support.inventory import lab_variables
 
 STATE_DIR = Path("/root/.kubelab/kubelab")
-CODE = Path("/root/.kubelab/kubelab/code")
-CODE_DIGEST = "0123456789abcdef"
+CODE_DIGEST = str(lab_variables(STATE_DIR)["kubelab_code_digest"])
 NODES = (
     InventoryNode("kubelab-master", "192.168.150.10", "master"),
     InventoryNode("kubelab-worker1", "192.168.150.11", "worker"),
     InventoryNode("kubelab-worker2", "192.168.150.12", "worker"),
 )
-VARIABLES: Mapping[str, object] = {
-    "ansible_ssh_private_key_file": STATE_DIR / "ssh" / "id_ed25519",
-    "ansible_ssh_common_args": f"-F {STATE_DIR / 'ssh_config'}",
-    "kubelab_lab": "kubelab",
-    "kubelab_state_dir": STATE_DIR,
-    "kubelab_code_dir": CODE,
-    "kubelab_code_digest": CODE_DIGEST,
-    "kubelab_gateway_ip": "192.168.150.1",
-    "kubelab_api_port": 6443,
-    "kubelab_etcd_port": 2379,
-    "kubelab_etcd_peer_port": 2380,
-    "kubelab_registry_port": 5000,
-    "kubelab_service_cidr": "10.96.0.0/12",
-    "kubelab_cluster_cidr": "10.244.0.0/16",
-    "kubelab_node_port_range": "30000-32767",
-    "kubelab_node_grace_period": 40,
-    "kubelab_eviction_seconds": 300,
-    "kubelab_apiserver_workers": 0,
-}
+VARIABLES: Mapping[str, object] = lab_variables(STATE_DIR)
 # the file contents a kubelab_files task renders: a template lookup under templates/
 _LOOKUP = re.compile(r"lookup\('ansible\.builtin\.template', kubelab_templates ~ '/(?P<path>[^']+)'\)")
 AGENT_SETTINGS: Mapping[str, type[Any]] = {
