@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kubelab-bench-vm-") as tmp:
+        # QEMU runs as libvirt's user: the cold run's image cache must be readable by it
+        os.chmod(tmp, 0o755)
         home = Path(tmp) / "home"
         env = dict(os.environ, KUBELAB_HOME=str(home))
         if not args.skip_cold:

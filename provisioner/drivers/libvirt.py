@@ -168,6 +168,22 @@ class LibvirtDriver:
         finally:
             conn.close()
 
+    @staticmethod
+    def _libvirt_call(name: str, what: str, call: Callable[..., Any], image: guestimage.GuestImage, *args: Any) -> Any:
+        """``call(*args)``, with libvirt's refusal as one line naming the machine; where QEMU may not
+        read the base image (it runs as libvirt's own user), what to change."""
+        try:
+            return call(*args)
+        except _libvirt().libvirtError as exc:
+            message = exc.get_error_message() or str(exc)
+            hint = ""
+            if "Permission denied" in message:
+                hint = (
+                    f"; QEMU runs as libvirt's user and must be able to read the guest image {image.disk}"
+                    " and every directory above it (set KUBELAB_GUEST_CACHE to such a place)"
+                )
+            raise ProvisionError(f"{name}: libvirt could not {what} the machine: {message}{hint}") from exc
+
     def _our_domains(self, conn: Any) -> dict[str, Any]:
         out = {}
         prefix = f"{self.spec.name}-"
@@ -286,10 +302,12 @@ class LibvirtDriver:
                 domain = existing.get(machine.name)
                 if domain is None:
                     self._overlay(machine, image)
-                    domain = conn.defineXML(self._domain_xml(machine, image, accel, key_line))
+                    domain = self._libvirt_call(
+                        machine.name, "define", conn.defineXML, image, self._domain_xml(machine, image, accel, key_line)
+                    )
                     created.append(machine.name)
                 if not domain.isActive():
-                    domain.create()
+                    self._libvirt_call(machine.name, "start", domain.create, image)
                     self.say(
                         f"  {machine.name}: started ({machine.role}, {machine.ip}, {machine.cpus} vCPU,"
                         f" {machine.memory_mib} MiB, {accel})"

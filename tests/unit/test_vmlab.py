@@ -133,3 +133,26 @@ def test_bad_machine_settings_are_one_clear_error(overrides: dict[str, str], mes
 
 def test_the_local_driver_ignores_machine_settings() -> None:
     assert labspec.build(None, {"driver": "local", "workers": "40"}).workers == 40
+
+
+def test_libvirt_refusing_a_machine_is_one_line_naming_it_and_what_to_change(tmp_path: Path) -> None:
+    import libvirt  # noqa: PLC0415  (the binding is a dependency of the project)
+
+    from provisioner.drivers.libvirt import LibvirtDriver  # noqa: PLC0415
+    from provisioner.errors import ProvisionError  # noqa: PLC0415
+    from provisioner.guestimage import GuestImage  # noqa: PLC0415
+
+    image = GuestImage(tmp_path / "disk.qcow2", tmp_path / "vmlinuz", tmp_path / "initrd.img", "d" * 16, True, 0.0)
+
+    def refuse() -> None:
+        error = libvirt.libvirtError("virDomainCreate() failed")
+        error.err = (38, 0, "Cannot access backing file 'disk.qcow2': Permission denied", 2, "", None, None, 0, 0)
+        raise error
+
+    with pytest.raises(ProvisionError) as caught:
+        LibvirtDriver._libvirt_call("lab-master", "start", refuse, image)
+    message = str(caught.value)
+    assert message.startswith("lab-master: libvirt could not start the machine: Cannot access backing file")
+    assert f"read the guest image {tmp_path / 'disk.qcow2'}" in message
+    assert "KUBELAB_GUEST_CACHE" in message
+    assert "\n" not in message
