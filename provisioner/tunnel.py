@@ -117,7 +117,14 @@ async def _connect(host: str, port: int) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     out_transport, out_protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout)
     stdout = asyncio.StreamWriter(out_transport, out_protocol, None, loop)
-    await asyncio.gather(_pipe(stdin, writer), _pipe(reader, stdout))
+    # ssh closes our stdin only when it is done, and a machine that is gone never closes the TCP
+    # side: either end finishing ends the relay, so no ProxyCommand outlives its ssh or its machine.
+    relays = {asyncio.create_task(_pipe(stdin, writer)), asyncio.create_task(_pipe(reader, stdout))}
+    _done, pending = await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    writer.close()
 
 
 def connect(netns: str, host: str, port: int) -> None:

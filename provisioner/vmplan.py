@@ -81,3 +81,9 @@ def machines(spec: LabSpec) -> list[Machine]:
 
 def master(spec: LabSpec) -> Machine:
     return machines(spec)[0]
+
+
+def is_worker_name(lab: str, name: str) -> bool:
+    """Whether ``name`` is what :func:`machines` calls a worker of ``lab`` (of any count)."""
+    prefix = f"{lab}-worker"
+    return name.startswith(prefix) and name[len(prefix) :].isdigit()

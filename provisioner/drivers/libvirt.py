@@ -289,6 +289,7 @@ class LibvirtDriver:
         self._write_ssh_config(daemon)
         self.console_dir.mkdir(parents=True, exist_ok=True)
         created: list[str] = []
+        removed: list[str] = []
         with self._connection() as conn:
             self._ensure_network(conn)
             existing = self._our_domains(conn)
@@ -296,8 +297,8 @@ class LibvirtDriver:
             for name, domain in sorted(existing.items()):
                 if name not in wanted:
                     self._remove_machine(conn, name, domain)
-                    self._delete_node(name)
-                    self.say(f"  {name}: removed (no longer part of the lab)")
+                    removed.append(name)
+                    self.say(f"  {name}: machine removed (no longer part of the lab)")
             for machine in self.machines:
                 domain = existing.get(machine.name)
                 if domain is None:
@@ -325,13 +326,17 @@ class LibvirtDriver:
         phases["playbooks"] = time.monotonic() - mark
 
         mark = time.monotonic()
+        self._delete_stale_nodes()  # the API server answers now (the playbooks waited for it)
         self._wait_ready()
         self._publish_images()
         phases["ready"] = time.monotonic() - mark
         phases["total"] = time.monotonic() - began
         self.paths.run.mkdir(parents=True, exist_ok=True)
         self.phases_file.write_text(
-            json.dumps({"accel": accel, "image_cached": image.cached, "created": created, "phases": phases}) + "\n"
+            json.dumps(
+                {"accel": accel, "image_cached": image.cached, "created": created, "removed": removed, "phases": phases}
+            )
+            + "\n"
         )
         split = ", ".join(f"{k} {v:.0f}s" for k, v in phases.items() if k != "total")
         self.say(f"lab {spec.name!r} is up in {phases['total']:.1f}s ({split}). Use it with:")
@@ -421,7 +426,7 @@ class LibvirtDriver:
             else:
                 failures[machine.name] = (
                     f"{machine.name} did not answer ssh at {machine.ip} within {timeout:.0f}s (accelerator {accel});"
-                    f" console log: {self.console_of(machine.name)}"
+                    f" console log: {self.console_of(machine.name)}{_last_console_line(self.console_of(machine.name))}"
                 )
 
         threads = [threading.Thread(target=wait, args=(m,), daemon=True) for m in self.machines]
@@ -600,8 +605,21 @@ class LibvirtDriver:
             )
         self.say(f"  nodes: {', '.join(names)} Ready ({time.monotonic() - began:.1f}s)")
 
-    def _delete_node(self, name: str) -> None:
-        self._api("DELETE", f"/api/v1/nodes/{name}")
+    def _delete_stale_nodes(self) -> None:
+        """Remove the Nodes of worker machines that left the lab (also those of an earlier `up` that
+        stopped half-way); the pod garbage collector then deletes the pods still bound to them and
+        their controllers replace them on the remaining nodes."""
+        wanted = {m.name for m in self.machines}
+        for name in sorted(set(self.node_readiness()) - wanted):
+            if not vmplan.is_worker_name(self.spec.name, name):
+                continue
+            code, _ = self._api("DELETE", f"/api/v1/nodes/{name}")
+            if code not in (200, 202, 404):
+                raise ComponentError(
+                    f"could not delete Node {name} (the API server answered {code or 'nothing'});"
+                    f" remove it with: kubectl delete node {name}"
+                )
+            self.say(f"  {name}: Node deleted (its pods are replaced on the remaining nodes)")
 
     def _publish_images(self) -> None:
         done = registry.publish_builtin(self.registry, say=self.say)
@@ -709,6 +727,18 @@ class LibvirtDriver:
             return {}
         states = done.stdout.split()
         return dict(zip(units, states, strict=False)) if len(states) == len(units) else {}
+
+
+def _last_console_line(console: Path) -> str:
+    """`` (last line: ...)`` of a console log, or '' when it is empty or unreadable."""
+    try:
+        with console.open("rb") as log:
+            log.seek(max(0, log.seek(0, 2) - 4096))
+            tail = log.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return f" (last line: {lines[-1][:160]})" if lines else ""
 
 
 def _same_hosts(xml: str, machines: Sequence[vmplan.Machine]) -> bool:

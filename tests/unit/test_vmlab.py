@@ -26,6 +26,12 @@ def test_machines_get_stable_addresses_names_and_macs() -> None:
     # converging to more workers keeps the existing machines' identity
     more = vmplan.machines(labspec.LabSpec(name="demo", workers=3))
     assert more[:3] == machines
+    assert [vmplan.is_worker_name("demo", n) for n in ("demo-worker3", "demo-master", "demo-workerx", "x-worker1")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
     assert len({m.mac for m in more}) == 4 and all(m.mac.startswith("52:54:00:") for m in more)
     # another lab gets other MACs for the same addresses
     assert vmplan.machines(labspec.LabSpec(name="other"))[0].mac != machines[0].mac
@@ -156,3 +162,64 @@ def test_libvirt_refusing_a_machine_is_one_line_naming_it_and_what_to_change(tmp
     assert f"read the guest image {tmp_path / 'disk.qcow2'}" in message
     assert "KUBELAB_GUEST_CACHE" in message
     assert "\n" not in message
+
+
+def test_a_machine_that_never_answers_ssh_is_one_error_naming_it_the_accelerator_and_its_console(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess  # noqa: PLC0415
+
+    from provisioner.drivers import libvirt as driver  # noqa: PLC0415
+    from provisioner.errors import ComponentError  # noqa: PLC0415
+    from provisioner.labpaths import LabPaths  # noqa: PLC0415
+
+    monkeypatch.setattr(driver, "CONSOLE_ROOT", tmp_path / "console")
+    monkeypatch.setitem(driver.SSH_TIMEOUT, "tcg", 0.5)
+    lab = driver.LibvirtDriver(
+        labspec.LabSpec(name="demo", workers=1), LabPaths(tmp_path / "demo"), say=lambda _m: None
+    )
+    lab.console_dir.mkdir(parents=True)
+    lab.console_of("demo-worker1").write_text(
+        "[    3.1] Run /init as init process\n[   9.9] Kernel panic - not syncing\n\n"
+    )
+
+    def ssh(node: str, command: str, *, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        answers = node == "demo-master"
+        return subprocess.CompletedProcess(["ssh", node, command], 0 if answers else 255, "", "Connection refused")
+
+    monkeypatch.setattr(lab, "ssh", ssh)
+    with pytest.raises(ComponentError) as caught:
+        lab._wait_ssh("tcg")
+    message = str(caught.value)
+    assert message.startswith("demo-worker1 did not answer ssh at 192.168.123.11 within 0s (accelerator tcg);")
+    assert f"console log: {lab.console_of('demo-worker1')}" in message
+    assert message.endswith("(last line: [   9.9] Kernel panic - not syncing)") and "\n" not in message
+
+
+def test_the_ssh_proxy_command_ends_when_ssh_closes_it_although_the_machine_never_does() -> None:
+    import socket  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    with socket.create_server(("127.0.0.1", 0)) as server:  # accepts, then neither reads nor closes
+        port = server.getsockname()[1]
+        proxy = subprocess.Popen(
+            [sys.executable, "-m", "provisioner.tunnel", "connect", "-", "127.0.0.1", str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        peer, _ = server.accept()
+        try:
+            assert proxy.stdin is not None
+            proxy.stdin.write(b"SSH-2.0-client\r\n")
+            proxy.stdin.flush()
+            peer.settimeout(10)
+            assert peer.recv(64) == b"SSH-2.0-client\r\n"
+            peer.sendall(b"SSH-2.0-server\r\n")
+            assert proxy.stdout is not None and proxy.stdout.readline() == b"SSH-2.0-server\r\n"
+            proxy.stdin.close()  # ssh is done; the machine side stays open
+            assert proxy.wait(timeout=10) == 0
+        finally:
+            if proxy.poll() is None:
+                proxy.kill()
+            peer.close()
