@@ -25,6 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from provisioner import (
 )
 from provisioner.components import port_in_use
 from provisioner.errors import ComponentError, HostError, ProvisionError
+from provisioner.faultops import FaultOps
 from provisioner.labpaths import LabPaths
 from provisioner.pki import ADMIN, APISERVER_KUBELET, CONTROLLER_MANAGER, PROXY, SCHEDULER, Pki, node_identity
 from provisioner.spec import LabSpec, service_ip
@@ -74,6 +76,7 @@ UNITS = {
     "registry": "docker-registry",
     "containerd": "containerd",
 }
+DOMAIN_STATES = {1: "running", 2: "blocked", 3: "paused", 4: "stopping", 5: "shut off", 6: "crashed", 7: "suspended"}
 MASTER_UNITS = ("etcd", "docker-registry", "kubelab-apiserver", "kubelab-scheduler", "kubelab-controller-manager")
 NODE_UNITS = ("containerd", "kubelab-kubelet", "kubelab-proxy")
 
@@ -200,16 +203,37 @@ class LibvirtDriver:
             net = conn.networkLookupByName(self.network.name)
         except libvirt.libvirtError:
             net = None
-        if net is not None and not _same_hosts(net.XMLDesc(0), self.machines):
-            if net.isActive():
-                net.destroy()
-            net.undefine()
-            net = None
+        if net is not None:
+            self._update_reservations(net)
         if net is None:
             net = conn.networkDefineXML(xml)
             self.say(f"  network {self.network.name}: {self.network.gateway}/{self.network.prefix}, isolated")
         if not net.isActive():
             net.create()
+
+    def _update_reservations(self, net: Any) -> None:
+        """Give a lab that gained or lost workers the DHCP reservations of its machines, in place:
+        destroying the network would unplug the running machines from its bridge."""
+        libvirt = _libvirt()
+        current = _reservations(net.XMLDesc(0))
+        wanted = {m.mac: f"<host mac='{m.mac}' name='{m.name}' ip='{m.ip}'/>" for m in self.machines}
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        if net.isActive():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        changes = [
+            (libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, xml) for mac, xml in current.items() if mac not in wanted
+        ]
+        changes += [
+            (libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, xml) for mac, xml in wanted.items() if mac not in current
+        ]
+        for command, xml in changes:
+            try:
+                net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, xml, flags)
+            except libvirt.libvirtError as exc:
+                raise ProvisionError(
+                    f"network {self.network.name}: libvirt could not update the reservation {xml}:"
+                    f" {exc.get_error_message()}"
+                ) from exc
 
     def _domain_xml(self, machine: vmplan.Machine, image: guestimage.GuestImage, accel: str, key_line: str) -> str:
         cmdline = f"{KERNEL_ARGS} kubelab.hostname={machine.name} kubelab.ssh={sshkeys.cmdline_value(key_line)}"
@@ -327,7 +351,7 @@ class LibvirtDriver:
 
         mark = time.monotonic()
         self._delete_stale_nodes()  # the API server answers now (the playbooks waited for it)
-        self._wait_ready()
+        self.wait_ready()
         self._publish_images()
         phases["ready"] = time.monotonic() - mark
         phases["total"] = time.monotonic() - began
@@ -589,7 +613,7 @@ class LibvirtDriver:
             out[item["metadata"]["name"]] = "Ready" if ready == "True" else "NotReady"
         return out
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         names = [m.name for m in self.machines]
         began = time.monotonic()
 
@@ -673,12 +697,13 @@ class LibvirtDriver:
         self._write_ssh_config(daemon)
         self._wait_ssh(accel)
         self._start_forwarder(daemon)
-        self._wait_ready()
+        self.wait_ready()
         self.say(f"lab {self.spec.name!r} is running again after {time.monotonic() - began:.1f}s")
 
     def down(self) -> list[str]:
         removed: list[str] = []
         self._stop_forwarder()
+        FaultOps(self, say=self.say).remove_partitions()
         daemon = libvirthost.current()
         still_used = False
         if daemon is not None:
@@ -716,7 +741,7 @@ class LibvirtDriver:
         if libvirthost.current() is not None:
             with self._connection() as conn:
                 for name, domain in self._our_domains(conn).items():
-                    states[name] = "running" if domain.isActive() else "shut off"
+                    states[name] = DOMAIN_STATES.get(domain.state()[0], "other")
         return [MachineStatus(m.name, m.role, m.ip, states.get(m.name, "missing"), accel) for m in self.machines]
 
     def unit_health(self, machine: vmplan.Machine) -> dict[str, str]:
@@ -741,7 +766,10 @@ def _last_console_line(console: Path) -> str:
     return f" (last line: {lines[-1][:160]})" if lines else ""
 
 
-def _same_hosts(xml: str, machines: Sequence[vmplan.Machine]) -> bool:
-    return all(f"mac='{m.mac}'" in xml and f"ip='{m.ip}'" in xml for m in machines) and xml.count("<host ") == len(
-        machines
-    )
+def _reservations(xml: str) -> dict[str, str]:
+    """The DHCP host reservations of a network's XML: MAC -> the ``<host>`` element as text."""
+    out = {}
+    for element in ET.fromstring(xml).iterfind("./ip/dhcp/host"):
+        attributes = " ".join(f"{k}='{v}'" for k, v in element.attrib.items())
+        out[element.get("mac", "")] = f"<host {attributes}/>"
+    return out

@@ -84,6 +84,18 @@ def test_domain_boots_the_image_directly_on_its_overlay(accel: str) -> None:
     assert (xml.find("cpu") is not None) == (accel == "kvm")  # TCG guests get QEMU's default model
 
 
+def test_the_reservations_of_a_network_are_read_back_as_libvirt_updates_them() -> None:
+    from provisioner.drivers.libvirt import _reservations  # noqa: PLC0415
+
+    spec = labspec.LabSpec(name="demo", workers=1)
+    machines = vmplan.machines(spec)
+    xml = render.render("libvirt/network.xml.j2", network=vmplan.network(spec), machines=machines)
+    found = _reservations(xml)
+    assert list(found) == [m.mac for m in machines]
+    element = ET.fromstring(found[machines[1].mac])
+    assert element.attrib == {"mac": machines[1].mac, "name": "demo-worker1", "ip": "192.168.123.11"}
+
+
 def test_accelerator_is_kvm_only_with_hardware_kvm(tmp_path: Path) -> None:
     dev = tmp_path / "kvm"
     modules = tmp_path / "module"
