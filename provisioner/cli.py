@@ -6,14 +6,16 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from provisioner import containerimages, registry
+from provisioner import containerimages, faults, registry
 from provisioner import spec as labspec
 from provisioner.drivers.libvirt import UNITS, LibvirtDriver
 from provisioner.drivers.local import LocalDriver
 from provisioner.errors import ProvisionError, SpecError
+from provisioner.faultops import FaultOps
 from provisioner.labpaths import LabPaths
 
 
@@ -74,6 +76,23 @@ def _parser() -> argparse.ArgumentParser:
     with_name(commands.add_parser("down", help="stop the lab and remove everything it created"))
     with_name(commands.add_parser("status", help="show what runs and whether it is healthy"))
     with_name(commands.add_parser("kubeconfig", help="print the path of the lab's kubeconfig"))
+    fault = commands.add_parser("fault", help="break the lab on purpose (crash, pause, partition, kill) and heal it")
+    fault_commands = fault.add_subparsers(dest="fault_command", required=True, metavar="FAULT")
+    for kind, text in (
+        ("crash", "power a node off at once, as if its plug were pulled"),
+        ("pause", "freeze a node's virtual CPUs"),
+        ("partition", "cut a node off the lab network, both ways"),
+    ):
+        with_name(fault_commands.add_parser(kind, help=text)).add_argument("node", metavar="NODE")
+    kill = with_name(fault_commands.add_parser("kill", help="SIGKILL a component's main process (systemd restarts it)"))
+    kill.add_argument("node", metavar="NODE")
+    kill.add_argument(
+        "component", metavar="COMPONENT", choices=list(faults.COMPONENTS), help=", ".join(faults.COMPONENTS)
+    )
+    heal = with_name(fault_commands.add_parser("heal", help="undo every fault (of one node, if given)"))
+    heal.add_argument("node", metavar="NODE", nargs="?", default=None)
+    heal.add_argument("--wait", action="store_true", help="then wait until every node is Ready again")
+    with_name(fault_commands.add_parser("list", help="the faults in effect and what holds now"))
     image = commands.add_parser("image", help="the built-in container images, built offline from Debian packages")
     image_commands = image.add_subparsers(dest="image_command", required=True, metavar="IMAGE_COMMAND")
     build = image_commands.add_parser("build", help="build (or reuse from the cache) the built-in images")
@@ -235,6 +254,27 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fault(args: argparse.Namespace) -> int:
+    ops = FaultOps(_vms(args.name), say=_say)
+    if args.fault_command == "list":
+        rows = ops.rows()
+        if not rows:
+            _say(f"no faults in lab {ops.lab!r}")
+            return 0
+        _say(f"{'FAULT':<10} {'NODE':<22} {'COMPONENT':<19} {'SINCE':<9} NOW")
+        for row in rows:
+            since = time.strftime("%H:%M:%S", time.localtime(row.fault.since))
+            _say(f"{row.fault.kind:<10} {row.fault.node:<22} {row.fault.component or '-':<19} {since:<9} {row.state}")
+        return 0
+    if args.fault_command == "heal":
+        ops.heal(args.node)
+        if args.wait:
+            ops.driver.wait_ready()
+        return 0
+    ops.inject(args.fault_command, args.node, getattr(args, "component", ""))
+    return 0
+
+
 def _image(args: argparse.Namespace) -> int:
     if args.image_command == "list":
         known = containerimages.recipes()
@@ -263,6 +303,7 @@ def _image(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "fault": _fault,
     "image": _image,
     "up": _up,
     "stop": _stop,

@@ -8,136 +8,31 @@ and remove it afterwards (``pytest --kubelab-create --kubelab-up-args='--workers
 - ``kubectl``: the real kubectl bound to that kubeconfig; ``kubectl("get", "pods")`` returns a result
   with ``code``, ``out``, ``err``; ``kubectl.ok(...)`` asserts success; ``kubectl.json(...)`` parses
 - ``node_ssh``: ``node_ssh(node, "command")`` runs a command on a node as root over ssh
+- ``kubelab_faults``: ``crash(node)``, ``pause(node)``, ``partition(node)``, ``kill(node, component)``,
+  ``heal(node=None, wait=False)``, ``list()``; faults left at the end of a test are healed
+- ``service_load``: ``service_load(url)`` sends requests at a Service from the lab's network and says
+  which failed (the share of failed requests during a fault, and when they stopped)
 - ``eventually``: poll a check until it returns something truthy, with a deadline
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from provisioner.labclient import Faults, Kubectl, Lab, NotInTime, Result, ServiceLoad, eventually
 
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def ok(self) -> bool:
-        return self.code == 0
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-    role: str
-    ip: str
-
-
-@dataclass(frozen=True)
-class Lab:
-    name: str
-    home: Path
-
-    @property
-    def root(self) -> Path:
-        return self.home / self.name
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.root / "kubeconfig"
-
-    @property
-    def ssh_config(self) -> Path:
-        return self.root / "ssh_config"
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.root / "lab.json").read_text())
-        return data
-
-    @property
-    def nodes(self) -> list[Node]:
-        from provisioner import spec as labspec  # noqa: PLC0415 - keeps plugin loading light
-        from provisioner import vmplan  # noqa: PLC0415
-
-        spec = labspec.LabSpec.from_json((self.root / "lab.json").read_text())
-        return [Node(m.name, m.role, m.ip) for m in vmplan.machines(spec)]
-
-    @property
-    def workers(self) -> list[Node]:
-        return [n for n in self.nodes if n.role == "worker"]
-
-    @property
-    def master(self) -> Node:
-        return self.nodes[0]
-
-    def cli(self, *args: str, timeout: float = 1800) -> Result:
-        """Run ``kubelab ARGS`` for this lab (``--name`` is added where the command takes it)."""
-        env = dict(os.environ, KUBELAB_HOME=str(self.home))
-        argv = [sys.executable, "-m", "provisioner.cli", *args]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-        return Result(done.returncode, done.stdout, done.stderr)
-
-    def ssh(self, node: str, command: str, *, timeout: float = 120) -> Result:
-        argv = ["ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes", node, command]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        return Result(done.returncode, done.stdout, done.stderr)
-
-    def on_lab_network(self, argv: list[str]) -> list[str]:
-        """``argv`` run where the lab's machines are reachable (inside kubelab's namespace if it has one)."""
-        from provisioner import libvirthost  # noqa: PLC0415
-
-        daemon = libvirthost.current()
-        return daemon.wrap(argv) if daemon is not None else argv
-
-
-@dataclass(frozen=True)
-class Kubectl:
-    kubeconfig: Path
-    binary: str = "kubectl"
-
-    def __call__(self, *args: str, stdin: str | None = None, timeout: float = 120) -> Result:
-        argv = [self.binary, "--kubeconfig", str(self.kubeconfig), *args]
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
-        return Result(done.returncode, done.stdout, done.stderr)
-
-    def ok(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
-        result = self(*args, stdin=stdin, timeout=timeout)
-        assert result.ok, f"kubectl {shlex.join(args)} failed ({result.code}): {result.err}{result.out}"
-        return result.out
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "-o", "json"))
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 60.0, interval: float = 1.0, what: str = "") -> Any:
-    """``check()``'s first truthy value, polled every ``interval`` until ``timeout``; fails the test otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what or 'condition'} did not hold within {timeout:.0f}s (last: {last!r})")
-        time.sleep(interval)
+__all__ = ["Faults", "Kubectl", "Lab", "NotInTime", "Result", "ServiceLoad", "created_lab", "eventually"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -222,6 +117,29 @@ def node_ssh(kubelab_lab: Lab) -> Callable[[str, str], Result]:
         return kubelab_lab.ssh(node, command)
 
     return run
+
+
+@pytest.fixture
+def service_load(kubelab_lab: Lab) -> Iterator[Callable[..., ServiceLoad]]:
+    """``service_load(url, rate=5, seconds=900)`` starts a :class:`ServiceLoad`; all stop after the test."""
+    started: list[ServiceLoad] = []
+
+    def start(url: str, *, rate: float = 5.0, seconds: float = 900.0) -> ServiceLoad:
+        started.append(ServiceLoad(kubelab_lab, url, rate=rate, seconds=seconds))
+        return started[-1]
+
+    yield start
+    for load in started:
+        load.stop()
+
+
+@pytest.fixture
+def kubelab_faults(kubelab_lab: Lab) -> Iterator[Faults]:
+    """Fault injection; whatever the test leaves broken is healed afterwards (and waited for)."""
+    faults = Faults(kubelab_lab)
+    yield faults
+    if "no faults" not in faults.list():
+        faults.heal(wait=True)
 
 
 @pytest.fixture(name="eventually")

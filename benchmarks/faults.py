@@ -1,0 +1,157 @@
+"""Fault report on a VM lab (1 master, 2 workers): for each fault, the time to notice it (the node
+NotReady), the time to recover (every replica of the rolled Deployment Running and Ready again), and the
+requests that failed meanwhile.
+
+Each fault hits while a 6-replica Deployment behind a NodePort Service is rolled to a new version and a
+load probe sends 5 requests a second (1 s deadline each) to the NodePort on another node
+(``provisioner.drill``). Faults: crash, pause and partition of a worker (healed once its pods are
+replaced), SIGKILL of every component in turn, and the master powered off and on.
+
+Timing settings: the lab's defaults (node grace period 40 s, node monitor period 5 s, kubelet heartbeat
+10 s) and pods tolerating a NotReady or unreachable node for ``drill.TOLERATION`` seconds.
+``--lab NAME`` measures an existing lab (its KUBELAB_HOME) instead of creating one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import emit, free_port
+from provisioner import drill
+from provisioner.labclient import Faults, Kubectl, Lab, NotInTime, ServiceLoad, eventually
+from provisioner.labpaths import default_home
+
+LAB = "bench-faults"
+MASTER_COMPONENTS = ("etcd", "apiserver", "scheduler", "controller-manager")
+
+
+@contextmanager
+def _lab(name: str | None) -> Iterator[Lab]:
+    if name:
+        yield Lab(name, default_home())
+        return
+    with tempfile.TemporaryDirectory(prefix="kubelab-bench-faults-") as tmp:
+        lab = Lab(LAB, Path(tmp))
+        env = dict(os.environ, KUBELAB_HOME=tmp)
+        flags = ["--workers", "2", "--api-port", str(free_port()), "--registry-port", str(free_port())]
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "provisioner.cli", "up", "--name", LAB, *flags], env=env, check=False
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"kubelab up failed (exit code {done.returncode}); its output is above")
+            yield lab
+        finally:
+            lab.cli("down", "--name", LAB)
+
+
+def _row(figures: dict[str, Any]) -> str:
+    def seconds(key: str) -> str:
+        value = figures.get(key)
+        return "-" if value is None else f"{value:.1f}"
+
+    failed = f"{figures['failed']}/{figures['requests']} ({100 * figures['failed_share']:.1f}%)"
+    until = "-" if figures["failures_until_s"] is None else f"+{figures['failures_until_s']:.1f}"
+    return (
+        f"{figures['fault']:<28} {seconds('detect_s'):>8} {seconds('replaced_s'):>9} {seconds('recover_s'):>9}"
+        f" {failed:>16} {until:>9}"
+    )
+
+
+def _figures(fault: str, detect: float | None, replaced: float | None, recover: float, load: Any) -> dict[str, Any]:
+    return {
+        "fault": fault,
+        "detect_s": detect,
+        "replaced_s": replaced,
+        "recover_s": recover,
+        "requests": load.requests,
+        "failed": load.failed,
+        "failed_share": round(load.failed_share, 4),
+        "failures_until_s": None if load.back_to_zero is None else round(load.back_to_zero, 1),
+    }
+
+
+def measure(lab: Lab) -> list[dict[str, Any]]:
+    kubectl = Kubectl(lab.kubeconfig)
+    faults = Faults(lab)
+    rolled = drill.Rolled.create(kubectl)
+    rows: list[dict[str, Any]] = []
+    worker1, worker2 = (w.name for w in lab.workers[:2])
+    try:
+        for fault, node in (("crash", worker2), ("partition", worker1), ("pause", worker2)):
+            load = ServiceLoad(lab, rolled.entry(lab, avoid=node))
+            try:
+                drill.warm(load)
+                got = drill.lose_worker(lab, kubectl, faults, rolled, load=load, fault=fault, node=node)
+            finally:
+                load.stop()
+            rows.append(_figures(f"{fault} {node}", got.detected, got.replaced, got.recovered, got.requests))
+            print(_row(rows[-1]), flush=True)
+        rolled.next()  # the kills hit one rollout in turn
+        for component in ("kubelet", "proxy", "containerd", *MASTER_COMPONENTS):
+            node = lab.master.name if component in MASTER_COMPONENTS else worker1
+            load = ServiceLoad(lab, rolled.entry(lab, avoid=node))
+            try:
+                drill.warm(load)
+                began = time.time()
+                killed = drill.kill(lab, kubectl, faults, node, component)
+            finally:
+                load.stop()
+            rows.append(
+                _figures(f"kill {component} ({node.split('-')[-1]})", None, None, killed.ready, load.summary(began))
+            )
+            print(_row(rows[-1]), flush=True)
+        rolled.wait()
+        load = ServiceLoad(lab, rolled.entry(lab, avoid=lab.master.name))
+        try:
+            drill.warm(load)
+            began = time.time()
+            rolled.next()
+            faults.crash(lab.master.name)
+            faults.heal(lab.master.name, wait=True)
+            eventually(lambda: drill.all_nodes_ready(kubectl), timeout=300, interval=2, what="every node Ready")
+            rolled.wait()
+            recover = round(time.time() - began, 1)
+        finally:
+            load.stop()
+        rows.append(_figures(f"crash {lab.master.name}", None, None, recover, load.summary(began)))
+        print(_row(rows[-1]), flush=True)
+    finally:
+        faults.heal()
+        rolled.delete()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lab", default=None, help="measure this existing lab instead of creating one")
+    args = parser.parse_args(argv)
+    try:
+        with _lab(args.lab) as lab:
+            grace = lab.spec.get("node_grace_period")
+            print(
+                f"=== faults on lab {lab.name!r}: grace {grace}s, toleration {drill.TOLERATION}s,"
+                f" {drill.REPLICAS} replicas, 5 requests/s",
+                flush=True,
+            )
+            print(f"{'FAULT':<28} {'DETECT s':>8} {'REPLACE s':>9} {'RECOVER s':>9} {'FAILED':>16} {'UNTIL':>9}")
+            rows = measure(lab)
+    except (RuntimeError, NotInTime) as exc:
+        print(f"benchmark faults: {exc}", file=sys.stderr)
+        return 1
+    for row in rows:
+        emit("faults", {**row, "grace_s": grace, "toleration_s": drill.TOLERATION, "replicas": drill.REPLICAS})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,305 @@
+"""Fault drills on a VM lab: a Deployment behind a NodePort Service is rolled to a new version while a
+fault is injected and requests flow at the Service; a drill records what happened when.
+
+Figures of a drill (seconds from the fault):
+- detected: the node's Ready condition is no longer True (worker faults);
+- replaced: no live pod of the Deployment is left on the node and all replicas exist elsewhere;
+- recovered: after ``kubelab fault heal``, every replica of the new version Running and Ready with
+  nothing left over (no pod of an old version, none terminating);
+- requests: how many requests were sent from the fault on, how many failed, and until when.
+
+The e2e suite asserts on these figures and the benchmark prints them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from provisioner.labclient import Faults, Kubectl, Lab, ServiceLoad, eventually
+from provisioner.loadprobe import Summary
+
+NAME = "roll"
+REPLICAS = 6
+TOLERATION = 20  # seconds the drill's pods stay on a NotReady/unreachable node (the lab default is 300)
+
+MANIFEST = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  strategy:
+    rollingUpdate: {{maxSurge: 2, maxUnavailable: 1}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      tolerations:
+      - {{key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: {toleration}}}
+      - {{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: {toleration}}}
+      containers:
+      - name: echo
+        image: echo:1.0
+        ports: [{{containerPort: 8080}}]
+        env:
+        - {{name: VERSION, value: v1}}
+        - name: POD_NAME
+          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+        readinessProbe:
+          httpGet: {{path: /, port: 8080}}
+          periodSeconds: 2
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  type: NodePort
+  selector: {{app: {name}}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"""
+
+
+def _version(pod: dict[str, Any]) -> str:
+    env = pod["spec"]["containers"][0].get("env") or []
+    return next((e.get("value", "") for e in env if e["name"] == "VERSION"), "")
+
+
+def _ready(obj: dict[str, Any]) -> bool:
+    conditions = obj.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def node_ready(kubectl: Kubectl, node: str) -> str:
+    """The node's Ready condition: True, False, Unknown ('' when it has none)."""
+    conditions = kubectl.json("get", "node", node)["status"].get("conditions") or []
+    return next((c["status"] for c in conditions if c["type"] == "Ready"), "")
+
+
+def all_nodes_ready(kubectl: Kubectl) -> bool:
+    return all(_ready(n) for n in kubectl.json("get", "nodes")["items"])
+
+
+class Rolled:
+    """The drill's Deployment and Service; every fault starts a new version."""
+
+    def __init__(self, kubectl: Kubectl) -> None:
+        self.kubectl = kubectl
+        self.number = 1
+
+    @classmethod
+    def create(cls, kubectl: Kubectl, *, timeout: float = 600) -> Rolled:
+        kubectl.ok("apply", "-f", "-", stdin=MANIFEST.format(name=NAME, replicas=REPLICAS, toleration=TOLERATION))
+        rolled = cls(kubectl)
+        rolled.wait(timeout)
+        return rolled
+
+    def delete(self) -> None:
+        self.kubectl("delete", "deployment,service", NAME, "--wait=false")
+
+    @property
+    def version(self) -> str:
+        return f"v{self.number}"
+
+    def pods(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.kubectl.json("get", "pods", "-l", f"app={NAME}")["items"]
+        return items
+
+    def next(self) -> str:
+        self.number += 1
+        self.kubectl.ok("set", "env", f"deployment/{NAME}", f"VERSION={self.version}")
+        return self.version
+
+    def converged(self) -> bool:
+        """All replicas of the current version Ready; none of another version, none terminating."""
+        pods = self.pods()
+        if len(pods) != REPLICAS or len({p["metadata"]["name"] for p in pods}) != REPLICAS:
+            return False
+        if any("deletionTimestamp" in p["metadata"] or _version(p) != self.version or not _ready(p) for p in pods):
+            return False
+        status = self.kubectl.json("get", "deployment", NAME)["status"]
+        return bool(status.get("updatedReplicas") == status.get("readyReplicas") == status.get("replicas") == REPLICAS)
+
+    def wait(self, timeout: float = 600) -> None:
+        eventually(self.converged, timeout=timeout, interval=3, what=f"{NAME} at {self.version}")
+
+    def entry(self, lab: Lab, avoid: str) -> str:
+        """The Service's NodePort on a node other than ``avoid``, as a URL."""
+        port = self.kubectl.json("get", "service", NAME)["spec"]["ports"][0]["nodePort"]
+        node = next(n for n in lab.nodes if n.name != avoid)
+        return f"http://{node.ip}:{port}/"
+
+
+@dataclass(frozen=True)
+class Figures:
+    fault: str
+    node: str
+    detected: float | None
+    replaced: float | None
+    recovered: float
+    requests: Summary
+
+    def describe(self) -> str:
+        parts = [f"{self.fault} {self.node}:"]
+        if self.detected is not None:
+            parts.append(f"NotReady +{self.detected:.1f}s,")
+        if self.replaced is not None:
+            parts.append(f"pods replaced +{self.replaced:.1f}s,")
+        parts.append(f"recovered +{self.recovered:.1f}s; {self.requests.describe()}")
+        return " ".join(parts)
+
+
+def _since(began: float) -> float:
+    return round(time.time() - began, 1)
+
+
+def warm(load: ServiceLoad) -> None:
+    eventually(lambda: any(s.ok for s in load.samples()), timeout=120, what=f"answers from {load.url}")
+
+
+def lose_worker(
+    lab: Lab, kubectl: Kubectl, faults: Faults, rolled: Rolled, *, load: ServiceLoad, fault: str, node: str
+) -> Figures:
+    """``fault`` (crash, pause or partition) on worker ``node`` during a rollout; heal once its pods
+    are replaced; wait for the rollout to finish."""
+    grace = float(lab.spec["node_grace_period"])
+    rolled.next()
+    began = time.time()
+    getattr(faults, fault)(node)
+    eventually(lambda: node_ready(kubectl, node) != "True", timeout=grace + 90, what=f"{node} NotReady")
+    detected = _since(began)
+
+    def replaced() -> bool:
+        live = [p for p in rolled.pods() if "deletionTimestamp" not in p["metadata"]]
+        return len(live) == REPLICAS and not [p for p in live if p["spec"].get("nodeName") == node]
+
+    eventually(replaced, timeout=grace + TOLERATION + 180, what=f"the pods of {node} replaced")
+    moved = _since(began)
+    faults.heal(node, wait=True)
+    rolled.wait()
+    return Figures(fault, node, detected, moved, _since(began), load.summary(began))
+
+
+def _unit(lab: Lab, node: str, unit: str) -> dict[str, str]:
+    done = lab.ssh(node, f"systemctl show -p MainPID -p ActiveState {unit}")
+    return dict(line.split("=", 1) for line in done.out.splitlines() if "=" in line) if done.ok else {}
+
+
+def running_containers(lab: Lab, node: str) -> dict[str, str]:
+    """containerd's running tasks on ``node`` (the pods' containers): container id -> pid."""
+    done = lab.ssh(node, "ctr -n k8s.io tasks ls")
+    tasks = {}
+    for line in done.out.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3 and parts[2] == "RUNNING":
+            tasks[parts[0]] = parts[1]
+    return tasks
+
+
+UNITS = {
+    "kubelet": "kubelab-kubelet",
+    "proxy": "kubelab-proxy",
+    "containerd": "containerd",
+    "etcd": "etcd",
+    "apiserver": "kubelab-apiserver",
+    "scheduler": "kubelab-scheduler",
+    "controller-manager": "kubelab-controller-manager",
+}
+
+
+@dataclass(frozen=True)
+class KillFigures:
+    component: str
+    node: str
+    restarted: float  # the unit active again with a new main process
+    ready: float  # every node Ready again
+    containers_kept: bool | None  # kubelet and containerd: the pods' containers ran on untouched
+
+    def describe(self) -> str:
+        kept = "" if self.containers_kept is None else f", containers {'kept' if self.containers_kept else 'LOST'}"
+        return (
+            f"kill {self.component} on {self.node}: restarted +{self.restarted:.1f}s,"
+            f" nodes Ready +{self.ready:.1f}s{kept}"
+        )
+
+
+def kill(lab: Lab, kubectl: Kubectl, faults: Faults, node: str, component: str) -> KillFigures:
+    """SIGKILL ``component`` on ``node``; wait until systemd has restarted it and every node is Ready."""
+    unit = UNITS[component]
+    was = _unit(lab, node, unit)
+    containers = running_containers(lab, node) if component in ("kubelet", "containerd") else None
+    began = time.time()
+    faults.kill(node, component)
+
+    def back() -> bool:
+        now = _unit(lab, node, unit)
+        return now.get("ActiveState") == "active" and now.get("MainPID") not in ("0", was.get("MainPID"))
+
+    eventually(back, timeout=180, what=f"{unit} restarted by systemd on {node}")
+    restarted = _since(began)
+    eventually(lambda: all_nodes_ready(kubectl), timeout=300, interval=2, what="every node Ready")
+    kept = None
+    if containers is not None:
+        after = running_containers(lab, node)
+        kept = {c: p for c, p in after.items() if c in containers} == containers
+    return KillFigures(component, node, restarted, _since(began), kept)
+
+
+def etcd_dump(lab: Lab) -> dict[str, dict[str, Any]]:
+    """Every key in the lab's etcd: value, create and mod revision (``etcdctl get --prefix`` on the master)."""
+    master = lab.master
+    done = lab.ssh(master.name, f"etcdctl --endpoints http://{master.ip}:2379 get '' --prefix -w json", timeout=120)
+    if not done.ok:
+        raise RuntimeError(f"etcdctl on {master.name} failed: {done.err.strip()}")
+    out = {}
+    for kv in json.loads(done.out).get("kvs", []):
+        out[base64.b64decode(kv["key"]).decode()] = {
+            "value": base64.b64decode(kv.get("value", "")),
+            "create": int(kv["create_revision"]),
+            "mod": int(kv["mod_revision"]),
+        }
+    return out
+
+
+def _churns(key: str, value: bytes) -> bool:
+    """Objects the cluster deletes as it works: events, leases, and the drill's pods and ReplicaSets."""
+    if "/events/" in key or "/leases/" in key:
+        return True
+    if "/pods/" in key or "/replicasets/" in key:
+        return bool(json.loads(value).get("metadata", {}).get("labels", {}).get("app") == NAME)
+    return False
+
+
+def dump_damage(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[str]:
+    """What is wrong with ``after`` given ``before`` (empty: nothing): an object nothing deletes that
+    is gone or was created again, changed without a new revision, or a value that is not a whole object."""
+    problems = []
+    for key, old in before.items():
+        if _churns(key, old["value"]):
+            continue
+        new = after.get(key)
+        if new is None:
+            problems.append(f"{key}: lost")
+        elif new["create"] != old["create"]:
+            problems.append(f"{key}: deleted and created again")
+        elif new["mod"] < old["mod"] or (new["mod"] == old["mod"] and new["value"] != old["value"]):
+            problems.append(f"{key}: changed without a new revision")
+    for key, item in after.items():
+        try:
+            document = json.loads(item["value"])
+        except ValueError:
+            document = None
+        if not isinstance(document, dict) or not document.get("metadata", {}).get("name"):
+            problems.append(f"{key}: not a whole object")
+    return problems
+
+
+def lasting(dump: dict[str, dict[str, Any]]) -> int:
+    return sum(1 for key, item in dump.items() if not _churns(key, item["value"]))

@@ -1,0 +1,136 @@
+"""A steady stream of HTTP requests at a Service, to see what a fault costs its clients.
+
+Run as ``python -m provisioner.loadprobe NETNS URL RATE SECONDS``: from inside the network namespace
+NETNS (``-``: stay here), one ``GET`` every 1/RATE seconds for SECONDS seconds (open loop: a slow answer
+does not delay the next request), each with a 1 s deadline. Every answer is one JSON line on standard
+output, ``{"t": <UNIX time sent>, "ok": <2xx within the deadline>, "ms": <latency>}``, so a reader can
+follow it live; the program ends by itself. :func:`summarize` turns the lines into figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from provisioner.tunnel import enter
+
+DEADLINE = 1.0
+MAX_SECONDS = 3600.0
+MAX_RATE = 50.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float
+    ok: bool
+    ms: float
+
+
+async def _get(host: str, port: int, path: str) -> bool:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        status = await reader.readline()
+        await reader.read()  # the whole answer: a half-sent one is a failure too
+        parts = status.split()
+        return len(parts) >= 2 and parts[1].startswith(b"2")
+    finally:
+        writer.close()
+
+
+async def _one(host: str, port: int, path: str) -> None:
+    sent = time.time()
+    began = time.monotonic()
+    try:
+        ok = await asyncio.wait_for(_get(host, port, path), DEADLINE)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        ok = False
+    elapsed = (time.monotonic() - began) * 1000
+    print(json.dumps({"t": round(sent, 3), "ok": ok, "ms": round(elapsed, 1)}), flush=True)
+
+
+async def run(url: str, rate: float, seconds: float) -> None:
+    parsed = urllib.parse.urlsplit(url)
+    host, port, path = parsed.hostname or "", parsed.port or 80, parsed.path or "/"
+    began = time.monotonic()
+    pending: set[asyncio.Task[None]] = set()
+    count = 0
+    while (due := began + count / rate) < began + seconds:
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        task = asyncio.create_task(_one(host, port, path))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        count += 1
+    await asyncio.gather(*pending)
+
+
+def parse(lines: Iterable[str]) -> list[Sample]:
+    out = []
+    for line in lines:
+        try:
+            item = json.loads(line)
+            out.append(Sample(float(item["t"]), bool(item["ok"]), float(item["ms"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class Summary:
+    requests: int
+    failed: int
+    first_failure: float | None  # seconds after ``since``
+    back_to_zero: float | None  # seconds after ``since`` of the last failure (None: none failed)
+
+    @property
+    def failed_share(self) -> float:
+        return self.failed / self.requests if self.requests else 0.0
+
+    def describe(self) -> str:
+        if not self.failed:
+            return f"{self.requests} requests, none failed"
+        return (
+            f"{self.requests} requests, {self.failed} failed ({100 * self.failed_share:.1f}%),"
+            f" failures from +{self.first_failure:.1f}s until +{self.back_to_zero:.1f}s"
+        )
+
+
+def summarize(samples: Sequence[Sample], since: float, until: float | None = None) -> Summary:
+    """Requests sent from ``since`` (a UNIX time, e.g. the fault's) until ``until`` (default: all)."""
+    window = [s for s in samples if s.t >= since and (until is None or s.t <= until)]
+    failed = [s for s in window if not s.ok]
+    return Summary(
+        len(window),
+        len(failed),
+        failed[0].t - since if failed else None,
+        failed[-1].t - since if failed else None,
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        netns, url, rate, seconds = argv[0], argv[1], float(argv[2]), float(argv[3])
+        if not 0 < rate <= MAX_RATE or not 0 < seconds <= MAX_SECONDS or not url.startswith("http://"):
+            raise ValueError(f"RATE in (0, {MAX_RATE:.0f}], SECONDS in (0, {MAX_SECONDS:.0f}], an http:// URL")
+    except (IndexError, ValueError) as exc:
+        print(f"usage: python -m provisioner.loadprobe NETNS URL RATE SECONDS ({exc})", file=sys.stderr)
+        return 2
+    try:
+        enter(netns)
+        asyncio.run(run(url, rate, seconds))
+    except OSError as exc:
+        print(f"kubelab loadprobe: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

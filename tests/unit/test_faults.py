@@ -1,0 +1,123 @@
+"""Fault planning (pure): which faults a lab accepts, how they are healed, the partition ruleset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisioner import faults, render, vmplan
+from provisioner import spec as labspec
+from provisioner.errors import SpecError
+from provisioner.faultops import table_name
+from provisioner.faults import Fault
+
+MACHINES = vmplan.machines(labspec.LabSpec(name="demo", workers=2))
+MASTER, WORKER1, WORKER2 = MACHINES
+
+
+def test_nodes_are_named_in_full_short_or_by_address() -> None:
+    assert faults.resolve_node("demo", MACHINES, "demo-worker1") == WORKER1
+    assert faults.resolve_node("demo", MACHINES, "worker2") == WORKER2
+    assert faults.resolve_node("demo", MACHINES, "192.168.123.10") == MASTER
+    with pytest.raises(SpecError, match="lab 'demo' has no node 'worker3'; its nodes are: demo-master, demo-worker1"):
+        faults.resolve_node("demo", MACHINES, "worker3")
+
+
+@pytest.mark.parametrize(
+    ("kind", "machine", "component", "active", "message"),
+    [
+        ("melt", WORKER1, "", [], "unknown fault 'melt'; choose one of: crash, pause, partition, kill"),
+        ("kill", WORKER1, "kube-dns", [], "unknown component 'kube-dns'; choose one of: kubelet, proxy"),
+        ("kill", WORKER1, "etcd", [], "etcd runs only on the master, not on demo-worker1"),
+        ("crash", WORKER1, "kubelet", [], "fault crash takes a node only"),
+        ("crash", WORKER1, "", [Fault("crash", "demo-worker1")], "demo-worker1 is already powered off; undo with"),
+        ("pause", WORKER1, "", [Fault("crash", "demo-worker1")], "demo-worker1 is powered off; heal it first"),
+        ("crash", WORKER1, "", [Fault("pause", "demo-worker1")], "demo-worker1 is paused; heal it first"),
+        ("partition", WORKER2, "", [Fault("partition", "demo-worker2")], "demo-worker2 is already cut off"),
+        ("kill", WORKER2, "kubelet", [Fault("partition", "demo-worker2")], "demo-worker2 is cut off: kubelab cannot"),
+        ("kill", MASTER, "etcd", [Fault("pause", "demo-master")], "demo-master is paused: kubelab cannot reach it"),
+    ],
+)
+def test_a_fault_that_cannot_be_is_one_line_saying_why(
+    kind: str, machine: vmplan.Machine, component: str, active: list[Fault], message: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        faults.plan(kind, machine, active, component=component)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_faults_combine_where_they_can() -> None:
+    active = [Fault("partition", "demo-worker1"), Fault("kill", "demo-master", "etcd")]
+    assert faults.plan("crash", WORKER1, active, now=5.0) == Fault("crash", "demo-worker1", "", 5.0)
+    assert faults.plan("kill", MASTER, active, component="etcd").unit == "etcd"
+    assert faults.plan("kill", WORKER2, active, component="containerd").unit == "containerd"
+    assert faults.plan("pause", WORKER2, active).describe() == "demo-worker2: paused (its virtual CPUs are frozen)"
+
+
+def test_heal_undoes_kills_and_machines_before_the_network_and_keeps_other_nodes_faults() -> None:
+    active = [
+        Fault("partition", "demo-worker1"),
+        Fault("crash", "demo-worker1"),
+        Fault("kill", "demo-master", "scheduler"),
+        Fault("pause", "demo-worker2"),
+    ]
+    undo, keep = faults.healing(active, "demo-worker1")
+    assert [f.kind for f in undo] == ["crash", "partition"] and keep == active[2:]
+    undo, keep = faults.healing(active, None)
+    assert [(f.kind, f.node) for f in undo] == [
+        ("kill", "demo-master"),
+        ("crash", "demo-worker1"),
+        ("pause", "demo-worker2"),
+        ("partition", "demo-worker1"),
+    ]
+    assert keep == []
+
+
+def test_the_fault_list_round_trips_and_a_damaged_one_is_one_clear_error(tmp_path: Path) -> None:
+    active = [Fault("partition", "demo-worker1", "", 1.5), Fault("kill", "demo-master", "apiserver", 2.0)]
+    path = tmp_path / "faults.json"
+    path.write_text(faults.dump(active))
+    assert faults.load(path) == active
+    assert faults.load(tmp_path / "none.json") == []
+    path.write_text('[{"kind": "crash"}]')
+    with pytest.raises(SpecError, match="is not a fault list kubelab wrote"):
+        faults.load(path)
+
+
+def _ruleset(active: list[Fault]) -> str:
+    cut = faults.partitioned_macs(MACHINES, active)
+    return render.render("nftables/faults.nft.j2", lab="demo", table=table_name("demo"), cut=cut)
+
+
+def test_a_partition_drops_the_nodes_frames_both_ways_in_one_table_of_its_own() -> None:
+    text = _ruleset([Fault("partition", "demo-worker2"), Fault("crash", "demo-worker1")])
+    assert "table bridge kubelab-faults-demo {" in text
+    assert text.count(f"ether saddr {WORKER2.mac} drop") == 3 and text.count(f"ether daddr {WORKER2.mac} drop") == 3
+    assert WORKER1.mac not in text  # a crash is not a partition
+    healed = _ruleset([])
+    assert "delete table bridge kubelab-faults-demo" in healed and "{" not in healed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fault", "crash", "worker1", "--name", "nolab"], "lab 'nolab' does not exist; create it with: kubelab up"),
+        (["fault", "kill", "worker9", "kubelet", "--name", "demo"], "lab 'demo' has no node 'worker9'"),
+        (["fault", "kill", "worker1", "etcd", "--name", "demo"], "etcd runs only on the master, not on demo-worker1"),
+        (["fault", "heal", "worker7", "--name", "demo"], "lab 'demo' has no node 'worker7'"),
+    ],
+)
+def test_fault_commands_on_a_wrong_lab_or_node_are_one_line_and_change_nothing(
+    argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from provisioner import cli  # noqa: PLC0415
+
+    monkeypatch.setenv("KUBELAB_HOME", str(tmp_path))
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "lab.json").write_text(labspec.LabSpec(name="demo", workers=2).to_json())
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"kubelab: {message}") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
