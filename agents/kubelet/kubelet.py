@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -114,6 +115,9 @@ class Kubelet:
         self.node_informer = Informer(client, NODES, field_selector=f"metadata.name={self.name}")
         self.queue = WorkQueue(f"kubelet-{self.name}")
         self.runtime: dict[str, PodRuntime] = {}  # by pod uid
+        # container id -> when `ctr start` returned (inf while it runs): the relist judges a run only
+        # by a task list asked for after its start was done
+        self.starts: dict[str, float] = {}
         self.images: set[str] = set()  # references known to be in containerd (pulled or seen)
         self.image_configs: dict[str, dict[str, Any]] = {}  # reference -> its image config
         self.sandboxes: SandboxManager | None = None
@@ -392,7 +396,11 @@ class Kubelet:
                 action.name,
                 podstate.Attempt(action.attempt, "running", time.time(), container_id=f"containerd://{cid}"),
             )
-            await self.ctr.start(str(cid), log_file=self.log_file(uid, action.name, action.attempt))
+            self.starts[str(cid)] = math.inf
+            try:
+                await self.ctr.start(str(cid), log_file=self.log_file(uid, action.name, action.attempt))
+            finally:
+                self.starts[str(cid)] = time.time()
         except ContainerdError as exc:
             now = time.time()
             state.record(action.name, podstate.Attempt(action.attempt, "exited", now, now, 128, f"containerd://{cid}"))
@@ -542,13 +550,17 @@ class Kubelet:
         while True:
             await asyncio.sleep(period)
             try:
+                listed_at = time.time()
                 tasks = await self.ctr.tasks()
                 for state in list(self.runtime.values()):
                     for runs in list(state.attempts.values()):
                         last = runs[-1] if runs else None
-                        if last is None or last.state != "running" or time.time() - last.started_at < period:
-                            continue  # (a run being started has no task for a moment)
+                        if last is None or last.state != "running":
+                            continue
                         cid = last.container_id.removeprefix("containerd://")
+                        if self.starts.get(cid, 0.0) >= listed_at:
+                            continue  # started (or still starting) after the list was asked for
+                        self.starts.pop(cid, None)
                         task = tasks.get(cid)
                         if task is None or task.status == "STOPPED":
                             code = await self.ctr.delete_task(cid) if task is not None else None

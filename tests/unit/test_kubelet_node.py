@@ -8,7 +8,11 @@ VM lab's node role renders it, then loaded with the kubelet's own settings loade
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import math
+import time
 from collections.abc import Mapping
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -16,10 +20,11 @@ from typing import Any, cast
 
 import pytest
 
+from agents.kubelet import podstate
 from agents.kubelet.__main__ import check
 from agents.kubelet.cni import CONFLIST_NAME, BridgeNetwork, bridge_conflist, conflist_text, write_conflist
-from agents.kubelet.containerd import Ctr
-from agents.kubelet.kubelet import Kubelet
+from agents.kubelet.containerd import Ctr, Task
+from agents.kubelet.kubelet import Kubelet, PodRuntime
 from agents.kubelet.node import node_object, parse_labels, parse_taints
 from agents.kubelet.settings import KubeletSettings
 from agents.machinery.client import ApiError, Client
@@ -286,3 +291,45 @@ def test_without_a_cni_conf_dir_no_file_is_written(tmp_path: Path) -> None:
     kubelet._node_changed({"metadata": {"name": "kubelab-master"}, "spec": {"podCIDR": "10.244.3.0/24"}})
     assert kubelet.sandboxes is not None
     assert not any(tmp_path.rglob("*.conflist"))
+
+
+class _SlowCtr:
+    """A containerd whose task list is slow: a start that completes while the first list is being
+    made is not in it (as with `ctr` on a loaded emulated machine); later lists show the task."""
+
+    def __init__(self, kubelet: Kubelet, cid: str) -> None:
+        self.kubelet, self.cid, self.lists = kubelet, cid, 0
+        self.third = asyncio.Event()
+
+    async def tasks(self) -> dict[str, Task]:
+        self.lists += 1
+        if self.lists == 3:
+            self.third.set()
+        if self.lists == 1:
+            await asyncio.sleep(0.05)
+            self.kubelet.starts[self.cid] = time.time()  # `ctr start` returns meanwhile
+            return {}
+        return {self.cid: Task(self.cid, 4242, "RUNNING")}
+
+    async def delete_task(self, cid: str) -> int | None:
+        raise AssertionError(f"the running task {cid} was deleted")
+
+
+async def test_the_relist_does_not_end_a_run_whose_start_finished_after_the_list_was_asked_for(tmp_path: Path) -> None:
+    kubelet = _kubelet(FakeClient(), tmp_path)
+    uid = "0f1e2d3c-aaaa-bbbb-cccc-000000000001"
+    cid = f"{uid}_echo_0"
+    runtime = PodRuntime(uid, "default/echo")
+    runtime.attempts["echo"] = [podstate.Attempt(0, "running", time.time() - 30, container_id=f"containerd://{cid}")]
+    kubelet.runtime[uid] = runtime
+    kubelet.starts[cid] = math.inf  # `ctr start` is still running
+    slow = _SlowCtr(kubelet, cid)
+    kubelet.ctr = cast(Ctr, slow)
+    relist = asyncio.create_task(kubelet.relist(period=0.01))
+    try:
+        await asyncio.wait_for(slow.third.wait(), 5)
+    finally:
+        relist.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relist
+    assert runtime.attempts["echo"][-1].state == "running"
