@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,3 +55,13 @@ def config(
         known_hosts=str(known_hosts),
         proxy_command=proxy,
     )
+
+
+def forget_hosts(known_hosts: Path, *hosts: str) -> None:
+    """Drop the host keys recorded for ``hosts`` (names or addresses): a machine made again has new
+    keys, and ssh refuses a host whose key changed (``ssh-keygen -R``, which also finds hashed entries)."""
+    if not known_hosts.exists():
+        return
+    for name in hosts:
+        subprocess.run(["ssh-keygen", "-R", name, "-f", str(known_hosts)], capture_output=True, check=False)
+    known_hosts.with_name(known_hosts.name + ".old").unlink(missing_ok=True)

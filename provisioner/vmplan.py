@@ -7,6 +7,7 @@ converged again keeps every machine's identity (and its DHCP reservation).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 from dataclasses import dataclass
@@ -87,3 +88,11 @@ def is_worker_name(lab: str, name: str) -> bool:
     """Whether ``name`` is what :func:`machines` calls a worker of ``lab`` (of any count)."""
     prefix = f"{lab}-worker"
     return name.startswith(prefix) and name[len(prefix) :].isdigit()
+
+
+def address_of(spec: LabSpec, name: str) -> str | None:
+    """The address ``name`` has (or had) in the lab, also for a worker beyond ``spec.workers``."""
+    if is_worker_name(spec.name, name):
+        wider = dataclasses.replace(spec, workers=max(spec.workers, int(name.rsplit("worker", 1)[1])))
+        return next((m.ip for m in machines(wider) if m.name == name), None)
+    return next((m.ip for m in machines(spec) if m.name == name), None)

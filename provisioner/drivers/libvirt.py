@@ -282,6 +282,7 @@ class LibvirtDriver:
         if domain.isActive():
             domain.destroy()
         domain.undefine()
+        sshkeys.forget_hosts(self.known_hosts, name, vmplan.address_of(self.spec, name) or name)
         self.disk_of(name).unlink(missing_ok=True)
         self.console_of(name).unlink(missing_ok=True)
 
@@ -326,6 +327,7 @@ class LibvirtDriver:
             for machine in self.machines:
                 domain = existing.get(machine.name)
                 if domain is None:
+                    sshkeys.forget_hosts(self.known_hosts, machine.name, machine.ip)  # a new machine, new keys
                     self._overlay(machine, image)
                     domain = self._libvirt_call(
                         machine.name, "define", conn.defineXML, image, self._domain_xml(machine, image, accel, key_line)

@@ -32,6 +32,8 @@ def test_machines_get_stable_addresses_names_and_macs() -> None:
         False,
         False,
     ]
+    assert vmplan.address_of(spec, "demo-worker5") == "192.168.123.15"  # a worker that left a 5-worker lab
+    assert vmplan.address_of(spec, "demo-master") == "192.168.123.10" and vmplan.address_of(spec, "x") is None
     assert len({m.mac for m in more}) == 4 and all(m.mac.startswith("52:54:00:") for m in more)
     # another lab gets other MACs for the same addresses
     assert vmplan.machines(labspec.LabSpec(name="other"))[0].mac != machines[0].mac
@@ -235,3 +237,16 @@ def test_the_ssh_proxy_command_ends_when_ssh_closes_it_although_the_machine_neve
             if proxy.poll() is None:
                 proxy.kill()
             peer.close()
+
+
+def test_a_machine_made_again_has_its_old_host_keys_forgotten(tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        "demo-worker2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOld2\n"
+        "192.168.123.12 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOld2\n"
+        "demo-worker1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeep1\n"
+    )
+    sshkeys.forget_hosts(known, "demo-worker2", "192.168.123.12")
+    assert known.read_text() == "demo-worker1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeep1\n"
+    assert not (tmp_path / "known_hosts.old").exists()
+    sshkeys.forget_hosts(tmp_path / "none", "demo-master")  # nothing recorded yet: nothing to do
