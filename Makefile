@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv
 BIN   := $(VENV)/bin
 
-.PHONY: venv lint typecheck unit integration e2e test bench clean
+.PHONY: venv lint typecheck unit integration e2e drills test bench clean
 
 venv:
 	@KUBELAB_EXTRAS=dev ./kubelab --bootstrap-only
@@ -17,7 +17,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit integration e2e: venv
+unit integration e2e drills: venv
 	@tests/ladder.sh $@
 
 test: lint typecheck

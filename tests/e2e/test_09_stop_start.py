@@ -1,4 +1,4 @@
-"""Scenario 10: stop shuts the machines down with their disks; start brings the cluster back with its state."""
+"""Scenario 9: stop shuts the machines down with their disks; start brings the cluster back with its state."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scenario 9: faults injected with `kubelab fault` while a 6-replica Deployment behind a NodePort
+"""The fault drills: faults injected with `kubelab fault` while a 6-replica Deployment behind a NodePort
 Service is rolled to a new version and requests flow at the Service from the lab network
 (``provisioner.drill``):
 
