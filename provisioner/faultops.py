@@ -156,9 +156,12 @@ class FaultOps:
         if not undo:
             self.say(f"no faults to heal{' on ' + name if name else ''} in lab {self.lab!r}")
             return []
+        unreachable = {f.node for f in undo if f.kind != "kill"}  # off, frozen or cut off until healed below
         with self.driver._connection() as conn:
             for fault in undo:
-                if fault.kind == "kill":
+                if fault.kind == "kill" and fault.node in unreachable:
+                    self.say(f"{fault.node}: {fault.unit} is started by systemd as its machine comes back")
+                elif fault.kind == "kill":
                     started = self._ssh(fault.node, START_SCRIPT.format(unit=shlex.quote(fault.unit)))
                     again = "started again" if "started" in started.stdout else "was already restarted by systemd"
                     self.say(f"{fault.node}: {fault.unit} {again}")
