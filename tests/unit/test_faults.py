@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -121,3 +124,100 @@ def test_fault_commands_on_a_wrong_lab_or_node_are_one_line_and_change_nothing(
     err = capsys.readouterr().err
     assert err.startswith(f"kubelab: {message}") and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+class _Domain:
+    def __init__(self) -> None:
+        self.state_code = 1  # running
+        self.calls: list[str] = []
+
+    def state(self) -> list[int]:
+        return [self.state_code, 0]
+
+    def isActive(self) -> bool:
+        return self.state_code != 5
+
+    def destroy(self) -> None:
+        self.calls.append("destroy")
+        self.state_code = 5
+
+    def create(self) -> None:
+        self.calls.append("create")
+        self.state_code = 1
+
+    def suspend(self) -> None:
+        self.calls.append("suspend")
+        self.state_code = 3
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+        self.state_code = 1
+
+
+class _Driver:
+    """What FaultOps uses of the libvirt driver, with domains that only record what was done to them."""
+
+    def __init__(self, root: Path) -> None:
+        from provisioner.labpaths import LabPaths  # noqa: PLC0415
+
+        self.spec = labspec.LabSpec(name="demo", workers=2)
+        self.machines = MACHINES
+        self.paths = LabPaths(root / "demo")
+        self.paths.root.mkdir(parents=True)
+        self.paths.spec.write_text(self.spec.to_json())
+        self.domains = {m.name: _Domain() for m in MACHINES}
+        self.ssh_commands: list[tuple[str, str]] = []
+
+    def _connection(self) -> Any:
+        return contextlib.nullcontext(None)
+
+    def _our_domains(self, _conn: object) -> dict[str, _Domain]:
+        return self.domains
+
+    def ssh(self, node: str, command: str, *, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        self.ssh_commands.append((node, command))
+        return subprocess.CompletedProcess([], 0, "4242\n", "")
+
+
+def test_inject_and_heal_carry_out_the_plan_and_keep_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioner import faultops, libvirthost  # noqa: PLC0415
+
+    monkeypatch.setattr(libvirthost, "current", lambda: libvirthost.Daemon(libvirthost.URI, "kubelab-vms"))
+    loaded: list[list[str]] = []
+    monkeypatch.setattr(
+        faultops,
+        "apply_partitions",
+        lambda _lab, _m, active, _file, _wrap: loaded.append([f.node for f in active if f.kind == "partition"]),
+    )
+    driver = _Driver(tmp_path)
+    said: list[str] = []
+    ops = faultops.FaultOps(cast(Any, driver), say=said.append)
+
+    ops.inject("kill", "master", "etcd")
+    assert (
+        driver.ssh_commands[-1][0] == "demo-master"
+        and "systemctl show -p MainPID --value etcd" in driver.ssh_commands[-1][1]
+    )
+    ops.inject("crash", "worker1")
+    ops.inject("partition", "worker1")
+    ops.inject("pause", "worker2")
+    assert driver.domains["demo-worker1"].calls == ["destroy"] and driver.domains["demo-worker2"].calls == ["suspend"]
+    assert loaded == [["demo-worker1"]]
+    assert "  undo with: kubelab fault heal demo-worker1 --name demo" in said
+    assert [(r.fault.kind, r.state) for r in ops.rows()][1:] == [
+        ("crash", "powered off"),
+        ("partition", "cut off"),
+        ("pause", "paused"),
+    ]
+
+    ops.heal("worker1")
+    assert driver.domains["demo-worker1"].calls == ["destroy", "create"] and loaded[-1] == []
+    assert [f.kind for f in ops.active()] == ["kill", "pause"]
+    ops.heal()
+    assert driver.domains["demo-worker2"].calls == ["suspend", "resume"] and ops.active() == []
+    assert "reset-failed" in driver.ssh_commands[-1][1]  # the killed etcd: started if systemd gave up
+    said.clear()
+    ops.heal()
+    assert said == ["no faults to heal in lab 'demo'"]
