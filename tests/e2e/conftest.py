@@ -4,7 +4,6 @@ plugin's fixtures (kubelab_lab, kubectl, node_ssh)."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ def kubelab_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         home = request.config.getoption("--kubelab-home")
         yield Lab(request.config.getoption("--kubelab-name"), Path(home) if home else Path.home() / ".kubelab")
         return
-    home = Path(tempfile.mkdtemp(prefix="kubelab-e2e-"))
     flags = ["--workers", "2", "--api-port", str(free_port()), "--registry-port", str(free_port())]
-    with created_lab(LAB, flags, home=home) as lab:
+    with created_lab(LAB, flags) as lab:  # in a KUBELAB_HOME of its own, removed afterwards
         yield lab
