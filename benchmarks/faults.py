@@ -27,11 +27,11 @@ from typing import Any
 
 from benchmarks.common import emit, free_port
 from provisioner import drill
+from provisioner import faults as faults_plan
 from provisioner.labclient import Faults, Kubectl, Lab, NotInTime, ServiceLoad, eventually
 from provisioner.labpaths import default_home
 
 LAB = "bench-faults"
-MASTER_COMPONENTS = ("etcd", "apiserver", "scheduler", "controller-manager")
 
 
 @contextmanager
@@ -97,8 +97,8 @@ def measure(lab: Lab) -> list[dict[str, Any]]:
             rows.append(_figures(f"{fault} {node}", got.detected, got.replaced, got.recovered, got.requests))
             print(_row(rows[-1]), flush=True)
         rolled.next()  # the kills hit one rollout in turn
-        for component in ("kubelet", "proxy", "containerd", *MASTER_COMPONENTS):
-            node = lab.master.name if component in MASTER_COMPONENTS else worker1
+        for component in drill.KILLS:
+            node = lab.master.name if faults_plan.master_only(component) else worker1
             load = ServiceLoad(lab, rolled.entry(lab, avoid=node))
             try:
                 drill.warm(load)

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from provisioner.faults import COMPONENTS
 from provisioner.labclient import Faults, Kubectl, Lab, ServiceLoad, eventually
 from provisioner.loadprobe import Summary
 
@@ -203,15 +204,8 @@ def running_containers(lab: Lab, node: str) -> dict[str, str]:
     return tasks
 
 
-UNITS = {
-    "kubelet": "kubelab-kubelet",
-    "proxy": "kubelab-proxy",
-    "containerd": "containerd",
-    "etcd": "etcd",
-    "apiserver": "kubelab-apiserver",
-    "scheduler": "kubelab-scheduler",
-    "controller-manager": "kubelab-controller-manager",
-}
+# every component the drills kill in turn (the registry only serves images)
+KILLS = ("kubelet", "proxy", "containerd", "etcd", "apiserver", "scheduler", "controller-manager")
 
 
 @dataclass(frozen=True)
@@ -232,7 +226,7 @@ class KillFigures:
 
 def kill(lab: Lab, kubectl: Kubectl, faults: Faults, node: str, component: str) -> KillFigures:
     """SIGKILL ``component`` on ``node``; wait until systemd has restarted it and every node is Ready."""
-    unit = UNITS[component]
+    unit = COMPONENTS[component][0]
     was = _unit(lab, node, unit)
     containers = running_containers(lab, node) if component in ("kubelet", "containerd") else None
     began = time.time()

@@ -37,6 +37,12 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "registry": ("docker-registry", "master"),
 }
 
+
+def master_only(component: str) -> bool:
+    """Whether ``component`` runs on the master alone (else on every node)."""
+    return COMPONENTS[component][1] == "master"
+
+
 WHAT = {
     "crash": "powered off (as if its plug were pulled)",
     "pause": "paused (its virtual CPUs are frozen)",
@@ -77,7 +83,7 @@ def plan(kind: str, machine: Machine, active: Iterable[Fault], *, component: str
     if kind == "kill":
         if component not in COMPONENTS:
             raise SpecError(f"unknown component {component!r}; choose one of: {', '.join(COMPONENTS)}")
-        if COMPONENTS[component][1] == "master" and machine.role != "master":
+        if master_only(component) and machine.role != "master":
             raise SpecError(f"{component} runs only on the master, not on {machine.name}")
     elif component:
         raise SpecError(f"fault {kind} takes a node only (a component is for: kubelab fault kill NODE COMPONENT)")

@@ -33,6 +33,7 @@ from typing import Any
 
 from provisioner import (
     ansible,
+    faults,
     guestimage,
     host,
     kubeconfig,
@@ -66,16 +67,7 @@ GUEST_CACHE_TAG = "cpython-311"  # the guests' Debian 12 Python
 PLAYBOOKS = Path(__file__).resolve().parent.parent.parent / "playbooks"
 
 # what `kubelab logs NODE COMPONENT` reads: the systemd unit of each component
-UNITS = {
-    "apiserver": "kubelab-apiserver",
-    "scheduler": "kubelab-scheduler",
-    "controller-manager": "kubelab-controller-manager",
-    "kubelet": "kubelab-kubelet",
-    "proxy": "kubelab-proxy",
-    "etcd": "etcd",
-    "registry": "docker-registry",
-    "containerd": "containerd",
-}
+UNITS = {component: unit for component, (unit, _where) in faults.COMPONENTS.items()}  # kubelab logs NODE COMPONENT
 DOMAIN_STATES = {1: "running", 2: "blocked", 3: "paused", 4: "stopping", 5: "shut off", 6: "crashed", 7: "suspended"}
 MASTER_UNITS = ("etcd", "docker-registry", "kubelab-apiserver", "kubelab-scheduler", "kubelab-controller-manager")
 NODE_UNITS = ("containerd", "kubelab-kubelet", "kubelab-proxy")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from provisioner import drill
+from provisioner.faults import master_only
 from provisioner.pytest_plugin import Faults, Kubectl, Lab, ServiceLoad, eventually
 
 # the node controller's monitor period (5 s) and the kubelet's heartbeat interval (10 s)
@@ -70,9 +71,6 @@ def test_a_lost_worker_is_noticed_its_pods_replaced_and_healed_without_duplicate
     _requests_recovered(figures.describe(), load, time.time() - figures.recovered)
 
 
-KILLS = ["kubelet", "proxy", "containerd", "etcd", "apiserver", "scheduler", "controller-manager"]
-
-
 def test_each_component_killed_in_turn_comes_back_and_etcd_keeps_every_object(
     kubelab_lab: Lab,
     kubectl: Kubectl,
@@ -87,10 +85,8 @@ def test_each_component_killed_in_turn_comes_back_and_etcd_keeps_every_object(
     assert drill.lasting(before) > 20
     began = time.time()
     rolled.next()
-    for component in KILLS:
-        node = (
-            kubelab_lab.master.name if component in ("etcd", "apiserver", "scheduler", "controller-manager") else worker
-        )
+    for component in drill.KILLS:
+        node = kubelab_lab.master.name if master_only(component) else worker
         figures = drill.kill(kubelab_lab, kubectl, kubelab_faults, node, component)
         print(f"\n{figures.describe()}")
         assert figures.containers_kept in (None, True), figures.describe()
