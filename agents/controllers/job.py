@@ -127,7 +127,7 @@ class JobController(Controller):
     def _pod_deleted(self, pod: Object) -> None:
         key = self._owner_key(pod)
         if key:
-            self.expectations.observed_delete(key)
+            self.expectations.observed_delete(key, pod["metadata"]["uid"])
             self.queue.add(key)
 
     async def sync(self, key: str) -> None:

@@ -5,7 +5,7 @@ while its informer has not yet seen the pods it just created or deleted."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,38 +124,47 @@ def pod_from_template(
 
 
 class Expectations:
-    """Creates and deletes a controller is waiting to see, per controller key."""
+    """Creates and deletes a controller is waiting to see, per controller key.
+
+    Creates are counted (the new pods' names are not known until they exist); deletes are the UIDs
+    of the pods asked to go. A delete is seen once the pod has a deletionTimestamp, not only when the
+    object is gone: a pod on an unreachable node stays Terminating until its node returns, and a
+    controller waiting for the object to go would stop replacing pods for that long."""
 
     def __init__(self) -> None:
-        self._pending: dict[str, tuple[int, int, float]] = {}
+        self._adds: dict[str, int] = {}
+        self._deletes: dict[str, set[str]] = {}
+        self._since: dict[str, float] = {}
 
-    def expect(self, key: str, *, adds: int = 0, deletes: int = 0) -> None:
-        current = self._pending.get(key, (0, 0, 0.0))
-        self._pending[key] = (current[0] + adds, current[1] + deletes, time.monotonic())
+    def expect(self, key: str, *, adds: int = 0, deletes: Iterable[str] = ()) -> None:
+        self._adds[key] = self._adds.get(key, 0) + adds
+        self._deletes.setdefault(key, set()).update(deletes)
+        self._since[key] = time.monotonic()
 
     def observed_add(self, key: str) -> None:
-        if key in self._pending:
-            adds, deletes, since = self._pending[key]
-            self._pending[key] = (max(adds - 1, 0), deletes, since)
+        if key in self._adds:
+            self._adds[key] = max(self._adds[key] - 1, 0)
 
-    def observed_delete(self, key: str) -> None:
-        if key in self._pending:
-            adds, deletes, since = self._pending[key]
-            self._pending[key] = (adds, max(deletes - 1, 0), since)
+    def observed_delete(self, key: str, uid: str) -> None:
+        """The pod ``uid`` is going (deletionTimestamp set) or gone; seeing it twice is harmless."""
+        self._deletes.get(key, set()).discard(uid)
 
-    def lower(self, key: str, *, adds: int = 0, deletes: int = 0) -> None:
+    def lower(self, key: str, *, adds: int = 0, deletes: Iterable[str] = ()) -> None:
         """Requests that failed will never be observed."""
-        self.expect(key, adds=-adds, deletes=-deletes)
+        if key in self._since:
+            self._adds[key] = self._adds.get(key, 0) - adds
+            self._deletes.get(key, set()).difference_update(deletes)
 
     def satisfied(self, key: str) -> bool:
-        pending = self._pending.get(key)
-        if pending is None:
+        if key not in self._since:
             return True
-        adds, deletes, since = pending
-        if (adds <= 0 and deletes <= 0) or time.monotonic() - since > EXPECTATIONS_TIMEOUT:
-            del self._pending[key]
+        done = self._adds.get(key, 0) <= 0 and not self._deletes.get(key)
+        if done or time.monotonic() - self._since[key] > EXPECTATIONS_TIMEOUT:
+            self.forget(key)
             return True
         return False
 
     def forget(self, key: str) -> None:
-        self._pending.pop(key, None)
+        self._adds.pop(key, None)
+        self._deletes.pop(key, None)
+        self._since.pop(key, None)

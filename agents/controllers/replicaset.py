@@ -116,6 +116,8 @@ class ReplicaSetController(Controller):
     def _pod_updated(self, old: Object, new: Object) -> None:
         key = self._owner_key(new)
         if key is not None:
+            if new["metadata"].get("deletionTimestamp"):
+                self.expectations.observed_delete(key, new["metadata"]["uid"])
             self.queue.add(key)
         elif old["metadata"].get("labels") != new["metadata"].get("labels") or not self._owner_key(old):
             self._enqueue_matching(new)
@@ -126,7 +128,7 @@ class ReplicaSetController(Controller):
     def _pod_deleted(self, pod: Object) -> None:
         key = self._owner_key(pod)
         if key is not None:
-            self.expectations.observed_delete(key)
+            self.expectations.observed_delete(key, pod["metadata"]["uid"])
             self.queue.add(key)
 
     def _enqueue_matching(self, pod: Object) -> None:
@@ -218,13 +220,13 @@ class ReplicaSetController(Controller):
         return failure
 
     async def _delete(self, rs: Object, key: str, pods: list[Object]) -> None:
-        self.expectations.expect(key, deletes=len(pods))
+        self.expectations.expect(key, deletes=[p["metadata"]["uid"] for p in pods])
         results = await gather_limited(
             [partial(self.client.delete, PODS, p["metadata"]["name"], p["metadata"]["namespace"]) for p in pods]
         )
-        failed = [r for r in results if isinstance(r, BaseException)]
+        failed = [p["metadata"]["uid"] for p, r in zip(pods, results, strict=True) if isinstance(r, BaseException)]
         if failed:
-            self.expectations.lower(key, deletes=len(failed))
+            self.expectations.lower(key, deletes=failed)
         names = ", ".join(
             p["metadata"]["name"] for p, r in zip(pods, results, strict=True) if not isinstance(r, BaseException)
         )

@@ -370,6 +370,36 @@ def test_orphan_deletion_leaves_the_replica_set_and_pods_without_owner(kubectl: 
     assert len(running(kubectl, ns, "app=kept")) == 2
 
 
+def test_a_replica_set_acts_again_while_the_pods_it_deleted_are_still_terminating(kubectl: Kubectl, ns: str) -> None:
+    """Pods it deleted that stay Terminating (here held by a finalizer; on a lost node, until the node
+    returns) count as deleted once they are going: the ReplicaSet does not wait for them to be gone."""
+    held = deployment("held", 3)["spec"]
+    held["template"]["metadata"]["finalizers"] = ["kubelab.test/hold"]
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "held"}, "spec": held}
+    kubectl.ok("apply", "-n", ns, "-f", "-", stdin=manifest(rs))
+    try:
+        eventually(lambda: len(running(kubectl, ns, "app=held")) == 3, timeout=30, what="three pods")
+        kubectl.ok("scale", "rs", "held", "-n", ns, "--replicas=1")
+        eventually(lambda: len(running(kubectl, ns, "app=held")) == 1, timeout=30, what="two pods deleted")
+        assert len(pods(kubectl, ns, "app=held")) == 3  # the two are Terminating, held by the finalizer
+        kubectl.ok("scale", "rs", "held", "-n", ns, "--replicas=0")
+        eventually(lambda: not running(kubectl, ns, "app=held"), timeout=30, what="the last pod deleted")
+        kubectl.ok("scale", "rs", "held", "-n", ns, "--replicas=2")
+        eventually(lambda: len(running(kubectl, ns, "app=held")) == 2, timeout=30, what="two new pods")
+    finally:
+        for pod in pods(kubectl, ns, "app=held"):
+            kubectl(
+                "patch",
+                "pod",
+                pod["metadata"]["name"],
+                "-n",
+                ns,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+            )
+
+
 # --- other workloads -----------------------------------------------------------------------------
 
 

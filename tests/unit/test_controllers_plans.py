@@ -513,27 +513,39 @@ def test_pod_from_template_uses_an_explicit_name_instead_of_generate_name() -> N
 def test_expectations_hold_until_every_expected_create_and_delete_is_observed() -> None:
     expectations = Expectations()
     assert expectations.satisfied("default/web")
-    expectations.expect("default/web", adds=2, deletes=1)
+    expectations.expect("default/web", adds=2, deletes=["uid-a"])
     assert not expectations.satisfied("default/web")
     expectations.observed_add("default/web")
-    expectations.observed_delete("default/web")
+    expectations.observed_delete("default/web", "uid-a")
     assert not expectations.satisfied("default/web")
     expectations.observed_add("default/web")
     assert expectations.satisfied("default/web")
     assert expectations.satisfied("default/other")
 
 
+def test_a_delete_is_observed_by_the_pod_it_named_once_and_twice_is_harmless() -> None:
+    expectations = Expectations()
+    expectations.expect("k", deletes=["a", "b"])
+    expectations.observed_delete("k", "a")  # deletionTimestamp seen
+    expectations.observed_delete("k", "a")  # then the object gone: counts once
+    expectations.observed_delete("k", "other")  # a pod it did not delete counts for nothing
+    assert not expectations.satisfied("k")
+    expectations.observed_delete("k", "b")
+    assert expectations.satisfied("k")
+
+
 def test_expectations_lowered_for_failed_requests_are_satisfied_without_observations() -> None:
     expectations = Expectations()
-    expectations.expect("k", adds=3)
+    expectations.expect("k", adds=3, deletes=["a", "b"])
     expectations.observed_add("k")
-    expectations.lower("k", adds=2)
+    expectations.observed_delete("k", "a")
+    expectations.lower("k", adds=2, deletes=["b"])
     assert expectations.satisfied("k")
 
 
 def test_forgotten_expectations_are_satisfied() -> None:
     expectations = Expectations()
-    expectations.expect("k", deletes=5)
+    expectations.expect("k", deletes=["a", "b"])
     expectations.forget("k")
     assert expectations.satisfied("k")
 
