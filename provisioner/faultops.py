@@ -104,7 +104,7 @@ class FaultOps:
 
     def inject(self, kind: str, node: str, component: str = "") -> Fault:
         machine = faults.resolve_node(self.lab, self.driver.machines, node)
-        active = self.active()
+        active = self._holding()
         fault = faults.plan(kind, machine, active, component=component, now=time.time())
         daemon = self._running()
         if kind in ("crash", "pause"):
@@ -128,6 +128,21 @@ class FaultOps:
         else:
             self.say(f"  undo with: kubelab fault heal {machine.name}{self.named}")
         return fault
+
+    def _holding(self) -> list[Fault]:
+        """The recorded faults, less those undone outside kubelab (which are forgotten, saying so)."""
+        active = self.active()
+        if not active or libvirthost.current() is None:
+            return active
+        with self.driver._connection() as conn:
+            running = {n for n, d in self.driver._our_domains(conn).items() if d.state()[0] == RUNNING}
+        gone = faults.lapsed(active, running)
+        for fault in gone:
+            self.say(f"{fault.node}: runs again (not by kubelab fault heal); its {fault.kind} fault is forgotten")
+        if gone:
+            active = [f for f in active if f not in gone]
+            self._save(active)
+        return active
 
     def _kill(self, node: str, unit: str) -> str:
         done = self._ssh(node, KILL_SCRIPT.format(unit=shlex.quote(unit)))

@@ -16,7 +16,7 @@ is off cannot be frozen). Faults are kept in ``run/faults.json`` of the lab unti
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -106,6 +106,12 @@ def plan(kind: str, machine: Machine, active: Iterable[Fault], *, component: str
     if kind == "partition" and "partition" in on_node:
         raise SpecError(f"{machine.name} is already cut off; undo with: kubelab fault heal {machine.name}")
     return Fault(kind, machine.name, component, now)
+
+
+def lapsed(active: Iterable[Fault], running: Collection[str]) -> list[Fault]:
+    """Faults that no longer hold: a crashed or paused machine that runs again without ``kubelab fault
+    heal`` (booted by ``kubelab up``, resumed with virsh). ``running``: the names of the running machines."""
+    return [f for f in active if f.kind in ("crash", "pause") and f.node in running]
 
 
 def healing(active: Sequence[Fault], node: str | None) -> tuple[list[Fault], list[Fault]]:

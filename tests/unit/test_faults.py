@@ -221,3 +221,23 @@ def test_inject_and_heal_carry_out_the_plan_and_keep_the_record(
     said.clear()
     ops.heal()
     assert said == ["no faults to heal in lab 'demo'"]
+
+
+def test_a_crashed_machine_booted_outside_heal_can_be_crashed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioner import faultops, libvirthost  # noqa: PLC0415
+
+    monkeypatch.setattr(libvirthost, "current", lambda: libvirthost.Daemon(libvirthost.URI, "kubelab-vms"))
+    driver = _Driver(tmp_path)
+    said: list[str] = []
+    ops = faultops.FaultOps(cast(Any, driver), say=said.append)
+    ops.inject("crash", "worker2")
+    ops.inject("pause", "worker1")
+    driver.domains["demo-worker2"].create()  # `kubelab up` boots it again
+    with pytest.raises(SpecError, match="already paused"):  # worker1 is still paused: that record holds
+        ops.inject("pause", "worker1")
+    assert "demo-worker2: runs again (not by kubelab fault heal); its crash fault is forgotten" in said
+    ops.inject("crash", "worker2")
+    assert driver.domains["demo-worker2"].calls == ["destroy", "create", "destroy"]
+    assert [(f.kind, f.node) for f in ops.active()] == [("pause", "demo-worker1"), ("crash", "demo-worker2")]
