@@ -25,6 +25,7 @@ from provisioner.loadprobe import Summary
 
 NAME = "roll"
 REPLICAS = 6
+ALLOCATIONS = "/kubelab/allocations/"  # the API server's ClusterIP and NodePort reservations
 TOLERATION = 20  # seconds the drill's pods stay on a NotReady/unreachable node (the lab default is 300)
 
 MANIFEST = """
@@ -78,14 +79,25 @@ def _ready(obj: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def node_ready(kubectl: Kubectl, node: str) -> str:
-    """The node's Ready condition: True, False, Unknown ('' when it has none)."""
-    conditions = kubectl.json("get", "node", node)["status"].get("conditions") or []
+def _get(kubectl: Kubectl, *args: str) -> Any:
+    """``kubectl get ... -o json``, or None while the API server does not answer (a drill breaks it on
+    purpose: the checks polled during a fault read that as "not yet")."""
+    done = kubectl("get", *args, "-o", "json")
+    return json.loads(done.out) if done.ok else None
+
+
+def node_ready(kubectl: Kubectl, node: str) -> str | None:
+    """The node's Ready condition: True, False, Unknown ('' when it has none; None: no answer)."""
+    got = _get(kubectl, "node", node)
+    if got is None:
+        return None
+    conditions = got["status"].get("conditions") or []
     return next((c["status"] for c in conditions if c["type"] == "Ready"), "")
 
 
 def all_nodes_ready(kubectl: Kubectl) -> bool:
-    return all(_ready(n) for n in kubectl.json("get", "nodes")["items"])
+    got = _get(kubectl, "nodes")
+    return got is not None and bool(got["items"]) and all(_ready(n) for n in got["items"])
 
 
 class Rolled:
@@ -110,8 +122,9 @@ class Rolled:
         return f"v{self.number}"
 
     def pods(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.kubectl.json("get", "pods", "-l", f"app={NAME}")["items"]
-        return items
+        """The drill's pods ([] while the API server does not answer)."""
+        got = _get(self.kubectl, "pods", "-l", f"app={NAME}")
+        return list(got["items"]) if got is not None else []
 
     def next(self) -> str:
         self.number += 1
@@ -125,7 +138,10 @@ class Rolled:
             return False
         if any("deletionTimestamp" in p["metadata"] or _version(p) != self.version or not _ready(p) for p in pods):
             return False
-        status = self.kubectl.json("get", "deployment", NAME)["status"]
+        deployment = _get(self.kubectl, "deployment", NAME)
+        if deployment is None:
+            return False
+        status = deployment["status"]
         return bool(status.get("updatedReplicas") == status.get("readyReplicas") == status.get("replicas") == REPLICAS)
 
     def wait(self, timeout: float = 600) -> None:
@@ -174,12 +190,14 @@ def lose_worker(
     rolled.next()
     began = time.time()
     getattr(faults, fault)(node)
-    eventually(lambda: node_ready(kubectl, node) != "True", timeout=grace + 90, what=f"{node} NotReady")
+    eventually(lambda: node_ready(kubectl, node) not in ("True", None), timeout=grace + 90, what=f"{node} NotReady")
     detected = _since(began)
 
     def replaced() -> bool:
+        # mid-rollout there may be surge pods besides the replicas: count those bound elsewhere
         live = [p for p in rolled.pods() if "deletionTimestamp" not in p["metadata"]]
-        return len(live) == REPLICAS and not [p for p in live if p["spec"].get("nodeName") == node]
+        elsewhere = [p for p in live if p["spec"].get("nodeName") not in (None, "", node)]
+        return len(elsewhere) >= REPLICAS and not [p for p in live if p["spec"].get("nodeName") == node]
 
     eventually(replaced, timeout=grace + TOLERATION + 180, what=f"the pods of {node} replaced")
     moved = _since(began)
@@ -286,13 +304,22 @@ def dump_damage(before: dict[str, dict[str, Any]], after: dict[str, dict[str, An
         elif new["mod"] < old["mod"] or (new["mod"] == old["mod"] and new["value"] != old["value"]):
             problems.append(f"{key}: changed without a new revision")
     for key, item in after.items():
-        try:
-            document = json.loads(item["value"])
-        except ValueError:
-            document = None
-        if not isinstance(document, dict) or not document.get("metadata", {}).get("name"):
+        if not _whole(key, item["value"]):
             problems.append(f"{key}: not a whole object")
     return problems
+
+
+def _whole(key: str, value: bytes) -> bool:
+    """An API object has a name; a ClusterIP or NodePort reservation names the Service that holds it."""
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return False
+    if not isinstance(document, dict):
+        return False
+    if key.startswith(ALLOCATIONS):
+        return bool(document.get("owner"))
+    return bool(document.get("metadata", {}).get("name"))
 
 
 def lasting(dump: dict[str, dict[str, Any]]) -> int:

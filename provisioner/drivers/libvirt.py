@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import ipaddress
 import json
 import py_compile
 import shutil
@@ -197,11 +198,34 @@ class LibvirtDriver:
             net = None
         if net is not None:
             self._update_reservations(net)
+        if net is None or not net.isActive():
+            self._refuse_overlap(conn)
         if net is None:
             net = conn.networkDefineXML(xml)
             self.say(f"  network {self.network.name}: {self.network.gateway}/{self.network.prefix}, isolated")
         if not net.isActive():
-            net.create()
+            try:
+                net.create()
+            except libvirt.libvirtError as exc:
+                raise ProvisionError(
+                    f"network {self.network.name} ({self.spec.network_cidr}) could not start: {exc};"
+                    " give the lab another range with --network-cidr"
+                ) from exc
+
+    def _refuse_overlap(self, conn: Any) -> None:
+        """One line naming the other lab when its active network holds this lab's range (two bridges
+        with one range would route the machines of both labs to whichever came first)."""
+        others = [
+            (n.name(), n.XMLDesc(0)) for n in conn.listAllNetworks() if n.isActive() and n.name() != self.network.name
+        ]
+        clash = overlapping(self.spec.network_cidr, others)
+        if clash:
+            lab = clash.removeprefix("kubelab-")
+            undo = f"kubelab down --name {lab}" if clash != lab else f"virsh net-destroy {clash}"
+            raise ProvisionError(
+                f"network-cidr {self.spec.network_cidr} is in use by libvirt network {clash};"
+                f" remove it ({undo}) or give this lab another range with --network-cidr"
+            )
 
     def _update_reservations(self, net: Any) -> None:
         """Give a lab that gained or lost workers the DHCP reservations of its machines, in place:
@@ -758,6 +782,20 @@ def _last_console_line(console: Path) -> str:
         return ""
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
     return f" (last line: {lines[-1][:160]})" if lines else ""
+
+
+def overlapping(cidr: str, networks: Sequence[tuple[str, str]]) -> str | None:
+    """The first of ``networks`` (name, libvirt XML) with an IPv4 range that overlaps ``cidr``."""
+    wanted = ipaddress.ip_network(cidr)
+    for name, xml in networks:
+        for element in ET.fromstring(xml).iterfind("./ip"):
+            address = element.get("address")
+            if not address or element.get("family", "ipv4") != "ipv4":
+                continue
+            mask = element.get("prefix") or element.get("netmask") or "24"
+            if ipaddress.ip_network(f"{address}/{mask}", strict=False).overlaps(wanted):
+                return name
+    return None
 
 
 def _reservations(xml: str) -> dict[str, str]:

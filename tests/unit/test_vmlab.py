@@ -86,6 +86,18 @@ def test_domain_boots_the_image_directly_on_its_overlay(accel: str) -> None:
     assert (xml.find("cpu") is not None) == (accel == "kvm")  # TCG guests get QEMU's default model
 
 
+def test_a_range_held_by_another_active_network_is_named() -> None:
+    from provisioner.drivers.libvirt import overlapping  # noqa: PLC0415
+
+    other = labspec.LabSpec(name="first", workers=1)
+    xml = render.render("libvirt/network.xml.j2", network=vmplan.network(other), machines=vmplan.machines(other))
+    default = "<network><name>default</name><ip address='192.168.122.1' netmask='255.255.255.0'/></network>"
+    networks = [("default", default), ("kubelab-first", xml)]
+    assert overlapping("192.168.123.0/24", networks) == "kubelab-first"
+    assert overlapping("192.168.0.0/16", networks) == "default"
+    assert overlapping("10.77.0.0/24", networks) is None
+
+
 def test_the_reservations_of_a_network_are_read_back_as_libvirt_updates_them() -> None:
     from provisioner.drivers.libvirt import _reservations  # noqa: PLC0415
 
