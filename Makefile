@@ -17,8 +17,12 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit integration e2e drills: venv
+unit integration e2e: venv
 	@tests/ladder.sh $@
+
+# the fault drills alone (the e2e tier's scenario 10) on a lab of their own
+drills: venv
+	$(BIN)/python -m pytest -v tests/e2e/test_10_faults.py
 
 test: lint typecheck
 	@tests/ladder.sh unit integration e2e

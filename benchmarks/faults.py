@@ -103,11 +103,17 @@ def measure(lab: Lab) -> list[dict[str, Any]]:
             try:
                 drill.warm(load)
                 began = time.time()
-                killed = drill.kill(lab, kubectl, faults, node, component)
+                killed = drill.kill(lab, kubectl, faults, rolled, node=node, component=component)
             finally:
                 load.stop()
             rows.append(
-                _figures(f"kill {component} ({node.split('-')[-1]})", None, None, killed.ready, load.summary(began))
+                _figures(
+                    f"kill {component} ({node.split('-')[-1]})",
+                    killed.restarted,
+                    None,
+                    killed.ready,
+                    load.summary(began),
+                )
             )
             print(_row(rows[-1]), flush=True)
         rolled.wait()

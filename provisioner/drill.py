@@ -144,6 +144,11 @@ class Rolled:
         status = deployment["status"]
         return bool(status.get("updatedReplicas") == status.get("readyReplicas") == status.get("replicas") == REPLICAS)
 
+    def serving(self) -> bool:
+        """At least all replicas Running and Ready (of whichever version), none of them terminating."""
+        live = [p for p in self.pods() if "deletionTimestamp" not in p["metadata"]]
+        return sum(1 for p in live if p.get("status", {}).get("phase") == "Running" and _ready(p)) >= REPLICAS
+
     def wait(self, timeout: float = 600) -> None:
         eventually(self.converged, timeout=timeout, interval=3, what=f"{NAME} at {self.version}")
 
@@ -231,19 +236,20 @@ class KillFigures:
     component: str
     node: str
     restarted: float  # the unit active again with a new main process
-    ready: float  # every node Ready again
+    ready: float  # every node Ready again and all replicas Running and Ready
     containers_kept: bool | None  # kubelet and containerd: the pods' containers ran on untouched
 
     def describe(self) -> str:
         kept = "" if self.containers_kept is None else f", containers {'kept' if self.containers_kept else 'LOST'}"
         return (
             f"kill {self.component} on {self.node}: restarted +{self.restarted:.1f}s,"
-            f" nodes Ready +{self.ready:.1f}s{kept}"
+            f" nodes and replicas Ready +{self.ready:.1f}s{kept}"
         )
 
 
-def kill(lab: Lab, kubectl: Kubectl, faults: Faults, node: str, component: str) -> KillFigures:
-    """SIGKILL ``component`` on ``node``; wait until systemd has restarted it and every node is Ready."""
+def kill(lab: Lab, kubectl: Kubectl, faults: Faults, rolled: Rolled, *, node: str, component: str) -> KillFigures:
+    """SIGKILL ``component`` on ``node``; wait until systemd has restarted it, every node is Ready and
+    all replicas of ``rolled`` are Running and Ready."""
     unit = COMPONENTS[component][0]
     was = _unit(lab, node, unit)
     containers = running_containers(lab, node) if component in ("kubelet", "containerd") else None
@@ -257,6 +263,7 @@ def kill(lab: Lab, kubectl: Kubectl, faults: Faults, node: str, component: str) 
     eventually(back, timeout=180, what=f"{unit} restarted by systemd on {node}")
     restarted = _since(began)
     eventually(lambda: all_nodes_ready(kubectl), timeout=300, interval=2, what="every node Ready")
+    eventually(rolled.serving, timeout=300, interval=2, what=f"{REPLICAS} replicas of {NAME} Ready")
     kept = None
     if containers is not None:
         after = running_containers(lab, node)

@@ -1,4 +1,4 @@
-"""Scenario 10 (last): `kubelab down` removes every domain, network, disk, namespace and process."""
+"""Scenario 11 (last): `kubelab down` removes every domain, network, disk, namespace and process."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The fault drills: faults injected with `kubelab fault` while a 6-replica Deployment behind a NodePort
-Service is rolled to a new version and requests flow at the Service from the lab network
-(``provisioner.drill``):
+"""Scenario 10, the fault drills: faults injected with `kubelab fault` while a 6-replica Deployment
+behind a NodePort Service is rolled to a new version and requests flow at the Service from the lab
+network (``provisioner.drill``):
 
 - a crashed, then a partitioned worker is NotReady within the grace period, its pods are replaced on
   the other worker within grace + tolerationSeconds, and after heal the Deployment converges with all
@@ -42,8 +42,13 @@ def _requests_recovered(what: str, load: ServiceLoad, since: float) -> None:
     summary = load.summary(since)
     assert summary.requests > 0
     assert summary.failed_share < 0.75, f"{what}: the Service stopped answering ({summary.describe()})"
-    tail = [s for s in load.samples() if s.t >= time.time() - 10]
-    assert tail and all(s.ok for s in tail), f"{what}: requests still fail after recovery ({summary.describe()})"
+
+    # the last steps of the rollout stop old pods that may still get a request (no preStop hooks yet)
+    def quiet() -> bool:
+        tail = [s for s in load.samples() if s.t >= time.time() - 10]
+        return len(tail) >= 20 and all(s.ok for s in tail)
+
+    eventually(quiet, timeout=120, interval=2, what=f"{what}: 10 s of requests without a failure")
 
 
 @pytest.mark.parametrize("fault", ["crash", "partition"])
@@ -87,7 +92,7 @@ def test_each_component_killed_in_turn_comes_back_and_etcd_keeps_every_object(
     rolled.next()
     for component in drill.KILLS:
         node = kubelab_lab.master.name if master_only(component) else worker
-        figures = drill.kill(kubelab_lab, kubectl, kubelab_faults, node, component)
+        figures = drill.kill(kubelab_lab, kubectl, kubelab_faults, rolled, node=node, component=component)
         print(f"\n{figures.describe()}")
         assert figures.containers_kept in (None, True), figures.describe()
     rolled.wait()
@@ -99,7 +104,8 @@ def test_each_component_killed_in_turn_comes_back_and_etcd_keeps_every_object(
 def test_the_master_powered_off_and_on_keeps_every_object(
     kubelab_lab: Lab, kubectl: Kubectl, kubelab_faults: Faults, rolled: drill.Rolled
 ) -> None:
-    kubectl.ok("create", "configmap", "survives-power-loss", "--from-literal=answer=42")
+    witness = f"survives-power-loss-{int(time.time())}"
+    kubectl.ok("create", "configmap", witness, "--from-literal=answer=42")
     before = drill.etcd_dump(kubelab_lab)
     began = time.time()
     kubelab_faults.crash(kubelab_lab.master.name)
@@ -107,5 +113,6 @@ def test_the_master_powered_off_and_on_keeps_every_object(
     eventually(lambda: drill.all_nodes_ready(kubectl), timeout=300, interval=2, what="every node Ready")
     rolled.wait()
     print(f"\ncrash {kubelab_lab.master.name}: every node Ready, {drill.NAME} converged +{time.time() - began:.1f}s")
-    assert kubectl.json("get", "configmap", "survives-power-loss")["data"] == {"answer": "42"}
+    assert kubectl.json("get", "configmap", witness)["data"] == {"answer": "42"}
     assert drill.dump_damage(before, drill.etcd_dump(kubelab_lab)) == []
+    kubectl.ok("delete", "configmap", witness)
