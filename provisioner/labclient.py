@@ -180,10 +180,13 @@ class ServiceLoad:
         self._out = tempfile.NamedTemporaryFile(prefix="kubelab-load-", suffix=".jsonl")  # noqa: SIM115
         argv = [sys.executable, "-m", "provisioner.loadprobe", netns, url, str(rate), str(seconds)]
         self._process = subprocess.Popen(argv, stdout=self._out, cwd=ROOT)
+        self._final: list[Any] | None = None  # what came back, kept once stopped
 
     def samples(self) -> list[Any]:
         from provisioner import loadprobe  # noqa: PLC0415
 
+        if self._final is not None:
+            return self._final
         return loadprobe.parse(Path(self._out.name).read_text().splitlines())
 
     def summary(self, since: float, until: float | None = None) -> Any:
@@ -192,7 +195,10 @@ class ServiceLoad:
         return loadprobe.summarize(self.samples(), since, until)
 
     def stop(self) -> None:
+        """Stop sending; ``samples()`` and ``summary()`` keep answering from what came back."""
         if self._process.poll() is None:
             self._process.terminate()
             self._process.wait(10)
+        if self._final is None:
+            self._final = self.samples()
         self._out.close()
