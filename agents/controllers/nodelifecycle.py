@@ -1,9 +1,10 @@
 """Node lifecycle: notices nodes that stopped reporting, taints them, and evicts their pods.
 
-Every ``monitor_period`` the controller compares each node's last heartbeat (its Lease in
-kube-node-lease, or its Ready condition) with ``grace_period``. A silent node's conditions become
-Unknown and its pods not ready. Taints follow the Ready condition: ``node.kubernetes.io/not-ready``
-(Ready=False) or ``node.kubernetes.io/unreachable`` (Ready=Unknown), each as NoSchedule and NoExecute.
+Every ``monitor_period`` the controller checks how long, by its own clock, each node's heartbeat (its
+Lease in kube-node-lease, or its Ready condition) has not changed against ``grace_period``. A silent
+node's conditions become Unknown and its pods not ready. Taints follow the Ready condition:
+``node.kubernetes.io/not-ready`` (Ready=False) or ``node.kubernetes.io/unreachable`` (Ready=Unknown),
+each as NoSchedule and NoExecute.
 A pod on a node with NoExecute taints is deleted at once if it does not tolerate them, or when the
 shortest ``tolerationSeconds`` of its matching tolerations has passed (the API server gives every pod
 300 s by default). Pods bound to a node that has not existed for 40 s are deleted (pod GC).
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -41,15 +44,39 @@ def ready_status(node: Object) -> str:
     return ""
 
 
-def last_heartbeat(node: Object, lease: Object | None) -> datetime:
-    stamps = [parse_time(node["metadata"]["creationTimestamp"])]
+def heartbeat(node: Object, lease: Object | None) -> tuple[str, str]:
+    """What the kubelet last wrote to say it is alive: its Lease's renewTime and its Ready condition's
+    lastHeartbeatTime (as written: they come from the node's clock)."""
+    ready = ""
     for condition in (node.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Ready" and condition.get("lastHeartbeatTime"):
-            stamps.append(parse_time(condition["lastHeartbeatTime"]))
-    renewed = ((lease or {}).get("spec") or {}).get("renewTime")
-    if renewed:
-        stamps.append(parse_time(renewed))
-    return max(stamps)
+        if condition.get("type") == "Ready":
+            ready = str(condition.get("lastHeartbeatTime") or "")
+    return str(((lease or {}).get("spec") or {}).get("renewTime") or ""), ready
+
+
+class Heartbeats:
+    """When this controller last saw each node's heartbeat change, by its own clock.
+
+    As kube's node lifecycle controller: the stamps a kubelet writes come from the node's clock, which
+    may be off (a VM resumed after a pause runs behind until it catches up), so they are only compared
+    with what was seen before, never with this clock. A node first seen gets a whole grace period.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._seen: dict[str, tuple[tuple[str, str], float]] = {}
+
+    def silent_for(self, name: str, beat: tuple[str, str]) -> float:
+        """Seconds since ``name``'s heartbeat last changed (0 when it just did)."""
+        at = self._clock()
+        seen = self._seen.get(name)
+        if seen is None or seen[0] != beat:
+            self._seen[name] = (beat, at)
+            return 0.0
+        return at - seen[1]
+
+    def forget(self, name: str) -> None:
+        self._seen.pop(name, None)
 
 
 def wanted_taints(node: Object, existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -130,6 +157,7 @@ class NodeLifecycleController(Controller):
         self.nodes.on_any(self.enqueue)
         self.pods.on(add=self._pod_changed, update=lambda _o, n: self._pod_changed(n))
         self._evictions: dict[str, asyncio.TimerHandle] = {}
+        self.heartbeats = Heartbeats()
         self._missing_since: dict[str, float] = {}  # node name -> when its pods were first seen orphaned
 
     def _pod_changed(self, pod: Object) -> None:
@@ -144,11 +172,12 @@ class NodeLifecycleController(Controller):
     async def sync(self, key: str) -> None:
         node = self.nodes.get(key)
         if node is None:
+            self.heartbeats.forget(key)
             await self._collect_orphans(key)
             return
         self._missing_since.pop(key, None)
         lease = self.leases.get(f"{NODE_LEASES}/{key}")
-        silent = (datetime.now(UTC) - last_heartbeat(node, lease)).total_seconds() > self.grace
+        silent = self.heartbeats.silent_for(key, heartbeat(node, lease)) > self.grace
         if silent and ready_status(node) != "Unknown":
             node = await self._mark_unknown(node)
         taints = list((node.get("spec") or {}).get("taints") or [])

@@ -28,7 +28,8 @@ from agents.controllers.nodelifecycle import (
     NOT_READY,
     UNREACHABLE,
     UNSCHEDULABLE,
-    last_heartbeat,
+    Heartbeats,
+    heartbeat,
     ready_status,
     toleration_seconds,
     wanted_taints,
@@ -711,18 +712,45 @@ def test_ready_status_reads_the_ready_condition() -> None:
     assert ready_status(lifecycle_node(ready=None)) == ""
 
 
-def test_the_last_heartbeat_is_the_lease_renewal_when_it_is_newer() -> None:
+def test_the_heartbeat_is_what_the_kubelet_wrote_to_its_lease_and_ready_condition() -> None:
     node = lifecycle_node(heartbeat="2026-01-01T00:01:00Z")
-    assert last_heartbeat(node, lease("2026-01-01T00:05:00.250000Z")) == datetime(2026, 1, 1, 0, 5, 0, 250000, UTC)
+    assert heartbeat(node, lease("2026-01-01T00:05:00.250000Z")) == (
+        "2026-01-01T00:05:00.250000Z",
+        "2026-01-01T00:01:00Z",
+    )
+    assert heartbeat(lifecycle_node(ready=None), None) == ("", "")
 
 
-def test_the_last_heartbeat_is_the_ready_condition_when_the_lease_is_older() -> None:
-    node = lifecycle_node(heartbeat="2026-01-01T00:09:00Z")
-    assert last_heartbeat(node, lease("2026-01-01T00:05:00.000000Z")) == datetime(2026, 1, 1, 0, 9, tzinfo=UTC)
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_a_node_that_never_reported_has_its_creation_as_last_heartbeat() -> None:
-    assert last_heartbeat(lifecycle_node(ready=None), None) == datetime(2026, 1, 1, tzinfo=UTC)
+def test_a_node_is_silent_for_as_long_as_its_heartbeat_has_not_changed_by_the_controllers_clock() -> None:
+    clock = Clock()
+    beats = Heartbeats(clock)
+    assert beats.silent_for("n1", ("a", "x")) == 0.0  # first seen: a whole grace period from now
+    clock.now += 30
+    assert beats.silent_for("n1", ("a", "x")) == 30.0
+    clock.now += 15
+    assert beats.silent_for("n1", ("b", "x")) == 0.0  # the lease was renewed
+    clock.now += 41
+    assert beats.silent_for("n1", ("b", "x")) == 41.0
+    beats.forget("n1")
+    assert beats.silent_for("n1", ("b", "x")) == 0.0
+
+
+def test_a_node_whose_clock_runs_behind_is_not_silent_while_it_keeps_renewing() -> None:
+    # a VM resumed after a pause writes stamps minutes in the past until its clock catches up
+    clock = Clock()
+    beats = Heartbeats(clock)
+    for second in range(0, 200, 10):
+        clock.now += 10
+        stamp = f"2026-01-01T00:00:{second // 10:02d}Z"
+        assert beats.silent_for("n1", (stamp, stamp)) == 0.0
 
 
 def _without_time(taints: list[dict[str, Any]]) -> list[dict[str, Any]]:
