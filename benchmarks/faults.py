@@ -108,7 +108,6 @@ def measure(lab: Lab, groups: tuple[str, ...] = GROUPS) -> list[dict[str, Any]]:
             load = ServiceLoad(lab, rolled.entry(lab, avoid=node))
             try:
                 drill.warm(load)
-                began = time.time()
                 killed = drill.kill(lab, kubectl, faults, rolled, node=node, component=component)
             finally:
                 load.stop()
@@ -118,7 +117,7 @@ def measure(lab: Lab, groups: tuple[str, ...] = GROUPS) -> list[dict[str, Any]]:
                     killed.restarted,
                     None,
                     killed.ready,
-                    load.summary(began),
+                    load.summary(killed.began),
                 )
             )
             print(_row(rows[-1]), flush=True)

@@ -238,6 +238,7 @@ class KillFigures:
     restarted: float  # the unit active again with a new main process
     ready: float  # every node Ready again and all replicas Running and Ready
     containers_kept: bool | None  # kubelet and containerd: the pods' containers ran on untouched
+    began: float  # when the kill was sent (epoch seconds): the figures count from it
 
     def describe(self) -> str:
         kept = "" if self.containers_kept is None else f", containers {'kept' if self.containers_kept else 'LOST'}"
@@ -268,7 +269,7 @@ def kill(lab: Lab, kubectl: Kubectl, faults: Faults, rolled: Rolled, *, node: st
     if containers is not None:
         after = running_containers(lab, node)
         kept = {c: p for c, p in after.items() if c in containers} == containers
-    return KillFigures(component, node, restarted, _since(began), kept)
+    return KillFigures(component, node, restarted, _since(began), kept, began)
 
 
 def etcd_dump(lab: Lab) -> dict[str, dict[str, Any]]:
