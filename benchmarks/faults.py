@@ -62,7 +62,7 @@ def _row(figures: dict[str, Any]) -> str:
     failed = f"{figures['failed']}/{figures['requests']} ({100 * figures['failed_share']:.1f}%)"
     until = "-" if figures["failures_until_s"] is None else f"+{figures['failures_until_s']:.1f}"
     return (
-        f"{figures['fault']:<28} {seconds('detect_s'):>8} {seconds('replaced_s'):>9} {seconds('recover_s'):>9}"
+        f"{figures['fault']:<33} {seconds('detect_s'):>8} {seconds('replaced_s'):>9} {seconds('recover_s'):>9}"
         f" {failed:>16} {until:>9}"
     )
 
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 f" {drill.REPLICAS} replicas, 5 requests/s",
                 flush=True,
             )
-            print(f"{'FAULT':<28} {'DETECT s':>8} {'REPLACE s':>9} {'RECOVER s':>9} {'FAILED':>16} {'UNTIL':>9}")
+            print(f"{'FAULT':<33} {'DETECT s':>8} {'REPLACE s':>9} {'RECOVER s':>9} {'FAILED':>16} {'UNTIL':>9}")
             rows = measure(lab, groups)
     except (RuntimeError, NotInTime) as exc:
         print(f"benchmark faults: {exc}", file=sys.stderr)
