@@ -103,24 +103,24 @@ def measure(lab: Lab, groups: tuple[str, ...] = GROUPS) -> list[dict[str, Any]]:
             print(_row(rows[-1]), flush=True)
         if "kills" in groups:
             rolled.next()  # the kills hit one rollout in turn
-        for component in drill.KILLS if "kills" in groups else ():
-            node = lab.master.name if faults_plan.master_only(component) else worker1
-            load = ServiceLoad(lab, rolled.entry(lab, avoid=node))
-            try:
-                drill.warm(load)
-                killed = drill.kill(lab, kubectl, faults, rolled, node=node, component=component)
-            finally:
-                load.stop()
-            rows.append(
-                _figures(
-                    f"kill {component} ({node.split('-')[-1]})",
-                    killed.restarted,
-                    None,
-                    killed.ready,
-                    load.summary(killed.began),
+            for component in drill.KILLS:
+                node = lab.master.name if faults_plan.master_only(component) else worker1
+                load = ServiceLoad(lab, rolled.entry(lab, avoid=node))
+                try:
+                    drill.warm(load)
+                    killed = drill.kill(lab, kubectl, faults, rolled, node=node, component=component)
+                finally:
+                    load.stop()
+                rows.append(
+                    _figures(
+                        f"kill {component} ({node.split('-')[-1]})",
+                        killed.restarted,
+                        None,
+                        killed.ready,
+                        load.summary(killed.began),
+                    )
                 )
-            )
-            print(_row(rows[-1]), flush=True)
+                print(_row(rows[-1]), flush=True)
         rolled.wait()
         if "master" not in groups:
             return rows

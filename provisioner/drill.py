@@ -144,9 +144,13 @@ class Rolled:
         status = deployment["status"]
         return bool(status.get("updatedReplicas") == status.get("readyReplicas") == status.get("replicas") == REPLICAS)
 
+    def live(self) -> list[dict[str, Any]]:
+        """The drill's pods that are not being deleted."""
+        return [p for p in self.pods() if "deletionTimestamp" not in p["metadata"]]
+
     def serving(self) -> bool:
         """At least all replicas Running and Ready (of whichever version), none of them terminating."""
-        live = [p for p in self.pods() if "deletionTimestamp" not in p["metadata"]]
+        live = self.live()
         return sum(1 for p in live if p.get("status", {}).get("phase") == "Running" and _ready(p)) >= REPLICAS
 
     def wait(self, timeout: float = 600) -> None:
@@ -200,7 +204,7 @@ def lose_worker(
 
     def replaced() -> bool:
         # mid-rollout there may be surge pods besides the replicas: count those bound elsewhere
-        live = [p for p in rolled.pods() if "deletionTimestamp" not in p["metadata"]]
+        live = rolled.live()
         elsewhere = [p for p in live if p["spec"].get("nodeName") not in (None, "", node)]
         return len(elsewhere) >= REPLICAS and not [p for p in live if p["spec"].get("nodeName") == node]
 
