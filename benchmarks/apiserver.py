@@ -32,8 +32,8 @@ import aiohttp
 import uvloop
 
 from benchmarks.common import Target, emit, local_lab, percentile, target_from_kubeconfig
-from provisioner import host
 from provisioner.errors import HostError
+from provisioner.system import packages as host
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_create.lua")
 

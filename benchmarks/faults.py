@@ -4,7 +4,7 @@ requests that failed meanwhile.
 
 Each fault hits while a 6-replica Deployment behind a NodePort Service is rolled to a new version and a
 load probe sends 5 requests a second (1 s deadline each) to the NodePort on another node
-(``provisioner.drill``). Faults: crash, pause and partition of a worker (healed once its pods are
+(``kubelab_testing.drills``). Faults: crash, pause and partition of a worker (healed once its pods are
 replaced), SIGKILL of every component in turn, and the master powered off and on.
 
 Timing settings: the lab's defaults (node grace period 40 s, node monitor period 5 s, kubelet heartbeat
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import emit, free_port
-from provisioner import drill
-from provisioner import faults as faults_plan
-from provisioner.labclient import Faults, Kubectl, Lab, NotInTime, ServiceLoad, eventually
-from provisioner.labpaths import default_home
+from kubelab_testing import drills as drill
+from kubelab_testing.lab import Faults, Kubectl, Lab, NotInTime, ServiceLoad, eventually
+from provisioner.faults import plan as faults_plan
+from provisioner.lab.paths import default_home
 
 LAB = "bench-faults"
 

@@ -30,8 +30,8 @@ import uvloop
 
 from benchmarks.apiserver import Client
 from benchmarks.common import ROOT, Target, emit, free_port, local_lab, percentile, target_from_kubeconfig
-from provisioner import host
 from provisioner.errors import HostError
+from provisioner.system import packages as host
 
 # a DNAT target in nft's text: "10.244.200.1:8080" or, in a numgen map, "10.244.200.1 . 8080"
 _TARGET = re.compile(r"(\d+\.\d+\.\d+\.\d+)(?::| \. )\d+")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import components
+from provisioner.drivers.local import components
 from tests.support.components import running_etcd
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.pytest_plugin import Lab, created_lab
+from kubelab_testing.plugin import Lab, created_lab
 from tests.support.components import free_port
 
 LAB = "e2e"

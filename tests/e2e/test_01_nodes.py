@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provisioner.pytest_plugin import Kubectl, Lab
+from kubelab_testing.plugin import Kubectl, Lab
 
 
 def test_all_nodes_are_ready(kubelab_lab: Lab, kubectl: Kubectl) -> None:

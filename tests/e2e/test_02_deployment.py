@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioner.pytest_plugin import Kubectl, Lab, eventually
+from kubelab_testing.plugin import Kubectl, Lab, eventually
 
 MANIFEST = """
 apiVersion: apps/v1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provisioner.pytest_plugin import Kubectl, Lab, eventually
+from kubelab_testing.plugin import Kubectl, Lab, eventually
 
 POD = """
 apiVersion: v1

@@ -3,7 +3,7 @@ containerd, the proxy's nftables table, the CNI config; the master runs etcd."""
 
 from __future__ import annotations
 
-from provisioner.pytest_plugin import Kubectl, Lab
+from kubelab_testing.plugin import Kubectl, Lab
 from tests.e2e.test_02_deployment import running_pods
 
 

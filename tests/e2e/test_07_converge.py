@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from provisioner.pytest_plugin import Kubectl, Lab
+from kubelab_testing.plugin import Kubectl, Lab
 
 
 def test_up_again_changes_nothing(kubelab_lab: Lab, kubectl: Kubectl) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from provisioner.drivers.libvirt import CONSOLE_ROOT, VM_ROOT
-from provisioner.pytest_plugin import Kubectl, Lab, eventually
+from kubelab_testing.plugin import Kubectl, Lab, eventually
+from provisioner.drivers.libvirt.driver import CONSOLE_ROOT, VM_ROOT
 from tests.e2e.test_02_deployment import running_pods
 
 PINNED = """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provisioner.pytest_plugin import Kubectl, Lab, eventually
+from kubelab_testing.plugin import Kubectl, Lab, eventually
 from tests.e2e.test_02_deployment import running_pods
 
 

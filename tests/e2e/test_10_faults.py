@@ -1,6 +1,6 @@
 """Scenario 10, the fault drills: faults injected with `kubelab fault` while a 6-replica Deployment
 behind a NodePort Service is rolled to a new version and requests flow at the Service from the lab
-network (``provisioner.drill``):
+network (``kubelab_testing.drills``):
 
 - a crashed, then a partitioned worker is NotReady within the grace period, its pods are replaced on
   the other worker within grace + tolerationSeconds, and after heal the Deployment converges with all
@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from provisioner import drill
-from provisioner.faults import master_only
-from provisioner.pytest_plugin import Faults, Kubectl, Lab, ServiceLoad, eventually
+from kubelab_testing import drills as drill
+from kubelab_testing.plugin import Faults, Kubectl, Lab, ServiceLoad, eventually
+from provisioner.faults.plan import master_only
 
 # the node controller's monitor period (5 s) and the kubelet's heartbeat interval (10 s)
 MONITOR_SLACK = 15

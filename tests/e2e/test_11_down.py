@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from provisioner import libvirthost
-from provisioner.drivers.libvirt import CONSOLE_ROOT, VM_ROOT
-from provisioner.pytest_plugin import Lab
+from kubelab_testing.plugin import Lab
+from provisioner.drivers.libvirt import daemon as libvirthost
+from provisioner.drivers.libvirt.driver import CONSOLE_ROOT, VM_ROOT
 
 
 def _netns() -> set[str]:

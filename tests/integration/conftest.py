@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import host
+from provisioner.system import packages as host
 from tests.support.components import free_port, require
 from tests.support.kubectl import Kubectl, kubelab, require_kubectl
 

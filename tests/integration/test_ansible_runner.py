@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.ansible import PlaybookError, run_playbook
+from provisioner.drivers.libvirt.playbooks import PlaybookError, run_playbook
 
 pytestmark = pytest.mark.integration
 

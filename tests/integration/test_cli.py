@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import host, procs
+from provisioner.system import packages as host
+from provisioner.system import processes as procs
 from tests.support.components import free_port, require
 from tests.support.kubectl import Kubectl, eventually, kubelab
 

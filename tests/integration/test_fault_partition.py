@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import host, libvirthost, vmplan
-from provisioner import spec as labspec
-from provisioner.faultops import apply_partitions
-from provisioner.faults import Fault
-from provisioner.waiting import wait_for
+from provisioner.drivers.libvirt import daemon as libvirthost
+from provisioner.drivers.libvirt import plan as vmplan
+from provisioner.faults.executor import apply_partitions
+from provisioner.faults.plan import Fault
+from provisioner.lab import spec as labspec
+from provisioner.system import packages as host
+from provisioner.system.waiting import wait_for
 from tests.support.components import network_namespace, require
 
 MACHINES = vmplan.machines(labspec.LabSpec(name="demo", workers=2))

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import guestimage, host
-from provisioner.waiting import wait_for
+from provisioner.artefacts import guestimage
+from provisioner.system import packages as host
+from provisioner.system.waiting import wait_for
 from tests.support.components import in_ci, network_namespace, require
 
 BOOT_TIMEOUT = 420.0  # TCG on a busy two-core host; an idle one answers in well under a minute

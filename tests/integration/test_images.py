@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import containerimages
+from provisioner.artefacts import containerimages
 from provisioner.errors import HostError
 from tests.support.components import Containerd, in_ci, network_namespace, running_containerd
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.ansible import PLAYBOOKS, PlaybookError, run_playbook
+from provisioner.drivers.libvirt.playbooks import PlaybookError, run_playbook
+from provisioner.project import PLAYBOOKS
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from provisioner import host
+from provisioner.system import packages as host
 from tests.integration.conftest import Lab, running_lab
 from tests.support.components import Containerd, require, running_containerd
 from tests.support.kubectl import Kubectl, eventually, manifest

@@ -22,7 +22,7 @@ import pytest
 from agents.kubelet.cni import BridgeNetwork, CniClient, PodRef, PortMapping
 from agents.kubelet.errors import CniError
 from agents.kubelet.sandbox import NETNS_DIR, SandboxManager
-from provisioner import host
+from provisioner.system import packages as host
 from tests.support.components import require
 
 pytestmark = pytest.mark.integration

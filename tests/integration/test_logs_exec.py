@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from provisioner import host
+from provisioner.system import packages as host
 from tests.integration.conftest import running_lab
 from tests.support.components import require
 from tests.support.kubectl import Kubectl, eventually, manifest

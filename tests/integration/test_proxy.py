@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from provisioner import host
+from provisioner.system import packages as host
 from tests.integration.conftest import Lab
 from tests.support.components import free_port, in_ci, require
 from tests.support.kubectl import ROOT, Kubectl, eventually, manifest

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from provisioner import containerimages
+from provisioner.artefacts import containerimages
 from tests.integration.conftest import Lab
 from tests.support.components import running_containerd
 from tests.support.kubectl import kubelab

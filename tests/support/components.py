@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import components, host, procs
+from provisioner.drivers.local import components
 from provisioner.errors import HostError
-from provisioner.labpaths import LabPaths
+from provisioner.lab.paths import LabPaths
+from provisioner.system import packages as host
+from provisioner.system import processes as procs
 
 
 def in_ci() -> bool:

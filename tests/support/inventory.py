@@ -1,5 +1,5 @@
 """The lab variables the provisioner puts into a VM lab's inventory, for tests of the inventory and
-the roles (the contract in provisioner.ansible.REQUIRED_VARIABLES), under a given state directory."""
+the roles (the contract in provisioner.drivers.libvirt.playbooks.REQUIRED_VARIABLES), under a given state directory."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from provisioner.pytest_plugin import Result
+from kubelab_testing.plugin import Result
 
 ROOT = Path(__file__).resolve().parents[2]
 

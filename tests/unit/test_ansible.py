@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from provisioner.ansible import (
+from provisioner.drivers.libvirt.playbooks import (
     CONNECTION_DEFAULTS,
     REQUIRED_VARIABLES,
     InventoryError,
@@ -29,7 +29,7 @@ from provisioner.ansible import (
     stats_line,
 )
 from provisioner.errors import ProvisionError
-from provisioner.render import HEADER
+from provisioner.lab.render import HEADER
 from tests.support.inventory import lab_variables
 
 MASTER = InventoryNode("kubelab-master", "192.168.150.10", "master")

@@ -9,11 +9,13 @@ from typing import Any, cast
 
 import pytest
 
-from provisioner import faults, render, vmplan
-from provisioner import spec as labspec
+from provisioner.drivers.libvirt import plan as vmplan
 from provisioner.errors import SpecError
-from provisioner.faultops import table_name
-from provisioner.faults import Fault
+from provisioner.faults import plan as faults
+from provisioner.faults.executor import table_name
+from provisioner.faults.plan import Fault
+from provisioner.lab import render
+from provisioner.lab import spec as labspec
 
 MACHINES = vmplan.machines(labspec.LabSpec(name="demo", workers=2))
 MASTER, WORKER1, WORKER2 = MACHINES
@@ -114,7 +116,7 @@ def test_a_partition_drops_the_nodes_frames_both_ways_in_one_table_of_its_own() 
 def test_fault_commands_on_a_wrong_lab_or_node_are_one_line_and_change_nothing(
     argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from provisioner import cli  # noqa: PLC0415
+    from provisioner.cli import main as cli  # noqa: PLC0415
 
     monkeypatch.setenv("KUBELAB_HOME", str(tmp_path))
     (tmp_path / "demo").mkdir()
@@ -158,7 +160,7 @@ class _Driver:
     """What FaultOps uses of the libvirt driver, with domains that only record what was done to them."""
 
     def __init__(self, root: Path) -> None:
-        from provisioner.labpaths import LabPaths  # noqa: PLC0415
+        from provisioner.lab.paths import LabPaths  # noqa: PLC0415
 
         self.spec = labspec.LabSpec(name="demo", workers=2)
         self.machines = MACHINES
@@ -182,7 +184,8 @@ class _Driver:
 def test_inject_and_heal_carry_out_the_plan_and_keep_the_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioner import faultops, libvirthost  # noqa: PLC0415
+    from provisioner.drivers.libvirt import daemon as libvirthost  # noqa: PLC0415
+    from provisioner.faults import executor as faultops  # noqa: PLC0415
 
     monkeypatch.setattr(libvirthost, "current", lambda: libvirthost.Daemon(libvirthost.URI, "kubelab-vms"))
     loaded: list[list[str]] = []
@@ -226,7 +229,8 @@ def test_inject_and_heal_carry_out_the_plan_and_keep_the_record(
 def test_a_crashed_machine_booted_outside_heal_can_be_crashed_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from provisioner import faultops, libvirthost  # noqa: PLC0415
+    from provisioner.drivers.libvirt import daemon as libvirthost  # noqa: PLC0415
+    from provisioner.faults import executor as faultops  # noqa: PLC0415
 
     monkeypatch.setattr(libvirthost, "current", lambda: libvirthost.Daemon(libvirthost.URI, "kubelab-vms"))
     driver = _Driver(tmp_path)

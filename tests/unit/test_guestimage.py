@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import guestimage
+from provisioner.artefacts import guestimage
 from provisioner.errors import HostError, SpecError
 
 PYPROJECT = """\

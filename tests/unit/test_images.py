@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from agents.machinery.imagerefs import full_reference
-from provisioner import containerimages as ci
-from provisioner import oci, registry
+from provisioner.artefacts import containerimages as ci
+from provisioner.artefacts import oci, registry
 from provisioner.errors import HostError, SpecError
 
 SOURCE = Path("test.yaml")

@@ -36,7 +36,7 @@ from agents.kubelet.cni import (
 )
 from agents.kubelet.errors import CniError, CniTemporaryError
 from agents.machinery.errors import TemporaryError
-from provisioner.render import render
+from provisioner.lab.render import render
 
 NETWORK = BridgeNetwork(subnet=IPv4Network("10.244.7.0/24"), data_dir=Path("/var/lib/kubelab/kubelet/cni/networks"))
 

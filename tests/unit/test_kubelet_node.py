@@ -30,7 +30,7 @@ from agents.kubelet.settings import KubeletSettings
 from agents.machinery.client import ApiError, Client
 from agents.machinery.events import EventRecorder
 from agents.machinery.settings import SettingsError, load
-from provisioner.render import render
+from provisioner.lab.render import render
 
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
 FACTS = {

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from provisioner import loadprobe
-from provisioner.loadprobe import Sample
+from kubelab_testing import loadprobe
+from kubelab_testing.loadprobe import Sample
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -36,7 +36,7 @@ def server() -> Iterator[int]:
 
 
 def _probe(url: str, rate: str = "20", seconds: str = "0.5") -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "provisioner.loadprobe", "-", url, rate, seconds]
+    argv = [sys.executable, "-m", "kubelab_testing.loadprobe", "-", url, rate, seconds]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 
 
@@ -62,11 +62,11 @@ def test_nothing_listening_is_a_failure_not_a_hang(server: int) -> None:
 @pytest.mark.parametrize("args", [["-", "http://x/", "0", "5"], ["-", "ftp://x/", "1", "5"], ["-", "http://x/"]])
 def test_bad_arguments_are_one_usage_line(args: list[str]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "provisioner.loadprobe", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "kubelab_testing.loadprobe", *args], capture_output=True, text=True, check=False
     )
     assert (
         done.returncode == 2
-        and done.stderr.startswith("usage: python -m provisioner.loadprobe")
+        and done.stderr.startswith("usage: python -m kubelab_testing.loadprobe")
         and done.stderr.count("\n") == 1
     )
 

@@ -32,8 +32,9 @@ from agents.kubelet.settings import KubeletSettings
 from agents.machinery.settings import load
 from agents.proxy.settings import ProxySettings
 from agents.scheduler.settings import SchedulerSettings
-from provisioner.ansible import PLAYBOOKS, SITE, InventoryNode, inventory
-from provisioner.render import HEADER, TEMPLATES
+from provisioner.drivers.libvirt.playbooks import SITE, InventoryNode, inventory
+from provisioner.lab.render import HEADER
+from provisioner.project import PLAYBOOKS, TEMPLATES
 from tests.support.inventory import lab_variables
 
 STATE_DIR = Path("/root/.kubelab/kubelab")

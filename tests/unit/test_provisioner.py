@@ -9,9 +9,9 @@ import pytest
 import yaml
 from cryptography import x509
 
-from provisioner import kubeconfig, render, spec
 from provisioner.errors import SpecError
-from provisioner.pki import ADMIN, SCHEDULER, Pki, node_identity
+from provisioner.lab import kubeconfig, render, spec
+from provisioner.lab.pki import ADMIN, SCHEDULER, Pki, node_identity
 
 
 def test_spec_layers_defaults_file_and_flags(tmp_path: Path) -> None:

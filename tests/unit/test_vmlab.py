@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from provisioner import libvirthost, render, sshkeys, vmplan
-from provisioner import spec as labspec
+from provisioner.drivers.libvirt import daemon as libvirthost
+from provisioner.drivers.libvirt import plan as vmplan
+from provisioner.drivers.libvirt import ssh as sshkeys
+from provisioner.drivers.libvirt.tunnel import Forward
 from provisioner.errors import SpecError
-from provisioner.tunnel import Forward
+from provisioner.lab import render
+from provisioner.lab import spec as labspec
 
 
 def test_machines_get_stable_addresses_names_and_macs() -> None:
@@ -87,7 +90,7 @@ def test_domain_boots_the_image_directly_on_its_overlay(accel: str) -> None:
 
 
 def test_a_range_held_by_another_active_network_is_named() -> None:
-    from provisioner.drivers.libvirt import overlapping  # noqa: PLC0415
+    from provisioner.drivers.libvirt.driver import overlapping  # noqa: PLC0415
 
     other = labspec.LabSpec(name="first", workers=1)
     xml = render.render("libvirt/network.xml.j2", network=vmplan.network(other), machines=vmplan.machines(other))
@@ -99,7 +102,7 @@ def test_a_range_held_by_another_active_network_is_named() -> None:
 
 
 def test_the_reservations_of_a_network_are_read_back_as_libvirt_updates_them() -> None:
-    from provisioner.drivers.libvirt import _reservations  # noqa: PLC0415
+    from provisioner.drivers.libvirt.driver import _reservations  # noqa: PLC0415
 
     spec = labspec.LabSpec(name="demo", workers=1)
     machines = vmplan.machines(spec)
@@ -132,7 +135,7 @@ def test_ssh_config_goes_through_the_namespace_when_there_is_one(tmp_path: Path)
     hosts = [("demo-master", "192.168.123.10"), ("demo-worker1", "192.168.123.11")]
     text = sshkeys.config(hosts=hosts, key=key, known_hosts=tmp_path / "known", netns="kubelab-vms")
     assert "Host demo-master 192.168.123.10\n" in text and "HostName 192.168.123.11\n" in text
-    assert "-m provisioner.tunnel connect kubelab-vms %h %p" in text
+    assert "-m provisioner.drivers.libvirt.tunnel connect kubelab-vms %h %p" in text
     assert "ProxyCommand" not in sshkeys.config(hosts=hosts, key=key, known_hosts=tmp_path / "k", netns="")
     assert " " not in sshkeys.cmdline_value(line)
 
@@ -170,9 +173,9 @@ def test_the_local_driver_ignores_machine_settings() -> None:
 def test_libvirt_refusing_a_machine_is_one_line_naming_it_and_what_to_change(tmp_path: Path) -> None:
     import libvirt  # noqa: PLC0415  (the binding is a dependency of the project)
 
-    from provisioner.drivers.libvirt import LibvirtDriver  # noqa: PLC0415
+    from provisioner.artefacts.guestimage import GuestImage  # noqa: PLC0415
+    from provisioner.drivers.libvirt.driver import LibvirtDriver  # noqa: PLC0415
     from provisioner.errors import ProvisionError  # noqa: PLC0415
-    from provisioner.guestimage import GuestImage  # noqa: PLC0415
 
     image = GuestImage(tmp_path / "disk.qcow2", tmp_path / "vmlinuz", tmp_path / "initrd.img", "d" * 16, True, 0.0)
 
@@ -195,9 +198,9 @@ def test_a_machine_that_never_answers_ssh_is_one_error_naming_it_the_accelerator
 ) -> None:
     import subprocess  # noqa: PLC0415
 
-    from provisioner.drivers import libvirt as driver  # noqa: PLC0415
+    from provisioner.drivers.libvirt import driver  # noqa: PLC0415
     from provisioner.errors import ComponentError  # noqa: PLC0415
-    from provisioner.labpaths import LabPaths  # noqa: PLC0415
+    from provisioner.lab.paths import LabPaths  # noqa: PLC0415
 
     monkeypatch.setattr(driver, "CONSOLE_ROOT", tmp_path / "console")
     monkeypatch.setitem(driver.SSH_TIMEOUT, "tcg", 0.5)
@@ -230,7 +233,7 @@ def test_the_ssh_proxy_command_ends_when_ssh_closes_it_although_the_machine_neve
     with socket.create_server(("127.0.0.1", 0)) as server:  # accepts, then neither reads nor closes
         port = server.getsockname()[1]
         proxy = subprocess.Popen(
-            [sys.executable, "-m", "provisioner.tunnel", "connect", "-", "127.0.0.1", str(port)],
+            [sys.executable, "-m", "provisioner.drivers.libvirt.tunnel", "connect", "-", "127.0.0.1", str(port)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

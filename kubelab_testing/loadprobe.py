@@ -1,6 +1,6 @@
 """A steady stream of HTTP requests at a Service, to see what a fault costs its clients.
 
-Run as ``python -m provisioner.loadprobe NETNS URL RATE SECONDS``: from inside the network namespace
+Run as ``python -m kubelab_testing.loadprobe NETNS URL RATE SECONDS``: from inside the network namespace
 NETNS (``-``: stay here), one ``GET`` every 1/RATE seconds for SECONDS seconds (open loop: a slow answer
 does not delay the next request), each with a 1 s deadline. Every answer is one JSON line on standard
 output, ``{"t": <UNIX time sent>, "ok": <2xx within the deadline>, "ms": <latency>}``, so a reader can
@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from provisioner.tunnel import enter
+from provisioner.drivers.libvirt.tunnel import enter
 
 DEADLINE = 1.0
 MAX_SECONDS = 3600.0
@@ -119,7 +119,7 @@ def main(argv: Sequence[str]) -> int:
         if not 0 < rate <= MAX_RATE or not 0 < seconds <= MAX_SECONDS or not url.startswith("http://"):
             raise ValueError(f"RATE in (0, {MAX_RATE:.0f}], SECONDS in (0, {MAX_SECONDS:.0f}], an http:// URL")
     except (IndexError, ValueError) as exc:
-        print(f"usage: python -m provisioner.loadprobe NETNS URL RATE SECONDS ({exc})", file=sys.stderr)
+        print(f"usage: python -m kubelab_testing.loadprobe NETNS URL RATE SECONDS ({exc})", file=sys.stderr)
         return 2
     try:
         enter(netns)

@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from provisioner.spec import FIRST_HOST, LabSpec
+from provisioner.lab.spec import FIRST_HOST, LabSpec
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from provisioner import containerimages, faults, registry
-from provisioner import spec as labspec
-from provisioner.drivers.libvirt import UNITS, LibvirtDriver
-from provisioner.drivers.local import LocalDriver
+from provisioner.artefacts import containerimages, registry
+from provisioner.drivers.libvirt.driver import UNITS, LibvirtDriver
+from provisioner.drivers.local.driver import LocalDriver
 from provisioner.errors import ProvisionError, SpecError
-from provisioner.faultops import FaultOps
-from provisioner.labpaths import LabPaths
+from provisioner.faults import plan as faults
+from provisioner.faults.executor import FaultOps
+from provisioner.lab import spec as labspec
+from provisioner.lab.paths import LabPaths
 
 
 def _say(message: str) -> None:

@@ -1,4 +1,4 @@
-"""Carrying out the faults ``provisioner.faults`` plans, on a VM lab's machines.
+"""Carrying out the faults ``provisioner.faults.plan`` plans, on a VM lab's machines.
 
 crash and pause go through libvirt (``virDomainDestroy``, ``virDomainSuspend``; healed by
 ``virDomainCreate``, ``virDomainResume``); partition loads one nftables table of the bridge family
@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from provisioner import faults, libvirthost, render
+from provisioner.drivers.libvirt import daemon as libvirthost
+from provisioner.drivers.libvirt.plan import Machine
 from provisioner.errors import ComponentError, ProvisionError
-from provisioner.faults import Fault
-from provisioner.vmplan import Machine
+from provisioner.faults import plan as faults
+from provisioner.faults.plan import Fault
+from provisioner.lab import render
 
 if TYPE_CHECKING:
-    from provisioner.drivers.libvirt import LibvirtDriver
+    from provisioner.drivers.libvirt.driver import LibvirtDriver
 
 # libvirt's virDomainState values used here
 RUNNING, PAUSED, SHUTOFF = 1, 3, 5

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioner import procs
 from provisioner.errors import HostError
-from provisioner.waiting import wait_for
+from provisioner.system import processes as procs
+from provisioner.system.waiting import wait_for
 
 URI = "qemu:///system"
 NETNS = "kubelab-vms"

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.labclient import Faults, Kubectl, Lab, NotInTime, Result, ServiceLoad, eventually
+from kubelab_testing.lab import Faults, Kubectl, Lab, NotInTime, Result, ServiceLoad, eventually
 
 __all__ = ["Faults", "Kubectl", "Lab", "NotInTime", "Result", "ServiceLoad", "created_lab", "eventually"]
 
@@ -48,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _home(config: pytest.Config) -> Path:
-    from provisioner.labpaths import default_home  # noqa: PLC0415
+    from provisioner.lab.paths import default_home  # noqa: PLC0415
 
     given = config.getoption("--kubelab-home")
     return Path(given) if given else default_home()

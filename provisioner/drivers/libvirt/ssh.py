@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provisioner import render
+from provisioner.lab import render
 
 
 def ensure_key(private: Path, comment: str) -> str:
@@ -47,7 +47,7 @@ def config(
     netns: str,
 ) -> str:
     """An ssh config for ``hosts`` ((name, ip) pairs), through the lab's namespace when it has one."""
-    proxy = f"{sys.executable} -m provisioner.tunnel connect {netns} %h %p" if netns else ""
+    proxy = f"{sys.executable} -m provisioner.drivers.libvirt.tunnel connect {netns} %h %p" if netns else ""
     return render.render(
         "ssh/ssh_config.j2",
         hosts=hosts,

@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.faults import COMPONENTS
-from provisioner.labclient import Faults, Kubectl, Lab, ServiceLoad, eventually
-from provisioner.loadprobe import Summary
+from kubelab_testing.lab import Faults, Kubectl, Lab, ServiceLoad, eventually
+from kubelab_testing.loadprobe import Summary
+from provisioner.faults.plan import COMPONENTS
 
 NAME = "roll"
 REPLICAS = 6

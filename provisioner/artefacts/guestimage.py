@@ -34,12 +34,11 @@ from typing import Any
 
 import yaml
 
-from provisioner import host
 from provisioner.errors import HostError, ProvisionError, SpecError
+from provisioner.project import IMAGES, PYPROJECT
+from provisioner.system import packages as host
 
-ROOT = Path(__file__).resolve().parent.parent
-RECIPE_DIR = ROOT / "images" / "guest"
-PYPROJECT = ROOT / "pyproject.toml"
+RECIPE_DIR = IMAGES / "guest"
 DEFAULT_CACHE = Path("/var/cache/kubelab/guest")
 FORMAT = 1  # bump when the builder's output changes for the same inputs
 REQUIREMENTS = (host.MMDEBSTRAP, host.MKE2FS, host.QEMU_IMG)

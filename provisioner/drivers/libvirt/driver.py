@@ -6,7 +6,7 @@ playbooks through ansible-runner, waits until every node is Ready and puts the b
 the registry on the master. Run again, it converges: machines that are missing are created, workers
 no longer asked for are removed, and the playbooks change only what differs.
 
-The host reaches the lab through ``provisioner.tunnel``: a forwarder process keeps 127.0.0.1:<api-port>
+The host reaches the lab through ``provisioner.drivers.libvirt.tunnel``: a forwarder process keeps 127.0.0.1:<api-port>
 and 127.0.0.1:<registry-port> connected to the master, and ssh uses the tunnel as its ProxyCommand.
 """
 
@@ -32,27 +32,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provisioner import (
-    ansible,
-    faults,
-    guestimage,
-    host,
-    kubeconfig,
-    libvirthost,
-    procs,
-    registry,
-    render,
-    sshkeys,
-    vmplan,
-)
-from provisioner.components import port_in_use
+from provisioner.artefacts import guestimage, registry
+from provisioner.drivers.libvirt import daemon as libvirthost
+from provisioner.drivers.libvirt import plan as vmplan
+from provisioner.drivers.libvirt import playbooks as ansible
+from provisioner.drivers.libvirt import ssh as sshkeys
+from provisioner.drivers.libvirt.tunnel import Forward
+from provisioner.drivers.local.components import port_in_use
 from provisioner.errors import ComponentError, HostError, ProvisionError
-from provisioner.faultops import FaultOps
-from provisioner.labpaths import LabPaths
-from provisioner.pki import ADMIN, APISERVER_KUBELET, CONTROLLER_MANAGER, PROXY, SCHEDULER, Pki, node_identity
-from provisioner.spec import LabSpec, service_ip
-from provisioner.tunnel import Forward
-from provisioner.waiting import wait_for
+from provisioner.faults import plan as faults
+from provisioner.faults.executor import FaultOps
+from provisioner.lab import kubeconfig, render
+from provisioner.lab.paths import LabPaths
+from provisioner.lab.pki import ADMIN, APISERVER_KUBELET, CONTROLLER_MANAGER, PROXY, SCHEDULER, Pki, node_identity
+from provisioner.lab.spec import LabSpec, service_ip
+from provisioner.project import PLAYBOOKS
+from provisioner.system import packages as host
+from provisioner.system import processes as procs
+from provisioner.system.waiting import wait_for
 
 VM_ROOT = Path("/var/lib/kubelab/vms")
 CONSOLE_ROOT = Path("/var/log/kubelab")
@@ -65,7 +62,6 @@ READY_TIMEOUT = 300.0
 SHUTDOWN_TIMEOUT = 90.0
 KERNEL_ARGS = "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
 GUEST_CACHE_TAG = "cpython-311"  # the guests' Debian 12 Python
-PLAYBOOKS = Path(__file__).resolve().parent.parent.parent / "playbooks"
 
 # what `kubelab logs NODE COMPONENT` reads: the systemd unit of each component
 UNITS = {component: unit for component, (unit, _where) in faults.COMPONENTS.items()}  # kubelab logs NODE COMPONENT
@@ -489,7 +485,7 @@ class LibvirtDriver:
         argv = [
             sys.executable,
             "-m",
-            "provisioner.tunnel",
+            "provisioner.drivers.libvirt.tunnel",
             "forward",
             daemon.netns or "-",
             *(f.argument() for f in forwards),

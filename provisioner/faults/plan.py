@@ -1,6 +1,6 @@
 """Faults a user injects into a VM lab, decided from the lab's machines and the faults already active.
 
-Pure: nothing here touches libvirt, ssh or nftables (``provisioner.faultops`` carries the plan out).
+Pure: nothing here touches libvirt, ssh or nftables (``provisioner.faults.executor`` carries the plan out).
 
 - ``crash NODE``: the machine is powered off at once, as if its plug were pulled (undo: boot it).
 - ``pause NODE``: the machine's virtual CPUs are frozen; its memory and connections stay (undo: resume).
@@ -20,8 +20,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from provisioner.drivers.libvirt.plan import Machine
 from provisioner.errors import SpecError
-from provisioner.vmplan import Machine
 
 KINDS = ("crash", "pause", "partition", "kill")
 

@@ -4,7 +4,7 @@ A recipe names Debian packages, the paths to take from them, files and directori
 applet links, and the image config. Building is: ask apt which .deb each package would be (version
 and SHA-256, no download), derive the cache key from those and the recipe, and only on a miss
 download the .debs (``apt-get download``), unpack them (``dpkg-deb -x``), plan the layer (pure) and
-write a reproducible OCI archive (:mod:`provisioner.oci`).
+write a reproducible OCI archive (:mod:`provisioner.artefacts.oci`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from typing import Any
 
 import yaml
 
-from provisioner import oci
+from provisioner.artefacts import oci
 from provisioner.errors import HostError, SpecError
+from provisioner.project import IMAGES
 
-RECIPES = Path(__file__).resolve().parent.parent / "images" / "containers"
+RECIPES = IMAGES / "containers"
 CACHE = Path(os.environ.get("KUBELAB_IMAGE_CACHE", "/var/cache/kubelab/images"))
 FORMAT = 1  # bump when the builder's output changes for the same inputs
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")

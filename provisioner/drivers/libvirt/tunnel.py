@@ -1,6 +1,6 @@
 """Reaching a lab's machines from the host when they live in a network namespace.
 
-Two small programs, both run as ``python -m provisioner.tunnel``:
+Two small programs, both run as ``python -m provisioner.drivers.libvirt.tunnel``:
 
 ``forward NETNS LOCAL_PORT=HOST:PORT ...``
     listens on 127.0.0.1:LOCAL_PORT in the host's own network namespace, then moves into NETNS and
@@ -146,7 +146,8 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         return 0
     print(
-        "usage: python -m provisioner.tunnel forward NETNS PORT=HOST:PORT... | connect NETNS HOST PORT", file=sys.stderr
+        "usage: python -m provisioner.drivers.libvirt.tunnel forward NETNS PORT=HOST:PORT... | connect NETNS HOST PORT",
+        file=sys.stderr,
     )
     return 2
 

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioner import components, host, kubeconfig, nodenet, procs, registry
-from provisioner.labpaths import LabPaths
-from provisioner.pki import (
+from provisioner.artefacts import registry
+from provisioner.drivers.local import components, nodenet
+from provisioner.lab import kubeconfig
+from provisioner.lab.paths import LabPaths
+from provisioner.lab.pki import (
     ADMIN,
     APISERVER_KUBELET,
     CONTROLLER_MANAGER,
@@ -30,7 +32,9 @@ from provisioner.pki import (
     Pki,
     node_identity,
 )
-from provisioner.spec import LabSpec, service_ip
+from provisioner.lab.spec import LabSpec, service_ip
+from provisioner.system import packages as host
+from provisioner.system import processes as procs
 
 START_TIMEOUT = 60.0
 START_ORDER = (

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from agents.machinery.imagerefs import full_reference, split_reference
-from provisioner import containerimages, oci
+from provisioner.artefacts import containerimages, oci
 from provisioner.errors import HostError, SpecError
 
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from provisioner import procs, render
 from provisioner.errors import ComponentError
-from provisioner.labpaths import LabPaths
-from provisioner.waiting import wait_for
+from provisioner.lab import render
+from provisioner.lab.paths import LabPaths
+from provisioner.system import processes as procs
+from provisioner.system.waiting import wait_for
 
 
 class Component(Protocol):

@@ -1,7 +1,7 @@
 """A lab as a test or a benchmark sees it, without pytest: its files and nodes, the real kubectl
 bound to its kubeconfig, `kubelab fault` and a load probe against its Services.
 
-The pytest plugin (``provisioner.pytest_plugin``) hands these out as fixtures; benchmarks use them
+The pytest plugin (``kubelab_testing.plugin``) hands these out as fixtures; benchmarks use them
 directly.
 """
 
@@ -68,8 +68,8 @@ class Lab:
 
     @property
     def nodes(self) -> list[Node]:
-        from provisioner import spec as labspec  # noqa: PLC0415 - keeps plugin loading light
-        from provisioner import vmplan  # noqa: PLC0415
+        from provisioner.drivers.libvirt import plan as vmplan  # noqa: PLC0415
+        from provisioner.lab import spec as labspec  # noqa: PLC0415 - keeps plugin loading light
 
         spec = labspec.LabSpec.from_json((self.root / "lab.json").read_text())
         return [Node(m.name, m.role, m.ip) for m in vmplan.machines(spec)]
@@ -96,7 +96,7 @@ class Lab:
 
     def on_lab_network(self, argv: list[str]) -> list[str]:
         """``argv`` run where the lab's machines are reachable (inside kubelab's namespace if it has one)."""
-        from provisioner import libvirthost  # noqa: PLC0415
+        from provisioner.drivers.libvirt import daemon as libvirthost  # noqa: PLC0415
 
         daemon = libvirthost.current()
         return daemon.wrap(argv) if daemon is not None else argv
@@ -168,29 +168,29 @@ class Faults:
 
 class ServiceLoad:
     """Requests at ``url`` (e.g. a NodePort on a node) from where the lab's machines are reachable,
-    ``rate`` a second for at most ``seconds`` (``python -m provisioner.loadprobe``); ``samples()``
+    ``rate`` a second for at most ``seconds`` (``python -m kubelab_testing.loadprobe``); ``samples()``
     reads what came back so far and ``summary(since)`` says how many failed and until when."""
 
     def __init__(self, lab: Lab, url: str, *, rate: float = 5.0, seconds: float = 900.0) -> None:
-        from provisioner import libvirthost  # noqa: PLC0415
+        from provisioner.drivers.libvirt import daemon as libvirthost  # noqa: PLC0415
 
         daemon = libvirthost.current()
         netns = daemon.netns if daemon is not None and daemon.netns else "-"
         self.url = url
         self._out = tempfile.NamedTemporaryFile(prefix="kubelab-load-", suffix=".jsonl")  # noqa: SIM115
-        argv = [sys.executable, "-m", "provisioner.loadprobe", netns, url, str(rate), str(seconds)]
+        argv = [sys.executable, "-m", "kubelab_testing.loadprobe", netns, url, str(rate), str(seconds)]
         self._process = subprocess.Popen(argv, stdout=self._out, cwd=ROOT)
         self._final: list[Any] | None = None  # what came back, kept once stopped
 
     def samples(self) -> list[Any]:
-        from provisioner import loadprobe  # noqa: PLC0415
+        from kubelab_testing import loadprobe  # noqa: PLC0415
 
         if self._final is not None:
             return self._final
         return loadprobe.parse(Path(self._out.name).read_text().splitlines())
 
     def summary(self, since: float, until: float | None = None) -> Any:
-        from provisioner import loadprobe  # noqa: PLC0415
+        from kubelab_testing import loadprobe  # noqa: PLC0415
 
         return loadprobe.summarize(self.samples(), since, until)
 

@@ -1,0 +1,1 @@
+"""The ``kubelab`` command."""

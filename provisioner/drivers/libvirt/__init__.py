@@ -1,0 +1,1 @@
+"""The libvirt driver: a master and worker VMs installed with Ansible."""

@@ -1,0 +1,1 @@
+"""The local driver: the same agents as processes on this host."""

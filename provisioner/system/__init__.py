@@ -1,0 +1,2 @@
+"""This machine, as the host side uses it: Debian packages it needs, processes it runs, waiting
+with deadlines."""
