@@ -28,7 +28,7 @@ from typing import Any
 from benchmarks.common import emit, free_port
 from kubelab_testing import drills as drill
 from kubelab_testing.lab import Faults, Kubectl, Lab, NotInTime, ServiceLoad, eventually
-from provisioner.faults import plan as faults_plan
+from provisioner.lab import components
 from provisioner.lab.paths import default_home
 
 LAB = "bench-faults"
@@ -104,7 +104,7 @@ def measure(lab: Lab, groups: tuple[str, ...] = GROUPS) -> list[dict[str, Any]]:
         if "kills" in groups:
             rolled.next()  # the kills hit one rollout in turn
             for component in drill.KILLS:
-                node = lab.master.name if faults_plan.master_only(component) else worker1
+                node = lab.master.name if components.master_only(component) else worker1
                 load = ServiceLoad(lab, rolled.entry(lab, avoid=node))
                 try:
                     drill.warm(load)

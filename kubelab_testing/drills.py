@@ -21,7 +21,7 @@ from typing import Any
 
 from kubelab_testing.lab import Faults, Kubectl, Lab, ServiceLoad, eventually
 from kubelab_testing.loadprobe import Summary
-from provisioner.faults.plan import COMPONENTS
+from provisioner.lab.components import unit_of
 
 NAME = "roll"
 REPLICAS = 6
@@ -255,7 +255,7 @@ class KillFigures:
 def kill(lab: Lab, kubectl: Kubectl, faults: Faults, rolled: Rolled, *, node: str, component: str) -> KillFigures:
     """SIGKILL ``component`` on ``node``; wait until systemd has restarted it, every node is Ready and
     all replicas of ``rolled`` are Running and Ready."""
-    unit = COMPONENTS[component][0]
+    unit = unit_of(component)
     was = _unit(lab, node, unit)
     containers = running_containers(lab, node) if component in ("kubelet", "containerd") else None
     began = time.time()

@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from provisioner.drivers.libvirt.tunnel import enter
+from provisioner.system.netns import enter
 
 DEADLINE = 1.0
 MAX_SECONDS = 3600.0

@@ -1,6 +1,7 @@
 """Faults a user injects into a VM lab, decided from the lab's machines and the faults already active.
 
-Pure: nothing here touches libvirt, ssh or nftables (``provisioner.faults.executor`` carries the plan out).
+Pure: nothing here touches libvirt, ssh or nftables (``provisioner.faults.executor`` carries the plan out
+through the driver's machines).
 
 - ``crash NODE``: the machine is powered off at once, as if its plug were pulled (undo: boot it).
 - ``pause NODE``: the machine's virtual CPUs are frozen; its memory and connections stay (undo: resume).
@@ -20,28 +21,11 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from provisioner.drivers.libvirt.plan import Machine
+from provisioner.drivers.base import Machine
 from provisioner.errors import SpecError
+from provisioner.lab.components import COMPONENTS, master_only
 
 KINDS = ("crash", "pause", "partition", "kill")
-
-# component -> (systemd unit, the role of the machines that run it: "all" or "master")
-COMPONENTS: dict[str, tuple[str, str]] = {
-    "kubelet": ("kubelab-kubelet", "all"),
-    "proxy": ("kubelab-proxy", "all"),
-    "containerd": ("containerd", "all"),
-    "apiserver": ("kubelab-apiserver", "master"),
-    "scheduler": ("kubelab-scheduler", "master"),
-    "controller-manager": ("kubelab-controller-manager", "master"),
-    "etcd": ("etcd", "master"),
-    "registry": ("docker-registry", "master"),
-}
-
-
-def master_only(component: str) -> bool:
-    """Whether ``component`` runs on the master alone (else on every node)."""
-    return COMPONENTS[component][1] == "master"
-
 
 WHAT = {
     "crash": "powered off (as if its plug were pulled)",
@@ -59,7 +43,7 @@ class Fault:
 
     @property
     def unit(self) -> str:
-        return COMPONENTS[self.component][0] if self.component else ""
+        return COMPONENTS[self.component].unit if self.component else ""
 
     def describe(self) -> str:
         if self.kind == "kill":
@@ -121,12 +105,6 @@ def healing(active: Sequence[Fault], node: str | None) -> tuple[list[Fault], lis
     keep = [f for f in active if f not in undo]
     order = {"kill": 0, "crash": 1, "pause": 1, "partition": 2}
     return sorted(undo, key=lambda f: (order[f.kind], f.node)), keep
-
-
-def partitioned_macs(machines: Sequence[Machine], active: Iterable[Fault]) -> list[tuple[str, str]]:
-    """``(node, MAC)`` of every partitioned machine, in the lab's order."""
-    cut = {f.node for f in active if f.kind == "partition"}
-    return [(m.name, m.mac) for m in machines if m.name in cut]
 
 
 def load(path: Path) -> list[Fault]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from kubelab_testing.plugin import Kubectl, Lab, eventually
-from provisioner.drivers.libvirt.driver import CONSOLE_ROOT, VM_ROOT
+from provisioner.drivers.libvirt.plan import CONSOLE_ROOT, VM_ROOT
 from tests.e2e.test_02_deployment import running_pods
 
 PINNED = """

@@ -23,7 +23,7 @@ import pytest
 
 from kubelab_testing import drills as drill
 from kubelab_testing.plugin import Faults, Kubectl, Lab, ServiceLoad, eventually
-from provisioner.faults.plan import master_only
+from provisioner.lab.components import master_only
 
 # the node controller's monitor period (5 s) and the kubelet's heartbeat interval (10 s)
 MONITOR_SLACK = 15

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kubelab_testing.plugin import Lab
 from provisioner.drivers.libvirt import daemon as libvirthost
-from provisioner.drivers.libvirt.driver import CONSOLE_ROOT, VM_ROOT
+from provisioner.drivers.libvirt.plan import CONSOLE_ROOT, VM_ROOT
 
 
 def _netns() -> set[str]:

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from provisioner.drivers.libvirt import daemon as libvirthost
+from provisioner.drivers.libvirt import partitions
 from provisioner.drivers.libvirt import plan as vmplan
-from provisioner.faults.executor import apply_partitions
-from provisioner.faults.plan import Fault
 from provisioner.lab import spec as labspec
 from provisioner.system import packages as host
 from provisioner.system.waiting import wait_for
@@ -78,13 +77,13 @@ def test_a_partitioned_node_is_cut_off_both_ways_and_healing_restores_it(
     ruleset = tmp_path / "faults.nft"
     assert _pings(nodes[worker2.name], worker1.ip) and _pings(lab, worker1.ip)
 
-    apply_partitions("demo", MACHINES, [Fault("partition", worker1.name)], ruleset, wrap)
+    partitions.apply(partitions.ruleset("demo", MACHINES, [worker1.name]), ruleset, wrap)
     assert not _pings(nodes[worker2.name], worker1.ip)  # from another machine
     assert not _pings(nodes[worker1.name], worker2.ip)  # to another machine
     assert not _pings(lab, worker1.ip)  # from the host's side of the bridge (ssh, the API tunnel)
     assert _pings(nodes[worker2.name], "192.168.123.1") and _pings(lab, worker2.ip)  # the rest is untouched
 
-    apply_partitions("demo", MACHINES, [], ruleset, wrap)
+    partitions.apply(partitions.ruleset("demo", MACHINES, []), ruleset, wrap)
     assert _pings(nodes[worker2.name], worker1.ip) and _pings(lab, worker1.ip)
     listed = subprocess.run(wrap(["nft", "list", "tables"]), capture_output=True, text=True, check=True).stdout
     assert "kubelab-faults-demo" not in listed

@@ -12,16 +12,18 @@ from typing import Any
 import pytest
 import yaml
 
-from provisioner.drivers.libvirt.playbooks import (
+from provisioner.drivers.libvirt.inventory import (
     CONNECTION_DEFAULTS,
     REQUIRED_VARIABLES,
     InventoryError,
     InventoryNode,
+    hosts_of,
+    inventory,
+)
+from provisioner.drivers.libvirt.playbooks import (
     TaskFailure,
     _Progress,
     failure_of,
-    hosts_of,
-    inventory,
     module_message,
     progress_line,
     run_error,

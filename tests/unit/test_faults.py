@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from provisioner.drivers.base import Machine
 from provisioner.drivers.libvirt import plan as vmplan
+from provisioner.drivers.libvirt.partitions import ruleset
 from provisioner.errors import SpecError
 from provisioner.faults import plan as faults
-from provisioner.faults.executor import table_name
 from provisioner.faults.plan import Fault
-from provisioner.lab import render
 from provisioner.lab import spec as labspec
 
 MACHINES = vmplan.machines(labspec.LabSpec(name="demo", workers=2))
@@ -45,7 +45,7 @@ def test_nodes_are_named_in_full_short_or_by_address() -> None:
     ],
 )
 def test_a_fault_that_cannot_be_is_one_line_saying_why(
-    kind: str, machine: vmplan.Machine, component: str, active: list[Fault], message: str
+    kind: str, machine: Machine, component: str, active: list[Fault], message: str
 ) -> None:
     with pytest.raises(SpecError) as caught:
         faults.plan(kind, machine, active, component=component)
@@ -91,8 +91,7 @@ def test_the_fault_list_round_trips_and_a_damaged_one_is_one_clear_error(tmp_pat
 
 
 def _ruleset(active: list[Fault]) -> str:
-    cut = faults.partitioned_macs(MACHINES, active)
-    return render.render("nftables/faults.nft.j2", lab="demo", table=table_name("demo"), cut=cut)
+    return ruleset("demo", MACHINES, {f.node for f in active if f.kind == "partition"})
 
 
 def test_a_partition_drops_the_nodes_frames_both_ways_in_one_table_of_its_own() -> None:
@@ -128,86 +127,80 @@ def test_fault_commands_on_a_wrong_lab_or_node_are_one_line_and_change_nothing(
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
-class _Domain:
+class _Machines:
+    """A lab's machines for the fault executor (the MachineControl protocol), declared fake: each
+    records what was done to it and keeps the state that would follow."""
+
     def __init__(self) -> None:
-        self.state_code = 1  # running
-        self.calls: list[str] = []
+        self.machines = MACHINES
+        self.state = {m.name: "running" for m in MACHINES}
+        self.calls: dict[str, list[str]] = {m.name: [] for m in MACHINES}
+        self.cut: list[list[str]] = []
+        self.scripts: list[tuple[str, str]] = []
 
-    def state(self) -> list[int]:
-        return [self.state_code, 0]
+    def reachable(self) -> bool:
+        return True
 
-    def isActive(self) -> bool:
-        return self.state_code != 5
+    def states(self) -> dict[str, str]:
+        return dict(self.state)
 
-    def destroy(self) -> None:
-        self.calls.append("destroy")
-        self.state_code = 5
+    def _do(self, name: str, call: str, state: str) -> None:
+        self.calls[name].append(call)
+        self.state[name] = state
 
-    def create(self) -> None:
-        self.calls.append("create")
-        self.state_code = 1
+    def power_off(self, name: str) -> None:
+        self._do(name, "power_off", "shut off")
 
-    def suspend(self) -> None:
-        self.calls.append("suspend")
-        self.state_code = 3
+    def power_on(self, name: str) -> None:
+        self._do(name, "power_on", "running")
 
-    def resume(self) -> None:
-        self.calls.append("resume")
-        self.state_code = 1
+    def pause(self, name: str) -> None:
+        self._do(name, "pause", "paused")
+
+    def resume(self, name: str) -> None:
+        self._do(name, "resume", "running")
+
+    def cut_off(self, names: Collection[str]) -> None:
+        self.cut.append(sorted(names))
+
+    def run(self, name: str, script: str, *, timeout: float) -> subprocess.CompletedProcess[str]:
+        self.scripts.append((name, script))
+        return subprocess.CompletedProcess([], 0, "4242\n", "")
 
 
 class _Driver:
-    """What FaultOps uses of the libvirt driver, with domains that only record what was done to them."""
+    """What the fault executor uses of a driver: its spec, paths and machines."""
 
     def __init__(self, root: Path) -> None:
         from provisioner.lab.paths import LabPaths  # noqa: PLC0415
 
         self.spec = labspec.LabSpec(name="demo", workers=2)
-        self.machines = MACHINES
         self.paths = LabPaths(root / "demo")
         self.paths.root.mkdir(parents=True)
         self.paths.spec.write_text(self.spec.to_json())
-        self.domains = {m.name: _Domain() for m in MACHINES}
-        self.ssh_commands: list[tuple[str, str]] = []
+        self.control = _Machines()
 
-    def _connection(self) -> Any:
-        return contextlib.nullcontext(None)
-
-    def _our_domains(self, _conn: object) -> dict[str, _Domain]:
-        return self.domains
-
-    def ssh(self, node: str, command: str, *, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        self.ssh_commands.append((node, command))
-        return subprocess.CompletedProcess([], 0, "4242\n", "")
+    def machines(self) -> _Machines:
+        return self.control
 
 
-def test_inject_and_heal_carry_out_the_plan_and_keep_the_record(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from provisioner.drivers.libvirt import daemon as libvirthost  # noqa: PLC0415
-    from provisioner.faults import executor as faultops  # noqa: PLC0415
+def test_inject_and_heal_carry_out_the_plan_and_keep_the_record(tmp_path: Path) -> None:
+    from provisioner.faults import executor  # noqa: PLC0415
 
-    monkeypatch.setattr(libvirthost, "current", lambda: libvirthost.Daemon(libvirthost.URI, "kubelab-vms"))
-    loaded: list[list[str]] = []
-    monkeypatch.setattr(
-        faultops,
-        "apply_partitions",
-        lambda _lab, _m, active, _file, _wrap: loaded.append([f.node for f in active if f.kind == "partition"]),
-    )
     driver = _Driver(tmp_path)
+    machines = driver.control
     said: list[str] = []
-    ops = faultops.FaultOps(cast(Any, driver), say=said.append)
+    ops = executor.FaultOps(cast(Any, driver), say=said.append)
 
     ops.inject("kill", "master", "etcd")
     assert (
-        driver.ssh_commands[-1][0] == "demo-master"
-        and "systemctl show -p MainPID --value etcd" in driver.ssh_commands[-1][1]
+        machines.scripts[-1][0] == "demo-master" and "systemctl show -p MainPID --value etcd" in machines.scripts[-1][1]
     )
     ops.inject("crash", "worker1")
     ops.inject("partition", "worker1")
     ops.inject("pause", "worker2")
-    assert driver.domains["demo-worker1"].calls == ["destroy"] and driver.domains["demo-worker2"].calls == ["suspend"]
-    assert loaded == [["demo-worker1"]]
+    assert machines.calls["demo-worker1"] == ["power_off"] and machines.calls["demo-worker2"] == ["pause"]
+    assert machines.cut == [["demo-worker1"]]
     assert "  undo with: kubelab fault heal demo-worker1 --name demo" in said
     assert [(r.fault.kind, r.state) for r in ops.rows()][1:] == [
         ("crash", "powered off"),
@@ -216,32 +209,57 @@ def test_inject_and_heal_carry_out_the_plan_and_keep_the_record(
     ]
 
     ops.heal("worker1")
-    assert driver.domains["demo-worker1"].calls == ["destroy", "create"] and loaded[-1] == []
+    assert machines.calls["demo-worker1"] == ["power_off", "power_on"] and machines.cut[-1] == []
     assert [f.kind for f in ops.active()] == ["kill", "pause"]
     ops.heal()
-    assert driver.domains["demo-worker2"].calls == ["suspend", "resume"] and ops.active() == []
-    assert "reset-failed" in driver.ssh_commands[-1][1]  # the killed etcd: started if systemd gave up
+    assert machines.calls["demo-worker2"] == ["pause", "resume"] and ops.active() == []
+    assert "reset-failed" in machines.scripts[-1][1]  # the killed etcd: started if systemd gave up
     said.clear()
     ops.heal()
     assert said == ["no faults to heal in lab 'demo'"]
 
 
-def test_a_crashed_machine_booted_outside_heal_can_be_crashed_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from provisioner.drivers.libvirt import daemon as libvirthost  # noqa: PLC0415
-    from provisioner.faults import executor as faultops  # noqa: PLC0415
+def test_only_a_running_machine_can_be_crashed_or_paused(tmp_path: Path) -> None:
+    from provisioner.errors import ProvisionError  # noqa: PLC0415
+    from provisioner.faults import executor  # noqa: PLC0415
 
-    monkeypatch.setattr(libvirthost, "current", lambda: libvirthost.Daemon(libvirthost.URI, "kubelab-vms"))
     driver = _Driver(tmp_path)
+    driver.control.state["demo-worker1"] = "shut off"  # powered off outside kubelab
+    ops = executor.FaultOps(cast(Any, driver), say=lambda _m: None)
+    with pytest.raises(ProvisionError, match="demo-worker1 is not running; only a running machine can be crashed"):
+        ops.inject("crash", "worker1")
+    assert driver.control.calls["demo-worker1"] == [] and ops.active() == []
+
+
+def test_a_crashed_machine_booted_outside_heal_can_be_crashed_again(tmp_path: Path) -> None:
+    from provisioner.faults import executor  # noqa: PLC0415
+
+    driver = _Driver(tmp_path)
+    machines = driver.control
     said: list[str] = []
-    ops = faultops.FaultOps(cast(Any, driver), say=said.append)
+    ops = executor.FaultOps(cast(Any, driver), say=said.append)
     ops.inject("crash", "worker2")
     ops.inject("pause", "worker1")
-    driver.domains["demo-worker2"].create()  # `kubelab up` boots it again
+    machines.state["demo-worker2"] = "running"  # `kubelab up` boots it again
     with pytest.raises(SpecError, match="already paused"):  # worker1 is still paused: that record holds
         ops.inject("pause", "worker1")
     assert "demo-worker2: runs again (not by kubelab fault heal); its crash fault is forgotten" in said
     ops.inject("crash", "worker2")
-    assert driver.domains["demo-worker2"].calls == ["destroy", "create", "destroy"]
+    assert machines.calls["demo-worker2"] == ["power_off", "power_off"]
     assert [(f.kind, f.node) for f in ops.active()] == [("pause", "demo-worker1"), ("crash", "demo-worker2")]
+
+
+def test_a_local_lab_has_no_machines_to_break(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from provisioner.cli import main as cli  # noqa: PLC0415
+
+    monkeypatch.setenv("KUBELAB_HOME", str(tmp_path))
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "lab.json").write_text(labspec.LabSpec(name="here", driver="local").to_json())
+    assert cli.main(["fault", "crash", "node1", "--name", "here"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("kubelab: lab 'here' uses the local driver: it has no machines to break")
+        and err.count("\n") == 1
+    )

@@ -32,7 +32,8 @@ from agents.kubelet.settings import KubeletSettings
 from agents.machinery.settings import load
 from agents.proxy.settings import ProxySettings
 from agents.scheduler.settings import SchedulerSettings
-from provisioner.drivers.libvirt.playbooks import SITE, InventoryNode, inventory
+from provisioner.drivers.libvirt.inventory import InventoryNode, inventory
+from provisioner.drivers.libvirt.playbooks import SITE
 from provisioner.lab.render import HEADER
 from provisioner.project import PLAYBOOKS, TEMPLATES
 from tests.support.inventory import lab_variables

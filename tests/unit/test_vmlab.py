@@ -90,24 +90,20 @@ def test_domain_boots_the_image_directly_on_its_overlay(accel: str) -> None:
 
 
 def test_a_range_held_by_another_active_network_is_named() -> None:
-    from provisioner.drivers.libvirt.driver import overlapping  # noqa: PLC0415
-
     other = labspec.LabSpec(name="first", workers=1)
     xml = render.render("libvirt/network.xml.j2", network=vmplan.network(other), machines=vmplan.machines(other))
     default = "<network><name>default</name><ip address='192.168.122.1' netmask='255.255.255.0'/></network>"
     networks = [("default", default), ("kubelab-first", xml)]
-    assert overlapping("192.168.123.0/24", networks) == "kubelab-first"
-    assert overlapping("192.168.0.0/16", networks) == "default"
-    assert overlapping("10.77.0.0/24", networks) is None
+    assert vmplan.overlapping("192.168.123.0/24", networks) == "kubelab-first"
+    assert vmplan.overlapping("192.168.0.0/16", networks) == "default"
+    assert vmplan.overlapping("10.77.0.0/24", networks) is None
 
 
 def test_the_reservations_of_a_network_are_read_back_as_libvirt_updates_them() -> None:
-    from provisioner.drivers.libvirt.driver import _reservations  # noqa: PLC0415
-
     spec = labspec.LabSpec(name="demo", workers=1)
     machines = vmplan.machines(spec)
     xml = render.render("libvirt/network.xml.j2", network=vmplan.network(spec), machines=machines)
-    found = _reservations(xml)
+    found = vmplan.reservations(xml)
     assert list(found) == [m.mac for m in machines]
     element = ET.fromstring(found[machines[1].mac])
     assert element.attrib == {"mac": machines[1].mac, "name": "demo-worker1", "ip": "192.168.123.11"}
@@ -137,7 +133,9 @@ def test_ssh_config_goes_through_the_namespace_when_there_is_one(tmp_path: Path)
     assert "Host demo-master 192.168.123.10\n" in text and "HostName 192.168.123.11\n" in text
     assert "-m provisioner.drivers.libvirt.tunnel connect kubelab-vms %h %p" in text
     assert "ProxyCommand" not in sshkeys.config(hosts=hosts, key=key, known_hosts=tmp_path / "k", netns="")
-    assert " " not in sshkeys.cmdline_value(line)
+    cmdline = vmplan.kernel_cmdline(vmplan.machines(labspec.LabSpec(name="demo"))[0], line)
+    assert cmdline.endswith(" kubelab.hostname=demo-master kubelab.ssh=" + cmdline.rsplit("=", 1)[1])
+    assert " " not in cmdline.rsplit("kubelab.ssh=", 1)[1]
 
 
 def test_forward_arguments_round_trip() -> None:
@@ -173,11 +171,8 @@ def test_the_local_driver_ignores_machine_settings() -> None:
 def test_libvirt_refusing_a_machine_is_one_line_naming_it_and_what_to_change(tmp_path: Path) -> None:
     import libvirt  # noqa: PLC0415  (the binding is a dependency of the project)
 
-    from provisioner.artefacts.guestimage import GuestImage  # noqa: PLC0415
-    from provisioner.drivers.libvirt.driver import LibvirtDriver  # noqa: PLC0415
+    from provisioner.drivers.libvirt.hypervisor import Hypervisor  # noqa: PLC0415
     from provisioner.errors import ProvisionError  # noqa: PLC0415
-
-    image = GuestImage(tmp_path / "disk.qcow2", tmp_path / "vmlinuz", tmp_path / "initrd.img", "d" * 16, True, 0.0)
 
     def refuse() -> None:
         error = libvirt.libvirtError("virDomainCreate() failed")
@@ -185,7 +180,7 @@ def test_libvirt_refusing_a_machine_is_one_line_naming_it_and_what_to_change(tmp
         raise error
 
     with pytest.raises(ProvisionError) as caught:
-        LibvirtDriver._libvirt_call("lab-master", "start", refuse, image)
+        Hypervisor(conn=None, lab="lab").call("lab-master", "start", refuse, image=tmp_path / "disk.qcow2")
     message = str(caught.value)
     assert message.startswith("lab-master: libvirt could not start the machine: Cannot access backing file")
     assert f"read the guest image {tmp_path / 'disk.qcow2'}" in message
@@ -194,35 +189,29 @@ def test_libvirt_refusing_a_machine_is_one_line_naming_it_and_what_to_change(tmp
 
 
 def test_a_machine_that_never_answers_ssh_is_one_error_naming_it_the_accelerator_and_its_console(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    import subprocess  # noqa: PLC0415
-
-    from provisioner.drivers.libvirt import driver  # noqa: PLC0415
     from provisioner.errors import ComponentError  # noqa: PLC0415
-    from provisioner.lab.paths import LabPaths  # noqa: PLC0415
 
-    monkeypatch.setattr(driver, "CONSOLE_ROOT", tmp_path / "console")
-    monkeypatch.setitem(driver.SSH_TIMEOUT, "tcg", 0.5)
-    lab = driver.LibvirtDriver(
-        labspec.LabSpec(name="demo", workers=1), LabPaths(tmp_path / "demo"), say=lambda _m: None
-    )
-    lab.console_dir.mkdir(parents=True)
-    lab.console_of("demo-worker1").write_text(
-        "[    3.1] Run /init as init process\n[   9.9] Kernel panic - not syncing\n\n"
-    )
-
-    def ssh(node: str, command: str, *, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        answers = node == "demo-master"
-        return subprocess.CompletedProcess(["ssh", node, command], 0 if answers else 255, "", "Connection refused")
-
-    monkeypatch.setattr(lab, "ssh", ssh)
+    machines = vmplan.machines(labspec.LabSpec(name="demo", workers=1))
+    console = tmp_path / "console" / "demo-worker1-console.log"
+    console.parent.mkdir(parents=True)
+    console.write_text("[    3.1] Run /init as init process\n[   9.9] Kernel panic - not syncing\n\n")
+    said: list[str] = []
     with pytest.raises(ComponentError) as caught:
-        lab._wait_ssh("tcg")
+        sshkeys.wait_all(
+            machines,
+            answers=lambda node: node == "demo-master",
+            timeout=0.5,
+            accel="tcg",
+            console_of=lambda node: tmp_path / "console" / f"{node}-console.log",
+            say=said.append,
+        )
     message = str(caught.value)
     assert message.startswith("demo-worker1 did not answer ssh at 192.168.123.11 within 0s (accelerator tcg);")
-    assert f"console log: {lab.console_of('demo-worker1')}" in message
+    assert f"console log: {console}" in message
     assert message.endswith("(last line: [   9.9] Kernel panic - not syncing)") and "\n" not in message
+    assert said == [said[0]] and said[0].startswith("  demo-master: ssh answers after ")
 
 
 def test_the_ssh_proxy_command_ends_when_ssh_closes_it_although_the_machine_never_does() -> None:

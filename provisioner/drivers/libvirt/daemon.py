@@ -1,7 +1,8 @@
 """The libvirt daemon the labs' machines run under, and the accelerator they use.
 
 With a system libvirtd (a socket at /run/libvirt/libvirt-sock that kubelab did not start), labs use
-``qemu:///system`` and their networks live on the host. Without one (hosts without a service
+``qemu:///system`` and their networks live on the host. ``LIBVIRT_DEFAULT_URI``, as every libvirt
+client honours it, points kubelab at another libvirt, which it then uses as it is. Without one (hosts without a service
 manager), kubelab runs its own: a network namespace ``kubelab-vms``, and ``virtlogd`` then
 ``libvirtd`` started inside it, so every bridge, tap and dnsmasq of every lab lives in that namespace
 and no lab traffic touches the host's own network. The daemons are recorded by pid and start time
@@ -96,8 +97,17 @@ def _kvm_device_permissions(device: Path = Path("/dev/kvm")) -> None:
         device.chmod(0o660)
 
 
+def chosen_uri() -> str:
+    """The libvirt URI the user asked for with ``LIBVIRT_DEFAULT_URI``, or '' for kubelab's choice."""
+    given = os.environ.get("LIBVIRT_DEFAULT_URI", "").strip()
+    return "" if given == URI else given
+
+
 def current() -> Daemon | None:
     """The daemon labs use now, without starting anything; None when there is none."""
+    given = chosen_uri()
+    if given:
+        return Daemon(given, "")
     ours = _records()
     if "libvirtd" in ours:
         return Daemon(URI, NETNS)
@@ -107,7 +117,8 @@ def current() -> Daemon | None:
 
 
 def ensure(*, say: Callable[[str], None]) -> Daemon:
-    """The system libvirtd if one answers, else kubelab's own in its namespace (started if needed)."""
+    """The libvirt ``LIBVIRT_DEFAULT_URI`` names; else the system libvirtd if one answers; else
+    kubelab's own in its namespace (started if needed)."""
     found = current()
     if found is not None:
         return found

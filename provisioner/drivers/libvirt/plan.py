@@ -1,28 +1,30 @@
-"""What a libvirt lab consists of, decided from its spec alone: machines, addresses, names.
+"""What a libvirt lab consists of, decided from its spec alone: machines, addresses, names, and the
+libvirt documents (network, storage pool, volumes, domains) that describe them.
 
 Pure: nothing here talks to libvirt. The master takes host number ``FIRST_HOST`` of the lab's network,
 worker N the next ones; MAC addresses are derived from the lab name and the address, so a lab that is
-converged again keeps every machine's identity (and its DHCP reservation).
+converged again keeps every machine's identity (and its DHCP reservation). What a converging ``up``
+must change is decided here too (:func:`converge`, :func:`reservation_changes`).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import ipaddress
+import xml.etree.ElementTree as ET
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from provisioner.drivers.base import Machine
+from provisioner.lab import render
 from provisioner.lab.spec import FIRST_HOST, LabSpec
 
-
-@dataclass(frozen=True)
-class Machine:
-    name: str  # node name, domain name and host name
-    role: str  # master or worker
-    ip: str
-    mac: str
-    cpus: int
-    memory_mib: int
+VM_ROOT = Path("/var/lib/kubelab/vms")  # one storage pool (a directory) per lab
+CONSOLE_ROOT = Path("/var/log/kubelab")
+KERNEL_ARGS = "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,20 @@ class NetworkPlan:
     prefix: int
     dhcp_start: str
     dhcp_end: str
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    name: str  # the libvirt storage pool holding the machines' disks
+    directory: Path
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """What ``up`` changes among the lab's domains."""
+
+    remove: tuple[str, ...]  # domains of machines no longer part of the lab
+    create: tuple[Machine, ...]  # machines that have no domain yet
 
 
 def _short(lab: str) -> str:
@@ -54,6 +70,10 @@ def network(spec: LabSpec) -> NetworkPlan:
         dhcp_start=str(hosts[FIRST_HOST - 1]),
         dhcp_end=str(hosts[min(last_fixed, len(hosts) - 1)]),
     )
+
+
+def pool(spec: LabSpec, root: Path = VM_ROOT) -> PoolPlan:
+    return PoolPlan(name=f"kubelab-{spec.name}", directory=root / spec.name)
 
 
 def mac_of(lab: str, ip: str) -> str:
@@ -96,3 +116,107 @@ def address_of(spec: LabSpec, name: str) -> str | None:
         wider = dataclasses.replace(spec, workers=max(spec.workers, int(name.rsplit("worker", 1)[1])))
         return next((m.ip for m in machines(wider) if m.name == name), None)
     return next((m.ip for m in machines(spec) if m.name == name), None)
+
+
+def volume_name(machine: str) -> str:
+    return f"{machine}.qcow2"
+
+
+def console_of(lab: str, machine: str, root: Path = CONSOLE_ROOT) -> Path:
+    return root / lab / f"{machine}-console.log"
+
+
+def converge(wanted: Sequence[Machine], existing: Collection[str]) -> Convergence:
+    names = {m.name for m in wanted}
+    return Convergence(
+        remove=tuple(sorted(n for n in existing if n not in names)),
+        create=tuple(m for m in wanted if m.name not in existing),
+    )
+
+
+# --- libvirt documents ----------------------------------------------------------------------------
+
+
+def network_xml(plan: NetworkPlan, machines: Sequence[Machine]) -> str:
+    return render.render("libvirt/network.xml.j2", network=plan, machines=machines)
+
+
+def pool_xml(plan: PoolPlan) -> str:
+    return render.render("libvirt/pool.xml.j2", pool=plan)
+
+
+def volume_xml(machine: str, *, capacity_gib: int, backing: Path) -> str:
+    """A qcow2 overlay on the guest image: the machine's disk, a volume of the lab's pool."""
+    return render.render(
+        "libvirt/volume.xml.j2", volume=volume_name(machine), capacity_gib=capacity_gib, backing=backing
+    )
+
+
+def kernel_cmdline(machine: Machine, public_key_line: str) -> str:
+    """The guest's kernel command line: its host name and the lab's ssh key (one word, base64)."""
+    key = base64.b64encode(public_key_line.encode()).decode()
+    return f"{KERNEL_ARGS} kubelab.hostname={machine.name} kubelab.ssh={key}"
+
+
+def domain_xml(
+    machine: Machine,
+    *,
+    lab: str,
+    accel: str,
+    network: NetworkPlan,
+    kernel: Path,
+    initrd: Path,
+    image_digest: str,
+    disk: Path,
+    console_log: Path,
+    public_key_line: str,
+) -> str:
+    return render.render(
+        "libvirt/domain.xml.j2",
+        machine=machine,
+        lab=lab,
+        accel=accel,
+        network=network,
+        kernel=str(kernel),
+        initrd=str(initrd),
+        cmdline=kernel_cmdline(machine, public_key_line),
+        disk=str(disk),
+        console_log=str(console_log),
+        image_digest=image_digest,
+    )
+
+
+def is_ours(lab: str, name: str, xml: str) -> bool:
+    """Whether a domain (its name and XML) belongs to ``lab``: kubelab stamps its lab in the metadata."""
+    return name.startswith(f"{lab}-") and f"<kubelab:name>{lab}</kubelab:name>" in xml
+
+
+def overlapping(cidr: str, networks: Sequence[tuple[str, str]]) -> str | None:
+    """The first of ``networks`` (name, libvirt XML) with an IPv4 range that overlaps ``cidr``."""
+    wanted = ipaddress.ip_network(cidr)
+    for name, xml in networks:
+        for element in ET.fromstring(xml).iterfind("./ip"):
+            address = element.get("address")
+            if not address or element.get("family", "ipv4") != "ipv4":
+                continue
+            mask = element.get("prefix") or element.get("netmask") or "24"
+            if ipaddress.ip_network(f"{address}/{mask}", strict=False).overlaps(wanted):
+                return name
+    return None
+
+
+def reservations(xml: str) -> dict[str, str]:
+    """The DHCP host reservations of a network's XML: MAC -> the ``<host>`` element as text."""
+    out = {}
+    for element in ET.fromstring(xml).iterfind("./ip/dhcp/host"):
+        attributes = " ".join(f"{k}='{v}'" for k, v in element.attrib.items())
+        out[element.get("mac", "")] = f"<host {attributes}/>"
+    return out
+
+
+def reservation_changes(current: Mapping[str, str], machines: Sequence[Machine]) -> tuple[list[str], list[str]]:
+    """``(to delete, to add)``: the ``<host>`` elements that turn ``current`` into one reservation per machine."""
+    wanted = {m.mac: f"<host mac='{m.mac}' name='{m.name}' ip='{m.ip}'/>" for m in machines}
+    delete = [xml for mac, xml in current.items() if mac not in wanted]
+    add = [xml for mac, xml in wanted.items() if mac not in current]
+    return delete, add

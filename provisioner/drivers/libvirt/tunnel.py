@@ -17,28 +17,12 @@ NETNS may be ``-`` (stay in the host's namespace: labs on a system libvirtd).
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import os
 import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-CLONE_NEWNET = 0x40000000
-
-
-def enter(netns: str) -> None:
-    """Move this thread (and the threads it starts) into the network namespace ``netns``."""
-    if netns in ("", "-"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"setns into {netns}: {os.strerror(error)}")
-    finally:
-        os.close(fd)
+from provisioner.system.netns import enter
 
 
 @dataclass(frozen=True)

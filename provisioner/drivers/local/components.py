@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import urllib.error
@@ -21,6 +20,7 @@ from typing import Protocol
 from provisioner.errors import ComponentError
 from provisioner.lab import render
 from provisioner.lab.paths import LabPaths
+from provisioner.system import ports
 from provisioner.system import processes as procs
 from provisioner.system.waiting import wait_for
 
@@ -147,20 +147,10 @@ class Registry:
         return code == 200
 
 
-def port_in_use(address: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((address, port))
-        except OSError:
-            return True
-    return False
-
-
 def start(component: Component, paths: LabPaths, *, timeout: float) -> procs.ProcessRecord:
     """Start and await one (configured) component; raise ComponentError naming its log on failure."""
     for port, flag in component.ports():
-        if port_in_use("127.0.0.1", port):
+        if ports.in_use("127.0.0.1", port):
             raise ComponentError(
                 f"{component.name}: port {port} is in use by another process; free it or choose another with {flag}"
             )

@@ -10,30 +10,22 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from provisioner.artefacts import registry
+from provisioner.drivers.base import ComponentStatus, LabStatus, MachineControl
 from provisioner.drivers.local import components, nodenet
-from provisioner.lab import kubeconfig
+from provisioner.errors import ProvisionError, SpecError
+from provisioner.lab import credentials
+from provisioner.lab.apiclient import LabApi, wait_nodes_ready
 from provisioner.lab.paths import LabPaths
-from provisioner.lab.pki import (
-    ADMIN,
-    APISERVER_KUBELET,
-    CONTROLLER_MANAGER,
-    PROXY,
-    SCHEDULER,
-    SIMULATED_NODES,
-    Pki,
-    node_identity,
-)
+from provisioner.lab.pki import SIMULATED_NODES
 from provisioner.lab.spec import LabSpec, service_ip
-from provisioner.system import packages as host
+from provisioner.system import packages, ports
 from provisioner.system import processes as procs
 
 START_TIMEOUT = 60.0
@@ -50,28 +42,20 @@ START_ORDER = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class ComponentStatus:
-    name: str
-    pid: int | None
-    state: str  # running, stopped, exited
-    healthy: bool
-    endpoint: str
-    log: str
-
-
 class LocalDriver:
     def __init__(self, spec: LabSpec, paths: LabPaths, *, say: Callable[[str], None] = print) -> None:
-        self.spec = spec
-        self.paths = paths
+        self._spec = spec
+        self._paths = paths
         self.say = say
-        self.pki = Pki(paths.pki)
+        self.api = LabApi(f"https://127.0.0.1:{spec.api_port}", paths)
+
+    @property
+    def spec(self) -> LabSpec:
+        return self._spec
+
+    @property
+    def paths(self) -> LabPaths:
+        return self._paths
 
     def _ports(self) -> dict[str, int]:
         """Health ports of the components, chosen once per lab and kept in run/ports.json."""
@@ -80,7 +64,7 @@ class LocalDriver:
             known = json.loads(self.paths.ports.read_text())
         for name in ("scheduler", "controller-manager", "simnodes", "kubelet", "kubelet-server", "proxy"):
             if name not in known:
-                known[name] = _free_port()
+                known[name] = ports.free()
         self.paths.run.mkdir(parents=True, exist_ok=True)
         self.paths.ports.write_text(json.dumps(known, indent=2) + "\n")
         return known
@@ -98,26 +82,26 @@ class LocalDriver:
             eviction_seconds=spec.eviction_seconds,
             workers=spec.apiserver_workers,
         )
-        ports = self._ports()
+        chosen = self._ports()
         out: list[components.Component] = [
             etcd,
             components.Registry(self.paths, port=spec.registry_port),
             apiserver,
             components.ControllerManager(
                 self.paths,
-                ports["controller-manager"],
+                chosen["controller-manager"],
                 sys.executable,
                 node_grace_period=spec.node_grace_period,
                 cluster_cidr=spec.cluster_cidr,
             ),
-            components.Scheduler(self.paths, ports["scheduler"], sys.executable),
+            components.Scheduler(self.paths, chosen["scheduler"], sys.executable),
         ]
         if spec.simulated_nodes:
             # a node renews its lease four times per grace period, as a kubelet does (10 s for 40 s)
             out.append(
                 components.SimNodes(
                     self.paths,
-                    ports["simnodes"],
+                    chosen["simnodes"],
                     sys.executable,
                     spec.simulated_nodes,
                     heartbeat_interval=min(10.0, spec.node_grace_period / 4),
@@ -130,17 +114,17 @@ class LocalDriver:
                 containerd,
                 components.Kubelet(
                     self.paths,
-                    ports["kubelet"],
+                    chosen["kubelet"],
                     sys.executable,
                     node_name=self.node_name,
                     node_ip=network.ip,
                     node_netns=network.netns,
                     containerd=containerd,
-                    server_port=ports["kubelet-server"],
+                    server_port=chosen["kubelet-server"],
                 ),
                 components.Proxy(
                     self.paths,
-                    ports["proxy"],
+                    chosen["proxy"],
                     sys.executable,
                     node_name=self.node_name,
                     node_ip=network.ip,
@@ -161,60 +145,17 @@ class LocalDriver:
     def up(self) -> None:
         started = time.monotonic()
         self.say(f"lab {self.spec.name!r}: local driver, state in {self.paths.root}")
-        needs = [host.ETCD, host.REGISTRY, host.SKOPEO]
+        needs = [packages.ETCD, packages.REGISTRY, packages.SKOPEO]
         if self.spec.nodes:
-            needs += [host.CONTAINERD, host.CTR, host.RUNC, host.CNI_BRIDGE, host.NFT, host.IPROUTE]
-        host.ensure(needs, say=lambda msg: self.say(f"  host: {msg}"))
+            needs += [
+                *(packages.CONTAINERD, packages.CTR, packages.RUNC),
+                *(packages.CNI_BRIDGE, packages.NFT, packages.IPROUTE),
+            ]
+        packages.ensure(needs, say=lambda msg: self.say(f"  host: {msg}"))
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self.paths.spec.write_text(self.spec.to_json())
-        created = self.pki.ensure_ca()
-        self.pki.ensure_serving(
-            dns_names=[
-                "localhost",
-                "kubernetes",
-                "kubernetes.default",
-                "kubernetes.default.svc",
-                "kubernetes.default.svc.cluster.local",
-            ],
-            ips=["127.0.0.1", service_ip(self.spec)],
-        )
-        tokens = self.pki.ensure_tokens(
-            [
-                *(ADMIN, SCHEDULER, CONTROLLER_MANAGER, PROXY, SIMULATED_NODES, APISERVER_KUBELET),
-                node_identity(self.node_name),
-            ]
-        )
-        # the token the API server presents to kubelets, which they accept (kubectl logs)
-        kubelet_client = self.paths.pki / "apiserver-kubelet-client.token"
-        kubelet_client.write_text(tokens[APISERVER_KUBELET.key] + "\n")
-        kubelet_client.chmod(0o600)
-        if self.spec.nodes:
-            network = nodenet.for_lab(self.spec.name)
-            self.pki.ensure_serving(
-                name="kubelet",
-                common_name=self.node_name,
-                dns_names=[self.node_name, "localhost"],
-                ips=["127.0.0.1", network.ip],
-            )
+        created = self._issue_credentials()
         self.say(f"  certificates and tokens: {'created' if created else 'reused'} ({self.paths.pki})")
-        server = f"https://127.0.0.1:{self.spec.api_port}"
-        for owner, identity in (
-            ("scheduler", SCHEDULER),
-            ("controller-manager", CONTROLLER_MANAGER),
-            ("simnodes", SIMULATED_NODES),
-            ("kubelet", node_identity(self.node_name)),
-            ("proxy", PROXY),
-        ):
-            kubeconfig.write(
-                self.paths.kubeconfig_of(owner),
-                kubeconfig.render(
-                    cluster=self.spec.name,
-                    server=server,
-                    ca_pem=self.pki.ca_cert.read_bytes(),
-                    user=identity.user,
-                    token=tokens[identity.key],
-                ),
-            )
         wanted = self.components()
         for name in START_ORDER:  # components this lab no longer runs (fewer features asked for)
             old = self._record(name)
@@ -243,17 +184,35 @@ class LocalDriver:
                 f" {time.monotonic() - began:.1f}s at {component.endpoint}"
             )
         self.publish_images()
-        text = kubeconfig.render(
-            cluster=self.spec.name,
-            server=server,
-            ca_pem=self.pki.ca_cert.read_bytes(),
-            user=f"{self.spec.name}-admin",
-            token=tokens[ADMIN.key],
-        )
-        kubeconfig.write(self.paths.kubeconfig, text)
         self.say(f"lab {self.spec.name!r} is up in {time.monotonic() - started:.1f}s. Use it with:")
         self.say(f"  export KUBECONFIG={self.paths.kubeconfig}")
         self.say("  kubectl get nodes" if self.spec.simulated_nodes else "  kubectl get namespaces")
+
+    def _issue_credentials(self) -> bool:
+        kubelets: tuple[credentials.KubeletServing, ...] = ()
+        if self.spec.nodes:
+            network = nodenet.for_lab(self.spec.name)
+            kubelets = (
+                credentials.KubeletServing(
+                    "kubelet", self.node_name, (self.node_name, "localhost"), ("127.0.0.1", network.ip)
+                ),
+            )
+        server = f"https://127.0.0.1:{self.spec.api_port}"
+        return credentials.issue(
+            credentials.Credentials(
+                lab=self.spec.name,
+                api_dns_names=(),
+                api_ips=("127.0.0.1", service_ip(self.spec)),
+                kubelets=kubelets,
+                components=(
+                    *credentials.standard_components([self.node_name], kubelet_owner="kubelet"),
+                    ("simnodes", SIMULATED_NODES),
+                ),
+                component_server=server,
+                admin_server=server,
+            ),
+            self.paths,
+        )
 
     @property
     def registry(self) -> str:
@@ -309,17 +268,61 @@ class LocalDriver:
         shutil.rmtree(self.paths.root, ignore_errors=True)
         return stopped
 
-    def status(self) -> list[ComponentStatus]:
-        out = []
+    def start(self) -> None:
+        """The local driver's processes start again as ``up`` starts them (the state is kept)."""
+        if not self.paths.spec.exists():
+            raise ProvisionError(f"lab {self.spec.name!r} does not exist; create it with: kubelab up")
+        self.up()
+
+    def status(self) -> LabStatus:
+        rows = []
         for component in self.components():
             record = procs.ProcessRecord.load(self.paths.run, component.name)
             log = str(self.paths.logs / f"{component.name}.log")
             if record is None:
-                out.append(ComponentStatus(component.name, None, "stopped", False, component.endpoint, log))
+                rows.append(ComponentStatus(component.name, "stopped", False, None, component.endpoint, log))
             elif not procs.alive(record):
-                out.append(ComponentStatus(component.name, record.pid, "exited", False, component.endpoint, log))
+                rows.append(ComponentStatus(component.name, "exited", False, record.pid, component.endpoint, log))
             else:
-                out.append(
-                    ComponentStatus(component.name, record.pid, "running", component.healthy(), component.endpoint, log)
-                )
-        return out
+                healthy = component.healthy()
+                rows.append(ComponentStatus(component.name, "running", healthy, record.pid, component.endpoint, log))
+        files = (("kubeconfig", self.paths.kubeconfig),) if self.paths.kubeconfig.exists() else ()
+        return LabStatus(
+            lab=self.spec.name,
+            driver="local",
+            root=self.paths.root,
+            summary=f"{self.spec.nodes} real and {self.spec.simulated_nodes} simulated nodes on this host",
+            processes=tuple(rows),
+            files=files,
+        )
+
+    def wait_ready(self) -> None:
+        names = [self.node_name] if self.spec.nodes else []
+        if names:
+            wait_nodes_ready(self.api, names, timeout=START_TIMEOUT, say=self.say)
+
+    def _no_machines(self, what: str) -> SpecError:
+        return SpecError(
+            f"lab {self.spec.name!r} uses the local driver: it has no machines to {what}; its components run"
+            " on this host (kubelab status lists them, kubelab logs shows their logs)"
+        )
+
+    def ssh_argv(self, node: str, command: Sequence[str] = (), *, tty: bool = False) -> list[str]:
+        raise self._no_machines("reach")
+
+    def ssh_config(self) -> str:
+        raise self._no_machines("reach")
+
+    def logs_argv(self, node: str, component: str, *, follow: bool, tail: int) -> list[str]:
+        """The component's log file, which ``tail`` prints (the local driver has no journal)."""
+        if node not in (self.node_name, "localhost"):
+            raise SpecError(f"lab {self.spec.name!r} runs on this host: its node is {self.node_name}")
+        if component not in {c.name for c in self.components()}:
+            raise SpecError(f"lab {self.spec.name!r} does not run {component}; see: kubelab status")
+        log = self.paths.logs / f"{component}.log"
+        if not log.exists():
+            raise ProvisionError(f"{component} has not written a log yet ({log})")
+        return ["tail", "-n", str(tail) if tail else "+1", *(["-F"] if follow else []), str(log)]
+
+    def machines(self) -> MachineControl:
+        raise self._no_machines("break: faults need a VM lab (kubelab up --driver libvirt)")
