@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agents.apiserver import protobuf
-from agents.machinery.errors import StatusError
+from agents.apiserver.status import StatusError
 
 DATA = Path(__file__).with_name("data")
 
