@@ -6,7 +6,8 @@ whose ``raw`` field holds the object encoded with the messages of Kubernetes' ge
 The field table (``protobuf_fields.json``, built by tools/proto_table.py from one Kubernetes release,
 see docs/apiserver.md) gives each field's number, JSON name and type; this module walks the wire
 format with it and returns the object as JSON would have carried it, so the rest of the server sees
-one representation.
+one representation. A Go struct embedded with ``json:",inline"`` is a field of its own on the wire
+but spreads its fields into the enclosing object in JSON; ``INLINE`` lists those fields.
 
 Go encodes non-pointer fields even when they hold zero values, while its JSON encoder leaves them
 out (``omitempty``). Zero values are therefore dropped, except for the pointer fields listed in
@@ -118,6 +119,25 @@ KEEP_ZERO = frozenset(
         "EndpointConditions.terminating",
         "LeaseSpec.leaseDurationSeconds",
         "LeaseSpec.leaseTransitions",
+    }
+)
+
+
+# Fields (Message.field) holding a Go struct embedded with `json:",inline"`: in JSON its fields are
+# the enclosing object's own. tests/unit/test_api_version.py proves the list complete for the served
+# kinds against their JSON schemas.
+INLINE = frozenset(
+    {
+        "Volume.volumeSource",
+        "Probe.handler",
+        "EphemeralContainer.ephemeralContainerCommon",
+        "ConfigMapEnvSource.localObjectReference",
+        "SecretEnvSource.localObjectReference",
+        "ConfigMapKeySelector.localObjectReference",
+        "SecretKeySelector.localObjectReference",
+        "ConfigMapVolumeSource.localObjectReference",
+        "ConfigMapProjection.localObjectReference",
+        "SecretProjection.localObjectReference",
     }
 )
 
@@ -245,11 +265,15 @@ def decode_message(name: str, data: bytes) -> Any:
         raise ProtobufError(f"unknown message type {name}")
     short = name.rsplit(".", 1)[-1]
     out: dict[str, Any] = {}
+    inlined: dict[str, Any] = {}
     for number, wire, raw in _wire(data):
         entry = schema.get(str(number))
         if entry is None:
             continue  # a field newer than the table: ignored, as an old server would
         field_name, kind, repeated = entry
+        if f"{short}.{field_name}" in INLINE:
+            inlined.update(decode_message(kind, bytes(raw)))
+            continue
         if kind.startswith("map:"):
             _, _, value_kind = kind.split(":")
             pair = {n: v for n, _, v in _wire(raw)}
@@ -276,7 +300,8 @@ def decode_message(name: str, data: bytes) -> Any:
             out.setdefault(field_name, []).append(value)
         else:
             out[field_name] = value
-    return {k: v for k, v in out.items() if (f"{short}.{k}" in KEEP_ZERO and v is not None) or not _is_zero(v)}
+    kept = {k: v for k, v in out.items() if (f"{short}.{k}" in KEEP_ZERO and v is not None) or not _is_zero(v)}
+    return {**kept, **inlined}
 
 
 def decode(body: bytes) -> dict[str, Any]:
