@@ -40,7 +40,7 @@ from agents.machinery.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
-KUBERNETES_VERSION = "v1.32.0"
+KUBERNETES_VERSION = "v1.37.0"
 
 
 def version_info() -> dict[str, str]:
