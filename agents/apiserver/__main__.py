@@ -23,8 +23,8 @@ from aiohttp import web
 from agents.apiserver.auth import TokenFileError
 from agents.apiserver.server import ApiServer
 from agents.apiserver.settings import ApiServerSettings
+from agents.apiserver.storage.errors import StorageUnavailableError
 from agents.machinery import logs
-from agents.machinery.errors import StorageUnavailableError
 from agents.machinery.settings import SettingsError, load
 
 log = logging.getLogger("agents.apiserver")

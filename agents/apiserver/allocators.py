@@ -18,10 +18,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from agents.apiserver.status import FieldError, StatusError, invalid, invalid_object
+from agents.apiserver.storage import Store, prefix_end
+from agents.apiserver.storage.errors import KeyExistsError, KeyNotFoundError
 from agents.machinery import codec
-from agents.machinery.errors import FieldError, KeyExistsError, KeyNotFoundError, StatusError, invalid, invalid_object
 from agents.machinery.objects import Object, name_of, namespace_of
-from agents.machinery.store import Store, prefix_end
 
 log = logging.getLogger(__name__)
 

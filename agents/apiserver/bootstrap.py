@@ -6,7 +6,7 @@ import logging
 
 from agents.apiserver.allocators import ServiceAllocator
 from agents.apiserver.registry import ResourceStore
-from agents.machinery.errors import StatusError
+from agents.apiserver.status import StatusError
 from agents.machinery.objects import Object
 
 log = logging.getLogger(__name__)

@@ -20,15 +20,8 @@ from agents.apiserver import discovery, negotiation, patch, protobuf
 from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_for_logs
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore, Stored
 from agents.apiserver.resources import Catalog, Resource
-from agents.apiserver.structural import Checker
-from agents.apiserver.tables import table
-from agents.apiserver.watchcache import WatchCache
-from agents.apiserver.watchstream import WatchSettings, WatchStream
-from agents.machinery import codec, objects
-from agents.machinery.errors import (
+from agents.apiserver.status import (
     StatusError,
-    StorageError,
-    StorageUnavailableError,
     bad_request,
     internal,
     invalid_object,
@@ -37,6 +30,12 @@ from agents.machinery.errors import (
     unavailable,
     unsupported_media_type,
 )
+from agents.apiserver.storage.errors import StorageError, StorageUnavailableError
+from agents.apiserver.structural import Checker
+from agents.apiserver.tables import table
+from agents.apiserver.watchcache import WatchCache
+from agents.apiserver.watchstream import WatchSettings, WatchStream
+from agents.machinery import codec, objects
 from agents.machinery.objects import Object
 from agents.machinery.selectors import SelectorError, parse_fields, parse_labels
 

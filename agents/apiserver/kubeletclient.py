@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from agents.apiserver.settings import KubeletClientSettings
-from agents.machinery.errors import StatusError, bad_request
+from agents.apiserver.status import StatusError, bad_request
 
 LOG_PARAMS = ("follow", "previous", "tailLines", "timestamps", "limitBytes", "sinceSeconds")
 

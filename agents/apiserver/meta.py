@@ -6,8 +6,8 @@ from typing import Any
 
 from agents.apiserver import validation as v
 from agents.apiserver.resources import Resource
+from agents.apiserver.status import FieldError, invalid, required
 from agents.apiserver.validation import Errors, NameCheck
-from agents.machinery.errors import FieldError, invalid, required
 
 SYSTEM_FIELDS = (
     "uid",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from agents.machinery.errors import not_acceptable
+from agents.apiserver.status import not_acceptable
 
 TABLE = "table"
 PARTIAL = "partial"

@@ -15,7 +15,7 @@ from typing import Any
 import jsonpatch
 
 from agents.apiserver.patchmeta import PATCH_META, PatchMeta
-from agents.machinery.errors import StatusError, bad_request
+from agents.apiserver.status import StatusError, bad_request
 from agents.machinery.objects import deep_copy
 
 JSON_PATCH = "application/json-patch+json"

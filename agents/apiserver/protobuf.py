@@ -3,9 +3,11 @@
 kubectl 1.32 sends ``kubectl create deployment|configmap|secret|...`` bodies as
 ``application/vnd.kubernetes.protobuf``: the bytes ``k8s\\0`` and a ``runtime.Unknown`` message
 whose ``raw`` field holds the object encoded with the messages of Kubernetes' generated.proto files.
-The field table (``protobuf_fields.json``, built by tools/proto_table.py) gives each field's number,
-JSON name and type; this module walks the wire format with it and returns the object as JSON would
-have carried it, so the rest of the server sees one representation.
+The field table (``protobuf_fields.json``, built by tools/proto_table.py from one Kubernetes release,
+see docs/apiserver.md) gives each field's number, JSON name and type; this module walks the wire
+format with it and returns the object as JSON would have carried it, so the rest of the server sees
+one representation. A Go struct embedded with ``json:",inline"`` is a field of its own on the wire
+but spreads its fields into the enclosing object in JSON; ``INLINE`` lists those fields.
 
 Go encodes non-pointer fields even when they hold zero values, while its JSON encoder leaves them
 out (``omitempty``). Zero values are therefore dropped, except for the pointer fields listed in
@@ -21,16 +23,16 @@ import struct
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from agents.machinery.errors import StatusError, bad_request
+from agents.apiserver.status import StatusError, bad_request
 
 MAGIC = b"k8s\x00"
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 TABLE = Path(__file__).with_name("protobuf_fields.json")
 
 META = "k8s.io.apimachinery.pkg.apis.meta.v1"
-_SPECIAL = {
+SPECIAL = {
     f"{META}.Time": "time",
     f"{META}.MicroTime": "microtime",
     f"{META}.Duration": "duration",
@@ -39,7 +41,8 @@ _SPECIAL = {
     "k8s.io.apimachinery.pkg.api.resource.Quantity": "quantity",
     "k8s.io.apimachinery.pkg.util.intstr.IntOrString": "int-or-string",
 }
-_PACKAGES = {
+# apiVersion -> the proto package of its messages
+PACKAGES = {
     "v1": "k8s.io.api.core.v1",
     "apps/v1": "k8s.io.api.apps.v1",
     "batch/v1": "k8s.io.api.batch.v1",
@@ -120,14 +123,50 @@ KEEP_ZERO = frozenset(
 )
 
 
+# Fields (Message.field) holding a Go struct embedded with `json:",inline"`: in JSON its fields are
+# the enclosing object's own. tests/unit/test_api_version.py proves the list complete for the served
+# kinds against their JSON schemas.
+INLINE = frozenset(
+    {
+        "Volume.volumeSource",
+        "Probe.handler",
+        "EphemeralContainer.ephemeralContainerCommon",
+        "ConfigMapEnvSource.localObjectReference",
+        "SecretEnvSource.localObjectReference",
+        "ConfigMapKeySelector.localObjectReference",
+        "SecretKeySelector.localObjectReference",
+        "ConfigMapVolumeSource.localObjectReference",
+        "ConfigMapProjection.localObjectReference",
+        "SecretProjection.localObjectReference",
+    }
+)
+
+
 class ProtobufError(ValueError):
     """The bytes are not a valid message of the expected type."""
 
 
+class Source(TypedDict):
+    """Where the table's facts come from (tools/proto_table.py writes it)."""
+
+    tag: str  # the k8s.io/api and k8s.io/apimachinery tag, e.g. v0.37.0-beta.0 for Kubernetes v1.37.0-beta.0
+    commits: dict[str, str]  # module -> the commit the tag names there
+    files: list[str]
+
+
+class Table(TypedDict):
+    source: Source
+    messages: dict[str, dict[str, list[Any]]]  # message -> field number -> [JSON name, type, repeated]
+
+
 @cache
-def _messages() -> dict[str, dict[str, list[Any]]]:
-    data: dict[str, dict[str, list[Any]]] = json.loads(TABLE.read_text())["messages"]
+def table() -> Table:
+    data: Table = json.loads(TABLE.read_text())
     return data
+
+
+def _messages() -> dict[str, dict[str, list[Any]]]:
+    return table()["messages"]
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -218,20 +257,23 @@ def _is_zero(value: Any) -> bool:
 
 
 def decode_message(name: str, data: bytes) -> Any:
-    special = _SPECIAL.get(name)
+    special = SPECIAL.get(name)
     if special is not None:
         return _special(special, data)
     schema = _messages().get(name)
     if schema is None:
         raise ProtobufError(f"unknown message type {name}")
+    short = name.rsplit(".", 1)[-1]
     out: dict[str, Any] = {}
+    inlined: dict[str, Any] = {}
     for number, wire, raw in _wire(data):
         entry = schema.get(str(number))
         if entry is None:
             continue  # a field newer than the table: ignored, as an old server would
         field_name, kind, repeated = entry
-        if kind.startswith("unknown:"):
-            continue  # a type the table's proto files do not define (see tools/proto_table.py)
+        if f"{short}.{field_name}" in INLINE:
+            inlined.update(decode_message(kind, bytes(raw)))
+            continue
         if kind.startswith("map:"):
             _, _, value_kind = kind.split(":")
             pair = {n: v for n, _, v in _wire(raw)}
@@ -243,7 +285,7 @@ def decode_message(name: str, data: bytes) -> Any:
                 else decode_message(value_kind, bytes(value_raw))
             )
             continue
-        if kind in _messages() or kind in _SPECIAL:
+        if kind in _messages() or kind in SPECIAL:
             value = decode_message(kind, bytes(raw))
         elif wire == 2 and repeated and kind not in ("string", "bytes"):
             packed, pos, values = bytes(raw), 0, []
@@ -258,8 +300,8 @@ def decode_message(name: str, data: bytes) -> Any:
             out.setdefault(field_name, []).append(value)
         else:
             out[field_name] = value
-    short = name.rsplit(".", 1)[-1]
-    return {k: v for k, v in out.items() if (f"{short}.{k}" in KEEP_ZERO and v is not None) or not _is_zero(v)}
+    kept = {k: v for k, v in out.items() if (f"{short}.{k}" in KEEP_ZERO and v is not None) or not _is_zero(v)}
+    return {**kept, **inlined}
 
 
 def decode(body: bytes) -> dict[str, Any]:
@@ -270,7 +312,7 @@ def decode(body: bytes) -> dict[str, Any]:
         envelope = {number: value for number, _, value in _wire(body[len(MAGIC) :])}
         type_meta = {number: bytes(value).decode() for number, _, value in _wire(bytes(envelope.get(1, b"")))}
         api_version, kind = type_meta.get(1, ""), type_meta.get(2, "")
-        package = _PACKAGES.get(api_version)
+        package = PACKAGES.get(api_version)
         if package is None or f"{package}.{kind}" not in _messages():
             raise StatusError(
                 415,

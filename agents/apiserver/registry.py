@@ -21,14 +21,8 @@ from agents.apiserver import meta as objmeta
 from agents.apiserver.allocators import RequestAdmission, ServiceAllocator
 from agents.apiserver.kinds import Strategy
 from agents.apiserver.resources import Resource
-from agents.machinery import codec, objects
-from agents.machinery.errors import (
-    CompactedError,
+from agents.apiserver.status import (
     FieldError,
-    FutureRevisionError,
-    KeyExistsError,
-    KeyNotFoundError,
-    RevisionConflictError,
     StatusError,
     already_exists,
     bad_request,
@@ -39,9 +33,17 @@ from agents.machinery.errors import (
     invalid_object,
     not_found,
 )
+from agents.apiserver.storage import KeyValue, Store, prefix_end
+from agents.apiserver.storage.errors import (
+    CompactedError,
+    FutureRevisionError,
+    KeyExistsError,
+    KeyNotFoundError,
+    RevisionConflictError,
+)
+from agents.machinery import codec, objects
 from agents.machinery.objects import Object, deep_copy
 from agents.machinery.selectors import FieldSelector, LabelSelector, field_path_value, from_structured
-from agents.machinery.store import KeyValue, Store, prefix_end
 
 log = logging.getLogger(__name__)
 

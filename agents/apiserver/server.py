@@ -26,20 +26,21 @@ from agents.apiserver.openapi import OpenAPI
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore
 from agents.apiserver.resources import Catalog
 from agents.apiserver.settings import ApiServerSettings
+from agents.apiserver.status import StatusError, path_not_found, unauthorized
+from agents.apiserver.storage import Store
+from agents.apiserver.storage.errors import StorageError
+from agents.apiserver.storage.etcd import EtcdStore
+from agents.apiserver.storage.memory import MemoryStore
 from agents.apiserver.structural import Checker
 from agents.apiserver.watchcache import WatchCache
 from agents.apiserver.watchstream import WatchSettings
 from agents.machinery import codec
-from agents.machinery.errors import StatusError, StorageError, path_not_found, unauthorized
 from agents.machinery.objects import parse_time
 from agents.machinery.settings import SettingsError
-from agents.machinery.store import Store
-from agents.machinery.store.etcd import EtcdStore
-from agents.machinery.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
 
-KUBERNETES_VERSION = "v1.32.0"
+KUBERNETES_VERSION = "v1.37.0"
 
 
 def version_info() -> dict[str, str]:

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from agents.apiserver.status import FieldError, duplicate, invalid, not_supported, required, too_long
 from agents.machinery import quantity
-from agents.machinery.errors import FieldError, duplicate, invalid, not_supported, required, too_long
 from agents.machinery.selectors import label_key_errors, valid_label_value
 
 Errors = list[FieldError]

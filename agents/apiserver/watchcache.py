@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.apiserver.resources import Catalog, Resource
+from agents.apiserver.storage import KeyValue, Store, WatchEvent, prefix_end
+from agents.apiserver.storage.errors import CompactedError, StorageError
 from agents.machinery import codec
-from agents.machinery.errors import CompactedError, KubelabError, StorageError
+from agents.machinery.errors import KubelabError
 from agents.machinery.objects import Object
-from agents.machinery.store import KeyValue, Store, WatchEvent, prefix_end
 
 log = logging.getLogger(__name__)
 

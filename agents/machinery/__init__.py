@@ -1,4 +1,4 @@
-"""Shared by every agent: API object helpers, storage, selectors, settings, logging, errors.
+"""Shared by every agent: API object helpers, the API client, selectors, settings, logging, errors.
 
 This package imports no component package (enforced by import-linter).
 """

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agents.machinery.store.etcd import EtcdStore
+from agents.apiserver.storage.etcd import EtcdStore
 from provisioner.drivers.local.components import Etcd
 from tests.support.store_contract import StoreContract
 

@@ -7,14 +7,14 @@ import uuid
 
 import pytest
 
-from agents.machinery.errors import (
+from agents.apiserver.storage import Store, WatchEvent, prefix_end
+from agents.apiserver.storage.errors import (
     CompactedError,
     FutureRevisionError,
     KeyExistsError,
     KeyNotFoundError,
     RevisionConflictError,
 )
-from agents.machinery.store import Store, WatchEvent, prefix_end
 
 
 class StoreContract:

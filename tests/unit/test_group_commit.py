@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from agents.machinery.errors import KeyExistsError, RevisionConflictError, StorageUnavailableError
-from agents.machinery.store.etcd import GroupCommit, Write
+from agents.apiserver.storage.errors import KeyExistsError, RevisionConflictError, StorageUnavailableError
+from agents.apiserver.storage.etcd import GroupCommit, Write
 from tests.support.waiting import until
 
 Results = list[int | BaseException]

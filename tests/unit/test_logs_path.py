@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from agents.apiserver.kubeletclient import container_for_logs, kubelet_location
+from agents.apiserver.status import StatusError
 from agents.kubelet.remotecommand import exit_status
 from agents.kubelet.server import tail
-from agents.machinery.errors import StatusError
 
 
 def pod(*names: str) -> dict[str, Any]:

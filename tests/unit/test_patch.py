@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from agents.apiserver.patch import json_patch, merge_patch, strategic_merge
-from agents.machinery.errors import StatusError
+from agents.apiserver.status import StatusError
 
 
 def pod(**spec: Any) -> dict[str, Any]:

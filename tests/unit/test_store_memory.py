@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agents.machinery.store.memory import MemoryStore
+from agents.apiserver.storage.memory import MemoryStore
 from tests.support.store_contract import StoreContract
 
 

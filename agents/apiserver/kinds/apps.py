@@ -7,8 +7,8 @@ from typing import Any
 from agents.apiserver import validation as v
 from agents.apiserver.kinds.base import Strategy
 from agents.apiserver.kinds.podspec import default_pod_spec, validate_template
+from agents.apiserver.status import forbidden, invalid, required
 from agents.apiserver.validation import Errors
-from agents.machinery.errors import forbidden, invalid, required
 from agents.machinery.objects import Object
 
 

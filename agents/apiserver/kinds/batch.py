@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agents.apiserver import validation as v
 from agents.apiserver.kinds.base import Strategy
 from agents.apiserver.kinds.podspec import default_pod_spec, validate_template
+from agents.apiserver.status import invalid, required
 from agents.apiserver.validation import Errors
 from agents.machinery import cron
-from agents.machinery.errors import invalid, required
 from agents.machinery.objects import Object
 
 CONTROLLER_UID = "batch.kubernetes.io/controller-uid"

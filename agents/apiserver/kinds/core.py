@@ -8,8 +8,8 @@ from typing import Any
 from agents.apiserver import validation as v
 from agents.apiserver.kinds.base import Admission, Strategy
 from agents.apiserver.kinds.podspec import TAINT_EFFECTS, default_pod_spec, qos_class, validate_pod_spec
+from agents.apiserver.status import FieldError, forbidden, invalid, required, too_long
 from agents.apiserver.validation import Errors
-from agents.machinery.errors import FieldError, forbidden, invalid, required, too_long
 from agents.machinery.objects import Object, deep_copy
 from agents.machinery.selectors import valid_label_value
 

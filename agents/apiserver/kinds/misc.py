@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from agents.apiserver import validation as v
 from agents.apiserver.kinds.base import Strategy
+from agents.apiserver.status import invalid, required
 from agents.apiserver.validation import Errors
-from agents.machinery.errors import invalid, required
 from agents.machinery.objects import Object
 
 

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from agents.apiserver import validation as v
+from agents.apiserver.status import FieldError, forbidden, invalid, required
 from agents.apiserver.validation import Errors
 from agents.machinery import quantity
-from agents.machinery.errors import FieldError, forbidden, invalid, required
 from agents.machinery.selectors import SelectorError, from_structured
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")

@@ -11,14 +11,14 @@ import asyncio
 import bisect
 from collections.abc import AsyncIterator
 
-from agents.machinery.errors import (
+from agents.apiserver.storage.base import KeyValue, RangeResult, WatchEvent
+from agents.apiserver.storage.errors import (
     CompactedError,
     FutureRevisionError,
     KeyExistsError,
     KeyNotFoundError,
     RevisionConflictError,
 )
-from agents.machinery.store.base import KeyValue, RangeResult, WatchEvent
 
 
 class MemoryStore:

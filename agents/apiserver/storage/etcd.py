@@ -19,7 +19,8 @@ import grpc
 from aetcd import exceptions as aetcd_errors
 from aetcd import rpc
 
-from agents.machinery.errors import (
+from agents.apiserver.storage.base import KeyValue, RangeResult, WatchEvent, prefix_end
+from agents.apiserver.storage.errors import (
     CompactedError,
     FutureRevisionError,
     KeyExistsError,
@@ -28,7 +29,6 @@ from agents.machinery.errors import (
     StorageError,
     StorageUnavailableError,
 )
-from agents.machinery.store.base import KeyValue, RangeResult, WatchEvent, prefix_end
 
 log = logging.getLogger(__name__)
 
