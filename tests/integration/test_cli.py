@@ -119,6 +119,9 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
         second = kubelab("up", "--name", "cycle", home=tmp_path)  # reuses the saved settings
         assert second.ok and second.out.count("already running") == len(CONTROL_PLANE)
 
+        logs = kubelab("logs", "--name", "cycle", "cycle-node1", "apiserver", "--tail", "5", home=tmp_path)
+        assert logs.ok and 0 < len(logs.out.splitlines()) <= 5, logs.err
+
         status = kubelab("status", "--name", "cycle", home=tmp_path)
         assert status.ok and status.out.count("running   healthy") == len(CONTROL_PLANE)
         assert kubelab("kubeconfig", "--name", "cycle", home=tmp_path).out.strip() == str(

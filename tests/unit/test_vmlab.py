@@ -254,3 +254,64 @@ def test_a_machine_made_again_has_its_old_host_keys_forgotten(tmp_path: Path) ->
     assert known.read_text() == "demo-worker1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeep1\n"
     assert not (tmp_path / "known_hosts.old").exists()
     sshkeys.forget_hosts(tmp_path / "none", "demo-master")  # nothing recorded yet: nothing to do
+
+
+def test_converging_removes_machines_no_longer_asked_for_and_creates_the_missing_ones() -> None:
+    machines = vmplan.machines(labspec.LabSpec(name="demo", workers=1))
+    changes = vmplan.converge(machines, {"demo-master", "demo-worker2", "demo-worker3"})
+    assert changes.remove == ("demo-worker2", "demo-worker3")
+    assert [m.name for m in changes.create] == ["demo-worker1"]
+    assert vmplan.converge(machines, {"demo-master", "demo-worker1"}) == vmplan.Convergence((), ())
+
+
+def test_reservations_change_in_place_for_the_machines_that_came_and_went() -> None:
+    two = vmplan.machines(labspec.LabSpec(name="demo", workers=2))
+    one = two[:2]
+    current = vmplan.reservations(vmplan.network_xml(vmplan.network(labspec.LabSpec(name="demo", workers=2)), two))
+    delete, add = vmplan.reservation_changes(current, one)
+    assert delete == [current[two[2].mac]] and add == []
+    delete, add = vmplan.reservation_changes({k: v for k, v in current.items() if k != two[2].mac}, two)
+    assert delete == [] and add == [f"<host mac='{two[2].mac}' name='demo-worker2' ip='192.168.123.12'/>"]
+
+
+def test_the_machines_disks_are_overlay_volumes_of_a_pool_of_the_labs_own() -> None:
+    pool = vmplan.pool(labspec.LabSpec(name="demo"), Path("/vms"))
+    assert pool == vmplan.PoolPlan("kubelab-demo", Path("/vms/demo"))
+    xml = ET.fromstring(vmplan.pool_xml(pool))
+    assert xml.get("type") == "dir" and xml.findtext("name") == "kubelab-demo"
+    assert xml.findtext("./target/path") == "/vms/demo"
+    volume = ET.fromstring(vmplan.volume_xml("demo-worker1", capacity_gib=8, backing=Path("/cache/disk.qcow2")))
+    assert volume.findtext("name") == "demo-worker1.qcow2"
+    capacity = volume.find("capacity")
+    assert capacity is not None and (capacity.text, capacity.get("unit")) == ("8", "GiB")
+    assert volume.findtext("./backingStore/path") == "/cache/disk.qcow2"
+    formats = [f.get("type") for f in volume.iter("format")]
+    assert formats == ["qcow2", "qcow2"]
+
+
+def test_a_domain_is_the_labs_only_when_kubelab_stamped_it_so() -> None:
+    spec = labspec.LabSpec(name="demo")
+    machine = vmplan.machines(spec)[0]
+    xml = vmplan.domain_xml(
+        machine,
+        lab="demo",
+        accel="tcg",
+        network=vmplan.network(spec),
+        kernel=Path("/k"),
+        initrd=Path("/i"),
+        image_digest="abc",
+        disk=Path("/vms/demo/demo-master.qcow2"),
+        console_log=Path("/log/c"),
+        public_key_line="ssh-ed25519 AAAA demo",
+    )
+    assert vmplan.is_ours("demo", "demo-master", xml)
+    assert not vmplan.is_ours("demo2", "demo-master", xml)  # another lab's prefix
+    assert not vmplan.is_ours("demo", "demo-master", "<domain><name>demo-master</name></domain>")
+
+
+def test_libvirt_default_uri_points_kubelab_at_another_libvirt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "qemu+ssh://root@elsewhere/system")
+    assert libvirthost.current() == libvirthost.Daemon("qemu+ssh://root@elsewhere/system", "")
+    assert libvirthost.ensure(say=lambda _m: None) == libvirthost.Daemon("qemu+ssh://root@elsewhere/system", "")
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "qemu:///system")  # the default: kubelab's own choice
+    assert libvirthost.chosen_uri() == ""
