@@ -109,11 +109,8 @@ class MachineControl(Protocol):
 
 
 class Driver(Protocol):
-    @property
-    def spec(self) -> LabSpec: ...
-
-    @property
-    def paths(self) -> LabPaths: ...
+    spec: LabSpec
+    paths: LabPaths
 
     @property
     def registry(self) -> str:

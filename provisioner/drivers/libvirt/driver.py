@@ -61,8 +61,8 @@ class LibvirtDriver:
         vm_root: Path = plan.VM_ROOT,
         console_root: Path = plan.CONSOLE_ROOT,
     ) -> None:
-        self._spec = spec
-        self._paths = paths
+        self.spec = spec
+        self.paths = paths
         self.say = say
         self.network = plan.network(spec)
         self.pool = plan.pool(spec, vm_root)
@@ -70,14 +70,6 @@ class LibvirtDriver:
         self.master = self.lab_machines[0]
         self.console_dir = console_root / spec.name
         self.api = LabApi(f"https://127.0.0.1:{spec.api_port}", paths)
-
-    @property
-    def spec(self) -> LabSpec:
-        return self._spec
-
-    @property
-    def paths(self) -> LabPaths:
-        return self._paths
 
     # --- files ---------------------------------------------------------------------------------
 

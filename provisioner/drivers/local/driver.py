@@ -44,18 +44,10 @@ START_ORDER = (
 
 class LocalDriver:
     def __init__(self, spec: LabSpec, paths: LabPaths, *, say: Callable[[str], None] = print) -> None:
-        self._spec = spec
-        self._paths = paths
+        self.spec = spec
+        self.paths = paths
         self.say = say
         self.api = LabApi(f"https://127.0.0.1:{spec.api_port}", paths)
-
-    @property
-    def spec(self) -> LabSpec:
-        return self._spec
-
-    @property
-    def paths(self) -> LabPaths:
-        return self._paths
 
     def _ports(self) -> dict[str, int]:
         """Health ports of the components, chosen once per lab and kept in run/ports.json."""
