@@ -89,7 +89,7 @@ class Kubelet:
             runs_of=self.runs_of,
             log_file=self.runtime.log_file,
             tokens=tokens,
-            exec_process=self.runtime.ctr.exec_process,
+            exec_process=self.runtime.exec_process,
         )
         await running.start(address=server.address, port=server.port, cert=server.cert_file, key=server.key_file)
         return running

@@ -301,4 +301,11 @@ class Runtime:
         return self.ctr.exits()
 
     async def exec(self, cid: str, argv: list[str], seconds: float) -> tuple[int, str]:
+        """A command in a running container, to its end (exec probes): its exit code and output."""
         return await self.ctr.exec(cid, argv, seconds=seconds)
+
+    async def exec_process(
+        self, cid: str, argv: Sequence[str], *, tty: bool, stdin: Any, stdout: Any, stderr: Any
+    ) -> asyncio.subprocess.Process:
+        """A command in a running container with the given standard streams (``kubectl exec``)."""
+        return await self.ctr.exec_process(cid, argv, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)
