@@ -17,7 +17,6 @@ from agents.kubelet.containerd import (
     parse_event,
     parse_tasks,
 )
-from agents.kubelet.kubelet import pull_policy
 from agents.machinery.imagerefs import full_reference
 
 UID = "0b6f5a2e-8d1c-4c7e-9a57-3f3c2b1d0e9f"
@@ -97,16 +96,3 @@ def test_command_replaces_the_entrypoint_and_args_replace_the_cmd(
 )
 def test_short_image_names_mean_docker_hub_as_kube_reads_them(image: str, reference: str) -> None:
     assert full_reference(image) == reference
-
-
-@pytest.mark.parametrize(
-    ("container", "policy"),
-    [
-        ({"image": "busybox"}, "Always"),
-        ({"image": "busybox:latest"}, "Always"),
-        ({"image": "busybox:1.35.0"}, "IfNotPresent"),
-        ({"image": "busybox:1.35.0", "imagePullPolicy": "Never"}, "Never"),
-    ],
-)
-def test_the_pull_policy_defaults_as_kube_defaults_it(container: dict[str, str], policy: str) -> None:
-    assert pull_policy(container) == policy

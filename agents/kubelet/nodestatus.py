@@ -1,0 +1,135 @@
+"""This node in the API: registration, status updates, the Lease heartbeat, and the pod network once
+the node has its podCIDR.
+
+kube's kubelet splits this over its node status code (register, then update the status) and the
+node lease controller (renew the Lease in ``kube-node-lease``); kubelab keeps them in one loop: the
+Lease every ``lease-interval`` seconds, the status every ``status-interval`` seconds. What the Node
+says is :mod:`agents.kubelet.node` (pure); this module only sends it.
+
+The podCIDR arrives in the node's spec (the controller-manager's node IPAM); the first one seen
+makes the pod network (:func:`pod_network`), which the kubelet hands to its runtime, and, with
+``cni-conf-dir`` set, is written as the node's CNI network list for people and tools on the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Network, ip_network
+from pathlib import Path
+from typing import Any
+
+from agents.kubelet import node as nodes
+from agents.kubelet.cni import CONFLIST_NAME, BridgeNetwork, bridge_conflist, write_conflist
+from agents.kubelet.settings import KubeletSettings
+from agents.machinery.client import ApiError, ApiUnavailableError, Client
+from agents.machinery.informer import Informer
+from agents.machinery.leader import LeaderElector
+from agents.machinery.objects import Object
+from agents.machinery.resources import NODES
+
+log = logging.getLogger(__name__)
+
+NODE_LEASES = "kube-node-lease"
+LEASE_DURATION = 40
+
+
+def pod_network(node: Object, *, root: Path, bridge: str) -> BridgeNetwork | None:
+    """The pods' bridge network from the node's podCIDR (None: it has none yet)."""
+    cidr = (node.get("spec") or {}).get("podCIDR")
+    if not cidr:
+        return None
+    subnet = ip_network(cidr)
+    assert isinstance(subnet, IPv4Network)
+    return BridgeNetwork(subnet, root / "cni" / "ipam", bridge=bridge)
+
+
+class NodeStatus:
+    """Registers the node, keeps its Lease and status, and learns its pod network."""
+
+    def __init__(
+        self,
+        client: Client,
+        settings: KubeletSettings,
+        *,
+        runtime_version: Callable[[], str],
+        on_pod_network: Callable[[BridgeNetwork], None],
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.name = settings.node_name
+        self.runtime_version = runtime_version
+        self.on_pod_network = on_pod_network
+        self.network: BridgeNetwork | None = None
+        self.informer = Informer(client, NODES, field_selector=f"metadata.name={self.name}")
+        self.informer.on(add=self.node_changed, update=lambda _o, n: self.node_changed(n))
+
+    def node_object(self) -> dict[str, Any]:
+        return nodes.node_object(
+            self.name,
+            ip=self.settings.node_ip,
+            facts=nodes.machine_facts(self.settings.root_dir),
+            max_pods=self.settings.max_pods,
+            runtime_version=self.runtime_version(),
+            port=self.settings.server.port,
+            labels=nodes.parse_labels(self.settings.node_labels),
+            taints=nodes.parse_taints(self.settings.register_with_taints),
+        )
+
+    async def register(self) -> None:
+        """Create the Node; one registered before only gets its status refreshed (labels and taints
+        count at creation alone)."""
+        body = self.node_object()
+        try:
+            await self.client.create(NODES, body)
+            log.info("registered node %s", self.name)
+        except ApiError as exc:
+            if not exc.already_exists:
+                raise
+            current = await self.client.get(NODES, self.name)
+            await self.client.patch(
+                NODES, self.name, nodes.heartbeat(current, body), kind="merge", subresource="status"
+            )
+            log.info("node %s was registered before; status refreshed", self.name)
+
+    async def heartbeats(self) -> None:
+        """Renew the Lease every ``lease-interval``, patch the status every ``status-interval``, until cancelled."""
+        elector = LeaderElector(
+            self.client, name=self.name, identity=self.name, namespace=NODE_LEASES, lease_duration=LEASE_DURATION
+        )
+        last_status = time.monotonic()
+        while True:
+            try:
+                await elector.try_acquire_or_renew()
+                if time.monotonic() - last_status >= self.settings.status_interval:
+                    current = self.informer.get(self.name) or await self.client.get(NODES, self.name)
+                    patch = nodes.heartbeat(current, self.node_object())
+                    await self.client.patch(NODES, self.name, patch, kind="merge", subresource="status")
+                    last_status = time.monotonic()
+            except (ApiError, ApiUnavailableError) as exc:
+                log.warning("node %s heartbeat failed: %s", self.name, exc)
+            await asyncio.sleep(self.settings.lease_interval)
+
+    def node_changed(self, node: Object) -> None:
+        """The node informer's handler: the first podCIDR seen becomes the pod network."""
+        if self.network is not None:
+            return
+        network = pod_network(node, root=self.settings.root_dir, bridge=self.settings.network.bridge)
+        if network is None:
+            return
+        self.network = network
+        log.info("pod network %s on bridge %s", network.subnet, network.bridge)
+        self.on_pod_network(network)
+        if self.settings.cni_conf_dir is not None:
+            self._write_conflist(self.settings.cni_conf_dir / CONFLIST_NAME, network)
+
+    def _write_conflist(self, path: Path, network: BridgeNetwork) -> None:
+        """The node's network list as a file, for people and tools (cnitool) on the node; the
+        kubelet itself runs the list it holds in memory."""
+        try:
+            if write_conflist(path, bridge_conflist(network)):
+                log.info("CNI network list written to %s", path)
+        except OSError as exc:
+            log.warning("could not write the CNI network list %s: %s", path, exc)

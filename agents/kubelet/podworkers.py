@@ -1,0 +1,334 @@
+"""Pod workers: each pod driven towards its spec, one sync at a time per pod.
+
+kube's kubelet runs one worker per pod UID so that nothing happens to a pod twice at once. Here one
+work queue of pod UIDs does it: the queue never hands out a UID that is being synced, and a UID added
+meanwhile is synced once more afterwards. Everything that concerns a pod only queues its UID: the pod
+informer (this node's pods), the PLEG's events, probe results, back-off timers. ``sync(uid)`` then
+reads the pod again (level-triggered), asks the pure planner (:func:`podstate.plan`) what to do, does
+it through the runtime (pull, sandbox, create and start containers, start their probes, stop the pod),
+and hands the pod to the status manager.
+
+Each step is an Event on the pod, with kube's reasons (``Pulling``, ``Pulled``, ``Created``,
+``Started``, ``Failed``, ``FailedCreatePodSandBox``, ``Unhealthy``, ``Killing``, ...). Keyed by UID,
+a pod deleted and created again under the same name is two pods: the old one's containers are
+stopped by its own sync, whatever the new one does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Literal
+
+from agents.kubelet import podstate
+from agents.kubelet.containerd import ContainerdError, ContainerId, ImageNotFoundError
+from agents.kubelet.errors import KubeletError
+from agents.kubelet.podcache import PodCache, PodRecord, containerd_id
+from agents.kubelet.probes import ContainerProber, Kind
+from agents.kubelet.runtime import CONTAINERD, Runtime, container_spec, hostname_of
+from agents.kubelet.statusmanager import StatusManager
+from agents.kubelet.volumes import VolumeError, environment, plan_volumes, write_volumes
+from agents.machinery.client import ApiError, Client
+from agents.machinery.events import NORMAL, WARNING, EventRecorder
+from agents.machinery.imagerefs import full_reference
+from agents.machinery.informer import Informer
+from agents.machinery.objects import Object
+from agents.machinery.resources import CONFIGMAPS, PODS, SECRETS, ResourceRef
+from agents.machinery.workqueue import WorkQueue, run_workers
+
+log = logging.getLogger(__name__)
+
+BY_UID = "uid"
+SANDBOX_RETRY = 5.0  # seconds before a pod whose sandbox failed is synced again
+CONFIG_RETRY = 10.0  # ... a container whose volumes or environment could not be made
+PROBE_KILL_GRACE_MAX = 30.0
+
+
+def pull_policy(container: dict[str, Any]) -> str:
+    """The container's imagePullPolicy, defaulted as kube defaults it: Always for ``:latest`` or no tag."""
+    policy = container.get("imagePullPolicy")
+    if policy:
+        return str(policy)
+    image = str(container.get("image") or "")
+    tagged = ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")
+    return "IfNotPresent" if tagged or "@" in image else "Always"
+
+
+def image_step(policy: str, *, present: bool) -> Literal["pull", "use", "refuse"]:
+    """What a pull policy makes of an image present or not: kube's image manager's rule."""
+    if policy == "Never" and not present:
+        return "refuse"
+    if policy == "Always" or not present:
+        return "pull"
+    return "use"
+
+
+def unprobed(pod: Object, record: PodRecord) -> list[tuple[dict[str, Any], str]]:
+    """The containers whose current run runs without probe workers (runs adopted after a restart),
+    with that run's containerd id."""
+    running = record.running()
+    return [
+        (container, containerd_id(running[container["name"]]))
+        for container in podstate.containers_of(pod)
+        if container["name"] in running and container["name"] not in record.probers
+    ]
+
+
+def uid_of(pod: Object) -> str:
+    return str(pod["metadata"]["uid"])
+
+
+class PodWorkers:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        pods: Informer,
+        cache: PodCache,
+        runtime: Runtime,
+        status: StatusManager,
+        recorder: EventRecorder,
+        node_ip: str,
+        name: str,
+    ) -> None:
+        self.client = client
+        self.pods = pods
+        self.cache = cache
+        self.runtime = runtime
+        self.status = status
+        self.recorder = recorder
+        self.node_ip = node_ip
+        self.queue = WorkQueue(f"kubelet-{name}")
+        pods.add_index(BY_UID, lambda pod: [uid_of(pod)])
+        pods.on(add=self.enqueue, update=self.pod_updated, delete=self.enqueue)
+
+    # --- what queues a pod ---------------------------------------------------------------------------
+
+    def enqueue(self, pod: Object) -> None:
+        self.queue.add(uid_of(pod))
+
+    def pod_updated(self, old: Object, new: Object) -> None:
+        self.enqueue(new)
+        if uid_of(old) != uid_of(new):  # the name now belongs to another pod: the old one is gone
+            self.enqueue(old)
+
+    def enqueue_uid(self, uid: str) -> None:
+        self.queue.add(uid)
+
+    def enqueue_all(self) -> None:
+        """Every pod of this node, and every pod the kubelet still has a record of (one deleted while
+        the kubelet was away is cleaned up)."""
+        for pod in self.pods.items():
+            self.enqueue(pod)
+        for record in self.cache.records():
+            self.queue.add(record.uid)
+
+    def pod(self, uid: str) -> Object | None:
+        found = self.pods.by_index(BY_UID, uid)
+        return found[0] if found else None
+
+    async def run(self, workers: int) -> None:
+        await run_workers(self.queue, self.sync, workers=workers)
+
+    # --- sync --------------------------------------------------------------------------------------
+
+    async def sync(self, uid: str) -> None:
+        pod = self.pod(uid)
+        if pod is None:
+            record = self.cache.get(uid)
+            if record is not None:
+                await self._stop(record, grace=0)  # gone from the API (grace 0): nothing to wait for
+            return
+        record = self.cache.ensure(uid, f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
+        now = time.time()
+        actions, wake = podstate.plan(pod, record.observed(), now)
+        for action in actions:
+            if isinstance(action, podstate.StopPod):
+                await self._stop(record, grace=action.grace_seconds)
+                await self._confirm_deletion(pod)
+                return
+            if isinstance(action, podstate.CreateSandbox):
+                if not await self._sandbox(pod, record):
+                    return
+                actions_after, wake = podstate.plan(pod, record.observed(), now)
+                for follow in actions_after:
+                    if isinstance(follow, podstate.StartContainer):
+                        await self._start(pod, record, follow)
+            elif isinstance(action, podstate.StartContainer):
+                await self._start(pod, record, action)
+        if record.sandbox_ip and self.runtime.sandboxes is not None:
+            for container, cid in unprobed(pod, record):
+                self._probe(pod, record, container, cid)
+        if await self.status.update(pod, record) == "conflict":
+            self.queue.add(uid)  # the informer brings the newer version
+        if wake is not None:
+            self.queue.add_after(uid, max(0.0, wake - time.time()))
+
+    async def _sandbox(self, pod: Object, record: PodRecord) -> bool:
+        if self.runtime.sandboxes is None:
+            return False  # no podCIDR yet: the pod network's arrival queues every pod again
+        try:
+            sandbox = await self.runtime.run_sandbox(pod)
+        except KubeletError as exc:
+            self.recorder.record(pod, WARNING, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}")
+            self.queue.add_after(record.uid, SANDBOX_RETRY)
+            return False
+        record.sandbox_ip = str(sandbox.ip)
+        await self.runtime.pod_identity(pod, record.sandbox_ip)
+        return True
+
+    # --- containers --------------------------------------------------------------------------------
+
+    async def _read(self, kind: ResourceRef, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.client.get(kind, name, namespace)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    async def _configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._read(CONFIGMAPS, namespace, name)
+
+    async def _secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._read(SECRETS, namespace, name)
+
+    async def _ensure_image(self, pod: Object, record: PodRecord, container: dict[str, Any]) -> str | None:
+        """The container's image as a full reference, pulled as its policy says; None when it cannot
+        be had (the failure is recorded for the status and the pull back-off)."""
+        name, image = container["name"], str(container.get("image") or "")
+        reference = full_reference(image)
+        step = image_step(pull_policy(container), present=await self.runtime.has_image(reference))
+        if step == "refuse":
+            message = f'Container image "{image}" is not present with pull policy of Never'
+            record.pulls[name] = podstate.PullFailure(message, time.time(), 1, True)
+            self.recorder.record(pod, WARNING, "ErrImageNeverPull", message)
+            return None
+        if step == "pull":
+            began = time.monotonic()
+            self.recorder.record(pod, NORMAL, "Pulling", f'Pulling image "{image}"')
+            try:
+                await self.runtime.pull(reference)
+            except ContainerdError as exc:
+                failures = record.pulls[name].failures + 1 if name in record.pulls else 1
+                message = f'failed to pull and unpack image "{reference}": {exc.message}'
+                record.pulls[name] = podstate.PullFailure(
+                    message, time.time(), failures, isinstance(exc, ImageNotFoundError)
+                )
+                self.recorder.record(pod, WARNING, "Failed", f'Failed to pull image "{image}": {exc.message}')
+                return None
+            took = time.monotonic() - began
+            self.recorder.record(pod, NORMAL, "Pulled", f'Successfully pulled image "{image}" in {took:.3f}s')
+        else:
+            self.recorder.record(pod, NORMAL, "Pulled", f'Container image "{image}" already present on machine')
+        record.pulls.pop(name, None)
+        return reference
+
+    async def _start(self, pod: Object, record: PodRecord, action: podstate.StartContainer) -> None:
+        container = next(c for c in podstate.containers_of(pod) if c["name"] == action.name)
+        reference = await self._ensure_image(pod, record, container)
+        if reference is None:
+            return
+        uid = uid_of(pod)
+        cid = ContainerId(uid, action.name, action.attempt)
+        try:
+            config = await self.runtime.image_config(reference)
+            volumes = await plan_volumes(
+                pod, self.runtime.pod_dir(uid), configmaps=self._configmap, secrets=self._secret
+            )
+            write_volumes(volumes)
+            env = await environment(
+                pod,
+                container,
+                image_env=[*(config.get("Env") or []), f"HOSTNAME={hostname_of(pod)}"],
+                host_ip=self.node_ip,
+                pod_ip=record.sandbox_ip,
+                configmaps=self._configmap,
+                secrets=self._secret,
+            )
+            netns = self.runtime.netns_path(uid)
+            spec = container_spec(
+                pod,
+                container,
+                cid=cid,
+                image=reference,
+                config=config,
+                env=env,
+                volumes=volumes,
+                netns=str(netns) if netns is not None else "",
+                uts=self.runtime.uts_path(uid),
+                hosts=self.runtime.hosts_path(uid),
+            )
+        except (VolumeError, ApiError) as exc:
+            reason = exc.reason if isinstance(exc, VolumeError) else "CreateContainerConfigError"
+            self.recorder.record(pod, WARNING, reason, str(exc))
+            self.queue.add_after(uid, CONFIG_RETRY)
+            return
+        try:
+            await self.runtime.create(spec)
+            self.recorder.record(pod, NORMAL, "Created", f"Created container {action.name}")
+            # recorded before the start: a process that ends at once must find its run to end
+            record.record(
+                action.name, podstate.Attempt(action.attempt, "running", time.time(), container_id=f"{CONTAINERD}{cid}")
+            )
+            await self.runtime.start(cid)
+        except ContainerdError as exc:
+            now = time.time()
+            record.record(action.name, podstate.Attempt(action.attempt, "exited", now, now, 128, f"{CONTAINERD}{cid}"))
+            self.recorder.record(pod, WARNING, "Failed", f"Error: {exc.message}")
+            return
+        self.recorder.record(pod, NORMAL, "Started", f"Started container {action.name}")
+        self._probe(pod, record, container, str(cid))
+        if action.attempt >= 2:  # from the third run on, runs before the previous one are removed
+            await self.runtime.remove_old_runs(uid, action.name, keep_from=action.attempt - 1)
+
+    def _probe(self, pod: Object, record: PodRecord, container: dict[str, Any], cid: str) -> None:
+        """Start the probes of a container's new run (and stop those of its previous one)."""
+        name = container["name"]
+        record.stop_prober(name)
+        if not any(f"{kind}Probe" in container for kind in ("liveness", "readiness", "startup")):
+            return
+        uid = uid_of(pod)
+        grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+
+        async def failed(kind: Kind, message: str) -> None:
+            current = self.pod(uid) or pod
+            self.recorder.record(current, WARNING, "Unhealthy", f"{kind.capitalize()} probe failed: {message}")
+            if kind == "readiness":
+                return
+            self.recorder.record(current, NORMAL, "Killing", f"Container {name} failed {kind} probe, will be restarted")
+            await self.runtime.kill(cid, grace=min(grace, PROBE_KILL_GRACE_MAX))
+
+        netns = self.runtime.netns_path(uid)
+        assert netns is not None
+        record.probers[name] = ContainerProber(
+            container=container,
+            container_id=cid,
+            netns=netns,
+            pod_ip=record.sandbox_ip,
+            exec_probe=self.runtime.exec,
+            on_change=lambda: self.queue.add(uid),
+            on_failure=failed,
+        )
+
+    # --- stopping ----------------------------------------------------------------------------------
+
+    async def _stop(self, record: PodRecord, *, grace: float) -> None:
+        """SIGTERM every running container, give them ``grace`` seconds, then remove the containers
+        (what still runs is killed), the sandbox and the pod's volumes."""
+        record.stop_probers()
+        await self.runtime.stop([containerd_id(a) for a in record.running().values()], grace=grace)
+        await self.runtime.remove_pod(record.uid)
+        self.cache.forget(record.uid)
+
+    async def _confirm_deletion(self, pod: Object) -> None:
+        """The containers are gone: remove the pod object (grace 0), as kube's kubelet does."""
+        if pod["metadata"].get("finalizers"):
+            return
+        try:
+            await self.client.delete(
+                PODS, pod["metadata"]["name"], pod["metadata"]["namespace"], grace_period=0, uid=uid_of(pod)
+            )
+        except ApiError as exc:
+            if not (exc.not_found or exc.conflict):
+                raise
