@@ -13,7 +13,7 @@ from agents.machinery.nodestatus import node_conditions, node_labels
 from agents.machinery.objects import now
 from agents.machinery.selectors import label_key_errors, valid_label_value
 
-KUBELET_VERSION = "v1.32.0-kubelab"
+KUBELET_VERSION = "v1.37.0-kubelab"
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 VALUE_RULE = "at most 63 characters, alphanumerics, '-', '_' or '.', alphanumeric at both ends"
 

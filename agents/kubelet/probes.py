@@ -103,7 +103,7 @@ async def http_probe(
             lines = [
                 f"GET {path or '/'} HTTP/1.1",
                 f"Host: {host}:{port}",
-                "User-Agent: kube-probe/1.32",
+                "User-Agent: kube-probe/1.37",
                 "Connection: close",
             ]
             lines += [f"{k}: {v}" for k, v in headers.items()]

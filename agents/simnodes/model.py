@@ -20,7 +20,7 @@ SIMULATED = "kubelab.io/simulated"
 READY = "kubelab.io/simulate-ready"
 EXIT_CODE = "kubelab.io/simulate-exit-code"
 SECONDS = "kubelab.io/simulate-seconds"
-KUBELET_VERSION = "v1.32.0-kubelab-sim"
+KUBELET_VERSION = "v1.37.0-kubelab-sim"
 
 
 def node_object(name: str, *, index: int, cpu: str, memory: str, pods: str, zone: str) -> Object:

@@ -106,11 +106,11 @@ def test_node_rows_show_readiness_roles_and_version() -> None:
         "status": {
             "conditions": [{"type": "Ready", "status": "True"}],
             "addresses": [{"type": "InternalIP", "address": "192.168.122.10"}],
-            "nodeInfo": {"kubeletVersion": "v1.32.0-kubelab", "osImage": "Debian GNU/Linux 12"},
+            "nodeInfo": {"kubeletVersion": "v1.37.0-kubelab", "osImage": "Debian GNU/Linux 12"},
         },
     }
     row = cells("nodes", node)
-    assert row[:5] == ["m", "Ready,SchedulingDisabled", "control-plane", "90s", "v1.32.0-kubelab"]
+    assert row[:5] == ["m", "Ready,SchedulingDisabled", "control-plane", "90s", "v1.37.0-kubelab"]
     assert row[5:8] == ["192.168.122.10", "<none>", "Debian GNU/Linux 12"]
 
 
