@@ -29,7 +29,8 @@ import aiohttp
 import uvloop
 
 from benchmarks.apiserver import Client, pod
-from benchmarks.common import ROOT, Target, emit, local_lab, target_from_kubeconfig
+from benchmarks.common import Target, emit, local_lab, target_from_kubeconfig
+from provisioner.project import ROOT
 
 BENCH_SCHEDULER = "bench-scheduler"
 

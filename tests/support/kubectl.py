@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubelab_testing.plugin import Result
+from kubelab_testing.commands import Result
 
 ROOT = Path(__file__).resolve().parents[2]
 
