@@ -9,7 +9,7 @@ import pytest
 
 from agents.machinery.errors import KeyExistsError, RevisionConflictError, StorageUnavailableError
 from agents.machinery.store.etcd import GroupCommit, Write
-from tests.support.waiting import until
+from kubelab_testing.waiting import until
 
 Results = list[int | BaseException]
 
