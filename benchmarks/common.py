@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: a lab of their own, percentiles, and machine facts."""
+"""Shared by the benchmarks: a local lab of their own (``kubelab_testing``'s, once the machine is quiet),
+the API server as a raw HTTPS target, percentiles, and machine facts."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ import base64
 import json
 import os
 import platform
-import socket
 import ssl
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,13 +16,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from kubelab_testing.lab import created_lab, up_flags
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -109,33 +101,11 @@ def settle(*, below: float = 0.15, deadline: float = 20.0) -> float:
 
 @contextmanager
 def local_lab(name: str = "bench", extra: Sequence[str] = ()) -> Iterator[Target]:
-    """A fresh local-driver lab on free ports (``extra``: more ``kubelab up`` flags), removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="kubelab-bench-") as tmp:
-        env = dict(os.environ, KUBELAB_HOME=tmp)
-        args = [
-            "up",
-            "--driver",
-            "local",
-            "--name",
-            name,
-            "--api-port",
-            str(free_port()),
-            "--etcd-port",
-            str(free_port()),
-            "--etcd-peer-port",
-            str(free_port()),
-            "--registry-port",
-            str(free_port()),
-            "--nodes",
-            "0",
-            *extra,
-        ]
-        subprocess.run([str(ROOT / "kubelab"), *args], check=True, env=env, capture_output=True, text=True)
-        try:
-            settle()
-            yield target_from_kubeconfig(Path(tmp) / name / "kubeconfig", Path(tmp))
-        finally:
-            subprocess.run([str(ROOT / "kubelab"), "down", "--name", name], env=env, capture_output=True, check=False)
+    """A fresh local-driver lab on free ports (``extra``: more ``kubelab up`` flags; the control plane alone
+    unless they give ``--nodes``), removed afterwards."""
+    with created_lab(name, up_flags("local", *extra)) as lab:
+        settle()
+        yield target_from_kubeconfig(lab.kubeconfig, lab.home)
 
 
 def emit(name: str, figures: dict[str, object]) -> None:

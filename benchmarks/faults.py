@@ -15,19 +15,19 @@ Timing settings: the lab's defaults (node grace period 40 s, node monitor period
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import emit, free_port
+from benchmarks.common import emit
 from kubelab_testing import drills as drill
-from kubelab_testing.lab import Faults, Kubectl, Lab, NotInTime, ServiceLoad, eventually
+from kubelab_testing.faults import Faults
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab, created_lab, up_flags
+from kubelab_testing.loadprobe import ServiceLoad
+from kubelab_testing.waiting import NotInTime, eventually
 from provisioner.lab import components
 from provisioner.lab.paths import default_home
 
@@ -39,19 +39,8 @@ def _lab(name: str | None) -> Iterator[Lab]:
     if name:
         yield Lab(name, default_home())
         return
-    with tempfile.TemporaryDirectory(prefix="kubelab-bench-faults-") as tmp:
-        lab = Lab(LAB, Path(tmp))
-        env = dict(os.environ, KUBELAB_HOME=tmp)
-        flags = ["--workers", "2", "--api-port", str(free_port()), "--registry-port", str(free_port())]
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "provisioner.cli", "up", "--name", LAB, *flags], env=env, check=False
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"kubelab up failed (exit code {done.returncode}); its output is above")
-            yield lab
-        finally:
-            lab.cli("down", "--name", LAB)
+    with created_lab(LAB, up_flags("libvirt", "--workers", "2"), show=True) as lab:  # in a home of its own
+        yield lab
 
 
 def _row(figures: dict[str, Any]) -> str:

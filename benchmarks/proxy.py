@@ -20,8 +20,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,8 +27,12 @@ from typing import Any
 import uvloop
 
 from benchmarks.apiserver import Client
-from benchmarks.common import ROOT, Target, emit, free_port, local_lab, percentile, target_from_kubeconfig
+from benchmarks.common import Target, emit, local_lab, percentile, target_from_kubeconfig
+from kubelab_testing.commands import stop
+from kubelab_testing.lab import free_port
+from kubelab_testing.waiting import NotInTime, answers, eventually
 from provisioner.errors import HostError
+from provisioner.project import ROOT
 from provisioner.system import packages as host
 
 # a DNAT target in nft's text: "10.244.200.1:8080" or, in a numgen map, "10.244.200.1 . 8080"
@@ -137,18 +139,15 @@ class Monitor:
 
 
 def _wait_ready(process: subprocess.Popen[bytes], port: int, *, patience: float) -> None:
-    deadline = time.monotonic() + patience
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if process.poll() is not None:
             raise BenchmarkError("the proxy exited before it was ready")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.05)
-    raise BenchmarkError(f"the proxy was not ready within {patience:.0f} s")
+        return answers(f"http://127.0.0.1:{port}/readyz")
+
+    try:
+        eventually(ready, timeout=patience, interval=0.05, what="the proxy's /readyz")
+    except NotInTime:
+        raise BenchmarkError(f"the proxy was not ready within {patience:.0f} s") from None
 
 
 async def measure(target: Target, netns: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -246,8 +245,7 @@ def run(target: Target, args: argparse.Namespace) -> dict[str, Any]:
         figures = asyncio.run(measure(target, netns, args))
     finally:
         if proxy is not None:
-            proxy.terminate()
-            proxy.wait(timeout=30)
+            stop(proxy, timeout=30)
         subprocess.run(["ip", "netns", "del", netns], check=False)
     print(
         f"endpoint change -> rule in place, {figures['changes']} changes, {figures['services']} services:"

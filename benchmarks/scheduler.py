@@ -29,7 +29,9 @@ import aiohttp
 import uvloop
 
 from benchmarks.apiserver import Client, pod
-from benchmarks.common import ROOT, Target, emit, local_lab, target_from_kubeconfig
+from benchmarks.common import Target, emit, local_lab, target_from_kubeconfig
+from kubelab_testing.kubectl import Kubectl
+from provisioner.project import ROOT
 
 BENCH_SCHEDULER = "bench-scheduler"
 
@@ -156,9 +158,9 @@ async def throughput(target: Target, *, pods: int) -> dict[str, Any]:
 
 
 async def _kubectl(target: Target, *args: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        "kubectl", f"--kubeconfig={target.kubeconfig}", *args, stdout=asyncio.subprocess.DEVNULL
-    )
+    """kubectl (kubelab_testing's, bound to the target) without blocking the loop that measures."""
+    argv = Kubectl(target.kubeconfig).argv(*args)
+    process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL)
     if await process.wait() != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed")
 

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,24 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import podstartup
-from benchmarks.common import emit, free_port, target_from_kubeconfig
+from benchmarks.common import emit, target_from_kubeconfig
+from kubelab_testing.lab import Lab, created_lab, up_flags
 
-ROOT = Path(__file__).resolve().parent.parent
 LAB = "bench-vm"
 
 
-def _kubelab(args: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "provisioner.cli", *args], env=env, cwd=ROOT, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"kubelab {' '.join(args)} failed (exit code {done.returncode}); its output is above")
-
-
-def _up(env: dict[str, str], home: Path, workers: int) -> dict[str, Any]:
-    began = time.monotonic()
-    flags = ["--workers", str(workers), "--api-port", str(free_port()), "--registry-port", str(free_port())]
-    _kubelab(["up", "--name", LAB, *flags], env)
-    wall = time.monotonic() - began
-    recorded: dict[str, Any] = json.loads((home / LAB / "run" / "up-phases.json").read_text())
+def _figures(lab: Lab, wall: float) -> dict[str, Any]:
+    """``up``'s wall time and the phases it recorded."""
+    recorded: dict[str, Any] = json.loads((lab.root / "run" / "up-phases.json").read_text())
     return {"wall_s": round(wall, 1), **{k: round(v, 1) for k, v in recorded["phases"].items()}, **recorded}
 
 
@@ -60,30 +50,32 @@ def main(argv: list[str] | None = None) -> int:
         # QEMU runs as libvirt's user: the cold run's image cache must be readable by it
         os.chmod(tmp, 0o755)
         home = Path(tmp) / "home"
-        env = dict(os.environ, KUBELAB_HOME=str(home))
-        if not args.skip_cold:
-            env["KUBELAB_GUEST_CACHE"] = str(Path(tmp) / "guest-cache")
+        env = {} if args.skip_cold else {"KUBELAB_GUEST_CACHE": str(Path(tmp) / "guest-cache")}
+        flags = up_flags("libvirt", "--workers", str(args.workers))
         try:
             runs = ["warm"] if args.skip_cold else ["cold", "warm"]
             for run in runs:
-                figures = _up(env, home, args.workers)
-                results[run] = figures
-                line = ", ".join(f"{k} {figures[k]:.0f}s" for k in ("image", "machines", "boot", "playbooks", "ready"))
-                print(f"=== up ({run} image cache, {figures['accel']}): {figures['wall_s']:.0f}s: {line}", flush=True)
-                if run != runs[-1]:
-                    _kubelab(["down", "--name", LAB], env)
-            target = target_from_kubeconfig(home / LAB / "kubeconfig", Path(tmp))
-            startup = asyncio.run(podstartup.measure(target, pods=args.pods, rate=args.rate))
-            print(
-                f"=== pod startup on the VMs: {startup['pods']} pods at {startup['rate']:g}/s:"
-                f" p50 {startup['p50_ms']} ms, p99 {startup['p99_ms']} ms",
-                flush=True,
-            )
+                began = time.monotonic()
+                with created_lab(LAB, flags, home=home, env=env, show=True) as lab:
+                    figures = _figures(lab, time.monotonic() - began)
+                    results[run] = figures
+                    line = ", ".join(
+                        f"{k} {figures[k]:.0f}s" for k in ("image", "machines", "boot", "playbooks", "ready")
+                    )
+                    print(
+                        f"=== up ({run} image cache, {figures['accel']}): {figures['wall_s']:.0f}s: {line}", flush=True
+                    )
+                    if run == runs[-1]:
+                        target = target_from_kubeconfig(lab.kubeconfig, Path(tmp))
+                        startup = asyncio.run(podstartup.measure(target, pods=args.pods, rate=args.rate))
+                        print(
+                            f"=== pod startup on the VMs: {startup['pods']} pods at {startup['rate']:g}/s:"
+                            f" p50 {startup['p50_ms']} ms, p99 {startup['p99_ms']} ms",
+                            flush=True,
+                        )
         except (RuntimeError, podstartup.BenchmarkError) as exc:
             print(f"benchmark vmlab: {exc}", file=sys.stderr)
             return 1
-        finally:
-            subprocess.run([sys.executable, "-m", "provisioner.cli", "down", "--name", LAB], env=env, check=False)
     for run, figures in results.items():
         emit("vmlab_up", {"cache": run, **{k: v for k, v in figures.items() if k not in ("phases", "created")}})
     emit("vmlab_podstartup", startup)

@@ -19,14 +19,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kubelab_testing.lab import Faults, Kubectl, Lab, ServiceLoad, eventually
-from kubelab_testing.loadprobe import Summary
+from kubelab_testing.faults import Faults
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab
+from kubelab_testing.loadprobe import ServiceLoad, Summary
+from kubelab_testing.waiting import eventually
 from provisioner.lab.components import unit_of
 
 NAME = "roll"
 REPLICAS = 6
 ALLOCATIONS = "/kubelab/allocations/"  # the API server's ClusterIP and NodePort reservations
 TOLERATION = 20  # seconds the drill's pods stay on a NotReady/unreachable node (the lab default is 300)
+# the figures' checks (kubectl, ssh) poll once a second, as when docs/faults.md's figures were measured:
+# faster polling would take host CPU from the emulated machines while they are timed
+POLL = 1.0
 
 MANIFEST = """
 apiVersion: apps/v1
@@ -199,7 +205,12 @@ def lose_worker(
     rolled.next()
     began = time.time()
     getattr(faults, fault)(node)
-    eventually(lambda: node_ready(kubectl, node) not in ("True", None), timeout=grace + 90, what=f"{node} NotReady")
+    eventually(
+        lambda: node_ready(kubectl, node) not in ("True", None),
+        timeout=grace + 90,
+        interval=POLL,
+        what=f"{node} NotReady",
+    )
     detected = _since(began)
 
     def replaced() -> bool:
@@ -208,7 +219,7 @@ def lose_worker(
         elsewhere = [p for p in live if p["spec"].get("nodeName") not in (None, "", node)]
         return len(elsewhere) >= REPLICAS and not [p for p in live if p["spec"].get("nodeName") == node]
 
-    eventually(replaced, timeout=grace + TOLERATION + 180, what=f"the pods of {node} replaced")
+    eventually(replaced, timeout=grace + TOLERATION + 180, interval=POLL, what=f"the pods of {node} replaced")
     moved = _since(began)
     faults.heal(node, wait=True)
     rolled.wait()
@@ -265,7 +276,7 @@ def kill(lab: Lab, kubectl: Kubectl, faults: Faults, rolled: Rolled, *, node: st
         now = _unit(lab, node, unit)
         return now.get("ActiveState") == "active" and now.get("MainPID") not in ("0", was.get("MainPID"))
 
-    eventually(back, timeout=180, what=f"{unit} restarted by systemd on {node}")
+    eventually(back, timeout=180, interval=POLL, what=f"{unit} restarted by systemd on {node}")
     restarted = _since(began)
     eventually(lambda: all_nodes_ready(kubectl), timeout=300, interval=2, what="every node Ready")
     eventually(rolled.serving, timeout=300, interval=2, what=f"{REPLICAS} replicas of {NAME} Ready")

@@ -1,53 +1,46 @@
-"""A lab as a test or a benchmark sees it, without pytest: its files and nodes, the real kubectl
-bound to its kubeconfig, `kubelab fault` and a load probe against its Services.
+"""A lab as a test or a benchmark sees it: a name and a home, everything else read from the lab's own files.
 
-The pytest plugin (``kubelab_testing.plugin``) hands these out as fixtures; benchmarks use them
-directly.
+``kubelab up`` writes what a lab is into ``HOME/NAME/`` (``lab.json``: the spec, with the host ports its
+API server and registry answer on; ``kubeconfig``; ``ssh_config``); :class:`Lab` reads them when asked,
+so one value serves a lab that a test created a second ago and one a user made last week, with either
+driver. ``lab.cli(...)`` is the one way tests run the ``kubelab`` command for a lab, :func:`created_lab`
+the one way a session makes a lab of its own and removes it afterwards, and :func:`up_flags` puts such
+a lab on free host ports so that it runs beside every other.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
+import shutil
+import socket
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from kubelab_testing.commands import Result, run
+from provisioner.drivers.libvirt import daemon as libvirthost
+from provisioner.drivers.libvirt import plan as vmplan
+from provisioner.lab.spec import LabSpec
 
-
-class NotInTime(AssertionError):
-    """A condition did not hold before its deadline."""
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def ok(self) -> bool:
-        return self.code == 0
+TIMEOUT = 1800.0  # one kubelab command: a VM lab's `up` under software emulation takes many minutes
 
 
 @dataclass(frozen=True)
 class Node:
     name: str
-    role: str
+    role: str  # master or worker
     ip: str
 
 
 @dataclass(frozen=True)
 class Lab:
     name: str
-    home: Path
+    home: Path  # KUBELAB_HOME: the lab's files are in HOME/NAME
+    timeout: float = TIMEOUT  # the longest one kubelab command for this lab may take before it counts as hung
 
     @property
     def root(self) -> Path:
@@ -63,15 +56,34 @@ class Lab:
 
     @property
     def spec(self) -> dict[str, Any]:
+        """lab.json as ``kubelab up`` saved it (the settings the lab was made with)."""
         data: dict[str, Any] = json.loads((self.root / "lab.json").read_text())
         return data
 
     @property
-    def nodes(self) -> list[Node]:
-        from provisioner.drivers.libvirt import plan as vmplan  # noqa: PLC0415
-        from provisioner.lab import spec as labspec  # noqa: PLC0415 - keeps plugin loading light
+    def api_port(self) -> int:
+        return int(self.spec["api_port"])
 
-        spec = labspec.LabSpec.from_json((self.root / "lab.json").read_text())
+    @property
+    def registry_port(self) -> int:
+        return int(self.spec["registry_port"])
+
+    @property
+    def server(self) -> str:
+        """The API server's address on this host (a VM lab's is forwarded to the master)."""
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def registry(self) -> str:
+        """The lab registry's ``host:port`` on this host, as image references start."""
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def nodes(self) -> list[Node]:
+        """A VM lab's machines, the master first (a local lab has none: its node is a namespace here)."""
+        spec = LabSpec.from_json((self.root / "lab.json").read_text())
+        if spec.driver != "libvirt":
+            return []
         return [Node(m.name, m.role, m.ip) for m in vmplan.machines(spec)]
 
     @property
@@ -82,123 +94,79 @@ class Lab:
     def master(self) -> Node:
         return self.nodes[0]
 
-    def cli(self, *args: str, timeout: float = 1800) -> Result:
-        """Run ``kubelab ARGS`` for this lab (``--name`` is added where the command takes it)."""
-        env = dict(os.environ, KUBELAB_HOME=str(self.home))
+    def cli(
+        self, *args: str, timeout: float | None = None, env: Mapping[str, str] | None = None, show: bool = False
+    ) -> Result:
+        """``kubelab ARGS`` with this lab's home (give ``--name`` where the command takes it). ``env``: more
+        variables; ``show``: the output goes to this process's own as it comes instead of into the result."""
         argv = [sys.executable, "-m", "provisioner.cli", *args]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-        return Result(done.returncode, done.stdout, done.stderr)
+        variables = {**(env or {}), "KUBELAB_HOME": str(self.home)}
+        return run(argv, timeout=self.timeout if timeout is None else timeout, env=variables, show=show)
 
     def ssh(self, node: str, command: str, *, timeout: float = 120) -> Result:
-        argv = ["ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes", node, command]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        return Result(done.returncode, done.stdout, done.stderr)
+        """``command`` as root on ``node`` (a VM lab's machine), through the lab's ssh config."""
+        return run(["ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes", node, command], timeout=timeout)
+
+    @property
+    def network_namespace(self) -> str:
+        """The network namespace the lab's machines are reachable in ('': this host's own)."""
+        daemon = libvirthost.current()
+        return daemon.netns if daemon is not None else ""
 
     def on_lab_network(self, argv: list[str]) -> list[str]:
         """``argv`` run where the lab's machines are reachable (inside kubelab's namespace if it has one)."""
-        from provisioner.drivers.libvirt import daemon as libvirthost  # noqa: PLC0415
-
         daemon = libvirthost.current()
         return daemon.wrap(argv) if daemon is not None else argv
 
 
-@dataclass(frozen=True)
-class Kubectl:
-    kubeconfig: Path
-    binary: str = "kubectl"
-
-    def __call__(self, *args: str, stdin: str | None = None, timeout: float = 120) -> Result:
-        argv = [self.binary, "--kubeconfig", str(self.kubeconfig), *args]
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
-        return Result(done.returncode, done.stdout, done.stderr)
-
-    def ok(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
-        result = self(*args, stdin=stdin, timeout=timeout)
-        assert result.ok, f"kubectl {shlex.join(args)} failed ({result.code}): {result.err}{result.out}"
-        return result.out
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "-o", "json"))
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def eventually(check: Callable[[], Any], *, timeout: float = 60.0, interval: float = 1.0, what: str = "") -> Any:
-    """``check()``'s first truthy value, polled every ``interval`` until ``timeout``; fails the test otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise NotInTime(f"{what or 'condition'} did not hold within {timeout:.0f}s (last: {last!r})")
-        time.sleep(interval)
+def up_flags(driver: str, *flags: str) -> tuple[str, ...]:
+    """``kubelab up`` flags of a lab for a test or a benchmark: ``driver``, every port the lab takes on this
+    host on a free one (a local lab's four, a VM lab's forwarded API server and registry), then ``flags``.
+    A local lab runs the control plane alone unless ``flags`` ask for ``--nodes``."""
+    ports = ["--api-port", str(free_port()), "--registry-port", str(free_port())]
+    if driver == "local":
+        ports += ["--etcd-port", str(free_port()), "--etcd-peer-port", str(free_port())]
+        if "--nodes" not in flags:
+            ports += ["--nodes", "0"]
+    return ("--driver", driver, *ports, *flags)
 
 
-@dataclass(frozen=True)
-class Faults:
-    """Fault injection for a test (``kubelab fault ...``): each call prints and returns what it did
-    and fails the test if the fault could not be injected."""
-
-    lab: Lab
-
-    def _run(self, *args: str, timeout: float = 300) -> str:
-        done = self.lab.cli("fault", *args, "--name", self.lab.name, timeout=timeout)
-        assert done.ok, f"kubelab fault {shlex.join(args)} failed ({done.code}): {done.err}{done.out}"
-        print(done.out, end="")
-        return done.out
-
-    def crash(self, node: str) -> str:
-        return self._run("crash", node)
-
-    def pause(self, node: str) -> str:
-        return self._run("pause", node)
-
-    def partition(self, node: str) -> str:
-        return self._run("partition", node)
-
-    def kill(self, node: str, component: str) -> str:
-        return self._run("kill", node, component)
-
-    def heal(self, node: str | None = None, *, wait: bool = False) -> str:
-        return self._run("heal", *([node] if node else []), *(["--wait"] if wait else []), timeout=900)
-
-    def list(self) -> str:
-        return self._run("list")
+class LabFailed(RuntimeError):
+    """``kubelab up`` or ``kubelab down`` of a lab made for a session did not succeed."""
 
 
-class ServiceLoad:
-    """Requests at ``url`` (e.g. a NodePort on a node) from where the lab's machines are reachable,
-    ``rate`` a second for at most ``seconds`` (``python -m kubelab_testing.loadprobe``); ``samples()``
-    reads what came back so far and ``summary(since)`` says how many failed and until when."""
-
-    def __init__(self, lab: Lab, url: str, *, rate: float = 5.0, seconds: float = 900.0) -> None:
-        from provisioner.drivers.libvirt import daemon as libvirthost  # noqa: PLC0415
-
-        daemon = libvirthost.current()
-        netns = daemon.netns if daemon is not None and daemon.netns else "-"
-        self.url = url
-        self._out = tempfile.NamedTemporaryFile(prefix="kubelab-load-", suffix=".jsonl")  # noqa: SIM115
-        argv = [sys.executable, "-m", "kubelab_testing.loadprobe", netns, url, str(rate), str(seconds)]
-        self._process = subprocess.Popen(argv, stdout=self._out, cwd=ROOT)
-        self._final: list[Any] | None = None  # what came back, kept once stopped
-
-    def samples(self) -> list[Any]:
-        from kubelab_testing import loadprobe  # noqa: PLC0415
-
-        if self._final is not None:
-            return self._final
-        return loadprobe.parse(Path(self._out.name).read_text().splitlines())
-
-    def summary(self, since: float, until: float | None = None) -> Any:
-        from kubelab_testing import loadprobe  # noqa: PLC0415
-
-        return loadprobe.summarize(self.samples(), since, until)
-
-    def stop(self) -> None:
-        """Stop sending; ``samples()`` and ``summary()`` keep answering from what came back."""
-        if self._process.poll() is None:
-            self._process.terminate()
-            self._process.wait(10)
-        if self._final is None:
-            self._final = self.samples()
-        self._out.close()
+@contextmanager
+def created_lab(
+    name: str,
+    flags: Sequence[str] = (),
+    *,
+    home: Path | None = None,
+    timeout: float = TIMEOUT,
+    env: Mapping[str, str] | None = None,
+    show: bool = False,
+) -> Iterator[Lab]:
+    """A lab made for a session: ``kubelab up --name NAME FLAGS`` on entry, ``kubelab down`` on exit
+    whatever happens. Without ``home``, in a KUBELAB_HOME of its own, removed afterwards. :class:`LabFailed`
+    when up fails, or when down fails after a body that did not. ``timeout``, ``env``, ``show``: as
+    :meth:`Lab.cli`'s, for every command of the lab."""
+    own_home = home is None
+    lab = Lab(name, home or Path(tempfile.mkdtemp(prefix="kubelab-lab-")), timeout=timeout)
+    try:
+        up = lab.cli("up", "--name", name, *flags, env=env, show=show)
+        if not up.ok:
+            said = f":\n{up.out}{up.err}" if not show else "; its output is above"
+            raise LabFailed(f"kubelab up --name {name} failed (exit code {up.code}){said}")
+        yield lab
+    finally:
+        down = lab.cli("down", "--name", name, env=env, show=show)
+        if own_home:
+            shutil.rmtree(lab.home, ignore_errors=True)
+    if not down.ok:
+        raise LabFailed(f"kubelab down --name {name} failed (exit code {down.code}): {down.err}{down.out}")

@@ -4,20 +4,29 @@ Run as ``python -m kubelab_testing.loadprobe NETNS URL RATE SECONDS``: from insi
 NETNS (``-``: stay here), one ``GET`` every 1/RATE seconds for SECONDS seconds (open loop: a slow answer
 does not delay the next request), each with a 1 s deadline. Every answer is one JSON line on standard
 output, ``{"t": <UNIX time sent>, "ok": <2xx within the deadline>, "ms": <latency>}``, so a reader can
-follow it live; the program ends by itself. :func:`summarize` turns the lines into figures.
+follow it live; the program ends by itself. :func:`summarize` turns the lines into figures, and
+:class:`ServiceLoad` runs the program in the background for a test or a benchmark and reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from kubelab_testing.commands import stop
 from provisioner.system.netns import enter
+
+if TYPE_CHECKING:
+    from kubelab_testing.lab import Lab
 
 DEADLINE = 1.0
 MAX_SECONDS = 3600.0
@@ -111,6 +120,35 @@ def summarize(samples: Sequence[Sample], since: float, until: float | None = Non
         failed[0].t - since if failed else None,
         failed[-1].t - since if failed else None,
     )
+
+
+class ServiceLoad:
+    """Requests at ``url`` (e.g. a NodePort on a node) from where the lab's machines are reachable,
+    ``rate`` a second for at most ``seconds``; ``samples()`` reads what came back so far and
+    ``summary(since)`` says how many failed and until when."""
+
+    def __init__(self, lab: Lab, url: str, *, rate: float = 5.0, seconds: float = 900.0) -> None:
+        self.url = url
+        self._out = tempfile.NamedTemporaryFile(prefix="kubelab-load-", suffix=".jsonl")  # noqa: SIM115
+        netns = lab.network_namespace or "-"
+        argv = [sys.executable, "-m", "kubelab_testing.loadprobe", netns, url, str(rate), str(seconds)]
+        self._process = subprocess.Popen(argv, stdout=self._out)
+        self._final: list[Sample] | None = None  # what came back, kept once stopped
+
+    def samples(self) -> list[Sample]:
+        if self._final is not None:
+            return self._final
+        return parse(Path(self._out.name).read_text().splitlines())
+
+    def summary(self, since: float, until: float | None = None) -> Summary:
+        return summarize(self.samples(), since, until)
+
+    def stop(self) -> None:
+        """Stop sending; ``samples()`` and ``summary()`` keep answering from what came back."""
+        stop(self._process)
+        if self._final is None:
+            self._final = self.samples()
+        self._out.close()
 
 
 def main(argv: Sequence[str]) -> int:

@@ -1,18 +1,39 @@
-"""pytest fixtures for end-to-end suites against a kubelab lab (loaded as the ``kubelab`` plugin).
+"""pytest fixtures for suites that test a kubelab lab (the ``kubelab`` plugin: pyproject's pytest11 entry point).
 
-Point a suite at a lab that is up (``pytest --kubelab-name mylab``), or let the session create one
-and remove it afterwards (``pytest --kubelab-create --kubelab-up-args='--workers 2'``). Fixtures:
+The plugin loads in every pytest run of an environment kubelab is installed in, so two things hold:
+every fixture's name starts with ``kubelab_`` (none stands in for another plugin's ``kubectl`` or a
+suite's own), and this module imports nothing beyond pytest at import time (the rest is imported by the
+fixtures a test asks for).
 
-- ``kubelab_lab``: the lab (name, kubeconfig, nodes and their roles and addresses)
-- ``kubeconfig``: the path of its admin kubeconfig
-- ``kubectl``: the real kubectl bound to that kubeconfig; ``kubectl("get", "pods")`` returns a result
-  with ``code``, ``out``, ``err``; ``kubectl.ok(...)`` asserts success; ``kubectl.json(...)`` parses
-- ``node_ssh``: ``node_ssh(node, "command")`` runs a command on a node as root over ssh
+Which lab a session tests, first match:
+
+1. ``--kubelab-create [--kubelab-name NAME] [--kubelab-up-args='--workers 1']``: one made for the session
+   (``kubelab up``), removed afterwards (``kubelab down``);
+2. ``--kubelab-name NAME``: a lab that is up (made with ``kubelab up --name NAME``);
+3. the lab the suite asks for: a ``conftest.py`` that overrides ``kubelab_new_lab`` with a
+   :class:`NewLab` gets it made for the session, and removed afterwards;
+4. the lab named by ``$KUBELAB_LAB`` (default ``kubelab``), which must be up.
+
+A lab made for the session lives in ``--kubelab-home`` if given, else in a KUBELAB_HOME of its own that
+is removed with it; an existing lab is looked for in ``--kubelab-home``, else ``$KUBELAB_HOME``, else
+``~/.kubelab``.
+
+Fixtures:
+
+- ``kubelab_lab``: the :class:`~kubelab_testing.lab.Lab` (name, files, nodes with roles and addresses,
+  ``cli()``, ``ssh()``)
+- ``kubelab_kubeconfig``: the path of its admin kubeconfig
+- ``kubelab_kubectl``: the real kubectl bound to it (:class:`~kubelab_testing.kubectl.Kubectl`):
+  ``kubelab_kubectl("get", "pods")`` gives ``code``, ``out``, ``err``; ``.ok(...)`` fails the test unless
+  kubectl succeeded; ``.json(...)`` parses; ``.watch(...)`` follows ``get -w``
+- ``kubelab_node_ssh``: ``kubelab_node_ssh(node, "command")`` runs a command on a node as root over ssh
 - ``kubelab_faults``: ``crash(node)``, ``pause(node)``, ``partition(node)``, ``kill(node, component)``,
   ``heal(node=None, wait=False)``, ``list()``; faults left at the end of a test are healed
-- ``service_load``: ``service_load(url)`` sends requests at a Service from the lab's network and says
-  which failed (the share of failed requests during a fault, and when they stopped)
-- ``eventually``: poll a check until it returns something truthy, with a deadline
+- ``kubelab_service_load``: ``kubelab_service_load(url)`` sends requests at a Service from the lab's
+  network and says which failed (the share of failed requests during a fault, and when they stopped)
+- ``kubelab_eventually``: :func:`~kubelab_testing.waiting.eventually`, polling a check until it returns
+  something truthy, with a deadline
+- ``kubelab_new_lab``: the lab the suite asks for (rule 3 above); None unless a conftest.py overrides it
 """
 
 from __future__ import annotations
@@ -20,23 +41,55 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from kubelab_testing.lab import Faults, Kubectl, Lab, NotInTime, Result, ServiceLoad, eventually
+if TYPE_CHECKING:
+    from kubelab_testing.commands import Result
+    from kubelab_testing.faults import Faults
+    from kubelab_testing.kubectl import Kubectl
+    from kubelab_testing.lab import Lab
+    from kubelab_testing.loadprobe import ServiceLoad
 
-__all__ = ["Faults", "Kubectl", "Lab", "NotInTime", "Result", "ServiceLoad", "created_lab", "eventually"]
+UP_TIMEOUT = 3600.0  # a lab made for the session: one kubelab command (up builds a guest image when cold)
+
+
+@dataclass(frozen=True)
+class NewLab:
+    """A lab for the session to make (``kubelab up --name NAME FLAGS``) and remove afterwards."""
+
+    name: str
+    flags: tuple[str, ...] = ()
+    home: Path | None = None  # None: a KUBELAB_HOME of its own, removed afterwards
+
+
+@dataclass(frozen=True)
+class ExistingLab:
+    name: str
+    home: Path
+
+
+def which_lab(
+    *, name: str | None, home: str | None, create: bool, up_args: str, new_lab: NewLab | None
+) -> NewLab | ExistingLab:
+    """The lab a session tests, from the command line's options and the suite's ``kubelab_new_lab`` (see
+    the module's docstring for the order)."""
+    given_home = Path(home) if home else None
+    if create:
+        return NewLab(name or os.environ.get("KUBELAB_LAB") or "kubelab", tuple(shlex.split(up_args)), given_home)
+    if name is None and new_lab is not None:
+        return new_lab if given_home is None else replace(new_lab, home=given_home)
+    from provisioner.lab.paths import default_home  # noqa: PLC0415 - this module stays cheap to import
+
+    return ExistingLab(name or os.environ.get("KUBELAB_LAB") or "kubelab", given_home or default_home())
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("kubelab", "end-to-end tests against a kubelab lab")
+    group = parser.getgroup("kubelab", "tests against a kubelab lab")
     group.addoption("--kubelab-name", default=None, help="the lab to test (default: $KUBELAB_LAB or kubelab)")
     group.addoption("--kubelab-home", default=None, help="the labs' state directory (default: $KUBELAB_HOME)")
     group.addoption(
@@ -47,72 +100,54 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kubelab-up-args", default="", help="more `kubelab up` flags when creating, e.g. '--workers 2'")
 
 
-def _home(config: pytest.Config) -> Path:
-    from provisioner.lab.paths import default_home  # noqa: PLC0415
-
-    given = config.getoption("--kubelab-home")
-    return Path(given) if given else default_home()
+@pytest.fixture(scope="session")
+def kubelab_new_lab() -> NewLab | None:
+    """The lab this suite asks for when the command line names none; override it in the suite's conftest.py.
+    None (this default): the suite tests a lab that is up."""
+    return None
 
 
 @pytest.fixture(scope="session")
-def kubelab_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+def kubelab_lab(request: pytest.FixtureRequest, kubelab_new_lab: NewLab | None) -> Iterator[Lab]:
+    from kubelab_testing.lab import Lab, created_lab  # noqa: PLC0415 - this module stays cheap to import
+
     config = request.config
-    name = config.getoption("--kubelab-name") or os.environ.get("KUBELAB_LAB") or "kubelab"
-    if not config.getoption("--kubelab-create"):
-        lab = Lab(name, _home(config))
+    chosen = which_lab(
+        name=config.getoption("--kubelab-name"),
+        home=config.getoption("--kubelab-home"),
+        create=config.getoption("--kubelab-create"),
+        up_args=config.getoption("--kubelab-up-args"),
+        new_lab=kubelab_new_lab,
+    )
+    if isinstance(chosen, ExistingLab):
+        lab = Lab(chosen.name, chosen.home)
         if not lab.kubeconfig.exists():
             pytest.fail(
-                f"lab {name!r} does not exist in {lab.home}; create it with kubelab up, or pass --kubelab-create"
+                f"lab {lab.name!r} does not exist in {lab.home}; create it with kubelab up, or pass --kubelab-create"
             )
         yield lab
         return
-    with created_lab(name, shlex.split(config.getoption("--kubelab-up-args")), home=_home(config)) as lab:
+    with created_lab(chosen.name, chosen.flags, home=chosen.home, timeout=UP_TIMEOUT, show=True) as lab:
         yield lab
 
 
-class LabFailed(Exception):
-    """``kubelab up`` did not finish."""
-
-
-def create(name: str, flags: list[str], *, home: Path | None = None) -> Lab:
-    """``kubelab up`` with ``flags``; its output is printed as it comes (the progress of a long run)."""
-    lab = Lab(name, home or Path(tempfile.mkdtemp(prefix="kubelab-e2e-")))
-    env = dict(os.environ, KUBELAB_HOME=str(lab.home))
-    argv = [sys.executable, "-m", "provisioner.cli", "up", "--name", name, *flags]
-    done = subprocess.run(argv, env=env, check=False, timeout=3600)
-    if done.returncode != 0:
-        raise LabFailed(f"kubelab up failed (exit code {done.returncode}); its output is above")
-    return lab
-
-
-@contextmanager
-def created_lab(name: str, flags: list[str], *, home: Path | None = None) -> Iterator[Lab]:
-    """A lab made for a session: ``kubelab up`` on entry, ``kubelab down`` on exit whatever happens."""
-    own_home = home is None
-    lab = Lab(name, home or Path(tempfile.mkdtemp(prefix="kubelab-e2e-")))
-    try:
-        yield create(name, flags, home=lab.home)
-    finally:
-        lab.cli("down", "--name", name)
-        if own_home:
-            shutil.rmtree(lab.home, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
-def kubeconfig(kubelab_lab: Lab) -> Path:
+def kubelab_kubeconfig(kubelab_lab: Lab) -> Path:
     return kubelab_lab.kubeconfig
 
 
 @pytest.fixture(scope="session")
-def kubectl(kubelab_lab: Lab) -> Kubectl:
+def kubelab_kubectl(kubelab_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    from kubelab_testing.kubectl import Kubectl  # noqa: PLC0415 - this module stays cheap to import
+
     found = shutil.which("kubectl")
     if found is None:
         pytest.fail("kubectl is not installed (it is the client these tests drive the lab with)")
-    return Kubectl(kubelab_lab.kubeconfig, found)
+    return Kubectl(kubelab_lab.kubeconfig, cache_dir=tmp_path_factory.mktemp("kubectl-cache"), binary=found)
 
 
 @pytest.fixture(scope="session")
-def node_ssh(kubelab_lab: Lab) -> Callable[[str, str], Result]:
+def kubelab_node_ssh(kubelab_lab: Lab) -> Callable[[str, str], Result]:
     def run(node: str, command: str) -> Result:
         return kubelab_lab.ssh(node, command)
 
@@ -120,8 +155,11 @@ def node_ssh(kubelab_lab: Lab) -> Callable[[str, str], Result]:
 
 
 @pytest.fixture
-def service_load(kubelab_lab: Lab) -> Iterator[Callable[..., ServiceLoad]]:
-    """``service_load(url, rate=5, seconds=900)`` starts a :class:`ServiceLoad`; all stop after the test."""
+def kubelab_service_load(kubelab_lab: Lab) -> Iterator[Callable[..., ServiceLoad]]:
+    """``kubelab_service_load(url, rate=5, seconds=900)`` starts a :class:`~kubelab_testing.loadprobe.ServiceLoad`;
+    all stop after the test."""
+    from kubelab_testing.loadprobe import ServiceLoad  # noqa: PLC0415 - this module stays cheap to import
+
     started: list[ServiceLoad] = []
 
     def start(url: str, *, rate: float = 5.0, seconds: float = 900.0) -> ServiceLoad:
@@ -136,12 +174,16 @@ def service_load(kubelab_lab: Lab) -> Iterator[Callable[..., ServiceLoad]]:
 @pytest.fixture
 def kubelab_faults(kubelab_lab: Lab) -> Iterator[Faults]:
     """Fault injection; whatever the test leaves broken is healed afterwards (and waited for)."""
+    from kubelab_testing.faults import Faults  # noqa: PLC0415 - this module stays cheap to import
+
     faults = Faults(kubelab_lab)
     yield faults
     if "no faults" not in faults.list():
         faults.heal(wait=True)
 
 
-@pytest.fixture(name="eventually")
-def eventually_fixture() -> Callable[..., Any]:
+@pytest.fixture(scope="session")
+def kubelab_eventually() -> Callable[..., Any]:
+    from kubelab_testing.waiting import eventually  # noqa: PLC0415 - this module stays cheap to import
+
     return eventually

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from kubelab_testing.plugin import Kubectl, Lab
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab
 
 
-def test_all_nodes_are_ready(kubelab_lab: Lab, kubectl: Kubectl) -> None:
-    nodes = {n["metadata"]["name"]: n for n in kubectl.json("get", "nodes")["items"]}
+def test_all_nodes_are_ready(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
+    nodes = {n["metadata"]["name"]: n for n in kubelab_kubectl.json("get", "nodes")["items"]}
     assert sorted(nodes) == sorted(n.name for n in kubelab_lab.nodes)
     for name, node in nodes.items():
         ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
@@ -16,12 +17,12 @@ def test_all_nodes_are_ready(kubelab_lab: Lab, kubectl: Kubectl) -> None:
         assert node["spec"]["podCIDR"]
 
 
-def test_the_master_takes_no_ordinary_pods(kubelab_lab: Lab, kubectl: Kubectl) -> None:
-    master = kubectl.json("get", "node", kubelab_lab.master.name)
+def test_the_master_takes_no_ordinary_pods(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
+    master = kubelab_kubectl.json("get", "node", kubelab_lab.master.name)
     assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in master["spec"]["taints"]
     assert "node-role.kubernetes.io/control-plane" in master["metadata"]["labels"]
     for worker in kubelab_lab.workers:
-        assert not kubectl.json("get", "node", worker.name)["spec"].get("taints")
+        assert not kubelab_kubectl.json("get", "node", worker.name)["spec"].get("taints")
 
 
 def test_status_reports_machines_nodes_and_components(kubelab_lab: Lab) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubelab_testing.plugin import Kubectl, Lab, eventually
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab
+from kubelab_testing.waiting import eventually
 
 MANIFEST = """
 apiVersion: apps/v1
@@ -40,10 +42,12 @@ def running_pods(kubectl: Kubectl, selector: str) -> list[dict[str, Any]]:
     return [p for p in pods if p["status"].get("phase") == "Running" and "deletionTimestamp" not in p["metadata"]]
 
 
-def test_three_replicas_spread_over_both_workers(kubelab_lab: Lab, kubectl: Kubectl) -> None:
-    kubectl.ok("apply", "-f", "-", stdin=MANIFEST)
-    kubectl.ok("rollout", "status", "deployment/web", "--timeout=300s", timeout=320)
-    pods = eventually(lambda: (p := running_pods(kubectl, "app=web")) and len(p) == 3 and p, timeout=60, what="3 pods")
+def test_three_replicas_spread_over_both_workers(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
+    kubelab_kubectl.ok("apply", "-f", "-", stdin=MANIFEST)
+    kubelab_kubectl.ok("rollout", "status", "deployment/web", "--timeout=300s", timeout=320)
+    pods = eventually(
+        lambda: (p := running_pods(kubelab_kubectl, "app=web")) and len(p) == 3 and p, timeout=60, what="3 pods"
+    )
     hosts = {p["spec"]["nodeName"] for p in pods}
     assert hosts == {w.name for w in kubelab_lab.workers}
     assert all(p["status"]["podIP"].startswith("10.244.") for p in pods)

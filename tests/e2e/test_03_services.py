@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 
-from kubelab_testing.plugin import Kubectl, Lab, eventually
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab
+from kubelab_testing.waiting import eventually
 from tests.e2e.test_02_deployment import running_pods
 
 CLIENT = """
@@ -22,13 +24,13 @@ spec:
 """
 
 
-def test_cluster_ip_answers_across_nodes(kubelab_lab: Lab, kubectl: Kubectl) -> None:
-    kubectl.ok("expose", "deployment", "web", "--port=80", "--target-port=8080", "--name=web")
-    cluster_ip = kubectl.json("get", "service", "web")["spec"]["clusterIP"]
+def test_cluster_ip_answers_across_nodes(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
+    kubelab_kubectl.ok("expose", "deployment", "web", "--port=80", "--target-port=8080", "--name=web")
+    cluster_ip = kubelab_kubectl.json("get", "service", "web")["spec"]["clusterIP"]
     first, second = kubelab_lab.workers[:2]
-    kubectl.ok("apply", "-f", "-", stdin=CLIENT.format(node=second.name))
-    kubectl.ok("wait", "--for=condition=Ready", "pod/client", "--timeout=180s", timeout=200)
-    backends = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in running_pods(kubectl, "app=web")}
+    kubelab_kubectl.ok("apply", "-f", "-", stdin=CLIENT.format(node=second.name))
+    kubelab_kubectl.ok("wait", "--for=condition=Ready", "pod/client", "--timeout=180s", timeout=200)
+    backends = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in running_pods(kubelab_kubectl, "app=web")}
     assert first.name in backends.values()  # some backend lives on the other worker
 
     seen: set[str] = set()
@@ -36,7 +38,7 @@ def test_cluster_ip_answers_across_nodes(kubelab_lab: Lab, kubectl: Kubectl) -> 
     def every_backend_answered() -> bool:
         # busybox's nc speaks the request (its static wget cannot resolve anything, not even a literal)
         request = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {cluster_ip} 80"
-        answer = kubectl("exec", "client", "--", "sh", "-c", request)
+        answer = kubelab_kubectl("exec", "client", "--", "sh", "-c", request)
         body = answer.out.strip().splitlines()[-1:] if answer.ok else []
         if body and body[0].startswith("pod "):
             seen.add(body[0].split()[1])
@@ -45,9 +47,11 @@ def test_cluster_ip_answers_across_nodes(kubelab_lab: Lab, kubectl: Kubectl) -> 
     eventually(every_backend_answered, timeout=180, interval=0.5, what=f"answers from every backend of {cluster_ip}")
 
 
-def test_node_port_answers_from_the_host_side(kubelab_lab: Lab, kubectl: Kubectl) -> None:
-    kubectl.ok("expose", "deployment", "web", "--port=80", "--target-port=8080", "--type=NodePort", "--name=web-np")
-    port = kubectl.json("get", "service", "web-np")["spec"]["ports"][0]["nodePort"]
+def test_node_port_answers_from_the_host_side(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
+    kubelab_kubectl.ok(
+        "expose", "deployment", "web", "--port=80", "--target-port=8080", "--type=NodePort", "--name=web-np"
+    )
+    port = kubelab_kubectl.json("get", "service", "web-np")["spec"]["ports"][0]["nodePort"]
     for node in kubelab_lab.nodes:
         argv = kubelab_lab.on_lab_network(["curl", "-s", "--max-time", "5", f"http://{node.ip}:{port}/"])
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kubelab_testing.plugin import Kubectl, Lab, eventually
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab
+from kubelab_testing.waiting import eventually
 from tests.e2e.test_02_deployment import running_pods
 
 
@@ -14,23 +16,23 @@ def _greetings(kubectl: Kubectl) -> set[str]:
     }
 
 
-def test_rollout_and_rollback(kubelab_lab: Lab, kubectl: Kubectl) -> None:
-    kubectl.ok("set", "env", "deployment/web", "GREETING=v2")
-    kubectl.ok("rollout", "status", "deployment/web", "--timeout=300s", timeout=320)
+def test_rollout_and_rollback(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
+    kubelab_kubectl.ok("set", "env", "deployment/web", "GREETING=v2")
+    kubelab_kubectl.ok("rollout", "status", "deployment/web", "--timeout=300s", timeout=320)
     eventually(
-        lambda: _greetings(kubectl) == {"v2"} and len(running_pods(kubectl, "app=web")) == 3,
+        lambda: _greetings(kubelab_kubectl) == {"v2"} and len(running_pods(kubelab_kubectl, "app=web")) == 3,
         timeout=120,
         what="all replicas on the new template",
     )
-    history = kubectl.ok("rollout", "history", "deployment/web")
+    history = kubelab_kubectl.ok("rollout", "history", "deployment/web")
     assert "2" in history.split()
 
-    kubectl.ok("rollout", "undo", "deployment/web")
-    kubectl.ok("rollout", "status", "deployment/web", "--timeout=300s", timeout=320)
+    kubelab_kubectl.ok("rollout", "undo", "deployment/web")
+    kubelab_kubectl.ok("rollout", "status", "deployment/web", "--timeout=300s", timeout=320)
     eventually(
-        lambda: _greetings(kubectl) == {""} and len(running_pods(kubectl, "app=web")) == 3,
+        lambda: _greetings(kubelab_kubectl) == {""} and len(running_pods(kubelab_kubectl, "app=web")) == 3,
         timeout=120,
         what="all replicas back on the first template",
     )
-    deployment = kubectl.json("get", "deployment", "web")
+    deployment = kubelab_kubectl.json("get", "deployment", "web")
     assert deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"

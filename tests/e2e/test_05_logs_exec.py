@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kubelab_testing.plugin import Kubectl, Lab, eventually
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab
+from kubelab_testing.waiting import eventually
 
 POD = """
 apiVersion: v1
@@ -17,11 +19,13 @@ spec:
 """
 
 
-def test_logs_and_exec(kubelab_lab: Lab, kubectl: Kubectl) -> None:
-    kubectl.ok("apply", "-f", "-", stdin=POD)
-    kubectl.ok("wait", "--for=condition=Ready", "pod/talker", "--timeout=180s", timeout=200)
-    assert eventually(lambda: "hello from talker" in kubectl("logs", "talker").out, timeout=60, what="the log line")
-    out = kubectl.ok("exec", "talker", "--", "hostname")
+def test_logs_and_exec(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
+    kubelab_kubectl.ok("apply", "-f", "-", stdin=POD)
+    kubelab_kubectl.ok("wait", "--for=condition=Ready", "pod/talker", "--timeout=180s", timeout=200)
+    assert eventually(
+        lambda: "hello from talker" in kubelab_kubectl("logs", "talker").out, timeout=60, what="the log line"
+    )
+    out = kubelab_kubectl.ok("exec", "talker", "--", "hostname")
     assert out.strip() == "talker"
-    failed = kubectl("exec", "talker", "--", "sh", "-c", "exit 3")
+    failed = kubelab_kubectl("exec", "talker", "--", "sh", "-c", "exit 3")
     assert failed.code == 3

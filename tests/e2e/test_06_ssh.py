@@ -3,19 +3,20 @@ containerd, the proxy's nftables table, the CNI config; the master runs etcd."""
 
 from __future__ import annotations
 
-from kubelab_testing.plugin import Kubectl, Lab
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab
 from tests.e2e.test_02_deployment import running_pods
 
 
-def test_a_worker_shows_its_parts(kubelab_lab: Lab, kubectl: Kubectl) -> None:
-    pod = running_pods(kubectl, "app=web")[0]
+def test_a_worker_shows_its_parts(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
+    pod = running_pods(kubelab_kubectl, "app=web")[0]
     node = pod["spec"]["nodeName"]
     unit = kubelab_lab.ssh(node, "systemctl status kubelab-kubelet --no-pager")
     assert unit.ok and "active (running)" in unit.out and "/etc/kubelab/kubelet.yaml" in unit.out
     containers = kubelab_lab.ssh(node, "ctr -n k8s.io containers list")
     assert containers.ok and len(containers.out.splitlines()) >= 3  # header, a sandbox and a container
     table = kubelab_lab.ssh(node, "nft list table ip kubelab")
-    cluster_ip = kubectl.json("get", "service", "web")["spec"]["clusterIP"]
+    cluster_ip = kubelab_kubectl.json("get", "service", "web")["spec"]["clusterIP"]
     assert table.ok and cluster_ip in table.out
     cni = kubelab_lab.ssh(node, "cat /etc/cni/net.d/10-kubelab.conflist")
     assert cni.ok and '"type": "bridge"' in cni.out

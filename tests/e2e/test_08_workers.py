@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
-from kubelab_testing.plugin import Kubectl, Lab, eventually
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab
+from kubelab_testing.waiting import eventually
 from provisioner.drivers.libvirt.plan import CONSOLE_ROOT, VM_ROOT
 from tests.e2e.test_02_deployment import running_pods
 
@@ -31,17 +33,17 @@ def _phases(lab: Lab) -> dict[str, object]:
     return data
 
 
-def test_fewer_workers_then_more(kubelab_lab: Lab, kubectl: Kubectl) -> None:
+def test_fewer_workers_then_more(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
     leaving = kubelab_lab.workers[-1].name
     staying = kubelab_lab.workers[0].name
-    assert any(p["spec"]["nodeName"] == leaving for p in running_pods(kubectl, "app=web"))
+    assert any(p["spec"]["nodeName"] == leaving for p in running_pods(kubelab_kubectl, "app=web"))
 
     fewer = kubelab_lab.cli("up", "--name", kubelab_lab.name, "--workers", "1")
     assert fewer.ok, fewer.out + fewer.err
     assert f"{leaving}: machine removed" in fewer.out and f"{leaving}: Node deleted" in fewer.out, fewer.out
     assert _phases(kubelab_lab)["removed"] == [leaving] and _phases(kubelab_lab)["created"] == []
     assert [n.name for n in kubelab_lab.nodes] == [kubelab_lab.master.name, staying]
-    assert {n["metadata"]["name"] for n in kubectl.json("get", "nodes")["items"]} == {
+    assert {n["metadata"]["name"] for n in kubelab_kubectl.json("get", "nodes")["items"]} == {
         kubelab_lab.master.name,
         staying,
     }
@@ -52,7 +54,7 @@ def test_fewer_workers_then_more(kubelab_lab: Lab, kubectl: Kubectl) -> None:
 
     # the pod garbage collector deletes the pods bound to the missing Node; the ReplicaSet replaces them
     def moved() -> bool:
-        pods = running_pods(kubectl, "app=web")
+        pods = running_pods(kubelab_kubectl, "app=web")
         return len(pods) == 3 and all(p["status"].get("podIP") and p["spec"]["nodeName"] == staying for p in pods)
 
     eventually(moved, timeout=300, interval=2, what=f"3 web pods running on {staying}")
@@ -60,10 +62,10 @@ def test_fewer_workers_then_more(kubelab_lab: Lab, kubectl: Kubectl) -> None:
     more = kubelab_lab.cli("up", "--name", kubelab_lab.name, "--workers", "2")
     assert more.ok, more.out + more.err
     assert _phases(kubelab_lab)["created"] == [leaving] and _phases(kubelab_lab)["removed"] == []
-    ready = kubectl.json("get", "node", leaving)["status"]["conditions"]
+    ready = kubelab_kubectl.json("get", "node", leaving)["status"]["conditions"]
     assert any(c["type"] == "Ready" and c["status"] == "True" for c in ready)
     assert kubelab_lab.ssh(leaving, "systemctl is-active kubelab-kubelet kubelab-proxy containerd").ok
-    kubectl.ok("apply", "-f", "-", stdin=PINNED.format(node=leaving))
-    kubectl.ok("wait", "--for=condition=Ready", "pod/on-new-worker", "--timeout=240s", timeout=260)
-    assert kubectl.json("get", "pod", "on-new-worker")["spec"]["nodeName"] == leaving
-    kubectl.ok("delete", "pod", "on-new-worker", "--wait=false")
+    kubelab_kubectl.ok("apply", "-f", "-", stdin=PINNED.format(node=leaving))
+    kubelab_kubectl.ok("wait", "--for=condition=Ready", "pod/on-new-worker", "--timeout=240s", timeout=260)
+    assert kubelab_kubectl.json("get", "pod", "on-new-worker")["spec"]["nodeName"] == leaving
+    kubelab_kubectl.ok("delete", "pod", "on-new-worker", "--wait=false")

@@ -22,7 +22,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kubelab_testing import drills as drill
-from kubelab_testing.plugin import Faults, Kubectl, Lab, ServiceLoad, eventually
+from kubelab_testing.faults import Faults
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab
+from kubelab_testing.loadprobe import ServiceLoad
+from kubelab_testing.waiting import eventually
 from provisioner.lab.components import master_only
 
 # the node controller's monitor period (5 s) and the kubelet's heartbeat interval (10 s)
@@ -32,8 +36,8 @@ REPLACE_SLACK = 30
 
 
 @pytest.fixture(scope="module")
-def rolled(kubectl: Kubectl) -> Iterator[drill.Rolled]:
-    rolled = drill.Rolled.create(kubectl)
+def rolled(kubelab_kubectl: Kubectl) -> Iterator[drill.Rolled]:
+    rolled = drill.Rolled.create(kubelab_kubectl)
     yield rolled
     rolled.delete()
 
@@ -56,18 +60,18 @@ def test_a_lost_worker_is_noticed_its_pods_replaced_and_healed_without_duplicate
     *,
     fault: str,
     kubelab_lab: Lab,
-    kubectl: Kubectl,
+    kubelab_kubectl: Kubectl,
     kubelab_faults: Faults,
-    service_load: Callable[..., ServiceLoad],
+    kubelab_service_load: Callable[..., ServiceLoad],
     rolled: drill.Rolled,
 ) -> None:
     node = (kubelab_lab.workers[-1] if fault == "crash" else kubelab_lab.workers[0]).name
     grace = float(kubelab_lab.spec["node_grace_period"])
     assert any(p["spec"]["nodeName"] == node for p in rolled.pods())
-    load = service_load(rolled.entry(kubelab_lab, avoid=node))
+    load = kubelab_service_load(rolled.entry(kubelab_lab, avoid=node))
     drill.warm(load)
 
-    figures = drill.lose_worker(kubelab_lab, kubectl, kubelab_faults, rolled, load=load, fault=fault, node=node)
+    figures = drill.lose_worker(kubelab_lab, kubelab_kubectl, kubelab_faults, rolled, load=load, fault=fault, node=node)
     print(f"\n{figures.describe()} (grace {grace:.0f}s, toleration {drill.TOLERATION}s)")
     assert figures.detected is not None and figures.detected <= grace + MONITOR_SLACK
     assert figures.replaced is not None
@@ -78,13 +82,13 @@ def test_a_lost_worker_is_noticed_its_pods_replaced_and_healed_without_duplicate
 
 def test_each_component_killed_in_turn_comes_back_and_etcd_keeps_every_object(
     kubelab_lab: Lab,
-    kubectl: Kubectl,
+    kubelab_kubectl: Kubectl,
     kubelab_faults: Faults,
-    service_load: Callable[..., ServiceLoad],
+    kubelab_service_load: Callable[..., ServiceLoad],
     rolled: drill.Rolled,
 ) -> None:
     worker = kubelab_lab.workers[0].name
-    load = service_load(rolled.entry(kubelab_lab, avoid=worker))
+    load = kubelab_service_load(rolled.entry(kubelab_lab, avoid=worker))
     drill.warm(load)
     before = drill.etcd_dump(kubelab_lab)
     assert drill.lasting(before) > 20
@@ -92,7 +96,7 @@ def test_each_component_killed_in_turn_comes_back_and_etcd_keeps_every_object(
     rolled.next()
     for component in drill.KILLS:
         node = kubelab_lab.master.name if master_only(component) else worker
-        figures = drill.kill(kubelab_lab, kubectl, kubelab_faults, rolled, node=node, component=component)
+        figures = drill.kill(kubelab_lab, kubelab_kubectl, kubelab_faults, rolled, node=node, component=component)
         print(f"\n{figures.describe()}")
         assert figures.containers_kept in (None, True), figures.describe()
     rolled.wait()
@@ -102,17 +106,17 @@ def test_each_component_killed_in_turn_comes_back_and_etcd_keeps_every_object(
 
 
 def test_the_master_powered_off_and_on_keeps_every_object(
-    kubelab_lab: Lab, kubectl: Kubectl, kubelab_faults: Faults, rolled: drill.Rolled
+    kubelab_lab: Lab, kubelab_kubectl: Kubectl, kubelab_faults: Faults, rolled: drill.Rolled
 ) -> None:
     witness = f"survives-power-loss-{int(time.time())}"
-    kubectl.ok("create", "configmap", witness, "--from-literal=answer=42")
+    kubelab_kubectl.ok("create", "configmap", witness, "--from-literal=answer=42")
     before = drill.etcd_dump(kubelab_lab)
     began = time.time()
     kubelab_faults.crash(kubelab_lab.master.name)
     kubelab_faults.heal(kubelab_lab.master.name, wait=True)
-    eventually(lambda: drill.all_nodes_ready(kubectl), timeout=300, interval=2, what="every node Ready")
+    eventually(lambda: drill.all_nodes_ready(kubelab_kubectl), timeout=300, interval=2, what="every node Ready")
     rolled.wait()
     print(f"\ncrash {kubelab_lab.master.name}: every node Ready, {drill.NAME} converged +{time.time() - began:.1f}s")
-    assert kubectl.json("get", "configmap", witness)["data"] == {"answer": "42"}
+    assert kubelab_kubectl.json("get", "configmap", witness)["data"] == {"answer": "42"}
     assert drill.dump_damage(before, drill.etcd_dump(kubelab_lab)) == []
-    kubectl.ok("delete", "configmap", witness)
+    kubelab_kubectl.ok("delete", "configmap", witness)

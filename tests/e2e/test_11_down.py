@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from kubelab_testing.plugin import Lab
+from kubelab_testing.lab import Lab
 from provisioner.drivers.libvirt import daemon as libvirthost
 from provisioner.drivers.libvirt.plan import CONSOLE_ROOT, VM_ROOT
 

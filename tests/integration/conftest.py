@@ -5,59 +5,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab, created_lab, up_flags
 from provisioner.system import packages as host
-from tests.support.components import free_port, require
-from tests.support.kubectl import Kubectl, kubelab, require_kubectl
+from tests.support.components import require, require_kubectl
 
-
-@dataclass(frozen=True)
-class Lab:
-    name: str
-    home: Path
-    api_port: int
-    registry_port: int
-
-    @property
-    def root(self) -> Path:
-        return self.home / self.name
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.root / "kubeconfig"
-
-    @property
-    def registry(self) -> str:
-        return f"127.0.0.1:{self.registry_port}"
-
-    @property
-    def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+CLI_TIMEOUT = 180.0  # one kubelab command on a local lab
 
 
 @contextmanager
 def running_lab(home: Path, name: str, *flags: str) -> Iterator[Lab]:
-    """``kubelab up`` on free ports (plus ``flags``), then ``kubelab down`` whatever happens."""
+    """``kubelab up`` on free ports (plus ``flags``; the control plane alone unless they give ``--nodes``),
+    then ``kubelab down`` whatever happens."""
     require(host.ETCD, host.REGISTRY, host.SKOPEO)
     require_kubectl()
-    api_port, registry_port = free_port(), free_port()
-    ports = [
-        *("--api-port", str(api_port), "--etcd-port", str(free_port())),
-        *("--etcd-peer-port", str(free_port()), "--registry-port", str(registry_port)),
-    ]
-    if "--nodes" not in flags:
-        flags = ("--nodes", "0", *flags)  # the control plane alone unless a test asks for a real node
-    result = kubelab("up", "--driver", "local", "--name", name, *ports, *flags, home=home)
-    try:
-        assert result.ok, f"kubelab up failed:\n{result.out}\n{result.err}"
-        yield Lab(name, home, api_port, registry_port)
-    finally:
-        down = kubelab("down", "--name", name, home=home)
-        assert down.ok, down.err
+    with created_lab(name, up_flags("local", *flags), home=home, timeout=CLI_TIMEOUT) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +36,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(scope="session")
 def kubectl(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
-    return Kubectl(lab.kubeconfig, tmp_path_factory.mktemp("kubectl-cache"))
+    return Kubectl(lab.kubeconfig, cache_dir=tmp_path_factory.mktemp("kubectl-cache"))
 
 
 @pytest.fixture

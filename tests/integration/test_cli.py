@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab, free_port, up_flags
+from kubelab_testing.waiting import eventually
 from provisioner.system import packages as host
 from provisioner.system import processes as procs
-from tests.support.components import free_port, require
-from tests.support.kubectl import Kubectl, eventually, kubelab
+from tests.integration.conftest import CLI_TIMEOUT
+from tests.support.components import require
+
+
+def lab_in(home: Path, name: str = "cycle") -> Lab:
+    return Lab(name, home, timeout=CLI_TIMEOUT)
 
 
 @pytest.mark.parametrize(
@@ -26,7 +33,7 @@ from tests.support.kubectl import Kubectl, eventually, kubelab
     ],
 )
 def test_bad_lab_settings_get_one_line_and_change_nothing(tmp_path: Path, args: list[str], message: str) -> None:
-    result = kubelab("up", *args, home=tmp_path)
+    result = lab_in(tmp_path).cli("up", *args)
     assert result.code == 1
     lines = result.err.strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith("kubelab: ") and message in lines[0]
@@ -37,17 +44,18 @@ def test_bad_lab_settings_get_one_line_and_change_nothing(tmp_path: Path, args: 
 def test_a_bad_lab_file_names_the_problem(tmp_path: Path) -> None:
     lab_file = tmp_path / "lab.yaml"
     lab_file.write_text("api-port: 7443\nwrokers: 3\n")
-    result = kubelab("up", "-f", str(lab_file), home=tmp_path / "home")
+    result = lab_in(tmp_path / "home").cli("up", "-f", str(lab_file))
     assert result.code == 1 and "unknown setting 'wrokers'" in result.err and "Traceback" not in result.err
 
 
 def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> None:
     require(host.ETCD, host.REGISTRY, host.SKOPEO)
+    lab = lab_in(tmp_path, "clash")
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         taken = blocker.getsockname()[1]
-        result = kubelab(
+        result = lab.cli(
             "up",
             "--driver",
             "local",
@@ -61,10 +69,9 @@ def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> No
             str(free_port()),
             "--registry-port",
             str(free_port()),
-            home=tmp_path,
         )
     assert result.code == 1 and f"port {taken} is in use" in result.err and "--etcd-port" in result.err
-    kubelab("down", "--name", "clash", home=tmp_path)
+    lab.cli("down", "--name", "clash")
 
 
 CONTROL_PLANE = (
@@ -80,19 +87,17 @@ def _netns() -> set[str]:
 
 def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> None:
     require(host.ETCD, host.REGISTRY, host.SKOPEO, host.CONTAINERD, host.RUNC, host.CNI_BRIDGE, host.NFT, host.CURL)
-    ports = [
-        *("--api-port", str(free_port()), "--etcd-port", str(free_port())),
-        *("--etcd-peer-port", str(free_port()), "--registry-port", str(free_port())),
-    ]
+    flags = up_flags("local", "--nodes", "1")  # the lab's own node, on free ports
+    lab = lab_in(tmp_path)
     try:
-        first = kubelab("up", "--driver", "local", "--name", "cycle", *ports, home=tmp_path)
+        first = lab.cli("up", "--name", "cycle", *flags)
         assert first.ok, first.err
         run_dir = tmp_path / "cycle" / "run"
         records = {name: procs.ProcessRecord.load(run_dir, name) for name in CONTROL_PLANE}
         assert all(r is not None and procs.alive(r) for r in records.values())
 
         # the lab's own node runs a pod, reachable inside the node's network namespace
-        kubectl = Kubectl(tmp_path / "cycle" / "kubeconfig", tmp_path / "kubectl-cache")
+        kubectl = Kubectl(lab.kubeconfig, cache_dir=tmp_path / "kubectl-cache")
         kubectl.ok("run", "hello", "--image=echo:1.0", "--restart=Never")
         eventually(
             lambda: kubectl.json("get", "pod", "hello")["status"].get("phase") == "Running", timeout=60, what="the pod"
@@ -116,37 +121,35 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
 
         assert eventually(through_service, timeout=30, what="the Service") == f"pod hello ip {ip} method GET path /"
 
-        second = kubelab("up", "--name", "cycle", home=tmp_path)  # reuses the saved settings
+        second = lab.cli("up", "--name", "cycle")  # reuses the saved settings
         assert second.ok and second.out.count("already running") == len(CONTROL_PLANE)
 
-        logs = kubelab("logs", "--name", "cycle", "cycle-node1", "apiserver", "--tail", "5", home=tmp_path)
+        logs = lab.cli("logs", "--name", "cycle", "cycle-node1", "apiserver", "--tail", "5")
         assert logs.ok and 0 < len(logs.out.splitlines()) <= 5, logs.err
 
-        status = kubelab("status", "--name", "cycle", home=tmp_path)
+        status = lab.cli("status", "--name", "cycle")
         assert status.ok and status.out.count("running   healthy") == len(CONTROL_PLANE)
-        assert kubelab("kubeconfig", "--name", "cycle", home=tmp_path).out.strip() == str(
-            tmp_path / "cycle" / "kubeconfig"
-        )
+        assert lab.cli("kubeconfig", "--name", "cycle").out.strip() == str(tmp_path / "cycle" / "kubeconfig")
 
         assert (
             "stopped: proxy, kubelet, containerd, scheduler, controller-manager, apiserver, registry, etcd"
-            in kubelab("stop", "--name", "cycle", home=tmp_path).out
+            in lab.cli("stop", "--name", "cycle").out
         )
         assert not any(procs.alive(r) for r in records.values() if r is not None)
-        assert kubelab("status", "--name", "cycle", home=tmp_path).code == 1
+        assert lab.cli("status", "--name", "cycle").code == 1
 
-        again = kubelab("up", "--name", "cycle", home=tmp_path)  # state kept: the lab comes back
+        again = lab.cli("up", "--name", "cycle")  # state kept: the lab comes back
         assert again.ok, again.err
         saved = json.loads((tmp_path / "cycle" / "lab.json").read_text())
-        assert saved["api_port"] == int(ports[1])
+        assert saved["api_port"] == int(flags[flags.index("--api-port") + 1])
 
         restarted = {name: procs.ProcessRecord.load(run_dir, name) for name in CONTROL_PLANE}
-        down = kubelab("down", "--name", "cycle", home=tmp_path)
+        down = lab.cli("down", "--name", "cycle")
         assert down.ok and "removed lab 'cycle'" in down.out
         assert not any(procs.alive(r) for r in restarted.values() if r is not None)
         assert not (tmp_path / "cycle").exists()
         assert not {n for n in _netns() if n.startswith("kl-cycle-")}  # the node's and its pods' namespaces
-        assert "does not exist" in kubelab("down", "--name", "cycle", home=tmp_path).out
+        assert "does not exist" in lab.cli("down", "--name", "cycle").out
     finally:
         if (tmp_path / "cycle").exists():  # a failed step above: leave nothing running
-            kubelab("down", "--name", "cycle", home=tmp_path)
+            lab.cli("down", "--name", "cycle")

@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,9 +21,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Lab, running_lab
-from tests.support.components import free_port
-from tests.support.kubectl import ROOT, Kubectl, KubectlWatch, eventually, manifest
+from kubelab_testing.commands import stop
+from kubelab_testing.kubectl import Kubectl, manifest
+from kubelab_testing.lab import Lab, free_port
+from kubelab_testing.waiting import answers, eventually
+from provisioner.project import ROOT
+from tests.integration.conftest import running_lab
 
 GRACE = 6  # --node-grace-period of the lab
 EVICTION = 3  # --eviction-seconds: how long pods tolerate a not-ready or unreachable node
@@ -44,7 +45,7 @@ def sim_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def kubectl(sim_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
-    kc = Kubectl(sim_lab.kubeconfig, tmp_path_factory.mktemp("kubectl-sim-cache"))
+    kc = Kubectl(sim_lab.kubeconfig, cache_dir=tmp_path_factory.mktemp("kubectl-sim-cache"))
     eventually(lambda: ready_nodes(kc) == set(NODES), timeout=30, what="three Ready simulated nodes")
     return kc
 
@@ -137,7 +138,7 @@ def test_a_rolling_update_respects_surge_and_unavailable_at_every_step_and_rolls
     kubectl.ok("rollout", "status", "deployment/web", "-n", ns, "--timeout=60s")
     assert len(running(kubectl, ns, "app=web")) == replicas
 
-    with KubectlWatch(kubectl, "pods", "-n", ns) as watch:
+    with kubectl.watch("pods", "-n", ns) as watch:
         watch.wait_for(lambda events: len(events) >= replicas, what="the initial list")
         kubectl.ok("set", "image", "deployment/web", "main=busybox:1.37", "-n", ns)
         kubectl.ok("rollout", "status", "deployment/web", "-n", ns, "--timeout=90s")
@@ -192,7 +193,7 @@ def test_a_paused_deployment_keeps_its_pods_until_resumed_and_scale_works(kubect
         d = kubectl.json("get", "deployment", "api", "-n", ns)
         return bool(d["status"].get("observedGeneration") == d["metadata"]["generation"])
 
-    eventually(observed, what="the controller to see the paused change")
+    eventually(observed, timeout=15, what="the controller to see the paused change")
     assert len(kubectl.json("get", "rs", "-n", ns, "-l", "app=api")["items"]) == 1
     assert {p["spec"]["containers"][0]["image"] for p in running(kubectl, ns, "app=api")} == {"busybox:1.36"}
     kubectl.ok("rollout", "resume", "deployment/api", "-n", ns)
@@ -208,7 +209,7 @@ def test_a_paused_deployment_keeps_its_pods_until_resumed_and_scale_works(kubect
 def test_a_recreate_deployment_stops_every_old_pod_before_starting_new_ones(kubectl: Kubectl, ns: str) -> None:
     kubectl.ok("apply", "-n", ns, "-f", "-", stdin=manifest(deployment("batch", 3, strategy={"type": "Recreate"})))
     kubectl.ok("rollout", "status", "deployment/batch", "-n", ns, "--timeout=60s")
-    with KubectlWatch(kubectl, "pods", "-n", ns) as watch:
+    with kubectl.watch("pods", "-n", ns) as watch:
         watch.wait_for(lambda events: len(events) >= 3, what="the initial list")
         kubectl.ok("set", "image", "deployment/batch", "main=busybox:1.37", "-n", ns)
         kubectl.ok("rollout", "status", "deployment/batch", "-n", ns, "--timeout=60s")
@@ -239,12 +240,14 @@ def test_a_pod_that_fits_nowhere_stays_pending_with_the_reason_and_an_event(kube
     big = bare_pod("big")
     big["spec"]["containers"] = [container(cpu="100", memory="1Gi")]
     kubectl.ok("apply", "-n", ns, "-f", "-", stdin=manifest(big))
-    found = eventually(lambda: unschedulable(kubectl, ns, "big"), what="PodScheduled=False")
+    found = eventually(lambda: unschedulable(kubectl, ns, "big"), timeout=15, what="PodScheduled=False")
     assert found["reason"] == "Unschedulable"
     assert found["message"] == "0/3 nodes are available: 3 Insufficient cpu."
     assert kubectl.json("get", "pod", "big", "-n", ns)["status"]["phase"] == "Pending"
     failed = eventually(
-        lambda: [e for e in events_for(kubectl, ns, "big") if e["reason"] == "FailedScheduling"], what="the event"
+        lambda: [e for e in events_for(kubectl, ns, "big") if e["reason"] == "FailedScheduling"],
+        timeout=15,
+        what="the event",
     )
     assert failed[0]["type"] == "Warning" and "Insufficient cpu" in failed[0]["message"]
     assert "FailedScheduling" in kubectl.ok("describe", "pod", "big", "-n", ns)
@@ -255,18 +258,21 @@ def test_an_unschedulable_pod_is_placed_once_a_node_changes_to_fit_it(kubectl: K
     try:
         pinned = bare_pod("pinned", nodeSelector={"kubelab.io/disk": "ssd"})
         kubectl.ok("apply", "-n", ns, "-f", "-", stdin=manifest(pinned))
-        found = eventually(lambda: unschedulable(kubectl, ns, "pinned"), what="PodScheduled=False")
+        found = eventually(lambda: unschedulable(kubectl, ns, "pinned"), timeout=15, what="PodScheduled=False")
         assert found["message"] == (
             "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: db},"
             " 2 node(s) didn't match Pod's node affinity/selector."
         )
         kubectl.ok("label", "node", "sim-2", "kubelab.io/disk=ssd")
         placed = eventually(
-            lambda: kubectl.json("get", "pod", "pinned", "-n", ns)["spec"].get("nodeName"), what="the binding"
+            lambda: kubectl.json("get", "pod", "pinned", "-n", ns)["spec"].get("nodeName"),
+            timeout=15,
+            what="the binding",
         )
         assert placed == "sim-2"
         eventually(  # the Scheduled event follows the binding
             lambda: f"Successfully assigned {ns}/pinned to sim-2" in kubectl.ok("describe", "pod", "pinned", "-n", ns),
+            timeout=15,
             what="the Scheduled event",
         )
     finally:
@@ -423,7 +429,7 @@ def test_a_stateful_set_starts_pods_in_order_with_stable_names_and_removes_them_
             "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [container()]}},
         },
     }
-    with KubectlWatch(kubectl, "pods", "-n", ns) as watch:
+    with kubectl.watch("pods", "-n", ns) as watch:
         kubectl.ok("apply", "-n", ns, "-f", "-", stdin=manifest(service, sts))
         kubectl.ok("rollout", "status", "statefulset/db", "-n", ns, "--timeout=60s")
         watch.wait_for(lambda events: len(live_state(events)) == 3, what="three pods")
@@ -477,7 +483,7 @@ def job_condition(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any] | None
 def test_a_job_runs_its_completions_at_most_parallelism_at_once(kubectl: Kubectl, ns: str) -> None:
     # a pod that is there first: once the watch lists it, the watch sees everything that follows
     kubectl.ok("apply", "-n", ns, "-f", "-", stdin=manifest(bare_pod("marker")))
-    with KubectlWatch(kubectl, "pods", "-n", ns) as watch:
+    with kubectl.watch("pods", "-n", ns) as watch:
         watch.wait_for(bool, what="the marker pod")
         kubectl.ok("apply", "-n", ns, "-f", "-", stdin=manifest(job("work", completions=4, parallelism=2)))
         done = eventually(lambda: job_condition(kubectl, ns, "work"), timeout=60, what="the job to finish")
@@ -565,7 +571,9 @@ def test_endpoints_and_slices_follow_the_ready_pods_of_a_service(kubectl: Kubect
 
 
 def test_a_new_namespace_gets_its_default_service_account(kubectl: Kubectl, ns: str) -> None:
-    account = eventually(lambda: kubectl("get", "serviceaccount", "default", "-n", ns).ok, what="the account")
+    account = eventually(
+        lambda: kubectl("get", "serviceaccount", "default", "-n", ns).ok, timeout=15, what="the account"
+    )
     assert account
 
 
@@ -579,11 +587,7 @@ def test_the_lab_components_hold_their_leases(kubectl: Kubectl) -> None:
 
 
 def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
-            return bool(answer.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+    return answers(f"http://127.0.0.1:{port}/readyz", timeout=2)
 
 
 def test_a_second_scheduler_takes_over_when_the_leader_dies(sim_lab: Lab, kubectl: Kubectl, ns: str) -> None:
@@ -625,7 +629,9 @@ def test_a_second_scheduler_takes_over_when_the_leader_dies(sim_lab: Lab, kubect
         assert len(leader) == 1, "both schedulers lead"
         holder = kubectl.json("get", "lease", f"ha-{ns}", "-n", "kube-system")["spec"]["holderIdentity"]
         kubectl.ok("apply", "-n", ns, "-f", "-", stdin=manifest(bare_pod("first", schedulerName="ha-scheduler")))
-        eventually(lambda: kubectl.json("get", "pod", "first", "-n", ns)["spec"].get("nodeName"), what="a binding")
+        eventually(
+            lambda: kubectl.json("get", "pod", "first", "-n", ns)["spec"].get("nodeName"), timeout=15, what="a binding"
+        )
 
         procs[leader[0]].send_signal(signal.SIGKILL)  # no chance to release the lease
         procs[leader[0]].wait()
@@ -634,9 +640,9 @@ def test_a_second_scheduler_takes_over_when_the_leader_dies(sim_lab: Lab, kubect
         lease = kubectl.json("get", "lease", f"ha-{ns}", "-n", "kube-system")["spec"]
         assert lease["holderIdentity"] != holder and lease["leaseTransitions"] >= 1
         kubectl.ok("apply", "-n", ns, "-f", "-", stdin=manifest(bare_pod("second", schedulerName="ha-scheduler")))
-        eventually(lambda: kubectl.json("get", "pod", "second", "-n", ns)["spec"].get("nodeName"), what="a binding")
+        eventually(
+            lambda: kubectl.json("get", "pod", "second", "-n", ns)["spec"].get("nodeName"), timeout=15, what="a binding"
+        )
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=15)
+            stop(proc, timeout=15)

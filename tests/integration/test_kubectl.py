@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from agents.apiserver.server import version_info
-from tests.support.kubectl import Kubectl, eventually, manifest
+from kubelab_testing.kubectl import Kubectl, manifest
+from kubelab_testing.waiting import eventually
 
 
 def deployment(
@@ -100,7 +101,9 @@ class TestGet:
 
         assert table()[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
         # three pods made, none ready (no nodes), once the deployment controller has written its status
-        eventually(lambda: table()[1].split()[:4] == ["web", "0/3", "3", "0"], what="the deployment's status")
+        eventually(
+            lambda: table()[1].split()[:4] == ["web", "0/3", "3", "0"], timeout=15, what="the deployment's status"
+        )
         wide = kubectl.ok("get", "deployments", "-n", namespace, "-o", "wide").splitlines()
         assert wide[0].split()[-3:] == ["CONTAINERS", "IMAGES", "SELECTOR"]
         assert wide[1].split()[-3:] == ["main", "busybox:1.36", "app=web"]
@@ -313,7 +316,9 @@ class TestDelete:
             "-p",
             '[{"op":"remove","path":"/metadata/finalizers"}]',
         )
-        eventually(lambda: kubectl("get", "cm", "held", "-n", namespace).code != 0, what="the configmap to go")
+        eventually(
+            lambda: kubectl("get", "cm", "held", "-n", namespace).code != 0, timeout=15, what="the configmap to go"
+        )
 
     def test_deleting_a_namespace_empties_it_then_removes_it(self, kubectl: Kubectl) -> None:
         kubectl.ok("apply", "-f", "-", stdin='{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"doomed"}}')
@@ -325,10 +330,14 @@ class TestDelete:
         refused = kubectl("apply", "-n", "doomed", "-f", "-", stdin=manifest(configmap("late")))
         assert refused.code != 0 and "being terminated" in refused.err
         eventually(
-            lambda: kubectl("get", "cm", "plain", "-n", "doomed").code != 0, what="the namespace's contents deleted"
+            lambda: kubectl("get", "cm", "plain", "-n", "doomed").code != 0,
+            timeout=15,
+            what="the namespace's contents deleted",
         )
         kubectl.ok("patch", "cm", "held", "-n", "doomed", "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
-        eventually(lambda: kubectl("get", "namespace", "doomed").code != 0, what="the empty namespace removed")
+        eventually(
+            lambda: kubectl("get", "namespace", "doomed").code != 0, timeout=15, what="the empty namespace removed"
+        )
         system = kubectl("delete", "namespace", "kube-system", "--wait=false")
         assert system.code != 0 and "may not be deleted" in system.err
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,10 +16,13 @@ from typing import Any
 
 import pytest
 
+from kubelab_testing.commands import stop
+from kubelab_testing.kubectl import Kubectl, manifest
+from kubelab_testing.lab import Lab
+from kubelab_testing.waiting import eventually
 from provisioner.system import packages as host
-from tests.integration.conftest import Lab, running_lab
+from tests.integration.conftest import running_lab
 from tests.support.components import Containerd, require, running_containerd
-from tests.support.kubectl import Kubectl, eventually, manifest
 
 NODE_IP = "10.250.0.2"
 
@@ -39,14 +41,8 @@ class Node:
         self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop(self.process, timeout=15)
 
     def tasks(self) -> dict[str, tuple[int, str]]:
         rows = self.containerd.ctr("tasks", "list").stdout.splitlines()[1:]
@@ -65,7 +61,7 @@ def kubelet_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def k(kubelet_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
-    return Kubectl(kubelet_lab.kubeconfig, tmp_path_factory.mktemp("kubelet-kubectl"))
+    return Kubectl(kubelet_lab.kubeconfig, cache_dir=tmp_path_factory.mktemp("kubelet-kubectl"))
 
 
 def _ip(*args: str) -> None:
@@ -168,7 +164,7 @@ def test_the_node_reports_the_machine_and_gets_a_pod_cidr(k: Kubectl, node: Node
     assert found["status"]["capacity"]["cpu"] == str(os.cpu_count())
     assert found["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://1.")
     assert {"type": "InternalIP", "address": NODE_IP} in found["status"]["addresses"]
-    eventually(lambda: k.json("get", "node", node.name)["spec"].get("podCIDR"), what="a podCIDR")
+    eventually(lambda: k.json("get", "node", node.name)["spec"].get("podCIDR"), timeout=15, what="a podCIDR")
     lease = k.json("get", "lease", node.name, "-n", "kube-node-lease")
     assert lease["spec"]["holderIdentity"] == node.name
 
@@ -294,7 +290,9 @@ def test_a_restarted_kubelet_adopts_running_containers_without_restarting_them(k
     node.start()
     eventually(lambda: node.log().count("adopted") > runs, timeout=30, what="the kubelet to come back")
     k.ok("label", "pod", "steady", "-n", ns, "touched=yes")  # makes the kubelet sync the pod again
-    eventually(lambda: pod_json(k, ns, "steady")["metadata"]["labels"].get("touched") == "yes", what="the label")
+    eventually(
+        lambda: pod_json(k, ns, "steady")["metadata"]["labels"].get("touched") == "yes", timeout=15, what="the label"
+    )
     after = {t: v for t, v in node.tasks().items() if t.startswith(uid)}
     assert after == before
     assert state(k, ns, "steady", "main")["restartCount"] == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agents.kubelet.containerd import ContainerId, ContainerSpec, Ctr, ImageNotFoundError, TaskExit, command_line
-from tests.integration.conftest import Lab
+from kubelab_testing.lab import Lab
 from tests.support.components import Containerd, network_namespace, running_containerd
 
 BUSYBOX = "docker.io/library/busybox:latest"

@@ -22,6 +22,7 @@ import pytest
 from agents.kubelet.cni import BridgeNetwork, CniClient, PodRef, PortMapping
 from agents.kubelet.errors import CniError
 from agents.kubelet.sandbox import NETNS_DIR, SandboxManager
+from kubelab_testing.commands import stop
 from provisioner.system import packages as host
 from tests.support.components import require
 
@@ -120,12 +121,7 @@ def web_servers() -> Iterator[Callable[[str, str], None]]:
 
     yield start
     for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=5)
 
 
 def serve(tmp_path: Path, text: str) -> str:

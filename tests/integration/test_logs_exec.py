@@ -10,17 +10,18 @@ from typing import Any
 
 import pytest
 
+from kubelab_testing.kubectl import Kubectl, manifest
+from kubelab_testing.waiting import eventually
 from provisioner.system import packages as host
 from tests.integration.conftest import running_lab
 from tests.support.components import require
-from tests.support.kubectl import Kubectl, eventually, manifest
 
 
 @pytest.fixture(scope="module")
 def k(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
     require(host.CONTAINERD, host.RUNC, host.CNI_BRIDGE, host.NFT)
     with running_lab(tmp_path_factory.mktemp("logs-home"), "logs", "--nodes", "1") as lab:
-        yield Kubectl(lab.kubeconfig, tmp_path_factory.mktemp("logs-kubectl"))
+        yield Kubectl(lab.kubeconfig, cache_dir=tmp_path_factory.mktemp("logs-kubectl"))
 
 
 def pod(name: str, *containers: dict[str, Any], **spec: Any) -> dict[str, Any]:

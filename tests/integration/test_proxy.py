@@ -20,8 +20,6 @@ import os
 import re
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,10 +28,13 @@ from typing import Any
 
 import pytest
 
+from kubelab_testing.commands import stop
+from kubelab_testing.kubectl import Kubectl, manifest
+from kubelab_testing.lab import Lab, free_port
+from kubelab_testing.waiting import answers, eventually
+from provisioner.project import ROOT
 from provisioner.system import packages as host
-from tests.integration.conftest import Lab
-from tests.support.components import free_port, in_ci, require
-from tests.support.kubectl import ROOT, Kubectl, eventually, manifest
+from tests.support.components import in_ci, require
 
 pytestmark = pytest.mark.integration
 
@@ -194,15 +195,6 @@ def _build(net: Net, servers: list[subprocess.Popen[str]]) -> None:
         )
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     if os.geteuid() != 0:
@@ -217,7 +209,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         yield created
     finally:
         for server in servers:
-            _stop(server)
+            stop(server)
         for role in ROLES:
             run("ip", "netns", "del", created.ns(role), check=False)
 
@@ -250,17 +242,13 @@ def proxy(net: Net, lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
     def ready() -> bool:
         assert process.poll() is None, f"the proxy exited: {log_path.read_text()[-2000:]}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return answers(f"http://127.0.0.1:{port}/readyz")
 
     try:
         eventually(ready, timeout=20, interval=0.05, what="the proxy's /readyz")
         yield node_name
     finally:
-        _stop(process)
+        stop(process)
 
 
 # --- helpers -------------------------------------------------------------------------------------

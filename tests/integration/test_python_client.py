@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from tests.integration.conftest import Lab
+from kubelab_testing.lab import Lab
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from kubelab_testing.lab import Lab
 from provisioner.artefacts import containerimages
-from tests.integration.conftest import Lab
 from tests.support.components import running_containerd
-from tests.support.kubectl import kubelab
 
 
 def registry_get(lab: Lab, path: str) -> Any:
@@ -22,7 +21,7 @@ def registry_get(lab: Lab, path: str) -> Any:
 
 
 def push(lab: Lab, *args: str) -> tuple[int, str, str]:
-    result = kubelab("image", "push", *args, "--name", lab.name, home=lab.home)
+    result = lab.cli("image", "push", *args, "--name", lab.name)
     return result.code, result.out, result.err
 
 

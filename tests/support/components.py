@@ -1,10 +1,11 @@
-"""Starting real components for tests: free ports, etcd and containerd in temporary directories."""
+"""Real components for this repository's integration tests: etcd and containerd in temporary directories,
+network namespaces, and the host packages they need (installed when missing; a host that cannot gets
+the test skipped, or failed under CI=true)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from kubelab_testing.commands import stop
+from kubelab_testing.lab import free_port
 from provisioner.drivers.local import components
 from provisioner.errors import HostError
 from provisioner.lab.paths import LabPaths
@@ -27,12 +30,6 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def require(*requirements: host.Requirement) -> None:
     """Install what is missing; outside CI a host that cannot install it skips the test."""
     try:
@@ -41,6 +38,16 @@ def require(*requirements: host.Requirement) -> None:
         if in_ci():
             pytest.fail(f"CI=true and a component is missing: {exc}")
         pytest.skip(str(exc))
+
+
+def require_kubectl() -> str:
+    """The real kubectl (preinstalled on this project's machines; not a Debian package)."""
+    found = shutil.which("kubectl")
+    if found is None:
+        if in_ci():
+            pytest.fail("CI=true and kubectl is not installed")
+        pytest.skip("kubectl is not installed")
+    return found
 
 
 @contextmanager
@@ -104,12 +111,7 @@ def running_containerd(namespace: str = "kubelab-test") -> Iterator[Containerd]:
         for container in daemon.ctr("containers", "list", "--quiet", check=False).stdout.split():
             daemon.ctr("tasks", "delete", "--force", container, check=False)
             daemon.ctr("containers", "delete", container, check=False)
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=15)
         shutil.rmtree(root, ignore_errors=True)
 
 

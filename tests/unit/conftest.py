@@ -1,8 +1,10 @@
-"""Unit-tier fixtures: the schema definitions, and an API server on the in-memory store."""
+"""Unit-tier fixtures: the schema definitions, an API server on the in-memory store, and a small HTTP server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,24 @@ async def http(server: ApiServer) -> AsyncIterator[TestClient[Any, Any]]:
     await client.start_server()
     yield client
     await client.close()
+
+
+class _Echo(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(500 if self.path == "/fail" else 200)
+        self.end_headers()
+        self.wfile.write(b"pod echo\n")
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    """The port of an HTTP server on 127.0.0.1 that answers 200 ``pod echo``, and 500 at ``/fail``."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()

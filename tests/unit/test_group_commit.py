@@ -9,7 +9,7 @@ import pytest
 
 from agents.apiserver.storage.errors import KeyExistsError, RevisionConflictError, StorageUnavailableError
 from agents.apiserver.storage.etcd import GroupCommit, Write
-from tests.support.waiting import until
+from kubelab_testing.waiting import until
 
 Results = list[int | BaseException]
 

@@ -16,7 +16,7 @@ from agents.machinery.client import Client, ClientConfig
 from agents.machinery.informer import Informer
 from agents.machinery.objects import Object, labels_of, name_of
 from agents.machinery.resources import CONFIGMAPS, ResourceRef
-from tests.support.waiting import until
+from kubelab_testing.waiting import until
 
 
 class RecordingClient(Client):

@@ -26,7 +26,7 @@ from agents.kubelet.settings import KubeletSettings
 from agents.machinery.client import ApiError, ApiUnavailableError, Client
 from agents.machinery.events import EventRecorder
 from agents.machinery.resources import ResourceRef
-from tests.support.waiting import until
+from kubelab_testing.waiting import until
 
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
 NODE = "kubelab-master"

@@ -38,7 +38,7 @@ from agents.kubelet.probes import ContainerProber
 from agents.kubelet.runtime import Runtime
 from agents.kubelet.sandbox import Sandbox
 from agents.kubelet.settings import NetworkSettings
-from tests.support.waiting import until
+from kubelab_testing.waiting import until
 
 UID = "0f1e2d3c-aaaa-bbbb-cccc-000000000001"
 OTHER = "0f1e2d3c-aaaa-bbbb-cccc-000000000002"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agents.kubelet.probes import ContainerProber, http_probe, tcp_probe
-from tests.support.waiting import until
+from kubelab_testing.waiting import until
 
 OWN_NETNS = Path("/proc/self/ns/net")
 

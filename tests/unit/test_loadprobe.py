@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,42 +11,21 @@ from kubelab_testing import loadprobe
 from kubelab_testing.loadprobe import Sample
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        code = 500 if self.path == "/fail" else 200
-        self.send_response(code)
-        self.end_headers()
-        self.wfile.write(b"pod echo\n")
-
-    def log_message(self, *_args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[int]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def _probe(url: str, rate: str = "20", seconds: str = "0.5") -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "kubelab_testing.loadprobe", "-", url, rate, seconds]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 
 
-def test_the_probe_sends_at_its_rate_and_reports_each_answer(server: int) -> None:
-    done = _probe(f"http://127.0.0.1:{server}/")
+def test_the_probe_sends_at_its_rate_and_reports_each_answer(echo_port: int) -> None:
+    done = _probe(f"http://127.0.0.1:{echo_port}/")
     samples = loadprobe.parse(done.stdout.splitlines())
     assert done.returncode == 0 and len(samples) == 10 and all(s.ok for s in samples)
     assert 0.4 <= samples[-1].t - samples[0].t <= 0.8  # open loop: one every 50 ms
-    failing = loadprobe.parse(_probe(f"http://127.0.0.1:{server}/fail").stdout.splitlines())
+    failing = loadprobe.parse(_probe(f"http://127.0.0.1:{echo_port}/fail").stdout.splitlines())
     assert len(failing) == 10 and not any(s.ok for s in failing)  # a 5xx answer is a failure
 
 
-def test_nothing_listening_is_a_failure_not_a_hang(server: int) -> None:
+def test_nothing_listening_is_a_failure_not_a_hang() -> None:
     import socket  # noqa: PLC0415
 
     with socket.socket() as sock:

@@ -10,7 +10,7 @@ import pytest
 
 from agents.machinery.client import ApiError, ApiUnavailableError
 from agents.machinery.workqueue import WorkQueue, run_workers
-from tests.support.waiting import until
+from kubelab_testing.waiting import until
 
 
 @contextlib.asynccontextmanager
