@@ -7,8 +7,8 @@ marked, and model-docstring boilerplate is trimmed. Validation, OpenAPI and stra
 this table. Building it imports every model and takes seconds, so it is cached on disk per version
 of the ``kubernetes`` package.
 
-Only the host derives it: ``kubernetes`` is a host-only dependency (75 MB and more, and minutes of
-import on an emulated CPU), so the nodes' venvs do not have it. The host ships the table it derived
+Only the host derives it: ``kubernetes`` is a host-only dependency (126 MB installed, and minutes
+of import on an emulated CPU), so the nodes' venvs do not have it. The host ships the table it derived
 into the API server's cache directory, and beside every table it writes, ``load`` leaves a stamp
 naming the ``kubernetes`` version the table came from. Where that package cannot be imported (a
 node), the stamp names the table to read: host and node agree on the file without the node importing
