@@ -6,12 +6,20 @@ keyed by model name) in which nullable wrappers are gone, int-or-string and quan
 marked, and model-docstring boilerplate is trimmed. Validation, OpenAPI and strategic merge read
 this table. Building it imports every model and takes seconds, so it is cached on disk per version
 of the ``kubernetes`` package.
+
+Only the host derives it: ``kubernetes`` is a host-only dependency (126 MB installed, and minutes
+of import on an emulated CPU), so the nodes' venvs do not have it. The host ships the table it derived
+into the API server's cache directory, and beside every table it writes, ``load`` leaves a stamp
+naming the ``kubernetes`` version the table came from. Where that package cannot be imported (a
+node), the stamp names the table to read: host and node agree on the file without the node importing
+or even knowing the package.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -21,11 +29,17 @@ from typing import Any
 import orjson
 
 from agents.apiserver.patchmeta import QUANTITY_FIELDS
+from agents.machinery.errors import KubelabError
 
 log = logging.getLogger(__name__)
 
 Schema = dict[str, Any]
 FORMAT_VERSION = 1  # bump when normalization changes
+STAMP = "kubernetes-version"  # in a cache directory: the version of the kubernetes package last derived from
+
+
+class SchemaTableError(KubelabError):
+    """There is no table to serve: the kubernetes package cannot be imported here and none was shipped."""
 
 
 def _clean_description(text: str) -> str:
@@ -100,31 +114,81 @@ def build(models: Iterable[str]) -> dict[str, Schema]:
     return {name: _normalize_definition(name, node) for name, node in sorted(raw.items())}
 
 
-def _cache_file(cache_dir: Path, models: list[str]) -> Path:
-    version = importlib.metadata.version("kubernetes")
+def models_version() -> str | None:
+    """The version of the kubernetes package whose models the table is derived from, or None where
+    that package cannot be imported (a node). Neither answer imports it."""
+    if importlib.util.find_spec("kubernetes") is None:
+        return None
+    return importlib.metadata.version("kubernetes")
+
+
+def _cache_file(cache_dir: Path, models: list[str], version: str) -> Path:
     digest = hashlib.sha256(",".join(models).encode()).hexdigest()[:12]
     return cache_dir / f"schemas-k8s{version}-f{FORMAT_VERSION}-{digest}.json"
 
 
+def _read(path: Path, models: list[str]) -> dict[str, Schema] | None:
+    """The cached table at ``path`` when it is there, readable and made for these models."""
+    if not path.exists():
+        return None
+    try:
+        cached = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        log.warning("ignoring unreadable schema cache %s: %s", path, exc)
+        return None
+    if not isinstance(cached, dict) or cached.get("models") != models:
+        return None
+    defs: dict[str, Schema] = cached["definitions"]
+    return defs
+
+
+def _write(path: Path, content: bytes) -> None:
+    """Whole or not at all: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(content)
+    tmp.replace(path)
+
+
 def load(models: Iterable[str], cache_dir: Path | None) -> dict[str, Schema]:
-    """Definitions from the on-disk cache, or built (and cached) when absent."""
+    """Definitions for these models: from the on-disk cache, or built (and cached, with the stamp)
+    when absent. Without the kubernetes package, the table the stamp in ``cache_dir`` names."""
     wanted = sorted(set(models))
-    path = _cache_file(cache_dir, wanted) if cache_dir else None
-    if path is not None and path.exists():
-        try:
-            cached = orjson.loads(path.read_bytes())
-            if cached.get("models") == wanted:
-                defs: dict[str, Schema] = cached["definitions"]
-                return defs
-        except (OSError, orjson.JSONDecodeError) as exc:
-            log.warning("ignoring unreadable schema cache %s: %s", path, exc)
+    version = models_version()
+    if version is None:
+        return _shipped(wanted, cache_dir)
+    path = _cache_file(cache_dir, wanted, version) if cache_dir else None
+    if path is not None and (cached := _read(path, wanted)) is not None:
+        return cached
     defs = build(wanted)
-    if path is not None:
+    if cache_dir is not None and path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(orjson.dumps({"models": wanted, "definitions": defs}))
-            tmp.replace(path)
+            _write(path, orjson.dumps({"models": wanted, "definitions": defs}))
+            _write(cache_dir / STAMP, f"{version}\n".encode())
         except OSError as exc:
             log.warning("cannot write schema cache %s: %s", path, exc)
+    return defs
+
+
+def _shipped(models: list[str], cache_dir: Path | None) -> dict[str, Schema]:
+    """The table derived on another machine (the host) and put into ``cache_dir`` with its stamp."""
+    where = f"the schema cache directory {cache_dir}" if cache_dir else "no schema cache directory"
+    advice = (
+        "the kubernetes package cannot be imported here, so the API schemas must come from a table "
+        "derived where it can (the host ships one with the agents' code, in the code bundle's schemas/)"
+    )
+    if cache_dir is None:
+        raise SchemaTableError(f"{advice}; there is {where}")
+    try:
+        version = (cache_dir / STAMP).read_text().strip()
+    except OSError as exc:
+        raise SchemaTableError(f"{advice}; {where} has no readable {STAMP} stamp ({exc.strerror})") from exc
+    path = _cache_file(cache_dir, models, version)
+    defs = _read(path, models)
+    if defs is None:
+        raise SchemaTableError(
+            f"{advice}; {where} names kubernetes {version} in its stamp, but holds no readable table of "
+            f"these models in format {FORMAT_VERSION} ({path.name})"
+        )
+    log.info("schema table derived from kubernetes %s elsewhere: %s", version, path)
     return defs

@@ -1,15 +1,18 @@
 """The guest base image of the VM lab, built offline from Debian packages (recipe in images/guest/).
 
 Every node boots a qcow2 overlay on one base disk, with the kernel and initrd copied out of the
-image's /boot (direct kernel boot). Building it is: a wheelhouse of the project's Python
-dependencies (``pip download`` of cp311 manylinux wheels on the host), the Debian tree
+image's /boot (direct kernel boot). Building it is: a wheelhouse of the agents' Python packages
+(``pip download`` of cp311 manylinux wheels on the host, exactly the versions of the lock's agents
+subset, requirements/agents.txt, every file checked against its hashes), the Debian tree
 (``mmdebstrap``, whose hooks install the wheelhouse into /opt/kubelab/venv and make the tree a lab
 node), an ext4 file system from the tree (``mke2fs -d``, no loop mounts) and its qcow2 conversion.
 
 The result is kept under ``<cache>/<digest>/``, where the digest covers what the image is made of:
-the recipe, its hooks and files, and pyproject.toml's dependency list, but not the project's own
-code (the playbooks install that). A second ``ensure`` with the same inputs reuses the image.
-Planning (recipe, digest, command lines) is pure; the executor at the bottom runs the plan.
+the recipe, its hooks and files, and the locked agents subset (versions and hashes), but not the
+project's own code (the playbooks install that). The host venv installs the same lock
+(requirements/host.txt is a superset with the same pins), so host and guests run the same versions.
+A second ``ensure`` with the same inputs reuses the image.
+Planning (recipe, lock, digest, command lines) is pure; the executor at the bottom runs the plan.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +37,13 @@ from typing import Any
 import yaml
 
 from provisioner.errors import HostError, ProvisionError, SpecError
-from provisioner.project import IMAGES, PYPROJECT
+from provisioner.project import IMAGES, ROOT
 from provisioner.system import packages as host
 
 RECIPE_DIR = IMAGES / "guest"
+AGENTS_LOCK = ROOT / "requirements" / "agents.txt"  # exported from uv.lock by `make lock`
 DEFAULT_CACHE = Path("/var/cache/kubelab/guest")
-FORMAT = 1  # bump when the builder's output changes for the same inputs
+FORMAT = 2  # bump when the builder's output changes for the same inputs
 REQUIREMENTS = (host.MMDEBSTRAP, host.MKE2FS, host.QEMU_IMG)
 HOOK_STAGES = ("setup", "extract", "essential", "customize")
 # only these parts of the recipe directory go into the image (and so into the digest)
@@ -48,10 +51,15 @@ CONTENT_DIRS = ("hooks", "files")
 _SIZE = re.compile(r"^[1-9][0-9]*[MG]$")
 _UNIT = re.compile(r"^[A-Za-z0-9@._:-]+\.(service|socket|timer|mount|automount|target|path)$")
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-_PROJECT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+# one package of a lock export: name==version, an optional environment marker, the files' hashes
+_PIN = re.compile(
+    r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;]+)"
+    r"(?:\s*;\s*(?P<marker>.*?))?(?P<hashes>(?:\s+--hash=sha256:[0-9a-f]{64})+)\s*"
+)
+_COMMENT = re.compile(r"(^|\s)#.*$")
 _WHEELHOUSE_HINT = (
-    "every dependency the nodes need must have a cp311 manylinux wheel on the package index; "
-    "one only the host imports belongs under host_only in images/guest/recipe.yaml"
+    "every package of requirements/agents.txt must have a cp311 manylinux wheel on the package index "
+    "whose hash the lock lists; a package only the host imports belongs in pyproject.toml's host extra"
 )
 
 
@@ -78,7 +86,7 @@ class Recipe:
     path_include: tuple[str, ...]
     python: str  # the suite's python3 (major.minor): wheels are chosen for it
     glibc: str  # the suite's glibc: the newest manylinux wheels it runs
-    host_only: tuple[str, ...]  # project dependencies the nodes never import
+    host_only: tuple[str, ...]  # packages the nodes never get: the wheelhouse refuses them
     disk_size: str
     hooks: tuple[tuple[str, str], ...]  # (stage, path relative to the recipe directory), in order
     enable: tuple[str, ...]
@@ -196,33 +204,70 @@ def load_recipe(directory: Path = RECIPE_DIR) -> Recipe:
     return parse_recipe(data, source=directory)
 
 
-def project_dependencies(pyproject: Path = PYPROJECT) -> tuple[str, ...]:
-    """pyproject.toml's [project].dependencies, as written there."""
+@dataclass(frozen=True)
+class Pin:
+    """One package of the lock: its exact version, the environment it is for, its files' hashes."""
+
+    name: str
+    version: str
+    marker: str  # empty: every environment
+    hashes: tuple[str, ...]  # "sha256:<hex>", one per file (wheels and sdist) of that version
+
+    def line(self) -> str:
+        """The requirement as pip reads it: pinned, and installable only as one of these files."""
+        marker = f" ; {self.marker}" if self.marker else ""
+        return f"{self.name}=={self.version}{marker}" + "".join(f" --hash={h}" for h in self.hashes)
+
+
+def parse_lock(text: str, *, source: Path) -> tuple[Pin, ...]:
+    """The packages of a lock export (requirements/*.txt as `make lock` writes them): comments and
+    annotations go, continuation lines join; every package must be pinned with its hashes."""
+    logical, current = [], ""
+    for raw in text.splitlines():
+        line = _COMMENT.sub("", raw).rstrip()
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    logical.append(current)
+    logical = [entry.strip() for entry in logical if entry.strip()]
+    pins = []
+    for entry in logical:
+        match = _PIN.fullmatch(entry)
+        if match is None:
+            raise SpecError(f"{source}: {entry[:80]!r} is not a package pinned with its hashes; run make lock")
+        hashes = tuple(h.removeprefix("--hash=") for h in match.group("hashes").split())
+        pins.append(Pin(match.group("name"), match.group("version"), (match.group("marker") or "").strip(), hashes))
+    if not pins:
+        raise SpecError(f"{source}: no packages; run make lock")
+    return tuple(pins)
+
+
+def load_lock(path: Path = AGENTS_LOCK) -> tuple[Pin, ...]:
     try:
-        data = tomllib.loads(pyproject.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SpecError(f"cannot read [project].dependencies from {pyproject}: {exc}") from exc
-    deps = data.get("project", {}).get("dependencies", [])
-    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-        raise SpecError(f"{pyproject}: [project].dependencies must be a list of requirement strings")
-    return tuple(deps)
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read the agents' locked packages {path}: {exc.strerror}; run make lock") from exc
+    return parse_lock(text, source=path)
 
 
 def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def guest_dependencies(dependencies: Sequence[str], host_only: Sequence[str]) -> tuple[str, ...]:
-    """The requirements the nodes need: the project's, less those only the host side imports."""
-    skip = {_normalized(n) for n in host_only}
-    kept = []
-    for requirement in dependencies:
-        match = _PROJECT_NAME.match(requirement)
-        if match is None:
-            raise SpecError(f"pyproject.toml: {requirement!r} is not a requirement this builder understands")
-        if _normalized(match.group(1)) not in skip:
-            kept.append(requirement)
-    return tuple(kept)
+def guest_requirements(pins: Sequence[Pin], host_only: Sequence[str]) -> str:
+    """The wheelhouse's requirements.txt: the locked agents subset, one pinned and hashed package a
+    line. A package the recipe keeps off the nodes is refused, whatever its spelling: it got into
+    [project].dependencies (the agents' set) when it belongs in the host extra."""
+    banned = {_normalized(n) for n in host_only}
+    for pin in pins:
+        if _normalized(pin.name) in banned:
+            raise SpecError(
+                f"the agents' lock requirements/agents.txt holds {pin.name}, which images/guest/recipe.yaml "
+                f"keeps off the nodes (host_only): declare it in pyproject.toml's host extra and run make lock"
+            )
+    return "".join(f"{pin.line()}\n" for pin in pins)
 
 
 # --- planning (pure) ------------------------------------------------------------------------------
@@ -242,14 +287,15 @@ def content_files(directory: Path) -> list[tuple[str, bytes, bool]]:
     return sorted(found)
 
 
-def digest(recipe: Recipe, files: Sequence[tuple[str, bytes, bool]], dependencies: Sequence[str]) -> str:
-    """Changes when the recipe, any hook or file for the image, the guest's Python dependencies or
-    the builder's format changes; 16 hex digits name the cache entry."""
+def digest(recipe: Recipe, files: Sequence[tuple[str, bytes, bool]], requirements: str) -> str:
+    """Changes when the recipe, any hook or file for the image, the locked packages of the guests
+    (a version or a hash in ``requirements``, the wheelhouse's requirements.txt) or the builder's
+    format changes; 16 hex digits name the cache entry."""
     inputs = {
         "format": FORMAT,
         "recipe": recipe.canonical(),
         "files": [[path, hashlib.sha256(data).hexdigest(), executable] for path, data, executable in files],
-        "dependencies": list(dependencies),
+        "requirements": hashlib.sha256(requirements.encode()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
@@ -273,7 +319,7 @@ class BuildPlan:
 
     digest: str
     work: Path  # a temporary directory next to the cache entry, removed afterwards
-    requirements: str  # the wheelhouse's requirements.txt
+    requirements: str  # the wheelhouse's requirements.txt: the locked agents subset, with hashes
     wheelhouse: tuple[str, ...]
     packages: tuple[str, ...]
     filesystem: tuple[str, ...]
@@ -298,9 +344,10 @@ class BuildPlan:
 
 
 def wheelhouse_argv(recipe: Recipe, *, python: str, dest: Path, requirements: Path) -> list[str]:
-    """pip downloads wheels (never sources) for the guest's Python and glibc, whatever the host's."""
+    """pip downloads wheels (never sources) for the guest's Python and glibc, whatever the host's,
+    each checked against the lock's hashes."""
     tag = recipe.python.replace(".", "")
-    argv = [python, "-m", "pip", "download", "--disable-pip-version-check", "--dest", str(dest)]
+    argv = [python, "-m", "pip", "download", "--disable-pip-version-check", "--require-hashes", "--dest", str(dest)]
     argv += ["--only-binary=:all:", "--implementation", "cp", "--python-version", recipe.python]
     for abi in (f"cp{tag}", "abi3", "none"):
         argv += ["--abi", abi]
@@ -325,12 +372,12 @@ def mmdebstrap_argv(recipe: Recipe, *, rootfs: Path, wheels: Path) -> list[str]:
     return [*argv, recipe.suite, str(rootfs)]
 
 
-def plan_build(recipe: Recipe, *, dependencies: Sequence[str], image_digest: str, work: Path, python: str) -> BuildPlan:
+def plan_build(recipe: Recipe, *, requirements: str, image_digest: str, work: Path, python: str) -> BuildPlan:
     wheels, rootfs, raw = work / "wheels", work / "rootfs", work / "disk.raw"
     return BuildPlan(
         digest=image_digest,
         work=work,
-        requirements="".join(f"{d}\n" for d in dependencies),
+        requirements=requirements,
         wheelhouse=tuple(wheelhouse_argv(recipe, python=python, dest=wheels, requirements=wheels / "requirements.txt")),
         packages=tuple(mmdebstrap_argv(recipe, rootfs=rootfs, wheels=wheels)),
         # inode tables and journal are written now, so the guest's ext4lazyinit has nothing to do;
@@ -366,7 +413,7 @@ def ensure(
     force: bool = False,
     cache: Path | None = None,
     recipe_dir: Path = RECIPE_DIR,
-    pyproject: Path = PYPROJECT,
+    lock: Path = AGENTS_LOCK,
 ) -> GuestImage:
     """The guest image, from the cache when its inputs are unchanged, built otherwise.
 
@@ -374,8 +421,8 @@ def ensure(
     must be recreated afterwards."""
     began = time.monotonic()
     recipe = load_recipe(recipe_dir)
-    deps = guest_dependencies(project_dependencies(pyproject), recipe.host_only)
-    image_digest = digest(recipe, content_files(recipe_dir), deps)
+    requirements = guest_requirements(load_lock(lock), recipe.host_only)
+    image_digest = digest(recipe, content_files(recipe_dir), requirements)
     root = cache or cache_root()
     entry = root / image_digest
     if not force and (image := _cached(entry, began)) is not None:
@@ -401,7 +448,9 @@ def ensure(
             shutil.rmtree(stale, ignore_errors=True)
         work = Path(tempfile.mkdtemp(prefix=f".build-{image_digest}-", dir=root))
         try:
-            plan = plan_build(recipe, dependencies=deps, image_digest=image_digest, work=work, python=sys.executable)
+            plan = plan_build(
+                recipe, requirements=requirements, image_digest=image_digest, work=work, python=sys.executable
+            )
             _build(plan, recipe, entry=entry, log=root / f"{image_digest}.log", say=say)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -430,10 +479,10 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _build(plan: BuildPlan, recipe: Recipe, *, entry: Path, log: Path, say: Callable[[str], None]) -> None:
-    deps = plan.requirements.splitlines()
+    pins = parse_lock(plan.requirements, source=plan.wheels / "requirements.txt")
     say(
         f"building guest image {plan.digest}: Debian {recipe.suite}, {len(recipe.packages)} packages, "
-        f"{len(deps)} Python dependencies (log: {log})"
+        f"{len(pins)} locked Python packages (log: {log})"
     )
     log.write_text("")
     plan.wheels.mkdir(parents=True)
@@ -468,7 +517,7 @@ def _build(plan: BuildPlan, recipe: Recipe, *, entry: Path, log: Path, say: Call
         "suite": recipe.suite,
         "kernel": kernel.name.removeprefix("vmlinuz-"),
         "disk_size": recipe.disk_size,
-        "dependencies": deps,
+        "requirements": [f"{pin.name}=={pin.version}" for pin in pins],
         "wheels": wheels,
         "packages": installed,
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -94,6 +94,7 @@ def test_the_cache_entry_holds_disk_kernel_initrd_manifest_and_build_log(image: 
     assert manifest["digest"] == image.digest
     assert set(recipe.packages) <= set(manifest["packages"])
     assert any(w.startswith("aiohttp-") for w in manifest["wheels"])
+    assert manifest["requirements"] == [f"{pin.name}=={pin.version}" for pin in guestimage.load_lock()]
     log = (entry / "build.log").read_text()
     for phase in ("wheelhouse", "packages", "filesystem", "qcow2"):
         assert f"=== {phase}: " in log
@@ -131,20 +132,37 @@ def test_the_venv_imports_the_agents_dependencies_with_the_guests_python(tree: P
         tree,
         "/opt/kubelab/venv/bin/python",
         "-c",
-        "import sys, aiohttp, aetcd, kubernetes, uvloop, orjson, yaml, cryptography, jinja2, jsonpatch; "
-        "print(sys.version_info[:2], sys.prefix)",
+        "import sys, aiohttp, aetcd, grpc, uvloop, orjson, yaml, jsonpatch; print(sys.version_info[:2], sys.prefix)",
     )
     assert out.strip() == "(3, 11) /opt/kubelab/venv"
 
 
+def test_the_venv_holds_exactly_the_locked_versions_of_the_agents_packages(tree: Path) -> None:
+    listing = in_tree(
+        tree,
+        "/opt/kubelab/venv/bin/python",
+        "-c",
+        "import importlib.metadata as m, json; "
+        "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))",
+    )
+    installed = {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in json.loads(listing).items()}
+    for tool in ("pip", "setuptools"):
+        installed.pop(tool, None)
+    locked = {re.sub(r"[-_.]+", "-", pin.name).lower(): pin.version for pin in guestimage.load_lock()}
+    assert installed == locked
+    assert not {"kubernetes", "cryptography", "jinja2", "libvirt-python", "ansible-core"} & set(installed)
+
+
 def test_the_wheelhouse_stays_in_the_image_and_the_project_does_not(tree: Path) -> None:
     wheels = tree / "opt/kubelab/wheels"
-    assert (wheels / "requirements.txt").read_text().splitlines() == list(
-        guestimage.guest_dependencies(guestimage.project_dependencies(), guestimage.load_recipe().host_only)
+    assert (wheels / "requirements.txt").read_text() == guestimage.guest_requirements(
+        guestimage.load_lock(), guestimage.load_recipe().host_only
     )
     assert any(wheels.glob("aetcd-*.whl"))
+    assert not list(wheels.glob("kubernetes-*.whl"))
     assert not list((tree / "opt/kubelab/venv/lib").glob("python3.11/site-packages/kubelab*"))
     assert not list((tree / "opt/kubelab/venv/lib").glob("python3.11/site-packages/libvirt*"))
+    assert not list((tree / "opt/kubelab/venv/lib").glob("python3.11/site-packages/kubernetes*"))
 
 
 def test_the_roles_services_are_installed_but_disabled(tree: Path) -> None:

@@ -11,14 +11,15 @@ in_image() {
     env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 chroot "$root" "$@"
 }
 
-# The project's Python dependencies: the wheelhouse stays in the image (/opt/kubelab/wheels) and is
-# installed, offline and at the host's speed, into the venv the node's agents run from. The
-# project itself is not in the image: the playbooks install its wheel with --no-deps --no-index.
+# The agents' Python packages, exactly the locked versions: the wheelhouse stays in the image
+# (/opt/kubelab/wheels) and is installed, offline and at the host's speed, into the venv the node's
+# agents run from, every wheel checked against the lock's hashes (requirements.txt carries them).
+# The project itself is not in the image: the playbooks put the agents' code into the venv.
 mkdir -p "$root/opt/kubelab/wheels"
 cp --no-preserve=ownership "$wheels"/*.whl "$wheels/requirements.txt" "$root/opt/kubelab/wheels/"
 in_image python3 -m venv /opt/kubelab/venv
 in_image /opt/kubelab/venv/bin/python -m pip install --quiet --no-index --disable-pip-version-check \
-    --find-links /opt/kubelab/wheels --requirement /opt/kubelab/wheels/requirements.txt
+    --require-hashes --find-links /opt/kubelab/wheels --requirement /opt/kubelab/wheels/requirements.txt
 
 # The root file system is the whole virtio disk, mounted by the kernel command line's root=/dev/vda.
 # No fsck at boot: nodes are disposable and the check costs seconds under TCG.
