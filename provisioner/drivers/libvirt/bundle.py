@@ -9,6 +9,7 @@ minutes on an emulated CPU, so the API server on the master finds them ready.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import py_compile
 import shutil
@@ -32,7 +33,10 @@ def sources(root: Path = ROOT) -> list[Path]:
 
 
 def digest_of(files: list[Path], root: Path = ROOT) -> str:
+    """Covers the sources and the version of the models the schema table is derived from, so a new
+    lock re-derives the table even where the agents' code did not change."""
     digest = hashlib.sha256()
+    digest.update(b"kubernetes\0" + importlib.metadata.version("kubernetes").encode() + b"\0")
     for path in files:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
