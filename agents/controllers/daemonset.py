@@ -13,6 +13,7 @@ decides, purely, which nodes get a pod, which pods go, the status and the old re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -132,7 +133,9 @@ class Plan:
     trim: list[Object] = field(default_factory=list)  # revisions beyond the history limit
 
 
-def plan(ds: Object, pods: list[Object], *, nodes: list[Object], revisions: list[Object], revision: str) -> Plan:
+def plan(
+    ds: Object, pods: list[Object], *, nodes: list[Object], revisions: list[Object], revision: str, now: datetime
+) -> Plan:
     """What to do for ``ds`` given the pods it controls, the nodes, its revisions and ``revision``,
     the name of its current template's revision."""
     by_node: dict[str, list[Object]] = {}
@@ -150,9 +153,9 @@ def plan(ds: Object, pods: list[Object], *, nodes: list[Object], revisions: list
     for name, on_node in by_node.items():
         if name not in wanted:
             delete += [p for p in on_node if not p["metadata"].get("deletionTimestamp")]
-    delete += _rolling(ds, pods, wanted, revision)
+    delete += _rolling(ds, pods, wanted, revision, now=now)
     result = Plan(
-        status=daemonset_status(ds, pods, wanted, revision),
+        status=daemonset_status(ds, pods, wanted, revision, now=now),
         trim=history.beyond_limit(ds, revisions, {revision}),
     )
     template = deep_copy(ds["spec"]["template"])
@@ -169,7 +172,7 @@ def plan(ds: Object, pods: list[Object], *, nodes: list[Object], revisions: list
     return result
 
 
-def _rolling(ds: Object, pods: list[Object], wanted: set[str], current: str) -> list[Object]:
+def _rolling(ds: Object, pods: list[Object], wanted: set[str], current: str, *, now: datetime) -> list[Object]:
     """Pods of an older revision to replace now: the unavailable ones, and available ones while
     ``maxUnavailable`` allows."""
     strategy = ds["spec"].get("updateStrategy") or {}
@@ -179,14 +182,14 @@ def _rolling(ds: Object, pods: list[Object], wanted: set[str], current: str) -> 
     allowed = raw if isinstance(raw, int) else max(1, int(str(raw).rstrip("%")) * len(wanted) // 100)
     min_ready = int(ds["spec"].get("minReadySeconds") or 0)
     live = [p for p in pods if is_active(p) and node_of(p) in wanted]
-    unavailable = len(wanted) - sum(1 for p in live if is_available(p, min_ready))
+    unavailable = len(wanted) - sum(1 for p in live if is_available(p, min_ready, now))
     old = [p for p in live if (p["metadata"].get("labels") or {}).get(history.HASH_LABEL) != current]
     budget = allowed - unavailable
     # unavailable old pods first: replacing them costs nothing
-    old.sort(key=lambda p: is_available(p, min_ready))
+    old.sort(key=lambda p: is_available(p, min_ready, now))
     out = []
     for pod in old:
-        if not is_available(pod, min_ready):
+        if not is_available(pod, min_ready, now):
             out.append(pod)
         elif budget > 0:
             out.append(pod)
@@ -194,7 +197,9 @@ def _rolling(ds: Object, pods: list[Object], wanted: set[str], current: str) -> 
     return out
 
 
-def daemonset_status(ds: Object, pods: list[Object], wanted: set[str], current: str) -> dict[str, Any]:
+def daemonset_status(
+    ds: Object, pods: list[Object], wanted: set[str], current: str, *, now: datetime
+) -> dict[str, Any]:
     min_ready = int(ds["spec"].get("minReadySeconds") or 0)
     live = [p for p in pods if is_active(p)]
     placed = {node_of(p) for p in live}
@@ -207,8 +212,8 @@ def daemonset_status(ds: Object, pods: list[Object], wanted: set[str], current: 
         "updatedNumberScheduled": sum(
             1 for p in on_wanted if (p["metadata"].get("labels") or {}).get(history.HASH_LABEL) == current
         ),
-        "numberAvailable": sum(1 for p in on_wanted if is_available(p, min_ready)),
-        "numberUnavailable": max(len(wanted) - sum(1 for p in on_wanted if is_available(p, min_ready)), 0),
+        "numberAvailable": sum(1 for p in on_wanted if is_available(p, min_ready, now)),
+        "numberUnavailable": max(len(wanted) - sum(1 for p in on_wanted if is_available(p, min_ready, now)), 0),
         "observedGeneration": ds["metadata"].get("generation", 1),
     }
     return {
@@ -260,6 +265,7 @@ class DaemonSetController(Controller):
             nodes=self.nodes.items(),
             revisions=self.revisions.by_index("namespace", namespace),
             revision=revision["metadata"]["name"],
+            now=self.now(),
         )
         # errors come back as results, not raised: what failed is still missing (or there) at the next sync
         await gather_limited([partial(self.client.create, PODS, body) for body in decided.create])

@@ -34,7 +34,7 @@ from agents.controllers.base import (
     rfc3339,
     write_status,
 )
-from agents.controllers.podutil import Expectations, is_ready, pod_from_template
+from agents.controllers.podutil import Expectations, is_active, is_ready, pod_from_template
 from agents.machinery.events import NORMAL, WARNING
 from agents.machinery.informer import key_of
 from agents.machinery.objects import Object, deep_copy, parse_time
@@ -105,12 +105,6 @@ def _index_of(pod: Object) -> int | None:
     return int(raw) if raw is not None and raw.isdigit() else None
 
 
-def _is_active(pod: Object) -> bool:
-    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed") and not pod["metadata"].get(
-        "deletionTimestamp"
-    )
-
-
 def _tracked(pod: Object) -> bool:
     return TRACKING in (pod["metadata"].get("finalizers") or [])
 
@@ -130,7 +124,7 @@ class Plan:
 
 def job_status(status: dict[str, Any], pods: list[Object]) -> dict[str, Any]:
     """``status`` with the pod counts (active, ready, terminating), zero counts left out."""
-    active = [p for p in pods if _is_active(p)]
+    active = [p for p in pods if is_active(p)]
     status = {
         **status,
         "active": len(active),
@@ -158,7 +152,7 @@ def plan(
     if done:
         _finish(result, job, pods, status, done, now=now)
         return result
-    active = [p for p in pods if _is_active(p)]
+    active = [p for p in pods if is_active(p)]
     if not spec.get("suspend"):
         status.setdefault("startTime", rfc3339(now))
     # pods that finished but are not counted yet (their finalizer is being removed) count too:
@@ -311,7 +305,7 @@ def _finish(result: Plan, job: Object, pods: list[Object], status: dict[str, Any
     releasing = {p["metadata"]["uid"] for p in result.release}
     result.release += [p for p in pods if _tracked(p) and p["metadata"]["uid"] not in releasing]
     if done == "Failed":
-        result.delete = [p for p in pods if _is_active(p)]
+        result.delete = [p for p in pods if is_active(p)]
     result.status = job_status(status, pods)
     ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
     finished_at = status.get("completionTime") or next(

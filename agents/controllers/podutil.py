@@ -38,7 +38,10 @@ def ready_since(pod: Object, now: datetime | None = None) -> datetime | None:
 
 
 def is_ready(pod: Object) -> bool:
-    return ready_since(pod) is not None
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    return False
 
 
 def is_available(pod: Object, min_ready_seconds: int, now: datetime | None = None) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from agents.controllers import claim, history
@@ -77,7 +78,7 @@ class Plan:
     trim: list[Object] = field(default_factory=list)  # revisions beyond the history limit
 
 
-def plan(sts: Object, pods: Iterable[Object], *, revisions: list[Object], update: Object) -> Plan:
+def plan(sts: Object, pods: Iterable[Object], *, revisions: list[Object], update: Object, now: datetime) -> Plan:
     """What to do for ``sts`` given the pods it controls, its revisions and ``update``, the revision
     of its current template."""
     spec = sts["spec"]
@@ -146,13 +147,15 @@ def plan(sts: Object, pods: Iterable[Object], *, revisions: list[Object], update
                 break
     return Plan(
         steps=steps,
-        status=statefulset_status(sts, list(by_ordinal.values()), wanted=len(wanted), current=current, update=update),
+        status=statefulset_status(
+            sts, list(by_ordinal.values()), wanted=len(wanted), current=current, update=update, now=now
+        ),
         trim=history.beyond_limit(sts, revisions, {current["metadata"]["name"], update["metadata"]["name"]}),
     )
 
 
 def statefulset_status(
-    sts: Object, pods: list[Object], *, wanted: int, current: Object, update: Object
+    sts: Object, pods: list[Object], *, wanted: int, current: Object, update: Object, now: datetime
 ) -> dict[str, Any]:
     """The status for ``pods`` (as they are once the plan's creates are made)."""
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
@@ -166,7 +169,7 @@ def statefulset_status(
         "observedGeneration": sts["metadata"].get("generation", 1),
         "replicas": len(live),
         "readyReplicas": sum(1 for p in live if is_ready(p)),
-        "availableReplicas": sum(1 for p in live if is_available(p, min_ready)),
+        "availableReplicas": sum(1 for p in live if is_available(p, min_ready, now)),
         "currentReplicas": at_current,
         "updatedReplicas": updated,
         "currentRevision": current_name,
@@ -203,6 +206,7 @@ class StatefulSetController(Controller):
             claim.controlled(sts, self.pods.by_index("namespace", namespace)),
             revisions=self.revisions.by_index("namespace", namespace),
             update=update,
+            now=self.now(),
         )
         for action in decided.steps:
             if isinstance(action, Delete):

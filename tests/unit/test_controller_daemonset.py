@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from agents.apiserver.server import ApiServer
@@ -11,6 +12,7 @@ from agents.machinery.objects import Object
 from agents.machinery.resources import DAEMONSETS, NODES, PODS
 from tests.support.controllerharness import Harness, running
 
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 REF = {"kind": "DaemonSet", "name": "agent", "uid": "ds-uid", "controller": True}
 
 
@@ -56,7 +58,7 @@ def pod(
 
 
 def planned(ds: Object, pods: list[Object], nodes: list[Object], revision: str = "r1") -> Any:
-    return plan(ds, pods, nodes=nodes, revisions=[], revision=revision)
+    return plan(ds, pods, nodes=nodes, revisions=[], revision=revision, now=NOW)
 
 
 def deleted(decided: Any) -> list[str]:

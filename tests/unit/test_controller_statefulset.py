@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from agents.apiserver.server import ApiServer
@@ -12,6 +13,7 @@ from agents.machinery.objects import Object
 from agents.machinery.resources import CONTROLLER_REVISIONS, PODS, STATEFULSETS
 from tests.support.controllerharness import Harness, running
 
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 REF = {"kind": "StatefulSet", "name": "db", "uid": "sts-uid", "controller": True}
 
 
@@ -69,7 +71,8 @@ def planned(sts: Object, pods: list[Object], *, update: str = "db-r1") -> Any:
     revisions = [revision(sts, "db-r1")]
     if update != "db-r1":
         revisions.append(revision(sts, update, 2))
-    return plan(sts, pods, revisions=revisions, update=next(r for r in revisions if r["metadata"]["name"] == update))
+    chosen = next(r for r in revisions if r["metadata"]["name"] == update)
+    return plan(sts, pods, revisions=revisions, update=chosen, now=NOW)
 
 
 # --- the plan ------------------------------------------------------------------------------------
