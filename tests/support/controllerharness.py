@@ -28,31 +28,30 @@ from agents.controllers.settings import ControllerManagerSettings
 from agents.machinery.client import ApiError, Client, ClientConfig
 from agents.machinery.events import EventRecorder
 from agents.machinery.informer import Informer
-from agents.machinery.objects import Object, now
+from agents.machinery.objects import Object, deep_copy, now
 from agents.machinery.resources import EVENTS, PODS, ResourceRef
 
 T = TypeVar("T")
-C = TypeVar("C", bound=Controller)
 
 PATIENCE = 5.0  # seconds a test waits for a controller to act
 
 
 @dataclass
 class Harness:
+    """What a test holds while its controllers run: the client they use, and helpers on it."""
+
     client: Client
     ctx: Context
     controllers: list[Controller]
     failures: list[str] = field(default_factory=list)  # errors the components logged
 
-    def controller(self, kind: type[C]) -> C:
-        return next(c for c in self.controllers if isinstance(c, kind))
-
     # --- reads and writes through the API, as any client -----------------------------------------
 
     async def create(self, resource: ResourceRef, obj: Object, namespace: str = "default") -> Object:
+        body = deep_copy(obj)
         if resource.namespaced:
-            obj.setdefault("metadata", {}).setdefault("namespace", namespace)
-        return await self.client.create(resource, obj)
+            body.setdefault("metadata", {}).setdefault("namespace", namespace)
+        return await self.client.create(resource, body)
 
     async def get(self, resource: ResourceRef, name: str, namespace: str = "default") -> Object | None:
         try:
@@ -150,15 +149,6 @@ class Harness:
                 f" errors logged: {self.failures!r}"
             ) from None
         return answer
-
-    async def never(self, probe: Callable[[], Awaitable[object]], *, within: float, what: str = "") -> None:
-        """``probe`` stays falsy for ``within`` seconds (for what a controller must not do yet)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + within
-        while loop.time() < end:
-            answer = await probe()
-            assert not answer, f"{what or 'condition'} happened: {answer!r}"
-            await asyncio.sleep(0.005)
 
 
 class _Errors(logging.Handler):
