@@ -1,9 +1,11 @@
 """What every controller shares: the informers of the controller-manager, the client, the recorder.
 
 A controller registers informer handlers that only enqueue keys, and implements ``sync(key)``,
-which reads the current state from the informers, computes what to do with a pure planning
-function, and applies it. ``Context.informer`` hands out one informer per resource for the whole
-process, so ten controllers watching pods cost one watch.
+which reads the current state from the informers, asks its module's pure ``plan(...)`` what to do
+(a ``Plan``: what to create, delete or patch, the status to write, the events to record, when to
+look again) and carries that out through the client. ``Context.informer`` hands out one informer
+per resource for the whole process, so ten controllers watching pods cost one watch. The small
+executors every controller uses (``write_status``, ``delete_object``, ``gather_limited``) live here.
 """
 
 from __future__ import annotations
@@ -12,17 +14,51 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from agents.machinery.client import ApiError, Client
 from agents.machinery.events import EventRecorder
 from agents.machinery.informer import Informer, key_of
-from agents.machinery.objects import Object
+from agents.machinery.objects import Object, deep_copy
 from agents.machinery.resources import ResourceRef
 from agents.machinery.workqueue import WorkQueue, run_workers
 
 log = logging.getLogger(__name__)
+
+
+def rfc3339(when: datetime) -> str:
+    """A time as the API writes it (UTC, whole seconds): what a plan stamps on conditions and taints."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Event:
+    """An Event a plan asks for: about the object being synced unless ``about`` names another, and
+    reported as the controller itself unless ``component`` names another source."""
+
+    type: str
+    reason: str
+    message: str
+    about: Object | None = None
+    component: str = ""
+
+
+@dataclass(frozen=True)
+class Create:
+    """An object a plan asks to create; ``event`` is recorded once it exists."""
+
+    body: Object
+    event: Event | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    """An object a plan asks to delete; ``event`` is recorded once the deletion is accepted."""
+
+    target: Object
+    event: Event | None = None
 
 
 def owner_uid(obj: Object) -> str:
@@ -86,6 +122,19 @@ class Controller:
                 if owner is not None and owner["metadata"].get("uid") == ref.get("uid"):
                     self.queue.add(owner_key)
 
+    def record(self, subject: Object, *events: Event | None) -> None:
+        """Record the events a plan asked for (``subject``: the object the plan was made for)."""
+        for event in events:
+            if event is not None:
+                self.recorder.record(
+                    event.about or subject, event.type, event.reason, event.message, component=event.component
+                )
+
+    @staticmethod
+    def now() -> datetime:
+        """The time a plan is made at (plans never read the clock themselves)."""
+        return datetime.now(UTC)
+
     async def sync(self, key: str) -> None:
         raise NotImplementedError
 
@@ -107,6 +156,19 @@ async def delete_object(client: Client, resource: ResourceRef, obj: Object, **op
     """Delete ``obj`` (``options`` as ``Client.delete`` takes them); one already gone is no error."""
     meta = obj["metadata"]
     await ignore_not_found(partial(client.delete, resource, meta["name"], meta.get("namespace", ""), **options))
+
+
+async def write_status(
+    client: Client, resource: ResourceRef, observed: Object, status: dict[str, Any], *, latest: Object | None = None
+) -> Object | None:
+    """Write ``status`` unless ``observed`` already has it, onto a copy of ``latest`` (the newest cached
+    copy, when the caller has one) or of ``observed``; an object gone meanwhile is no error."""
+    if status == (observed.get("status") or {}):
+        return None
+    body = deep_copy(latest or observed)
+    body["status"] = status
+    result: Object | None = await ignore_not_found(partial(client.update_status, resource, body))
+    return result
 
 
 async def gather_limited(calls: Iterable[Callable[[], Any]], limit: int = 16) -> list[Any]:

@@ -4,17 +4,21 @@ The schedule is read in ``spec.timeZone`` (UTC by default). A run missed by more
 ``startingDeadlineSeconds`` is skipped; ``concurrencyPolicy`` decides what happens while an earlier
 Job still runs (Allow, Forbid, Replace). Jobs are named ``<cronjob>-<minutes since the epoch>``, so a
 run is never created twice. Finished Jobs beyond the history limits are deleted, oldest first.
+
+``plan`` is pure: from the CronJob, its Jobs and the time it decides the Jobs to replace, the Job to
+create, the finished Jobs to drop, the events, the status and when the next run is due.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agents.controllers.base import Context, Controller, delete_object, ignore_not_found, owner_uid
+from agents.controllers import claim
+from agents.controllers.base import Context, Controller, Create, Delete, Event, delete_object, rfc3339, write_status
 from agents.controllers.job import finished
 from agents.controllers.podutil import controller_ref
 from agents.machinery import cron
@@ -27,10 +31,6 @@ from agents.machinery.resources import CRONJOBS, JOBS
 log = logging.getLogger(__name__)
 SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 MAX_MISSED = 100
-
-
-def _stamp(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def due_times(
@@ -47,6 +47,103 @@ def due_times(
         times.append(local.replace(tzinfo=zone).astimezone(UTC))
 
 
+@dataclass
+class Plan:
+    events: list[Event] = field(default_factory=list)  # about the schedule, recorded first
+    replace: list[Delete] = field(default_factory=list)  # running Jobs a Replace policy removes
+    create: Create | None = None  # the Job of the scheduled time
+    trim: list[Delete] = field(default_factory=list)  # finished Jobs beyond the history limits
+    status: dict[str, Any] | None = None  # without the Job being created in ``active``; None: leave it
+    requeue_after: float | None = None
+
+
+def job_ref(job: Object) -> dict[str, Any]:
+    meta = job["metadata"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": meta["name"],
+        "namespace": meta["namespace"],
+        "uid": meta["uid"],
+        "resourceVersion": meta.get("resourceVersion", ""),
+    }
+
+
+def new_job(cronjob: Object, scheduled: datetime) -> Object:
+    template = deep_copy((cronjob.get("spec") or {}).get("jobTemplate") or {})
+    meta = template.get("metadata") or {}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{cronjob['metadata']['name']}-{int(scheduled.timestamp() // 60)}",
+            "namespace": cronjob["metadata"]["namespace"],
+            "labels": meta.get("labels") or {},
+            "annotations": {**(meta.get("annotations") or {}), SCHEDULED_TIMESTAMP: rfc3339(scheduled)},
+            "ownerReferences": [controller_ref(cronjob)],
+        },
+        "spec": template.get("spec") or {},
+    }
+
+
+def plan(cronjob: Object, jobs: list[Object], *, now: datetime) -> Plan:
+    """What to do for ``cronjob`` given the Jobs it controls, at ``now``."""
+    spec = cronjob.get("spec") or {}
+    try:
+        schedule = cron.parse(spec.get("schedule", ""))
+        zone = ZoneInfo(spec.get("timeZone") or "UTC")
+    except (cron.CronError, ZoneInfoNotFoundError, ValueError) as exc:
+        return Plan(events=[Event(WARNING, "UnparseableSchedule", str(exc))])
+    result = Plan()
+    active = [j for j in jobs if not finished(j)]
+    status: dict[str, Any] = deep_copy(cronjob.get("status") or {})
+    since = parse_time(status.get("lastScheduleTime") or cronjob["metadata"]["creationTimestamp"])
+    times, upcoming = due_times(schedule, since, now, zone)
+    if times and not spec.get("suspend"):
+        scheduled = times[-1]
+        deadline = spec.get("startingDeadlineSeconds")
+        if deadline is not None and (now - scheduled).total_seconds() > int(deadline):
+            message = f"Missed scheduled time to start a job: {rfc3339(scheduled)}"
+            result.events.append(Event(WARNING, "MissSchedule", message))
+            status["lastScheduleTime"] = rfc3339(scheduled)
+        else:
+            policy = spec.get("concurrencyPolicy", "Allow")
+            if active and policy == "Forbid":
+                message = "Not starting job because prior execution is running and concurrency policy is Forbid"
+                result.events.append(Event(NORMAL, "JobAlreadyActive", message))
+            else:
+                if active and policy == "Replace":
+                    result.replace = [_deleted(job) for job in active]
+                    active = []
+                body = new_job(cronjob, scheduled)
+                created = Event(NORMAL, "SuccessfulCreate", f"Created job {body['metadata']['name']}")
+                result.create = Create(body, created)
+                status["lastScheduleTime"] = rfc3339(scheduled)
+    successful = [j for j in jobs if finished(j) == "Complete"]
+    if successful:
+        latest = max((j.get("status") or {}).get("completionTime", "") for j in successful)
+        if latest:
+            status["lastSuccessfulTime"] = latest
+    status["active"] = [job_ref(j) for j in active]
+    if not active:
+        status.pop("active")
+    result.status = status
+    for outcome, limit in (
+        ("Complete", spec.get("successfulJobsHistoryLimit", 3)),
+        ("Failed", spec.get("failedJobsHistoryLimit", 1)),
+    ):
+        done = sorted(
+            (j for j in jobs if finished(j) == outcome), key=lambda j: j["metadata"].get("creationTimestamp", "")
+        )
+        result.trim += [_deleted(job) for job in done[: max(len(done) - int(limit), 0)]]
+    result.requeue_after = max((upcoming - now).total_seconds(), 0) + 0.2
+    return result
+
+
+def _deleted(job: Object) -> Delete:
+    return Delete(job, Event(NORMAL, "SuccessfulDelete", f"Deleted job {job['metadata']['name']}"))
+
+
 class CronJobController(Controller):
     name = "cronjob"
 
@@ -61,113 +158,37 @@ class CronJobController(Controller):
         cronjob = self.cronjobs.get(key)
         if cronjob is None or cronjob["metadata"].get("deletionTimestamp"):
             return
-        spec = cronjob.get("spec") or {}
-        try:
-            schedule = cron.parse(spec.get("schedule", ""))
-            zone = ZoneInfo(spec.get("timeZone") or "UTC")
-        except (cron.CronError, ZoneInfoNotFoundError, ValueError) as exc:
-            self.recorder.record(cronjob, WARNING, "UnparseableSchedule", str(exc))
-            return
-        uid = cronjob["metadata"]["uid"]
-        jobs = [j for j in self.jobs.by_index("namespace", cronjob["metadata"]["namespace"]) if owner_uid(j) == uid]
-        active = [j for j in jobs if not finished(j)]
-        status: dict[str, Any] = deep_copy(cronjob.get("status") or {})
-        current = datetime.now(UTC)
-        since = parse_time(status.get("lastScheduleTime") or cronjob["metadata"]["creationTimestamp"])
-        times, upcoming = due_times(schedule, since, current, zone)
-        if times and not spec.get("suspend"):
-            scheduled = times[-1]
-            deadline = spec.get("startingDeadlineSeconds")
-            if deadline is not None and (current - scheduled).total_seconds() > int(deadline):
-                self.recorder.record(
-                    cronjob, WARNING, "MissSchedule", f"Missed scheduled time to start a job: {_stamp(scheduled)}"
-                )
-                status["lastScheduleTime"] = _stamp(scheduled)
-            else:
-                policy = spec.get("concurrencyPolicy", "Allow")
-                if active and policy == "Forbid":
-                    self.recorder.record(
-                        cronjob,
-                        NORMAL,
-                        "JobAlreadyActive",
-                        "Not starting job because prior execution is running and concurrency policy is Forbid",
-                    )
-                else:
-                    if active and policy == "Replace":
-                        for job in active:
-                            await delete_object(self.client, JOBS, job, propagation="Background")
-                            self.recorder.record(
-                                cronjob, NORMAL, "SuccessfulDelete", f"Deleted job {job['metadata']['name']}"
-                            )
-                        active = []
-                    created = await self._create_job(cronjob, scheduled)
-                    if created is not None:
-                        active.append(created)
-                    status["lastScheduleTime"] = _stamp(scheduled)
-        successful = [j for j in jobs if finished(j) == "Complete"]
-        if successful:
-            latest = max((j.get("status") or {}).get("completionTime", "") for j in successful)
-            if latest:
-                status["lastSuccessfulTime"] = latest
-        refs = [
-            {
-                "apiVersion": "batch/v1",
-                "kind": "Job",
-                "name": j["metadata"]["name"],
-                "namespace": j["metadata"]["namespace"],
-                "uid": j["metadata"]["uid"],
-                "resourceVersion": j["metadata"].get("resourceVersion", ""),
-            }
-            for j in active
-        ]
-        status["active"] = refs
-        if not refs:
-            status.pop("active")
-        await self._trim_history(cronjob, jobs)
-        if status != (cronjob.get("status") or {}):
-            body = deep_copy(cronjob)
-            body["status"] = status
-            await ignore_not_found(partial(self.client.update_status, CRONJOBS, body))
-        self.queue.add_after(key, max((upcoming - datetime.now(UTC)).total_seconds(), 0) + 0.2)
+        jobs = claim.controlled(cronjob, self.jobs.by_index("namespace", cronjob["metadata"]["namespace"]))
+        decided = plan(cronjob, jobs, now=self.now())
+        self.record(cronjob, *decided.events)
+        for step in decided.replace:
+            await self._delete(cronjob, step)
+        created = await self._create(cronjob, decided.create) if decided.create is not None else None
+        for step in decided.trim:
+            await self._delete(cronjob, step)
+        if decided.status is not None:
+            status = decided.status
+            if created is not None:  # the new Job runs too
+                status = {**status, "active": [*(status.get("active") or []), job_ref(created)]}
+            await write_status(self.client, CRONJOBS, cronjob, status)
+        if decided.requeue_after is not None:
+            self.queue.add_after(key, decided.requeue_after)
 
-    async def _create_job(self, cronjob: Object, scheduled: datetime) -> Object | None:
-        template = deep_copy((cronjob.get("spec") or {}).get("jobTemplate") or {})
-        meta = template.get("metadata") or {}
-        name = f"{cronjob['metadata']['name']}-{int(scheduled.timestamp() // 60)}"
-        body = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {
-                "name": name,
-                "namespace": cronjob["metadata"]["namespace"],
-                "labels": meta.get("labels") or {},
-                "annotations": {**(meta.get("annotations") or {}), SCHEDULED_TIMESTAMP: _stamp(scheduled)},
-                "ownerReferences": [controller_ref(cronjob)],
-            },
-            "spec": template.get("spec") or {},
-        }
+    async def _delete(self, cronjob: Object, step: Delete) -> None:
+        await delete_object(self.client, JOBS, step.target, propagation="Background")
+        self.record(cronjob, step.event)
+
+    async def _create(self, cronjob: Object, step: Create) -> Object | None:
+        """The Job created, or None when it exists already (this run was started before)."""
         try:
-            job = await self.client.create(JOBS, body)
+            job = await self.client.create(JOBS, step.body)
         except ApiError as exc:
             if exc.already_exists:
                 return None
             self.recorder.record(cronjob, WARNING, "FailedCreate", f"Error creating job: {exc}")
             raise
-        self.recorder.record(cronjob, NORMAL, "SuccessfulCreate", f"Created job {name}")
+        self.record(cronjob, step.event)
         return job
-
-    async def _trim_history(self, cronjob: Object, jobs: list[Object]) -> None:
-        spec = cronjob.get("spec") or {}
-        for outcome, limit in (
-            ("Complete", spec.get("successfulJobsHistoryLimit", 3)),
-            ("Failed", spec.get("failedJobsHistoryLimit", 1)),
-        ):
-            done = sorted(
-                (j for j in jobs if finished(j) == outcome), key=lambda j: j["metadata"].get("creationTimestamp", "")
-            )
-            for job in done[: max(len(done) - int(limit), 0)]:
-                await delete_object(self.client, JOBS, job, propagation="Background")
-                self.recorder.record(cronjob, NORMAL, "SuccessfulDelete", f"Deleted job {job['metadata']['name']}")
 
     def enqueue(self, obj: Object) -> None:
         self.queue.add(key_of(obj))

@@ -4,24 +4,30 @@ Each distinct pod template gets its own ReplicaSet, named after a hash of the te
 grows the new ReplicaSet while the total stays within replicas + maxSurge, and shrinks old ones while
 the available pods stay at least replicas - maxUnavailable; Recreate removes all old pods first.
 ReplicaSets carry revision numbers, so ``kubectl rollout history`` lists them and ``kubectl rollout
-undo`` (which puts an old template back) makes that ReplicaSet the newest revision again. The
-arithmetic lives in pure functions; ``sync`` reads state, applies their answers and writes status.
+undo`` (which puts an old template back) makes that ReplicaSet the newest revision again.
+
+``plan`` is pure: from the Deployment and the ReplicaSets it controls it decides the next step (a
+new ReplicaSet to create, which is all a plan says until it exists; or the annotations, scales and
+clean-ups to make) and the status and conditions to write. ``sync`` claims the ReplicaSets (through
+``claim``), plans, creates the new ReplicaSet and plans again with it, then applies the rest.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import orjson
 
-from agents.controllers.base import Context, Controller, ignore_not_found, owner_uid
+from agents.controllers import claim
+from agents.controllers.base import Context, Controller, Event, ignore_not_found, owner_uid, rfc3339, write_status
 from agents.controllers.podutil import controller_ref
 from agents.machinery.client import ApiError
 from agents.machinery.events import NORMAL
 from agents.machinery.informer import key_of
-from agents.machinery.objects import Object, deep_copy, now, parse_time
+from agents.machinery.objects import Object, deep_copy, parse_time
 from agents.machinery.resources import DEPLOYMENTS, REPLICASETS
 from agents.machinery.selectors import SelectorError, from_structured
 
@@ -177,9 +183,17 @@ def complete(deployment: Object, status: dict[str, Any]) -> bool:
 
 
 def set_condition(
-    conditions: list[dict[str, Any]], kind: str, status: str, reason: str, message: str
+    conditions: list[dict[str, Any]],
+    kind: str,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    now: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    stamp = now()
+    """``conditions`` with ``kind`` set; its times move only when its status (transition) or what it
+    says (update) changes, to ``now`` (the clock when not given)."""
+    stamp = rfc3339(now or datetime.now(UTC))
     out = []
     found = False
     for condition in conditions:
@@ -208,6 +222,278 @@ def set_condition(
     return out
 
 
+# --- the plan ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Annotate:
+    """Give the new ReplicaSet these annotations (all of them: a merge patch)."""
+
+    name: str
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Set a ReplicaSet's replicas; ``event`` reports it."""
+
+    name: str
+    replicas: int
+    event: Event
+
+
+@dataclass
+class Plan:
+    create: Object | None = None  # the new ReplicaSet; a plan that creates says nothing else
+    annotate: Annotate | None = None
+    scale: list[Scale] = field(default_factory=list)
+    delete: list[Object] = field(default_factory=list)  # idle old ReplicaSets beyond the history limit
+    revision: str | None = None  # the Deployment's own revision annotation, when it must change
+    status: dict[str, Any] = field(default_factory=dict)
+    requeue_after: float | None = None  # when the progress deadline would pass
+
+
+def new_replica_set(deployment: Object, olds: list[Object]) -> Object:
+    """The ReplicaSet for the Deployment's template: named after its hash (salted with the
+    Deployment's ``collisionCount``), at revision one above the old ones, with no replicas yet."""
+    spec = deployment["spec"]
+    collisions = int((deployment.get("status") or {}).get("collisionCount") or 0)
+    digest = template_hash(without_hash(spec["template"]), collisions)
+    template = deep_copy(spec["template"])
+    template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = digest
+    selector = deep_copy(spec["selector"])
+    selector.setdefault("matchLabels", {})[HASH_LABEL] = digest
+    surge, _ = surge_and_unavailable(deployment)
+    desired = int(spec.get("replicas", 1))
+    annotations = {
+        REVISION: str(max((revision_of(rs) for rs in olds), default=0) + 1),
+        DESIRED: str(desired),
+        MAX_REPLICAS: str(desired + surge),
+    }
+    cause = (deployment["metadata"].get("annotations") or {}).get(CHANGE_CAUSE)
+    if cause:
+        annotations[CHANGE_CAUSE] = cause
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": f"{deployment['metadata']['name']}-{digest}",
+            "namespace": deployment["metadata"]["namespace"],
+            "labels": dict(template["metadata"]["labels"]),
+            "annotations": annotations,
+            "ownerReferences": [controller_ref(deployment)],
+        },
+        "spec": {
+            "replicas": 0,
+            "minReadySeconds": int(spec.get("minReadySeconds") or 0),
+            "selector": selector,
+            "template": template,
+        },
+    }
+
+
+def stamped(deployment: Object, new: Object, olds: list[Object]) -> dict[str, str] | None:
+    """The annotations the new ReplicaSet must carry, or None when it has them: the highest revision
+    (after a rollback it had an old one, which goes to the revision history), the desired replicas,
+    the change cause."""
+    highest = max((revision_of(rs) for rs in olds), default=0)
+    annotations = dict(new["metadata"].get("annotations") or {})
+    changed = False
+    if revision_of(new) <= highest:
+        old_revision = revision_of(new)
+        history = [h for h in annotations.get(REVISION_HISTORY, "").split(",") if h]
+        if old_revision:
+            history.append(str(old_revision))
+            annotations[REVISION_HISTORY] = ",".join(history)
+        annotations[REVISION] = str(highest + 1)
+        changed = True
+    desired = str(deployment["spec"].get("replicas", 1))
+    if annotations.get(DESIRED) != desired:
+        annotations[DESIRED] = desired
+        changed = True
+    cause = (deployment["metadata"].get("annotations") or {}).get(CHANGE_CAUSE)
+    if cause and annotations.get(CHANGE_CAUSE) != cause:
+        annotations[CHANGE_CAUSE] = cause
+        changed = True
+    return annotations if changed else None
+
+
+def _scale(rs: Object, replicas: int) -> Scale:
+    current = _spec_replicas(rs)
+    direction = "up" if replicas > current else "down"
+    name = rs["metadata"]["name"]
+    message = f"Scaled {direction} replica set {name} from {current} to {replicas}"
+    return Scale(name, replicas, Event(NORMAL, "ScalingReplicaSet", message))
+
+
+def _with_replicas(rs: Object, scales: list[Scale]) -> Object:
+    """``rs`` as it is once ``scales`` are made."""
+    step = next((s for s in scales if s.name == rs["metadata"]["name"]), None)
+    if step is None:
+        return rs
+    out = deep_copy(rs)
+    out["spec"]["replicas"] = step.replicas
+    return out
+
+
+def plan(deployment: Object, sets: list[Object], *, now: datetime, created: bool = False) -> Plan:
+    """What to do for ``deployment`` given the ReplicaSets it controls (``created``: the new one
+    among them was created by this sync)."""
+    spec = deployment["spec"]
+    template = without_hash(spec.get("template") or {})
+    new = next((rs for rs in sets if without_hash(rs["spec"].get("template") or {}) == template), None)
+    olds = [rs for rs in sets if rs is not new]
+    recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
+    result = Plan()
+    if spec.get("paused"):
+        _conclude(result, deployment, new, olds, now=now, paused=True)
+        return result
+    progress: tuple[str, str] | None = None
+    if new is None and not recreate:
+        return Plan(create=new_replica_set(deployment, olds))
+    if new is not None and created:
+        if not recreate:
+            progress = ("NewReplicaSetCreated", f'Created new replica set "{new["metadata"]["name"]}"')
+    elif new is not None and (annotations := stamped(deployment, new, olds)) is not None:
+        result.annotate = Annotate(new["metadata"]["name"], annotations)
+        new = deep_copy(new)
+        new["metadata"]["annotations"] = annotations
+    if recreate:
+        result.scale = [_scale(rs, 0) for rs in olds if _spec_replicas(rs) > 0]
+        desired = int(spec.get("replicas", 1))
+        waiting = bool(result.scale) or any(_status(rs, "replicas") > 0 for rs in olds)  # old pods go first
+        if not waiting and new is None:
+            return Plan(create=new_replica_set(deployment, olds))
+        if not waiting and new is not None and _spec_replicas(new) != desired:
+            result.scale = [_scale(new, desired)]
+        acted = waiting or bool(result.scale)
+    else:
+        assert new is not None
+        target = new_replicas(deployment, new, olds)
+        if target != _spec_replicas(new):
+            result.scale = [_scale(new, target)]
+        else:
+            cuts = old_scale_down(deployment, new, olds)
+            result.scale = [_scale(rs, cuts[rs["metadata"]["name"]]) for rs in olds if rs["metadata"]["name"] in cuts]
+        acted = bool(result.scale)
+    if acted and progress is None and new is not None:
+        progress = ("ReplicaSetUpdated", f'ReplicaSet "{new["metadata"]["name"]}" is progressing.')
+    result.delete = _beyond_history(deployment, olds)
+    after = [_with_replicas(rs, result.scale) for rs in olds]
+    _conclude(
+        result,
+        deployment,
+        _with_replicas(new, result.scale) if new is not None else None,
+        after,
+        now=now,
+        progress=progress,
+    )
+    return result
+
+
+def _beyond_history(deployment: Object, olds: list[Object]) -> list[Object]:
+    """Idle old ReplicaSets (no replicas, no pods) beyond ``revisionHistoryLimit``, oldest first."""
+    limit = int(deployment["spec"].get("revisionHistoryLimit", 10))
+    idle = sorted(
+        (
+            rs
+            for rs in olds
+            if _spec_replicas(rs) == 0 and _status(rs, "replicas") == 0 and not rs["metadata"].get("deletionTimestamp")
+        ),
+        key=revision_of,
+    )
+    return idle[: max(len(idle) - limit, 0)]
+
+
+def _conclude(
+    result: Plan,
+    deployment: Object,
+    new: Object | None,
+    olds: list[Object],
+    *,
+    now: datetime,
+    progress: tuple[str, str] | None = None,
+    paused: bool = False,
+) -> None:
+    """The status, the conditions, the Deployment's revision annotation and when to look again, for
+    the ReplicaSets as ``result`` leaves them."""
+    status = deployment_status(deployment, new, olds)
+    conditions = list((deployment.get("status") or {}).get("conditions") or [])
+    desired = int(deployment["spec"].get("replicas", 1))
+    _, unavailable = surge_and_unavailable(deployment)
+    if status.get("availableReplicas", 0) >= desired - unavailable:
+        conditions = set_condition(
+            conditions,
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            now=now,
+        )
+    else:
+        conditions = set_condition(
+            conditions,
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+            now=now,
+        )
+    name = new["metadata"]["name"] if new else ""
+    progressing = next((c for c in conditions if c.get("type") == "Progressing"), None)
+    if paused:
+        conditions = set_condition(
+            conditions, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused", now=now
+        )
+    elif complete(deployment, status) and not [rs for rs in olds if _status(rs, "replicas")]:
+        conditions = set_condition(
+            conditions,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            f'ReplicaSet "{name}" has successfully progressed.',
+            now=now,
+        )
+    elif progress is not None:
+        conditions = set_condition(conditions, "Progressing", "True", *progress, now=now)
+    elif progressing is not None and progressing.get("reason") == "DeploymentPaused":
+        conditions = set_condition(
+            conditions, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed", now=now
+        )
+    elif progressing is None and new is not None:
+        conditions = set_condition(
+            conditions, "Progressing", "True", "FoundNewReplicaSet", f'Found new replica set "{name}"', now=now
+        )
+    else:
+        conditions, result.requeue_after = _check_deadline(deployment, conditions, name, now=now)
+    status["conditions"] = conditions
+    result.status = status
+    annotations = deployment["metadata"].get("annotations") or {}
+    if new is not None and annotations.get(REVISION) != str(revision_of(new)):
+        result.revision = str(revision_of(new))
+
+
+def _check_deadline(
+    deployment: Object, conditions: list[dict[str, Any]], name: str, *, now: datetime
+) -> tuple[list[dict[str, Any]], float | None]:
+    """Progressing turns False (ProgressDeadlineExceeded) once it has not moved for
+    ``progressDeadlineSeconds``; until then, the seconds left."""
+    deadline = deployment["spec"].get("progressDeadlineSeconds")
+    progressing = next((c for c in conditions if c.get("type") == "Progressing"), None)
+    if (
+        deadline is None
+        or progressing is None
+        or progressing.get("reason") in ("NewReplicaSetAvailable", "ProgressDeadlineExceeded")
+    ):
+        return conditions, None
+    updated = parse_time(progressing.get("lastUpdateTime") or rfc3339(now))
+    left = updated.timestamp() + int(deadline) - now.timestamp()
+    if left <= 0:
+        message = f'ReplicaSet "{name}" has timed out progressing.'
+        return set_condition(conditions, "Progressing", "False", "ProgressDeadlineExceeded", message, now=now), None
+    return conditions, left + 0.1
+
+
 # --- the controller ------------------------------------------------------------------------------
 
 
@@ -234,298 +520,73 @@ class DeploymentController(Controller):
             except SelectorError:
                 continue
 
-    async def _claim(self, deployment: Object) -> list[Object]:
-        uid = deployment["metadata"]["uid"]
-        selector = from_structured(deployment["spec"].get("selector"))
-        owned = []
-        for rs in self.sets.by_index("namespace", deployment["metadata"]["namespace"]):
-            controller = owner_uid(rs)
-            if controller == uid:
-                owned.append(rs)
-            elif (
-                not controller
-                and selector.matches(rs["metadata"].get("labels") or {})
-                and not deployment["metadata"].get("deletionTimestamp")
-            ):
-                refs = [*(rs["metadata"].get("ownerReferences") or []), controller_ref(deployment)]
-                try:
-                    owned.append(
-                        await self.client.patch(
-                            REPLICASETS,
-                            rs["metadata"]["name"],
-                            {
-                                "metadata": {
-                                    "ownerReferences": refs,
-                                    "resourceVersion": rs["metadata"]["resourceVersion"],
-                                }
-                            },
-                            rs["metadata"]["namespace"],
-                        )
-                    )
-                except ApiError as exc:
-                    if not (exc.conflict or exc.not_found):
-                        raise
-        return owned
-
     async def sync(self, key: str) -> None:
-        deployment = self.deployments.get(key)
-        if deployment is None or deployment["metadata"].get("deletionTimestamp"):
+        cached = self.deployments.get(key)
+        if cached is None or cached["metadata"].get("deletionTimestamp"):
             return
-        deployment = deep_copy(deployment)
-        sets = await self._claim(deployment)
-        template = without_hash(deployment["spec"].get("template") or {})
-        new = next((rs for rs in sets if without_hash(rs["spec"].get("template") or {}) == template), None)
-        olds = [rs for rs in sets if rs is not new]
-        progress: tuple[str, str] | None = None
-        if deployment["spec"].get("paused"):
-            await self._write_status(deployment, new, olds, paused=True)
-            return
-        if new is None and (deployment["spec"].get("strategy") or {}).get("type") != "Recreate":
-            new = await self._create_new(deployment, olds)
-            progress = ("NewReplicaSetCreated", f'Created new replica set "{new["metadata"]["name"]}"')
-        elif new is not None:
-            new = await self._stamp_revision(deployment, new, olds)
-        if (deployment["spec"].get("strategy") or {}).get("type") == "Recreate":
-            acted, new = await self._recreate(deployment, new, olds)
-        else:
-            assert new is not None
-            acted = await self._roll(deployment, new, olds)
-        if acted and progress is None and new is not None:
-            progress = ("ReplicaSetUpdated", f'ReplicaSet "{new["metadata"]["name"]}" is progressing.')
-        await self._cleanup(deployment, new, olds)
-        await self._write_status(deployment, new, olds, progress=progress)
-
-    async def _create_new(self, deployment: Object, olds: list[Object]) -> Object:
-        collisions = int((deployment.get("status") or {}).get("collisionCount") or 0)
-        while True:
-            digest = template_hash(without_hash(deployment["spec"]["template"]), collisions)
-            template = deep_copy(deployment["spec"]["template"])
-            template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = digest
-            selector = deep_copy(deployment["spec"]["selector"])
-            selector.setdefault("matchLabels", {})[HASH_LABEL] = digest
-            surge, _ = surge_and_unavailable(deployment)
-            desired = int(deployment["spec"].get("replicas", 1))
-            annotations = {
-                REVISION: str(max((revision_of(rs) for rs in olds), default=0) + 1),
-                DESIRED: str(desired),
-                MAX_REPLICAS: str(desired + surge),
-            }
-            cause = (deployment["metadata"].get("annotations") or {}).get(CHANGE_CAUSE)
-            if cause:
-                annotations[CHANGE_CAUSE] = cause
-            body: dict[str, Any] = {
-                "apiVersion": "apps/v1",
-                "kind": "ReplicaSet",
-                "metadata": {
-                    "name": f"{deployment['metadata']['name']}-{digest}",
-                    "namespace": deployment["metadata"]["namespace"],
-                    "labels": dict(template["metadata"]["labels"]),
-                    "annotations": annotations,
-                    "ownerReferences": [controller_ref(deployment)],
-                },
-                "spec": {
-                    "replicas": 0,
-                    "minReadySeconds": int(deployment["spec"].get("minReadySeconds") or 0),
-                    "selector": selector,
-                    "template": template,
-                },
-            }
-            try:
-                created = await self.client.create(REPLICASETS, body)
-                return created
-            except ApiError as exc:
-                if not exc.already_exists:
-                    raise
-                existing = self.sets.get(f"{deployment['metadata']['namespace']}/{body['metadata']['name']}")
-                if (
-                    existing is not None
-                    and owner_uid(existing) == deployment["metadata"]["uid"]
-                    and without_hash(existing["spec"]["template"]) == without_hash(template)
-                ):
-                    return existing
-                collisions += 1  # a different template hashed to the same name: try the next hash
-                deployment.setdefault("status", {})["collisionCount"] = collisions
-
-    async def _stamp_revision(self, deployment: Object, new: Object, olds: list[Object]) -> Object:
-        """The new ReplicaSet carries the highest revision (after a rollback it did not)."""
-        highest = max((revision_of(rs) for rs in olds), default=0)
-        annotations = dict(new["metadata"].get("annotations") or {})
-        changed = False
-        if revision_of(new) <= highest:
-            old_revision = revision_of(new)
-            history = [h for h in annotations.get(REVISION_HISTORY, "").split(",") if h]
-            if old_revision:
-                history.append(str(old_revision))
-                annotations[REVISION_HISTORY] = ",".join(history)
-            annotations[REVISION] = str(highest + 1)
-            changed = True
-        desired = str(deployment["spec"].get("replicas", 1))
-        if annotations.get(DESIRED) != desired:
-            annotations[DESIRED] = desired
-            changed = True
-        cause = (deployment["metadata"].get("annotations") or {}).get(CHANGE_CAUSE)
-        if cause and annotations.get(CHANGE_CAUSE) != cause:
-            annotations[CHANGE_CAUSE] = cause
-            changed = True
-        if not changed:
-            return new
-        return await self.client.patch(
-            REPLICASETS,
-            new["metadata"]["name"],
-            {"metadata": {"annotations": annotations, "resourceVersion": new["metadata"]["resourceVersion"]}},
-            new["metadata"]["namespace"],
+        deployment = deep_copy(cached)
+        selector = from_structured(deployment["spec"].get("selector"))
+        found = self.sets.by_index("namespace", deployment["metadata"]["namespace"])
+        sets = await claim.execute(
+            self.client, REPLICASETS, deployment, claim.decide(deployment, found, selector=selector, release=False)
         )
+        now = self.now()
+        decided = plan(deployment, sets, now=now)
+        while decided.create is not None:
+            created = await self._create(deployment, decided.create)
+            if created is None:  # the name was taken by another template: the next hash, then plan again
+                status = deployment.setdefault("status", {})
+                status["collisionCount"] = int(status.get("collisionCount") or 0) + 1
+                decided = plan(deployment, sets, now=now)
+                continue
+            sets = [*sets, created]
+            decided = plan(deployment, sets, now=now, created=True)
+        await self._apply(deployment, sets, decided)
+        if decided.requeue_after is not None:
+            self.queue.add_after(key, decided.requeue_after)
 
-    async def _scale(self, deployment: Object, rs: Object, replicas: int) -> Object:
-        current = _spec_replicas(rs)
-        if current == replicas:
-            return rs
-        updated = await self.client.patch(
-            REPLICASETS,
-            rs["metadata"]["name"],
-            {"metadata": {"resourceVersion": rs["metadata"]["resourceVersion"]}, "spec": {"replicas": replicas}},
-            rs["metadata"]["namespace"],
-        )
-        direction = "up" if replicas > current else "down"
-        self.recorder.record(
-            deployment,
-            NORMAL,
-            "ScalingReplicaSet",
-            f"Scaled {direction} replica set {rs['metadata']['name']} from {current} to {replicas}",
-        )
-        return updated
-
-    async def _roll(self, deployment: Object, new: Object, olds: list[Object]) -> bool:
-        target = new_replicas(deployment, new, olds)
-        if target != _spec_replicas(new):
-            await self._scale(deployment, new, target)
-            return True
-        cuts = old_scale_down(deployment, new, olds)
-        for rs in olds:
-            if rs["metadata"]["name"] in cuts:
-                await self._scale(deployment, rs, cuts[rs["metadata"]["name"]])
-        return bool(cuts)
-
-    async def _recreate(self, deployment: Object, new: Object | None, olds: list[Object]) -> tuple[bool, Object | None]:
-        acted = False
-        for rs in olds:
-            if _spec_replicas(rs) > 0:
-                await self._scale(deployment, rs, 0)
-                acted = True
-        if acted or any(_status(rs, "replicas") > 0 for rs in olds):
-            return True, new  # wait until every old pod is gone
-        if new is None:
-            new = await self._create_new(deployment, olds)
-        desired = int(deployment["spec"].get("replicas", 1))
-        if _spec_replicas(new) != desired:
-            await self._scale(deployment, new, desired)
-            return True, new
-        return False, new
-
-    async def _cleanup(self, deployment: Object, new: Object | None, olds: list[Object]) -> None:
-        limit = int(deployment["spec"].get("revisionHistoryLimit", 10))
-        idle = sorted(
-            (
-                rs
-                for rs in olds
-                if _spec_replicas(rs) == 0
-                and _status(rs, "replicas") == 0
-                and not rs["metadata"].get("deletionTimestamp")
-            ),
-            key=revision_of,
-        )
-        for rs in idle[: max(len(idle) - limit, 0)]:
-            await ignore_not_found(
-                partial(self.client.delete, REPLICASETS, rs["metadata"]["name"], rs["metadata"]["namespace"])
-            )
-
-    async def _write_status(
-        self,
-        deployment: Object,
-        new: Object | None,
-        olds: list[Object],
-        *,
-        progress: tuple[str, str] | None = None,
-        paused: bool = False,
-    ) -> None:
-        if new is not None:
-            new = self.sets.get(key_of(new)) or new
-        olds = [self.sets.get(key_of(rs)) or rs for rs in olds]
-        status = deployment_status(deployment, new, olds)
-        conditions = list((deployment.get("status") or {}).get("conditions") or [])
-        desired = int(deployment["spec"].get("replicas", 1))
-        _, unavailable = surge_and_unavailable(deployment)
-        if status.get("availableReplicas", 0) >= desired - unavailable:
-            conditions = set_condition(
-                conditions, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."
-            )
-        else:
-            conditions = set_condition(
-                conditions,
-                "Available",
-                "False",
-                "MinimumReplicasUnavailable",
-                "Deployment does not have minimum availability.",
-            )
-        name = new["metadata"]["name"] if new else ""
-        progressing = next((c for c in conditions if c.get("type") == "Progressing"), None)
-        if paused:
-            conditions = set_condition(conditions, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused")
-        elif complete(deployment, status) and not [rs for rs in olds if _status(rs, "replicas")]:
-            conditions = set_condition(
-                conditions,
-                "Progressing",
-                "True",
-                "NewReplicaSetAvailable",
-                f'ReplicaSet "{name}" has successfully progressed.',
-            )
-        elif progress is not None:
-            conditions = set_condition(conditions, "Progressing", "True", *progress)
-        elif progressing is not None and progressing.get("reason") == "DeploymentPaused":
-            conditions = set_condition(
-                conditions, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed"
-            )
-        elif progressing is None and new is not None:
-            conditions = set_condition(
-                conditions, "Progressing", "True", "FoundNewReplicaSet", f'Found new replica set "{name}"'
-            )
-        else:
-            conditions = self._check_deadline(deployment, conditions, name)
-        status["conditions"] = conditions
-        annotations = deployment["metadata"].get("annotations") or {}
-        if new is not None and annotations.get(REVISION) != str(revision_of(new)):
-            await ignore_not_found(
-                lambda: self.client.patch(
-                    DEPLOYMENTS,
-                    deployment["metadata"]["name"],
-                    {"metadata": {"annotations": {REVISION: str(revision_of(new))}}},
-                    deployment["metadata"]["namespace"],
-                )
-            )
-        if status != (deployment.get("status") or {}):
-            latest = self.deployments.get(key_of(deployment)) or deployment
-            body = deep_copy(latest)
-            body["status"] = status
-            await ignore_not_found(lambda: self.client.update_status(DEPLOYMENTS, body))
-
-    def _check_deadline(self, deployment: Object, conditions: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-        deadline = deployment["spec"].get("progressDeadlineSeconds")
-        progressing = next((c for c in conditions if c.get("type") == "Progressing"), None)
+    async def _create(self, deployment: Object, body: Object) -> Object | None:
+        """The new ReplicaSet; one of the same name and template that exists already (the informer
+        had not seen it) serves as well; None when the name belongs to another template."""
+        try:
+            created: Object = await self.client.create(REPLICASETS, body)
+            return created
+        except ApiError as exc:
+            if not exc.already_exists:
+                raise
+        existing = self.sets.get(f"{body['metadata']['namespace']}/{body['metadata']['name']}")
         if (
-            deadline is None
-            or progressing is None
-            or progressing.get("reason") in ("NewReplicaSetAvailable", "ProgressDeadlineExceeded")
+            existing is not None
+            and owner_uid(existing) == deployment["metadata"]["uid"]
+            and without_hash(existing["spec"]["template"]) == without_hash(body["spec"]["template"])
         ):
-            return conditions
-        updated = parse_time(progressing.get("lastUpdateTime") or now())
-        left = updated.timestamp() + int(deadline) - datetime.now(UTC).timestamp()
-        if left <= 0:
-            return set_condition(
-                conditions,
-                "Progressing",
-                "False",
-                "ProgressDeadlineExceeded",
-                f'ReplicaSet "{name}" has timed out progressing.',
+            return existing
+        return None
+
+    async def _apply(self, deployment: Object, sets: list[Object], decided: Plan) -> None:
+        latest = {rs["metadata"]["name"]: rs for rs in sets}  # each write's answer carries the next resourceVersion
+        namespace = deployment["metadata"]["namespace"]
+        if decided.annotate is not None:
+            rs = latest[decided.annotate.name]
+            meta = {"annotations": decided.annotate.annotations, "resourceVersion": rs["metadata"]["resourceVersion"]}
+            latest[rs["metadata"]["name"]] = await self.client.patch(
+                REPLICASETS, rs["metadata"]["name"], {"metadata": meta}, namespace
             )
-        self.queue.add_after(key_of(deployment), left + 0.1)
-        return conditions
+        for step in decided.scale:
+            rs = latest[step.name]
+            patch = {
+                "metadata": {"resourceVersion": rs["metadata"]["resourceVersion"]},
+                "spec": {"replicas": step.replicas},
+            }
+            latest[step.name] = await self.client.patch(REPLICASETS, step.name, patch, namespace)
+            self.record(deployment, step.event)
+        for rs in decided.delete:
+            await ignore_not_found(partial(self.client.delete, REPLICASETS, rs["metadata"]["name"], namespace))
+        if decided.revision is not None:
+            annotations = {"metadata": {"annotations": {REVISION: decided.revision}}}
+            await ignore_not_found(
+                partial(self.client.patch, DEPLOYMENTS, deployment["metadata"]["name"], annotations, namespace)
+            )
+        await write_status(
+            self.client, DEPLOYMENTS, deployment, decided.status, latest=self.deployments.get(key_of(deployment))
+        )

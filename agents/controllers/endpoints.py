@@ -3,19 +3,21 @@
 For every Service with a selector, the pods that match it (and have an IP) become its endpoints:
 ready ones in ``addresses``, others in ``notReadyAddresses`` (or, in EndpointSlices, with their
 ready/serving/terminating conditions). Named target ports are resolved per pod. ``endpoints_for``
-and ``slices_for`` are pure; the controllers write only when the result differs.
+and ``slices_for`` compute what they must hold; ``plan_endpoints`` and ``plan_slices`` (pure) compare
+that with what exists and say what to create, update or delete, so nothing is written that holds
+already.
 """
 
 from __future__ import annotations
 
 import hashlib
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any
 
-from agents.controllers.base import Context, Controller, ignore_not_found
+from agents.controllers.base import Context, Controller, delete_object
 from agents.controllers.podutil import is_ready
 from agents.machinery.client import ApiError
-from agents.machinery.informer import key_of
+from agents.machinery.informer import key_of, split_key
 from agents.machinery.objects import Object, deep_copy
 from agents.machinery.resources import ENDPOINT_SLICES, ENDPOINTS, PODS, SERVICES
 from agents.machinery.selectors import from_structured
@@ -136,6 +138,119 @@ def slices_for(service: Object, pods: list[Object]) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class EndpointsPlan:
+    create: Object | None = None
+    update: Object | None = None
+    delete: Object | None = None
+
+
+def plan_endpoints(key: str, service: Object | None, current: Object | None, pods: list[Object]) -> EndpointsPlan:
+    """The write that makes the Endpoints ``key`` match ``service`` (None: it is gone) and ``pods``:
+    Endpoints of a Service without selector are left to whoever wrote them; those of a Service that
+    is gone are deleted if this controller made them."""
+    namespace, name = split_key(key)
+    if service is None:
+        if current is not None and (current["metadata"].get("labels") or {}).get(ENDPOINTS_MANAGED_BY):
+            return EndpointsPlan(delete=current)
+        return EndpointsPlan()
+    if not (service.get("spec") or {}).get("selector"):
+        return EndpointsPlan()
+    subsets = endpoints_for(service, pods)
+    labels = {**(service["metadata"].get("labels") or {}), ENDPOINTS_MANAGED_BY: "endpoint-controller"}
+    if (
+        current is not None
+        and (current.get("subsets") or []) == subsets
+        and (current["metadata"].get("labels") or {}) == labels
+    ):
+        return EndpointsPlan()
+    body: dict[str, Any] = (
+        deep_copy(current)
+        if current
+        else {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": namespace}}
+    )
+    body["metadata"]["labels"] = labels
+    body["subsets"] = subsets
+    if not subsets:
+        body.pop("subsets")
+    return EndpointsPlan(create=body) if current is None else EndpointsPlan(update=body)
+
+
+def slice_name(service: str, index: int) -> str:
+    return f"{service}-{hashlib.sha256(f'{service}/{index}'.encode()).hexdigest()[:5]}"
+
+
+@dataclass
+class SlicesPlan:
+    create: list[Object] = field(default_factory=list)
+    update: list[Object] = field(default_factory=list)
+    delete: list[Object] = field(default_factory=list)
+
+
+def plan_slices(key: str, service: Object | None, owned: list[Object], pods: list[Object]) -> SlicesPlan:
+    """The writes that make the EndpointSlices of Service ``key`` (``owned``: those this controller
+    manages) match ``service`` (None: it is gone) and ``pods``. A Service with a selector but no
+    endpoints still gets one empty slice, with its ports."""
+    _, name = split_key(key)
+    selector = service is not None and (service.get("spec") or {}).get("selector")
+    wanted = slices_for(service, pods) if service is not None and selector else []
+    if service is not None and selector and not wanted:
+        wanted = [
+            {
+                "ports": [
+                    {
+                        "name": p.get("name", ""),
+                        "port": p.get("targetPort") if isinstance(p.get("targetPort"), int) else p.get("port"),
+                        "protocol": p.get("protocol", "TCP"),
+                    }
+                    for p in service["spec"].get("ports") or []
+                ],
+                "endpoints": [],
+            }
+        ]
+    result = SlicesPlan()
+    for index, piece in enumerate(wanted):
+        existing = next((s for s in owned if s["metadata"]["name"] == slice_name(name, index)), None)
+        if (
+            existing is not None
+            and existing.get("endpoints", []) == piece["endpoints"]
+            and existing.get("ports", []) == piece["ports"]
+        ):
+            continue
+        assert service is not None
+        body: dict[str, Any] = deep_copy(existing) if existing else _new_slice(service, slice_name(name, index))
+        body["endpoints"] = piece["endpoints"]
+        body["ports"] = piece["ports"]
+        (result.update if existing is not None else result.create).append(body)
+    keep = {slice_name(name, i) for i in range(len(wanted))}
+    result.delete = [piece for piece in owned if piece["metadata"]["name"] not in keep]
+    return result
+
+
+def _new_slice(service: Object, name: str) -> Object:
+    meta = service["metadata"]
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "addressType": "IPv4",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {SERVICE_NAME: meta["name"], MANAGED_BY: MANAGER},
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+    }
+
+
 class _ServiceController(Controller):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -174,42 +289,21 @@ class EndpointsController(_ServiceController):
         self.endpoints = ctx.informer(ENDPOINTS)
 
     async def sync(self, key: str) -> None:
-        service = self.services.get(key)
-        namespace, name = key.split("/", 1)
-        if service is None:
-            current = self.endpoints.get(key)
-            if current is not None and (current["metadata"].get("labels") or {}).get(ENDPOINTS_MANAGED_BY):
-                await ignore_not_found(partial(self.client.delete, ENDPOINTS, name, namespace))
-            return
-        if not (service.get("spec") or {}).get("selector"):
-            return  # endpoints of services without selectors are managed by hand
-        subsets = endpoints_for(service, self.pods.by_index("namespace", namespace))
-        current = self.endpoints.get(key)
-        labels = {**(service["metadata"].get("labels") or {}), ENDPOINTS_MANAGED_BY: "endpoint-controller"}
-        if (
-            current is not None
-            and (current.get("subsets") or []) == subsets
-            and (current["metadata"].get("labels") or {}) == labels
-        ):
-            return
-        body: dict[str, Any] = (
-            deep_copy(current)
-            if current
-            else {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": namespace}}
+        namespace, _ = split_key(key)
+        decided = plan_endpoints(
+            key, self.services.get(key), self.endpoints.get(key), self.pods.by_index("namespace", namespace)
         )
-        body["metadata"]["labels"] = labels
-        body["subsets"] = subsets
-        if not subsets:
-            body.pop("subsets")
-        if current is None:
+        if decided.delete is not None:
+            await delete_object(self.client, ENDPOINTS, decided.delete)
+        if decided.update is not None:
+            await self.client.update(ENDPOINTS, decided.update)
+        if decided.create is not None:
             try:
-                await self.client.create(ENDPOINTS, body)
+                await self.client.create(ENDPOINTS, decided.create)
             except ApiError as exc:
                 if not exc.already_exists:
                     raise
-                self.queue.add_after(key, 0.1)
-        else:
-            await self.client.update(ENDPOINTS, body)
+                self.queue.add_after(key, 0.1)  # made meanwhile: look again once the informer has it
 
 
 class EndpointSliceController(_ServiceController):
@@ -226,83 +320,24 @@ class EndpointSliceController(_ServiceController):
             self.queue.add(f"{piece['metadata']['namespace']}/{labels[SERVICE_NAME]}")
 
     async def sync(self, key: str) -> None:
-        namespace, name = key.split("/", 1)
+        namespace, name = split_key(key)
         owned = [
             s
             for s in self.slices.by_index("namespace", namespace)
             if (s["metadata"].get("labels") or {}).get(SERVICE_NAME) == name
             and (s["metadata"].get("labels") or {}).get(MANAGED_BY) == MANAGER
         ]
-        service = self.services.get(key)
-        wanted = (
-            []
-            if service is None or not (service.get("spec") or {}).get("selector")
-            else slices_for(service, self.pods.by_index("namespace", namespace))
-        )
-        if service is not None and (service.get("spec") or {}).get("selector") and not wanted:
-            wanted = [
-                {
-                    "ports": [
-                        {
-                            "name": p.get("name", ""),
-                            "port": p.get("targetPort") if isinstance(p.get("targetPort"), int) else p.get("port"),
-                            "protocol": p.get("protocol", "TCP"),
-                        }
-                        for p in service["spec"].get("ports") or []
-                    ],
-                    "endpoints": [],
-                }
-            ]
-        for index, piece in enumerate(wanted):
-            slice_name = f"{name}-{hashlib.sha256(f'{name}/{index}'.encode()).hexdigest()[:5]}"
-            existing = next((s for s in owned if s["metadata"]["name"] == slice_name), None)
-            if (
-                existing is not None
-                and existing.get("endpoints", []) == piece["endpoints"]
-                and existing.get("ports", []) == piece["ports"]
-            ):
-                continue
-            assert service is not None
-            body: dict[str, Any] = (
-                deep_copy(existing)
-                if existing
-                else {
-                    "apiVersion": "discovery.k8s.io/v1",
-                    "kind": "EndpointSlice",
-                    "addressType": "IPv4",
-                    "metadata": {
-                        "name": slice_name,
-                        "namespace": namespace,
-                        "labels": {SERVICE_NAME: name, MANAGED_BY: MANAGER},
-                        "ownerReferences": [
-                            {
-                                "apiVersion": "v1",
-                                "kind": "Service",
-                                "name": name,
-                                "uid": service["metadata"]["uid"],
-                                "controller": True,
-                                "blockOwnerDeletion": True,
-                            }
-                        ],
-                    },
-                }
-            )
-            body["endpoints"] = piece["endpoints"]
-            body["ports"] = piece["ports"]
-            if existing is None:
-                try:
-                    await self.client.create(ENDPOINT_SLICES, body)
-                except ApiError as exc:
-                    if not exc.already_exists:
-                        raise
-            else:
-                await self.client.update(ENDPOINT_SLICES, body)
-        keep = {f"{name}-{hashlib.sha256(f'{name}/{i}'.encode()).hexdigest()[:5]}" for i in range(len(wanted))}
-        for piece in owned:
-            if piece["metadata"]["name"] not in keep:
-                await ignore_not_found(
-                    partial(self.client.delete, ENDPOINT_SLICES, piece["metadata"]["name"], namespace)
-                )
+        decided = plan_slices(key, self.services.get(key), owned, self.pods.by_index("namespace", namespace))
+        for body in decided.create:
+            try:
+                await self.client.create(ENDPOINT_SLICES, body)
+            except ApiError as exc:
+                if not exc.already_exists:
+                    raise
+        for body in decided.update:
+            await self.client.update(ENDPOINT_SLICES, body)
+        for piece in decided.delete:
+            await delete_object(self.client, ENDPOINT_SLICES, piece)
 
     def enqueue(self, obj: Object) -> None:
         self.queue.add(key_of(obj))

@@ -7,15 +7,20 @@
   then the finalizer is removed and the owner goes; the dependents stay.
 
 The collector watches every resource kubelab serves and indexes dependents by their owners' uids.
+Its work queue holds two kinds of keys: a dependent to check (``plan_dependent``) and an owner being
+deleted to finish (``plan_owner``); both plans are pure, and ``sync`` gathers what they need first
+(whether each owner still exists, asking the API server when the cache does not know it).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from agents.controllers.base import Context, Controller, ignore_not_found
+from agents.controllers.base import Context, Controller, delete_object, ignore_not_found
 from agents.machinery.client import ApiError
 from agents.machinery.informer import Informer, key_of
 from agents.machinery.objects import Object
@@ -29,6 +34,66 @@ ORPHAN = "orphan"
 
 def _owner_uids(obj: Object) -> list[str]:
     return [r.get("uid", "") for r in (obj.get("metadata") or {}).get("ownerReferences") or []]
+
+
+@dataclass(frozen=True)
+class DependentPlan:
+    keep: list[dict[str, Any]] | None = None  # the owner references to keep (the other owners are gone)
+    delete: str = ""  # delete the dependent, with this propagation policy
+
+
+def plan_dependent(dependent: Object, *, alive: list[dict[str, Any]], cached: Mapping[str, Object]) -> DependentPlan:
+    """What to do with ``dependent`` (not being deleted itself), given the references in ``alive``
+    whose owners exist and the owners the cache holds, by uid: delete it once every owner is gone,
+    drop the references of the gone owners, or delete it in the foreground when an owner is being
+    deleted in the foreground."""
+    refs = dependent["metadata"].get("ownerReferences") or []
+    if alive == refs:
+        for ref in refs:
+            owner = cached.get(ref.get("uid", ""))
+            if (
+                owner is not None
+                and owner["metadata"].get("deletionTimestamp")
+                and FOREGROUND in (owner["metadata"].get("finalizers") or [])
+            ):
+                return DependentPlan(delete="Foreground")
+        return DependentPlan()
+    if alive:
+        return DependentPlan(keep=alive)
+    return DependentPlan(delete="Background")
+
+
+@dataclass
+class OwnerPlan:
+    release: list[tuple[ResourceRef, Object]] = field(default_factory=list)  # they lose their reference to it
+    delete: list[tuple[ResourceRef, Object]] = field(default_factory=list)  # blocking dependents, in the foreground
+    drop_finalizer: str = ""  # the owner may go: this finalizer comes off
+
+
+def plan_owner(owner: Object, dependents: list[tuple[ResourceRef, Object]]) -> OwnerPlan:
+    """What deleting ``owner`` still needs, given its dependents: with the orphan finalizer, every
+    dependent loses its reference, then the finalizer goes; with foregroundDeletion, the dependents
+    that block its deletion are deleted, and the finalizer goes once there are none."""
+    meta = owner["metadata"]
+    finalizers = meta.get("finalizers") or []
+    if not meta.get("deletionTimestamp"):
+        return OwnerPlan()
+    if ORPHAN in finalizers:
+        return OwnerPlan(release=list(dependents), drop_finalizer=ORPHAN)
+    if FOREGROUND in finalizers:
+        blocking = [
+            (r, d)
+            for r, d in dependents
+            if any(
+                ref.get("uid") == meta["uid"] and ref.get("blockOwnerDeletion")
+                for ref in d["metadata"].get("ownerReferences") or []
+            )
+        ]
+        return OwnerPlan(
+            delete=[(r, d) for r, d in blocking if not d["metadata"].get("deletionTimestamp")],
+            drop_finalizer="" if blocking else FOREGROUND,
+        )
+    return OwnerPlan()
 
 
 class GarbageCollector(Controller):
@@ -115,89 +180,50 @@ class GarbageCollector(Controller):
     async def _collect(self, resource: ResourceRef, obj: Object) -> None:
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
-            return
+            return  # its deletion is under way
         namespace = meta.get("namespace", "")
         refs = meta.get("ownerReferences") or []
         alive = [ref for ref in refs if await self._owner_exists(ref, namespace)]
-        if alive == refs:
-            # owners deleting in the foreground take their blocking dependents with them
-            for ref in refs:
-                owner = self._find(ref, namespace)
-                if (
-                    owner is not None
-                    and owner[1]["metadata"].get("deletionTimestamp")
-                    and FOREGROUND in (owner[1]["metadata"].get("finalizers") or [])
-                ):
-                    await ignore_not_found(
-                        partial(
-                            self.client.delete,
-                            resource,
-                            meta["name"],
-                            namespace,
-                            propagation="Foreground",
-                            uid=meta["uid"],
-                        )
-                    )
-                    return
-            return
-        if alive:
+        cached = {ref.get("uid", ""): found[1] for ref in refs if (found := self._find(ref, namespace)) is not None}
+        decided = plan_dependent(obj, alive=alive, cached=cached)
+        if decided.keep is not None:
             await ignore_not_found(
                 partial(
                     self.client.patch,
                     resource,
                     meta["name"],
-                    {"metadata": {"ownerReferences": alive, "resourceVersion": meta["resourceVersion"]}},
+                    {"metadata": {"ownerReferences": decided.keep, "resourceVersion": meta["resourceVersion"]}},
                     namespace,
                 )
             )
-            return
-        log.info("deleting %s %s/%s: its owners are gone", resource.kind, namespace, meta["name"])
-        await ignore_not_found(
-            partial(self.client.delete, resource, meta["name"], namespace, propagation="Background", uid=meta["uid"])
-        )
+        if decided.delete:
+            if decided.delete == "Background":
+                log.info("deleting %s %s/%s: its owners are gone", resource.kind, namespace, meta["name"])
+            await ignore_not_found(
+                partial(
+                    self.client.delete, resource, meta["name"], namespace, propagation=decided.delete, uid=meta["uid"]
+                )
+            )
 
     async def _finish_owner(self, resource: ResourceRef, owner: Object) -> None:
         meta = owner["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if not meta.get("deletionTimestamp"):
-            return
         dependents = [(r, d) for r, inf in self.informers.values() for d in inf.by_index("owners", meta["uid"])]
-        if ORPHAN in finalizers:
-            for dep_resource, dependent in dependents:
-                refs = [r for r in dependent["metadata"].get("ownerReferences") or [] if r.get("uid") != meta["uid"]]
-                await ignore_not_found(
-                    partial(
-                        self.client.patch,
-                        dep_resource,
-                        dependent["metadata"]["name"],
-                        {"metadata": {"ownerReferences": refs or None}},
-                        dependent["metadata"].get("namespace", ""),
-                    )
+        decided = plan_owner(owner, dependents)
+        for dep_resource, dependent in decided.release:
+            refs = [r for r in dependent["metadata"].get("ownerReferences") or [] if r.get("uid") != meta["uid"]]
+            await ignore_not_found(
+                partial(
+                    self.client.patch,
+                    dep_resource,
+                    dependent["metadata"]["name"],
+                    {"metadata": {"ownerReferences": refs or None}},
+                    dependent["metadata"].get("namespace", ""),
                 )
-            await self._drop_finalizer(resource, owner, ORPHAN)
-            return
-        if FOREGROUND in finalizers:
-            blocking = [
-                (r, d)
-                for r, d in dependents
-                if any(
-                    ref.get("uid") == meta["uid"] and ref.get("blockOwnerDeletion")
-                    for ref in d["metadata"].get("ownerReferences") or []
-                )
-            ]
-            for dep_resource, dependent in blocking:
-                if not dependent["metadata"].get("deletionTimestamp"):
-                    await ignore_not_found(
-                        partial(
-                            self.client.delete,
-                            dep_resource,
-                            dependent["metadata"]["name"],
-                            dependent["metadata"].get("namespace", ""),
-                            propagation="Foreground",
-                        )
-                    )
-            if not blocking:
-                await self._drop_finalizer(resource, owner, FOREGROUND)
+            )
+        for dep_resource, dependent in decided.delete:
+            await delete_object(self.client, dep_resource, dependent, propagation="Foreground")
+        if decided.drop_finalizer:
+            await self._drop_finalizer(resource, owner, decided.drop_finalizer)
 
     async def _drop_finalizer(self, resource: ResourceRef, owner: Object, finalizer: str) -> None:
         meta = owner["metadata"]

@@ -3,17 +3,20 @@
 Each revision stores the pod template as a patch (``{"spec": {"template": {..., "$patch":
 "replace"}}}``), which is what ``kubectl rollout undo`` applies, and is named after a hash of it.
 Going back to an old template makes its revision the newest again, as with Deployments.
+``revision_step`` and ``beyond_limit`` decide (pure); ``ensure`` and ``trim`` carry that out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from agents.controllers.base import owner_uid
+from agents.controllers import claim
+from agents.controllers.base import delete_object
 from agents.controllers.deployment import template_hash
 from agents.controllers.podutil import controller_ref
 from agents.machinery.client import ApiError, Client
-from agents.machinery.informer import Informer
 from agents.machinery.objects import Object, deep_copy
 from agents.machinery.resources import CONTROLLER_REVISIONS
 
@@ -26,29 +29,31 @@ def revision_data(owner: Object) -> dict[str, Any]:
     return {"spec": {"template": template}}
 
 
-def owned_revisions(informer: Informer, owner: Object) -> list[Object]:
-    uid = owner["metadata"]["uid"]
-    return sorted(
-        (r for r in informer.by_index("namespace", owner["metadata"]["namespace"]) if owner_uid(r) == uid),
-        key=lambda r: int(r.get("revision", 0)),
-    )
+def owned(owner: Object, revisions: Iterable[Object]) -> list[Object]:
+    """The owner's revisions, oldest (lowest ``revision``) first."""
+    return sorted(claim.controlled(owner, revisions), key=lambda r: int(r.get("revision", 0)))
 
 
-async def ensure_revision(client: Client, informer: Informer, owner: Object) -> Object:
-    """The revision of the owner's current template, created or promoted as needed."""
+@dataclass(frozen=True)
+class RevisionStep:
+    """How the owner's current template gets its revision: it has one already (``found``), an older
+    one must become the newest (``promote`` to ``revision``), or one must be created (``create``)."""
+
+    found: Object | None = None
+    promote: Object | None = None
+    revision: int = 0
+    create: Object | None = None
+
+
+def revision_step(owner: Object, revisions: Iterable[Object]) -> RevisionStep:
     data = revision_data(owner)
-    revisions = owned_revisions(informer, owner)
-    highest = max((int(r.get("revision", 0)) for r in revisions), default=0)
-    match = next((r for r in revisions if r.get("data") == data), None)
+    mine = owned(owner, revisions)
+    highest = max((int(r.get("revision", 0)) for r in mine), default=0)
+    match = next((r for r in mine if r.get("data") == data), None)
     if match is not None:
         if int(match.get("revision", 0)) < highest:
-            return await client.patch(
-                CONTROLLER_REVISIONS,
-                match["metadata"]["name"],
-                {"revision": highest + 1},
-                match["metadata"]["namespace"],
-            )
-        return match
+            return RevisionStep(promote=match, revision=highest + 1)
+        return RevisionStep(found=match)
     digest = template_hash(data)
     labels = dict(((owner.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {})
     labels[HASH_LABEL] = digest
@@ -64,21 +69,34 @@ async def ensure_revision(client: Client, informer: Informer, owner: Object) -> 
         "data": data,
         "revision": highest + 1,
     }
-    try:
-        return await client.create(CONTROLLER_REVISIONS, body)
-    except ApiError as exc:
-        if not exc.already_exists:
-            raise
-        return await client.get(CONTROLLER_REVISIONS, body["metadata"]["name"], owner["metadata"]["namespace"])
+    return RevisionStep(create=body)
 
 
-async def trim(client: Client, informer: Informer, owner: Object, keep: set[str]) -> None:
-    """Delete the oldest revisions beyond revisionHistoryLimit, except those named in ``keep``."""
-    limit = int((owner.get("spec") or {}).get("revisionHistoryLimit", 10))
-    revisions = [r for r in owned_revisions(informer, owner) if r["metadata"]["name"] not in keep]
-    for revision in revisions[: max(len(revisions) - limit, 0)]:
+async def ensure(client: Client, step: RevisionStep) -> Object:
+    """The revision of the owner's current template, once ``step`` is made."""
+    if step.promote is not None:
+        meta = step.promote["metadata"]
+        return await client.patch(CONTROLLER_REVISIONS, meta["name"], {"revision": step.revision}, meta["namespace"])
+    if step.create is not None:
+        meta = step.create["metadata"]
         try:
-            await client.delete(CONTROLLER_REVISIONS, revision["metadata"]["name"], revision["metadata"]["namespace"])
+            return await client.create(CONTROLLER_REVISIONS, step.create)
         except ApiError as exc:
-            if not exc.not_found:
+            if not exc.already_exists:
                 raise
+            return await client.get(CONTROLLER_REVISIONS, meta["name"], meta["namespace"])
+    assert step.found is not None
+    return step.found
+
+
+def beyond_limit(owner: Object, revisions: Iterable[Object], keep: set[str]) -> list[Object]:
+    """The oldest revisions beyond ``revisionHistoryLimit``, except those named in ``keep``."""
+    limit = int((owner.get("spec") or {}).get("revisionHistoryLimit", 10))
+    candidates = [r for r in owned(owner, revisions) if r["metadata"]["name"] not in keep]
+    return candidates[: max(len(candidates) - limit, 0)]
+
+
+async def trim(client: Client, revisions: list[Object]) -> None:
+    """Delete ``revisions`` one after the other; one already gone is no error."""
+    for revision in revisions:
+        await delete_object(client, CONTROLLER_REVISIONS, revision)

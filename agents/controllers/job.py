@@ -7,6 +7,10 @@ controller restarts in between. More failures than ``backoffLimit`` or a run lon
 ``activeDeadlineSeconds`` fail the Job; ``suspend`` stops its pods; ``ttlSecondsAfterFinished``
 deletes a finished Job. Indexed Jobs give each pod a completion index. A failed pod is replaced after
 a back-off (10 s, doubled for each earlier failure, at most 6 minutes), as kube's controller does.
+
+``plan`` is pure: from the Job, its pods, the time and how long ago this controller saw a pod of it
+fail, it decides the tracking writes (uncounted pods, finalizers to remove), the pods to create or
+delete, the outcome (conditions and their event), the status, and when to look again.
 """
 
 from __future__ import annotations
@@ -14,16 +18,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
-from agents.controllers.base import Context, Controller, delete_object, gather_limited, ignore_not_found, owner_uid
-from agents.controllers.podutil import Expectations, is_ready, pod_from_template
-from agents.machinery.client import ApiError
+from agents.controllers import claim
+from agents.controllers.base import (
+    Context,
+    Controller,
+    Event,
+    delete_object,
+    gather_limited,
+    ignore_not_found,
+    rfc3339,
+    write_status,
+)
+from agents.controllers.podutil import Expectations, is_active, is_ready, pod_from_template
 from agents.machinery.events import NORMAL, WARNING
 from agents.machinery.informer import key_of
-from agents.machinery.objects import Object, deep_copy, now, parse_time
+from agents.machinery.objects import Object, deep_copy, parse_time
 from agents.machinery.resources import JOBS, PODS
 
 log = logging.getLogger(__name__)
@@ -64,8 +78,8 @@ def format_indexes(indexes: set[int]) -> str:
     return ",".join(parts)
 
 
-def _condition(kind: str, reason: str, message: str) -> dict[str, Any]:
-    stamp = now()
+def _condition(kind: str, reason: str, message: str, *, now: datetime) -> dict[str, Any]:
+    stamp = rfc3339(now)
     return {
         "type": kind,
         "status": "True",
@@ -89,6 +103,246 @@ def completed_indexes(status: Mapping[str, Any], pods: list[Object]) -> set[int]
 def _index_of(pod: Object) -> int | None:
     raw = (pod["metadata"].get("annotations") or {}).get(INDEX_ANNOTATION)
     return int(raw) if raw is not None and raw.isdigit() else None
+
+
+def _tracked(pod: Object) -> bool:
+    return TRACKING in (pod["metadata"].get("finalizers") or [])
+
+
+@dataclass
+class Plan:
+    uncounted: dict[str, Any] | None = None  # status naming newly finished pods, written before their finalizers go
+    release: list[Object] = field(default_factory=list)  # pods whose tracking finalizer goes
+    failure_seen: bool = False  # a pod newly found failed: the back-off counts from now
+    events: list[Event] = field(default_factory=list)
+    delete: list[Object] = field(default_factory=list)
+    create: list[Object] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    delete_job: bool = False  # finished longer ago than ttlSecondsAfterFinished
+    requeue_after: float | None = None
+
+
+def job_status(status: dict[str, Any], pods: list[Object]) -> dict[str, Any]:
+    """``status`` with the pod counts (active, ready, terminating), zero counts left out."""
+    active = [p for p in pods if is_active(p)]
+    status = {
+        **status,
+        "active": len(active),
+        "ready": sum(1 for p in active if is_ready(p)),
+        "terminating": sum(1 for p in pods if p["metadata"].get("deletionTimestamp")),
+    }
+    return {k: v for k, v in status.items() if v not in (0, None, "", []) or k in ("ready",)}
+
+
+def plan(
+    job: Object,
+    pods: list[Object],
+    *,
+    now: datetime,
+    expectations_met: bool,
+    backoff: float,
+    failure_age: float | None,
+) -> Plan:
+    """What to do for ``job`` given the pods it controls; ``backoff`` is the first replacement delay
+    and ``failure_age`` the seconds since this controller saw one of its pods fail (None: never)."""
+    result = Plan()
+    status = _track(result, job, pods, deep_copy(job.get("status") or {}))
+    spec = job.get("spec") or {}
+    done = finished(job)
+    if done:
+        _finish(result, job, pods, status, done, now=now)
+        return result
+    active = [p for p in pods if is_active(p)]
+    if not spec.get("suspend"):
+        status.setdefault("startTime", rfc3339(now))
+    # pods that finished but are not counted yet (their finalizer is being removed) count too:
+    # otherwise a finished pod would look like room for another one
+    uncounted = status.get("uncountedTerminatedPods") or {}
+    pending = len(uncounted.get("succeeded") or []) + len(uncounted.get("failed") or [])
+    failed = int(status.get("failed", 0)) + len(uncounted.get("failed") or [])
+    succeeded = int(status.get("succeeded", 0)) + len(uncounted.get("succeeded") or [])
+    completions = spec.get("completions")
+    parallelism = int(spec.get("parallelism", 1))
+    indexed = spec.get("completionMode") == "Indexed"
+    done_indexes = completed_indexes(status, pods)
+    verdict = _verdict(job, status, active, succeeded=succeeded, failed=failed, done_indexes=done_indexes, now=now)
+    if verdict is not None and pending:
+        result.status = job_status(status, pods)  # every finished pod is counted before the outcome
+        return result
+    if verdict is not None:
+        kind, reason, message = verdict
+        conditions = [c for c in status.get("conditions") or [] if c.get("type") not in (kind,)]
+        if kind == "Failed":
+            conditions.append(_condition("FailureTarget", reason, message, now=now))
+        else:
+            conditions.append(_condition("SuccessCriteriaMet", reason, message, now=now))
+            status["completionTime"] = rfc3339(now)
+        conditions.append(_condition(kind, reason, message, now=now))
+        status["conditions"] = conditions
+        complete = kind == "Complete"
+        result.events.append(Event(NORMAL if complete else WARNING, "Completed" if complete else reason, message))
+        result.delete = active
+        result.status = job_status(status, pods)
+        return result
+    if spec.get("suspend"):
+        result.delete = active
+        status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "Suspended"] + [
+            _condition("Suspended", "JobSuspended", "Job suspended", now=now)
+        ]
+        result.status = job_status(status, pods)
+        return result
+    completed = len(done_indexes) if indexed else succeeded
+    want = parallelism if completions is None else min(parallelism, int(completions) - completed)
+    want = max(want, 0)
+    if completions is None and succeeded > 0:
+        want = 0  # a work-queue Job: once one pod succeeds, no new pods start
+    age = 0.0 if result.failure_seen else failure_age
+    wait = _backoff_left(failed, backoff=backoff, failure_age=age)
+    waits: list[float] = []
+    if expectations_met:
+        if len(active) < want and wait > 0:
+            waits.append(wait)  # a pod failed lately: the replacement waits (kube's backoff)
+        elif len(active) < want:
+            result.create = _new_pods(job, want - len(active), active=active, done=done_indexes, indexed=indexed)
+        elif len(active) > want:
+            newest_first = sorted(active, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
+            result.delete = newest_first[: len(active) - want]
+    result.status = job_status(status, pods)
+    deadline = spec.get("activeDeadlineSeconds")
+    if deadline and status.get("startTime"):
+        left = parse_time(status["startTime"]).timestamp() + int(deadline) - now.timestamp()
+        waits.append(max(left, 0) + 0.1)
+    result.requeue_after = min(waits) if waits else None
+    return result
+
+
+def _backoff_left(failed: int, *, backoff: float, failure_age: float | None) -> float:
+    """Seconds until a replacement may start after the latest failure: the base delay doubled for
+    every earlier failure, at most six minutes."""
+    if not failed or failure_age is None:
+        return 0.0
+    delay = min(backoff * float(2 ** (failed - 1)), MAX_BACKOFF)
+    return max(delay - failure_age, 0.0)
+
+
+def _verdict(
+    job: Object,
+    status: dict[str, Any],
+    active: list[Object],
+    *,
+    succeeded: int,
+    failed: int,
+    done_indexes: set[int],
+    now: datetime,
+) -> tuple[str, str, str] | None:
+    spec = job.get("spec") or {}
+    if failed > int(spec.get("backoffLimit", 6)):
+        return "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+    deadline = spec.get("activeDeadlineSeconds")
+    if (
+        deadline
+        and status.get("startTime")
+        and (now - parse_time(status["startTime"])).total_seconds() >= int(deadline)
+    ):
+        return "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"
+    completions = spec.get("completions")
+    if spec.get("completionMode") == "Indexed" and completions is not None:
+        if len(done_indexes) >= int(completions):
+            return "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
+    elif (completions is not None and succeeded >= int(completions)) or (
+        completions is None and succeeded > 0 and not active
+    ):
+        return "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
+    return None
+
+
+def _track(result: Plan, job: Object, pods: list[Object], status: dict[str, Any]) -> dict[str, Any]:
+    """Count finished pods exactly once: a finished pod is first named in ``uncountedTerminatedPods``
+    (written before anything else), then its finalizer is removed, then, once the pod shows no
+    finalizer, it is counted. Returns the status as it stands after that."""
+    uncounted = status.get("uncountedTerminatedPods") or {}
+    pending = {"succeeded": list(uncounted.get("succeeded") or []), "failed": list(uncounted.get("failed") or [])}
+    changed = False
+    for pod in pods:
+        phase = (pod.get("status") or {}).get("phase")
+        uid = pod["metadata"]["uid"]
+        ended = phase in ("Succeeded", "Failed") or bool(pod["metadata"].get("deletionTimestamp"))
+        if not _tracked(pod) or not ended:
+            continue
+        bucket = "succeeded" if phase == "Succeeded" else "failed"
+        if uid not in pending["succeeded"] and uid not in pending["failed"]:
+            pending[bucket].append(uid)
+            changed = True
+            if bucket == "failed":
+                result.failure_seen = True
+    if changed:
+        status["uncountedTerminatedPods"] = pending
+        result.uncounted = deep_copy(job_status(status, pods))
+        status = deep_copy(result.uncounted)
+    result.release = [
+        p for p in pods if p["metadata"]["uid"] in pending["succeeded"] + pending["failed"] and _tracked(p)
+    ]
+    live = {p["metadata"]["uid"] for p in pods if _tracked(p)}
+    counted = False
+    for bucket in ("succeeded", "failed"):
+        settled = [uid for uid in pending[bucket] if uid not in live]
+        if settled:
+            status[bucket] = int(status.get(bucket, 0)) + len(settled)
+            pending[bucket] = [uid for uid in pending[bucket] if uid in live]
+            counted = True
+    if counted:
+        if (job.get("spec") or {}).get("completionMode") == "Indexed":
+            status["completedIndexes"] = format_indexes(completed_indexes(status, pods))
+        status["uncountedTerminatedPods"] = {k: v for k, v in pending.items() if v}
+        if not status["uncountedTerminatedPods"]:
+            status["uncountedTerminatedPods"] = {}
+    return status
+
+
+def _finish(result: Plan, job: Object, pods: list[Object], status: dict[str, Any], done: str, *, now: datetime) -> None:
+    """A finished Job: every finalizer goes, a failed Job's running pods go, and the Job itself once
+    ``ttlSecondsAfterFinished`` has passed."""
+    releasing = {p["metadata"]["uid"] for p in result.release}
+    result.release += [p for p in pods if _tracked(p) and p["metadata"]["uid"] not in releasing]
+    if done == "Failed":
+        result.delete = [p for p in pods if is_active(p)]
+    result.status = job_status(status, pods)
+    ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
+    finished_at = status.get("completionTime") or next(
+        (c.get("lastTransitionTime") for c in status.get("conditions") or [] if c.get("type") == done), None
+    )
+    if ttl is not None and finished_at:
+        left = parse_time(finished_at).timestamp() + int(ttl) - now.timestamp()
+        if left <= 0:
+            result.delete_job = True
+        else:
+            result.requeue_after = left + 0.1
+
+
+def _new_pods(job: Object, count: int, *, active: list[Object], done: set[int], indexed: bool) -> list[Object]:
+    """Up to ``count`` pods, carrying the tracking finalizer; an Indexed Job's take the lowest free
+    indexes (neither completed nor running)."""
+    template = deep_copy((job.get("spec") or {}).get("template") or {})
+    template.setdefault("metadata", {})["finalizers"] = [TRACKING]
+    if not indexed:
+        return [pod_from_template(template, job) for _ in range(count)]
+    bodies = []
+    running = {i for p in active if (i := _index_of(p)) is not None}
+    completions = int((job.get("spec") or {}).get("completions") or 0)
+    free = [i for i in range(completions) if i not in done and i not in running][:count]
+    for index in free:
+        pod = pod_from_template(
+            template,
+            job,
+            generate_name=f"{job['metadata']['name']}-{index}-",
+            labels={INDEX_LABEL: str(index)},
+            annotations={INDEX_ANNOTATION: str(index)},
+        )
+        pod["spec"]["hostname"] = f"{job['metadata']['name']}-{index}"
+        for container in pod["spec"].get("containers") or []:
+            container.setdefault("env", []).append({"name": "JOB_COMPLETION_INDEX", "value": str(index)})
+        bodies.append(pod)
+    return bodies
 
 
 class JobController(Controller):
@@ -135,166 +389,33 @@ class JobController(Controller):
         if job is None:
             self.expectations.forget(key)
             return
-        uid = job["metadata"]["uid"]
-        pods = [p for p in self.pods.by_index("namespace", job["metadata"]["namespace"]) if owner_uid(p) == uid]
-        spec = job.get("spec") or {}
-        status: dict[str, Any] = deep_copy(job.get("status") or {})
-        status = await self._track(job, pods, status)
-        done = finished(job)
-        if done:
-            await self._finish(job, pods, status, done)
-            return
-        active = [
-            p
-            for p in pods
-            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-            and not p["metadata"].get("deletionTimestamp")
-        ]
-        if not spec.get("suspend"):
-            status.setdefault("startTime", now())
-        # pods that finished but are not counted yet (their finalizer is being removed) count too:
-        # otherwise a finished pod would look like room for another one
-        uncounted = status.get("uncountedTerminatedPods") or {}
-        pending = len(uncounted.get("succeeded") or []) + len(uncounted.get("failed") or [])
-        failed = int(status.get("failed", 0)) + len(uncounted.get("failed") or [])
-        succeeded = int(status.get("succeeded", 0)) + len(uncounted.get("succeeded") or [])
-        completions = spec.get("completions")
-        parallelism = int(spec.get("parallelism", 1))
-        indexed = spec.get("completionMode") == "Indexed"
-        done_indexes = completed_indexes(status, pods)
-        verdict = self._verdict(job, status, active, succeeded=succeeded, failed=failed, done_indexes=done_indexes)
-        if verdict is not None and pending:
-            await self._write_status(job, status, pods)  # every finished pod is counted before the outcome
-            return
-        if verdict is not None:
-            kind, reason, message = verdict
-            conditions = [c for c in status.get("conditions") or [] if c.get("type") not in (kind,)]
-            if kind == "Failed":
-                conditions.append(_condition("FailureTarget", reason, message))
-            else:
-                conditions.append(_condition("SuccessCriteriaMet", reason, message))
-                status["completionTime"] = now()
-            conditions.append(_condition(kind, reason, message))
-            status["conditions"] = conditions
-            self.recorder.record(
-                job, NORMAL if kind == "Complete" else WARNING, "Completed" if kind == "Complete" else reason, message
-            )
-            await self._delete(job, active)
-            await self._write_status(job, status, pods)
-            return
-        if spec.get("suspend"):
-            await self._delete(job, active)
-            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "Suspended"] + [
-                _condition("Suspended", "JobSuspended", "Job suspended")
-            ]
-            await self._write_status(job, status, pods)
-            return
-        completed = len(done_indexes) if indexed else succeeded
-        want = parallelism if completions is None else min(parallelism, int(completions) - completed)
-        want = max(want, 0)
-        if completions is None and succeeded > 0:
-            want = 0  # a work-queue Job: once one pod succeeds, no new pods start
-        wait = self._backoff_left(key, failed)
-        if self.expectations.satisfied(key):
-            if len(active) < want and wait > 0:
-                self.queue.add_after(key, wait)  # a pod failed lately: the replacement waits (kube's backoff)
-            elif len(active) < want:
-                await self._create(
-                    job, key, count=want - len(active), active=active, done=done_indexes, indexed=indexed
-                )
-            elif len(active) > want:
-                await self._delete(
-                    job,
-                    sorted(active, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)[
-                        : len(active) - want
-                    ],
-                )
-        await self._write_status(job, status, pods)
-        deadline = spec.get("activeDeadlineSeconds")
-        if deadline and status.get("startTime"):
-            left = parse_time(status["startTime"]).timestamp() + int(deadline) - datetime.now(UTC).timestamp()
-            self.queue.add_after(key, max(left, 0) + 0.1)
-
-    def _backoff_left(self, key: str, failed: int) -> float:
-        """Seconds until a replacement may start after the latest failure: the base delay doubled for
-        every earlier failure, at most six minutes."""
-        last = self._last_failure.get(key)
-        if not failed or last is None:
-            return 0.0
-        delay = min(self.backoff * float(2 ** (failed - 1)), MAX_BACKOFF)
-        return max(last + delay - asyncio.get_running_loop().time(), 0.0)
-
-    def _verdict(
-        self,
-        job: Object,
-        status: dict[str, Any],
-        active: list[Object],
-        *,
-        succeeded: int,
-        failed: int,
-        done_indexes: set[int],
-    ) -> tuple[str, str, str] | None:
-        spec = job.get("spec") or {}
-        if failed > int(spec.get("backoffLimit", 6)):
-            return "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
-        deadline = spec.get("activeDeadlineSeconds")
-        if (
-            deadline
-            and status.get("startTime")
-            and (datetime.now(UTC) - parse_time(status["startTime"])).total_seconds() >= int(deadline)
-        ):
-            return "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"
-        completions = spec.get("completions")
-        if spec.get("completionMode") == "Indexed" and completions is not None:
-            if len(done_indexes) >= int(completions):
-                return "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
-        elif (completions is not None and succeeded >= int(completions)) or (
-            completions is None and succeeded > 0 and not active
-        ):
-            return "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
-        return None
-
-    async def _track(self, job: Object, pods: list[Object], status: dict[str, Any]) -> dict[str, Any]:
-        """Count finished pods exactly once (uncounted -> finalizer removed -> counted)."""
-        uncounted = status.get("uncountedTerminatedPods") or {}
-        pending = {"succeeded": list(uncounted.get("succeeded") or []), "failed": list(uncounted.get("failed") or [])}
-        changed = False
-        for pod in pods:
-            phase = (pod.get("status") or {}).get("phase")
-            tracked = TRACKING in (pod["metadata"].get("finalizers") or [])
-            uid = pod["metadata"]["uid"]
-            ended = phase in ("Succeeded", "Failed") or bool(pod["metadata"].get("deletionTimestamp"))
-            if not tracked or not ended:
-                continue
-            bucket = "succeeded" if phase == "Succeeded" else "failed"
-            if uid not in pending["succeeded"] and uid not in pending["failed"]:
-                pending[bucket].append(uid)
-                changed = True
-                if bucket == "failed":
-                    self._last_failure[key_of(job)] = asyncio.get_running_loop().time()
-        if changed:
-            status["uncountedTerminatedPods"] = pending
-            status = await self._write_status(job, status, pods)
-        for pod in pods:
-            if pod["metadata"]["uid"] in pending["succeeded"] + pending["failed"] and TRACKING in (
-                pod["metadata"].get("finalizers") or []
-            ):
-                await self._release(pod)
-        live = {p["metadata"]["uid"] for p in pods if TRACKING in (p["metadata"].get("finalizers") or [])}
-        counted = False
-        for bucket in ("succeeded", "failed"):
-            settled = [uid for uid in pending[bucket] if uid not in live]
-            if settled:
-                status[bucket] = int(status.get(bucket, 0)) + len(settled)
-                pending[bucket] = [uid for uid in pending[bucket] if uid in live]
-                counted = True
-        if counted:
-            if (job.get("spec") or {}).get("completionMode") == "Indexed":
-                status["completedIndexes"] = format_indexes(completed_indexes(status, pods))
-            status["uncountedTerminatedPods"] = {k: v for k, v in pending.items() if v}
-            if not status["uncountedTerminatedPods"]:
-                status["uncountedTerminatedPods"] = {}
-        return status
+        pods = claim.controlled(job, self.pods.by_index("namespace", job["metadata"]["namespace"]))
+        clock = asyncio.get_running_loop().time()
+        last_failure = self._last_failure.get(key)
+        decided = plan(
+            job,
+            pods,
+            now=self.now(),
+            expectations_met=self.expectations.satisfied(key),
+            backoff=self.backoff,
+            failure_age=None if last_failure is None else clock - last_failure,
+        )
+        if decided.failure_seen:
+            self._last_failure[key] = clock
+        if decided.uncounted is not None:
+            await write_status(self.client, JOBS, job, decided.uncounted, latest=self.jobs.get(key))
+        for pod in decided.release:
+            await self._release(pod)
+        self.record(job, *decided.events)
+        if decided.delete:
+            await gather_limited([partial(delete_object, self.client, PODS, p) for p in decided.delete])
+        if decided.create:
+            await self._create(job, key, decided.create)
+        await write_status(self.client, JOBS, job, decided.status, latest=self.jobs.get(key))
+        if decided.delete_job:
+            await delete_object(self.client, JOBS, job, propagation="Background")
+        if decided.requeue_after is not None:
+            self.queue.add_after(key, decided.requeue_after)
 
     async def _release(self, pod: Object) -> None:
         finalizers = [f for f in pod["metadata"].get("finalizers") or [] if f != TRACKING]
@@ -308,32 +429,7 @@ class JobController(Controller):
             )
         )
 
-    async def _create(
-        self, job: Object, key: str, *, count: int, active: list[Object], done: set[int], indexed: bool
-    ) -> None:
-        template = deep_copy((job.get("spec") or {}).get("template") or {})
-        template.setdefault("metadata", {})["finalizers"] = [TRACKING]
-        bodies = []
-        if indexed:
-            running = {i for p in active if (i := _index_of(p)) is not None}
-            completions = int((job.get("spec") or {}).get("completions") or 0)
-            free = [i for i in range(completions) if i not in done and i not in running][:count]
-            for index in free:
-                pod = pod_from_template(
-                    template,
-                    job,
-                    generate_name=f"{job['metadata']['name']}-{index}-",
-                    labels={INDEX_LABEL: str(index)},
-                    annotations={INDEX_ANNOTATION: str(index)},
-                )
-                pod["spec"]["hostname"] = f"{job['metadata']['name']}-{index}"
-                for container in pod["spec"].get("containers") or []:
-                    container.setdefault("env", []).append({"name": "JOB_COMPLETION_INDEX", "value": str(index)})
-                bodies.append(pod)
-        else:
-            bodies = [pod_from_template(template, job) for _ in range(count)]
-        if not bodies:
-            return
+    async def _create(self, job: Object, key: str, bodies: list[Object]) -> None:
         self.expectations.expect(key, adds=len(bodies))
         results = await gather_limited([partial(self.client.create, PODS, body) for body in bodies])
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -343,67 +439,3 @@ class JobController(Controller):
         for result in results:
             if not isinstance(result, BaseException):
                 self.recorder.record(job, NORMAL, "SuccessfulCreate", f"Created pod: {result['metadata']['name']}")
-
-    async def _delete(self, job: Object, pods: list[Object]) -> None:
-        if pods:
-            await gather_limited(
-                [
-                    partial(
-                        ignore_not_found,
-                        partial(self.client.delete, PODS, p["metadata"]["name"], p["metadata"]["namespace"]),
-                    )
-                    for p in pods
-                ]
-            )
-
-    async def _finish(self, job: Object, pods: list[Object], status: dict[str, Any], done: str) -> None:
-        for pod in pods:
-            if TRACKING in (pod["metadata"].get("finalizers") or []):
-                await self._release(pod)
-        if done == "Failed":
-            await self._delete(
-                job,
-                [
-                    p
-                    for p in pods
-                    if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-                    and not p["metadata"].get("deletionTimestamp")
-                ],
-            )
-        await self._write_status(job, status, pods)
-        ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
-        finished_at = status.get("completionTime") or next(
-            (c.get("lastTransitionTime") for c in status.get("conditions") or [] if c.get("type") == done), None
-        )
-        if ttl is not None and finished_at:
-            left = parse_time(finished_at).timestamp() + int(ttl) - datetime.now(UTC).timestamp()
-            if left <= 0:
-                await delete_object(self.client, JOBS, job, propagation="Background")
-            else:
-                self.queue.add_after(key_of(job), left + 0.1)
-
-    async def _write_status(self, job: Object, status: dict[str, Any], pods: list[Object]) -> dict[str, Any]:
-        active = [
-            p
-            for p in pods
-            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-            and not p["metadata"].get("deletionTimestamp")
-        ]
-        status = {
-            **status,
-            "active": len(active),
-            "ready": sum(1 for p in active if is_ready(p)),
-            "terminating": sum(1 for p in pods if p["metadata"].get("deletionTimestamp")),
-        }
-        status = {k: v for k, v in status.items() if v not in (0, None, "", []) or k in ("ready",)}
-        if status == (job.get("status") or {}):
-            return status
-        body = deep_copy(self.jobs.get(key_of(job)) or job)
-        body["status"] = status
-        try:
-            updated = await self.client.update_status(JOBS, body)
-        except ApiError as exc:
-            if exc.not_found:
-                return status
-            raise
-        return dict(updated.get("status") or {})

@@ -1,13 +1,19 @@
-"""Node IPAM: gives each node a pod CIDR (``spec.podCIDR``) out of the cluster's pod network."""
+"""Node IPAM: gives each node a pod CIDR (``spec.podCIDR``) out of the cluster's pod network.
+
+``plan`` (pure) picks the first subnet no node holds and none this controller handed out already
+(the informer may not show its last assignment yet); ``sync`` writes it onto the node.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from dataclasses import dataclass
 
-from agents.controllers.base import Context, Controller
+from agents.controllers.base import Context, Controller, Event
 from agents.machinery.client import ApiError
 from agents.machinery.events import NORMAL, WARNING
+from agents.machinery.objects import Object
 from agents.machinery.resources import NODES
 
 log = logging.getLogger(__name__)
@@ -18,6 +24,24 @@ def next_free(cluster: ipaddress.IPv4Network, mask: int, used: set[str]) -> str 
         if str(subnet) not in used:
             return str(subnet)
     return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    assign: str = ""  # the pod CIDR to give the node
+    event: Event | None = None  # recorded once it is assigned (at once when there is nothing to assign)
+
+
+def plan(node: Object, nodes: list[Object], *, cluster: ipaddress.IPv4Network, mask: int, taken: set[str]) -> Plan:
+    """The pod CIDR for ``node``, if it has none, given every node and the CIDRs handed out already."""
+    if (node.get("spec") or {}).get("podCIDR"):
+        return Plan()
+    used = {(n.get("spec") or {}).get("podCIDR") for n in nodes} | taken
+    cidr = next_free(cluster, mask, {c for c in used if c})
+    name = node["metadata"]["name"]
+    if cidr is None:
+        return Plan(event=Event(WARNING, "CIDRNotAvailable", f"No CIDR left in {cluster}"))
+    return Plan(assign=cidr, event=Event(NORMAL, "CIDRAssignmentSucceeded", f"Node {name} got pod CIDR {cidr}"))
 
 
 class NodeIpamController(Controller):
@@ -37,19 +61,16 @@ class NodeIpamController(Controller):
 
     async def sync(self, key: str) -> None:
         node = self.nodes.get(key)
-        if node is None or (node.get("spec") or {}).get("podCIDR"):
+        if node is None:
             return
-        used = {(n.get("spec") or {}).get("podCIDR") for n in self.nodes.items()} | self._taken
-        cidr = next_free(self.cluster, self.mask, {c for c in used if c})
-        if cidr is None:
-            self.recorder.record(node, WARNING, "CIDRNotAvailable", f"No CIDR left in {self.cluster}")
-            return
-        try:
-            await self.client.patch(NODES, key, {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
-        except ApiError as exc:
-            if exc.not_found:
-                return
-            raise
-        self._taken.add(cidr)
-        self.recorder.record(node, NORMAL, "CIDRAssignmentSucceeded", f"Node {key} got pod CIDR {cidr}")
-        log.info("node %s: pod CIDR %s", key, cidr)
+        decided = plan(node, self.nodes.items(), cluster=self.cluster, mask=self.mask, taken=self._taken)
+        if decided.assign:
+            try:
+                await self.client.patch(NODES, key, {"spec": {"podCIDR": decided.assign, "podCIDRs": [decided.assign]}})
+            except ApiError as exc:
+                if exc.not_found:
+                    return
+                raise
+            self._taken.add(decided.assign)
+            log.info("node %s: pod CIDR %s", key, decided.assign)
+        self.record(node, decided.event)

@@ -8,6 +8,11 @@ each as NoSchedule and NoExecute.
 A pod on a node with NoExecute taints is deleted at once if it does not tolerate them, or when the
 shortest ``tolerationSeconds`` of its matching tolerations has passed (the API server gives every pod
 300 s by default). Pods bound to a node that has not existed for 40 s are deleted (pod GC).
+
+The controller remembers two clocks of its own (when each heartbeat last changed, when each missing
+node was first missed) and hands what they say to pure plans: ``plan`` for a node (conditions,
+taints, the pods to mark not ready, when each pod is to be evicted), ``eviction_due`` when an
+eviction's time comes, ``plan_orphans`` for the pods of a node that is gone.
 """
 
 from __future__ import annotations
@@ -16,15 +21,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from agents.controllers.base import Context, Controller, delete_object, ignore_not_found
+from agents.controllers.base import Context, Controller, Delete, Event, delete_object, ignore_not_found, rfc3339
 from agents.machinery import tasks
 from agents.machinery.events import NORMAL
 from agents.machinery.informer import key_of
-from agents.machinery.objects import Object, deep_copy, now, parse_time
+from agents.machinery.objects import Object, deep_copy, parse_time
 from agents.machinery.resources import LEASES, NODES, PODS
 
 log = logging.getLogger(__name__)
@@ -79,8 +85,9 @@ class Heartbeats:
         self._seen.pop(name, None)
 
 
-def wanted_taints(node: Object, existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The node's taints with the condition taints set as its Ready condition and spec say."""
+def wanted_taints(node: Object, existing: list[dict[str, Any]], *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The node's taints with the condition taints set as its Ready condition and spec say; a new
+    NoExecute taint is stamped ``now`` (the clock when not given)."""
     status = ready_status(node)
     keep = [t for t in existing if t.get("key") not in CONDITION_TAINTS]
     previous = {(t.get("key"), t.get("effect")): t for t in existing}
@@ -97,17 +104,18 @@ def wanted_taints(node: Object, existing: list[dict[str, Any]]) -> list[dict[str
         if taint is None:
             taint = {"key": key, "effect": effect}
             if effect == "NoExecute":
-                taint["timeAdded"] = now()
+                taint["timeAdded"] = rfc3339(now or datetime.now(UTC))
         keep.append(taint)
     return keep
 
 
-def toleration_seconds(pod: Object, taints: list[dict[str, Any]]) -> float | None:
+def toleration_seconds(pod: Object, taints: list[dict[str, Any]], *, now: datetime | None = None) -> float | None:
     """Seconds the pod may stay despite the node's NoExecute taints (0: not tolerated; None: forever).
 
     As kube's taint manager: every NoExecute taint must be tolerated, and the shortest
     ``tolerationSeconds`` among the tolerations that match any of them wins; tolerations without it
-    do not limit the stay. Counted from the latest of those taints' ``timeAdded``.
+    do not limit the stay. Counted from the latest of those taints' ``timeAdded`` to ``now`` (the
+    clock when not given).
     """
     tolerations = (pod.get("spec") or {}).get("tolerations") or []
     used: list[dict[str, Any]] = []
@@ -128,7 +136,7 @@ def toleration_seconds(pod: Object, taints: list[dict[str, Any]]) -> float | Non
     if limit <= 0:
         return 0.0
     if added:
-        limit -= (datetime.now(UTC) - max(added)).total_seconds()
+        limit -= ((now or datetime.now(UTC)) - max(added)).total_seconds()
     return max(limit, 0.0)
 
 
@@ -140,6 +148,89 @@ def _tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
     if toleration.get("key") != taint.get("key"):
         return False
     return toleration.get("operator") == "Exists" or toleration.get("value", "") == taint.get("value", "")
+
+
+def _ready(pod: Object) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def unknown(node: Object, *, now: datetime) -> Object:
+    """The node with every condition (Ready and the pressure ones at least) Unknown: its kubelet
+    stopped posting status."""
+    body = deep_copy(node)
+    stamp = rfc3339(now)
+    conditions = body.setdefault("status", {}).get("conditions") or []
+    types = {c.get("type") for c in conditions}
+    for kind in ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure"):
+        if kind not in types:
+            conditions.append({"type": kind})
+    for condition in conditions:
+        if condition.get("status") != "Unknown":
+            condition["lastTransitionTime"] = stamp
+        condition.update(status="Unknown", reason="NodeStatusUnknown", message="Kubelet stopped posting node status.")
+    body["status"]["conditions"] = conditions
+    return body
+
+
+def not_ready_condition(*, now: datetime) -> dict[str, Any]:
+    """The Ready condition a pod on a silent node gets (a strategic merge by type)."""
+    return {"type": "Ready", "status": "False", "lastTransitionTime": rfc3339(now), "reason": "NodeNotReady"}
+
+
+@dataclass
+class Plan:
+    mark_unknown: Object | None = None  # the node's status to write: its kubelet went silent
+    events: list[Event] = field(default_factory=list)  # recorded once that status is written
+    not_ready: list[Object] = field(default_factory=list)  # its pods whose Ready condition turns False (below)
+    taints: list[dict[str, Any]] | None = None  # the node's taints, when they must change
+    evict: list[tuple[Object, float | None]] = field(default_factory=list)  # pod, seconds left (None: it stays)
+
+
+def plan(node: Object, pods: list[Object], *, silent: bool, now: datetime) -> Plan:
+    """What to do for ``node`` and the ``pods`` bound to it; ``silent``: its heartbeat has not changed
+    for longer than the grace period."""
+    result = Plan()
+    if silent and ready_status(node) != "Unknown":
+        node = result.mark_unknown = unknown(node, now=now)
+        name = node["metadata"]["name"]
+        result.events = [Event(NORMAL, "NodeNotReady", f"Node {name} status is now: NodeNotReady")]
+        result.not_ready = [pod for pod in pods if _ready(pod)]
+    taints = list((node.get("spec") or {}).get("taints") or [])
+    wanted = wanted_taints(node, taints, now=now)
+    if wanted != taints:
+        result.taints = wanted
+    result.evict = [
+        (pod, toleration_seconds(pod, wanted, now=now)) for pod in pods if not pod["metadata"].get("deletionTimestamp")
+    ]
+    return result
+
+
+def eviction_due(pod: Object, node: Object | None, *, now: datetime) -> bool:
+    """Whether a pod whose eviction time has come must go: its node is gone, or it still does not
+    tolerate the node's NoExecute taints (they may have gone meanwhile)."""
+    return node is None or toleration_seconds(pod, (node.get("spec") or {}).get("taints") or [], now=now) == 0.0
+
+
+@dataclass
+class OrphanPlan:
+    requeue_after: float | None = None  # the node has not been missing for the quarantine yet
+    delete: list[Delete] = field(default_factory=list)  # once the API server confirms the node is gone
+
+
+def plan_orphans(node_name: str, pods: list[Object], *, missing_for: float) -> OrphanPlan:
+    """The pods bound to ``node_name``, a node missing for ``missing_for`` seconds: deleted once it has
+    stayed missing for the quarantine (40 s, as kube's pod GC)."""
+    if not pods:
+        return OrphanPlan()
+    if (wait := ORPHAN_QUARANTINE - missing_for) > 0:
+        return OrphanPlan(requeue_after=wait)
+    message = f"Deleting pod bound to node {node_name}, which does not exist"
+    return OrphanPlan(
+        delete=[
+            Delete(pod, Event(NORMAL, "PodGC", message, about=pod, component="pod-garbage-collector")) for pod in pods
+        ]
+    )
 
 
 class NodeLifecycleController(Controller):
@@ -178,75 +269,36 @@ class NodeLifecycleController(Controller):
         self._missing_since.pop(key, None)
         lease = self.leases.get(f"{NODE_LEASES}/{key}")
         silent = self.heartbeats.silent_for(key, heartbeat(node, lease)) > self.grace
-        if silent and ready_status(node) != "Unknown":
-            node = await self._mark_unknown(node)
-        taints = list((node.get("spec") or {}).get("taints") or [])
-        wanted = wanted_taints(node, taints)
-        if wanted != taints:
-            node = await self.client.patch(NODES, key, {"spec": {"taints": wanted or None}})
-        self._evict(node, wanted)
+        now = self.now()
+        decided = plan(node, self.pods.by_index("node", key), silent=silent, now=now)
+        if decided.mark_unknown is not None:
+            await self.client.update_status(NODES, decided.mark_unknown)
+            self.record(node, *decided.events)
+            log.info("node %s stopped reporting (grace %.0fs): conditions set to Unknown", key, self.grace)
+        for pod in decided.not_ready:
+            await self._mark_pod_not_ready(pod, now=now)
+        if decided.taints is not None:
+            await self.client.patch(NODES, key, {"spec": {"taints": decided.taints or None}})
+        for pod, wait in decided.evict:
+            pending = self._evictions.pop(key_of(pod), None)
+            if pending is not None:
+                pending.cancel()
+            if wait is not None:
+                self._evictions[key_of(pod)] = asyncio.get_running_loop().call_later(wait, self._schedule_delete, pod)
 
-    async def _mark_unknown(self, node: Object) -> Object:
-        body = deep_copy(node)
-        stamp = now()
-        conditions = body.setdefault("status", {}).get("conditions") or []
-        types = {c.get("type") for c in conditions}
-        for kind in ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure"):
-            if kind not in types:
-                conditions.append({"type": kind})
-        for condition in conditions:
-            if condition.get("status") != "Unknown":
-                condition["lastTransitionTime"] = stamp
-            condition.update(
-                status="Unknown", reason="NodeStatusUnknown", message="Kubelet stopped posting node status."
-            )
-        body["status"]["conditions"] = conditions
-        updated = await self.client.update_status(NODES, body)
-        self.recorder.record(
-            node, NORMAL, "NodeNotReady", f"Node {node['metadata']['name']} status is now: NodeNotReady"
-        )
-        log.info(
-            "node %s stopped reporting (grace %.0fs): conditions set to Unknown", node["metadata"]["name"], self.grace
-        )
-        for pod in self.pods.by_index("node", node["metadata"]["name"]):
-            await self._mark_pod_not_ready(pod)
-        return updated
-
-    async def _mark_pod_not_ready(self, pod: Object) -> None:
-        conditions = (pod.get("status") or {}).get("conditions") or []
-        if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-            return
+    async def _mark_pod_not_ready(self, pod: Object, *, now: datetime) -> None:
+        status = {"conditions": [not_ready_condition(now=now)]}
         await ignore_not_found(
             partial(
                 self.client.patch,
                 PODS,
                 pod["metadata"]["name"],
-                {
-                    "status": {
-                        "conditions": [
-                            {"type": "Ready", "status": "False", "lastTransitionTime": now(), "reason": "NodeNotReady"}
-                        ]
-                    }
-                },
+                {"status": status},
                 pod["metadata"]["namespace"],
                 kind="strategic",
                 subresource="status",
             )
         )
-
-    def _evict(self, node: Object, taints: list[dict[str, Any]]) -> None:
-        for pod in self.pods.by_index("node", node["metadata"]["name"]):
-            key = key_of(pod)
-            if pod["metadata"].get("deletionTimestamp"):
-                continue
-            wait = toleration_seconds(pod, taints)
-            pending = self._evictions.pop(key, None)
-            if pending is not None:
-                pending.cancel()
-            if wait is None:
-                continue
-            handle = asyncio.get_running_loop().call_later(wait, self._schedule_delete, pod)
-            self._evictions[key] = handle
 
     def _schedule_delete(self, pod: Object) -> None:
         tasks.spawn(self._delete_pod(pod), name=f"evict {key_of(pod)}")
@@ -257,39 +309,35 @@ class NodeLifecycleController(Controller):
         current = self.pods.get(key)
         if current is None or current["metadata"].get("uid") != pod["metadata"].get("uid"):
             return
-        node = self.nodes.get((current.get("spec") or {}).get("nodeName", ""))
-        if node is not None and toleration_seconds(current, (node.get("spec") or {}).get("taints") or []) != 0.0:
-            return  # the taint went away (or the pod tolerates it longer) since the eviction was planned
+        if not eviction_due(current, self.nodes.get((current.get("spec") or {}).get("nodeName", "")), now=self.now()):
+            return
         message = f"Marking for deletion Pod {key}"
         self.recorder.record(current, NORMAL, "TaintManagerEviction", message, component="taint-eviction-controller")
         await delete_object(self.client, PODS, current, uid=current["metadata"]["uid"])
 
     async def _collect_orphans(self, node_name: str) -> None:
         """Pods bound to a node that does not exist are deleted once it has stayed missing for the
-        quarantine (40 s, as kube's pod GC) and the API server confirms it is gone: a node that is
-        being registered, or an informer that lags, costs no pods."""
+        quarantine and the API server confirms it is gone: a node that is being registered, or an
+        informer that lags, costs no pods."""
         pods = self.pods.by_index("node", node_name)
-        if not pods:
+        clock = asyncio.get_running_loop().time()
+        if pods:
+            missing_for = clock - self._missing_since.setdefault(node_name, clock)
+        else:
+            missing_for = 0.0
             self._missing_since.pop(node_name, None)
-            return
-        loop = asyncio.get_running_loop()
-        first = self._missing_since.setdefault(node_name, loop.time())
-        if (wait := first + ORPHAN_QUARANTINE - loop.time()) > 0:
-            self.queue.add_after(node_name, wait)
+        decided = plan_orphans(node_name, pods, missing_for=missing_for)
+        if decided.requeue_after is not None:
+            self.queue.add_after(node_name, decided.requeue_after)
+        if not decided.delete:
             return
         if await ignore_not_found(partial(self.client.get, NODES, node_name)) is not None:
             self._missing_since.pop(node_name, None)
             return
         del self._missing_since[node_name]
-        for pod in pods:
-            self.recorder.record(
-                pod,
-                NORMAL,
-                "PodGC",
-                f"Deleting pod bound to node {node_name}, which does not exist",
-                component="pod-garbage-collector",
-            )
-            await delete_object(self.client, PODS, pod, grace_period=0)
+        for step in decided.delete:
+            await delete_object(self.client, PODS, step.target, grace_period=0)
+            self.record(step.target, step.event)
 
     async def _monitor(self) -> None:
         await asyncio.gather(self.nodes.synced.wait(), self.leases.synced.wait(), self.pods.synced.wait())

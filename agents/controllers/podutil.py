@@ -24,32 +24,38 @@ def is_active(pod: Object) -> bool:
     return not is_terminal(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
 
 
-def ready_since(pod: Object) -> datetime | None:
+def ready_since(pod: Object, now: datetime | None = None) -> datetime | None:
+    """When the pod became ready (``now``, or the clock when not given, if its condition has no
+    time), or None when it is not ready. Plans pass ``now``; the clock fallback serves callers
+    outside a plan."""
     for condition in (pod.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Ready":
             if condition.get("status") != "True":
                 return None
             stamp = condition.get("lastTransitionTime")
-            return parse_time(stamp) if stamp else datetime.now(UTC)
+            return parse_time(stamp) if stamp else (now or datetime.now(UTC))
     return None
 
 
 def is_ready(pod: Object) -> bool:
-    return ready_since(pod) is not None
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    return False
 
 
 def is_available(pod: Object, min_ready_seconds: int, now: datetime | None = None) -> bool:
-    since = ready_since(pod)
+    since = ready_since(pod, now)
     if since is None:
         return False
     return min_ready_seconds <= 0 or ((now or datetime.now(UTC)) - since).total_seconds() > min_ready_seconds
 
 
-def seconds_until_available(pod: Object, min_ready_seconds: int) -> float | None:
-    since = ready_since(pod)
+def seconds_until_available(pod: Object, min_ready_seconds: int, now: datetime | None = None) -> float | None:
+    since = ready_since(pod, now)
     if since is None or min_ready_seconds <= 0:
         return None
-    left = min_ready_seconds - (datetime.now(UTC) - since).total_seconds()
+    left = min_ready_seconds - ((now or datetime.now(UTC)) - since).total_seconds()
     return left if left > 0 else None
 
 
@@ -58,7 +64,9 @@ def _descending(text: str) -> str:
     return "".join(chr(0x10FFFF - ord(ch)) for ch in text)
 
 
-def deletion_rank(pod: Object, colocated: Mapping[str, int] | None = None) -> tuple[Any, ...]:
+def deletion_rank(
+    pod: Object, colocated: Mapping[str, int] | None = None, *, now: datetime | None = None
+) -> tuple[Any, ...]:
     """Sorts the pods to delete first to the front, in kube's order (ActivePodsWithRanks):
     unassigned before assigned; pending, unknown, then running; not ready before ready; lower
     ``controller.kubernetes.io/pod-deletion-cost`` first; pods on nodes that hold more of the set
@@ -72,7 +80,7 @@ def deletion_rank(pod: Object, colocated: Mapping[str, int] | None = None) -> tu
     except ValueError:
         cost = 0
     node = spec.get("nodeName") or ""
-    since = ready_since(pod)
+    since = ready_since(pod, now)
     return (
         1 if node else 0,
         phase_order,

@@ -1,22 +1,24 @@
 """ReplicaSet controller: keeps the number of running pods matching a selector at ``replicas``.
 
-``plan`` is pure: from the ReplicaSet and its pods it decides how many pods to create and which to
-delete, and what the status must say. The controller adopts orphans that match the selector and
-releases pods that no longer do, creates pods in batches that double (1, 2, 4, ...) so a broken
-template fails fast, and reports every action as an Event.
+``plan`` is pure: from the ReplicaSet and the pods it controls it decides how many pods to create
+and which to delete, what the status must say, and when to look again (a pod that becomes available
+after ``minReadySeconds``). ``sync`` claims the pods (adopting matching orphans and releasing pods
+that no longer match, through ``claim``), plans, then creates pods in batches that double (1, 2, 4,
+...) so a broken template fails fast, and reports every action as an Event.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
-from agents.controllers.base import Context, Controller, gather_limited, ignore_not_found, owner_uid
+from agents.controllers import claim
+from agents.controllers.base import Context, Controller, gather_limited, write_status
 from agents.controllers.podutil import (
     Expectations,
-    controller_ref,
     deletion_rank,
     is_active,
     is_available,
@@ -24,10 +26,9 @@ from agents.controllers.podutil import (
     pod_from_template,
     seconds_until_available,
 )
-from agents.machinery.client import ApiError
 from agents.machinery.events import NORMAL, WARNING
 from agents.machinery.informer import key_of
-from agents.machinery.objects import Object, deep_copy
+from agents.machinery.objects import Object
 from agents.machinery.resources import PODS, REPLICASETS
 from agents.machinery.selectors import SelectorError, from_structured
 
@@ -39,9 +40,10 @@ class Plan:
     create: int = 0
     delete: list[Object] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
+    requeue_after: float | None = None
 
 
-def replica_status(rs: Object, pods: list[Object], *, failure: str = "") -> dict[str, Any]:
+def replica_status(rs: Object, pods: list[Object], *, now: datetime, failure: str = "") -> dict[str, Any]:
     spec = rs.get("spec") or {}
     template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
     active = [p for p in pods if is_active(p)]
@@ -54,7 +56,7 @@ def replica_status(rs: Object, pods: list[Object], *, failure: str = "") -> dict
             if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in template_labels.items())
         ),
         "readyReplicas": sum(1 for p in active if is_ready(p)),
-        "availableReplicas": sum(1 for p in active if is_available(p, min_ready)),
+        "availableReplicas": sum(1 for p in active if is_available(p, min_ready, now)),
         "observedGeneration": (rs.get("metadata") or {}).get("generation", 1),
     }
     for name in ("fullyLabeledReplicas", "readyReplicas", "availableReplicas"):
@@ -68,11 +70,13 @@ def replica_status(rs: Object, pods: list[Object], *, failure: str = "") -> dict
     return status
 
 
-def plan(rs: Object, pods: list[Object], *, expectations_met: bool) -> Plan:
-    """What to do for ``rs`` given the pods it owns."""
+def plan(rs: Object, pods: list[Object], *, expectations_met: bool, now: datetime) -> Plan:
+    """What to do for ``rs`` given the pods it controls."""
     desired = int((rs.get("spec") or {}).get("replicas", 1))
     active = [p for p in pods if is_active(p)]
-    result = Plan(status=replica_status(rs, pods))
+    min_ready = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
+    waits = [w for p in pods if (w := seconds_until_available(p, min_ready, now))]
+    result = Plan(status=replica_status(rs, pods, now=now), requeue_after=min(waits) + 0.05 if waits else None)
     if not expectations_met or (rs.get("metadata") or {}).get("deletionTimestamp"):
         return result
     gap = desired - len(active)
@@ -80,7 +84,8 @@ def plan(rs: Object, pods: list[Object], *, expectations_met: bool) -> Plan:
         result.create = min(gap, BURST)
     elif gap < 0:
         colocated = Counter((p.get("spec") or {}).get("nodeName") or "" for p in active)
-        result.delete = sorted(active, key=lambda p: deletion_rank(p, colocated))[: min(-gap, BURST)]
+        ranked = sorted(active, key=lambda p: deletion_rank(p, colocated, now=now))
+        result.delete = ranked[: min(-gap, BURST)]
     return result
 
 
@@ -141,63 +146,27 @@ class ReplicaSetController(Controller):
             except SelectorError:
                 continue
 
-    async def _claim(self, rs: Object) -> list[Object]:
-        """The pods ``rs`` controls, after adopting matching orphans and releasing non-matching pods."""
-        uid = rs["metadata"]["uid"]
-        selector = from_structured((rs.get("spec") or {}).get("selector"))
-        owned: list[Object] = []
-        for pod in self.pods.by_index("namespace", rs["metadata"]["namespace"]):
-            matches = selector.matches(pod["metadata"].get("labels") or {})
-            controller = owner_uid(pod)
-            if controller == uid:
-                if matches or pod["metadata"].get("deletionTimestamp"):
-                    owned.append(pod)
-                else:
-                    refs = [r for r in pod["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
-                    await ignore_not_found(
-                        partial(
-                            self.client.patch,
-                            PODS,
-                            pod["metadata"]["name"],
-                            {"metadata": {"ownerReferences": refs or None}},
-                            pod["metadata"]["namespace"],
-                        )
-                    )
-            elif not controller and matches and is_active(pod) and not rs["metadata"].get("deletionTimestamp"):
-                refs = [*(pod["metadata"].get("ownerReferences") or []), controller_ref(rs)]
-                try:
-                    adopted = await self.client.patch(
-                        PODS,
-                        pod["metadata"]["name"],
-                        {"metadata": {"ownerReferences": refs, "resourceVersion": pod["metadata"]["resourceVersion"]}},
-                        pod["metadata"]["namespace"],
-                    )
-                    owned.append(adopted)
-                except ApiError as exc:
-                    if not (exc.conflict or exc.not_found):
-                        raise
-        return owned
-
     async def sync(self, key: str) -> None:
         rs = self.sets.get(key)
         if rs is None:
             self.expectations.forget(key)
             return
-        pods = await self._claim(rs)
-        decided = plan(rs, pods, expectations_met=self.expectations.satisfied(key))
+        selector = from_structured((rs.get("spec") or {}).get("selector"))
+        claimed = claim.decide(
+            rs, self.pods.by_index("namespace", rs["metadata"]["namespace"]), selector=selector, adoptable=is_active
+        )
+        pods = await claim.execute(self.client, PODS, rs, claimed)
+        now = self.now()
+        decided = plan(rs, pods, expectations_met=self.expectations.satisfied(key), now=now)
         failure = ""
         if decided.create:
             failure = await self._create(rs, key, decided.create)
         if decided.delete:
             await self._delete(rs, key, decided.delete)
-        status = replica_status(rs, pods, failure=failure) if failure else decided.status
-        if status != (rs.get("status") or {}):
-            updated = deep_copy(rs)
-            updated["status"] = status
-            await ignore_not_found(lambda: self.client.update_status(REPLICASETS, updated))
-        waits = [w for p in pods if (w := seconds_until_available(p, int(rs["spec"].get("minReadySeconds") or 0)))]
-        if waits:
-            self.queue.add_after(key, min(waits) + 0.05)
+        status = replica_status(rs, pods, now=now, failure=failure) if failure else decided.status
+        await write_status(self.client, REPLICASETS, rs, status)
+        if decided.requeue_after is not None:
+            self.queue.add_after(key, decided.requeue_after)
 
     async def _create(self, rs: Object, key: str, count: int) -> str:
         template = (rs.get("spec") or {}).get("template") or {}

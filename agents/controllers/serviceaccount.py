@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from agents.controllers.base import Context, Controller
 from agents.machinery.client import ApiError
 from agents.machinery.objects import Object
 from agents.machinery.resources import NAMESPACES, SERVICE_ACCOUNTS
+
+
+@dataclass(frozen=True)
+class Plan:
+    create: Object | None = None  # the namespace's default ServiceAccount
+
+
+def plan(namespace: Object, default_account: Object | None) -> Plan:
+    """A namespace that is not being deleted and has no ``default`` ServiceAccount gets one."""
+    if namespace["metadata"].get("deletionTimestamp") or default_account is not None:
+        return Plan()
+    name = namespace["metadata"]["name"]
+    return Plan(
+        create={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}}
+    )
 
 
 class ServiceAccountController(Controller):
@@ -24,15 +41,12 @@ class ServiceAccountController(Controller):
 
     async def sync(self, key: str) -> None:
         namespace = self.namespaces.get(key)
-        if namespace is None or namespace["metadata"].get("deletionTimestamp"):
+        if namespace is None:
             return
-        if self.accounts.get(f"{key}/default") is not None:
-            return
-        try:
-            await self.client.create(
-                SERVICE_ACCOUNTS,
-                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": key}},
-            )
-        except ApiError as exc:
-            if not exc.already_exists:
-                raise
+        decided = plan(namespace, self.accounts.get(f"{key}/default"))
+        if decided.create is not None:
+            try:
+                await self.client.create(SERVICE_ACCOUNTS, decided.create)
+            except ApiError as exc:
+                if not exc.already_exists:
+                    raise

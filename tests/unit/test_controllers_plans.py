@@ -47,6 +47,7 @@ from agents.machinery import cron
 from agents.machinery.objects import Object, now
 
 LONG_AGO = "2020-01-01T00:00:00Z"
+NOW = datetime(2026, 6, 1, tzinfo=UTC)  # the time plans are made at, where it does not matter
 
 
 def stamp(when: datetime) -> str:
@@ -574,13 +575,13 @@ def replica_set(replicas: int, *, min_ready: int = 0, deleting: bool = False) ->
 
 def test_plan_creates_the_missing_pods_ignoring_finished_and_deleting_ones() -> None:
     pods = [pod("a"), pod("done", phase="Succeeded"), pod("failed", phase="Failed"), pod("going", deleting=True)]
-    decided = plan(replica_set(3), pods, expectations_met=True)
+    decided = plan(replica_set(3), pods, expectations_met=True, now=NOW)
     assert decided.create == 2
     assert decided.delete == []
 
 
 def test_plan_creates_at_most_one_burst_at_a_time() -> None:
-    assert plan(replica_set(BURST + 100), [], expectations_met=True).create == BURST
+    assert plan(replica_set(BURST + 100), [], expectations_met=True, now=NOW).create == BURST
 
 
 def test_plan_deletes_the_surplus_pods_that_rank_first_for_deletion() -> None:
@@ -593,7 +594,7 @@ def test_plan_deletes_the_surplus_pods_that_rank_first_for_deletion() -> None:
         pod("pending", phase="Pending", ready=None),
         pod("unassigned", phase="Pending", ready=None, node=None),
     ]
-    decided = plan(replica_set(2), pods, expectations_met=True)
+    decided = plan(replica_set(2), pods, expectations_met=True, now=NOW)
     assert decided.create == 0
     assert [p["metadata"]["name"] for p in decided.delete] == [
         "unassigned",
@@ -605,20 +606,20 @@ def test_plan_deletes_the_surplus_pods_that_rank_first_for_deletion() -> None:
 
 
 def test_plan_does_nothing_while_expectations_are_not_met_but_still_reports_status() -> None:
-    decided = plan(replica_set(3), [pod("a")], expectations_met=False)
+    decided = plan(replica_set(3), [pod("a")], expectations_met=False, now=NOW)
     assert (decided.create, decided.delete) == (0, [])
     assert decided.status["replicas"] == 1
-    decided = plan(replica_set(0), [pod("a")], expectations_met=False)
+    decided = plan(replica_set(0), [pod("a")], expectations_met=False, now=NOW)
     assert (decided.create, decided.delete) == (0, [])
 
 
 def test_plan_does_nothing_for_a_replica_set_being_deleted() -> None:
-    decided = plan(replica_set(3, deleting=True), [], expectations_met=True)
+    decided = plan(replica_set(3, deleting=True), [], expectations_met=True, now=NOW)
     assert (decided.create, decided.delete) == (0, [])
 
 
 def test_plan_does_nothing_when_the_count_is_right() -> None:
-    decided = plan(replica_set(2), [pod("a"), pod("b")], expectations_met=True)
+    decided = plan(replica_set(2), [pod("a"), pod("b")], expectations_met=True, now=NOW)
     assert (decided.create, decided.delete) == (0, [])
 
 
@@ -630,7 +631,7 @@ def test_replica_status_counts_active_labelled_ready_and_available_pods() -> Non
         pod("unlabelled"),
         pod("finished", labels={"app": "web"}, phase="Succeeded"),
     ]
-    assert replica_status(replica_set(4, min_ready=3600), pods) == {
+    assert replica_status(replica_set(4, min_ready=3600), pods, now=datetime.now(UTC)) == {
         "replicas": 4,
         "fullyLabeledReplicas": 3,
         "readyReplicas": 3,
@@ -640,17 +641,17 @@ def test_replica_status_counts_active_labelled_ready_and_available_pods() -> Non
 
 
 def test_replica_status_omits_zero_counts_but_always_reports_replicas() -> None:
-    assert replica_status(replica_set(1), []) == {"replicas": 0, "observedGeneration": 7}
+    assert replica_status(replica_set(1), [], now=NOW) == {"replicas": 0, "observedGeneration": 7}
 
 
 def test_replica_status_reports_a_create_failure_and_clears_it_afterwards() -> None:
-    failing = replica_status(replica_set(1), [], failure="quota exceeded")
+    failing = replica_status(replica_set(1), [], now=NOW, failure="quota exceeded")
     assert failing["conditions"] == [
         {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": "quota exceeded"}
     ]
     recovered = replica_set(1)
     recovered["status"] = failing
-    assert "conditions" not in replica_status(recovered, [pod("a")])
+    assert "conditions" not in replica_status(recovered, [pod("a")], now=NOW)
 
 
 # --- job -----------------------------------------------------------------------------------------
@@ -1059,7 +1060,7 @@ def test_the_pod_ready_most_recently_goes_first() -> None:
 
 def test_scaling_down_removes_pods_from_the_node_holding_most_of_the_set() -> None:
     pods = [pod("a1", node="a"), pod("b1", node="b"), pod("b2", node="b")]
-    result = plan(rs("web", replicas=2, current=3), pods, expectations_met=True)
+    result = plan(rs("web", replicas=2, current=3), pods, expectations_met=True, now=NOW)
     assert [p["spec"]["nodeName"] for p in result.delete] == ["b"]
 
 
