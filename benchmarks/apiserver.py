@@ -33,7 +33,7 @@ import uvloop
 
 from benchmarks.common import Target, emit, local_lab, percentile, target_from_kubeconfig
 from provisioner.errors import HostError
-from provisioner.system import packages as host
+from provisioner.system import packages
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_create.lua")
 
@@ -186,7 +186,7 @@ def _ms(text: str) -> float:
 
 def require_wrk() -> None:
     try:
-        host.ensure([host.Requirement("wrk", "wrk", "the HTTP load generator of the peak benchmark")])
+        packages.ensure([packages.Requirement("wrk", "wrk", "the HTTP load generator of the peak benchmark")])
     except HostError as exc:
         raise SystemExit(f"benchmark: {exc}") from exc
 

@@ -33,7 +33,7 @@ from kubelab_testing.lab import free_port
 from kubelab_testing.waiting import NotInTime, answers, eventually
 from provisioner.errors import HostError
 from provisioner.project import ROOT
-from provisioner.system import packages as host
+from provisioner.system import packages
 
 # a DNAT target in nft's text: "10.244.200.1:8080" or, in a numgen map, "10.244.200.1 . 8080"
 _TARGET = re.compile(r"(\d+\.\d+\.\d+\.\d+)(?::| \. )\d+")
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--proxy-log-level", default="warning", help="debug: the proxy logs each sync's timings")
     args = parser.parse_args(argv)
     try:
-        host.ensure([host.NFT])
+        packages.ensure([packages.NFT])
     except HostError as exc:
         print(f"benchmark proxy: {exc}", file=sys.stderr)
         return 1

@@ -38,13 +38,13 @@ import yaml
 
 from provisioner.errors import HostError, ProvisionError, SpecError
 from provisioner.project import IMAGES, ROOT
-from provisioner.system import packages as host
+from provisioner.system import packages
 
 RECIPE_DIR = IMAGES / "guest"
 AGENTS_LOCK = ROOT / "requirements" / "agents.txt"  # exported from uv.lock by `make lock`
 DEFAULT_CACHE = Path("/var/cache/kubelab/guest")
 FORMAT = 2  # bump when the builder's output changes for the same inputs
-REQUIREMENTS = (host.MMDEBSTRAP, host.MKE2FS, host.QEMU_IMG)
+REQUIREMENTS = (packages.MMDEBSTRAP, packages.MKE2FS, packages.QEMU_IMG)
 HOOK_STAGES = ("setup", "extract", "essential", "customize")
 # only these parts of the recipe directory go into the image (and so into the digest)
 CONTENT_DIRS = ("hooks", "files")
@@ -433,7 +433,7 @@ def ensure(
             f"building the guest image needs root (mmdebstrap, chroot); run as root, or point "
             f"KUBELAB_GUEST_CACHE at a directory that holds image {image_digest}"
         )
-    host.ensure(REQUIREMENTS, say=say)
+    packages.ensure(REQUIREMENTS, say=say)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

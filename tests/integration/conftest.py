@@ -11,7 +11,7 @@ import pytest
 
 from kubelab_testing.kubectl import Kubectl
 from kubelab_testing.lab import Lab, created_lab, up_flags
-from provisioner.system import packages as host
+from provisioner.system import packages
 from tests.support.components import require, require_kubectl
 
 CLI_TIMEOUT = 180.0  # one kubelab command on a local lab
@@ -21,7 +21,7 @@ CLI_TIMEOUT = 180.0  # one kubelab command on a local lab
 def running_lab(home: Path, name: str, *flags: str) -> Iterator[Lab]:
     """``kubelab up`` on free ports (plus ``flags``; the control plane alone unless they give ``--nodes``),
     then ``kubelab down`` whatever happens."""
-    require(host.ETCD, host.REGISTRY, host.SKOPEO)
+    require(packages.ETCD, packages.REGISTRY, packages.SKOPEO)
     require_kubectl()
     with created_lab(name, up_flags("local", *flags), home=home, timeout=CLI_TIMEOUT) as lab:
         yield lab

@@ -12,7 +12,7 @@ import pytest
 from kubelab_testing.kubectl import Kubectl
 from kubelab_testing.lab import Lab, free_port, up_flags
 from kubelab_testing.waiting import eventually
-from provisioner.system import packages as host
+from provisioner.system import packages
 from provisioner.system import processes as procs
 from tests.integration.conftest import CLI_TIMEOUT
 from tests.support.components import require
@@ -49,7 +49,7 @@ def test_a_bad_lab_file_names_the_problem(tmp_path: Path) -> None:
 
 
 def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> None:
-    require(host.ETCD, host.REGISTRY, host.SKOPEO)
+    require(packages.ETCD, packages.REGISTRY, packages.SKOPEO)
     lab = lab_in(tmp_path, "clash")
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
@@ -86,7 +86,16 @@ def _netns() -> set[str]:
 
 
 def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> None:
-    require(host.ETCD, host.REGISTRY, host.SKOPEO, host.CONTAINERD, host.RUNC, host.CNI_BRIDGE, host.NFT, host.CURL)
+    require(
+        packages.ETCD,
+        packages.REGISTRY,
+        packages.SKOPEO,
+        packages.CONTAINERD,
+        packages.RUNC,
+        packages.CNI_BRIDGE,
+        packages.NFT,
+        packages.CURL,
+    )
     flags = up_flags("local", "--nodes", "1")  # the lab's own node, on free ports
     lab = lab_in(tmp_path)
     try:

@@ -16,7 +16,7 @@ from provisioner.drivers.libvirt import daemon as libvirthost
 from provisioner.drivers.libvirt import partitions
 from provisioner.drivers.libvirt import plan as vmplan
 from provisioner.lab import spec as labspec
-from provisioner.system import packages as host
+from provisioner.system import packages
 from provisioner.system.waiting import wait_for
 from tests.support.components import network_namespace, require
 
@@ -47,7 +47,7 @@ def _listen(stack: ExitStack, netns: str) -> None:
 @pytest.fixture
 def bridged() -> Iterator[tuple[str, dict[str, str]]]:
     """(the bridge's namespace, node name -> its namespace), addressed as the lab plans them."""
-    require(host.IPROUTE, host.NFT)
+    require(packages.IPROUTE, packages.NFT)
     with ExitStack() as stack:
         lab = stack.enter_context(network_namespace("kl-fault"))
         _ip("-n", lab, "link", "add", "br0", "type", "bridge")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.artefacts import guestimage
-from provisioner.system import packages as host
+from provisioner.system import packages
 from provisioner.system.waiting import wait_for
 from tests.support.components import in_ci, network_namespace, require
 
@@ -43,7 +43,7 @@ def _needs_root() -> None:
 @pytest.fixture(scope="module")
 def image() -> guestimage.GuestImage:
     _needs_root()
-    require(host.MMDEBSTRAP, host.MKE2FS, host.QEMU_IMG)
+    require(packages.MMDEBSTRAP, packages.MKE2FS, packages.QEMU_IMG)
     return guestimage.ensure(lambda _msg: None)
 
 
@@ -215,7 +215,7 @@ class Guest:
 def guest(image: guestimage.GuestImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
     """A clone of the image booted under TCG (the host's KVM may not run guests), reachable by ssh
     on 127.0.0.1:2222 inside a network namespace that exists for this test only."""
-    require(host.QEMU_SYSTEM, host.SSH)
+    require(packages.QEMU_SYSTEM, packages.SSH)
     work = tmp_path_factory.mktemp("guest-boot")
     key = work / "key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "imagetest", "-f", str(key)], check=True)

@@ -20,7 +20,7 @@ from kubelab_testing.commands import stop
 from kubelab_testing.kubectl import Kubectl, manifest
 from kubelab_testing.lab import Lab
 from kubelab_testing.waiting import eventually
-from provisioner.system import packages as host
+from provisioner.system import packages
 from tests.integration.conftest import running_lab
 from tests.support.components import Containerd, require, running_containerd
 
@@ -70,7 +70,7 @@ def _ip(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def node(kubelet_lab: Lab, k: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    require(host.CNI_BRIDGE, host.CONTAINERD, host.RUNC)
+    require(packages.CNI_BRIDGE, packages.CONTAINERD, packages.RUNC)
     name = f"kl-it-{uuid.uuid4().hex[:6]}"
     netns = f"{name}-node"
     root = tmp_path_factory.mktemp("kubelet-root")

@@ -23,7 +23,7 @@ from agents.kubelet.cni import BridgeNetwork, CniClient, PodRef, PortMapping
 from agents.kubelet.errors import CniError
 from agents.kubelet.sandbox import NETNS_DIR, SandboxManager
 from kubelab_testing.commands import stop
-from provisioner.system import packages as host
+from provisioner.system import packages
 from tests.support.components import require
 
 pytestmark = pytest.mark.integration
@@ -95,7 +95,7 @@ def pod(name: str) -> PodRef:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
-    require(host.CNI_BRIDGE)
+    require(packages.CNI_BRIDGE)
     token = uuid.uuid4().hex[:8]
     node = Node(netns=f"kl-node-{token}", pod_prefix=f"kl-pod-{token}-", root=tmp_path / "kubelet")
     ours = (node.netns, node.pod_prefix, f"kl-peer-{token}")

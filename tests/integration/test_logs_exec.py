@@ -12,14 +12,14 @@ import pytest
 
 from kubelab_testing.kubectl import Kubectl, manifest
 from kubelab_testing.waiting import eventually
-from provisioner.system import packages as host
+from provisioner.system import packages
 from tests.integration.conftest import running_lab
 from tests.support.components import require
 
 
 @pytest.fixture(scope="module")
 def k(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
-    require(host.CONTAINERD, host.RUNC, host.CNI_BRIDGE, host.NFT)
+    require(packages.CONTAINERD, packages.RUNC, packages.CNI_BRIDGE, packages.NFT)
     with running_lab(tmp_path_factory.mktemp("logs-home"), "logs", "--nodes", "1") as lab:
         yield Kubectl(lab.kubeconfig, cache_dir=tmp_path_factory.mktemp("logs-kubectl"))
 

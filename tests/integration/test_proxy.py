@@ -33,7 +33,7 @@ from kubelab_testing.kubectl import Kubectl, manifest
 from kubelab_testing.lab import Lab, free_port
 from kubelab_testing.waiting import answers, eventually
 from provisioner.project import ROOT
-from provisioner.system import packages as host
+from provisioner.system import packages
 from tests.support.components import in_ci, require
 
 pytestmark = pytest.mark.integration
@@ -201,7 +201,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         if in_ci():
             pytest.fail("CI=true and the proxy's integration test needs root (network namespaces)")
         pytest.skip("network namespaces need root")
-    require(host.NFT)
+    require(packages.NFT)
     created = Net(f"kl-px-{uuid.uuid4().hex[:6]}", tmp_path_factory.mktemp("proxy-net"))
     servers: list[subprocess.Popen[str]] = []
     try:

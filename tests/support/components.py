@@ -22,7 +22,7 @@ from kubelab_testing.lab import free_port
 from provisioner.drivers.local import components
 from provisioner.errors import HostError
 from provisioner.lab.paths import LabPaths
-from provisioner.system import packages as host
+from provisioner.system import packages
 from provisioner.system import processes as procs
 
 
@@ -30,10 +30,10 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
-def require(*requirements: host.Requirement) -> None:
+def require(*requirements: packages.Requirement) -> None:
     """Install what is missing; outside CI a host that cannot install it skips the test."""
     try:
-        host.ensure(requirements, say=lambda _msg: None)
+        packages.ensure(requirements, say=lambda _msg: None)
     except HostError as exc:
         if in_ci():
             pytest.fail(f"CI=true and a component is missing: {exc}")
@@ -52,7 +52,7 @@ def require_kubectl() -> str:
 
 @contextmanager
 def running_etcd(root: Path) -> Iterator[components.Etcd]:
-    require(host.ETCD)
+    require(packages.ETCD)
     paths = LabPaths(root)
     etcd = components.Etcd(paths, "test", client_port=free_port(), peer_port=free_port())
     etcd.configure()
@@ -81,7 +81,7 @@ class Containerd:
 @contextmanager
 def running_containerd(namespace: str = "kubelab-test") -> Iterator[Containerd]:
     """containerd and runc from Debian, started for the test and stopped (with its tasks) after."""
-    require(host.CONTAINERD, host.CTR, host.RUNC)
+    require(packages.CONTAINERD, packages.CTR, packages.RUNC)
     # a short directory of its own: the socket path must stay under the 108 bytes of sun_path
     root = Path(tempfile.mkdtemp(prefix="kl-ctd-", dir="/tmp"))
     config = root / "config.toml"
@@ -118,7 +118,7 @@ def running_containerd(namespace: str = "kubelab-test") -> Iterator[Containerd]:
 @contextmanager
 def network_namespace(prefix: str = "kl-test") -> Iterator[str]:
     """A network namespace of the test's own (``lo`` up), deleted by its name afterwards."""
-    require(host.IPROUTE)
+    require(packages.IPROUTE)
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:

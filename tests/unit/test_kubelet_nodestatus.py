@@ -27,16 +27,9 @@ from agents.machinery.client import ApiError, ApiUnavailableError, Client
 from agents.machinery.events import EventRecorder
 from agents.machinery.resources import ResourceRef
 from kubelab_testing.waiting import until
+from tests.unit.test_kubelet_node import CONTROL_PLANE, FACTS
 
-CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
 NODE = "kubelab-master"
-FACTS = {
-    "cpu": "2",
-    "memory": "1000Ki",
-    "ephemeral-storage": "2000Ki",
-    "kernel": "6.1.0",
-    "os_image": "Debian GNU/Linux 12 (bookworm)",
-}
 
 
 class FakeClient:
