@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import time
 
-from provisioner.cli.lab import existing, say
+from provisioner.cli.lab import existing, paths_of, say
 from provisioner.faults.executor import FaultOps
+from provisioner.lab import lock
 
 
 def run(args: argparse.Namespace) -> int:
+    paths = paths_of(args.name)
+    with lock.held(paths.root.parent, paths.root.name, f"fault {args.fault_command}"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     ops = FaultOps(existing(args.name), say=say)
     if args.fault_command == "list":
         rows = ops.rows()

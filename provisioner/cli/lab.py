@@ -1,5 +1,6 @@
-"""The commands that act on a lab as a whole: up, start, stop, down, status, kubeconfig, ssh,
-ssh-config, logs. Each finds the lab's driver and asks it; none knows which driver it holds."""
+"""The commands that act on a lab as a whole: up, start, stop, down, list, status, kubeconfig, ssh,
+ssh-config, logs. The lifecycle (``provisioner.lifecycle``) carries out the first five under the lab's
+lock; the others ask the lab's driver. None knows which driver a lab uses."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import os
 import subprocess
 import sys
 
-from provisioner import drivers
+from provisioner import drivers, lifecycle
 from provisioner.drivers.base import Driver, LabStatus
 from provisioner.errors import ProvisionError
+from provisioner.lab import identity as labidentity
 from provisioner.lab import spec as labspec
-from provisioner.lab.paths import LabPaths
+from provisioner.lab.paths import LabPaths, default_home
 
 
 def say(message: str) -> None:
@@ -24,59 +26,80 @@ def lab_name(given: str | None) -> str:
     return given or os.environ.get("KUBELAB_LAB") or "kubelab"
 
 
-def driver_of(name: str | None, *, spec: labspec.LabSpec | None = None) -> Driver:
-    """The driver of the lab named so, with its saved spec (or the defaults for a lab not made yet)."""
-    paths = LabPaths.for_lab(lab_name(name))
-    if spec is None:
-        spec = (
-            labspec.LabSpec.from_json(paths.spec.read_text())
-            if paths.spec.exists()
-            else labspec.LabSpec(name=lab_name(name))
-        )
-    return drivers.for_lab(spec, paths, say=say)
+def paths_of(name: str | None) -> LabPaths:
+    return LabPaths.for_lab(lab_name(name))
+
+
+def driver_of(name: str | None) -> Driver:
+    """The driver of the lab named so, with its saved settings (or the defaults for a lab not made yet)."""
+    paths = paths_of(name)
+    spec = lifecycle.saved_spec(paths) or labspec.LabSpec(name=lab_name(name))
+    return drivers.for_lab(spec, paths, say=say, identity=labidentity.read(paths))
 
 
 def existing(name: str | None) -> Driver:
     """The driver of a lab that exists; one line saying how to make it otherwise."""
-    driver = driver_of(name)
-    if not driver.paths.spec.exists():
-        raise ProvisionError(f"lab {driver.spec.name!r} does not exist; create it with: kubelab up")
-    return driver
+    lab = lifecycle.existing(paths_of(name))
+    assert lab.spec is not None
+    return lifecycle.driver_for(lab, lab.spec, say)
 
 
 def up(args: argparse.Namespace) -> int:
     overrides = {field: getattr(args, field, None) for field in labspec.LabSpec.fields()}
-    name = lab_name(args.name)
-    overrides["name"] = name
-    saved = LabPaths.for_lab(name).spec
-    base = labspec.LabSpec.from_json(saved.read_text()) if saved.exists() else None
-    spec = labspec.build(args.file, overrides, base=base)
-    driver_of(spec.name, spec=spec).up()
+    paths = paths_of(args.name)
+    overrides["name"] = paths.root.name
+    spec = labspec.build(args.file, overrides, base=lifecycle.saved_spec(paths))
+    lifecycle.up(paths, spec, say=say)
     return 0
 
 
 def start(args: argparse.Namespace) -> int:
-    existing(args.name).start()
+    lifecycle.start(paths_of(args.name), say=say)
     return 0
 
 
 def stop(args: argparse.Namespace) -> int:
-    stopped = driver_of(args.name).stop()
+    stopped = lifecycle.stop(paths_of(args.name), say=say)
     say(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     return 0
 
 
 def down(args: argparse.Namespace) -> int:
-    driver = driver_of(args.name)
-    existed = driver.paths.root.exists()
-    removed = driver.down()
-    if removed:
-        say(f"stopped: {', '.join(removed)}")
-    say(
-        f"removed lab {driver.spec.name!r} ({driver.paths.root})"
-        if existed
-        else f"lab {driver.spec.name!r} does not exist; nothing to do"
-    )
+    if args.orphans:
+        removed = lifecycle.down_orphans(default_home())
+        for resource in removed:
+            say(f"removed {resource.describe()}")
+        say(f"removed {len(removed)} orphans" if removed else "no orphans")
+        return 0
+    paths = paths_of(args.name)
+    done = lifecycle.down(paths, say=say)
+    if done.stopped:
+        say(f"stopped: {', '.join(done.stopped)}")
+    for resource in done.leftovers:
+        say(f"removed {resource.describe()}")
+    if done.existed or done.leftovers:
+        say(f"removed lab {paths.root.name!r} ({paths.root})")
+    else:
+        say(f"lab {paths.root.name!r} does not exist; nothing to do")
+    return 0
+
+
+def listing(_args: argparse.Namespace) -> int:
+    """Every lab on this host (all homes), its driver and health, and what belongs to no lab."""
+    home = default_home()
+    listed, orphans = lifecycle.listing(home, say=lambda _m: None)
+    say(f"{'LAB':<20} {'DRIVER':<8} {'HEALTH':<10} {'UID':<9} STATE")
+    for row in listed:
+        driver = row.lab.spec.driver if row.lab.spec else "?"
+        health = "-" if row.status is None else ("healthy" if row.status.healthy else "unhealthy")
+        uid = row.lab.identity.short if row.lab.identity else "-"
+        say(f"{row.lab.name:<20} {driver:<8} {health:<10} {uid:<9} {row.lab.paths.root}")
+    if not listed:
+        say("(no labs)")
+    if orphans:
+        say("orphans (belong to no lab; remove with: kubelab down --orphans):")
+        for resource in orphans:
+            say(f"  {resource.describe()}")
     return 0
 
 

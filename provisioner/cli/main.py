@@ -75,7 +75,9 @@ def parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("--tail", type=int, default=200, help="lines to show (default 200; 0: all)")
-    _with_name(commands.add_parser("down", help="stop the lab and remove everything it created"))
+    down = _with_name(commands.add_parser("down", help="stop the lab and remove everything it created"))
+    down.add_argument("--orphans", action="store_true", help="instead: remove what belongs to no lab (kubelab list)")
+    commands.add_parser("list", help="every lab on this host with its driver and health, and orphans")
     _with_name(commands.add_parser("status", help="show what runs and whether it is healthy"))
     _with_name(commands.add_parser("kubeconfig", help="print the path of the lab's kubeconfig"))
 
@@ -144,6 +146,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "stop": lab.stop,
     "start": lab.start,
     "down": lab.down,
+    "list": lab.listing,
     "status": lab.status,
     "kubeconfig": lab.kubeconfig,
     "ssh": lab.ssh,

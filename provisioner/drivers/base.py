@@ -117,8 +117,14 @@ class Driver(Protocol):
         """The lab registry's URL as this host reaches it."""
         ...
 
+    def check(self) -> None:
+        """Raise (one line saying what to change) unless the lab can be brought up: ports, address
+        ranges, host packages, disk space. Writes nothing of the lab's own."""
+        ...
+
     def up(self) -> None:
-        """Create the lab or converge it to its spec, and wait until it works."""
+        """Create the lab or converge it to its spec, and wait until it works (the lifecycle wrote its
+        identity and settings, after ``check``)."""
         ...
 
     def start(self) -> None:

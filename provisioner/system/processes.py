@@ -61,9 +61,13 @@ def spawn(
     *,
     log: Path,
     env: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> ProcessRecord:
-    """Start ``argv`` in its own session, output appended to ``log``."""
+    """Start ``argv`` in its own session, output appended to ``log``; ``tags`` go into its environment
+    (on top of ``env``, or of this process's own), where ``tagged`` finds them again."""
+    if tags:
+        env = {**(env if env is not None else os.environ), **tags}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         try:
@@ -114,3 +118,42 @@ def log_tail(path: str | Path, lines: int = 5) -> str:
     except OSError:
         return ""
     return "\n".join(text[-lines:])
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """A running process that carries a tag (``name=value``) in its environment."""
+
+    pid: int
+    start_ticks: int
+    value: str
+    argv: tuple[str, ...]
+    environment: Mapping[str, str]
+
+    @property
+    def record(self) -> ProcessRecord:
+        return ProcessRecord(
+            self.argv[0].rsplit("/", 1)[-1] if self.argv else str(self.pid), self.pid, self.start_ticks, self.argv, ""
+        )
+
+
+def tagged(name: str, proc: Path = Path("/proc")) -> list[Tagged]:
+    """Every live process whose environment sets ``name`` (as its own spawner put it there)."""
+    found = []
+    marker = name.encode() + b"="
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "environ").read_bytes()
+            if marker not in raw:
+                continue
+            argv = tuple(a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a)
+        except OSError:
+            continue
+        environment = dict(item.decode(errors="replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+        stat = _stat(int(entry.name))
+        if stat is None or stat[0] in ("Z", "X") or name not in environment:
+            continue
+        found.append(Tagged(int(entry.name), stat[1], environment[name], argv, environment))
+    return found

@@ -46,7 +46,7 @@ def test_network_is_isolated_with_a_reservation_per_machine() -> None:
     spec = labspec.LabSpec(name="demo", network_cidr="10.77.0.0/24")
     plan = vmplan.network(spec)
     assert len(plan.bridge) <= 15 and plan.gateway == "10.77.0.1"
-    xml = ET.fromstring(render.render("libvirt/network.xml.j2", network=plan, machines=vmplan.machines(spec)))
+    xml = ET.fromstring(vmplan.network_xml(plan, vmplan.machines(spec), lab="demo", uid="u1"))
     assert xml.find("forward") is None  # isolated: nothing is routed or NATed out of the lab
     hosts = xml.findall("./ip/dhcp/host")
     assert [(h.get("name"), h.get("ip")) for h in hosts] == [
@@ -68,6 +68,7 @@ def test_domain_boots_the_image_directly_on_its_overlay(accel: str) -> None:
         "libvirt/domain.xml.j2",
         machine=machine,
         lab="demo",
+        uid="u1",
         accel=accel,
         network=vmplan.network(spec),
         kernel="/cache/vmlinuz",
@@ -91,7 +92,7 @@ def test_domain_boots_the_image_directly_on_its_overlay(accel: str) -> None:
 
 def test_a_range_held_by_another_active_network_is_named() -> None:
     other = labspec.LabSpec(name="first", workers=1)
-    xml = render.render("libvirt/network.xml.j2", network=vmplan.network(other), machines=vmplan.machines(other))
+    xml = vmplan.network_xml(vmplan.network(other), vmplan.machines(other), lab="first", uid="u1")
     default = "<network><name>default</name><ip address='192.168.122.1' netmask='255.255.255.0'/></network>"
     networks = [("default", default), ("kubelab-first", xml)]
     assert vmplan.overlapping("192.168.123.0/24", networks) == "kubelab-first"
@@ -102,7 +103,7 @@ def test_a_range_held_by_another_active_network_is_named() -> None:
 def test_the_reservations_of_a_network_are_read_back_as_libvirt_updates_them() -> None:
     spec = labspec.LabSpec(name="demo", workers=1)
     machines = vmplan.machines(spec)
-    xml = render.render("libvirt/network.xml.j2", network=vmplan.network(spec), machines=machines)
+    xml = vmplan.network_xml(vmplan.network(spec), machines, lab="demo", uid="u1")
     found = vmplan.reservations(xml)
     assert list(found) == [m.mac for m in machines]
     element = ET.fromstring(found[machines[1].mac])
@@ -267,7 +268,8 @@ def test_converging_removes_machines_no_longer_asked_for_and_creates_the_missing
 def test_reservations_change_in_place_for_the_machines_that_came_and_went() -> None:
     two = vmplan.machines(labspec.LabSpec(name="demo", workers=2))
     one = two[:2]
-    current = vmplan.reservations(vmplan.network_xml(vmplan.network(labspec.LabSpec(name="demo", workers=2)), two))
+    network = vmplan.network(labspec.LabSpec(name="demo", workers=2))
+    current = vmplan.reservations(vmplan.network_xml(network, two, lab="demo", uid="u1"))
     delete, add = vmplan.reservation_changes(current, one)
     assert delete == [current[two[2].mac]] and add == []
     delete, add = vmplan.reservation_changes({k: v for k, v in current.items() if k != two[2].mac}, two)
@@ -295,6 +297,7 @@ def test_a_domain_is_the_labs_only_when_kubelab_stamped_it_so() -> None:
     xml = vmplan.domain_xml(
         machine,
         lab="demo",
+        uid="0123456789abcdef",
         accel="tcg",
         network=vmplan.network(spec),
         kernel=Path("/k"),
@@ -305,6 +308,7 @@ def test_a_domain_is_the_labs_only_when_kubelab_stamped_it_so() -> None:
         public_key_line="ssh-ed25519 AAAA demo",
     )
     assert vmplan.is_ours("demo", "demo-master", xml)
+    assert vmplan.stamp_of(xml) == ("demo", "0123456789abcdef")
     assert not vmplan.is_ours("demo2", "demo-master", xml)  # another lab's prefix
     assert not vmplan.is_ours("demo", "demo-master", "<domain><name>demo-master</name></domain>")
 

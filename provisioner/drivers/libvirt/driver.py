@@ -26,18 +26,20 @@ from provisioner.drivers.base import ComponentStatus, LabStatus, MachineStatus
 from provisioner.drivers.libvirt import bundle, daemon, forwarder, inventory, plan, playbooks, ssh
 from provisioner.drivers.libvirt.hypervisor import RUNNING, Hypervisor, binding
 from provisioner.drivers.libvirt.machines import VmMachines
-from provisioner.errors import ComponentError, ProvisionError
+from provisioner.errors import ComponentError, HostError, ProvisionError
 from provisioner.lab import components, credentials, render
 from provisioner.lab.apiclient import LabApi, wait_nodes_ready
+from provisioner.lab.identity import Identity
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.spec import LabSpec, service_ip
 from provisioner.project import PLAYBOOKS
-from provisioner.system import packages
+from provisioner.system import packages, ports, space
 from provisioner.system.waiting import wait_for
 
 SSH_TIMEOUT = {"kvm": 120.0, "tcg": 420.0}
 READY_TIMEOUT = 300.0
 SHUTDOWN_TIMEOUT = 90.0
+MIN_FREE_DISK = 2 << 30  # bytes: the guest image (about 1 GB built) and the machines' first writes
 
 HOST_NEEDS = (
     packages.Requirement("qemu-system-x86_64", "qemu-system-x86", "running the lab's virtual machines"),
@@ -58,12 +60,15 @@ class LibvirtDriver:
         paths: LabPaths,
         *,
         say: Callable[[str], None] = print,
+        identity: Identity | None = None,
         vm_root: Path = plan.VM_ROOT,
         console_root: Path = plan.CONSOLE_ROOT,
     ) -> None:
         self.spec = spec
         self.paths = paths
         self.say = say
+        self.uid = identity.uid if identity is not None else ""
+        self.tags = identity.environment() if identity is not None else {}
         self.network = plan.network(spec)
         self.pool = plan.pool(spec, vm_root)
         self.lab_machines = plan.machines(spec)
@@ -118,13 +123,9 @@ class LibvirtDriver:
         phases: dict[str, float] = {}
         spec = self.spec
         self.say(f"lab {spec.name!r}: libvirt driver, 1 master and {spec.workers} workers, state in {self.paths.root}")
-        packages.ensure([*HOST_NEEDS], say=lambda msg: self.say(f"  host: {msg}"))
-        binding()
         accel = daemon.accelerator(spec.accel)
         if accel == "kvm" and daemon.accelerator("auto") != "kvm":
             self.say("  warning: --accel kvm asked for, but this host's KVM looks unusable (no kvm_intel/kvm_amd)")
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        self.paths.spec.write_text(spec.to_json())
 
         mark = time.monotonic()
         image = guestimage.ensure(lambda msg: self.say(f"  image: {msg}"))
@@ -138,7 +139,7 @@ class LibvirtDriver:
         self._write_ssh_config(running)
         self.console_dir.mkdir(parents=True, exist_ok=True)
         with self._hypervisor(running) as hv:
-            hv.ensure_network(self.network, self.lab_machines, cidr=spec.network_cidr)
+            hv.ensure_network(self.network, self.lab_machines, cidr=spec.network_cidr, xml=self._network_xml())
             existing = hv.domains()
             changes = plan.converge(self.lab_machines, existing)
             for name in changes.remove:
@@ -150,6 +151,7 @@ class LibvirtDriver:
                 xml = plan.domain_xml(
                     machine,
                     lab=spec.name,
+                    uid=self.uid,
                     accel=accel,
                     network=self.network,
                     kernel=image.kernel,
@@ -172,7 +174,7 @@ class LibvirtDriver:
         self._wait_ssh(accel)
         phases["boot"] = time.monotonic() - mark
         self.say(f"  ssh: all {len(self.lab_machines)} machines answer ({phases['boot']:.1f}s)")
-        forwarder.ensure(spec, self.paths, master_ip=self.master.ip, netns=running.netns, say=self.say)
+        forwarder.ensure(spec, self.paths, master_ip=self.master.ip, netns=running.netns, tags=self.tags, say=self.say)
 
         mark = time.monotonic()
         self._run_playbooks()
@@ -199,6 +201,26 @@ class LibvirtDriver:
         self.say(f"  export KUBECONFIG={self.paths.kubeconfig}")
         self.say("  kubectl get nodes -o wide")
         self.say(f"  kubelab ssh {self.master.name}        (or: ssh -F {self.ssh_config_file} {self.master.name})")
+
+    def _network_xml(self) -> str:
+        return plan.network_xml(self.network, self.lab_machines, lab=self.spec.name, uid=self.uid)
+
+    def check(self) -> None:
+        """What must hold before ``up`` writes anything: the host's packages and libvirt binding,
+        the ports of the tunnel (unless this lab's own tunnel holds them), the network range (unless
+        this lab's own network holds it), and room on disk for the guest image and the machines."""
+        packages.ensure([*HOST_NEEDS], say=lambda msg: self.say(f"  host: {msg}"))
+        binding()
+        own = forwarder.running(self.paths)
+        for port, flag in ((self.spec.api_port, "--api-port"), (self.spec.registry_port, "--registry-port")):
+            if not own and ports.in_use("127.0.0.1", port):
+                raise HostError(f"port {port} is in use on 127.0.0.1; choose another with {flag}")
+        running = daemon.current()
+        if running is not None:
+            with self._hypervisor(running) as hv:
+                hv.refuse_overlap(self.network.name, self.spec.network_cidr)
+        space.require(self.pool.directory, MIN_FREE_DISK, what="the machines' disks")
+        space.require(guestimage.cache_root(), MIN_FREE_DISK, what="the guest image cache")
 
     def _issue_credentials(self) -> None:
         master = self.master
@@ -316,7 +338,7 @@ class LibvirtDriver:
         running = daemon.ensure(say=self.say)
         accel = daemon.accelerator(self.spec.accel)
         with self._hypervisor(running) as hv:
-            hv.ensure_network(self.network, self.lab_machines, cidr=self.spec.network_cidr)
+            hv.ensure_network(self.network, self.lab_machines, cidr=self.spec.network_cidr, xml=self._network_xml())
             hv.ensure_pool(self.pool)
             domains = hv.domains()
             missing = [m.name for m in self.lab_machines if m.name not in domains]
@@ -327,7 +349,9 @@ class LibvirtDriver:
                     self.say(f"  {machine.name}: started")
         self._write_ssh_config(running)
         self._wait_ssh(accel)
-        forwarder.ensure(self.spec, self.paths, master_ip=self.master.ip, netns=running.netns, say=self.say)
+        forwarder.ensure(
+            self.spec, self.paths, master_ip=self.master.ip, netns=running.netns, tags=self.tags, say=self.say
+        )
         self.wait_ready()
         self.say(f"lab {self.spec.name!r} is running again after {time.monotonic() - began:.1f}s")
 
@@ -341,7 +365,7 @@ class LibvirtDriver:
                 for name, domain in sorted(hv.domains().items()):
                     self._remove_machine(hv, name, domain)
                     removed.append(name)
-                if hv.remove_pool(self.pool):
+                if hv.remove_pool(self.pool.name):
                     removed.append(f"storage pool {self.pool.name}")
                 if hv.remove_network(self.network.name):
                     removed.append(f"network {self.network.name}")
@@ -413,5 +437,9 @@ class LibvirtDriver:
 
     def machines(self) -> VmMachines:
         return VmMachines(
-            lab=self.spec.name, machines=self.lab_machines, access=self.access, ruleset=self.partition_file
+            lab=self.spec.name,
+            uid=self.uid,
+            machines=self.lab_machines,
+            access=self.access,
+            ruleset=self.partition_file,
         )

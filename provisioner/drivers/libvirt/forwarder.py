@@ -5,7 +5,7 @@ recorded in the lab's run directory."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from provisioner.drivers.libvirt.inventory import GUEST_API_PORT, GUEST_REGISTRY_PORT
@@ -27,8 +27,17 @@ def argv(spec: LabSpec, master_ip: str, netns: str) -> list[str]:
     return [sys.executable, "-m", module, "forward", netns or "-", *(f.argument() for f in forwards)]
 
 
-def ensure(spec: LabSpec, paths: LabPaths, *, master_ip: str, netns: str, say: Callable[[str], None]) -> None:
-    """The forwarder for this lab runs with these settings (restarted when they changed)."""
+def ensure(
+    spec: LabSpec,
+    paths: LabPaths,
+    *,
+    master_ip: str,
+    netns: str,
+    tags: Mapping[str, str],
+    say: Callable[[str], None],
+) -> None:
+    """The forwarder for this lab runs with these settings (restarted when they changed); ``tags``
+    (the lab's identity) go into its environment."""
     wanted = argv(spec, master_ip, netns)
     record = processes.ProcessRecord.load(paths.run, NAME)
     if record is not None and processes.alive(record):
@@ -38,9 +47,15 @@ def ensure(spec: LabSpec, paths: LabPaths, *, master_ip: str, netns: str, say: C
     for port, flag in ((spec.api_port, "--api-port"), (spec.registry_port, "--registry-port")):
         if ports.in_use("127.0.0.1", port):
             raise HostError(f"port {port} is in use on 127.0.0.1; choose another with {flag}")
-    record = processes.spawn(NAME, wanted, log=paths.logs / f"{NAME}.log")
+    record = processes.spawn(NAME, wanted, log=paths.logs / f"{NAME}.log", tags=tags)
     record.save(paths.run)
     say(f"  tunnel: 127.0.0.1:{spec.api_port} -> API server, 127.0.0.1:{spec.registry_port} -> registry")
+
+
+def running(paths: LabPaths) -> bool:
+    """Whether this lab's forwarder runs (it holds the lab's ports: they are not someone else's)."""
+    record = processes.ProcessRecord.load(paths.run, NAME)
+    return record is not None and processes.alive(record)
 
 
 def stop(paths: LabPaths) -> bool:

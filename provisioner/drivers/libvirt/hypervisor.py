@@ -114,18 +114,18 @@ class Hypervisor:
         except self.libvirt.libvirtError:
             return None
 
-    def ensure_network(self, network: plan.NetworkPlan, machines: Sequence[Machine], *, cidr: str) -> bool:
-        """Define and start the lab's network, or give the running one the machines' reservations in
-        place (destroying it would unplug the running machines from its bridge). Returns whether the
-        network was defined now."""
+    def ensure_network(self, network: plan.NetworkPlan, machines: Sequence[Machine], *, cidr: str, xml: str) -> bool:
+        """Define (from ``xml``) and start the lab's network, or give the running one the machines'
+        reservations in place (destroying it would unplug the running machines from its bridge).
+        Returns whether the network was defined now."""
         net = self.network(network.name)
         if net is not None:
             self._update_reservations(net, machines)
         if net is None or not net.isActive():
-            self._refuse_overlap(network.name, cidr)
+            self.refuse_overlap(network.name, cidr)
         defined = net is None
         if net is None:
-            net = self.conn.networkDefineXML(plan.network_xml(network, machines))
+            net = self.conn.networkDefineXML(xml)
         if not net.isActive():
             try:
                 net.create()
@@ -136,7 +136,7 @@ class Hypervisor:
                 ) from exc
         return defined
 
-    def _refuse_overlap(self, name: str, cidr: str) -> None:
+    def refuse_overlap(self, name: str, cidr: str) -> None:
         """One line naming the other lab when its active network holds this lab's range (two bridges
         with one range would route the machines of both labs to whichever came first)."""
         others = [(n.name(), n.XMLDesc(0)) for n in self.conn.listAllNetworks() if n.isActive() and n.name() != name]
@@ -218,9 +218,9 @@ class Hypervisor:
             found.refresh(0)
             found.storageVolLookupByName(plan.volume_name(machine)).delete(0)
 
-    def remove_pool(self, pool: plan.PoolPlan) -> bool:
+    def remove_pool(self, name: str) -> bool:
         """Delete the pool's volumes and the pool itself (its directory too); whether there was one."""
-        found = self._pool(pool.name)
+        found = self._pool(name)
         if found is None:
             return False
         if found.isActive():

@@ -17,8 +17,9 @@ from provisioner.drivers.libvirt.ssh import Access
 
 
 class VmMachines:
-    def __init__(self, *, lab: str, machines: Sequence[Machine], access: Access, ruleset: Path) -> None:
+    def __init__(self, *, lab: str, uid: str, machines: Sequence[Machine], access: Access, ruleset: Path) -> None:
         self.lab = lab
+        self.uid = uid
         self._machines = tuple(machines)
         self.access = access
         self.ruleset = ruleset
@@ -67,7 +68,8 @@ class VmMachines:
             return
         if not names and not self.ruleset.exists():
             return  # nothing was ever cut off
-        partitions.apply(partitions.ruleset(self.lab, self._machines, names), self.ruleset, found.wrap)
+        text = partitions.ruleset(self.lab, self._machines, names, uid=self.uid)
+        partitions.apply(text, self.ruleset, found.wrap)
 
     def run(self, name: str, script: str, *, timeout: float) -> subprocess.CompletedProcess[str]:
         return self.access.run(name, script, timeout=timeout)

@@ -19,10 +19,11 @@ def table_name(lab: str) -> str:
     return f"kubelab-faults-{lab}"
 
 
-def ruleset(lab: str, machines: Sequence[Machine], cut: Collection[str]) -> str:
-    """The whole table for ``lab`` with the machines named in ``cut`` dropped, in the lab's order."""
+def ruleset(lab: str, machines: Sequence[Machine], cut: Collection[str], *, uid: str = "") -> str:
+    """The whole table for ``lab`` with the machines named in ``cut`` dropped, in the lab's order
+    (its comment carries the lab's identity)."""
     pairs = [(m.name, m.mac) for m in machines if m.name in cut]
-    return render.render("nftables/faults.nft.j2", lab=lab, table=table_name(lab), cut=pairs)
+    return render.render("nftables/faults.nft.j2", lab=lab, uid=uid, table=table_name(lab), cut=pairs)
 
 
 def apply(text: str, file: Path, wrap: Callable[[list[str]], list[str]]) -> None:

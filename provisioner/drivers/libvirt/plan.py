@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import hashlib
 import ipaddress
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -137,8 +138,8 @@ def converge(wanted: Sequence[Machine], existing: Collection[str]) -> Convergenc
 # --- libvirt documents ----------------------------------------------------------------------------
 
 
-def network_xml(plan: NetworkPlan, machines: Sequence[Machine]) -> str:
-    return render.render("libvirt/network.xml.j2", network=plan, machines=machines)
+def network_xml(plan: NetworkPlan, machines: Sequence[Machine], *, lab: str, uid: str) -> str:
+    return render.render("libvirt/network.xml.j2", network=plan, machines=machines, lab=lab, uid=uid)
 
 
 def pool_xml(plan: PoolPlan) -> str:
@@ -162,6 +163,7 @@ def domain_xml(
     machine: Machine,
     *,
     lab: str,
+    uid: str,
     accel: str,
     network: NetworkPlan,
     kernel: Path,
@@ -175,6 +177,7 @@ def domain_xml(
         "libvirt/domain.xml.j2",
         machine=machine,
         lab=lab,
+        uid=uid,
         accel=accel,
         network=network,
         kernel=str(kernel),
@@ -188,7 +191,17 @@ def domain_xml(
 
 def is_ours(lab: str, name: str, xml: str) -> bool:
     """Whether a domain (its name and XML) belongs to ``lab``: kubelab stamps its lab in the metadata."""
-    return name.startswith(f"{lab}-") and f"<kubelab:name>{lab}</kubelab:name>" in xml
+    return name.startswith(f"{lab}-") and stamp_of(xml)[0] == lab
+
+
+_STAMP = re.compile(r"<kubelab:name>([^<]*)</kubelab:name>(?:\s*<kubelab:uid>([^<]*)</kubelab:uid>)?")
+
+
+def stamp_of(xml: str) -> tuple[str, str]:
+    """``(lab, uid)`` kubelab stamped in a domain's or network's metadata; ``("", "")`` for none
+    (a uid of "" for one made before labs had identities)."""
+    found = _STAMP.search(xml)
+    return (found.group(1), found.group(2) or "") if found else ("", "")
 
 
 def overlapping(cidr: str, networks: Sequence[tuple[str, str]]) -> str | None:

@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -147,15 +148,18 @@ class Registry:
         return code == 200
 
 
-def start(component: Component, paths: LabPaths, *, timeout: float) -> procs.ProcessRecord:
-    """Start and await one (configured) component; raise ComponentError naming its log on failure."""
+def start(
+    component: Component, paths: LabPaths, *, timeout: float, tags: Mapping[str, str] | None = None
+) -> procs.ProcessRecord:
+    """Start and await one (configured) component, ``tags`` (the lab's identity) in its environment;
+    raise ComponentError naming its log on failure."""
     for port, flag in component.ports():
         if ports.in_use("127.0.0.1", port):
             raise ComponentError(
                 f"{component.name}: port {port} is in use by another process; free it or choose another with {flag}"
             )
     log = paths.logs / f"{component.name}.log"
-    record = procs.spawn(component.name, component.argv(), log=log)
+    record = procs.spawn(component.name, component.argv(), log=log, tags=tags)
     record.save(paths.run)
 
     def exited() -> str | None:

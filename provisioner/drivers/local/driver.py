@@ -19,16 +19,18 @@ from pathlib import Path
 from provisioner.artefacts import registry
 from provisioner.drivers.base import ComponentStatus, LabStatus, MachineControl
 from provisioner.drivers.local import components, nodenet
-from provisioner.errors import ProvisionError, SpecError
+from provisioner.errors import HostError, ProvisionError, SpecError
 from provisioner.lab import credentials
 from provisioner.lab.apiclient import LabApi, wait_nodes_ready
+from provisioner.lab.identity import Identity
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.pki import SIMULATED_NODES
 from provisioner.lab.spec import LabSpec, service_ip
-from provisioner.system import packages, ports
+from provisioner.system import packages, ports, space
 from provisioner.system import processes as procs
 
 START_TIMEOUT = 60.0
+MIN_FREE_DISK = 512 << 20  # bytes: etcd's first snapshots, the registry's images, containers
 START_ORDER = (
     "etcd",
     "registry",
@@ -43,10 +45,13 @@ START_ORDER = (
 
 
 class LocalDriver:
-    def __init__(self, spec: LabSpec, paths: LabPaths, *, say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, spec: LabSpec, paths: LabPaths, *, say: Callable[[str], None] = print, identity: Identity | None = None
+    ) -> None:
         self.spec = spec
         self.paths = paths
         self.say = say
+        self.tags = identity.environment() if identity is not None else {}
         self.api = LabApi(f"https://127.0.0.1:{spec.api_port}", paths)
 
     def _ports(self) -> dict[str, int]:
@@ -134,9 +139,9 @@ class LocalDriver:
         record = procs.ProcessRecord.load(self.paths.run, name)
         return record if record is not None and procs.alive(record) else None
 
-    def up(self) -> None:
-        started = time.monotonic()
-        self.say(f"lab {self.spec.name!r}: local driver, state in {self.paths.root}")
+    def check(self) -> None:
+        """What must hold before ``up`` writes anything: the host's packages, the lab's ports on
+        127.0.0.1 (unless the lab's own component holds it), room on disk for its state."""
         needs = [packages.ETCD, packages.REGISTRY, packages.SKOPEO]
         if self.spec.nodes:
             needs += [
@@ -144,8 +149,21 @@ class LocalDriver:
                 *(packages.CNI_BRIDGE, packages.NFT, packages.IPROUTE),
             ]
         packages.ensure(needs, say=lambda msg: self.say(f"  host: {msg}"))
+        spec = self.spec
+        for owner, port, flag in (
+            ("etcd", spec.etcd_port, "--etcd-port"),
+            ("etcd", spec.etcd_peer_port, "--etcd-peer-port"),
+            ("registry", spec.registry_port, "--registry-port"),
+            ("apiserver", spec.api_port, "--api-port"),
+        ):
+            if self._record(owner) is None and ports.in_use("127.0.0.1", port):
+                raise HostError(f"port {port} is in use by another process; free it or choose another with {flag}")
+        space.require(self.paths.root, MIN_FREE_DISK, what="the lab's state (etcd, the registry, containers)")
+
+    def up(self) -> None:
+        started = time.monotonic()
+        self.say(f"lab {self.spec.name!r}: local driver, state in {self.paths.root}")
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        self.paths.spec.write_text(self.spec.to_json())
         created = self._issue_credentials()
         self.say(f"  certificates and tokens: {'created' if created else 'reused'} ({self.paths.pki})")
         wanted = self.components()
@@ -170,7 +188,7 @@ class LocalDriver:
                 procs.stop(record)
                 self.say(f"  {component.name}: restarting ({'settings changed' if changed else 'not healthy'})")
             began = time.monotonic()
-            record = components.start(component, self.paths, timeout=START_TIMEOUT)
+            record = components.start(component, self.paths, timeout=START_TIMEOUT, tags=self.tags)
             self.say(
                 f"  {component.name}: started (pid {record.pid}), healthy after"
                 f" {time.monotonic() - began:.1f}s at {component.endpoint}"
