@@ -3,6 +3,7 @@ what `up` refuses, what belongs to no lab."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -98,7 +99,7 @@ def test_an_identity_is_written_whole_and_a_damaged_one_reads_as_none(tmp_path: 
 )
 def test_up_refuses_what_a_lab_cannot_change_and_names_the_way_out(change: dict[str, str], message: str) -> None:
     saved = labspec.LabSpec(name="demo")
-    why = refused_change(saved, labspec.LabSpec(**{"name": "demo", **change}))
+    why = refused_change(saved, dataclasses.replace(saved, **change))
     assert why is not None and message in why and why.endswith("remove it first with: kubelab down --name demo")
     assert refused_change(saved, labspec.LabSpec(name="demo", workers=5)) is None  # workers converge
     assert refused_change(None, labspec.LabSpec(name="demo", driver="local")) is None  # a new lab
