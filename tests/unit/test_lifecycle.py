@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,7 +98,7 @@ def test_an_identity_is_written_whole_and_a_damaged_one_reads_as_none(tmp_path: 
         ({"cluster_cidr": "10.1.0.0/16"}, "was made with cluster-cidr 10.244.0.0/16, not 10.1.0.0/16"),
     ],
 )
-def test_up_refuses_what_a_lab_cannot_change_and_names_the_way_out(change: dict[str, str], message: str) -> None:
+def test_up_refuses_what_a_lab_cannot_change_and_names_the_way_out(change: dict[str, Any], message: str) -> None:
     saved = labspec.LabSpec(name="demo")
     why = refused_change(saved, dataclasses.replace(saved, **change))
     assert why is not None and message in why and why.endswith("remove it first with: kubelab down --name demo")
