@@ -11,6 +11,7 @@ import sys
 from provisioner import drivers
 from provisioner.drivers.base import Driver, LabStatus
 from provisioner.errors import ProvisionError
+from provisioner.lab import allocation
 from provisioner.lab import spec as labspec
 from provisioner.lab.paths import LabPaths
 
@@ -50,9 +51,22 @@ def up(args: argparse.Namespace) -> int:
     overrides["name"] = name
     saved = LabPaths.for_lab(name).spec
     base = labspec.LabSpec.from_json(saved.read_text()) if saved.exists() else None
-    spec = labspec.build(args.file, overrides, base=base)
+    spec, given = labspec.build_given(args.file, overrides, base=base)
+    if base is None:  # --- a new lab: host ports and address ranges picked free (lab/allocation.py) ---
+        spec = pick_free(spec, given)
     driver_of(spec.name, spec=spec).up()
     return 0
+
+
+def pick_free(spec: labspec.LabSpec, given: frozenset[str]) -> labspec.LabSpec:
+    """``spec`` with the host ports and address ranges not ``given`` moved off those in use here and
+    those the other labs of this KUBELAB_HOME recorded; says which did not get their defaults."""
+    driver = driver_of(spec.name, spec=spec)
+    taken = allocation.gather(spec, driver.paths, networks=driver.ranges_in_use())
+    chosen = allocation.allocate(spec, explicit=given, taken=taken)
+    if chosen.picks:
+        say(chosen.line(driver.paths.spec))
+    return chosen.spec
 
 
 def start(args: argparse.Namespace) -> int:

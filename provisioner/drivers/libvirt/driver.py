@@ -262,6 +262,14 @@ class LibvirtDriver:
             f" in {result.seconds:.1f}s"
         )
 
+    def ranges_in_use(self) -> list[tuple[str, str]]:
+        """The ranges of libvirt's active networks other than this lab's (none while no libvirt runs)."""
+        running = daemon.current()
+        if running is None:
+            return []
+        with self._hypervisor(running) as hv:
+            return hv.active_ranges(besides=self.network.name)
+
     # --- the API, from the host ------------------------------------------------------------------
 
     def wait_ready(self) -> None:

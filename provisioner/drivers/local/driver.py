@@ -293,6 +293,10 @@ class LocalDriver:
         if names:
             wait_nodes_ready(self.api, names, timeout=START_TIMEOUT, say=self.say)
 
+    def ranges_in_use(self) -> list[tuple[str, str]]:
+        """None: a local lab's node network lives in a namespace of its own and clashes with nothing."""
+        return []
+
     def _no_machines(self, what: str) -> SpecError:
         return SpecError(
             f"lab {self.spec.name!r} uses the local driver: it has no machines to {what}; its components run"
