@@ -188,7 +188,7 @@ def test_libvirt_refusing_a_machine_is_one_line_naming_it_and_what_to_change(tmp
     assert "\n" not in message
 
 
-def test_a_machine_that_never_answers_ssh_is_one_error_naming_it_the_accelerator_and_its_console(
+def test_a_machine_that_never_answers_ssh_is_one_error_naming_it_the_accelerator_ssh_and_its_console(
     tmp_path: Path,
 ) -> None:
     from provisioner.errors import ComponentError  # noqa: PLC0415
@@ -201,7 +201,7 @@ def test_a_machine_that_never_answers_ssh_is_one_error_naming_it_the_accelerator
     with pytest.raises(ComponentError) as caught:
         sshkeys.wait_all(
             machines,
-            answers=lambda node: node == "demo-master",
+            probe=lambda node: "" if node == "demo-master" else "root@192.168.123.11: Permission denied (publickey).",
             timeout=0.5,
             accel="tcg",
             console_of=lambda node: tmp_path / "console" / f"{node}-console.log",
@@ -209,6 +209,7 @@ def test_a_machine_that_never_answers_ssh_is_one_error_naming_it_the_accelerator
         )
     message = str(caught.value)
     assert message.startswith("demo-worker1 did not answer ssh at 192.168.123.11 within 0s (accelerator tcg);")
+    assert "; ssh said: root@192.168.123.11: Permission denied (publickey).;" in message
     assert f"console log: {console}" in message
     assert message.endswith("(last line: [   9.9] Kernel panic - not syncing)") and "\n" not in message
     assert said == [said[0]] and said[0].startswith("  demo-master: ssh answers after ")

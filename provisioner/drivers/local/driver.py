@@ -27,6 +27,7 @@ from provisioner.lab.pki import SIMULATED_NODES
 from provisioner.lab.spec import LabSpec, service_ip
 from provisioner.system import packages, ports
 from provisioner.system import processes as procs
+from provisioner.system.waiting import indented
 
 START_TIMEOUT = 60.0
 START_ORDER = (
@@ -170,7 +171,7 @@ class LocalDriver:
                 procs.stop(record)
                 self.say(f"  {component.name}: restarting ({'settings changed' if changed else 'not healthy'})")
             began = time.monotonic()
-            record = components.start(component, self.paths, timeout=START_TIMEOUT)
+            record = components.start(component, self.paths, timeout=START_TIMEOUT, say=indented(self.say))
             self.say(
                 f"  {component.name}: started (pid {record.pid}), healthy after"
                 f" {time.monotonic() - began:.1f}s at {component.endpoint}"
