@@ -97,6 +97,9 @@ def test_a_range_held_by_another_active_network_is_named() -> None:
     assert vmplan.overlapping("192.168.123.0/24", networks) == "kubelab-first"
     assert vmplan.overlapping("192.168.0.0/16", networks) == "default"
     assert vmplan.overlapping("10.77.0.0/24", networks) is None
+    assert vmplan.ranges(default) == ["192.168.122.0/24"] and vmplan.ranges(xml) == ["192.168.123.0/24"]
+    both = "<network><ip family='ipv6' address='fd00::1' prefix='64'/><ip address='10.5.0.1' prefix='16'/></network>"
+    assert vmplan.ranges(both) == ["10.5.0.0/16"]  # what a new lab's range must avoid: IPv4 only
 
 
 def test_the_reservations_of_a_network_are_read_back_as_libvirt_updates_them() -> None:
