@@ -189,6 +189,20 @@ def test_up_of_a_new_lab_beside_another_says_what_it_picked(
     assert said.endswith(f"; recorded in {tmp_path / 'b' / 'lab.json'}")
 
 
+def test_a_new_vm_lab_keeps_off_libvirts_active_networks_and_another_labs_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("libvirt")
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "test:///default")  # libvirt's own in-process test hypervisor
+    monkeypatch.setenv("KUBELAB_HOME", str(tmp_path))
+    _record(tmp_path, LabSpec(name="a", driver="libvirt", api_port=16443, registry_port=15000))
+    spec, given = labspec.build_given(None, {"name": "b", "driver": "libvirt"})
+    assert labcli.driver_of("b", spec=spec).ranges_in_use() == [("192.168.122.0/24", "default")]
+    chosen = labcli.pick_free(spec, given)
+    assert chosen.network_cidr == "192.168.124.0/24"  # 123 is lab a's
+    assert "network-cidr 192.168.124.0/24 (192.168.123.0/24 is taken by lab 'a')" in capsys.readouterr().out
+
+
 # --- one kubeconfig context per lab ---------------------------------------------------------------
 
 
