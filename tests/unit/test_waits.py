@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +192,16 @@ def test_waiting_for_another_guest_image_build_names_the_pid_holding_the_lock(
 )
 def test_ssh_says_why_it_could_not_get_in_and_the_tunnels_reason_comes_first(stderr: str, said: str) -> None:
     assert sshkeys.ssh_error(stderr, 255).startswith(said)
+
+
+def test_a_real_ssh_probe_returns_ssh_s_own_reason(tmp_path: Path) -> None:
+    if shutil.which("ssh") is None:
+        pytest.skip("no ssh client here")
+    port = _closed_port()
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host node\n  HostName 127.0.0.1\n  Port {port}\n  LogLevel ERROR\n")
+    said = sshkeys.Access("lab", config, ("node",)).probe("node")
+    assert said == f"ssh: connect to host 127.0.0.1 port {port}: Connection refused"
 
 
 def test_the_ssh_tunnel_names_the_address_it_could_not_reach(capsys: pytest.CaptureFixture[str]) -> None:
