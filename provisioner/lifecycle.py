@@ -13,8 +13,9 @@ lost or damaged; ``list`` shows every lab on the host and what belongs to none.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,14 @@ from provisioner import drivers
 from provisioner.drivers import resources as host_resources
 from provisioner.drivers.base import Driver, LabStatus
 from provisioner.errors import ProvisionError, SpecError
+from provisioner.lab import allocation, lock, registry
 from provisioner.lab import identity as labidentity
-from provisioner.lab import lock, registry
 from provisioner.lab import spec as labspec
 from provisioner.lab.identity import Identity
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.resources import Resource, not_ours, orphans, refused_change, refused_resources
+
+ALLOCATION = ".allocation"  # the home-wide lock new labs pick their ports and ranges under
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,10 @@ def homes_of(home: Path) -> list[Path]:
 # --- up ------------------------------------------------------------------------------------------
 
 
-def up(paths: LabPaths, wanted: labspec.LabSpec, *, say: Callable[[str], None]) -> None:
-    """Create the lab or converge it to ``wanted``: every check first, then the state, then the driver."""
+def up(paths: LabPaths, wanted: labspec.LabSpec, *, given: Collection[str] = (), say: Callable[[str], None]) -> None:
+    """Create the lab or converge it to ``wanted``: every check first, then the state, then the driver.
+    A new lab's host ports and address ranges not ``given`` by the user are picked free
+    (``lab.allocation``), under the home's allocation lock so two new labs never pick the same."""
     home = paths.root.parent
     with lock.held(home, wanted.name, "up"):
         lab = Lab.at(paths)
@@ -94,12 +99,29 @@ def up(paths: LabPaths, wanted: labspec.LabSpec, *, say: Callable[[str], None]) 
             foreign = not_ours(found, None)
         if foreign:
             raise ProvisionError(refused_resources(wanted.name, foreign))
-        driver = drivers.for_lab(wanted, paths, say=say, identity=identity)
-        driver.check()
-        labidentity.write(paths, identity)
-        labidentity.write_whole(paths.spec, wanted.to_json())
-        registry.record(identity, paths)
+        picking = contextlib.nullcontext() if lab.spec is not None else lock.held(home, ALLOCATION, "up", wait=True)
+        with picking:
+            if lab.spec is None:
+                wanted = allocated(paths, wanted, given, say)
+            driver = drivers.for_lab(wanted, paths, say=say, identity=identity)
+            driver.check()
+            labidentity.write(paths, identity)
+            labidentity.write_whole(paths.spec, wanted.to_json())
+            registry.record(identity, paths)
         driver.up()
+
+
+def allocated(
+    paths: LabPaths, wanted: labspec.LabSpec, given: Collection[str], say: Callable[[str], None]
+) -> labspec.LabSpec:
+    """``wanted`` with the ports and ranges not ``given`` moved off those in use and those other labs
+    of this home recorded; says which did not get their defaults."""
+    probe = drivers.for_lab(wanted, paths, say=say)
+    taken = allocation.gather(wanted, paths, networks=probe.ranges_in_use())
+    chosen = allocation.allocate(wanted, explicit=given, taken=taken)
+    if chosen.picks:
+        say(chosen.line(paths.spec))
+    return chosen.spec
 
 
 # --- start, stop ---------------------------------------------------------------------------------

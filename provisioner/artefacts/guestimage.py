@@ -39,10 +39,12 @@ import yaml
 from provisioner.errors import HostError, ProvisionError, SpecError
 from provisioner.project import IMAGES, ROOT
 from provisioner.system import packages
+from provisioner.system.waiting import Heartbeat, timed_out, wait_for
 
 RECIPE_DIR = IMAGES / "guest"
 AGENTS_LOCK = ROOT / "requirements" / "agents.txt"  # exported from uv.lock by `make lock`
 DEFAULT_CACHE = Path("/var/cache/kubelab/guest")
+LOCK_TIMEOUT = 3600.0  # waiting for another build of the image: a cold build takes minutes
 FORMAT = 2  # bump when the builder's output changes for the same inputs
 REQUIREMENTS = (packages.MMDEBSTRAP, packages.MKE2FS, packages.QEMU_IMG)
 HOOK_STAGES = ("setup", "extract", "essential", "customize")
@@ -440,7 +442,7 @@ def ensure(
         raise HostError(
             f"cannot create the guest image cache {root} ({exc.strerror}); set KUBELAB_GUEST_CACHE"
         ) from exc
-    with _locked(root / ".lock"):
+    with _locked(root / ".lock", say=say):
         if not force and (image := _cached(entry, began)) is not None:  # built while we waited
             say(f"guest image {image_digest} from the cache ({entry})")
             return image
@@ -468,13 +470,33 @@ def _cached(entry: Path, began: float) -> GuestImage | None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One build per cache at a time; a second ``ensure`` waits and then finds the image."""
-    with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+def _locked(path: Path, *, say: Callable[[str], None]) -> Iterator[None]:
+    """One build per cache at a time; a second ``ensure`` waits (saying so, up to ``LOCK_TIMEOUT``)
+    and then finds the image. The holder writes its pid into the lock file, for the waiter to name."""
+    with path.open("a+") as lock:
+
+        def taken() -> bool:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        def holder() -> str:
+            lock.seek(0)
+            pid = lock.read().strip()
+            return f"the lock {path} is held by pid {pid}" if pid else f"the lock {path} is held"
+
+        what = "another kubelab's build of the guest image"
+        if not wait_for(taken, timeout=LOCK_TIMEOUT, interval=1.0, what=what, say=say, last=holder):
+            raise GuestImageError(timed_out(what, LOCK_TIMEOUT, holder()))
         try:
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
             yield
         finally:
+            lock.truncate(0)
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
@@ -487,7 +509,7 @@ def _build(plan: BuildPlan, recipe: Recipe, *, entry: Path, log: Path, say: Call
     log.write_text("")
     plan.wheels.mkdir(parents=True)
     (plan.wheels / "requirements.txt").write_text(plan.requirements)
-    seconds = _run("wheelhouse", plan.wheelhouse, log=log, hint=_WHEELHOUSE_HINT)
+    seconds = _run("wheelhouse", plan.wheelhouse, log=log, say=say, hint=_WHEELHOUSE_HINT)
     wheels = sorted(p.name for p in plan.wheels.glob("*.whl"))
     say(f"wheelhouse: {len(wheels)} wheels ({seconds:.1f} s)")
 
@@ -495,7 +517,8 @@ def _build(plan: BuildPlan, recipe: Recipe, *, entry: Path, log: Path, say: Call
         "packages",
         plan.packages,
         log=log,
-        progress=lambda msg, t: say(f"packages: {msg} ({t:.0f} s)"),
+        say=say,
+        progress=True,
         hint="the Debian mirror must be reachable, and the hooks in images/guest/hooks must succeed",
     )
     installed = parse_dpkg_status((plan.rootfs / "var/lib/dpkg/status").read_text())
@@ -505,9 +528,9 @@ def _build(plan: BuildPlan, recipe: Recipe, *, entry: Path, log: Path, say: Call
     plan.out.mkdir()
     shutil.copyfile(kernel, plan.out / "vmlinuz")
     shutil.copyfile(initrd, plan.out / "initrd.img")
-    seconds = _run("filesystem", plan.filesystem, log=log)
+    seconds = _run("filesystem", plan.filesystem, log=log, say=say)
     say(f"filesystem: ext4 of {recipe.disk_size} ({seconds:.1f} s)")
-    seconds = _run("qcow2", plan.qcow2, log=log)
+    seconds = _run("qcow2", plan.qcow2, log=log, say=say)
     disk = plan.out / "disk.qcow2"
     say(f"qcow2: {disk.stat().st_size / 1e6:.0f} MB ({seconds:.1f} s)")
 
@@ -545,13 +568,21 @@ def _run(
     argv: Sequence[str],
     *,
     log: Path,
-    progress: Callable[[str, float], None] | None = None,
+    say: Callable[[str], None] | None = None,
+    progress: bool = False,
     hint: str = "",
 ) -> float:
-    """Run one phase's command, its output appended to the build log; mmdebstrap's "I:" lines go
-    to ``progress``. A failure is one line: the phase, the last lines of output, the log's path."""
+    """Run one phase's command, its output appended to the build log; with ``say``, a line at least
+    every 10 s (with ``progress``, mmdebstrap's "I:" lines; between them, the last line of output).
+    A failure is one line: the phase, the last lines of output, the log's path."""
     began = time.monotonic()
-    with log.open("a") as out:
+    tail: list[str] = []
+    beat = (
+        Heartbeat(f"the guest image's {phase} step ({argv[0]})", say, last=lambda: tail[-1][:160] if tail else "")
+        if say is not None
+        else contextlib.nullcontext()
+    )
+    with log.open("a") as out, beat:
         out.write(f"=== {phase}: {shlex.join(argv)}\n")
         out.flush()
         try:
@@ -561,14 +592,13 @@ def _run(
         except FileNotFoundError as exc:
             raise HostError(f"{argv[0]} is missing; it builds the guest image's {phase}") from exc
         assert process.stdout is not None
-        tail: list[str] = []
         for line in process.stdout:
             out.write(line)
             tail = [*tail[-4:], line.rstrip()]
-            if progress is not None and line.startswith("I: "):
+            if progress and isinstance(beat, Heartbeat) and line.startswith("I: "):
                 message = _progress_message(line[3:])
                 if message:
-                    progress(message, time.monotonic() - began)
+                    beat.say(f"{phase}: {message} ({time.monotonic() - began:.0f} s)")
         code = process.wait()
     if code != 0:
         last = " | ".join(t for t in tail if t.strip()) or "no output"

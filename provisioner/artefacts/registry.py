@@ -23,7 +23,9 @@ from typing import IO
 from agents.machinery.imagerefs import full_reference, split_reference
 from provisioner.artefacts import containerimages, oci
 from provisioner.errors import HostError, SpecError
+from provisioner.system.waiting import Heartbeat, indented
 
+PUSH_TIMEOUT = 300.0  # one image copied into a lab's registry (a VM lab's under software emulation is slow)
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 ACCEPT = ", ".join(
@@ -151,7 +153,14 @@ def push(
             continue
         destination = f"docker://{host}/{image.repository}:{image.tag}"
         command = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", image.source, destination]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        try:
+            with Heartbeat(f"skopeo to copy {image.repository}:{image.tag} to {host}", indented(say)):
+                done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=PUSH_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            raise HostError(
+                f"copying {image.repository}:{image.tag} into the lab registry at {host} did not finish within"
+                f" {PUSH_TIMEOUT:.0f}s; is the registry up? see: kubelab status"
+            ) from exc
         if done.returncode != 0:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise HostError(f"copying {image.repository}:{image.tag} into the lab registry failed: {last[0]}")

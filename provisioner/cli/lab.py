@@ -48,8 +48,8 @@ def up(args: argparse.Namespace) -> int:
     overrides = {field: getattr(args, field, None) for field in labspec.LabSpec.fields()}
     paths = paths_of(args.name)
     overrides["name"] = paths.root.name
-    spec = labspec.build(args.file, overrides, base=lifecycle.saved_spec(paths))
-    lifecycle.up(paths, spec, say=say)
+    spec, given = labspec.build_given(args.file, overrides, base=lifecycle.saved_spec(paths))
+    lifecycle.up(paths, spec, given=given, say=say)
     return 0
 
 

@@ -145,6 +145,11 @@ class Driver(Protocol):
         """Wait until every node of the lab is Ready."""
         ...
 
+    def ranges_in_use(self) -> list[tuple[str, str]]:
+        """(cidr, holder) of the address ranges this driver's kind of lab would clash with on this host
+        (libvirt's active networks), this lab's own left out: what a new lab's range must avoid."""
+        ...
+
     def ssh_argv(self, node: str, command: Sequence[str] = (), *, tty: bool = False) -> list[str]:
         """The command line that runs ``command`` (or a shell) on ``node``."""
         ...

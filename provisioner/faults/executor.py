@@ -22,6 +22,7 @@ from provisioner.errors import ComponentError, ProvisionError
 from provisioner.faults import plan
 from provisioner.faults.plan import Fault
 from provisioner.lab import render
+from provisioner.system.waiting import Heartbeat
 
 RUNNING, PAUSED, SHUT_OFF = "running", "paused", "shut off"
 
@@ -134,7 +135,8 @@ class FaultOps:
 
     def _ssh(self, node: str, script: str) -> subprocess.CompletedProcess[str]:
         try:
-            return self.control.run(node, script, timeout=60.0)
+            with Heartbeat(f"{node} to run the fault's command over ssh (at most 60s)", self.say):
+                return self.control.run(node, script, timeout=60.0)
         except subprocess.TimeoutExpired as exc:
             raise ComponentError(f"{node} did not answer ssh within 60s; see: kubelab status{self.named}") from exc
 

@@ -9,14 +9,31 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from provisioner.errors import ComponentError
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.pki import ADMIN, Pki
-from provisioner.system.waiting import wait_for
+from provisioner.system.waiting import indented, timed_out, wait_for
+
+POLL_TIMEOUT = 3.0  # one request of a wait that polls
+
+
+@dataclass(frozen=True)
+class Answer:
+    code: int  # the HTTP status; 0 when the server could not be reached
+    body: dict[str, Any]
+    error: str = ""  # what went wrong, in words: "HTTP 503", "Connection refused", ...
+
+
+def _reason(exc: BaseException) -> str:
+    """A connection failure in words (``Connection refused``), without urllib's wrapping."""
+    inner = getattr(exc, "reason", exc)
+    if isinstance(inner, OSError) and inner.strerror:
+        return inner.strerror
+    return str(inner) or type(inner).__name__
 
 
 @dataclass(frozen=True)
@@ -24,14 +41,14 @@ class LabApi:
     server: str  # e.g. https://127.0.0.1:6443
     paths: LabPaths
 
-    def call(self, method: str, path: str, *, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
-        """``(HTTP status, JSON body)``; ``(0, {})`` when the server cannot be reached."""
+    def ask(self, method: str, path: str, *, timeout: float = 5.0) -> Answer:
+        """One request, with what went wrong in words when it did not get a 2xx answer."""
         pki = Pki(self.paths.pki)
         token = pki.read_tokens().get(ADMIN.key, "")
         try:
             context = ssl.create_default_context(cafile=str(pki.ca_cert))
-        except (OSError, ssl.SSLError):
-            return 0, {}
+        except (OSError, ssl.SSLError) as exc:
+            return Answer(0, {}, f"no CA certificate to trust ({pki.ca_cert}: {_reason(exc)})")
         request = urllib.request.Request(
             f"{self.server}{path}",
             method=method,
@@ -39,23 +56,40 @@ class LabApi:
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-                return int(response.status), json.loads(response.read() or b"{}")
+                return Answer(int(response.status), json.loads(response.read() or b"{}"))
         except urllib.error.HTTPError as exc:
-            return exc.code, {}
-        except (urllib.error.URLError, OSError, ValueError):
-            return 0, {}
+            return Answer(exc.code, {}, f"HTTP {exc.code} {exc.reason}".strip())
+        except (urllib.error.URLError, OSError) as exc:
+            return Answer(0, {}, f"{self.server}: {_reason(exc)}")
+        except ValueError as exc:
+            return Answer(0, {}, f"{self.server}: not JSON ({exc})")
+
+    def call(self, method: str, path: str, *, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+        """``(HTTP status, JSON body)``; ``(0, {})`` when the server cannot be reached."""
+        answer = self.ask(method, path, timeout=timeout)
+        return answer.code, answer.body
+
+    def node_conditions(self, *, timeout: float = 5.0) -> tuple[dict[str, str], str]:
+        """(node name -> ``Ready``, or ``NotReady`` with the Ready condition's reason, '') when the API
+        server answers; ({}, what went wrong) when it does not."""
+        answer = self.ask("GET", "/api/v1/nodes", timeout=timeout)
+        if answer.code != 200:
+            return {}, answer.error or f"HTTP {answer.code}"
+        out = {}
+        for item in answer.body.get("items", []):
+            conditions = (item.get("status") or {}).get("conditions") or []
+            ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+            if ready is not None and ready.get("status") == "True":
+                out[item["metadata"]["name"]] = "Ready"
+                continue
+            why = (ready or {}).get("reason") or (ready or {}).get("message") or "no Ready condition yet"
+            out[item["metadata"]["name"]] = f"NotReady ({why})"
+        return out, ""
 
     def node_readiness(self) -> dict[str, str]:
         """Node name -> Ready or NotReady; empty when the API server does not answer."""
-        code, body = self.call("GET", "/api/v1/nodes")
-        if code != 200:
-            return {}
-        out = {}
-        for item in body.get("items", []):
-            conditions = (item.get("status") or {}).get("conditions") or []
-            ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), "Unknown")
-            out[item["metadata"]["name"]] = "Ready" if ready == "True" else "NotReady"
-        return out
+        conditions, _ = self.node_conditions()
+        return {name: "Ready" if state == "Ready" else "NotReady" for name, state in conditions.items()}
 
     def delete_node(self, name: str) -> int:
         """DELETE the Node; the HTTP status (200, 202 or 404 mean it is gone or going)."""
@@ -63,16 +97,35 @@ class LabApi:
         return code
 
 
+def readiness_line(names: Sequence[str], conditions: Mapping[str, str], error: str) -> str:
+    """What a wait for ``names`` to be Ready saw last: the API server's failure, or each node that is
+    not Ready with its condition (``a NotReady (KubeletNotReady), b not registered``)."""
+    if error:
+        return f"the API server: {error}"
+    late = [f"{n} {conditions.get(n, 'not registered')}" for n in names if conditions.get(n) != "Ready"]
+    return ", ".join(late) or "all Ready"
+
+
 def wait_nodes_ready(api: LabApi, names: list[str], *, timeout: float, say: Callable[[str], None]) -> None:
-    """Wait until every node in ``names`` is Ready; ComponentError naming those that are not."""
+    """Wait until every node in ``names`` is Ready, saying how it goes at least every 10 s;
+    ComponentError naming those that are not (and their condition) when ``timeout`` passes."""
     began = time.monotonic()
+    seen: list[str] = ["nothing asked yet"]
 
     def all_ready() -> bool:
-        readiness = api.node_readiness()
-        return all(readiness.get(n) == "Ready" for n in names)
+        conditions, error = api.node_conditions(timeout=POLL_TIMEOUT)
+        seen[0] = readiness_line(names, conditions, error)
+        return not error and all(conditions.get(n) == "Ready" for n in names)
 
-    if not wait_for(all_ready, timeout=timeout, interval=1.0):
-        readiness = api.node_readiness()
-        late = [f"{n} ({readiness.get(n, 'not registered')})" for n in names if readiness.get(n) != "Ready"]
-        raise ComponentError(f"nodes not Ready after {timeout:.0f}s: {', '.join(late)}; see: kubelab logs NODE kubelet")
+    what = f"{len(names)} node{'s' if len(names) != 1 else ''} to be Ready"
+    if not wait_for(
+        all_ready,
+        timeout=timeout,
+        interval=1.0,
+        what=what,
+        say=indented(say),
+        last=lambda: seen[0],
+        slowest=POLL_TIMEOUT,
+    ):
+        raise ComponentError(f"{timed_out(what, timeout, seen[0])}; see: kubelab logs NODE kubelet")
     say(f"  nodes: {', '.join(names)} Ready ({time.monotonic() - began:.1f}s)")

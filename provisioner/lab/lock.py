@@ -49,14 +49,15 @@ def describe_holder(text: str, lab: str) -> str:
 
 
 @contextlib.contextmanager
-def held(home: Path, lab: str, command: str) -> Iterator[None]:
-    """Hold the lab's lock for the ``with`` block; LabBusyError at once when another command holds it."""
+def held(home: Path, lab: str, command: str, *, wait: bool = False) -> Iterator[None]:
+    """Hold the lab's lock for the ``with`` block; LabBusyError at once when another command holds it
+    (``wait``: wait for it instead, for locks held only for a moment)."""
     path = lock_file(home, lab)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise LabBusyError(describe_holder(path.read_text(), lab)) from None
         record = json.dumps({"command": command, "pid": os.getpid(), "since": time.time()})

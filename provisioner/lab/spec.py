@@ -83,7 +83,16 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
 def build(file: Path | None, overrides: Mapping[str, Any], *, base: LabSpec | None = None) -> LabSpec:
     """``base`` (an existing lab's saved spec) or the defaults, then ``file`` (lab.yaml), then
     ``overrides`` (flags; None means not given)."""
+    return build_given(file, overrides, base=base)[0]
+
+
+def build_given(
+    file: Path | None, overrides: Mapping[str, Any], *, base: LabSpec | None = None
+) -> tuple[LabSpec, frozenset[str]]:
+    """As :func:`build`, with the fields the user gave explicitly (a key of ``file`` or a flag):
+    those a lab's first ``up`` must not pick for itself (``allocation``)."""
     values: dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
+    given: set[str] = set()
     types = {f.name: f.type for f in dataclasses.fields(LabSpec)}
     kinds = {name: int if t in (int, "int") else str for name, t in types.items()}
     if file is not None:
@@ -100,12 +109,14 @@ def build(file: Path | None, overrides: Mapping[str, Any], *, base: LabSpec | No
             if attr not in kinds:
                 raise SpecError(f"{file}: unknown setting {key!r}; known: {', '.join(LabSpec.keys())}")
             values[attr] = _coerce(str(key), value, kinds[attr])
+            given.add(attr)
     for attr, value in overrides.items():
         if value is not None:
             values[attr] = _coerce(attr.replace("_", "-"), value, kinds[attr])
+            given.add(attr)
     spec = LabSpec(**values)
     validate(spec)
-    return spec
+    return spec, frozenset(given)
 
 
 def validate(spec: LabSpec) -> None:

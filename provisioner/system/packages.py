@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from provisioner.errors import HostError
+from provisioner.system.waiting import Heartbeat
 
 
 @dataclass(frozen=True)
@@ -55,17 +56,20 @@ def ensure(requirements: Sequence[Requirement], *, say: Callable[[str], None] = 
         raise HostError(f"missing {names} and there is no apt-get here; install {' '.join(packages)} by hand")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     say(f"installing Debian packages: {' '.join(packages)}")
+    step = ["apt-get update"]
     try:
-        if not _apt_state["updated"]:
-            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True, text=True)
-            _apt_state["updated"] = True
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-            check=True,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+        with Heartbeat(f"Debian packages {' '.join(packages)}", say, last=lambda: f"running {step[0]}"):
+            if not _apt_state["updated"]:
+                subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True, text=True)
+                _apt_state["updated"] = True
+            step[0] = "apt-get install"
+            subprocess.run(
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+                check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
     except subprocess.CalledProcessError as exc:
         last = (exc.stderr or exc.stdout or "").strip().splitlines()[-1:] or ["no output"]
         raise HostError(f"apt-get could not install {' '.join(packages)}: {last[0]}") from exc

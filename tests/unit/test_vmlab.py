@@ -98,6 +98,9 @@ def test_a_range_held_by_another_active_network_is_named() -> None:
     assert vmplan.overlapping("192.168.123.0/24", networks) == "kubelab-first"
     assert vmplan.overlapping("192.168.0.0/16", networks) == "default"
     assert vmplan.overlapping("10.77.0.0/24", networks) is None
+    assert vmplan.ranges(default) == ["192.168.122.0/24"] and vmplan.ranges(xml) == ["192.168.123.0/24"]
+    both = "<network><ip family='ipv6' address='fd00::1' prefix='64'/><ip address='10.5.0.1' prefix='16'/></network>"
+    assert vmplan.ranges(both) == ["10.5.0.0/16"]  # what a new lab's range must avoid: IPv4 only
 
 
 def test_the_reservations_of_a_network_are_read_back_as_libvirt_updates_them() -> None:
@@ -189,7 +192,7 @@ def test_libvirt_refusing_a_machine_is_one_line_naming_it_and_what_to_change(tmp
     assert "\n" not in message
 
 
-def test_a_machine_that_never_answers_ssh_is_one_error_naming_it_the_accelerator_and_its_console(
+def test_a_machine_that_never_answers_ssh_is_one_error_naming_it_the_accelerator_ssh_and_its_console(
     tmp_path: Path,
 ) -> None:
     from provisioner.errors import ComponentError  # noqa: PLC0415
@@ -202,7 +205,7 @@ def test_a_machine_that_never_answers_ssh_is_one_error_naming_it_the_accelerator
     with pytest.raises(ComponentError) as caught:
         sshkeys.wait_all(
             machines,
-            answers=lambda node: node == "demo-master",
+            probe=lambda node: "" if node == "demo-master" else "root@192.168.123.11: Permission denied (publickey).",
             timeout=0.5,
             accel="tcg",
             console_of=lambda node: tmp_path / "console" / f"{node}-console.log",
@@ -210,6 +213,7 @@ def test_a_machine_that_never_answers_ssh_is_one_error_naming_it_the_accelerator
         )
     message = str(caught.value)
     assert message.startswith("demo-worker1 did not answer ssh at 192.168.123.11 within 0s (accelerator tcg);")
+    assert "; ssh said: root@192.168.123.11: Permission denied (publickey).;" in message
     assert f"console log: {console}" in message
     assert message.endswith("(last line: [   9.9] Kernel panic - not syncing)") and "\n" not in message
     assert said == [said[0]] and said[0].startswith("  demo-master: ssh answers after ")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from provisioner.errors import HostError
 from provisioner.system import processes as procs
-from provisioner.system.waiting import wait_for
+from provisioner.system.waiting import Heartbeat, timed_out, wait_for
 
 URI = "qemu:///system"
 NETNS = "kubelab-vms"
@@ -32,6 +32,7 @@ SOCKET = Path("/run/libvirt/libvirt-sock")
 LOG_SOCKET = Path("/run/libvirt/virtlogd-sock")
 STATE = Path("/run/kubelab")
 LOGS = Path("/var/log/kubelab")
+START_TIMEOUT = 30.0  # each daemon, until its socket answers
 
 
 def accelerator(choice: str, *, dev_kvm: Path = Path("/dev/kvm"), modules: Path = Path("/sys/module")) -> str:
@@ -60,14 +61,21 @@ class Daemon:
         return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
 
 
-def _answers(path: Path) -> bool:
+def _socket_error(path: Path) -> str:
+    """'' when something accepts connections on the unix socket ``path``, else why not."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
         try:
             sock.connect(str(path))
-        except OSError:
-            return False
-    return True
+        except FileNotFoundError:
+            return f"no socket at {path} yet"
+        except OSError as exc:
+            return f"{path}: {exc.strerror or exc}"
+    return ""
+
+
+def _answers(path: Path) -> bool:
+    return not _socket_error(path)
 
 
 def _records() -> dict[str, procs.ProcessRecord]:
@@ -133,14 +141,43 @@ def ensure(*, say: Callable[[str], None]) -> Daemon:
         subprocess.run(["ip", "-n", NETNS, "link", "set", "lo", "up"], check=True, capture_output=True)
     STATE.mkdir(parents=True, exist_ok=True)
     for name, ready in (("virtlogd", LOG_SOCKET), ("libvirtd", SOCKET)):
-        log = LOGS / f"{name}.log"
-        record = procs.spawn(name, ["ip", "netns", "exec", NETNS, name], log=log)
-        record.save(STATE)
-        if not wait_for(lambda path=ready: _answers(path), timeout=30.0, interval=0.1):  # type: ignore[misc]
-            procs.stop(record)
-            raise HostError(f"{name} did not start in namespace {NETNS}; see {log}")
+        _start(name, ready, say=say)
     say(f"libvirt: started libvirtd in network namespace {NETNS} (no system libvirtd here)")
     return Daemon(URI, NETNS)
+
+
+def _start(name: str, ready: Path, *, say: Callable[[str], None]) -> None:
+    """Start daemon ``name`` in kubelab's namespace and wait until its socket ``ready`` answers."""
+    log = LOGS / f"{name}.log"
+    record = procs.spawn(name, ["ip", "netns", "exec", NETNS, name], log=log)
+    record.save(STATE)
+    seen = ["not asked yet"]
+
+    def answers() -> bool:
+        seen[0] = _socket_error(ready)
+        return not seen[0]
+
+    def exited() -> str | None:
+        if procs.alive(record):
+            return None
+        seen[0] = f"it exited ({procs.log_tail(log, 1) or 'no output'})"
+        return seen[0]
+
+    what = f"{name} to answer at {ready}"
+    if not wait_for(
+        answers,
+        timeout=START_TIMEOUT,
+        interval=0.1,
+        abort=exited,
+        what=what,
+        say=say,
+        last=lambda: seen[0],
+        slowest=1.0,
+    ):
+        procs.stop(record)
+        raise HostError(
+            f"{name} did not start in namespace {NETNS} ({timed_out(what, START_TIMEOUT, seen[0])}); see {log}"
+        )
 
 
 def release(*, still_used: bool, say: Callable[[str], None]) -> None:
@@ -151,7 +188,8 @@ def release(*, still_used: bool, say: Callable[[str], None]) -> None:
     for name in ("libvirtd", "virtlogd"):
         record = ours.get(name)
         if record is not None:
-            procs.stop(record, grace=15.0)
+            with Heartbeat(f"{name} (pid {record.pid}) to stop", say):
+                procs.stop(record, grace=15.0)
         with contextlib.suppress(FileNotFoundError):
             (STATE / f"{name}.json").unlink()
     if ours:

@@ -34,7 +34,7 @@ from provisioner.lab.paths import LabPaths
 from provisioner.lab.spec import LabSpec, service_ip
 from provisioner.project import PLAYBOOKS
 from provisioner.system import packages, ports, space
-from provisioner.system.waiting import wait_for
+from provisioner.system.waiting import Heartbeat, indented, wait_for
 
 SSH_TIMEOUT = {"kvm": 120.0, "tcg": 420.0}
 READY_TIMEOUT = 300.0
@@ -252,7 +252,7 @@ class LibvirtDriver:
     def _wait_ssh(self, accel: str) -> None:
         ssh.wait_all(
             self.lab_machines,
-            answers=self.access.answers,
+            probe=self.access.probe,
             timeout=SSH_TIMEOUT[accel],
             accel=accel,
             console_of=self.console_of,
@@ -283,6 +283,14 @@ class LibvirtDriver:
             f"  playbooks: changed {result.changed_total}{f' ({per_host})' if per_host else ''}"
             f" in {result.seconds:.1f}s"
         )
+
+    def ranges_in_use(self) -> list[tuple[str, str]]:
+        """The ranges of libvirt's active networks other than this lab's (none while no libvirt runs)."""
+        running = daemon.current()
+        if running is None:
+            return []
+        with self._hypervisor(running) as hv:
+            return hv.active_ranges(besides=self.network.name)
 
     # --- the API, from the host ------------------------------------------------------------------
 
@@ -319,10 +327,21 @@ class LibvirtDriver:
                 with contextlib.suppress(Exception):
                     domain.shutdown()
 
-            def all_off() -> bool:
-                return not any(d.isActive() for d in active.values())
+            def still_on() -> list[str]:
+                return [name for name, d in sorted(active.items()) if d.isActive()]
 
-            if not wait_for(all_off, timeout=SHUTDOWN_TIMEOUT, interval=1.0):
+            if active:
+                self.say(
+                    f"  shutting down {', '.join(sorted(active))} (at most {SHUTDOWN_TIMEOUT:.0f}s, then powered off)"
+                )
+            if not wait_for(
+                lambda: not still_on(),
+                timeout=SHUTDOWN_TIMEOUT,
+                interval=1.0,
+                what=f"{len(active)} machines to shut down",
+                say=indented(self.say),
+                last=lambda: f"still running: {', '.join(still_on()) or 'none'}",
+            ):
                 for name, domain in active.items():
                     if domain.isActive():
                         self.say(f"  {name}: did not shut down within {SHUTDOWN_TIMEOUT:.0f}s; powered off")
@@ -411,7 +430,8 @@ class LibvirtDriver:
         """Each component's systemd unit state on the machine, in one ssh round trip."""
         parts = components.on_machine(role)
         try:
-            done = self.access.run(node, "systemctl is-active " + " ".join(c.unit for c in parts), timeout=30.0)
+            with Heartbeat(f"{node}'s units over ssh (at most 30s)", self.say):
+                done = self.access.run(node, "systemctl is-active " + " ".join(c.unit for c in parts), timeout=30.0)
         except Exception:
             return ()
         states = done.stdout.split()

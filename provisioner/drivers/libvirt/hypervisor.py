@@ -149,6 +149,15 @@ class Hypervisor:
                 f" remove it ({undo}) or give this lab another range with --network-cidr"
             )
 
+    def active_ranges(self, *, besides: str) -> list[tuple[str, str]]:
+        """(cidr, network name) of every active network's range, but network ``besides``'s."""
+        return [
+            (cidr, net.name())
+            for net in self.conn.listAllNetworks()
+            if net.isActive() and net.name() != besides
+            for cidr in plan.ranges(net.XMLDesc(0))
+        ]
+
     def _update_reservations(self, net: Any, machines: Sequence[Machine]) -> None:
         libvirt = self.libvirt
         delete, add = plan.reservation_changes(plan.reservations(net.XMLDesc(0)), machines)

@@ -204,17 +204,24 @@ def stamp_of(xml: str) -> tuple[str, str]:
     return (found.group(1), found.group(2) or "") if found else ("", "")
 
 
+def ranges(xml: str) -> list[str]:
+    """The IPv4 ranges of a libvirt network's XML, as CIDRs (``192.168.123.0/24``)."""
+    out = []
+    for element in ET.fromstring(xml).iterfind("./ip"):
+        address = element.get("address")
+        if not address or element.get("family", "ipv4") != "ipv4":
+            continue
+        mask = element.get("prefix") or element.get("netmask") or "24"
+        out.append(str(ipaddress.ip_network(f"{address}/{mask}", strict=False)))
+    return out
+
+
 def overlapping(cidr: str, networks: Sequence[tuple[str, str]]) -> str | None:
     """The first of ``networks`` (name, libvirt XML) with an IPv4 range that overlaps ``cidr``."""
     wanted = ipaddress.ip_network(cidr)
     for name, xml in networks:
-        for element in ET.fromstring(xml).iterfind("./ip"):
-            address = element.get("address")
-            if not address or element.get("family", "ipv4") != "ipv4":
-                continue
-            mask = element.get("prefix") or element.get("netmask") or "24"
-            if ipaddress.ip_network(f"{address}/{mask}", strict=False).overlaps(wanted):
-                return name
+        if any(ipaddress.ip_network(other).overlaps(wanted) for other in ranges(xml)):
+            return name
     return None
 
 

@@ -23,6 +23,7 @@ import yaml
 from provisioner.drivers.libvirt.inventory import hosts_of
 from provisioner.errors import ProvisionError
 from provisioner.project import PLAYBOOKS
+from provisioner.system.waiting import Heartbeat
 
 SITE = PLAYBOOKS / "site.yml"
 
@@ -132,12 +133,16 @@ class _Progress:
     say: Callable[[str], None]
     started: float = field(default_factory=time.monotonic)
     failures: dict[str, TaskFailure] = field(default_factory=dict)  # by host, in the order they ended
+    doing: str = "starting ansible-playbook"  # the task under way, for the heartbeat between events
 
     def event(self, event: Mapping[str, Any]) -> bool:
         elapsed = time.monotonic() - self.started
         line = progress_line(event, elapsed)
         if line is not None:
             self.say(line)
+        data = event.get("event_data") or {}
+        if event.get("event") in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+            self.doing = f"task {data.get('task') or data.get('name') or '?'!r} since {elapsed:.0f}s"
         failure = failure_of(event)
         if failure is not None:
             # a host's last failure is what ended it there (one before it may have been rescued)
@@ -214,20 +219,22 @@ def run_playbook(
     private = state_dir / "ansible"
     private.mkdir(parents=True, exist_ok=True)
     progress = _Progress(say)
-    runner = ansible_runner.run(
-        private_data_dir=str(private),
-        playbook=str(playbook),
-        inventory=str(inventory_file),
-        forks=max(1, len(hosts)),
-        envvars=environment,
-        tags=",".join(tags) or None,
-        limit=limit or None,
-        timeout=timeout,
-        quiet=True,
-        suppress_env_files=True,
-        rotate_artifacts=5,
-        event_handler=progress.event,
-    )
+    with Heartbeat("ansible-playbook", say, last=lambda: progress.doing) as beat:
+        progress.say = beat.say  # a task's own lines keep the heartbeat quiet
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            playbook=str(playbook),
+            inventory=str(inventory_file),
+            forks=max(1, len(hosts)),
+            envvars=environment,
+            tags=",".join(tags) or None,
+            limit=limit or None,
+            timeout=timeout,
+            quiet=True,
+            suppress_env_files=True,
+            rotate_artifacts=5,
+            event_handler=progress.event,
+        )
     elapsed = time.monotonic() - progress.started
     artifacts = Path(runner.config.artifact_dir)
     stats: Mapping[str, Any] = runner.stats or {}

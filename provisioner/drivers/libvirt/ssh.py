@@ -18,7 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from provisioner.drivers.base import Machine
 from provisioner.errors import ComponentError, ProvisionError
 from provisioner.lab import render
-from provisioner.system.waiting import wait_for
+from provisioner.system.waiting import indented, timed_out, wait_for
+
+PROBE_TIMEOUT = 20.0  # one ssh attempt at a machine, handshake and a command included
 
 
 def ensure_key(private: Path, comment: str) -> str:
@@ -88,11 +90,23 @@ class Access:
         argv = [*self.argv(node), "-o", "BatchMode=yes", command]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
-    def answers(self, node: str) -> bool:
+    def probe(self, node: str) -> str:
+        """'' when ``node`` answers ssh (and runs a command), else what ssh said last: its own error
+        line (``Permission denied (publickey)``, ``Connection refused``, ...)."""
         try:
-            return self.run(node, "true", timeout=20.0).returncode == 0
+            done = self.run(node, "true", timeout=PROBE_TIMEOUT)
         except subprocess.TimeoutExpired:
-            return False
+            return f"no answer within {PROBE_TIMEOUT:.0f}s"
+        return "" if done.returncode == 0 else ssh_error(done.stderr, done.returncode)
+
+
+def ssh_error(stderr: str, code: int) -> str:
+    """The line of a failed ssh's standard error that says why: the tunnel's own (it names the address
+    it could not reach) when it has one, else ssh's last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    tunnel = [line.removeprefix("kubelab tunnel: ") for line in lines if line.startswith("kubelab tunnel: ")]
+    said = tunnel[-1] if tunnel else (lines[-1] if lines else f"ssh exited with code {code} and said nothing")
+    return said[:200]
 
 
 def last_console_line(console: Path) -> str:
@@ -110,31 +124,62 @@ def last_console_line(console: Path) -> str:
 def wait_all(
     machines: Sequence[Machine],
     *,
-    answers: Callable[[str], bool],
+    probe: Callable[[str], str],
     timeout: float,
     accel: str,
     console_of: Callable[[str], Path],
     say: Callable[[str], None],
 ) -> None:
-    """Wait, side by side, until every machine answers ssh; the first that does not within ``timeout``
-    is one ComponentError naming it, the accelerator, and its console's last line."""
+    """Wait, side by side, until every machine answers ssh (``probe``: '' when it does, else what ssh
+    said). Says at least every ``waiting.EVERY`` seconds which machines it still waits for and what
+    ssh said last for each; the first that does not answer within ``timeout`` is one ComponentError
+    naming it, the accelerator, ssh's last error and its console's last line."""
+    seen: dict[str, str] = {m.name: "not tried yet" for m in machines}
+    answered: set[str] = set()
     failures: dict[str, str] = {}
     began = time.monotonic()
 
     def wait(machine: Machine) -> None:
-        if wait_for(lambda: answers(machine.name), timeout=timeout, interval=2.0):
+        def answers() -> bool:
+            said = probe(machine.name)
+            if said:
+                seen[machine.name] = said
+            return not said
+
+        if wait_for(answers, timeout=timeout, interval=2.0):
+            answered.add(machine.name)
             say(f"  {machine.name}: ssh answers after {time.monotonic() - began:.1f}s")
             return
         console = console_of(machine.name)
         failures[machine.name] = (
             f"{machine.name} did not answer ssh at {machine.ip} within {timeout:.0f}s (accelerator {accel});"
-            f" console log: {console}{last_console_line(console)}"
+            f" ssh said: {seen[machine.name]}; console log: {console}{last_console_line(console)}"
         )
 
     threads = [threading.Thread(target=wait, args=(m,), daemon=True) for m in machines]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+
+    def waiting_for() -> str:
+        return pending_line([(m.name, seen[m.name]) for m in machines if m.name not in answered])
+
+    finished = wait_for(
+        lambda: not any(t.is_alive() for t in threads),
+        timeout=timeout + PROBE_TIMEOUT + 10.0,  # a probe begun at the deadline ends within PROBE_TIMEOUT
+        interval=0.2,
+        what=f"ssh on {len(machines)} machines",
+        say=indented(say),
+        last=waiting_for,
+    )
     if failures:
         raise ComponentError(failures[sorted(failures)[0]])
+    if not finished:
+        raise ComponentError(timed_out(f"ssh on {len(machines)} machines", timeout, waiting_for()))
+
+
+def pending_line(pending: Sequence[tuple[str, str]]) -> str:
+    """The machines still awaited, grouped by what ssh said last for each: ``a, b: Connection refused``."""
+    groups: dict[str, list[str]] = {}
+    for name, said in pending:
+        groups.setdefault(said, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {said}" for said, names in groups.items())

@@ -17,6 +17,7 @@ NETNS may be ``-`` (stay in the host's namespace: labs on a system libvirtd).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -113,7 +114,11 @@ async def _connect(host: str, port: int) -> None:
 
 def connect(netns: str, host: str, port: int) -> None:
     enter(netns)
-    asyncio.run(_connect(host, port))
+    try:
+        asyncio.run(_connect(host, port))
+    except OSError as exc:  # what ssh shows as the reason it could not connect
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(exc.errno, f"cannot reach {host}:{port}: {reason}") from exc
 
 
 def main(argv: Sequence[str]) -> int:
@@ -124,7 +129,10 @@ def main(argv: Sequence[str]) -> int:
         if len(argv) == 4 and argv[0] == "connect" and argv[3].isdigit():
             connect(argv[1], argv[2], int(argv[3]))
             return 0
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        print(f"kubelab tunnel: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
         print(f"kubelab tunnel: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ import ssl
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +24,8 @@ from provisioner.lab.paths import LabPaths
 from provisioner.system import ports
 from provisioner.system import processes as procs
 from provisioner.system.waiting import wait_for
+
+HEALTH_TIMEOUT = 3.0  # the longest one health check takes
 
 
 class Component(Protocol):
@@ -43,21 +45,50 @@ class Component(Protocol):
         """The ports it listens on, with the flag that chooses each."""
         ...
 
+    def health(self) -> str:
+        """'' when healthy, else what its health check saw (an HTTP status, a connection error)."""
+        ...
+
     def healthy(self) -> bool: ...
 
 
-def _get(url: str, *, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+class _Checked:
+    """``healthy`` from ``health``, for every component below."""
+
+    def health(self) -> str:
+        raise NotImplementedError
+
+    def healthy(self) -> bool:
+        return not self.health()
+
+
+def _reason(exc: BaseException) -> str:
+    inner = getattr(exc, "reason", exc)
+    if isinstance(inner, OSError) and inner.strerror:
+        return inner.strerror
+    return str(inner) or type(inner).__name__
+
+
+def _http_health(
+    url: str, *, expect: Callable[[bytes], bool] = lambda _body: True, context: ssl.SSLContext | None = None
+) -> str:
+    """'' when ``url`` answers 200 with a body ``expect`` accepts; else the status and the body's
+    start (``HTTP 500: [-]etcd failed``), or the connection error (``Connection refused``)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
-            return int(response.status), response.read()
+        with urllib.request.urlopen(url, timeout=min(2.0, HEALTH_TIMEOUT), context=context) as response:
+            code, body = int(response.status), response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return 0, b""
+        code, body = exc.code, exc.read()
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        return _reason(exc)
+    if code == 200 and expect(body):
+        return ""
+    text = " ".join(body.decode(errors="replace").split())[:120]
+    return f"HTTP {code}: {text}" if text else f"HTTP {code}"
 
 
 @dataclass(frozen=True)
-class Etcd:
+class Etcd(_Checked):
     paths: LabPaths
     lab_name: str
     client_port: int = 2379
@@ -97,18 +128,18 @@ class Etcd:
             raise ComponentError("etcd is not installed (Debian package etcd-server)")
         return [binary, "--config-file", str(self.config_file)]
 
-    def healthy(self) -> bool:
-        code, body = _get(f"{self.endpoint}/health")
-        if code != 200:
-            return False
-        try:
-            return bool(json.loads(body).get("health") == "true")
-        except ValueError:
-            return False
+    def health(self) -> str:
+        def says_healthy(body: bytes) -> bool:
+            try:
+                return bool(json.loads(body).get("health") == "true")
+            except ValueError:
+                return False
+
+        return _http_health(f"{self.endpoint}/health", expect=says_healthy)
 
 
 @dataclass(frozen=True)
-class Registry:
+class Registry(_Checked):
     """The lab's image registry: Debian's docker-registry, plain HTTP on the lab's own address."""
 
     paths: LabPaths
@@ -143,16 +174,21 @@ class Registry:
             raise ComponentError("docker-registry is not installed (Debian package docker-registry)")
         return [binary, "serve", str(self.config_file)]
 
-    def healthy(self) -> bool:
-        code, _ = _get(f"{self.endpoint}/v2/")
-        return code == 200
+    def health(self) -> str:
+        return _http_health(f"{self.endpoint}/v2/")
 
 
 def start(
-    component: Component, paths: LabPaths, *, timeout: float, tags: Mapping[str, str] | None = None
+    component: Component,
+    paths: LabPaths,
+    *,
+    timeout: float,
+    tags: Mapping[str, str] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> procs.ProcessRecord:
-    """Start and await one (configured) component, ``tags`` (the lab's identity) in its environment;
-    raise ComponentError naming its log on failure."""
+    """Start and await one (configured) component, ``tags`` (the lab's identity) in its environment,
+    saying at least every 10 s what its health check sees; raise ComponentError naming the last of it
+    and the component's log on failure."""
     for port, flag in component.ports():
         if ports.in_use("127.0.0.1", port):
             raise ComponentError(
@@ -165,11 +201,26 @@ def start(
     def exited() -> str | None:
         return None if procs.alive(record) else "exited"
 
-    def up() -> bool:
-        return procs.alive(record) and component.healthy()
+    seen = ["not asked yet"]
 
-    if not wait_for(up, timeout=timeout, interval=0.1, abort=exited):
-        reason = "exited" if not procs.alive(record) else f"was not healthy after {timeout:.0f}s"
+    def up() -> bool:
+        if not procs.alive(record):
+            return False
+        seen[0] = component.health()
+        return not seen[0]
+
+    what = f"{component.name} to be healthy at {component.endpoint}"
+    if not wait_for(
+        up,
+        timeout=timeout,
+        interval=0.1,
+        abort=exited,
+        what=what,
+        say=say,
+        last=lambda: seen[0],
+        slowest=HEALTH_TIMEOUT,
+    ):
+        reason = "exited" if not procs.alive(record) else f"was not healthy after {timeout:.0f}s (last: {seen[0]})"
         tail = procs.log_tail(log, 3)
         procs.stop(record)
         raise ComponentError(f"{component.name} {reason}; see {log}" + (f"\n{tail}" if tail else ""))
@@ -177,7 +228,7 @@ def start(
 
 
 @dataclass(frozen=True)
-class ApiServer:
+class ApiServer(_Checked):
     paths: LabPaths
     port: int
     etcd_servers: tuple[str, ...]
@@ -225,19 +276,17 @@ class ApiServer:
     def argv(self) -> list[str]:
         return [self.python, "-m", "agents.apiserver", "--config", str(self.config_file)]
 
-    def healthy(self) -> bool:
+    def health(self) -> str:
         context = ssl.create_default_context(cafile=str(self.paths.pki / "ca.crt"))
-        code, body = _get(f"{self.endpoint}/readyz", context=context)
-        return code == 200 and body.strip() == b"ok"
+        return _http_health(f"{self.endpoint}/readyz", expect=lambda body: body.strip() == b"ok", context=context)
 
 
-def _ready(port: int) -> bool:
-    code, body = _get(f"http://127.0.0.1:{port}/readyz")
-    return code == 200 and body.strip() == b"ok"
+def _ready(port: int) -> str:
+    return _http_health(f"http://127.0.0.1:{port}/readyz", expect=lambda body: body.strip() == b"ok")
 
 
 @dataclass(frozen=True)
-class Scheduler:
+class Scheduler(_Checked):
     paths: LabPaths
     healthz_port: int
     python: str
@@ -263,12 +312,12 @@ class Scheduler:
     def argv(self) -> list[str]:
         return [self.python, "-m", "agents.scheduler", "--config", str(self.paths.config / "scheduler.yaml")]
 
-    def healthy(self) -> bool:
+    def health(self) -> str:
         return _ready(self.healthz_port)
 
 
 @dataclass(frozen=True)
-class ControllerManager:
+class ControllerManager(_Checked):
     paths: LabPaths
     healthz_port: int
     python: str
@@ -298,12 +347,12 @@ class ControllerManager:
     def argv(self) -> list[str]:
         return [self.python, "-m", "agents.controllers", "--config", str(self.paths.config / "controller-manager.yaml")]
 
-    def healthy(self) -> bool:
+    def health(self) -> str:
         return _ready(self.healthz_port)
 
 
 @dataclass(frozen=True)
-class SimNodes:
+class SimNodes(_Checked):
     paths: LabPaths
     healthz_port: int
     python: str
@@ -333,12 +382,12 @@ class SimNodes:
     def argv(self) -> list[str]:
         return [self.python, "-m", "agents.simnodes", "--config", str(self.paths.config / "simnodes.yaml")]
 
-    def healthy(self) -> bool:
+    def health(self) -> str:
         return _ready(self.healthz_port)
 
 
 @dataclass(frozen=True)
-class Containerd:
+class Containerd(_Checked):
     """The node's container runtime: Debian's containerd with a root, state and socket of the lab's."""
 
     paths: LabPaths
@@ -379,13 +428,23 @@ class Containerd:
             raise ComponentError("containerd is not installed (Debian package containerd)")
         return [binary, "--config", str(self.paths.config / "containerd" / "config.toml")]
 
-    def healthy(self) -> bool:
+    def health(self) -> str:
         if not self.socket.exists():
-            return False
-        done = subprocess.run(
-            ["ctr", "--address", str(self.socket), "version"], capture_output=True, timeout=10, check=False
-        )
-        return done.returncode == 0
+            return f"no socket at {self.socket} yet"
+        try:
+            done = subprocess.run(
+                ["ctr", "--address", str(self.socket), "version"],
+                capture_output=True,
+                text=True,
+                timeout=HEALTH_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return f"ctr version did not answer within {HEALTH_TIMEOUT:.0f}s"
+        if done.returncode == 0:
+            return ""
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return f"ctr version: {lines[-1][:160]}" if lines else f"ctr version exited with code {done.returncode}"
 
     def kill_all(self, namespace: str = "k8s.io") -> int:
         """Kill and remove every container of ``namespace`` (their shims outlive containerd)."""
@@ -402,7 +461,7 @@ class Containerd:
 
 
 @dataclass(frozen=True)
-class Kubelet:
+class Kubelet(_Checked):
     paths: LabPaths
     healthz_port: int
     python: str
@@ -447,12 +506,12 @@ class Kubelet:
     def argv(self) -> list[str]:
         return [self.python, "-m", "agents.kubelet", "--config", str(self.paths.config / "kubelet.yaml")]
 
-    def healthy(self) -> bool:
+    def health(self) -> str:
         return _ready(self.healthz_port)
 
 
 @dataclass(frozen=True)
-class Proxy:
+class Proxy(_Checked):
     paths: LabPaths
     healthz_port: int
     python: str
@@ -486,5 +545,5 @@ class Proxy:
     def argv(self) -> list[str]:
         return [self.python, "-m", "agents.proxy", "--config", str(self.paths.config / "proxy.yaml")]
 
-    def healthy(self) -> bool:
+    def health(self) -> str:
         return _ready(self.healthz_port)

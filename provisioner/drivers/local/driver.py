@@ -28,6 +28,7 @@ from provisioner.lab.pki import SIMULATED_NODES
 from provisioner.lab.spec import LabSpec, service_ip
 from provisioner.system import packages, ports, space
 from provisioner.system import processes as procs
+from provisioner.system.waiting import indented
 
 START_TIMEOUT = 60.0
 MIN_FREE_DISK = 512 << 20  # bytes: etcd's first snapshots, the registry's images, containers
@@ -188,7 +189,9 @@ class LocalDriver:
                 procs.stop(record)
                 self.say(f"  {component.name}: restarting ({'settings changed' if changed else 'not healthy'})")
             began = time.monotonic()
-            record = components.start(component, self.paths, timeout=START_TIMEOUT, tags=self.tags)
+            record = components.start(
+                component, self.paths, timeout=START_TIMEOUT, tags=self.tags, say=indented(self.say)
+            )
             self.say(
                 f"  {component.name}: started (pid {record.pid}), healthy after"
                 f" {time.monotonic() - began:.1f}s at {component.endpoint}"
@@ -310,6 +313,10 @@ class LocalDriver:
         names = [self.node_name] if self.spec.nodes else []
         if names:
             wait_nodes_ready(self.api, names, timeout=START_TIMEOUT, say=self.say)
+
+    def ranges_in_use(self) -> list[tuple[str, str]]:
+        """None: a local lab's node network lives in a namespace of its own and clashes with nothing."""
+        return []
 
     def _no_machines(self, what: str) -> SpecError:
         return SpecError(
