@@ -50,7 +50,22 @@ async def _post(client: Client, path: str, body: dict[str, Any]) -> dict[str, An
         return found
 
 
-async def measure(target: Target, *, pods: int, rate: float) -> dict[str, Any]:
+async def _until_no_pods(client: Client, path: str) -> float:
+    """Seconds until the namespace's pod list is empty (each pod gone, not only Terminating)."""
+    began = time.perf_counter()
+    while True:
+        async with client.session.get(f"{client.target.server}{path}") as response:
+            if not (await response.json()).get("items"):
+                return time.perf_counter() - began
+        await asyncio.sleep(0.25)
+
+
+async def measure(
+    target: Target, *, pods: int, rate: float, deletion: bool = False, patience: float = 0.0
+) -> dict[str, Any]:
+    """Startup latency of ``pods`` pods created at ``rate`` a second; with ``deletion``, also how long
+    deleting them all takes until every one is gone. ``patience``: seconds after the last create
+    before pods not yet Running fail the measurement (default: 60 + one per pod)."""
     client = Client(target, connections=8)
     namespace = f"startup-{uuid.uuid4().hex[:6]}"
     created: dict[str, float] = {}
@@ -93,19 +108,29 @@ async def measure(target: Target, *, pods: int, rate: float) -> dict[str, Any]:
             await _post(client, path, pod(name))
             created[name] = time.perf_counter()
         try:
-            await asyncio.wait_for(finished.wait(), timeout=60 + pods)
+            await asyncio.wait_for(finished.wait(), timeout=patience or 60 + pods)
         except TimeoutError:
             raise BenchmarkError(
-                f"{len(wanted - set(running))} of {pods} pods not Running within {60 + pods}s"
+                f"{len(wanted - set(running))} of {pods} pods not Running within {patience or 60 + pods:.0f}s"
             ) from None
         latencies = [(running[n] - created[n]) * 1000 for n in sorted(wanted)]
-        return {
+        figures: dict[str, Any] = {
             "pods": pods,
             "rate": rate,
             "p50_ms": round(percentile(latencies, 50), 1),
             "p99_ms": round(percentile(latencies, 99), 1),
             "max_ms": round(max(latencies), 1),
         }
+        if deletion:
+            watcher.cancel()
+            async with client.session.delete(f"{target.server}{path}") as response:  # the whole collection
+                await response.read()
+            try:
+                async with asyncio.timeout(300):
+                    figures["deleted_s"] = round(await _until_no_pods(client, path), 1)
+            except TimeoutError:
+                raise BenchmarkError("the pods were not all gone 300 s after their deletion") from None
+        return figures
     finally:
         if watcher is not None:
             watcher.cancel()

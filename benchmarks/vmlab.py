@@ -6,6 +6,9 @@ machines (network, overlays, domains defined and started), boot (until every mac
 playbooks (ansible-runner: every role on every machine), ready (every node Ready, the built-in images
 in the lab registry).
 
+With ``--lab NAME``, an existing lab that has settled is measured instead: pod startup at 0.1/s and
+0.5/s, how long deleting 20 pods takes, and what the node agents cost an idle worker.
+
 Cold: an empty image cache (a temporary one, the machine's own cache is left alone), so the guest image
 is built from Debian packages first. Warm: the same lab created again with the image in the cache.
 Reference points: kubespray on Vagrant/libvirt takes 13-15 min for 3 VMs; minikube's kvm2 driver about
@@ -28,6 +31,8 @@ from typing import Any
 from benchmarks import podstartup
 from benchmarks.common import emit, target_from_kubeconfig
 from kubelab_testing.lab import Lab, created_lab, up_flags
+from provisioner.lab.components import unit_of
+from provisioner.lab.paths import default_home
 
 LAB = "bench-vm"
 
@@ -38,13 +43,70 @@ def _figures(lab: Lab, wall: float) -> dict[str, Any]:
     return {"wall_s": round(wall, 1), **{k: round(v, 1) for k, v in recorded["phases"].items()}, **recorded}
 
 
+IDLE_SECONDS = 60.0
+AGENTS = ("kubelet", "containerd", "proxy")
+
+
+def idle_cpu(lab: Lab, node: str, *, seconds: float = IDLE_SECONDS) -> dict[str, float]:
+    """Percent of one vCPU each node agent used over ``seconds`` on an idle ``node``: its systemd
+    unit's cgroup ``usage_usec``, so the programs a unit starts (``ctr``, CNI plugins) count too."""
+    units = {agent: unit_of(agent) for agent in AGENTS}
+    script = " ".join(
+        f"$(sed -n 's/^usage_usec //p' /sys/fs/cgroup/system.slice/{u}.service/cpu.stat)" for u in units.values()
+    )
+
+    def sample() -> list[int]:
+        done = lab.ssh(node, f"echo {script}")
+        if not done.ok:
+            raise RuntimeError(f"cannot read the agents' cgroups on {node}: {done.err.strip()}")
+        return [int(v) for v in done.out.split()]
+
+    before = sample()
+    time.sleep(seconds)  # a measurement window, not a wait for a condition
+    after = sample()
+    return {a: round((after[i] - before[i]) / (seconds * 1e6) * 100, 2) for i, a in enumerate(units)}
+
+
+def settled(lab: Lab, tmp: Path) -> dict[str, Any]:
+    """An existing, settled lab: pod startup at two rates, deleting 20 pods, idle CPU on a worker."""
+    target = target_from_kubeconfig(lab.kubeconfig, tmp)
+    worker = next(n.name for n in lab.nodes if n.role == "worker")
+    idle = idle_cpu(lab, worker)
+    print(
+        f"=== idle {worker} over {IDLE_SECONDS:.0f}s (% of one vCPU): "
+        + ", ".join(f"{a} {v}" for a, v in idle.items())
+        + f", together {sum(idle.values()):.2f}",
+        flush=True,
+    )
+    slow = asyncio.run(podstartup.measure(target, pods=5, rate=0.1, patience=300))
+    print(f"=== 5 pods at 0.1/s: p50 {slow['p50_ms']} ms, p99 {slow['p99_ms']} ms", flush=True)
+    busy = asyncio.run(podstartup.measure(target, pods=20, rate=0.5, deletion=True, patience=300))
+    print(
+        f"=== 20 pods at 0.5/s: p50 {busy['p50_ms']} ms, p99 {busy['p99_ms']} ms; all deleted in {busy['deleted_s']} s",
+        flush=True,
+    )
+    return {"idle_cpu_pct": idle, "idle_total_pct": round(sum(idle.values()), 2), "slow": slow, "busy": busy}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lab", help="measure this existing, settled lab instead of making one")
+    parser.add_argument("--home", type=Path, help="the existing lab's KUBELAB_HOME (default: $KUBELAB_HOME)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-cold", action="store_true", help="measure only the warm up (image cached)")
     parser.add_argument("--pods", type=int, default=10, help="pods for the startup latency on the VMs")
     parser.add_argument("--rate", type=float, default=0.5, help="pods created per second")
     args = parser.parse_args(argv)
+    if args.lab:
+        home = args.home or default_home()
+        with tempfile.TemporaryDirectory(prefix="kubelab-bench-vm-") as tmp:
+            try:
+                figures = settled(Lab(args.lab, home), Path(tmp))
+            except (RuntimeError, podstartup.BenchmarkError) as exc:
+                print(f"benchmark vmlab: {exc}", file=sys.stderr)
+                return 1
+        emit("vmlab_settled", figures)
+        return 0
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kubelab-bench-vm-") as tmp:
         # QEMU runs as libvirt's user: the cold run's image cache must be readable by it
