@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from agents.kubelet.containerd import Mount
+from agents.kubelet.containers import Mount
 
 Reader = Callable[[str, str], Awaitable[dict[str, Any] | None]]  # (namespace, name) -> object or None
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
