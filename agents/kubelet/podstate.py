@@ -165,6 +165,19 @@ def plan(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[A
     return actions, wake
 
 
+def backing_off(pod: Mapping[str, Any], observed: Observed, now: float) -> list[str]:
+    """The containers whose next run waits out a crash back-off now (kube's ``BackOff`` events)."""
+    policy = restart_policy(pod)
+    names = []
+    for container in containers_of(pod):
+        attempts = list(observed.attempts.get(container["name"]) or [])
+        last = attempts[-1] if attempts else None
+        exited = last is not None and last.state == "exited" and wants_restart(policy, last.exit_code)
+        if exited and now < next_start(attempts):
+            names.append(str(container["name"]))
+    return names
+
+
 # --- status ---------------------------------------------------------------------------------------
 
 

@@ -141,6 +141,10 @@ class PodWorkers:
         record = self.cache.ensure(uid, f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
         now = time.time()
         actions, wake = podstate.plan(pod, record.observed(), now)
+        meta = pod["metadata"]
+        for name in podstate.backing_off(pod, record.observed(), now):
+            where = f"{meta['name']}_{meta['namespace']}({uid})"
+            self.recorder.record(pod, WARNING, "BackOff", f"Back-off restarting failed container {name} in pod {where}")
         for action in actions:
             if isinstance(action, podstate.StopPod):
                 await self._stop(record, grace=action.grace_seconds)

@@ -15,6 +15,7 @@ from agents.kubelet.podstate import (
     PullFailure,
     StartContainer,
     StopPod,
+    backing_off,
     backoff,
     phase,
     plan,
@@ -69,6 +70,18 @@ def test_a_crashing_container_waits_out_its_back_off_and_the_planner_says_when_t
     observed = Observed(sandbox_ip="10.244.0.5", attempts={"main": attempts})
     assert plan(pod(), observed, NOW) == ([], NOW + 15)
     assert plan(pod(), observed, NOW + 15) == ([StartContainer("main", 2)], None)
+
+
+def test_only_containers_waiting_out_a_crash_back_off_are_backing_off() -> None:
+    attempts = {
+        "crashed": [exited(0, 1, finished=NOW - 5)],  # restarts at NOW + 5
+        "due": [exited(0, 1, finished=NOW - 20)],
+        "done": [exited(0, 0, finished=NOW - 5)],
+        "up": [running()],
+    }
+    observed = Observed(sandbox_ip="10.244.0.5", attempts=attempts)
+    assert backing_off(pod(*attempts, policy="OnFailure"), observed, NOW) == ["crashed"]
+    assert backing_off(pod(*attempts, policy="Never"), observed, NOW) == []
 
 
 def test_a_run_of_ten_minutes_resets_the_back_off() -> None:

@@ -1,0 +1,386 @@
+"""A kubelet given any pod the API accepts keeps running and says what is wrong with the pod.
+
+Hypothesis writes pod specs over what the kubelet reads (images and pull policies, commands, working
+directories, environment from values, fields, ConfigMaps and Secrets that exist or not, volumes of
+every kind the API knows, mounts, limits down to one byte, ports, probes of every handler with named
+ports that exist or not, restart policies, grace periods) and sends each to the local driver's node
+(``spec.nodeName``, past the scheduler). Each pod must come to a reported state within a deadline:
+every container running, terminated, or waiting with a reason other than ``ContainerCreating``, and a
+Warning event on the pod for every container that waits on a problem. Afterwards the kubelet is the
+same process, its log holds no traceback (nothing the kubelet did not expect), every fuzzed pod is
+gone once deleted, and a pod that ran beside them all is untouched: same container, no restart, Ready.
+
+Bounded: ``FUZZ_EXAMPLES`` pods, derandomized (the same specs each run, so CI is repeatable; set
+``KUBELAB_FUZZ_SEED`` for others), about two minutes on this machine kind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+
+from kubelab_testing.kubectl import Kubectl, manifest
+from kubelab_testing.lab import Lab
+from kubelab_testing.waiting import eventually
+from tests.integration.conftest import running_lab
+
+FUZZ_EXAMPLES = int(os.environ.get("KUBELAB_FUZZ_EXAMPLES", "20"))
+SETTLE_SECONDS = 45.0
+PROBLEMS = {
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "CrashLoopBackOff",
+    "RunContainerError",
+}
+
+
+@pytest.fixture(scope="module")
+def node_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    with running_lab(tmp_path_factory.mktemp("fuzz-home"), "fuzz", "--nodes", "1") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def k(node_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    return Kubectl(node_lab.kubeconfig, cache_dir=tmp_path_factory.mktemp("fuzz-kubectl"))
+
+
+@pytest.fixture(scope="module")
+def node(k: Kubectl) -> str:
+    def ready() -> str:
+        for found in k.json("get", "nodes")["items"]:
+            conditions = found["status"].get("conditions") or []
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return str(found["metadata"]["name"])
+        return ""
+
+    return str(eventually(ready, timeout=60, what="the lab's node Ready"))
+
+
+@pytest.fixture(scope="module")
+def ns(k: Kubectl) -> str:
+    name = f"fz-{uuid.uuid4().hex[:6]}"
+    k.ok("create", "namespace", name)
+    k.ok("create", "configmap", "present", "-n", name, "--from-literal=color=blue", "--from-literal=size=3")
+    k.ok("create", "secret", "generic", "present", "-n", name, "--from-literal=token=s3cret")
+    return name
+
+
+@pytest.fixture(scope="module")
+def host_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where hostPath volumes point: an existing directory and file, and names that do not exist."""
+    made = tmp_path_factory.mktemp("fuzz-hostpath")
+    (made / "dir").mkdir()
+    (made / "file").write_text("on the host\n")
+    return made
+
+
+def kubelet_process(lab: Lab) -> tuple[int, int]:
+    record = json.loads((lab.root / "run" / "kubelet.json").read_text())
+    return int(record["pid"]), int(record["start_ticks"])
+
+
+def alive(pid: int, start_ticks: int) -> bool:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return fields[0] not in ("Z", "X") and int(fields[19]) == start_ticks
+
+
+# --- what hypothesis writes ------------------------------------------------------------------------
+
+names = st.from_regex(r"[a-z]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+words = st.sampled_from(["sh", "-c", "true", "false", "sleep", "30", "exit 3", "echo hi", "no-such-command", ""]) | (
+    st.text(alphabet=string.printable + "éß€", max_size=12)
+)
+env_names = st.sampled_from(["A", "B_2", "COLOR", "PATH", "HOME", "x.y", "_under"])
+
+
+def env_var() -> st.SearchStrategy[dict[str, Any]]:
+    field = st.sampled_from(
+        [
+            "metadata.name",
+            "metadata.namespace",
+            "metadata.uid",
+            "metadata.labels['app']",
+            "metadata.annotations['note']",
+            "spec.nodeName",
+            "spec.serviceAccountName",
+            "status.podIP",
+            "status.hostIP",
+            "status.podIPs",
+        ]
+    )
+    key_ref = st.fixed_dictionaries(
+        {"name": st.sampled_from(["present", "missing"]), "key": st.sampled_from(["color", "token", "nope"])},
+        optional={"optional": st.booleans()},
+    )
+    source = st.one_of(
+        st.fixed_dictionaries({"fieldRef": st.fixed_dictionaries({"fieldPath": field})}),
+        st.fixed_dictionaries({"configMapKeyRef": key_ref}),
+        st.fixed_dictionaries({"secretKeyRef": key_ref}),
+        st.fixed_dictionaries(
+            {
+                "resourceFieldRef": st.fixed_dictionaries(
+                    {"resource": st.sampled_from(["limits.memory", "requests.cpu"])}
+                )
+            }
+        ),
+    )
+    return st.one_of(
+        st.fixed_dictionaries({"name": env_names, "value": words}),
+        st.fixed_dictionaries({"name": env_names, "valueFrom": source}),
+    )
+
+
+def env_from() -> st.SearchStrategy[dict[str, Any]]:
+    ref = st.fixed_dictionaries({"name": st.sampled_from(["present", "missing"])}, optional={"optional": st.booleans()})
+    return st.one_of(
+        st.fixed_dictionaries({"configMapRef": ref}, optional={"prefix": st.sampled_from(["P_", ""])}),
+        st.fixed_dictionaries({"secretRef": ref}),
+    )
+
+
+def probe(ports: list[str]) -> st.SearchStrategy[dict[str, Any]]:
+    port = st.integers(min_value=1, max_value=65535) | st.sampled_from([*ports, "unnamed", "8080"])
+    handler = st.one_of(
+        st.fixed_dictionaries({"exec": st.fixed_dictionaries({"command": st.lists(words, max_size=3)})}),
+        st.fixed_dictionaries(
+            {
+                "httpGet": st.fixed_dictionaries(
+                    {"port": port}, optional={"path": st.sampled_from(["/", "/x", "", "no-slash"])}
+                )
+            }
+        ),
+        st.fixed_dictionaries({"tcpSocket": st.fixed_dictionaries({"port": port})}),
+        st.fixed_dictionaries({"grpc": st.fixed_dictionaries({"port": st.integers(min_value=1, max_value=65535)})}),
+    )
+    timing = st.fixed_dictionaries(
+        {},
+        optional={
+            "periodSeconds": st.integers(min_value=1, max_value=3),
+            "timeoutSeconds": st.integers(min_value=1, max_value=2),
+            "failureThreshold": st.integers(min_value=1, max_value=3),
+            "initialDelaySeconds": st.integers(min_value=0, max_value=2),
+        },
+    )
+    return st.tuples(handler, timing).map(lambda parts: {**parts[0], **parts[1]})
+
+
+@st.composite
+def containers(draw: st.DrawFn, volumes: list[str]) -> list[dict[str, Any]]:
+    found = []
+    for name in draw(st.lists(names, min_size=1, max_size=3, unique=True)):
+        container: dict[str, Any] = {
+            "name": name,
+            "image": draw(
+                st.sampled_from(["busybox:1.35.0", "echo:1.0", "busybox", "no-such-image:1.0", "busybox:no-such-tag"])
+            ),
+        }
+        optional = {
+            "imagePullPolicy": st.sampled_from(["IfNotPresent", "Never", "Always"]),
+            "command": st.lists(words, max_size=3),
+            "args": st.lists(words, max_size=3),
+            "workingDir": st.sampled_from(["/tmp", "/no/such/dir", "relative/dir", "/"]),
+            "env": st.lists(env_var(), max_size=3),
+            "envFrom": st.lists(env_from(), max_size=2),
+            "resources": st.fixed_dictionaries(
+                {},
+                optional={
+                    "limits": st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "memory": st.sampled_from(["1", "4Mi", "16Mi", "1Gi", "100M"]),
+                            "cpu": st.sampled_from(["1m", "100m", "500m", "2"]),
+                        },
+                    ),
+                },
+            ),
+            "securityContext": st.fixed_dictionaries(
+                {}, optional={"runAsUser": st.integers(min_value=0, max_value=65534), "privileged": st.booleans()}
+            ),
+        }
+        for key, strategy in optional.items():
+            if draw(st.booleans()):
+                container[key] = draw(strategy)
+        port_names = []
+        if draw(st.booleans()):
+            ports = []
+            for number in draw(st.lists(st.integers(min_value=1, max_value=65535), max_size=2, unique=True)):
+                port: dict[str, Any] = {"containerPort": number, "protocol": draw(st.sampled_from(["TCP", "UDP"]))}
+                if draw(st.booleans()):
+                    port["name"] = f"p{number}"[:15]
+                    port_names.append(port["name"])
+                ports.append(port)
+            container["ports"] = ports
+        for kind in ("liveness", "readiness", "startup"):
+            if draw(st.integers(min_value=0, max_value=3)) == 0:
+                container[f"{kind}Probe"] = draw(probe(port_names))
+        if draw(st.booleans()) and volumes:
+            mounts = []
+            for path, volume in zip(
+                draw(st.lists(st.sampled_from(["/data", "/etc/cfg", "/tmp/x", "/srv/a"]), max_size=2, unique=True)),
+                draw(st.lists(st.sampled_from(volumes), min_size=2, max_size=2)),
+                strict=False,
+            ):
+                mount: dict[str, Any] = {"name": volume, "mountPath": path}
+                if draw(st.booleans()):
+                    mount["readOnly"] = True
+                if draw(st.booleans()):
+                    mount["subPath"] = draw(st.sampled_from(["sub", "color", "a/b"]))
+                mounts.append(mount)
+            container["volumeMounts"] = mounts
+        found.append(container)
+    return found
+
+
+@st.composite
+def pod_specs(draw: st.DrawFn, host_dir: Path) -> dict[str, Any]:
+    volume_sources = {
+        "emptyDir": st.fixed_dictionaries(
+            {}, optional={"medium": st.sampled_from(["", "Memory"]), "sizeLimit": st.sampled_from(["1Mi", "1Gi"])}
+        ),
+        "hostPath": st.fixed_dictionaries(
+            {"path": st.sampled_from([str(host_dir / "dir"), str(host_dir / "file"), str(host_dir / "missing")])},
+            optional={
+                "type": st.sampled_from(["", "Directory", "DirectoryOrCreate", "File", "FileOrCreate", "Socket"])
+            },
+        ),
+        "configMap": st.fixed_dictionaries(
+            {"name": st.sampled_from(["present", "missing"])},
+            optional={
+                "optional": st.booleans(),
+                "defaultMode": st.integers(min_value=0, max_value=0o777),
+                "items": st.lists(
+                    st.fixed_dictionaries(
+                        {"key": st.sampled_from(["color", "nope"]), "path": st.sampled_from(["c", "d/e"])}
+                    ),
+                    max_size=2,
+                ),
+            },
+        ),
+        "secret": st.fixed_dictionaries(
+            {"secretName": st.sampled_from(["present", "missing"])}, optional={"optional": st.booleans()}
+        ),
+        "downwardAPI": st.fixed_dictionaries(
+            {"items": st.just([{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}])}
+        ),
+    }
+    volumes: list[dict[str, Any]] = []
+    for name in draw(st.lists(names, max_size=3, unique=True)):
+        kind = draw(st.sampled_from(sorted(volume_sources)))
+        volumes.append({"name": name, kind: draw(volume_sources[kind])})
+    spec: dict[str, Any] = {
+        "containers": draw(containers([v["name"] for v in volumes])),
+        "restartPolicy": draw(st.sampled_from(["Always", "OnFailure", "Never"])),
+        "terminationGracePeriodSeconds": draw(st.integers(min_value=0, max_value=2)),
+    }
+    if volumes:
+        spec["volumes"] = volumes
+    if draw(st.booleans()):
+        spec["hostname"] = draw(st.sampled_from(["h", "a" * 63, "with-dash"]))
+    return spec
+
+
+# --- the test ------------------------------------------------------------------------------------
+
+
+def settled(k: Kubectl, ns: str, name: str, containers: list[str]) -> dict[str, Any] | None:
+    """The pod once every container has a reported state, and every problem an event; else None."""
+    pod = k.json("get", "pod", name, "-n", ns)
+    statuses = {s["name"]: s for s in (pod.get("status") or {}).get("containerStatuses") or []}
+    if set(containers) - set(statuses):
+        return None
+    waiting = [(s.get("state") or {}).get("waiting") for s in statuses.values()]
+    reasons = {w.get("reason", "") for w in waiting if w is not None}
+    if reasons & {"ContainerCreating", ""}:
+        return None
+    if reasons & PROBLEMS:
+        events = k.json("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}")["items"]
+        if not any(e.get("type") == "Warning" for e in events):
+            return None
+    return dict(pod)
+
+
+def test_any_pod_the_api_accepts_is_reported_and_leaves_the_kubelet_and_its_other_pods_alone(
+    node_lab: Lab, k: Kubectl, node: str, ns: str, host_dir: Path
+) -> None:
+    canary = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "canary"},
+        "spec": {"nodeName": node, "containers": [{"name": "web", "image": "echo:1.0"}]},
+    }
+    k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(canary))
+    eventually(
+        lambda: (k.json("get", "pod", "canary", "-n", ns).get("status") or {}).get("phase") == "Running",
+        timeout=90,
+        what="the canary Running",
+    )
+    before = k.json("get", "pod", "canary", "-n", ns)["status"]["containerStatuses"][0]
+    kubelet = kubelet_process(node_lab)
+    log = node_lab.root / "logs" / "kubelet.log"
+    log_start = log.stat().st_size
+    fuzzed: list[str] = []
+    accepted: list[str] = []
+
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize="KUBELAB_FUZZ_SEED" not in os.environ,
+        suppress_health_check=list(HealthCheck),
+    )
+    @seed(int(os.environ.get("KUBELAB_FUZZ_SEED", "0")))
+    @given(spec=pod_specs(host_dir))
+    def one_pod(spec: dict[str, Any]) -> None:
+        name = f"p{len(fuzzed)}"
+        fuzzed.append(name)
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "fuzz"}}}
+        body["spec"] = {"nodeName": node, **spec}
+        created = k("create", "-n", ns, "-f", "-", stdin=json.dumps(body))
+        if not created.ok:  # the API refused it: not a pod the kubelet is given
+            return
+        accepted.append(name)
+        containers = [c["name"] for c in spec["containers"]]
+        try:
+            eventually(
+                lambda: settled(k, ns, name, containers),
+                timeout=SETTLE_SECONDS,
+                what=f"pod {name} reported ({json.dumps(spec)[:2000]})",
+            )
+        finally:
+            k("delete", "pod", name, "-n", ns, "--wait=false")
+        assert alive(*kubelet), f"the kubelet died on pod {name}: {json.dumps(spec)}"
+
+    began = time.monotonic()
+    one_pod()
+    print(f"{len(accepted)} of {len(fuzzed)} fuzzed pods accepted by the API, {time.monotonic() - began:.0f} s")
+    assert accepted, "the API accepted none of the fuzzed pods"
+    eventually(
+        lambda: not [p for p in k.json("get", "pods", "-n", ns, "-l", "app=fuzz")["items"]],
+        timeout=120,
+        what="every fuzzed pod gone once deleted",
+    )
+    assert alive(*kubelet)
+    after = k.json("get", "pod", "canary", "-n", ns)["status"]["containerStatuses"][0]
+    assert (after["containerID"], after["restartCount"], after["ready"]) == (before["containerID"], 0, True)
+    with log.open("rb") as handle:
+        handle.seek(log_start)
+        tail = handle.read().decode(errors="replace")
+    assert "Traceback" not in tail, tail[tail.index("Traceback") - 500 :][:4000]
