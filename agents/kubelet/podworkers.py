@@ -201,7 +201,15 @@ class PodWorkers:
         be had (the failure is recorded for the status and the pull back-off)."""
         name, image = container["name"], str(container.get("image") or "")
         reference = full_reference(image)
-        step = image_step(pull_policy(container), present=await self.runtime.has_image(reference))
+        try:
+            present = await self.runtime.has_image(reference)
+        except ContainerdError as exc:  # a reference containerd cannot read, say
+            failures = record.pulls[name].failures + 1 if name in record.pulls else 1
+            message = f'failed to inspect image "{reference}": {exc.message}'
+            record.pulls[name] = podstate.PullFailure(message, time.time(), failures, False)
+            self.recorder.record(pod, WARNING, "InspectFailed", message)
+            return None
+        step = image_step(pull_policy(container), present=present)
         if step == "refuse":
             message = f'Container image "{image}" is not present with pull policy of Never'
             record.pulls[name] = podstate.PullFailure(message, time.time(), 1, True)

@@ -319,8 +319,12 @@ class Runtime:
         return cid in self._oom_killed or cgroups.oom_kills(self.containerd.cgroup(cid)) > 0
 
     async def exec(self, cid: str, argv: list[str], seconds: float) -> tuple[int, str]:
-        """A command in a running container, to its end (exec probes): its exit code and output."""
-        return await self.containerd.exec(cid, argv, seconds=seconds)
+        """A command in a running container, to its end (exec probes): its exit code and output; a
+        container containerd cannot exec in (gone, stopped) is a failure with containerd's words."""
+        try:
+            return await self.containerd.exec(cid, argv, seconds=seconds)
+        except ContainerdError as exc:
+            return 126, exc.message
 
     async def exec_process(
         self, cid: str, argv: Sequence[str], *, tty: bool, stdin: Any, stdout: Any, stderr: Any
