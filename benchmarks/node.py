@@ -54,6 +54,15 @@ def cpu_seconds(pid: int, *, children: bool = True) -> float:
     return used / TICKS
 
 
+def forks() -> int:
+    """Processes started on this machine since boot (``processes`` in /proc/stat): the difference over
+    a phase counts every process it spawned (ctr, CNI plugins, ip, runc, shims), whoever spawned them."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("processes "):
+            return int(line.split()[1])
+    return 0
+
+
 def shims_cpu(socket: Path) -> float:
     """CPU-seconds of the live shims (``containerd-shim-runc-v2``) of the containerd at ``socket``."""
     total = 0.0
@@ -166,7 +175,7 @@ async def pods_cost(target: Target, *, kubelet: int, containerd: int, socket: Pa
         settle()
         names = [f"p-{i:03d}" for i in range(pods)]
         kubelet0, containerd0, shims0 = cpu_seconds(kubelet), cpu_seconds(containerd), shims_cpu(socket)
-        began = time.perf_counter()
+        forks0, began = forks(), time.perf_counter()
         await asyncio.gather(*(_request(client, "POST", path, pod(name)) for name in names))
         figures["start_wall_s"] = round(
             time.perf_counter()
@@ -174,11 +183,12 @@ async def pods_cost(target: Target, *, kubelet: int, containerd: int, socket: Pa
             + await _until("all pods Running", lambda: _running(client, namespace, names), within=60 + 5 * pods),
             2,
         )
+        figures["start_processes"] = forks() - forks0
         figures["start_kubelet_cpu_s"] = round(cpu_seconds(kubelet) - kubelet0, 2)
         figures["start_containerd_cpu_s"] = round(cpu_seconds(containerd) - containerd0, 2)
         figures["start_shims_cpu_s"] = round(shims_cpu(socket) - shims0, 2)
         kubelet0, containerd0 = cpu_seconds(kubelet), cpu_seconds(containerd)
-        began = time.perf_counter()
+        forks0, began = forks(), time.perf_counter()
         await asyncio.gather(*(_request(client, "DELETE", f"{path}/{name}") for name in names))
         figures["delete_wall_s"] = round(
             time.perf_counter()
@@ -186,6 +196,7 @@ async def pods_cost(target: Target, *, kubelet: int, containerd: int, socket: Pa
             + await _until("all pods gone", lambda: _gone(client, namespace, names), within=60 + 5 * pods),
             2,
         )
+        figures["delete_processes"] = forks() - forks0
         figures["delete_kubelet_cpu_s"] = round(cpu_seconds(kubelet) - kubelet0, 2)
         figures["delete_containerd_cpu_s"] = round(cpu_seconds(containerd) - containerd0, 2)
     finally:
@@ -206,10 +217,11 @@ async def _gone(client: Client, namespace: str, names: list[str]) -> bool:
 
 
 def idle_cost(kubelet: int, containerd: int, seconds: float) -> dict[str, float]:
-    kubelet0, containerd0 = cpu_seconds(kubelet), cpu_seconds(containerd)
+    kubelet0, containerd0, forks0 = cpu_seconds(kubelet), cpu_seconds(containerd), forks()
     time.sleep(seconds)
     return {
         "idle_seconds": seconds,
+        "idle_processes_per_min": round((forks() - forks0) * 60 / seconds, 1),
         "idle_kubelet_cpu_s_per_min": round((cpu_seconds(kubelet) - kubelet0) * 60 / seconds, 3),
         "idle_containerd_cpu_s_per_min": round((cpu_seconds(containerd) - containerd0) * 60 / seconds, 3),
     }
@@ -260,11 +272,14 @@ def main(argv: list[str] | None = None) -> int:
         f" (+ containerd {figures['ctr_containerd_cpu_ms']:.1f} ms); gRPC {figures['grpc_wall_ms']:.2f} ms wall,"
         f" {figures['grpc_cpu_ms']:.2f} ms CPU (+ containerd {figures['grpc_containerd_cpu_ms']:.2f} ms)\n"
         f"idle node: kubelet {figures['idle_kubelet_cpu_s_per_min']} CPU-s/min,"
-        f" containerd {figures['idle_containerd_cpu_s_per_min']} CPU-s/min\n"
-        f"{figures['pods']} pods started at once: {figures['start_wall_s']} s to all Running; CPU kubelet"
+        f" containerd {figures['idle_containerd_cpu_s_per_min']} CPU-s/min,"
+        f" {figures['idle_processes_per_min']} processes started/min\n"
+        f"{figures['pods']} pods started at once: {figures['start_wall_s']} s to all Running,"
+        f" {figures['start_processes']} processes started; CPU kubelet"
         f" {figures['start_kubelet_cpu_s']} s, containerd {figures['start_containerd_cpu_s']} s,"
         f" shims {figures['start_shims_cpu_s']} s\n"
-        f"deleted at once: {figures['delete_wall_s']} s to all gone; CPU kubelet {figures['delete_kubelet_cpu_s']} s,"
+        f"deleted at once: {figures['delete_wall_s']} s to all gone, {figures['delete_processes']} processes started;"
+        f" CPU kubelet {figures['delete_kubelet_cpu_s']} s,"
         f" containerd {figures['delete_containerd_cpu_s']} s",
         flush=True,
     )
