@@ -2,7 +2,7 @@
 
 Two sources, as kube's evented PLEG with its relist behind it: containerd's exit events (one
 long-lived subscription to its event service) tell at once that a run ended; a relist of containerd's
-tasks every two seconds catches what the stream missed (an event lost while the subscription was made
+tasks every two seconds (while any run is thought to be running) catches what the stream missed (an event lost while the subscription was made
 again, a task gone without one). Either way the run is marked ended in the pod cache (``OOMKilled``
 when the kernel's OOM killer struck in it, as the runtime tells before the task's removal takes its
 cgroup), its probes stop, and a :class:`ContainerDied` event goes to the pod workers, which decide
@@ -142,9 +142,11 @@ class PLEG:
 
     async def relist_once(self) -> None:
         """One relist: the runs the kubelet thinks are running that containerd shows stopped or gone end here."""
+        running = [containerd_id(a) for record in self.cache.records() for a in record.running().values()]
+        if not running:
+            return  # nothing to judge: an idle node asks containerd nothing
         listed_at = time.time()
         tasks = await self.runtime.tasks()
-        running = [containerd_id(a) for record in self.cache.records() for a in record.running().values()]
         found = relist(
             running, tasks, starts={cid: self.runtime.start_returned(cid) for cid in running}, listed_at=listed_at
         )

@@ -256,6 +256,17 @@ async def test_a_run_the_oom_killer_struck_in_ends_oom_killed_however_its_end_is
     assert runtime.oom == set()  # asked before the removal of each task, which forgets it
 
 
+async def test_a_relist_with_no_run_to_judge_asks_containerd_nothing() -> None:
+    class Untouchable(FakeRuntime):
+        async def tasks(self) -> dict[str, Task]:
+            raise AssertionError("an idle node's relist listed containerd's tasks")
+
+    cache, events = PodCache(), list[PodLifecycleEvent]()
+    cache.ensure(UID, "default/web").record("done", Attempt(0, "exited", NOW - 30, NOW - 20, 0, "containerd://x"))
+    await _pleg(Untouchable(), cache, events).relist_once()
+    assert events == []
+
+
 async def test_adoption_rebuilds_the_records_of_the_sandboxes_and_containers_left_behind() -> None:
     runtime = FakeRuntime()
     pod = PodRef("default", "web", UID)
