@@ -426,15 +426,17 @@ class Containerd:
                     return 126, exc.message
                 waited = tasks_pb2.WaitRequest(container_id=container, exec_id=exec_id)
                 try:
-                    code = int((await tasks.Wait(waited, timeout=seconds, metadata=self._metadata)).exit_status)
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-                        raise self._error(f"exec in {container}", exc) from exc
+                    # the deadline is the probe's, kept here: containerd words its own expiry as it likes
+                    done = await asyncio.wait_for(tasks.Wait(waited, metadata=self._metadata), seconds)
+                except TimeoutError:
                     with contextlib.suppress(ContainerdError):
                         kill = tasks_pb2.KillRequest(container_id=container, exec_id=exec_id, signal=9)
                         await self._call(f"exec in {container}", tasks.Kill, kill)
                         await self._call(f"exec in {container}", tasks.Wait, waited, seconds=KILL_WAIT)
                     return 124, f"command timed out after {seconds:g}s"
+                except grpc.aio.AioRpcError as exc:
+                    raise self._error(f"exec in {container}", exc) from exc
+                code = int(done.exit_status)
             finally:
                 with contextlib.suppress(ContainerdError):  # waits for the output to be copied
                     delete = tasks_pb2.DeleteProcessRequest(container_id=container, exec_id=exec_id)

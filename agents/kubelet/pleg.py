@@ -2,11 +2,11 @@
 
 Two sources, as kube's evented PLEG with its relist behind it: containerd's exit events (one
 long-lived subscription to its event service) tell at once that a run ended; a relist of containerd's
-tasks every two seconds (while any run is thought to be running) catches what the stream missed (an event lost while the subscription was made
-again, a task gone without one). Either way the run is marked ended in the pod cache (``OOMKilled``
-when the kernel's OOM killer struck in it, as the runtime tells before the task's removal takes its
-cgroup), its probes stop, and a :class:`ContainerDied` event goes to the pod workers, which decide
-what comes next.
+tasks every two seconds, while any run is thought to be running, catches what the stream missed (an
+event lost while the subscription was made again, a task gone without one). Either way the run is
+marked ended in the pod cache (``OOMKilled`` when the kernel's OOM killer struck in it, as the runtime
+tells before the task's removal takes its cgroup), its probes stop, and a :class:`ContainerDied`
+event goes to the pod workers, which decide what comes next.
 
 A relist judges a run only by a task list asked for after the run's start returned: on a
 loaded node a start takes seconds, and a list asked for meanwhile does not show the task yet, which
