@@ -32,6 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The kubelet forks (CNI plugins, ip, ctr) while gRPC's threads poll its channel; gRPC's fork handlers
+# would then only log, at every fork, that they are skipped. Read when grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import grpc
 from google.protobuf import any_pb2, empty_pb2
 

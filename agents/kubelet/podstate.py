@@ -24,6 +24,7 @@ BACKOFF_RESET = 600.0
 
 State = Literal["created", "running", "exited"]
 OOM_KILLED = "OOMKilled"
+FAILED_MOUNT = "FailedMount"
 START_ERROR = "StartError"
 START_ERROR_EXIT_CODE = 128  # containerd's CRI says this exit code for a container that could not start
 
@@ -233,7 +234,8 @@ def container_status(
         else:
             message = f'Back-off pulling image "{image}": {failure.message}'
             status["state"] = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
-    elif problem is not None and (not attempts or attempts[-1].state == "exited"):
+    elif problem is not None and problem.reason != FAILED_MOUNT and (not attempts or attempts[-1].state == "exited"):
+        # a volume that cannot be set up leaves the container ContainerCreating, the FailedMount event says why
         status["state"] = {"waiting": {"reason": problem.reason, "message": problem.message}}
     if not attempts:
         return status
@@ -247,7 +249,7 @@ def container_status(
     elif last.state == "exited":
         if wants_restart(policy, last.exit_code):
             status["lastState"] = _terminated(last)
-            if failure is None and problem is None:
+            if failure is None and (problem is None or problem.reason == FAILED_MOUNT):
                 wait = int(max(0.0, next_start(attempts) - now))
                 message = f"back-off {wait}s restarting failed container={container['name']}"
                 status["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}

@@ -318,9 +318,10 @@ class PodWorkers:
         failures = before.failures + 1 if before is not None else 1
         record.problems[name] = podstate.Problem(reason, message, time.time(), failures)
         self.queue.add_after(record.uid, podstate.pull_backoff(failures))
-        self.recorder.record(
-            pod, WARNING, reason if reason != "CreateContainerError" else "Failed", f"Error: {message}"
-        )
+        if reason == podstate.FAILED_MOUNT:
+            self.recorder.record(pod, WARNING, reason, message)
+        else:  # kube's kubelet: a Failed event, "Error: " and the message
+            self.recorder.record(pod, WARNING, "Failed", f"Error: {message}")
 
     def _probe(self, pod: Object, record: PodRecord, container: dict[str, Any], cid: str) -> None:
         """Start the probes of a container's new run (and stop those of its previous one)."""

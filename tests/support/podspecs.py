@@ -16,6 +16,16 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+# mostly images the lab's registry has, so that most pods get as far as containerd
+IMAGES = [
+    *["busybox:1.35.0"] * 5,
+    *["echo:1.0"] * 3,
+    "busybox",
+    "no-such-image:1.0",
+    "busybox:no-such-tag",
+    "BusyBox:1",
+    "localhost:1/x:1",
+]
 names = st.from_regex(r"[a-z]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 words = st.sampled_from(["sh", "-c", "true", "false", "sleep", "30", "exit 3", "echo hi", "no-such-command", ""]) | (
     st.text(alphabet=string.printable + "éß€", max_size=12)
@@ -71,7 +81,7 @@ def env_from() -> st.SearchStrategy[dict[str, Any]]:
 def probe(ports: list[str]) -> st.SearchStrategy[dict[str, Any]]:
     port = st.integers(min_value=1, max_value=65535) | st.sampled_from([*ports, "unnamed", "8080"])
     handler = st.one_of(
-        st.fixed_dictionaries({"exec": st.fixed_dictionaries({"command": st.lists(words, max_size=3)})}),
+        st.fixed_dictionaries({"exec": st.fixed_dictionaries({"command": st.lists(words, min_size=1, max_size=3)})}),
         st.fixed_dictionaries(
             {
                 "httpGet": st.fixed_dictionaries(
@@ -100,19 +110,7 @@ def containers(draw: st.DrawFn, volumes: list[str]) -> list[dict[str, Any]]:
     for name in draw(st.lists(names, min_size=1, max_size=3, unique=True)):
         container: dict[str, Any] = {
             "name": name,
-            "image": draw(
-                st.sampled_from(
-                    [
-                        "busybox:1.35.0",
-                        "echo:1.0",
-                        "busybox",
-                        "no-such-image:1.0",
-                        "busybox:no-such-tag",
-                        "BusyBox:1",
-                        "localhost:1/x:1",
-                    ]
-                )
-            ),
+            "image": draw(st.sampled_from(IMAGES)),
         }
         optional = {
             "imagePullPolicy": st.sampled_from(["IfNotPresent", "Never", "Always"]),
