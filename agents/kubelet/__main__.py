@@ -8,7 +8,8 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from agents.kubelet.containerd import Ctr
+from agents.kubelet.containerd import Containerd
+from agents.kubelet.ctr import Ctr
 from agents.kubelet.kubelet import Kubelet
 from agents.kubelet.node import parse_labels, parse_taints
 from agents.kubelet.settings import KubeletSettings
@@ -42,7 +43,17 @@ async def main(settings: KubeletSettings, client: Client, ready: asyncio.Event) 
         namespace=settings.containerd.namespace,
         hosts_dir=settings.containerd.hosts_dir,
     )
-    await Kubelet(client, settings, ctr=ctr, recorder=recorder).run(ready)
+    containerd = Containerd(
+        address=settings.containerd.address,
+        namespace=settings.containerd.namespace,
+        snapshotter=settings.containerd.snapshotter,
+        fifo_dir=settings.root_dir / "fifo",
+        ctr=ctr,
+    )
+    try:
+        await Kubelet(client, settings, containerd=containerd, recorder=recorder).run(ready)
+    finally:
+        await containerd.close()
 
 
 def run(argv: Sequence[str]) -> int:

@@ -1,336 +1,483 @@
-"""containerd, driven through its own client ``ctr``.
+"""containerd, through its own gRPC API: images, containers, tasks, exec and events.
 
-Why ``ctr`` and not containerd's gRPC API from Python: every operation the kubelet performs is then
-a command a user can run by hand on the node to see the same thing (``ctr -n k8s.io tasks ls``), and
-no generated protobuf stubs are needed (the ones on PyPI were generated for protobuf 3 and do not
-import with the protobuf the rest of kubelab uses). The cost is a process per operation, about
-20 ms on the host. Exit statuses come from one long-running ``ctr events`` stream (the kubelet's
-pod lifecycle event source), not from polling.
+Why the gRPC API and not containerd's client ``ctr``: ``ctr`` is a Go program of more than 20 MB, and
+starting it costs a large part of a second of CPU on the VM lab's emulated CPUs (about 20 ms on this
+host). The kubelet asks containerd something every two seconds on every node (the PLEG's relist), and
+several times for each container it starts or stops; over the API each of those is one request on one
+long-lived connection. The stubs are generated from containerd's own ``.proto`` files
+(:mod:`agents.kubelet.containerd_api`, ``tools/containerd_api.py``). What still goes through ``ctr``,
+and why, is :mod:`agents.kubelet.ctr`: pulling an image (containerd 1.6 pulls in the client, not the
+daemon) and the streams of ``kubectl exec``.
 
-Container ids are ``<pod uid>_<container name>_<attempt>``: ``_`` appears in neither a pod uid nor a
-container name, so an id says which pod and container it belongs to without another call.
+With the API the client writes what ``ctr`` would have written for it: the container's OCI runtime
+spec (:mod:`agents.kubelet.oci`, pure), the rootfs snapshot prepared from the image's unpacked layers
+(named after the container), the task's rootfs mounts and its log file (a ``file://`` URI, which the
+runc shim opens itself). Exit and OOM events come from one long-lived subscription, not from polling.
+
+What the kubelet and containerd say to each other (ids, specs, tasks, events, errors) is
+:mod:`agents.kubelet.containers`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import re
+import os
+import signal as signals
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The kubelet forks (CNI plugins, ip, ctr) while gRPC's threads poll its channel; gRPC's fork handlers
+# would then only log, at every fork, that they are skipped. Read when grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc
+from google.protobuf import any_pb2, empty_pb2
+
+from agents.kubelet.containerd_api.events import task_pb2 as task_events
+from agents.kubelet.containerd_api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+from agents.kubelet.containerd_api.services.content.v1 import content_pb2, content_pb2_grpc
+from agents.kubelet.containerd_api.services.events.v1 import events_pb2, events_pb2_grpc
+from agents.kubelet.containerd_api.services.images.v1 import images_pb2, images_pb2_grpc
+from agents.kubelet.containerd_api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
+from agents.kubelet.containerd_api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from agents.kubelet.containerd_api.services.version.v1 import version_pb2_grpc
+from agents.kubelet.containerd_api.types.task import task_pb2
+from agents.kubelet.containers import (
+    MANAGED,
+    ContainerdError,
+    ContainerdUnavailableError,
+    ContainerSpec,
+    ImageNotFoundError,
+    Task,
+    TaskExit,
+    TaskOOM,
+)
+from agents.kubelet.ctr import Ctr
+from agents.kubelet.oci import SpecError, chain_id, runtime_spec
+
 log = logging.getLogger(__name__)
 
-MANAGED = "io.kubelab.managed"
-_ID = re.compile(r"^([0-9a-f-]+)_([a-z0-9]([-a-z0-9]*[a-z0-9])?)_(\d+)$")
-_EXIT_WARNING = re.compile(r"exit with non-zero exit code (\d+)")
-
-
-class ContainerdError(Exception):
-    """``ctr`` failed; ``message`` is containerd's own explanation (the last line ctr printed)."""
-
-    def __init__(self, operation: str, message: str) -> None:
-        super().__init__(f"{operation}: {message}")
-        self.operation = operation
-        self.message = message
-
-
-class ImageNotFoundError(ContainerdError):
-    """The registry has no such image (a user's mistake; kube says ErrImagePull)."""
+RUNTIME = "io.containerd.runc.v2"
+SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+EXIT_EVENT = "containerd.events.TaskExit"
+OOM_EVENT = "containerd.events.TaskOOM"
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+CALL_SECONDS = 60.0  # one request to containerd
+KILL_WAIT = 10.0  # seconds a SIGKILLed task gets to end before its removal
+PROBE_OUTPUT = 10 * 1024  # bytes of an exec's output kept (kube keeps 10 KiB of a probe's)
 
 
 @dataclass(frozen=True)
-class ContainerId:
-    pod_uid: str
-    name: str
-    attempt: int
+class Image:
+    """What the kubelet needs of an image: its config and the snapshot its rootfs is unpacked to."""
 
-    def __str__(self) -> str:
-        return f"{self.pod_uid}_{self.name}_{self.attempt}"
-
-    @classmethod
-    def parse(cls, text: str) -> ContainerId | None:
-        found = _ID.match(text)
-        return cls(found.group(1), found.group(2), int(found.group(4))) if found else None
+    config: dict[str, Any]  # the OCI config's ``config`` (Entrypoint, Cmd, Env, WorkingDir, User, ...)
+    chain_id: str
 
 
-@dataclass(frozen=True)
-class Mount:
-    source: str
-    destination: str
-    read_only: bool = False
+def event_of(envelope: events_pb2.Envelope) -> TaskExit | TaskOOM | None:
+    """A task's exit or OOM from an event envelope; other events, and the ends of processes exec'd
+    into a container (probes), are None."""
+    kind = envelope.event.type_url.rsplit("/", 1)[-1]
+    if kind == EXIT_EVENT:
+        exited = task_events.TaskExit.FromString(envelope.event.value)
+        if exited.id and exited.container_id and exited.id != exited.container_id:
+            return None  # an exec'd process: its id is the exec id
+        at = exited.exited_at.ToDatetime().isoformat() + "Z" if exited.HasField("exited_at") else ""
+        return TaskExit(str(exited.container_id or exited.id), int(exited.exit_status), at)
+    if kind == OOM_EVENT:
+        return TaskOOM(str(task_events.TaskOOM.FromString(envelope.event.value).container_id))
+    return None
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
-    """What the kubelet asks containerd for: one container of a pod, in the pod's namespaces."""
-
-    id: ContainerId
-    image: str  # a full reference: docker.io/library/busybox:latest
-    argv: tuple[str, ...] = ()  # empty: the image's own Entrypoint + Cmd
-    env: Mapping[str, str] = field(default_factory=dict)
-    working_dir: str = ""
-    netns: str = ""  # the pod sandbox's network namespace path
-    uts: str = ""  # the pod's UTS namespace (its hostname), shared by its containers
-    mounts: tuple[Mount, ...] = ()
-    memory_limit: int = 0  # bytes; 0: none
-    cpu_quota: int = 0  # microseconds per period; 0: none
-    cpu_period: int = 100_000
-    labels: Mapping[str, str] = field(default_factory=dict)
+def task_of(process: task_pb2.Process) -> Task:
+    return Task(str(process.id or process.container_id), int(process.pid), task_pb2.Status.Name(process.status))
 
 
-def create_args(spec: ContainerSpec) -> list[str]:
-    """The ``ctr containers create`` arguments for a spec (pure, so tests can read them)."""
-    args = ["containers", "create", "--label", f"{MANAGED}=true"]
-    for key, value in sorted(spec.labels.items()):
-        args += ["--label", f"{key}={value}"]
-    for key, value in spec.env.items():
-        args += ["--env", f"{key}={value}"]
-    if spec.working_dir:
-        args += ["--cwd", spec.working_dir]
-    if spec.netns:
-        args += ["--with-ns", f"network:{spec.netns}"]
-    if spec.uts:
-        args += ["--with-ns", f"uts:{spec.uts}"]
-    for mount in spec.mounts:
-        options = "rbind:ro" if mount.read_only else "rbind:rw"
-        args += ["--mount", f"type=bind,src={mount.source},dst={mount.destination},options={options}"]
-    if spec.memory_limit:
-        args += ["--memory-limit", str(spec.memory_limit)]
-    if spec.cpu_quota:
-        args += ["--cpu-quota", str(spec.cpu_quota), "--cpu-period", str(spec.cpu_period)]
-    args += [spec.image, str(spec.id)]
-    if spec.argv:
-        args += ["--", *spec.argv]  # after --: ctr would take the container's own -c for its --config
-    return args
+def _code(exc: grpc.aio.AioRpcError) -> str:
+    return str(exc.code().name).lower()
 
 
-@dataclass(frozen=True)
-class TaskExit:
-    id: str
-    exit_status: int
-    exited_at: str
+class Containerd:
+    """One containerd namespace, through containerd's gRPC API (``ctr`` for what the API leaves to
+    the client: pulls, and the streams of ``kubectl exec``)."""
 
-
-@dataclass(frozen=True)
-class Task:
-    id: str
-    pid: int
-    status: str  # RUNNING, STOPPED, CREATED, PAUSED, UNKNOWN
-
-
-def parse_event(line: str) -> TaskExit | None:
-    """A ``/tasks/exit`` line of ``ctr events`` as a TaskExit of a container's own process; other
-    events, and the ends of processes exec'd into a container (probes), are None."""
-    if " /tasks/exit " not in line:
-        return None
-    try:
-        body: dict[str, Any] = json.loads(line.split(" /tasks/exit ", 1)[1])
-    except ValueError:
-        return None
-    if body.get("id") and body.get("container_id") and body["id"] != body["container_id"]:
-        return None  # an exec'd process: its id is the exec id
-    return TaskExit(
-        str(body.get("container_id") or body.get("id")), int(body.get("exit_status", 0)), str(body.get("exited_at", ""))
-    )
-
-
-def parse_tasks(text: str) -> dict[str, Task]:
-    tasks = {}
-    for line in text.splitlines()[1:]:
-        parts = line.split()
-        if len(parts) >= 3 and parts[1].isdigit():
-            tasks[parts[0]] = Task(parts[0], int(parts[1]), parts[2])
-    return tasks
-
-
-class Ctr:
-    """One containerd namespace, through ``ctr``."""
-
-    def __init__(self, *, address: str, namespace: str = "k8s.io", hosts_dir: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        address: str,
+        namespace: str = "k8s.io",
+        snapshotter: str = "overlayfs",
+        fifo_dir: Path,
+        ctr: Ctr,
+    ) -> None:
         self.address = address
         self.namespace = namespace
-        self.hosts_dir = hosts_dir
+        self.snapshotter = snapshotter
+        self.fifo_dir = fifo_dir
+        self.ctr = ctr
+        self._metadata = (("containerd-namespace", namespace),)
+        self._channel: Any = None
+        self._images: dict[str, Image] = {}  # by the image's target digest: what a digest names never changes
+        self._processes: dict[str, dict[str, Any]] = {}  # container id -> its OCI process (for exec)
 
-    def _base(self) -> list[str]:
-        return ["ctr", "--address", self.address, "--namespace", self.namespace]
+    # --- the connection ----------------------------------------------------------------------------
 
-    async def _run(self, operation: str, *args: str, seconds: float = 120) -> tuple[str, str]:
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *self._base(), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    def _connect(self) -> Any:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                f"unix://{self.address}", options=[("grpc.max_receive_message_length", 64 * 2**20)]
             )
-        except FileNotFoundError as exc:
-            raise ContainerdError(operation, "ctr is not installed (Debian package containerd)") from exc
+        return self._channel
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def _call(self, operation: str, method: Any, request: Any, *, seconds: float = CALL_SECONDS) -> Any:
+        """One unary request in this namespace; containerd's refusal is a ContainerdError."""
         try:
-            out, err = await asyncio.wait_for(process.communicate(), seconds)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise ContainerdError(operation, f"ctr did not answer within {seconds:.0f}s") from None
-        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
-        if process.returncode != 0:
-            lines = [line for line in stderr.strip().splitlines() if line.strip()]
-            message = lines[-1].removeprefix("ctr: ") if lines else f"exit code {process.returncode}"
-            raise ContainerdError(operation, message)
-        return stdout, stderr
+            return await method(request, timeout=seconds, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(operation, exc) from exc
+
+    def _error(self, operation: str, exc: grpc.aio.AioRpcError) -> ContainerdError:
+        details = str(exc.details() or exc.code().name)
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            return ContainerdUnavailableError(operation, f"containerd does not answer at {self.address}: {details}")
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ContainerdUnavailableError(operation, "containerd did not answer in time")
+        return ContainerdError(operation, details, _code(exc))
+
+    def _tasks(self) -> tasks_pb2_grpc.TasksStub:
+        return tasks_pb2_grpc.TasksStub(self._connect())
+
+    def _containers(self) -> containers_pb2_grpc.ContainersStub:
+        return containers_pb2_grpc.ContainersStub(self._connect())
+
+    def _snapshots(self) -> snapshots_pb2_grpc.SnapshotsStub:
+        return snapshots_pb2_grpc.SnapshotsStub(self._connect())
+
+    def cgroup(self, container: str) -> str:
+        """The container's cgroup, as its runtime spec names it."""
+        return f"/{self.namespace}/{container}"
 
     async def version(self) -> str:
         """containerd's version, as the node reports it (``containerRuntimeVersion``)."""
-        out, _ = await self._run("version", "version")
-        server = out.split("Server:", 1)[-1]
-        found = re.search(r"Version:\s*(\S+)", server)
-        return found.group(1) if found else "unknown"
+        stub = version_pb2_grpc.VersionStub(self._connect())
+        return str((await self._call("version", stub.Version, empty_pb2.Empty())).version)
 
-    # --- images ---
+    # --- images ------------------------------------------------------------------------------------
 
     async def has_image(self, reference: str) -> bool:
-        out, _ = await self._run("list images", "images", "list", "--quiet", f"name=={reference}")
-        return reference in out.split()
+        stub = images_pb2_grpc.ImagesStub(self._connect())
+        try:
+            await self._call("get image", stub.Get, images_pb2.GetImageRequest(name=reference))
+        except ContainerdError as exc:
+            if exc.code == "not_found":
+                return False
+            raise
+        return True
 
     async def pull(self, reference: str) -> None:
-        args = ["images", "pull"]
-        if self.hosts_dir:
-            args += ["--hosts-dir", self.hosts_dir]
+        await self.ctr.pull(reference)
+
+    async def _read(self, digest: str) -> dict[str, Any]:
+        """A JSON blob of the content store (a manifest, an index, a config)."""
+        stub = content_pb2_grpc.ContentStub(self._connect())
+        data = bytearray()
+        call = stub.Read(content_pb2.ReadContentRequest(digest=digest), timeout=CALL_SECONDS, metadata=self._metadata)
         try:
-            await self._run(f"pull {reference}", *args, reference, seconds=300)
+            async for chunk in call:
+                data += chunk.data
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(f"read {digest}", exc) from exc
+        found: dict[str, Any] = json.loads(bytes(data))
+        return found
+
+    async def image(self, reference: str) -> Image:
+        """The image's config and the ChainID of its layers (linux/amd64 of an index)."""
+        stub = images_pb2_grpc.ImagesStub(self._connect())
+        try:
+            found = await self._call("get image", stub.Get, images_pb2.GetImageRequest(name=reference))
         except ContainerdError as exc:
-            if "not found" in exc.message:
-                raise ImageNotFoundError(exc.operation, exc.message) from exc
+            if exc.code == "not_found":
+                raise ImageNotFoundError(f"inspect {reference}", "not found", exc.code) from exc
             raise
+        target = found.image.target
+        digest = str(target.digest)
+        if digest not in self._images:
+            manifest = await self._read(digest)
+            if str(target.media_type) in INDEX_TYPES or "manifests" in manifest:
+                chosen = next(
+                    (
+                        m
+                        for m in manifest["manifests"]
+                        if (m.get("platform") or {}).get("architecture", "amd64") == "amd64"
+                    ),
+                    manifest["manifests"][0],
+                )
+                manifest = await self._read(chosen["digest"])
+            config = await self._read(manifest["config"]["digest"])
+            diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+            self._images[digest] = Image(dict(config.get("config") or {}), chain_id(diff_ids))
+        return self._images[digest]
 
     async def image_config(self, reference: str) -> dict[str, Any]:
         """The image's OCI config (``Entrypoint``, ``Cmd``, ``Env``, ``WorkingDir``, ...)."""
-        out, _ = await self._run("list images", "images", "list", f"name=={reference}")
-        rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
-        if not rows:
-            raise ImageNotFoundError(f"inspect {reference}", "not found")
-        manifest = json.loads((await self._run("read manifest", "content", "get", rows[0][2]))[0])
-        if "manifests" in manifest:  # an index: take linux/amd64
-            chosen = next(
-                (m for m in manifest["manifests"] if (m.get("platform") or {}).get("architecture", "amd64") == "amd64"),
-                manifest["manifests"][0],
-            )
-            manifest = json.loads((await self._run("read manifest", "content", "get", chosen["digest"]))[0])
-        config = json.loads((await self._run("read config", "content", "get", manifest["config"]["digest"]))[0])
-        return dict(config.get("config") or {})
+        return (await self.image(reference)).config
 
-    # --- containers and tasks ---
+    # --- containers and tasks ----------------------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> None:
-        await self._run(f"create {spec.id}", *create_args(spec))
+        """The container (its runtime spec as :mod:`agents.kubelet.oci` writes it) and its rootfs
+        snapshot, prepared from the image's unpacked layers. The container is made first: containerd's
+        garbage collector keeps a snapshot a container names, so none is left unreferenced meanwhile."""
+        image = await self.image(spec.image)
+        cid = str(spec.id)
+        try:
+            oci_spec = runtime_spec(spec, image_config=image.config, namespace=self.namespace)
+        except SpecError as exc:
+            raise ContainerdError(f"create {cid}", str(exc), "invalid_argument") from exc
+        container = containers_pb2.Container(
+            id=cid,
+            labels={MANAGED: "true", **spec.labels},
+            image=spec.image,
+            runtime=containers_pb2.Container.Runtime(name=RUNTIME),
+            spec=any_pb2.Any(type_url=SPEC_TYPE, value=json.dumps(oci_spec).encode()),
+            snapshotter=self.snapshotter,
+            snapshot_key=cid,
+        )
+        stub = self._containers()
+        await self._call(f"create {cid}", stub.Create, containers_pb2.CreateContainerRequest(container=container))
+        prepare = snapshots_pb2.PrepareSnapshotRequest(snapshotter=self.snapshotter, key=cid, parent=image.chain_id)
+        try:
+            try:
+                await self._call(f"prepare the rootfs of {cid}", self._snapshots().Prepare, prepare)
+            except ContainerdError as exc:
+                if exc.code != "already_exists":  # the snapshot of an interrupted earlier create
+                    raise
+                await self._remove_snapshot(cid)
+                await self._call(f"prepare the rootfs of {cid}", self._snapshots().Prepare, prepare)
+        except ContainerdError:
+            with contextlib.suppress(ContainerdError):
+                await self._call(f"delete {cid}", stub.Delete, containers_pb2.DeleteContainerRequest(id=cid))
+            raise
+        self._processes[cid] = oci_spec["process"]
 
     async def start(self, container: str, *, log_file: Path) -> None:
+        """The container's task, its output to ``log_file``, started. A task that cannot be created or
+        started (a command that does not exist, say) is a ContainerdError in kube's words: "failed to
+        create containerd task: <the runtime's message>"."""
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        await self._run(
-            f"start {container}", "tasks", "start", "--detach", "--log-uri", f"file://{log_file}", container
+        stub = self._tasks()
+        mounts = await self._call(
+            f"start {container}",
+            self._snapshots().Mounts,
+            snapshots_pb2.MountsRequest(snapshotter=self.snapshotter, key=container),
         )
-
-    async def exec(self, container: str, argv: Sequence[str], *, seconds: float) -> tuple[int, str]:
-        """Run ``argv`` in a running container; its exit code and output (124 on timeout, as
-        ``timeout`` says it)."""
-        exec_id = f"exec-{uuid.uuid4().hex[:12]}"
-        process = await asyncio.create_subprocess_exec(
-            *self._base(),
-            "tasks",
-            "exec",
-            "--exec-id",
-            exec_id,
-            container,
-            *argv,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        uri = f"file://{log_file}"
+        request = tasks_pb2.CreateTaskRequest(
+            container_id=container, rootfs=list(mounts.mounts), stdout=uri, stderr=uri
         )
         try:
-            out, _ = await asyncio.wait_for(process.communicate(), seconds)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            return 124, f"command timed out after {seconds:g}s"
-        return int(process.returncode or 0), out.decode(errors="replace")
+            await self._call(f"start {container}", stub.Create, request, seconds=120)
+        except ContainerdUnavailableError:
+            raise
+        except ContainerdError as exc:
+            raise ContainerdError(f"start {container}", f"failed to create containerd task: {exc.message}") from exc
+        try:
+            await self._call(f"start {container}", stub.Start, tasks_pb2.StartRequest(container_id=container))
+        except ContainerdError as exc:
+            with contextlib.suppress(ContainerdError):
+                await self._call(
+                    f"delete task {container}", stub.Delete, tasks_pb2.DeleteTaskRequest(container_id=container)
+                )
+            raise ContainerdError(
+                f"start {container}", f'failed to start containerd task "{container}": {exc.message}'
+            ) from exc
+
+    async def kill(self, container: str, signal: str = "SIGTERM") -> None:
+        """Signal the container's task; a task that has ended or is gone is no error."""
+        request = tasks_pb2.KillRequest(container_id=container, signal=int(signals.Signals[signal]))
+        try:
+            await self._call(f"kill {container}", self._tasks().Kill, request)
+        except ContainerdError as exc:
+            if exc.code != "not_found" and "process already finished" not in exc.message:
+                raise
+
+    async def wait(self, container: str, *, seconds: float) -> bool:
+        """Whether the container's task ends (or is gone) within ``seconds``."""
+        try:
+            await self._call(
+                f"wait {container}", self._tasks().Wait, tasks_pb2.WaitRequest(container_id=container), seconds=seconds
+            )
+        except ContainerdUnavailableError:
+            return False
+        except ContainerdError as exc:
+            if exc.code == "not_found":
+                return True
+            raise
+        return True
+
+    async def delete_task(self, container: str) -> int | None:
+        """Remove a stopped task; its exit status (None: there was no task)."""
+        try:
+            done = await self._call(
+                f"delete task {container}", self._tasks().Delete, tasks_pb2.DeleteTaskRequest(container_id=container)
+            )
+        except ContainerdError as exc:
+            if exc.code == "not_found":
+                return None
+            raise
+        return int(done.exit_status)
+
+    async def delete(self, container: str) -> None:
+        """Remove a container, its task (killed first if it still runs) and its rootfs snapshot."""
+        tasks = self._tasks()
+        try:
+            found = await self._call(f"get task {container}", tasks.Get, tasks_pb2.GetRequest(container_id=container))
+        except ContainerdError as exc:
+            if exc.code != "not_found":
+                raise
+        else:
+            if found.process.status != task_pb2.STOPPED:
+                await self.kill(container, "SIGKILL")
+                await self.wait(container, seconds=KILL_WAIT)
+            await self.delete_task(container)
+        try:
+            await self._call(
+                f"delete {container}", self._containers().Delete, containers_pb2.DeleteContainerRequest(id=container)
+            )
+        except ContainerdError as exc:
+            if exc.code != "not_found":
+                raise
+        await self._remove_snapshot(container)
+        self._processes.pop(container, None)
+
+    async def _remove_snapshot(self, key: str) -> None:
+        request = snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key)
+        try:
+            await self._call(f"remove the rootfs of {key}", self._snapshots().Remove, request)
+        except ContainerdError as exc:
+            if exc.code != "not_found":
+                raise
+
+    async def containers(self) -> list[str]:
+        """Ids of the containers the kubelet created (labelled); others are not its business."""
+        request = containers_pb2.ListContainersRequest(filters=[f'labels."{MANAGED}"==true'])
+        found = await self._call("list containers", self._containers().List, request)
+        return [str(c.id) for c in found.containers]
+
+    async def tasks(self) -> dict[str, Task]:
+        found = await self._call("list tasks", self._tasks().List, tasks_pb2.ListTasksRequest())
+        return {task.id: task for task in (task_of(p) for p in found.tasks)}
+
+    # --- exec --------------------------------------------------------------------------------------
+
+    async def _process(self, container: str) -> dict[str, Any]:
+        """The container's OCI process, the template of the processes exec'd into it."""
+        if container not in self._processes:
+            found = await self._call(
+                f"get {container}", self._containers().Get, containers_pb2.GetContainerRequest(id=container)
+            )
+            self._processes[container] = dict(json.loads(found.container.spec.value).get("process") or {})
+        return self._processes[container]
+
+    async def exec(self, container: str, argv: Sequence[str], *, seconds: float) -> tuple[int, str]:
+        """Run ``argv`` in a running container; its exit code and output (stdout and stderr together,
+        the first 10 KiB). A command that does not end within ``seconds`` is killed: 124, as
+        ``timeout`` says it; one that cannot start: 126 and the runtime's message."""
+        exec_id = f"exec-{uuid.uuid4().hex[:12]}"
+        self.fifo_dir.mkdir(parents=True, exist_ok=True)
+        fifo = self.fifo_dir / exec_id
+        os.mkfifo(fifo, 0o600)
+        # read and write: no end of file while the shim has not opened it yet, and never blocks
+        fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        output = bytearray()
+
+        def readable() -> None:
+            with contextlib.suppress(BlockingIOError):
+                while chunk := os.read(fd, 65536):
+                    output.extend(chunk[: max(0, PROBE_OUTPUT - len(output))])
+
+        loop = asyncio.get_running_loop()
+        loop.add_reader(fd, readable)
+        tasks = self._tasks()
+        try:
+            process = dict(await self._process(container), args=list(argv), terminal=False)
+            spec = any_pb2.Any(type_url=PROCESS_TYPE, value=json.dumps(process).encode())
+            request = tasks_pb2.ExecProcessRequest(
+                container_id=container, exec_id=exec_id, stdout=str(fifo), stderr=str(fifo), spec=spec
+            )
+            await self._call(f"exec in {container}", tasks.Exec, request)
+            try:
+                try:
+                    await self._call(
+                        f"exec in {container}",
+                        tasks.Start,
+                        tasks_pb2.StartRequest(container_id=container, exec_id=exec_id),
+                    )
+                except ContainerdError as exc:
+                    return 126, exc.message
+                waited = tasks_pb2.WaitRequest(container_id=container, exec_id=exec_id)
+                try:
+                    # the deadline is the probe's, kept here: containerd words its own expiry as it likes
+                    done = await asyncio.wait_for(tasks.Wait(waited, metadata=self._metadata), seconds)
+                except TimeoutError:
+                    with contextlib.suppress(ContainerdError):
+                        kill = tasks_pb2.KillRequest(container_id=container, exec_id=exec_id, signal=9)
+                        await self._call(f"exec in {container}", tasks.Kill, kill)
+                        await self._call(f"exec in {container}", tasks.Wait, waited, seconds=KILL_WAIT)
+                    return 124, f"command timed out after {seconds:g}s"
+                except grpc.aio.AioRpcError as exc:
+                    raise self._error(f"exec in {container}", exc) from exc
+                code = int(done.exit_status)
+            finally:
+                with contextlib.suppress(ContainerdError):  # waits for the output to be copied
+                    delete = tasks_pb2.DeleteProcessRequest(container_id=container, exec_id=exec_id)
+                    await self._call(f"exec in {container}", tasks.DeleteProcess, delete)
+            readable()
+            return code, output.decode(errors="replace")
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+            fifo.unlink(missing_ok=True)
 
     async def exec_process(
         self, container: str, argv: Sequence[str], *, tty: bool, stdin: Any, stdout: Any, stderr: Any
     ) -> asyncio.subprocess.Process:
         """Start ``argv`` in a running container with the given standard streams (``kubectl exec``)."""
-        args = ["tasks", "exec", "--exec-id", f"exec-{uuid.uuid4().hex[:12]}"]
-        if tty:
-            args.append("--tty")
-        return await asyncio.create_subprocess_exec(
-            *self._base(), *args, container, *argv, stdin=stdin, stdout=stdout, stderr=stderr
+        return await self.ctr.exec_process(container, argv, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)
+
+    # --- events ------------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[TaskExit | TaskOOM]:
+        """Task exits and OOMs of this namespace as containerd reports them, until cancelled
+        (subscribing again when the stream ends)."""
+        stub = events_pb2_grpc.EventsStub(self._connect())
+        topics = ("/tasks/exit", "/tasks/oom")
+        request = events_pb2.SubscribeRequest(
+            filters=[f'namespace=="{self.namespace}",topic=="{topic}"' for topic in topics]
         )
-
-    async def kill(self, container: str, signal: str = "SIGTERM") -> None:
-        try:
-            await self._run(f"kill {container}", "tasks", "kill", "--signal", signal, container)
-        except ContainerdError as exc:
-            if "not found" not in exc.message and "process already finished" not in exc.message:
-                raise
-
-    async def delete_task(self, container: str) -> int | None:
-        """Remove a stopped task; its exit status when ctr tells it (None: unknown or no task)."""
-        try:
-            _, err = await self._run(f"delete task {container}", "tasks", "delete", container)
-        except ContainerdError as exc:
-            if "not found" in exc.message:
-                return None
-            raise
-        found = _EXIT_WARNING.search(err)
-        return int(found.group(1)) if found else 0
-
-    async def delete(self, container: str) -> None:
-        """Remove a container and its task (killing the task first if it still runs)."""
-        tasks = await self.tasks()
-        if container in tasks:
-            if tasks[container].status == "RUNNING":
-                await self.kill(container, "SIGKILL")
-            try:
-                await self._run(f"delete task {container}", "tasks", "delete", "--force", container)
-            except ContainerdError as exc:
-                if "not found" not in exc.message:
-                    raise
-        try:
-            await self._run(f"delete {container}", "containers", "delete", container)
-        except ContainerdError as exc:
-            if "not found" not in exc.message:
-                raise
-
-    async def containers(self) -> list[str]:
-        """Ids of the containers the kubelet created (labelled); others are not its business."""
-        out, _ = await self._run("list containers", "containers", "list", "--quiet", f'labels."{MANAGED}"==true')
-        return out.split()
-
-    async def tasks(self) -> dict[str, Task]:
-        out, _ = await self._run("list tasks", "tasks", "list")
-        return parse_tasks(out)
-
-    async def exits(self) -> AsyncIterator[TaskExit]:
-        """Task exits as containerd reports them, until cancelled (restarts ``ctr events`` if it ends)."""
         while True:
-            process = await asyncio.create_subprocess_exec(
-                *self._base(), "events", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-            )
-            assert process.stdout is not None
+            call = stub.Subscribe(request)
             try:
-                async for raw in process.stdout:
-                    event = parse_event(raw.decode(errors="replace"))
+                async for envelope in call:
+                    event = event_of(envelope)
                     if event is not None:
                         yield event
+                log.warning("containerd's event stream ended; subscribing again")
+            except grpc.aio.AioRpcError as exc:
+                log.warning("containerd's event stream failed (%s); subscribing again", exc.details() or exc.code())
             finally:
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-            log.warning("ctr events ended (exit %s); following again", process.returncode)
+                call.cancel()
             await asyncio.sleep(1)
-
-
-def command_line(config: Mapping[str, Any], command: Sequence[str], args: Sequence[str]) -> tuple[str, ...]:
-    """The process a container runs, as kube decides it: ``command`` replaces the image's
-    Entrypoint (and drops its Cmd), ``args`` replaces its Cmd; neither: the image's own."""
-    entrypoint = list(command) if command else list(config.get("Entrypoint") or [])
-    arguments = list(args) if args else ([] if command else list(config.get("Cmd") or []))
-    return tuple(entrypoint + arguments)

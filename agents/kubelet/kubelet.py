@@ -22,7 +22,7 @@ import logging
 
 from agents.kubelet import podstate
 from agents.kubelet.cni import BridgeNetwork
-from agents.kubelet.containerd import Ctr
+from agents.kubelet.containerd import Containerd
 from agents.kubelet.nodestatus import NodeStatus
 from agents.kubelet.pleg import PLEG, PodLifecycleEvent
 from agents.kubelet.podcache import PodCache
@@ -40,13 +40,17 @@ log = logging.getLogger(__name__)
 
 
 class Kubelet:
-    def __init__(self, client: Client, settings: KubeletSettings, *, ctr: Ctr, recorder: EventRecorder) -> None:
+    def __init__(
+        self, client: Client, settings: KubeletSettings, *, containerd: Containerd, recorder: EventRecorder
+    ) -> None:
         self.client = client
         self.settings = settings
         self.recorder = recorder
         self.pods = Informer(client, PODS, field_selector=f"spec.nodeName={settings.node_name}")
         self.cache = PodCache()
-        self.runtime = Runtime(ctr, root=settings.root_dir, network=settings.network, node_name=settings.node_name)
+        self.runtime = Runtime(
+            containerd, root=settings.root_dir, network=settings.network, node_name=settings.node_name
+        )
         self.status = StatusManager(client, host_ip=settings.node_ip)
         self.workers = PodWorkers(
             client,

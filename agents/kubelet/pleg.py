@@ -1,12 +1,14 @@
 """The pod lifecycle event generator (PLEG): containerd's state turned into events for the pod workers.
 
 Two sources, as kube's evented PLEG with its relist behind it: containerd's exit events (one
-long-running ``ctr events`` stream) tell at once that a run ended; a relist of ``ctr tasks list``
-every two seconds catches what the stream missed (an event lost while ``ctr events`` restarted, a task
-gone without one). Either way the run is marked ended in the pod cache, its probes stop, and a
-:class:`ContainerDied` event goes to the pod workers, which decide what comes next.
+long-lived subscription to its event service) tell at once that a run ended; a relist of containerd's
+tasks every two seconds, while any run is thought to be running, catches what the stream missed (an
+event lost while the subscription was made again, a task gone without one). Either way the run is
+marked ended in the pod cache (``OOMKilled`` when the kernel's OOM killer struck in it, as the runtime
+tells before the task's removal takes its cgroup), its probes stop, and a :class:`ContainerDied`
+event goes to the pod workers, which decide what comes next.
 
-A relist judges a run only by a task list asked for after the run's ``ctr start`` returned: on a
+A relist judges a run only by a task list asked for after the run's start returned: on a
 loaded node a start takes seconds, and a list asked for meanwhile does not show the task yet, which
 would end a run that is only starting (and restart it, in a loop). :func:`relist` is that judgement,
 pure.
@@ -25,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 from agents.kubelet import podstate
-from agents.kubelet.containerd import ContainerdError, ContainerId, Task, TaskExit
+from agents.kubelet.containers import ContainerdError, ContainerId, Task, TaskExit
 from agents.kubelet.podcache import PodCache, containerd_id
 from agents.kubelet.runtime import CONTAINERD
 from agents.kubelet.sandbox import Sandbox
@@ -68,7 +70,7 @@ def relist(
     running: Iterable[str], tasks: Mapping[str, Task], *, starts: Mapping[str, float], listed_at: float
 ) -> Relisted:
     """Judge the ``running`` runs (container ids) by ``tasks``, a list asked for at ``listed_at``;
-    ``starts`` says when each run's ``ctr start`` returned (inf while it runs; absent: long done, or
+    ``starts`` says when each run's start returned (inf while it runs; absent: long done, or
     started by an earlier kubelet). A run whose start returned at or after ``listed_at`` is left for
     a later list; any other run ends when its task is gone or STOPPED."""
     ended: list[Ended] = []
@@ -98,6 +100,7 @@ class RuntimeState(Protocol):
     async def containers(self) -> list[str]: ...
     async def delete_task(self, cid: str) -> int | None: ...
     def exits(self) -> AsyncIterator[TaskExit]: ...
+    def oom_killed(self, cid: str) -> bool: ...
     def start_returned(self, cid: str) -> float: ...
     def forget_start(self, cid: str) -> None: ...
     async def remove_stale_sandboxes(self) -> None: ...
@@ -112,8 +115,9 @@ class PLEG:
         self.cache = cache
         self.on_event = on_event
 
-    def exited(self, cid: str, exit_code: int) -> bool:
-        """Mark a run ended and tell the workers; False when it is not one the kubelet thinks is running."""
+    def exited(self, cid: str, exit_code: int, *, reason: str = "") -> bool:
+        """Mark a run ended (``reason``: kube's word for how, when the exit code does not say it) and
+        tell the workers; False when it is not one the kubelet thinks is running."""
         parsed = ContainerId.parse(cid)
         record = self.cache.get(parsed.pod_uid) if parsed is not None else None
         if parsed is None or record is None:
@@ -121,7 +125,8 @@ class PLEG:
         current = record.run(parsed.name, parsed.attempt)
         if current is None or current.state == "exited":
             return False
-        record.record(parsed.name, replace(current, state="exited", finished_at=time.time(), exit_code=exit_code))
+        ended = replace(current, state="exited", finished_at=time.time(), exit_code=exit_code, reason=reason)
+        record.record(parsed.name, ended)
         record.stop_prober(parsed.name)
         self.on_event(ContainerDied(parsed.pod_uid, parsed.name, parsed.attempt, exit_code))
         return True
@@ -129,7 +134,7 @@ class PLEG:
     async def follow_exits(self) -> None:
         """containerd's exit events: how a container's end is noticed at once."""
         async for event in self.runtime.exits():
-            if self.exited(event.id, event.exit_status):
+            if self.exited(event.id, event.exit_status, reason=self._reason(event.id)):
                 try:
                     await self.runtime.delete_task(event.id)
                 except ContainerdError as exc:  # the relist retries what is left
@@ -137,18 +142,24 @@ class PLEG:
 
     async def relist_once(self) -> None:
         """One relist: the runs the kubelet thinks are running that containerd shows stopped or gone end here."""
+        running = [containerd_id(a) for record in self.cache.records() for a in record.running().values()]
+        if not running:
+            return  # nothing to judge: an idle node asks containerd nothing
         listed_at = time.time()
         tasks = await self.runtime.tasks()
-        running = [containerd_id(a) for record in self.cache.records() for a in record.running().values()]
         found = relist(
             running, tasks, starts={cid: self.runtime.start_returned(cid) for cid in running}, listed_at=listed_at
         )
         for cid in found.judged:
             self.runtime.forget_start(cid)
         for run in found.ended:
+            reason = self._reason(run.cid)
             code = await self.runtime.delete_task(run.cid) if run.stopped else None
-            if self.exited(run.cid, code if code is not None else 0):
+            if self.exited(run.cid, code if code is not None else 0, reason=reason):
                 log.info("container %s ended without an event (exit %s)", run.cid, code)
+
+    def _reason(self, cid: str) -> str:
+        return podstate.OOM_KILLED if self.runtime.oom_killed(cid) else ""
 
     async def run_relist(self, period: float = RELIST_PERIOD) -> None:
         """Relist every ``period`` seconds, until cancelled."""
@@ -177,9 +188,10 @@ class PLEG:
             if found == "running":
                 attempt = podstate.Attempt(parsed.attempt, "running", now, container_id=f"{CONTAINERD}{cid}")
             else:
+                reason = self._reason(cid) if found == "stopped" else ""
                 code = await self.runtime.delete_task(cid) if found == "stopped" else None
                 attempt = podstate.Attempt(
-                    parsed.attempt, "exited", now, now, code if code is not None else 0, f"{CONTAINERD}{cid}"
+                    parsed.attempt, "exited", now, now, code if code is not None else 0, f"{CONTAINERD}{cid}", reason
                 )
             record.record(parsed.name, attempt)
         log.info("adopted %d pods from an earlier run", len(self.cache))

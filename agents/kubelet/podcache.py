@@ -3,8 +3,8 @@
 The pod workers record a run when they start it and forget a pod once it is stopped; the PLEG records
 a run's end (an exit event, a relist) and, after a restart, rebuilds the records from containerd; the
 status manager and the kubelet's server read them. A record also holds what the planner needs besides
-the runs: the pod's sandbox address, its failed pulls, and the probe workers of its current runs (a
-run that ends takes its probes with it).
+the runs: the pod's sandbox address, its failed pulls, the problems that kept a container from getting
+a run, and the probe workers of its current runs (a run that ends takes its probes with it).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class PodRecord:
     key: str  # namespace/name, for logs and the server's lookups
     attempts: dict[str, list[podstate.Attempt]] = field(default_factory=dict)  # by container, oldest first
     pulls: dict[str, podstate.PullFailure] = field(default_factory=dict)
+    problems: dict[str, podstate.Problem] = field(default_factory=dict)
     sandbox_ip: str = ""
     started_at: float = field(default_factory=time.time)
 
@@ -37,7 +38,7 @@ class PodRecord:
 
     def observed(self) -> podstate.Observed:
         probes = {name: (p.state.ready, p.state.started) for name, p in self.probers.items()}
-        return podstate.Observed(self.sandbox_ip, self.attempts, self.pulls, probes)
+        return podstate.Observed(self.sandbox_ip, self.attempts, self.pulls, self.problems, probes)
 
     def record(self, name: str, attempt: podstate.Attempt) -> None:
         runs = self.attempts.setdefault(name, [])

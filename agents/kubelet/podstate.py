@@ -4,6 +4,11 @@ The kubelet observes (sandbox, each container's attempts as containerd shows the
 results), asks :func:`plan` what to do, lets the executor do it, and writes :func:`pod_status`.
 The rules are kube's: restartPolicy decides whether an exited container runs again, with a back-off
 of 10 s doubling to 5 min (reset after a container ran 10 min), and the phase follows the containers.
+A run's end carries kube's reason: ``Completed`` (exit 0), ``Error``, ``OOMKilled`` (the kernel's OOM
+killer struck in it), ``StartError`` (the runtime could not start it: exit 128 and the runtime's
+message). A container that cannot get a run at all (``CreateContainerConfigError``,
+``CreateContainerError``) waits with that reason and the message, and is tried again with the pull
+back-off.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ BACKOFF_MAX = 300.0
 BACKOFF_RESET = 600.0
 
 State = Literal["created", "running", "exited"]
+OOM_KILLED = "OOMKilled"
+FAILED_MOUNT = "FailedMount"
+START_ERROR = "StartError"
+START_ERROR_EXIT_CODE = 128  # containerd's CRI says this exit code for a container that could not start
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,8 @@ class Attempt:
     finished_at: float = 0.0
     exit_code: int = 0
     container_id: str = ""
+    reason: str = ""  # how it ended when the exit code does not say it (OOMKilled, StartError)
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,10 +52,22 @@ class PullFailure:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """Why a container's next run could not be made (kube's waiting reasons
+    CreateContainerConfigError, CreateContainerError), and since when."""
+
+    reason: str
+    message: str
+    at: float
+    failures: int  # consecutive
+
+
+@dataclass(frozen=True)
 class Observed:
     sandbox_ip: str = ""  # "" : no sandbox yet
     attempts: Mapping[str, Sequence[Attempt]] = field(default_factory=dict)  # by container name, oldest first
     pulls: Mapping[str, PullFailure] = field(default_factory=dict)  # by container name
+    problems: Mapping[str, Problem] = field(default_factory=dict)  # by container name
     probes: Mapping[str, tuple[bool, bool]] = field(default_factory=dict)  # name -> (ready, started) of its run
 
 
@@ -123,7 +146,7 @@ def plan(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[A
     for container in containers_of(pod):
         name = container["name"]
         attempts = list(observed.attempts.get(name) or [])
-        failure = observed.pulls.get(name)
+        failure = observed.pulls.get(name) or observed.problems.get(name)
         if failure is not None:
             retry_at = failure.at + pull_backoff(failure.failures)
             if now < retry_at:
@@ -143,6 +166,19 @@ def plan(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[A
     return actions, wake
 
 
+def backing_off(pod: Mapping[str, Any], observed: Observed, now: float) -> list[str]:
+    """The containers whose next run waits out a crash back-off now (kube's ``BackOff`` events)."""
+    policy = restart_policy(pod)
+    names = []
+    for container in containers_of(pod):
+        attempts = list(observed.attempts.get(container["name"]) or [])
+        last = attempts[-1] if attempts else None
+        exited = last is not None and last.state == "exited" and wants_restart(policy, last.exit_code)
+        if exited and now < next_start(attempts):
+            names.append(str(container["name"]))
+    return names
+
+
 # --- status ---------------------------------------------------------------------------------------
 
 
@@ -150,16 +186,22 @@ def rfc3339(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def termination_reason(attempt: Attempt) -> str:
+    """kube's reason for a run's end: its own (OOMKilled, StartError), else Completed or Error."""
+    return attempt.reason or ("Completed" if attempt.exit_code == 0 else "Error")
+
+
 def _terminated(attempt: Attempt) -> dict[str, Any]:
-    return {
-        "terminated": {
-            "exitCode": attempt.exit_code,
-            "reason": "Completed" if attempt.exit_code == 0 else "Error",
-            "startedAt": rfc3339(attempt.started_at),
-            "finishedAt": rfc3339(attempt.finished_at),
-            "containerID": attempt.container_id,
-        }
+    terminated: dict[str, Any] = {
+        "exitCode": attempt.exit_code,
+        "reason": termination_reason(attempt),
+        "startedAt": rfc3339(attempt.started_at),
+        "finishedAt": rfc3339(attempt.finished_at),
+        "containerID": attempt.container_id,
     }
+    if attempt.message:
+        terminated["message"] = attempt.message
+    return {"terminated": terminated}
 
 
 def container_status(
@@ -170,8 +212,10 @@ def container_status(
     policy: str,
     now: float,
     probed: tuple[bool, bool] = (True, True),
+    problem: Problem | None = None,
 ) -> dict[str, Any]:
-    """One container's status; ``probed`` is (ready, started) as its probes say (no probes: both)."""
+    """One container's status; ``probed`` is (ready, started) as its probes say (no probes: both);
+    ``problem`` is why its next run could not be made."""
     image = str(container.get("image") or "")
     status: dict[str, Any] = {
         "name": container["name"],
@@ -190,6 +234,9 @@ def container_status(
         else:
             message = f'Back-off pulling image "{image}": {failure.message}'
             status["state"] = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+    elif problem is not None and problem.reason != FAILED_MOUNT and (not attempts or attempts[-1].state == "exited"):
+        # a volume that cannot be set up leaves the container ContainerCreating, the FailedMount event says why
+        status["state"] = {"waiting": {"reason": problem.reason, "message": problem.message}}
     if not attempts:
         return status
     last = attempts[-1]
@@ -202,9 +249,10 @@ def container_status(
     elif last.state == "exited":
         if wants_restart(policy, last.exit_code):
             status["lastState"] = _terminated(last)
-            wait = int(max(0.0, next_start(attempts) - now))
-            message = f"back-off {wait}s restarting failed container={container['name']}"
-            status["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+            if failure is None and (problem is None or problem.reason == FAILED_MOUNT):
+                wait = int(max(0.0, next_start(attempts) - now))
+                message = f"back-off {wait}s restarting failed container={container['name']}"
+                status["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
         else:
             status["state"] = _terminated(last)
     return status
@@ -244,6 +292,7 @@ def pod_status(
             policy=policy,
             now=now,
             probed=observed.probes.get(c["name"], (True, True)),
+            problem=observed.problems.get(c["name"]),
         )
         for c in containers_of(pod)
     ]

@@ -21,7 +21,7 @@ import time
 from typing import Any, Literal
 
 from agents.kubelet import podstate
-from agents.kubelet.containerd import ContainerdError, ContainerId, ImageNotFoundError
+from agents.kubelet.containers import ContainerdError, ContainerId, ImageNotFoundError
 from agents.kubelet.errors import KubeletError
 from agents.kubelet.podcache import PodCache, PodRecord, containerd_id
 from agents.kubelet.probes import ContainerProber, Kind
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 BY_UID = "uid"
 SANDBOX_RETRY = 5.0  # seconds before a pod whose sandbox failed is synced again
-CONFIG_RETRY = 10.0  # ... a container whose volumes or environment could not be made
 PROBE_KILL_GRACE_MAX = 30.0
 
 
@@ -142,6 +141,10 @@ class PodWorkers:
         record = self.cache.ensure(uid, f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
         now = time.time()
         actions, wake = podstate.plan(pod, record.observed(), now)
+        meta = pod["metadata"]
+        for name in podstate.backing_off(pod, record.observed(), now):
+            where = f"{meta['name']}_{meta['namespace']}({uid})"
+            self.recorder.record(pod, WARNING, "BackOff", f"Back-off restarting failed container {name} in pod {where}")
         for action in actions:
             if isinstance(action, podstate.StopPod):
                 await self._stop(record, grace=action.grace_seconds)
@@ -198,7 +201,15 @@ class PodWorkers:
         be had (the failure is recorded for the status and the pull back-off)."""
         name, image = container["name"], str(container.get("image") or "")
         reference = full_reference(image)
-        step = image_step(pull_policy(container), present=await self.runtime.has_image(reference))
+        try:
+            present = await self.runtime.has_image(reference)
+        except ContainerdError as exc:  # a reference containerd cannot read, say
+            failures = record.pulls[name].failures + 1 if name in record.pulls else 1
+            message = f'failed to inspect image "{reference}": {exc.message}'
+            record.pulls[name] = podstate.PullFailure(message, time.time(), failures, False)
+            self.recorder.record(pod, WARNING, "InspectFailed", message)
+            return None
+        step = image_step(pull_policy(container), present=present)
         if step == "refuse":
             message = f'Container image "{image}" is not present with pull policy of Never'
             record.pulls[name] = podstate.PullFailure(message, time.time(), 1, True)
@@ -261,26 +272,56 @@ class PodWorkers:
             )
         except (VolumeError, ApiError) as exc:
             reason = exc.reason if isinstance(exc, VolumeError) else "CreateContainerConfigError"
-            self.recorder.record(pod, WARNING, reason, str(exc))
-            self.queue.add_after(uid, CONFIG_RETRY)
+            self._problem(pod, record, action.name, reason, str(exc))
+            return
+        except ContainerdError as exc:
+            self._problem(pod, record, action.name, "CreateContainerError", exc.message)
             return
         try:
             await self.runtime.create(spec)
-            self.recorder.record(pod, NORMAL, "Created", f"Created container {action.name}")
-            # recorded before the start: a process that ends at once must find its run to end
-            record.record(
-                action.name, podstate.Attempt(action.attempt, "running", time.time(), container_id=f"{CONTAINERD}{cid}")
-            )
+        except ContainerdError as exc:
+            self._problem(pod, record, action.name, "CreateContainerError", exc.message)
+            return
+        record.problems.pop(action.name, None)
+        self.recorder.record(pod, NORMAL, "Created", f"Created container {action.name}")
+        # recorded before the start: a process that ends at once must find its run to end
+        record.record(
+            action.name, podstate.Attempt(action.attempt, "running", time.time(), container_id=f"{CONTAINERD}{cid}")
+        )
+        try:
             await self.runtime.start(cid)
         except ContainerdError as exc:
+            # kube's StartError: the run ended before it began, exit 128 and the runtime's message
             now = time.time()
-            record.record(action.name, podstate.Attempt(action.attempt, "exited", now, now, 128, f"{CONTAINERD}{cid}"))
+            ended = podstate.Attempt(
+                action.attempt,
+                "exited",
+                now,
+                now,
+                podstate.START_ERROR_EXIT_CODE,
+                f"{CONTAINERD}{cid}",
+                podstate.START_ERROR,
+                exc.message,
+            )
+            record.record(action.name, ended)
             self.recorder.record(pod, WARNING, "Failed", f"Error: {exc.message}")
             return
         self.recorder.record(pod, NORMAL, "Started", f"Started container {action.name}")
         self._probe(pod, record, container, str(cid))
         if action.attempt >= 2:  # from the third run on, runs before the previous one are removed
             await self.runtime.remove_old_runs(uid, action.name, keep_from=action.attempt - 1)
+
+    def _problem(self, pod: Object, record: PodRecord, name: str, reason: str, message: str) -> None:
+        """The container's next run could not be made: an Event and a waiting reason in its status;
+        it is tried again after the back-off (the planner's wake)."""
+        before = record.problems.get(name)
+        failures = before.failures + 1 if before is not None else 1
+        record.problems[name] = podstate.Problem(reason, message, time.time(), failures)
+        self.queue.add_after(record.uid, podstate.pull_backoff(failures))
+        if reason == podstate.FAILED_MOUNT:
+            self.recorder.record(pod, WARNING, reason, message)
+        else:  # kube's kubelet: a Failed event, "Error: " and the message
+            self.recorder.record(pod, WARNING, "Failed", f"Error: {message}")
 
     def _probe(self, pod: Object, record: PodRecord, container: dict[str, Any], cid: str) -> None:
         """Start the probes of a container's new run (and stop those of its previous one)."""

@@ -8,7 +8,8 @@ restartPolicy says); readiness decides the container's ``ready`` and so the pod'
 
 httpGet and tcpSocket connect to the pod's IP from inside the pod's network namespace: the socket is
 made there (``setns`` on a helper thread) and then used from the event loop, so the kubelet itself
-stays in the node's host namespace. exec runs the command in the container (``ctr tasks exec``).
+stays in the node's host namespace. exec runs the command in the container (an exec through
+containerd's API).
 """
 
 from __future__ import annotations

@@ -2,16 +2,17 @@
 
 This is kube's container runtime seam (CRI and the kubelet's ``kuberuntime`` manager): the pod
 workers decide what a pod needs, the PLEG asks what runs, and both do it through this object, which
-decides nothing. It holds what the runtime knows that containerd would take a ``ctr`` call to tell
-again (images present, image configs) and when each ``ctr start`` returned, which the PLEG's relist
-needs to judge a run only by a task list asked for after its start (on a loaded node a start takes
-seconds, and a list asked for meanwhile does not show the task yet).
+decides nothing. It holds what the runtime knows that containerd would take a request to tell again
+(images present, image configs), when each start returned, which the PLEG's relist needs to judge a
+run only by a task list asked for after its start (on a loaded node a start takes seconds, and a list
+asked for meanwhile does not show the task yet), and which containers the kernel's OOM killer hit
+(containerd's OOM events, or the container's cgroup counting an OOM kill: :mod:`agents.kubelet.cgroups`).
 
 The pod sandbox (a network namespace wired by CNI, :mod:`agents.kubelet.sandbox`) exists once the
 node has its podCIDR (:meth:`Runtime.use_network`), as kube's runtime learns it through
 ``UpdateRuntimeConfig``; with it come the pod's hostname (a UTS namespace its containers share) and
-its ``/etc/hosts``. How a container's ``ctr`` spec follows from the pod is :func:`container_spec`,
-pure so that tests read it.
+its ``/etc/hosts``. How a container's spec follows from the pod is :func:`container_spec`, pure so
+that tests read it; how containerd is asked is :mod:`agents.kubelet.containerd` (its gRPC API).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.kubelet import cgroups
 from agents.kubelet.cni import BridgeNetwork, CniClient, PodRef, port_mappings
-from agents.kubelet.containerd import ContainerdError, ContainerId, ContainerSpec, Ctr, Mount, Task, TaskExit
-from agents.kubelet.containerd import command_line as process_of
+from agents.kubelet.containerd import Containerd
+from agents.kubelet.containers import ContainerdError, ContainerId, ContainerSpec, Mount, Task, TaskExit, TaskOOM
+from agents.kubelet.containers import command_line as process_of
 from agents.kubelet.sandbox import NETNS_DIR, Sandbox, SandboxManager
 from agents.kubelet.settings import NetworkSettings
 from agents.kubelet.volumes import VolumeFiles, mounts
@@ -103,10 +106,10 @@ def is_mounted(path: Path) -> bool:
 
 
 class Runtime:
-    """containerd (through ``ctr``), the pod sandboxes and the pods' directories on this node."""
+    """containerd, the pod sandboxes and the pods' directories on this node."""
 
-    def __init__(self, ctr: Ctr, *, root: Path, network: NetworkSettings, node_name: str) -> None:
-        self.ctr = ctr
+    def __init__(self, containerd: Containerd, *, root: Path, network: NetworkSettings, node_name: str) -> None:
+        self.containerd = containerd
         self.root = root
         self.network = network
         self.node_name = node_name
@@ -114,12 +117,13 @@ class Runtime:
         self.sandboxes: SandboxManager | None = None  # once the node has its podCIDR
         self._images: set[str] = set()  # references known to be in containerd (pulled or seen)
         self._image_configs: dict[str, dict[str, Any]] = {}  # reference -> its image config
-        # container id -> when `ctr start` returned (inf while it runs)
+        # container id -> when its start returned (inf while it runs)
         self._starts: dict[str, float] = {}
+        self._oom_killed: set[str] = set()  # container ids with an OOM event since their task was removed
 
     async def read_version(self) -> None:
         try:
-            self.version = f"{CONTAINERD}{await self.ctr.version()}"
+            self.version = f"{CONTAINERD}{await self.containerd.version()}"
         except ContainerdError as exc:
             log.warning("containerd does not answer yet: %s", exc)
 
@@ -158,19 +162,19 @@ class Runtime:
     async def has_image(self, reference: str) -> bool:
         if reference in self._images:
             return True
-        present = await self.ctr.has_image(reference)
+        present = await self.containerd.has_image(reference)
         if present:
             self._images.add(reference)
         return present
 
     async def pull(self, reference: str) -> None:
-        await self.ctr.pull(reference)
+        await self.containerd.pull(reference)
         self._image_configs.pop(reference, None)  # the tag may name another image now
         self._images.add(reference)
 
     async def image_config(self, reference: str) -> dict[str, Any]:
         if reference not in self._image_configs:
-            self._image_configs[reference] = await self.ctr.image_config(reference)
+            self._image_configs[reference] = await self.containerd.image_config(reference)
         return self._image_configs[reference]
 
     # --- sandboxes -------------------------------------------------------------------------------
@@ -216,10 +220,10 @@ class Runtime:
 
     async def remove_pod(self, uid: str) -> None:
         """Every container of the pod, its sandbox, its UTS namespace and its volumes go."""
-        for cid in await self.ctr.containers():
+        for cid in await self.containerd.containers():
             parsed = ContainerId.parse(cid)
             if parsed is not None and parsed.pod_uid == uid:
-                await self.ctr.delete(cid)
+                await self.containerd.delete(cid)
         if self.sandboxes is not None:
             await self.sandboxes.remove(uid)
         uts = self.pod_dir(uid) / "uts"
@@ -233,23 +237,23 @@ class Runtime:
     async def create(self, spec: ContainerSpec) -> None:
         """Create the container; a leftover of an interrupted start under the same id is removed first."""
         try:
-            await self.ctr.create(spec)
+            await self.containerd.create(spec)
         except ContainerdError as exc:
             if "already exists" not in exc.message:
                 raise
-            await self.ctr.delete(str(spec.id))
-            await self.ctr.create(spec)
+            await self.containerd.delete(str(spec.id))
+            await self.containerd.create(spec)
 
     async def start(self, cid: ContainerId) -> None:
         """Start the container's task, its output to the run's log file; remembers when the start returned."""
         self._starts[str(cid)] = math.inf  # before the first await: no task list can slip in between
         try:
-            await self.ctr.start(str(cid), log_file=self.log_file(cid.pod_uid, cid.name, cid.attempt))
+            await self.containerd.start(str(cid), log_file=self.log_file(cid.pod_uid, cid.name, cid.attempt))
         finally:
             self._starts[str(cid)] = time.time()
 
     def start_returned(self, cid: str) -> float:
-        """When ``ctr start`` of ``cid`` returned: inf while it runs, 0 when it is not remembered
+        """When the start of ``cid`` returned: inf while it runs, 0 when it is not remembered
         (long done, or started by an earlier kubelet)."""
         return self._starts.get(cid, 0.0)
 
@@ -258,23 +262,23 @@ class Runtime:
 
     async def kill(self, cid: str, *, grace: float) -> None:
         """SIGTERM, then SIGKILL if it still runs after ``grace`` seconds."""
-        await self.ctr.kill(cid, "SIGTERM")
+        await self.containerd.kill(cid, "SIGTERM")
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            task = (await self.ctr.tasks()).get(cid)
+            task = (await self.containerd.tasks()).get(cid)
             if task is None or task.status != "RUNNING":
                 return
             await asyncio.sleep(KILL_POLL)
-        await self.ctr.kill(cid, "SIGKILL")
+        await self.containerd.kill(cid, "SIGKILL")
 
     async def stop(self, cids: Sequence[str], *, grace: float) -> None:
         """Signal every container (SIGTERM, or SIGKILL when ``grace`` is 0) and wait up to ``grace``
         seconds for their tasks to end; what still runs then is killed by :meth:`remove_pod`."""
         for cid in cids:
-            await self.ctr.kill(cid, "SIGTERM" if grace > 0 else "SIGKILL")
+            await self.containerd.kill(cid, "SIGTERM" if grace > 0 else "SIGKILL")
         deadline = time.monotonic() + grace
         while cids and time.monotonic() < deadline:
-            tasks = await self.ctr.tasks()
+            tasks = await self.containerd.tasks()
             if all(tasks.get(cid) is None or tasks[cid].status != "RUNNING" for cid in cids):
                 break
             await asyncio.sleep(KILL_POLL)
@@ -282,30 +286,48 @@ class Runtime:
     async def remove_old_runs(self, uid: str, name: str, *, keep_from: int) -> None:
         """Remove the containers (and logs) of runs before ``keep_from``: the previous run stays,
         for ``kubectl logs --previous`` and the status's lastState."""
-        for cid in await self.ctr.containers():
+        for cid in await self.containerd.containers():
             parsed = ContainerId.parse(cid)
             if parsed is not None and parsed.pod_uid == uid and parsed.name == name and parsed.attempt < keep_from:
-                await self.ctr.delete(cid)
+                await self.containerd.delete(cid)
                 self.log_file(uid, name, parsed.attempt).unlink(missing_ok=True)
 
     async def containers(self) -> list[str]:
-        return await self.ctr.containers()
+        return await self.containerd.containers()
 
     async def tasks(self) -> dict[str, Task]:
-        return await self.ctr.tasks()
+        return await self.containerd.tasks()
 
     async def delete_task(self, cid: str) -> int | None:
-        return await self.ctr.delete_task(cid)
+        """Remove an ended task (its cgroup goes with it): its exit status, None when there was none."""
+        code = await self.containerd.delete_task(cid)
+        self._oom_killed.discard(cid)
+        return code
 
-    def exits(self) -> AsyncIterator[TaskExit]:
-        return self.ctr.exits()
+    async def exits(self) -> AsyncIterator[TaskExit]:
+        """Task exits as containerd reports them; its OOM events are remembered for :meth:`oom_killed`."""
+        async for event in self.containerd.events():
+            if isinstance(event, TaskOOM):
+                log.info("container %s: the OOM killer killed a process", event.id)
+                self._oom_killed.add(event.id)
+            else:
+                yield event
+
+    def oom_killed(self, cid: str) -> bool:
+        """Whether the kernel's OOM killer killed a process of the container's task: an OOM event, or
+        its cgroup's count (asked before the task's removal takes the cgroup)."""
+        return cid in self._oom_killed or cgroups.oom_kills(self.containerd.cgroup(cid)) > 0
 
     async def exec(self, cid: str, argv: list[str], seconds: float) -> tuple[int, str]:
-        """A command in a running container, to its end (exec probes): its exit code and output."""
-        return await self.ctr.exec(cid, argv, seconds=seconds)
+        """A command in a running container, to its end (exec probes): its exit code and output; a
+        container containerd cannot exec in (gone, stopped) is a failure with containerd's words."""
+        try:
+            return await self.containerd.exec(cid, argv, seconds=seconds)
+        except ContainerdError as exc:
+            return 126, exc.message
 
     async def exec_process(
         self, cid: str, argv: Sequence[str], *, tty: bool, stdin: Any, stdout: Any, stderr: Any
     ) -> asyncio.subprocess.Process:
         """A command in a running container with the given standard streams (``kubectl exec``)."""
-        return await self.ctr.exec_process(cid, argv, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)
+        return await self.containerd.exec_process(cid, argv, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)

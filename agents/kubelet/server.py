@@ -27,7 +27,7 @@ CHUNK = 64 * 1024
 # (namespace, pod, container) -> (pod uid, the container's runs oldest first), or None: no such pod
 RunsOf = Callable[[str, str, str], tuple[str, list[Attempt]] | None]
 LogFile = Callable[[str, str, int], Path]
-# (container id, argv, tty, stdin fd/None, stdout fd, stderr fd) -> the started ctr process
+# (container id, argv, tty, stdin fd/None, stdout fd, stderr fd) -> the started `ctr tasks exec` process
 ExecProcess = Callable[..., Awaitable[asyncio.subprocess.Process]]
 
 

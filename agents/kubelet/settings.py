@@ -13,6 +13,7 @@ class ContainerdSettings:
     address: str = setting("/run/containerd/containerd.sock", "containerd's socket")
     namespace: str = setting("k8s.io", "containerd namespace the kubelet's containers live in")
     hosts_dir: str = setting("", "registry hosts directory (docker.io mirrored to the lab registry)")
+    snapshotter: str = setting("overlayfs", "the snapshotter containers' root file systems are prepared with")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from agents.kubelet.containerd import Mount
+from agents.kubelet.containers import Mount
 
 Reader = Callable[[str, str], Awaitable[dict[str, Any] | None]]  # (namespace, name) -> object or None
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -133,21 +133,29 @@ async def plan_volumes(
 
 
 def write_volumes(volumes: list[VolumeFiles]) -> None:
-    """Make the directories and (re)write configMap and secret files."""
+    """Make the directories and (re)write configMap and secret files; what the node refuses (a
+    hostPath to create where a file is, say) is a VolumeError with the system's words."""
     for volume in volumes:
-        if volume.create:
-            volume.path.mkdir(parents=True, exist_ok=True)
-            if not volume.files and volume.mode == 0o777:
-                volume.path.chmod(0o777)
-        elif not volume.path.exists():
-            raise VolumeError("FailedMount", f"hostPath {volume.path} does not exist on the node")
-        for relative, content in volume.files.items():
-            target = volume.path / PurePosixPath(relative)
-            if ".." in PurePosixPath(relative).parts:
-                raise VolumeError("FailedMount", f"volume {volume.name}: item path {relative!r} leaves the volume")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-            target.chmod(volume.mode)
+        try:
+            _write(volume)
+        except OSError as exc:
+            raise VolumeError("FailedMount", f"volume {volume.name}: {volume.path}: {exc.strerror or exc}") from exc
+
+
+def _write(volume: VolumeFiles) -> None:
+    if volume.create:
+        volume.path.mkdir(parents=True, exist_ok=True)
+        if not volume.files and volume.mode == 0o777:
+            volume.path.chmod(0o777)
+    elif not volume.path.exists():
+        raise VolumeError("FailedMount", f"hostPath {volume.path} does not exist on the node")
+    for relative, content in volume.files.items():
+        target = volume.path / PurePosixPath(relative)
+        if ".." in PurePosixPath(relative).parts:
+            raise VolumeError("FailedMount", f"volume {volume.name}: item path {relative!r} leaves the volume")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        target.chmod(volume.mode)
 
 
 def mounts(container: Mapping[str, Any], volumes: list[VolumeFiles]) -> tuple[Mount, ...]:
@@ -220,7 +228,8 @@ async def environment(
                 )
         else:
             found = await secrets(namespace, source["secretRef"]["name"])
-            values = {k: base64.b64decode(v).decode() for k, v in ((found or {}).get("data") or {}).items()}
+            data = (found or {}).get("data") or {}
+            values = {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
             if found is None and not source["secretRef"].get("optional"):
                 raise VolumeError("CreateContainerConfigError", f'secret "{source["secretRef"]["name"]}" not found')
         for key, value in values.items():
@@ -248,7 +257,7 @@ async def environment(
                 )
                 raise VolumeError("CreateContainerConfigError", missing)
             value = data[ref["key"]]
-            declared[name] = base64.b64decode(value).decode() if secret else str(value)
+            declared[name] = base64.b64decode(value).decode(errors="replace") if secret else str(value)
         else:
             raise VolumeError("CreateContainerConfigError", f"env {name}: resourceFieldRef is not supported")
     env.update(declared)

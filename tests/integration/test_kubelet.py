@@ -340,3 +340,62 @@ def test_readiness_and_tcp_probes_decide_when_the_pod_is_ready(k: Kubectl, node:
     assert ready() == "False"  # the file appears 8 s after the start
     eventually(lambda: ready() == "True", timeout=30, what="Ready")
     assert state(k, ns, "slow", "web")["ready"] and state(k, ns, "slow", "late")["ready"]
+
+
+def test_a_container_beyond_its_memory_limit_ends_oom_killed_and_its_restart_keeps_it_as_last_state(
+    k: Kubectl, node: Node, ns: str
+) -> None:
+    """busybox has no allocator: a shell doubling a variable reaches a 16 MiB limit in a moment."""
+    hungry = {
+        "name": "main",
+        "image": "busybox",
+        "command": ["sh", "-c", "x=0123456789abcdef; while true; do x=$x$x; done"],
+        "resources": {"limits": {"memory": "16Mi"}},
+    }
+    k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(pod("hungry", node, hungry)))
+
+    def restarted() -> dict[str, Any] | None:
+        found = state(k, ns, "hungry", "main")
+        return found if found.get("restartCount", 0) >= 1 and found.get("lastState", {}).get("terminated") else None
+
+    found = eventually(restarted, timeout=90, what="the container OOM killed and restarted")
+    terminated = found["lastState"]["terminated"]
+    assert (terminated["reason"], terminated["exitCode"]) == ("OOMKilled", 137), node.log()
+    reasons = {e["reason"] for e in events_of(k, ns, "hungry")}
+    assert "BackOff" in reasons or "Started" in reasons
+
+
+def test_a_missing_command_ends_start_error_with_the_runtime_s_message_and_exit_0_ends_completed(
+    k: Kubectl, node: Node, ns: str
+) -> None:
+    missing = {"name": "missing", "image": "busybox", "command": ["no-such-command"]}
+    done = {"name": "done", "image": "busybox", "command": ["true"]}
+    k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(pod("cannot", node, missing, done, restartPolicy="Never")))
+    eventually(lambda: pod_json(k, ns, "cannot")["status"].get("phase") == "Failed", timeout=60, what="the pod Failed")
+    terminated = state(k, ns, "cannot", "missing")["state"]["terminated"]
+    assert (terminated["reason"], terminated["exitCode"]) == ("StartError", 128)
+    assert terminated["message"].startswith("failed to create containerd task: ")
+    assert 'exec: "no-such-command": executable file not found in $PATH' in terminated["message"]
+    completed = state(k, ns, "cannot", "done")["state"]["terminated"]
+    assert (completed["reason"], completed["exitCode"]) == ("Completed", 0)
+    failed = [e["message"] for e in events_of(k, ns, "cannot") if e["reason"] == "Failed"]
+    assert any(m.startswith("Error: failed to create containerd task: ") for m in failed)
+
+
+def test_a_start_error_under_restart_always_backs_off_with_the_start_error_as_last_state(
+    k: Kubectl, node: Node, ns: str
+) -> None:
+    missing = {"name": "main", "image": "busybox", "command": ["/no/such/binary"]}
+    k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(pod("retrying", node, missing)))
+
+    def backing_off() -> dict[str, Any] | None:
+        found = state(k, ns, "retrying", "main")
+        waiting = (found.get("state") or {}).get("waiting") or {}
+        return found if waiting.get("reason") == "CrashLoopBackOff" else None
+
+    found = eventually(backing_off, timeout=60, what="CrashLoopBackOff")
+    assert found["lastState"]["terminated"]["reason"] == "StartError"
+    assert found["lastState"]["terminated"]["exitCode"] == 128
+    eventually(
+        lambda: "BackOff" in {e["reason"] for e in events_of(k, ns, "retrying")}, timeout=30, what="a BackOff event"
+    )

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from agents.kubelet.cni import CONFLIST_NAME, BridgeNetwork
-from agents.kubelet.containerd import Ctr
+from agents.kubelet.containerd import Containerd
+from agents.kubelet.ctr import Ctr
 from agents.kubelet.kubelet import Kubelet
 from agents.kubelet.node import node_object
 from agents.kubelet.nodestatus import NODE_LEASES, NodeStatus, pod_network
@@ -91,8 +92,9 @@ def _node_status(client: FakeClient, settings: KubeletSettings, networks: list[B
 
 def _kubelet(client: FakeClient, settings: KubeletSettings, tmp_path: Path) -> Kubelet:
     fake = cast(Client, client)
-    ctr = Ctr(address=str(tmp_path / "none.sock"))
-    return Kubelet(fake, settings, ctr=ctr, recorder=EventRecorder(fake, component="kubelet"))
+    socket = str(tmp_path / "none.sock")
+    containerd = Containerd(address=socket, fifo_dir=tmp_path / "fifo", ctr=Ctr(address=socket))
+    return Kubelet(fake, settings, containerd=containerd, recorder=EventRecorder(fake, component="kubelet"))
 
 
 def _node(**spec: Any) -> dict[str, Any]:

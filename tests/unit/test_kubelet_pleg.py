@@ -3,7 +3,7 @@ returned before the list was asked for), exit events, the events the pod workers
 adoption of what an earlier kubelet left.
 
 The runtime is a fake, declared openly (``FakeRuntime``: tasks, containers, exit codes and sandboxes
-as the test sets them); the slow-start case drives the real runtime over a fake ``ctr`` instead,
+as the test sets them); the slow-start case drives the real runtime over a fake containerd instead,
 because the start bookkeeping it checks is the runtime's.
 """
 
@@ -21,7 +21,8 @@ from typing import cast
 import pytest
 
 from agents.kubelet.cni import PodRef
-from agents.kubelet.containerd import ContainerdError, ContainerId, Ctr, Task, TaskExit
+from agents.kubelet.containerd import Containerd
+from agents.kubelet.containers import ContainerdError, ContainerId, Task, TaskExit
 from agents.kubelet.pleg import (
     PLEG,
     ContainerDied,
@@ -119,6 +120,7 @@ class FakeRuntime:
         self.starts: dict[str, float] = {}
         self.sandboxes: list[Sandbox] = []
         self.stale_removed = False
+        self.oom: set[str] = set()  # containers the OOM killer struck in (until their task is removed)
 
     async def tasks(self) -> dict[str, Task]:
         return dict(self.task_list)
@@ -131,7 +133,11 @@ class FakeRuntime:
             raise ContainerdError(f"delete task {container}", "cannot delete")
         self.deleted.append(container)
         self.task_list.pop(container, None)
+        self.oom.discard(container)
         return self.exit_codes.get(container)
+
+    def oom_killed(self, container: str) -> bool:
+        return container in self.oom
 
     async def exits(self) -> AsyncIterator[TaskExit]:
         for event in self.exit_events:
@@ -232,6 +238,35 @@ async def test_a_relist_ends_runs_containerd_shows_ended_with_their_exit_codes()
     assert runtime.starts == {cid("starting"): math.inf}  # the judged run's start is forgotten
 
 
+async def test_a_run_the_oom_killer_struck_in_ends_oom_killed_however_its_end_is_noticed() -> None:
+    cache, events = PodCache(), list[PodLifecycleEvent]()
+    record = cache.ensure(UID, "default/web")
+    for name in ("evented", "relisted", "plain"):
+        record.record(name, running(name))
+    runtime = FakeRuntime()
+    runtime.oom = {cid("evented"), cid("relisted")}
+    runtime.exit_events = [TaskExit(cid("evented"), 137, ""), TaskExit(cid("plain"), 137, "")]
+    runtime.task_list = {cid("relisted"): task(cid("relisted"), "STOPPED")}
+    runtime.exit_codes = {cid("relisted"): 137}
+    pleg = _pleg(runtime, cache, events)
+    await pleg.follow_exits()
+    await pleg.relist_once()
+    reasons = {name: (runs[-1].exit_code, runs[-1].reason) for name, runs in record.attempts.items()}
+    assert reasons == {"evented": (137, "OOMKilled"), "relisted": (137, "OOMKilled"), "plain": (137, "")}
+    assert runtime.oom == set()  # asked before the removal of each task, which forgets it
+
+
+async def test_a_relist_with_no_run_to_judge_asks_containerd_nothing() -> None:
+    class Untouchable(FakeRuntime):
+        async def tasks(self) -> dict[str, Task]:
+            raise AssertionError("an idle node's relist listed containerd's tasks")
+
+    cache, events = PodCache(), list[PodLifecycleEvent]()
+    cache.ensure(UID, "default/web").record("done", Attempt(0, "exited", NOW - 30, NOW - 20, 0, "containerd://x"))
+    await _pleg(Untouchable(), cache, events).relist_once()
+    assert events == []
+
+
 async def test_adoption_rebuilds_the_records_of_the_sandboxes_and_containers_left_behind() -> None:
     runtime = FakeRuntime()
     pod = PodRef("default", "web", UID)
@@ -256,7 +291,7 @@ async def test_adoption_rebuilds_the_records_of_the_sandboxes_and_containers_lef
 
 
 class SlowStartCtr:
-    """``ctr`` on a loaded node: a start returns only while the first task list is being made, and
+    """containerd on a loaded node: a start returns only while the first task list is being made, and
     that list does not show the new task yet; later lists do."""
 
     def __init__(self, container: str) -> None:
@@ -285,7 +320,7 @@ class SlowStartCtr:
 async def test_the_relist_does_not_end_a_run_whose_start_finished_after_the_list_was_asked_for(tmp_path: Path) -> None:
     container = ContainerId(UID, "echo", 0)
     slow = SlowStartCtr(str(container))
-    runtime = Runtime(cast(Ctr, slow), root=tmp_path, network=NetworkSettings(), node_name="n")
+    runtime = Runtime(cast(Containerd, slow), root=tmp_path, network=NetworkSettings(), node_name="n")
     cache, events = PodCache(), list[PodLifecycleEvent]()
     record = cache.ensure(UID, "default/echo")
     record.record("echo", Attempt(0, "running", time.time() - 30, container_id=f"containerd://{container}"))

@@ -11,9 +11,11 @@ from agents.kubelet.podstate import (
     Attempt,
     CreateSandbox,
     Observed,
+    Problem,
     PullFailure,
     StartContainer,
     StopPod,
+    backing_off,
     backoff,
     phase,
     plan,
@@ -68,6 +70,18 @@ def test_a_crashing_container_waits_out_its_back_off_and_the_planner_says_when_t
     observed = Observed(sandbox_ip="10.244.0.5", attempts={"main": attempts})
     assert plan(pod(), observed, NOW) == ([], NOW + 15)
     assert plan(pod(), observed, NOW + 15) == ([StartContainer("main", 2)], None)
+
+
+def test_only_containers_waiting_out_a_crash_back_off_are_backing_off() -> None:
+    attempts = {
+        "crashed": [exited(0, 1, finished=NOW - 5)],  # restarts at NOW + 5
+        "due": [exited(0, 1, finished=NOW - 20)],
+        "done": [exited(0, 0, finished=NOW - 5)],
+        "up": [running()],
+    }
+    observed = Observed(sandbox_ip="10.244.0.5", attempts=attempts)
+    assert backing_off(pod(*attempts, policy="OnFailure"), observed, NOW) == ["crashed"]
+    assert backing_off(pod(*attempts, policy="Never"), observed, NOW) == []
 
 
 def test_a_run_of_ten_minutes_resets_the_back_off() -> None:
@@ -146,6 +160,58 @@ def test_a_completed_container_under_never_is_terminated_completed() -> None:
     [main] = status["containerStatuses"]
     assert main["state"]["terminated"]["reason"] == "Completed" and status["phase"] == "Succeeded"
     assert {c["type"]: c.get("reason") for c in status["conditions"]}["Ready"] == "PodCompleted"
+
+
+def test_runs_end_with_kube_s_reasons_and_the_last_one_is_carried_across_the_restart() -> None:
+    oom = Attempt(0, "exited", NOW - 40, NOW - 30, 137, "containerd://c0", "OOMKilled")
+    message = 'failed to create containerd task: exec: "nope": executable file not found in $PATH'
+    start_error = Attempt(1, "exited", NOW - 5, NOW - 5, 128, "containerd://c1", "StartError", message)
+    status = status_of(pod(), Observed(sandbox_ip="10.244.0.5", attempts={"main": [oom, start_error]}))
+    [main] = status["containerStatuses"]
+    assert main["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    last = main["lastState"]["terminated"]
+    assert (last["reason"], last["exitCode"], last["message"]) == ("StartError", 128, message)
+    running_again = Observed(sandbox_ip="10.244.0.5", attempts={"main": [oom, running(1)]})
+    [main] = status_of(pod(), running_again)["containerStatuses"]
+    assert main["lastState"]["terminated"]["reason"] == "OOMKilled" and "message" not in main["lastState"]["terminated"]
+    assert "running" in main["state"] and main["restartCount"] == 1
+
+
+@pytest.mark.parametrize(
+    ("run", "reason"),
+    [
+        (exited(0, 0), "Completed"),
+        (exited(0, 1), "Error"),
+        (exited(0, 137), "Error"),  # killed, but not by the OOM killer
+        (Attempt(0, "exited", NOW - 9, NOW - 1, 137, "containerd://c0", "OOMKilled"), "OOMKilled"),
+        (Attempt(0, "exited", NOW - 1, NOW - 1, 0, "containerd://c0", "OOMKilled"), "OOMKilled"),  # a child was
+    ],
+)
+def test_a_terminated_container_says_how_it_ended(run: Attempt, reason: str) -> None:
+    status = status_of(pod(policy="Never"), Observed(sandbox_ip="10.244.0.5", attempts={"main": [run]}))
+    assert status["containerStatuses"][0]["state"]["terminated"]["reason"] == reason
+
+
+def test_a_container_that_cannot_be_created_waits_with_the_reason_and_is_tried_again_after_a_back_off() -> None:
+    problem = Problem("CreateContainerError", 'the image\'s user "nobody" is a name', at=NOW - 3, failures=1)
+    observed = Observed(sandbox_ip="10.244.0.5", problems={"main": problem})
+    waiting = status_of(pod(), observed)["containerStatuses"][0]["state"]["waiting"]
+    assert waiting == {"reason": "CreateContainerError", "message": problem.message}
+    assert plan(pod(), observed, NOW) == ([], NOW + 7)
+    assert plan(pod(), observed, NOW + 7)[0] == [StartContainer("main", 0)]
+    restarted = Observed(
+        sandbox_ip="10.244.0.5", attempts={"main": [exited(0, 1, finished=NOW - 60)]}, problems={"main": problem}
+    )
+    [main] = status_of(pod(), restarted)["containerStatuses"]
+    assert main["state"]["waiting"]["reason"] == "CreateContainerError"
+    assert main["lastState"]["terminated"]["reason"] == "Error"
+
+
+def test_a_volume_that_cannot_be_set_up_leaves_the_container_creating_as_kube_s_does() -> None:
+    problem = Problem("FailedMount", 'configmap "missing" not found', at=NOW - 3, failures=1)
+    observed = Observed(sandbox_ip="10.244.0.5", problems={"main": problem})
+    assert status_of(pod(), observed)["containerStatuses"][0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
+    assert plan(pod(), observed, NOW) == ([], NOW + 7)
 
 
 def test_pull_failures_read_err_image_pull_then_image_pull_back_off() -> None:

@@ -2,8 +2,8 @@
 they work by pod UID: a pod deleted and created again under the same name is two pods, and the old
 one's sync stops the old one's containers alone.
 
-The API client and ``ctr`` are fakes, declared openly: the client lists the pods it is given and
-then watches nothing; ``ctr`` keeps containers and tasks in dictionaries and records kills and
+The API client and containerd are fakes, declared openly: the client lists the pods it is given and
+then watches nothing; containerd keeps containers and tasks in dictionaries and records kills and
 deletes.
 """
 
@@ -17,7 +17,8 @@ from typing import Any, cast
 
 import pytest
 
-from agents.kubelet.containerd import ContainerId, Ctr, Task
+from agents.kubelet.containerd import Containerd
+from agents.kubelet.containers import ContainerId, Task
 from agents.kubelet.podcache import PodCache, PodRecord
 from agents.kubelet.podstate import Attempt
 from agents.kubelet.podworkers import PodWorkers, image_step, pull_policy, unprobed
@@ -118,7 +119,7 @@ class FakeClient:
         yield "BOOKMARK", {}
 
 
-class FakeCtr:
+class FakeContainerd:
     def __init__(self, *containers: str) -> None:
         self.containers_made = list(containers)
         self.task_list = {cid: Task(cid, 1, "RUNNING") for cid in containers}
@@ -141,9 +142,9 @@ class FakeCtr:
         self.task_list.pop(container, None)
 
 
-def _workers(client: FakeClient, ctr: FakeCtr, cache: PodCache, tmp_path: Path) -> PodWorkers:
+def _workers(client: FakeClient, ctr: FakeContainerd, cache: PodCache, tmp_path: Path) -> PodWorkers:
     fake = cast(Client, client)
-    runtime = Runtime(cast(Ctr, ctr), root=tmp_path, network=NetworkSettings(), node_name="n1")
+    runtime = Runtime(cast(Containerd, ctr), root=tmp_path, network=NetworkSettings(), node_name="n1")
     return PodWorkers(
         fake,
         pods=Informer(fake, PODS, field_selector="spec.nodeName=n1"),
@@ -161,7 +162,7 @@ async def test_a_pod_gone_under_a_name_another_pod_now_has_is_stopped_alone(tmp_
     cache = PodCache()
     cache.ensure(OLD, "default/web").record("main", running(OLD, "main"))
     cache.ensure(NEW, "default/web").record("main", running(NEW, "main"))
-    ctr = FakeCtr(old_run, new_run)
+    ctr = FakeContainerd(old_run, new_run)
     workers = _workers(FakeClient(pod(NEW, "main")), ctr, cache, tmp_path)
     informing = asyncio.create_task(workers.pods.run())
     try:
@@ -179,7 +180,7 @@ async def test_a_pod_gone_under_a_name_another_pod_now_has_is_stopped_alone(tmp_
 
 
 async def test_a_name_taken_over_by_another_pod_queues_both_pods(tmp_path: Path) -> None:
-    workers = _workers(FakeClient(), FakeCtr(), PodCache(), tmp_path)
+    workers = _workers(FakeClient(), FakeContainerd(), PodCache(), tmp_path)
     workers.pod_updated(pod(OLD, "main"), pod(NEW, "main"))
     assert sorted([await workers.queue.get(), await workers.queue.get()]) == [OLD, NEW]
     workers.pod_updated(pod(NEW, "main"), pod(NEW, "main", "side"))

@@ -1,21 +1,24 @@
 """The runtime seam: the container spec a pod's container becomes (pure), the pod's hosts file and
-hostname, and what the runtime does over ``ctr``: images and configs asked for once, a leftover of
-an interrupted start replaced, when each start returned, graceful kills, and what is removed.
+hostname, and what the runtime does over containerd: images and configs asked for once, a leftover of
+an interrupted start replaced, when each start returned, graceful kills, OOM kills told by containerd's
+events, and what is removed.
 
-``ctr`` is a fake, declared openly (``FakeCtr``): containers and tasks in dictionaries, every call
-recorded; it fails the calls it is told to fail.
+containerd is a fake, declared openly (``FakeContainerd``): containers and tasks in dictionaries,
+every call recorded; it fails the calls it is told to fail.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from agents.kubelet.containerd import ContainerdError, ContainerId, ContainerSpec, Ctr, Mount, Task
+from agents.kubelet.containerd import Containerd
+from agents.kubelet.containers import ContainerdError, ContainerId, ContainerSpec, Mount, Task, TaskExit, TaskOOM
 from agents.kubelet.runtime import Runtime, container_spec, cpu_quota, hostname_of, hosts_file
 from agents.kubelet.settings import NetworkSettings
 from agents.kubelet.volumes import VolumeFiles
@@ -98,10 +101,10 @@ def test_the_pod_s_hostname_and_hosts_file() -> None:
     assert lines[-1] == "10.244.0.5\tweb-1"
 
 
-# --- over a fake ctr -------------------------------------------------------------------------------
+# --- over a fake containerd ----------------------------------------------------------------------------
 
 
-class FakeCtr:
+class FakeContainerd:
     def __init__(self) -> None:
         self.images: set[str] = set()
         self.containers_made: dict[str, ContainerSpec] = {}
@@ -111,6 +114,7 @@ class FakeCtr:
         self.stops_on_sigterm = True
         self.started_during: float | None = None
         self.runtime: Runtime | None = None
+        self.event_list: list[TaskExit | TaskOOM] = []
 
     async def has_image(self, reference: str) -> bool:
         self.calls.append(("has_image", reference))
@@ -154,15 +158,26 @@ class FakeCtr:
         self.containers_made.pop(container, None)
         self.task_list.pop(container, None)
 
+    async def delete_task(self, container: str) -> int | None:
+        self.calls.append(("delete_task", container))
+        return 137 if self.task_list.pop(container, None) is not None else None
+
+    async def events(self) -> AsyncIterator[TaskExit | TaskOOM]:
+        for event in self.event_list:
+            yield event
+
+    def cgroup(self, container: str) -> str:
+        return f"/kubelab-unit-test-no-such-cgroup/{container}"
+
 
 @pytest.fixture
-def ctr() -> FakeCtr:
-    return FakeCtr()
+def ctr() -> FakeContainerd:
+    return FakeContainerd()
 
 
 @pytest.fixture
-def runtime(ctr: FakeCtr, tmp_path: Path) -> Runtime:
-    made = Runtime(cast(Ctr, ctr), root=tmp_path / "root", network=NetworkSettings(), node_name="n1")
+def runtime(ctr: FakeContainerd, tmp_path: Path) -> Runtime:
+    made = Runtime(cast(Containerd, ctr), root=tmp_path / "root", network=NetworkSettings(), node_name="n1")
     ctr.runtime = made
     return made
 
@@ -172,7 +187,7 @@ def spec_of(cid: ContainerId) -> ContainerSpec:
 
 
 async def test_an_image_seen_once_is_not_asked_for_again_and_a_pull_renews_its_config(
-    runtime: Runtime, ctr: FakeCtr
+    runtime: Runtime, ctr: FakeContainerd
 ) -> None:
     reference = "docker.io/library/busybox:latest"
     assert not await runtime.has_image(reference)
@@ -186,7 +201,7 @@ async def test_an_image_seen_once_is_not_asked_for_again_and_a_pull_renews_its_c
     assert asked == ["has_image", "pull", "image_config", "pull", "image_config"]
 
 
-async def test_a_leftover_of_an_interrupted_start_is_replaced(runtime: Runtime, ctr: FakeCtr) -> None:
+async def test_a_leftover_of_an_interrupted_start_is_replaced(runtime: Runtime, ctr: FakeContainerd) -> None:
     cid = ContainerId(UID, "web", 0)
     await runtime.create(spec_of(cid))
     await runtime.create(spec_of(cid))
@@ -194,7 +209,7 @@ async def test_a_leftover_of_an_interrupted_start_is_replaced(runtime: Runtime, 
 
 
 async def test_the_runtime_remembers_when_each_start_returned_even_a_failed_one(
-    runtime: Runtime, ctr: FakeCtr, tmp_path: Path
+    runtime: Runtime, ctr: FakeContainerd, tmp_path: Path
 ) -> None:
     cid = ContainerId(UID, "web", 3)
     assert runtime.start_returned(str(cid)) == 0.0
@@ -212,7 +227,7 @@ async def test_the_runtime_remembers_when_each_start_returned_even_a_failed_one(
 
 
 async def test_a_kill_is_sigterm_then_sigkill_only_for_what_outlives_the_grace_period(
-    runtime: Runtime, ctr: FakeCtr
+    runtime: Runtime, ctr: FakeContainerd
 ) -> None:
     polite, stubborn = str(ContainerId(UID, "polite", 0)), str(ContainerId(UID, "stubborn", 0))
     ctr.task_list = {polite: Task(polite, 1, "RUNNING")}
@@ -224,7 +239,7 @@ async def test_a_kill_is_sigterm_then_sigkill_only_for_what_outlives_the_grace_p
     assert kills == [(polite, "SIGTERM"), (stubborn, "SIGTERM"), (stubborn, "SIGKILL")]
 
 
-async def test_stopping_with_no_grace_is_sigkill_at_once(runtime: Runtime, ctr: FakeCtr) -> None:
+async def test_stopping_with_no_grace_is_sigkill_at_once(runtime: Runtime, ctr: FakeContainerd) -> None:
     ids = [str(ContainerId(UID, name, 0)) for name in ("a", "b")]
     ctr.task_list = {cid: Task(cid, 1, "RUNNING") for cid in ids}
     await runtime.stop(ids, grace=0)
@@ -232,7 +247,7 @@ async def test_stopping_with_no_grace_is_sigkill_at_once(runtime: Runtime, ctr: 
 
 
 async def test_a_pod_s_removal_takes_its_containers_and_volumes_and_nothing_else(
-    runtime: Runtime, ctr: FakeCtr
+    runtime: Runtime, ctr: FakeContainerd
 ) -> None:
     mine, theirs = ContainerId(UID, "web", 0), ContainerId(OTHER, "web", 0)
     for cid in (mine, theirs):
@@ -244,7 +259,7 @@ async def test_a_pod_s_removal_takes_its_containers_and_volumes_and_nothing_else
     assert not (runtime.pod_dir(UID) / "volumes").exists()
 
 
-async def test_runs_before_the_previous_one_are_removed_with_their_logs(runtime: Runtime, ctr: FakeCtr) -> None:
+async def test_runs_before_the_previous_one_are_removed_with_their_logs(runtime: Runtime, ctr: FakeContainerd) -> None:
     runs = [ContainerId(UID, "web", n) for n in range(4)] + [ContainerId(UID, "side", 0)]
     for cid in runs:
         await runtime.create(spec_of(cid))
@@ -254,3 +269,16 @@ async def test_runs_before_the_previous_one_are_removed_with_their_logs(runtime:
     await runtime.remove_old_runs(UID, "web", keep_from=2)
     assert sorted(ctr.containers_made) == sorted(str(c) for c in runs[2:])
     assert sorted(p.name for p in (runtime.pod_dir(UID) / "logs" / "web").iterdir()) == ["2.log", "3.log"]
+
+
+async def test_an_oom_event_marks_the_container_until_its_task_is_removed(
+    runtime: Runtime, ctr: FakeContainerd
+) -> None:
+    hit, spared = str(ContainerId(UID, "hungry", 0)), str(ContainerId(UID, "modest", 0))
+    ctr.event_list = [TaskOOM(hit), TaskExit(hit, 137, ""), TaskExit(spared, 0, "")]
+    ctr.task_list = {hit: Task(hit, 1, "STOPPED")}
+    exits = [event async for event in runtime.exits()]
+    assert exits == [TaskExit(hit, 137, ""), TaskExit(spared, 0, "")]  # OOMs are not exits
+    assert runtime.oom_killed(hit) and not runtime.oom_killed(spared)
+    assert await runtime.delete_task(hit) == 137
+    assert not runtime.oom_killed(hit)

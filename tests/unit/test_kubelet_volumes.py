@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agents.kubelet.containerd import Mount
+from agents.kubelet.containers import Mount
 from agents.kubelet.volumes import VolumeError, VolumeFiles, environment, expand, mounts, plan_volumes, write_volumes
 
 CONFIGMAPS = {("app", "cfg"): {"data": {"color": "blue", "size": "L"}}}
