@@ -25,6 +25,7 @@ from agents.kubelet.cni import (
     PodRef,
     PortMapping,
     bridge_conflist,
+    chain,
     cni_args,
     loopback_conflist,
     plugin_config,
@@ -361,3 +362,12 @@ async def test_with_a_node_namespace_plugins_run_through_ip_netns_exec(
 
     assert (tmp_path / "ip.log").read_text() == f"netns exec kl-node-x {plugin_dir / 'first'}"
     assert [c["plugin"] for c in _calls(log)] == ["first"]
+
+
+def test_portmap_runs_only_for_a_pod_that_maps_ports() -> None:
+    network = bridge_conflist(NETWORK)
+    types = [p["type"] for p in network["plugins"]]
+    assert types == ["bridge", "portmap"]
+    assert chain(network, runtime_config(())) == [0]  # a Go program less to start for most pods
+    spec = {"containers": [{"name": "web", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}
+    assert chain(network, runtime_config(port_mappings(spec))) == [0, 1]
