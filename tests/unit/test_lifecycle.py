@@ -79,6 +79,27 @@ def test_a_holder_that_wrote_nothing_yet_is_still_a_refusal_in_one_line() -> Non
     assert "`kubelab fault crash` (pid 42)" in lock.describe_holder(text, "demo")
 
 
+def test_the_refusal_names_the_pid_the_kernel_says_holds_the_lock(tmp_path: Path) -> None:
+    held = tmp_path / "demo.lock"
+    held.write_text("")
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        stat = os.fstat(fd)
+        where = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+        locks = tmp_path / "locks"
+        locks.write_text(f"1: FLOCK  ADVISORY  WRITE 99 00:00:1 0 EOF\n2: FLOCK  ADVISORY  WRITE 4242 {where} 0 EOF\n")
+        assert lock.holder_of(fd, locks) == 4242
+        locks.write_text(f"2: -> FLOCK  ADVISORY  WRITE 777 {where} 0 EOF\n")  # a waiter holds nothing
+        assert lock.holder_of(fd, locks) is None
+    finally:
+        os.close(fd)
+    earlier = json.dumps({"command": "up", "pid": 41, "since": 0})  # the note of the holder before
+    assert lock.describe_holder(earlier, "demo", holder=4242) == (
+        "lab 'demo' is busy: a kubelab command (pid 4242) holds it; try again when it has ended (or stop it: kill 4242)"
+    )
+    assert "`kubelab up` (pid 41)" in lock.describe_holder(earlier, "demo", holder=41)
+
+
 def _spawn_and_die_before_the_record_is_saved(run: str, mark: str) -> None:
     def die(_record: processes.ProcessRecord, _run_dir: Path) -> None:
         os._exit(1)  # as a `kubelab up` killed between starting a component and saving its record
