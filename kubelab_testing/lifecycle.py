@@ -625,11 +625,13 @@ def _last(runs: list[Ran], was: str) -> str:
 
 def random_step(rng: random.Random, labs: Sequence[str]) -> list[Step]:
     """A step for the benchmark: one command (half of them killed: after 1 to 12 lines or 0.2 to 8 s), or, one
-    time in five, two commands at once (on one lab or two). Commands are weighted towards ``up`` so that the
-    labs spend time running."""
+    time in five, two commands at once (two times in three on one lab). Commands are weighted towards ``up``
+    so that the labs spend time running."""
     weighted = ("up", "up", "up", "down", "down", "stop", "start", "start", "fault")
     if rng.random() < 0.2:
-        return [Step(rng.choice(labs), rng.choice(weighted)), Step(rng.choice(labs), rng.choice(weighted))]
+        lab = rng.choice(labs)
+        other = lab if rng.random() < 2 / 3 else rng.choice(labs)
+        return [Step(lab, rng.choice(weighted)), Step(other, rng.choice(weighted))]
     kill = None
     if rng.random() < 0.5:
         kill = Kill(lines=rng.randint(1, 12)) if rng.random() < 0.5 else Kill(seconds=round(rng.uniform(0.2, 8.0), 1))
