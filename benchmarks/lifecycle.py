@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"operations {operations} ({tally.concurrent} steps of two at once), kills {tally.kills},"
         f" refusals {tally.refusals} (busy {tally.busy}, slowest {tally.longest_refusal:.1f}s),"
-        f" orphans {tally.orphans}, clobbered {tally.clobbered}, other problems {tally.violations},"
+        f" orphans {tally.orphans}, clobbered {tally.clobbered}, host/state disagreements {tally.violations},"
         f" longest silence {tally.longest_silence:.1f}s ({tally.longest_silence_of}), wall {wall:.0f}s"
     )
     met = tally.orphans == 0 and tally.clobbered == 0 and tally.longest_silence <= LONGEST_SILENCE and not problems
