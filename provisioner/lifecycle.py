@@ -176,8 +176,9 @@ def down(paths: LabPaths, *, say: Callable[[str], None]) -> Removed:
         for resource in found:
             host_resources.remove(resource)
         shutil.rmtree(paths.root, ignore_errors=True)
-        if lab.identity is not None:
-            registry.forget(lab.identity.uid)
+        for entry in registry.entries():  # its own, and those of its earlier selves whose state was lost
+            if entry.paths.root.resolve() == paths.root.resolve():
+                registry.forget(entry.uid)
         return Removed(existed, stopped, found)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -28,8 +29,12 @@ class ProcessRecord:
     log: str
 
     def save(self, run_dir: Path) -> None:
+        """Into ``run_dir/NAME.json``, whole: a command killed while saving leaves the old record or the new one."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / f"{self.name}.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+        path = run_dir / f"{self.name}.json"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(path)
 
     @classmethod
     def load(cls, run_dir: Path, name: str) -> ProcessRecord | None:
@@ -55,6 +60,11 @@ def alive(record: ProcessRecord) -> bool:
     return stat is not None and stat[0] not in ("Z", "X") and stat[1] == record.start_ticks
 
 
+# a program started with a record: it waits until its record is saved, and ends when the command that
+# started it dies first (EOF on its stdin), so no process of a lab ever runs unrecorded
+_GATE = 'IFS= read -r _ || exit 1; exec "$@" </dev/null'
+
+
 def spawn(
     name: str,
     argv: Sequence[str],
@@ -63,17 +73,25 @@ def spawn(
     env: Mapping[str, str] | None = None,
     tags: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    record_in: Path | None = None,
 ) -> ProcessRecord:
     """Start ``argv`` in its own session, output appended to ``log``; ``tags`` go into its environment
-    (on top of ``env``, or of this process's own), where ``tagged`` finds them again."""
+    (on top of ``env``, or of this process's own), where ``tagged`` finds them again. ``record_in``: its
+    record is saved there before the program begins (a ``kubelab`` command killed in between leaves neither
+    a program running without its record nor a record of a program that never ran)."""
     if tags:
         env = {**(env if env is not None else os.environ), **tags}
+    command = list(argv)
+    if record_in is not None:
+        if shutil.which(argv[0], path=(env if env is not None else os.environ).get("PATH")) is None:
+            raise ComponentError(f"{name}: cannot start {argv[0]}: No such file or directory")
+        command = ["/bin/sh", "-c", _GATE, name, *argv]
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         try:
             proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
+                command,
+                stdin=subprocess.PIPE if record_in is not None else subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -83,9 +101,19 @@ def spawn(
         except OSError as exc:
             raise ComponentError(f"{name}: cannot start {argv[0]}: {exc.strerror}") from exc
     stat = _stat(proc.pid)
+    record = ProcessRecord(name, proc.pid, stat[1] if stat else 0, tuple(argv), str(log))
+    if proc.stdin is not None:  # the gate: the record first, then the program
+        try:
+            record.save(record_in or Path())
+            with contextlib.suppress(BrokenPipeError):  # it ended already: the caller sees it exited
+                proc.stdin.write(b"go\n")
+                proc.stdin.flush()
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
     if stat is None:
         raise ComponentError(f"{name} exited at once; see {log}")
-    return ProcessRecord(name, proc.pid, stat[1], tuple(argv), str(log))
+    return record
 
 
 def _reap(pid: int) -> None:

@@ -1,5 +1,5 @@
-"""A lab's lifecycle, its pure parts: the lock's refusal, identities, which resources are a lab's own,
-what `up` refuses, what belongs to no lab."""
+"""A lab's lifecycle, its parts on their own: the lock's refusal, a recorded program's start, identities,
+which resources are a lab's own, what `up` refuses, what belongs to no lab."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
+from kubelab_testing.waiting import eventually
 from provisioner.lab import identity as labidentity
 from provisioner.lab import lock, registry
 from provisioner.lab import spec as labspec
 from provisioner.lab.identity import Identity
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.resources import Resource, not_ours, orphans, refused_change, refused_resources
+from provisioner.system import processes
 
 OURS = Identity("demo", "a" * 32, "local", 1.0)
 OTHER = Identity("demo", "b" * 32, "local", 2.0)
@@ -75,6 +77,64 @@ def test_a_holder_that_wrote_nothing_yet_is_still_a_refusal_in_one_line() -> Non
     )
     text = json.dumps({"command": "fault crash", "pid": 42, "since": 0})
     assert "`kubelab fault crash` (pid 42)" in lock.describe_holder(text, "demo")
+
+
+def test_the_refusal_names_the_pid_the_kernel_says_holds_the_lock(tmp_path: Path) -> None:
+    held = tmp_path / "demo.lock"
+    held.write_text("")
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        stat = os.fstat(fd)
+        where = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+        locks = tmp_path / "locks"
+        locks.write_text(f"1: FLOCK  ADVISORY  WRITE 99 00:00:1 0 EOF\n2: FLOCK  ADVISORY  WRITE 4242 {where} 0 EOF\n")
+        assert lock.holder_of(fd, locks) == 4242
+        locks.write_text(f"2: -> FLOCK  ADVISORY  WRITE 777 {where} 0 EOF\n")  # a waiter holds nothing
+        assert lock.holder_of(fd, locks) is None
+    finally:
+        os.close(fd)
+    earlier = json.dumps({"command": "up", "pid": 41, "since": 0})  # the note of the holder before
+    assert lock.describe_holder(earlier, "demo", holder=4242) == (
+        "lab 'demo' is busy: a kubelab command (pid 4242) holds it; try again when it has ended (or stop it: kill 4242)"
+    )
+    assert "`kubelab up` (pid 41)" in lock.describe_holder(earlier, "demo", holder=41)
+
+
+def _spawn_and_die_before_the_record_is_saved(run: str, mark: str) -> None:
+    def die(_record: processes.ProcessRecord, _run_dir: Path) -> None:
+        os._exit(1)  # as a `kubelab up` killed between starting a component and saving its record
+
+    processes.ProcessRecord.save = die  # type: ignore[method-assign,assignment]
+    processes.spawn("marker", ["touch", mark], log=Path(run) / "marker.log", record_in=Path(run))
+
+
+def _running_with(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_recorded_program_starts_after_its_record_and_never_when_its_starter_died_first(tmp_path: Path) -> None:
+    record = processes.spawn("sleeper", ["sleep", "30"], log=tmp_path / "sleeper.log", record_in=tmp_path)
+    try:
+        assert processes.ProcessRecord.load(tmp_path, "sleeper") == record
+        eventually(lambda: Path(f"/proc/{record.pid}/cmdline").read_bytes() == b"sleep\x0030\x00", timeout=10)
+        assert processes.alive(record)  # the same process, now the program itself
+    finally:
+        processes.stop(record)
+    mark = tmp_path / f"ran-{os.getpid()}"
+    starter = multiprocessing.Process(target=_spawn_and_die_before_the_record_is_saved, args=(str(tmp_path), str(mark)))
+    starter.start()
+    starter.join(30)
+    eventually(lambda: not _running_with(str(mark)), timeout=10, what="the gate to end")
+    assert not mark.exists()  # the program never ran
+    assert processes.ProcessRecord.load(tmp_path, "marker") is None
 
 
 def test_an_identity_is_written_whole_and_a_damaged_one_reads_as_none(tmp_path: Path) -> None:

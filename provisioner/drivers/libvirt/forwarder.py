@@ -47,8 +47,7 @@ def ensure(
     for port, flag in ((spec.api_port, "--api-port"), (spec.registry_port, "--registry-port")):
         if ports.in_use("127.0.0.1", port):
             raise HostError(f"port {port} is in use on 127.0.0.1; choose another with {flag}")
-    record = processes.spawn(NAME, wanted, log=paths.logs / f"{NAME}.log", tags=tags)
-    record.save(paths.run)
+    processes.spawn(NAME, wanted, log=paths.logs / f"{NAME}.log", tags=tags, record_in=paths.run)
     say(f"  tunnel: 127.0.0.1:{spec.api_port} -> API server, 127.0.0.1:{spec.registry_port} -> registry")
 
 

@@ -195,8 +195,7 @@ def start(
                 f"{component.name}: port {port} is in use by another process; free it or choose another with {flag}"
             )
     log = paths.logs / f"{component.name}.log"
-    record = procs.spawn(component.name, component.argv(), log=log, tags=tags)
-    record.save(paths.run)
+    record = procs.spawn(component.name, component.argv(), log=log, tags=tags, record_in=paths.run)
 
     def exited() -> str | None:
         return None if procs.alive(record) else "exited"

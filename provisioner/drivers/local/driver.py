@@ -20,7 +20,7 @@ from provisioner.artefacts import registry
 from provisioner.drivers.base import ComponentStatus, LabStatus, MachineControl
 from provisioner.drivers.local import components, nodenet
 from provisioner.errors import HostError, ProvisionError, SpecError
-from provisioner.lab import credentials
+from provisioner.lab import credentials, render
 from provisioner.lab.apiclient import LabApi, wait_nodes_ready
 from provisioner.lab.identity import Identity
 from provisioner.lab.paths import LabPaths
@@ -56,15 +56,17 @@ class LocalDriver:
         self.api = LabApi(f"https://127.0.0.1:{spec.api_port}", paths)
 
     def _ports(self) -> dict[str, int]:
-        """Health ports of the components, chosen once per lab and kept in run/ports.json."""
+        """Health ports of the components, chosen once per lab and kept in run/ports.json, written whole (a
+        command killed while writing it leaves the old file or the new one); an unreadable one is chosen anew."""
         known: dict[str, int] = {}
-        if self.paths.ports.exists():
-            known = json.loads(self.paths.ports.read_text())
+        try:
+            known = {str(k): int(v) for k, v in json.loads(self.paths.ports.read_text()).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            known = {}
         for name in ("scheduler", "controller-manager", "simnodes", "kubelet", "kubelet-server", "proxy"):
             if name not in known:
                 known[name] = ports.free()
-        self.paths.run.mkdir(parents=True, exist_ok=True)
-        self.paths.ports.write_text(json.dumps(known, indent=2) + "\n")
+        render.write(self.paths.ports, json.dumps(known, indent=2) + "\n")
         return known
 
     def components(self) -> list[components.Component]:
