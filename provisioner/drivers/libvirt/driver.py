@@ -29,11 +29,11 @@ from provisioner.drivers.libvirt.machines import VmMachines
 from provisioner.errors import ComponentError, HostError, ProvisionError
 from provisioner.lab import components, credentials, render
 from provisioner.lab.apiclient import LabApi, wait_nodes_ready
-from provisioner.lab.identity import Identity
+from provisioner.lab.identity import ENV_UID, Identity
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.spec import LabSpec, service_ip
 from provisioner.project import PLAYBOOKS
-from provisioner.system import packages, ports, space
+from provisioner.system import packages, ports, processes, space
 from provisioner.system.waiting import Heartbeat, indented, wait_for
 
 SSH_TIMEOUT = {"kvm": 120.0, "tcg": 420.0}
@@ -272,8 +272,10 @@ class LibvirtDriver:
         )
         text = inventory.inventory(inventory.nodes_of(self.lab_machines), variables)
         render.write(self.inventory_file, text, mode=0o600)
+        self._stop_earlier_playbooks()
         result = playbooks.run_playbook(
             self.inventory_file,
+            labels=self.tags,
             state_dir=self.paths.root,
             playbook=PLAYBOOKS / "site.yml",
             say=lambda msg: self.say(f"  playbooks: {msg}"),
@@ -291,6 +293,16 @@ class LibvirtDriver:
             return []
         with self._hypervisor(running) as hv:
             return hv.active_ranges(besides=self.network.name)
+
+    def _stop_earlier_playbooks(self) -> None:
+        """An earlier ``up`` of this lab that was killed leaves its ansible-playbook running (ansible-
+        runner starts it apart from the terminal): stop it, so two runs never configure one machine."""
+        if not self.uid:
+            return
+        for found in processes.tagged(ENV_UID):
+            if found.value == self.uid and any("ansible-playbook" in part for part in found.argv[:2]):
+                self.say(f"  playbooks: stopping the run of an earlier up (pid {found.pid})")
+                processes.stop(found.record)
 
     # --- the API, from the host ------------------------------------------------------------------
 

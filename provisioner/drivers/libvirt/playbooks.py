@@ -201,13 +201,15 @@ def run_playbook(
     tags: Sequence[str] = (),
     limit: str = "",
     timeout: int | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> PlaybookResult:
     """Run ``playbook`` against the hosts of ``inventory_file``, all at once (forks = hosts), with
-    ansible-runner's files under ``state_dir/ansible``; raise PlaybookError if it fails."""
+    ansible-runner's files under ``state_dir/ansible``; raise PlaybookError if it fails. ``labels``
+    (the lab's identity) go into ansible-playbook's environment, where the lab finds it again."""
     import ansible_runner  # noqa: PLC0415  (slow to import; only the VM lab needs it)
 
     bin_dir = Path(sys.executable).parent
-    environment = runner_environment(bin_dir=bin_dir)
+    environment = {**runner_environment(bin_dir=bin_dir), **(labels or {})}
     if shutil.which("ansible-playbook", path=environment["PATH"]) is None:
         raise PlaybookError(
             "ansible-playbook is not installed; run ./kubelab, which installs the project's dependencies"
