@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,12 +113,15 @@ def status_response(error: StatusError) -> web.Response:
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
-def operation_of(method: str, name: str, subresource: str) -> str:
+def operation_of(method: str, name: str, subresource: str, *, all_namespaces: bool = False) -> str:
     """The operation a request asks for (list, get, create, update, patch, delete, deletecollection,
-    log, exec), or 405 when the path does not answer the method."""
+    log, exec), or 405 when the path does not answer the method. ``all_namespaces``: the path of a
+    namespaced resource without a namespace, which only lists (and watches), as kube-apiserver's."""
     verb = _VERBS.get(method)
     if verb is not None and not name:
         operation = {"get": "list", "create": "create", "delete": "deletecollection"}.get(verb)
+        if all_namespaces and operation != "list":
+            operation = None
     elif verb is not None and not subresource:
         operation = verb if verb != "create" else None
     elif verb is not None and verb in SUBRESOURCE_VERBS.get(subresource, ()):
@@ -175,7 +179,9 @@ class Api:
             return status_response(internal(f"{type(exc).__name__}: {exc}"))
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
-        parts = [p for p in request.path.split("/") if p]
+        parts = request.path.strip("/").split("/")
+        if "" in parts:  # an empty segment in the middle names nothing (a trailing slash is allowed)
+            raise path_not_found()
         accept = request.headers.get("Accept")
         if parts[0] == "api":
             if len(parts) == 1:
@@ -227,7 +233,8 @@ class Api:
 
     async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
         store = self._stores[target.resource.qualified]
-        operation = operation_of(request.method, target.name, target.subresource)
+        all_namespaces = target.resource.namespaced and not target.namespace
+        operation = operation_of(request.method, target.name, target.subresource, all_namespaces=all_namespaces)
         decoded = await self._decoder.decode(request, target.resource, operation, target.subresource)
         if operation == "list":
             if decoded.query.flag("watch"):
@@ -265,7 +272,7 @@ class Api:
             raise bad_request("limit must be non-negative")
         rv = query.text("resourceVersion")
         match = query.text("resourceVersionMatch")
-        if rv and not rv.isdigit():
+        if rv and not (re.fullmatch(r"[0-9]+", rv) and int(rv) < 2**63):
             raise bad_request(f'resourceVersion: Invalid value: "{rv}": must be an unsigned integer')
         if match and match not in ("Exact", "NotOlderThan"):
             raise bad_request(f'resourceVersionMatch: Unsupported value: "{match}"')
