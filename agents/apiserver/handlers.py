@@ -10,6 +10,7 @@ are Kubernetes ``Status`` objects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -323,7 +324,9 @@ class Api:
     async def _log(
         self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded
     ) -> web.StreamResponse:
-        """``pods/NAME/log``: streamed from the kubelet of the pod's node, as kube-apiserver does."""
+        """``pods/NAME/log``: streamed from the kubelet of the pod's node, as kube-apiserver does. A client
+        that leaves ends the stream: at the next chunk, or within the watch idle check when the log is
+        quiet (a ``follow``), so no kubelet connection outlives its client."""
         query = decoded.query
         errors = log_options_errors(query)
         if errors:
@@ -346,9 +349,18 @@ class Api:
                 raise StatusError(upstream.status if 400 <= upstream.status < 600 else 500, "BadRequest", text)
             response = web.StreamResponse(headers={"Content-Type": "text/plain"})
             await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(upstream.content.readany(), self._watch.idle_check)
+                except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        break  # the client left while the log was quiet (a follow): stop reading the kubelet
+                    continue
+                if not chunk:
+                    break
                 await response.write(chunk)
-            await response.write_eof()
+            with contextlib.suppress(ConnectionError):
+                await response.write_eof()
             return response
         finally:
             upstream.release()
