@@ -201,7 +201,7 @@ class Reader:
 
 READERS = st.builds(
     Reader,
-    chunks=st.integers(min_value=0, max_value=8),
+    chunks=st.integers(min_value=0, max_value=5),
     pause=st.sampled_from([0.0, 0.0, 0.02, 0.1]),
     leave_abruptly=st.booleans(),
 )
@@ -308,7 +308,7 @@ def test_watches_with_generated_parameters_and_clients_leave_nothing_behind(runn
     tasks, memory = measured(running)
     serial = iter(range(10**6))
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(case=WATCH_CASES)
     def one(case: WatchCase) -> None:
         asyncio.run(watch_once(running.url, case, next(serial)))
@@ -390,7 +390,7 @@ def test_logs_with_generated_parameters_and_clients_leave_no_kubelet_stream_open
     tasks, memory = measured(running)
     served = running.kubelet.served
 
-    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(case=LOG_CASES)
     def one(case: LogCase) -> None:
         asyncio.run(log_once(running.url, case))
