@@ -1,37 +1,44 @@
 """The Kubernetes REST API over HTTP: routing, decoding, every verb, and watch streams.
 
 Paths are the ones kube-apiserver serves (/api/v1/..., /apis/GROUP/VERSION/..., namespaced and
-cluster-scoped, with subresources). Bodies are JSON or YAML; responses are JSON, YAML, a Table for
-``kubectl get``, or PartialObjectMetadata. Failures are Kubernetes ``Status`` objects.
+cluster-scoped, with subresources). Each request is routed to one operation, then goes through the front
+door once (``decoding.py``: typed query parameters, the body checked against its kind's schema) before
+any verb runs. Responses are JSON, YAML, a Table for ``kubectl get``, or PartialObjectMetadata. Failures
+are Kubernetes ``Status`` objects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from aiohttp import web
 
-from agents.apiserver import discovery, negotiation, patch, protobuf
+from agents.apiserver import discovery, negotiation, patch
+from agents.apiserver.decoding import SCALE, Decoded, Decoder, Query
 from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_for_logs
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore, Stored
-from agents.apiserver.resources import Catalog, Resource
+from agents.apiserver.resources import SUBRESOURCE_VERBS, Catalog, Resource
 from agents.apiserver.status import (
+    FieldError,
     StatusError,
     bad_request,
+    forbidden,
+    go_quote,
     internal,
+    invalid,
     invalid_object,
     method_not_allowed,
     path_not_found,
     unavailable,
-    unsupported_media_type,
 )
 from agents.apiserver.storage.errors import StorageError, StorageUnavailableError
-from agents.apiserver.structural import Checker
 from agents.apiserver.tables import table
 from agents.apiserver.watchcache import WatchCache
 from agents.apiserver.watchstream import WatchSettings, WatchStream
@@ -42,8 +49,6 @@ from agents.machinery.selectors import SelectorError, parse_fields, parse_labels
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
-MAX_BODY = 3 * 1024 * 1024
-BODY_TYPES = ("application/json", "application/yaml", "application/vnd.kubernetes.protobuf")
 
 
 @dataclass(frozen=True)
@@ -54,17 +59,47 @@ class Target:
     subresource: str
 
 
+WARNINGS_TOTAL = 4 * 1024  # characters of warnings one response carries, as kube-apiserver's recorder
+WARNING_TRUNCATED = 256  # each warning's length once the total is reached
+# Header lines of warnings in one response: clients count header lines (Python's http.client stops
+# reading a response at 100, aiohttp's client at 128), so warnings beyond this many are left out.
+WARNINGS_MAX = 50
+
+
 def warning_header(text: str) -> str:
-    """A Warning header value (RFC 7234 quoted string), as kube-apiserver sends them."""
-    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A Warning header value (RFC 7234), as kube-apiserver sends them: the text quoted as Go's
+    strconv.Quote does, so that no control character reaches the header."""
+    return "299 - " + go_quote(text)
+
+
+def limited_warnings(warnings: list[str]) -> list[str]:
+    """Warnings as kube-apiserver's recorder keeps them: duplicates once; past 4 KiB in all, each cut
+    to 256 characters; past 4 KiB of those, no more; and at most ``WARNINGS_MAX`` of them."""
+    kept: list[str] = []
+    written, truncating = 0, False
+    for text in dict.fromkeys(warnings):
+        if (truncating and written >= WARNINGS_TOTAL) or len(kept) == WARNINGS_MAX:
+            break
+        if not truncating and written + len(text) > WARNINGS_TOTAL:
+            truncating = True
+            kept = [w[:WARNING_TRUNCATED] for w in kept]
+            written = sum(len(w) for w in kept)
+        item = text[:WARNING_TRUNCATED] if truncating else text
+        kept.append(item)
+        written += len(item)
+    return kept
+
+
+def add_warnings(response: web.StreamResponse, warnings: list[str]) -> None:
+    for warning in limited_warnings(warnings):
+        response.headers.add("Warning", warning_header(warning))
 
 
 def json_response(
     obj: Any, status: int = 200, *, content_type: str = JSON_TYPE, warnings: list[str] | None = None
 ) -> web.Response:
     response = web.Response(body=codec.dumps(obj), status=status, headers={"Content-Type": content_type})
-    for warning in warnings or []:
-        response.headers.add("Warning", warning_header(warning))
+    add_warnings(response, warnings or [])
     return response
 
 
@@ -75,18 +110,28 @@ def status_response(error: StatusError) -> web.Response:
     return response
 
 
-def _flag(value: str | None) -> bool:
-    return (value or "").lower() in ("1", "true", "yes")
+# HTTP method -> verb; subresources answer the verbs resources.SUBRESOURCE_VERBS gives them.
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
-def _int_param(query: Any, name: str) -> int | None:
-    text = query.get(name)
-    if text in (None, ""):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise bad_request(f"invalid {name} {text!r}: must be an integer") from None
+def operation_of(method: str, name: str, subresource: str, *, all_namespaces: bool = False) -> str:
+    """The operation a request asks for (list, get, create, update, patch, delete, deletecollection,
+    log, exec), or 405 when the path does not answer the method. ``all_namespaces``: the path of a
+    namespaced resource without a namespace, which only lists (and watches), as kube-apiserver's."""
+    verb = _VERBS.get(method)
+    if verb is not None and not name:
+        operation = {"get": "list", "create": "create", "delete": "deletecollection"}.get(verb)
+        if all_namespaces and operation != "list":
+            operation = None
+    elif verb is not None and not subresource:
+        operation = verb if verb != "create" else None
+    elif verb is not None and verb in SUBRESOURCE_VERBS.get(subresource, ()):
+        operation = subresource if subresource in ("log", "exec") else verb
+    else:
+        operation = None
+    if operation is None:
+        raise method_not_allowed()
+    return operation
 
 
 class Api:
@@ -96,7 +141,7 @@ class Api:
         catalog: Catalog,
         stores: dict[str, ResourceStore],
         cache: WatchCache,
-        checker: Checker,
+        decoder: Decoder,
         definitions: dict[str, Any],
         address: str,
         watch: WatchSettings,
@@ -105,7 +150,7 @@ class Api:
         self._catalog = catalog
         self._stores = stores
         self._cache = cache
-        self._checker = checker
+        self._decoder = decoder
         self._definitions = definitions
         self._address = address
         self._watch = watch
@@ -135,7 +180,9 @@ class Api:
             return status_response(internal(f"{type(exc).__name__}: {exc}"))
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
-        parts = [p for p in request.path.split("/") if p]
+        parts = request.path.strip("/").split("/")
+        if "" in parts:  # an empty segment in the middle names nothing (a trailing slash is allowed)
+            raise path_not_found()
         accept = request.headers.get("Accept")
         if parts[0] == "api":
             if len(parts) == 1:
@@ -186,138 +233,53 @@ class Api:
         return Target(resource, namespace, name, sub)
 
     async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
-        method, name, sub = request.method, target.name, target.subresource
         store = self._stores[target.resource.qualified]
-        if method == "GET":
-            if not name:
-                if _flag(request.query.get("watch")):
-                    return await self._watch_stream(request, target, store)
-                return await self._list(request, target, store)
+        all_namespaces = target.resource.namespaced and not target.namespace
+        operation = operation_of(request.method, target.name, target.subresource, all_namespaces=all_namespaces)
+        decoded = await self._decoder.decode(request, target.resource, operation, target.subresource)
+        if operation == "list":
+            if decoded.query.flag("watch"):
+                return await self._watch_stream(request, target, store, decoded)
+            return await self._list(request, target, store, decoded)
+        if operation == "get":
             return await self._get(request, target, store)
-        if method == "POST":
-            if not name:
-                return await self._create(request, target, store)
-            if sub == "binding":
-                return await self._bind(request, target, store)
-            if sub == "exec":
-                return await self._exec(request, target, store)
-        elif method == "PUT" and name:
-            return await self._update(request, target, store)
-        elif method == "PATCH" and name and sub != "finalize":
-            return await self._patch(request, target, store)
-        elif method == "DELETE" and not sub:
-            if name:
-                return await self._delete(request, target, store)
-            return await self._delete_collection(request, target, store)
-        raise method_not_allowed()
-
-    # --- request bodies --------------------------------------------------------------------------
-
-    async def _raw_body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise StatusError(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
-        data = await request.read()
-        if len(data) > MAX_BODY:
-            raise StatusError(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
-        return data
-
-    async def _body(self, request: web.Request) -> Object:
-        kind = negotiation.content_type(request.headers.get("Content-Type"))
-        data = await self._raw_body(request)
-        if kind in ("", "application/json"):
-            try:
-                body = codec.loads(data)
-            except codec.DecodeError as exc:
-                raise bad_request(f"the body of the request is not valid JSON: {exc}") from exc
-        elif kind == protobuf.MEDIA_TYPE:
-            body = protobuf.decode(data)
-        elif kind in ("application/yaml", "application/x-yaml", "text/yaml"):
-            try:
-                body = yaml.safe_load(data)
-            except yaml.YAMLError as exc:
-                raise bad_request(f"the body of the request is not valid YAML: {exc}") from exc
-        else:
-            raise unsupported_media_type(kind, BODY_TYPES)
-        if not isinstance(body, dict):
-            raise bad_request("the body of the request must be a JSON object")
-        return body
-
-    @staticmethod
-    def _field_validation(request: web.Request) -> str:
-        value = request.query.get("fieldValidation", "Warn") or "Warn"
-        if value not in ("Strict", "Warn", "Ignore"):
-            raise bad_request(f'fieldValidation "{value}" is not supported: use one of Ignore, Warn, Strict')
-        return value
-
-    @staticmethod
-    def _dry_run(request: web.Request) -> bool:
-        values = request.query.getall("dryRun", [])
-        for value in values:
-            if value != "All":
-                raise bad_request(f'Invalid dryRun value "{value}": only "All" is supported')
-        return bool(values)
-
-    def _check(
-        self,
-        resource: Resource,
-        obj: Object,
-        field_validation: str,
-        *,
-        model: str | None = None,
-        kind: str | None = None,
-        api_version: str | None = None,
-    ) -> list[str]:
-        """Structural check of a whole object; returns the warnings to send (unknown fields, Warn mode)."""
-        kind = kind or resource.kind
-        api_version = api_version or resource.api_version
-        if obj.get("kind") in (None, ""):
-            obj["kind"] = kind
-        if obj.get("apiVersion") in (None, ""):
-            obj["apiVersion"] = api_version
-        if obj["kind"] != kind:
-            raise bad_request(f"the kind in the request body ({obj['kind']}) does not match the resource ({kind})")
-        if obj["apiVersion"] != api_version:
-            raise bad_request(
-                f"the API version in the data ({obj['apiVersion']}) does not match the expected API"
-                f" version ({api_version})"
-            )
-        problems = self._checker.check(model or resource.model, obj, drop_unknown=field_validation != "Strict")
-        name = str((obj.get("metadata") or {}).get("name") or "")
-        if problems.decode:
-            first = problems.decode[0].render()
-            raise bad_request(
-                f'{kind} in version "{resource.version}" cannot be handled as a {kind}: {first}', problems.decode
-            )
-        if problems.unknown and field_validation == "Strict":
-            listed = ", ".join(f'unknown field "{path}"' for path in problems.unknown)
-            raise bad_request(f"strict decoding error: {listed}")
-        if problems.missing:
-            raise invalid_object(kind, name, resource.group, problems.missing)
-        if field_validation == "Warn":
-            return [f'unknown field "{path}"' for path in problems.unknown]
-        return []
+        if operation == "log":
+            return await self._log(request, target, store, decoded)
+        if operation == "exec":
+            return await self._exec(request, target, store)
+        if operation == "create":
+            if target.subresource == "binding":
+                return await self._bind(request, target, store, decoded)
+            return await self._create(request, target, store, decoded)
+        if operation == "update":
+            return await self._update(request, target, store, decoded)
+        if operation == "patch":
+            return await self._patch(request, target, store, decoded)
+        if operation == "delete":
+            return await self._delete(request, target, store, decoded)
+        return await self._delete_collection(request, target, store, decoded)
 
     # --- reads -----------------------------------------------------------------------------------
 
-    def _list_options(self, request: web.Request, resource: Resource) -> ListOptions:
-        query = request.query
+    def _list_options(self, decoded: Decoded, resource: Resource) -> ListOptions:
+        query = decoded.query
         try:
-            labels = parse_labels(query.get("labelSelector", ""))
-            fields = parse_fields(query.get("fieldSelector", ""), list(resource.field_labels()))
+            labels = parse_labels(query.text("labelSelector"))
+            fields = parse_fields(query.text("fieldSelector"), list(resource.field_labels()))
         except SelectorError as exc:
             raise bad_request(f"unable to parse requirement: {exc}") from exc
-        limit = _int_param(query, "limit") or 0
+        limit = query.integer("limit") or 0
         if limit < 0:
             raise bad_request("limit must be non-negative")
-        rv = query.get("resourceVersion", "")
-        match = query.get("resourceVersionMatch", "")
-        if rv and not rv.isdigit():
+        rv = query.text("resourceVersion")
+        match = query.text("resourceVersionMatch")
+        if rv and not (re.fullmatch(r"[0-9]+", rv) and int(rv) < 2**63):
             raise bad_request(f'resourceVersion: Invalid value: "{rv}": must be an unsigned integer')
         if match and match not in ("Exact", "NotOlderThan"):
             raise bad_request(f'resourceVersionMatch: Unsupported value: "{match}"')
         if match and not rv:
             raise bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
-        return ListOptions(labels, fields, limit, query.get("continue", ""), rv, match)
+        return ListOptions(labels, fields, limit, query.text("continue"), rv, match)
 
     def _render_object(
         self,
@@ -359,10 +321,18 @@ class Api:
             )
         return json_response(value, status)
 
-    async def _log(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
-        """``pods/NAME/log``: streamed from the kubelet of the pod's node, as kube-apiserver does."""
+    async def _log(
+        self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded
+    ) -> web.StreamResponse:
+        """``pods/NAME/log``: streamed from the kubelet of the pod's node, as kube-apiserver does. A client
+        that leaves ends the stream: at the next chunk, or within the watch idle check when the log is
+        quiet (a ``follow``), so no kubelet connection outlives its client."""
+        query = decoded.query
+        errors = log_options_errors(query)
+        if errors:
+            raise invalid_object("PodLogOptions", target.name, "", errors)
         pod = (await store.get(target.namespace, target.name)).obj()
-        container = container_for_logs(pod, request.query.get("container", ""))
+        container = container_for_logs(pod, query.text("container"))
         node_name = (pod.get("spec") or {}).get("nodeName")
         if not node_name:
             raise bad_request(f"pod {target.name} does not have a host assigned")
@@ -371,18 +341,26 @@ class Api:
         nodes = self._catalog.by_kind("", "Node")
         assert nodes is not None
         node = (await self._stores[nodes.qualified].get("", node_name)).obj()
-        query = {k: request.query[k] for k in LOG_PARAMS if k in request.query}
         path = f"/containerLogs/{target.namespace}/{target.name}/{container}"
-        upstream = await self._kubelets.open(node, path, query)
+        upstream = await self._kubelets.open(node, path, log_query(query))
         try:
             if upstream.status != 200:
                 text = (await upstream.text()).strip()
                 raise StatusError(upstream.status if 400 <= upstream.status < 600 else 500, "BadRequest", text)
             response = web.StreamResponse(headers={"Content-Type": "text/plain"})
             await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(upstream.content.readany(), self._watch.idle_check)
+                except TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
+                        break  # the client left while the log was quiet (a follow): stop reading the kubelet
+                    continue
+                if not chunk:
+                    break
                 await response.write(chunk)
-            await response.write_eof()
+            with contextlib.suppress(ConnectionError):
+                await response.write_eof()
             return response
         finally:
             upstream.release()
@@ -403,17 +381,13 @@ class Api:
         return await self._kubelets.exec(request, node, f"/exec/{target.namespace}/{target.name}/{container}")
 
     async def _get(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
-        if target.subresource == "log":
-            return await self._log(request, target, store)
-        if target.subresource == "exec":
-            return await self._exec(request, target, store)
         stored = await store.get(target.namespace, target.name)
         if target.subresource == "scale":
             return json_response(store.scale_of(stored.obj()))
         return self._render_object(request, target.resource, stored)
 
-    async def _list(self, request: web.Request, target: Target, store: ResourceStore) -> web.Response:
-        opts = self._list_options(request, target.resource)
+    async def _list(self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded) -> web.Response:
+        opts = self._list_options(decoded, target.resource)
         result = await store.list(target.namespace, opts)
         meta: dict[str, Any] = {"resourceVersion": str(result.revision)}
         if result.continue_token:
@@ -423,7 +397,7 @@ class Api:
         out = negotiation.output(request.headers.get("Accept"))
         resource = target.resource
         if out == negotiation.TABLE:
-            include = request.query.get("includeObject", "Metadata")
+            include = decoded.query.text("includeObject", "Metadata")
             return json_response(
                 table(resource.qualified, (i.obj() for i in result.items), include=include, list_meta=meta)
             )
@@ -450,10 +424,12 @@ class Api:
 
     # --- writes ----------------------------------------------------------------------------------
 
-    async def _create(self, request: web.Request, target: Target, store: ResourceStore) -> web.Response:
+    async def _create(
+        self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded
+    ) -> web.Response:
         resource = target.resource
-        body = await self._body(request)
-        warnings = self._check(resource, body, self._field_validation(request))
+        body = decoded.body
+        assert body is not None
         body_ns = (body.get("metadata") or {}).get("namespace")
         if resource.namespaced:
             if not target.namespace:
@@ -464,57 +440,44 @@ class Api:
                 raise bad_request(
                     "the namespace of the provided object does not match the namespace sent on the request"
                 )
-        created = await store.create(target.namespace, body, dry_run=self._dry_run(request))
-        return self._respond(request, resource, created, 201, warnings)
+        created = await store.create(target.namespace, body, dry_run=decoded.dry_run)
+        return self._respond(request, resource, created, 201, decoded.warnings)
 
     def _respond(
         self, request: web.Request, resource: Resource, obj: Object, status: int, warnings: list[str]
     ) -> web.Response:
         response = self._render_object(request, resource, None, obj, status)
-        for warning in warnings:
-            response.headers.add("Warning", warning_header(warning))
+        add_warnings(response, warnings)
         return response
 
-    async def _update(self, request: web.Request, target: Target, store: ResourceStore) -> web.Response:
+    async def _update(
+        self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded
+    ) -> web.Response:
         resource, sub = target.resource, target.subresource
-        body = await self._body(request)
-        field_validation = self._field_validation(request)
-        dry_run = self._dry_run(request)
+        body = decoded.body
+        assert body is not None
         if sub == "scale":
-            warnings = self._check(
-                resource, body, field_validation, model="V1Scale", kind="Scale", api_version="autoscaling/v1"
-            )
             pinned = bool((body.get("metadata") or {}).get("resourceVersion"))  # none: unconditional, as kube
             scale = await store.update_scale(
-                target.namespace, target.name, lambda _: body, dry_run=dry_run, pinned=pinned
+                target.namespace, target.name, lambda _: body, dry_run=decoded.dry_run, pinned=pinned
             )
-            return json_response(scale, warnings=warnings)
-        warnings = self._check(resource, body, field_validation)
+            return json_response(scale, warnings=decoded.warnings)
         body_ns = (body.get("metadata") or {}).get("namespace")
         if resource.namespaced and body_ns and body_ns != target.namespace:
             raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
         if resource.namespaced:
             objects.meta(body)["namespace"] = target.namespace
         obj, created = await store.update(
-            target.namespace, target.name, lambda _: body, dry_run=dry_run, subresource=sub, create_body=body
+            target.namespace, target.name, lambda _: body, dry_run=decoded.dry_run, subresource=sub, create_body=body
         )
-        return self._respond(request, resource, obj, 201 if created else 200, warnings)
+        return self._respond(request, resource, obj, 201 if created else 200, decoded.warnings)
 
-    async def _patch(self, request: web.Request, target: Target, store: ResourceStore) -> web.Response:
+    async def _patch(
+        self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded
+    ) -> web.Response:
         resource, sub = target.resource, target.subresource
-        kind = negotiation.content_type(request.headers.get("Content-Type"))
-        if kind not in patch.PATCH_TYPES:
-            raise unsupported_media_type(kind, patch.PATCH_TYPES)
-        data = await self._raw_body(request)
-        try:
-            document = codec.loads(data)
-        except codec.DecodeError as exc:
-            raise bad_request(f"the body of the request is not valid JSON: {exc}") from exc
-        field_validation = self._field_validation(request)
-        dry_run = self._dry_run(request)
-        warnings: list[str] = []
-        scale = sub == "scale"
-        model = "V1Scale" if scale else resource.model
+        document, kind = decoded.patch, decoded.patch_type
+        model = SCALE.model if sub == "scale" else resource.model
 
         def apply(current: Object) -> Object:
             if kind == patch.JSON_PATCH:
@@ -523,86 +486,75 @@ class Api:
                 patched = patch.merge_patch(current, document)
             else:
                 patched = patch.strategic_merge(self._definitions, model, current, document)
-            if not isinstance(patched, dict):
-                raise bad_request("the patched document is not an object")
-            if scale:
-                warnings[:] = self._check(
-                    resource, patched, field_validation, model="V1Scale", kind="Scale", api_version="autoscaling/v1"
-                )
-            else:
-                warnings[:] = self._check(resource, patched, field_validation)
-            return patched
+            return self._decoder.patched(decoded, patched)
 
-        if scale:
+        pinned = patch.pins_version(document)
+        if sub == "scale":
             result = await store.update_scale(
-                target.namespace, target.name, apply, dry_run=dry_run, pinned=patch.pins_version(document)
+                target.namespace, target.name, apply, dry_run=decoded.dry_run, pinned=pinned
             )
-            return json_response(result, warnings=warnings)
+            return json_response(result, warnings=decoded.warnings)
         obj, _ = await store.update(
-            target.namespace, target.name, apply, dry_run=dry_run, subresource=sub, pinned=patch.pins_version(document)
+            target.namespace, target.name, apply, dry_run=decoded.dry_run, subresource=sub, pinned=pinned
         )
-        return self._respond(request, resource, obj, 200, warnings)
+        return self._respond(request, resource, obj, 200, decoded.warnings)
 
-    async def _delete_options(self, request: web.Request) -> DeleteOptions:
-        query = request.query
-        body: Object = {}
-        if request.can_read_body:
-            data = await self._raw_body(request)
-            if data.strip():
-                try:
-                    loaded = codec.loads(data)
-                except codec.DecodeError as exc:
-                    raise bad_request(f"invalid DeleteOptions: {exc}") from exc
-                if isinstance(loaded, dict):
-                    body = loaded
-        grace = _int_param(query, "gracePeriodSeconds")
-        if grace is None and isinstance(body.get("gracePeriodSeconds"), int):
-            grace = body["gracePeriodSeconds"]
-        propagation = query.get("propagationPolicy") or body.get("propagationPolicy") or ""
-        orphan = query.get("orphanDependents") or body.get("orphanDependents")
+    @staticmethod
+    def _delete_options(decoded: Decoded) -> DeleteOptions:
+        query, body = decoded.query, decoded.body or {}
+        grace = query.integer("gracePeriodSeconds")
+        if grace is None:
+            grace = body.get("gracePeriodSeconds")
+        propagation = query.text("propagationPolicy") or body.get("propagationPolicy") or ""
+        orphan = query.flag("orphanDependents")
+        if orphan is None:
+            orphan = body.get("orphanDependents")
         if not propagation and orphan is not None:
-            propagation = "Orphan" if str(orphan).lower() == "true" else "Background"
+            propagation = "Orphan" if orphan else "Background"
         if propagation not in ("", "Orphan", "Foreground", "Background"):
             raise bad_request(
                 f'propagationPolicy: Unsupported value: "{propagation}": supported values:'
                 ' "Foreground", "Background", "Orphan"'
             )
         preconditions = body.get("preconditions") or {}
-        dry_run = self._dry_run(request) or body.get("dryRun") == ["All"]
+        dry_run = decoded.dry_run or body.get("dryRun") == ["All"]
         return DeleteOptions(
             grace, propagation, preconditions.get("uid"), preconditions.get("resourceVersion"), dry_run
         )
 
-    async def _delete(self, request: web.Request, target: Target, store: ResourceStore) -> web.Response:
-        options = await self._delete_options(request)
+    async def _delete(
+        self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded
+    ) -> web.Response:
+        options = self._delete_options(decoded)
         obj = await store.delete(target.namespace, target.name, options)
         pending = bool((obj.get("metadata") or {}).get("deletionTimestamp")) and not options.dry_run
         return self._respond(request, target.resource, obj, 202 if pending else 200, [])
 
-    async def _delete_collection(self, request: web.Request, target: Target, store: ResourceStore) -> web.Response:
-        options = await self._delete_options(request)
-        opts = self._list_options(request, target.resource)
+    async def _delete_collection(
+        self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded
+    ) -> web.Response:
+        options = self._delete_options(decoded)
+        opts = self._list_options(decoded, target.resource)
         deleted = await store.delete_collection(target.namespace, opts, options)
         resource = target.resource
         return json_response(
             {"kind": resource.list_kind, "apiVersion": resource.api_version, "metadata": {}, "items": deleted}
         )
 
-    async def _bind(self, request: web.Request, target: Target, store: ResourceStore) -> web.Response:
-        body = await self._body(request)
-        self._check(
-            target.resource, body, self._field_validation(request), model="V1Binding", kind="Binding", api_version="v1"
-        )
-        await store.bind(target.namespace, target.name, body, dry_run=self._dry_run(request))
+    async def _bind(self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded) -> web.Response:
+        assert decoded.body is not None
+        await store.bind(target.namespace, target.name, decoded.body, dry_run=decoded.dry_run)
         return json_response(
             {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
         )
 
     # --- watch ---------------------------------------------------------------------------------
 
-    async def _watch_stream(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
-        opts = self._list_options(request, target.resource)
-        timeout = _int_param(request.query, "timeoutSeconds")
+    async def _watch_stream(
+        self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded
+    ) -> web.StreamResponse:
+        opts = self._list_options(decoded, target.resource)
+        timeout = decoded.query.integer("timeoutSeconds")
         if timeout is None or timeout <= 0:
             timeout = int(self._watch.min_request_timeout * (1 + random.random()))
         stream = WatchStream(
@@ -612,10 +564,40 @@ class Api:
             namespace=target.namespace,
             opts=opts,
             output=negotiation.output(request.headers.get("Accept")),
-            include=request.query.get("includeObject", "Metadata"),
+            include=decoded.query.text("includeObject", "Metadata"),
             duration=timeout,
-            bookmarks=_flag(request.query.get("allowWatchBookmarks")),
-            initial_events=_flag(request.query.get("sendInitialEvents")),
+            bookmarks=bool(decoded.query.flag("allowWatchBookmarks")),
+            initial_events=bool(decoded.query.flag("sendInitialEvents")),
             settings=self._watch,
         )
         return await stream.run()
+
+
+def log_options_errors(query: Query) -> list[FieldError]:
+    """PodLogOptions validation, as Kubernetes words it."""
+    errors: list[FieldError] = []
+    tail_lines, limit_bytes, since = (
+        query.integer("tailLines"),
+        query.integer("limitBytes"),
+        query.integer("sinceSeconds"),
+    )
+    if tail_lines is not None and tail_lines < 0:
+        errors.append(invalid("tailLines", tail_lines, "must be greater than or equal to 0"))
+    if limit_bytes is not None and limit_bytes < 1:
+        errors.append(invalid("limitBytes", limit_bytes, "must be greater than 0"))
+    if since is not None and query.has("sinceTime"):
+        errors.append(forbidden("sinceSeconds", "at most one of `sinceTime` or `sinceSeconds` may be specified"))
+    elif since is not None and since < 1:
+        errors.append(invalid("sinceSeconds", since, "must be greater than 0"))
+    return errors
+
+
+def log_query(query: Query) -> dict[str, str]:
+    """The log parameters passed on to the kubelet, in their canonical text."""
+    out: dict[str, str] = {}
+    for name in LOG_PARAMS:
+        if not query.has(name):
+            continue
+        value = query.values[name]
+        out[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out

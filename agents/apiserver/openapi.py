@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from agents.apiserver.decoding import PARAMETERS
 from agents.apiserver.patchmeta import PATCH_META
 from agents.apiserver.resources import Catalog, Resource
 
@@ -115,56 +116,23 @@ def _param(name: str, where: str, description: str, *, required: bool = False, k
     return {"name": name, "in": where, "description": description, "required": required, "schema": {"type": kind}}
 
 
-_WRITE_PARAMS = [
-    _param("dryRun", "query", "When present, indicates that modifications should not be persisted."),
-    _param(
-        "fieldManager",
-        "query",
-        "fieldManager is a name associated with the actor or entity that is making these changes.",
-    ),
-    _param(
-        "fieldValidation",
-        "query",
-        "fieldValidation instructs the server on how to handle objects in the"
-        " request containing unknown or duplicate fields. Valid values are: Ignore, Warn (default), Strict.",
-    ),
-]
-_LIST_PARAMS = [
-    _param("labelSelector", "query", "A selector to restrict the list of returned objects by their labels."),
-    _param("fieldSelector", "query", "A selector to restrict the list of returned objects by their fields."),
-    _param("limit", "query", "limit is a maximum number of responses to return for a list call.", kind="integer"),
-    _param("continue", "query", "The continue option should be set when retrieving more results from the server."),
-    _param(
-        "resourceVersion",
-        "query",
-        "resourceVersion sets a constraint on what resource versions a request may be served from.",
-    ),
-    _param(
-        "resourceVersionMatch", "query", "resourceVersionMatch determines how resourceVersion is applied to list calls."
-    ),
-    _param(
-        "watch",
-        "query",
-        "Watch for changes to the described resources and return them as a stream of add,"
-        " update, and remove notifications.",
-        kind="boolean",
-    ),
-    _param(
-        "allowWatchBookmarks",
-        "query",
-        'allowWatchBookmarks requests watch events with type "BOOKMARK".',
-        kind="boolean",
-    ),
-    _param("timeoutSeconds", "query", "Timeout for the list/watch call.", kind="integer"),
-    _param(
-        "sendInitialEvents", "query", "`sendInitialEvents=true` may be set together with `watch=true`.", kind="boolean"
-    ),
-]
+def _query(operation: str) -> list[dict[str, Any]]:
+    """The query parameters of an operation: what the front door decodes (decoding.PARAMETERS)."""
+    return [
+        {"name": p.name, "in": "query", "description": p.description, "required": False, "schema": p.schema()}
+        for p in PARAMETERS[operation]
+    ]
+
+
 _PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json")
 
 
-def _response(model: str) -> dict[str, Any]:
-    return {"description": "OK", "content": {"application/json": {"schema": _ref(model)}}}
+def _response(model: str, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _text_response() -> dict[str, Any]:
+    return {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
 class OpenAPI:
@@ -250,82 +218,87 @@ class OpenAPI:
         item = f"{collection}/{{name}}"
         gvk = {"group": resource.group, "version": resource.version, "kind": resource.kind}
         tag = resource.group.replace(".", "_") + "_" + resource.version if resource.group else "core_v1"
-        op_kind = resource.kind
+        list_model = f"{resource.model}List"
 
         def op(
             action: str,
             verb: str,
+            operation: str,
             model: str,
             *,
-            body: bool = False,
-            params: list[dict[str, Any]] | None = None,
-            patch: bool = False,
+            body: str = "",
+            also: tuple[str, ...] = (),
         ) -> dict[str, Any]:
-            operation: dict[str, Any] = {
+            """One operation: ``model`` answers 200 and the codes in ``also`` (201 Created, 202 Accepted);
+            ``body`` is the model of its request body, ``patch`` for a patch document."""
+            responses: dict[str, Any] = {"200": _response(model)}
+            for code in also:
+                responses[code] = _response(model, {"201": "Created", "202": "Accepted"}[code])
+            responses["401"] = {"description": "Unauthorized"}
+            operation_object: dict[str, Any] = {
                 "tags": [tag],
-                "operationId": f"{verb}{op_kind}",
+                "operationId": f"{verb}{resource.kind}",
                 "description": f"{verb} {resource.kind}",
-                "parameters": list(params or []),
-                "responses": {"200": _response(model), "401": {"description": "Unauthorized"}},
+                "parameters": _query(operation),
+                "responses": responses,
                 "x-kubernetes-action": action,
                 "x-kubernetes-group-version-kind": gvk,
             }
             if body:
-                content_types = _PATCH_TYPES if patch else ("application/json", "application/yaml")
-                schema = {"type": "object"} if patch else _ref(model)
-                operation["requestBody"] = {"required": True, "content": {t: {"schema": schema} for t in content_types}}
-            return operation
+                content_types = _PATCH_TYPES if body == "patch" else ("application/json", "application/yaml")
+                schema = {"type": "object"} if body == "patch" else _ref(body)
+                operation_object["requestBody"] = {
+                    "required": True,
+                    "content": {t: {"schema": schema} for t in content_types},
+                }
+            return operation_object
 
         name_param = _param("name", "path", f"name of the {resource.kind}", required=True)
         ns_param = _param(
             "namespace", "path", "object name and auth scope, such as for teams and projects", required=True
         )
         scope = [ns_param] if resource.namespaced else []
+        model = resource.model
+        put_codes = ("201",) if resource.create_on_update else ()
         paths: dict[str, Any] = {
             collection: {
                 "parameters": scope,
-                "get": op("list", "list", f"{resource.model}", params=_LIST_PARAMS),
-                "post": op("post", "create", resource.model, body=True, params=_WRITE_PARAMS),
-                "delete": op("deletecollection", "deleteCollection", "V1Status", params=_LIST_PARAMS),
+                "get": op("list", "list", "list", list_model),
+                "post": op("post", "create", "create", model, body=model, also=("201",)),
+                "delete": op("deletecollection", "deleteCollection", "deletecollection", "V1Status"),
             },
             item: {
                 "parameters": [name_param, *scope],
-                "get": op("get", "read", resource.model),
-                "put": op("put", "replace", resource.model, body=True, params=_WRITE_PARAMS),
-                "patch": op("patch", "patch", resource.model, body=True, params=_WRITE_PARAMS, patch=True),
-                "delete": op(
-                    "delete",
-                    "delete",
-                    resource.model,
-                    params=[
-                        _param(
-                            "gracePeriodSeconds",
-                            "query",
-                            "The duration in seconds before the object should be deleted.",
-                            kind="integer",
-                        ),
-                        _param("propagationPolicy", "query", "Whether and how garbage collection will be performed."),
-                        _param(
-                            "dryRun", "query", "When present, indicates that modifications should not be persisted."
-                        ),
-                    ],
-                ),
+                "get": op("get", "read", "get", model),
+                "put": op("put", "replace", "update", model, body=model, also=put_codes),
+                "patch": op("patch", "patch", "patch", model, body="patch"),
+                "delete": op("delete", "delete", "delete", model, also=("202",)),
             },
         }
         if resource.namespaced:
-            paths[f"{base}/{resource.plural}"] = {
-                "get": op("list", "listForAllNamespaces", resource.model, params=_LIST_PARAMS)
-            }
+            paths[f"{base}/{resource.plural}"] = {"get": op("list", "listForAllNamespaces", "list", list_model)}
         for sub in resource.subresources:
-            model = {"scale": "V1Scale", "binding": "V1Binding"}.get(sub, resource.model)
             entry: dict[str, Any] = {"parameters": [name_param, *scope]}
             if sub in ("status", "scale"):
-                entry["get"] = op("get", f"read{sub.title()}", model)
-                entry["put"] = op("put", f"replace{sub.title()}", model, body=True, params=_WRITE_PARAMS)
-                entry["patch"] = op("patch", f"patch{sub.title()}", model, body=True, params=_WRITE_PARAMS, patch=True)
+                sub_model = "V1Scale" if sub == "scale" else model
+                title = sub.title()
+                entry["get"] = op("get", f"read{title}", "get", sub_model)
+                entry["put"] = op("put", f"replace{title}", "update", sub_model, body=sub_model)
+                entry["patch"] = op("patch", f"patch{title}", "patch", sub_model, body="patch")
             elif sub == "binding":
-                entry["post"] = op("post", "createBinding", model, body=True, params=_WRITE_PARAMS)
+                entry["post"] = op("post", "createBinding", "create", "V1Status", body="V1Binding", also=("201",))
             elif sub == "finalize":
-                entry["put"] = op("put", "replaceFinalize", model, body=True, params=_WRITE_PARAMS)
+                entry["put"] = op("put", "replaceFinalize", "update", model, body=model)
+            elif sub == "log":
+                entry["get"] = {**op("get", "readLog", "log", model), "responses": {"200": _text_response()}}
+            elif sub == "exec":
+                entry["get"] = {
+                    **op("connect", "connectGetExec", "exec", model),
+                    "responses": {"200": _text_response()},
+                }
+                entry["post"] = {
+                    **op("connect", "connectPostExec", "exec", model),
+                    "responses": {"200": _text_response()},
+                }
             paths[f"{item}/{sub}"] = entry
         return paths

@@ -146,6 +146,23 @@ class ProtobufError(ValueError):
     """The bytes are not a valid message of the expected type."""
 
 
+MAX_DEPTH = 100  # nested messages in one body (the kinds' messages nest about 15 deep)
+_LENGTH_DELIMITED = 2
+
+
+def _bytes(value: Any) -> bytes:
+    """A length-delimited field's payload (a varint where a payload belongs is an error, never a size)."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ProtobufError("a number where a length-delimited field was expected")
+    return bytes(value)
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int):
+        raise ProtobufError("a length-delimited field where a number was expected")
+    return value
+
+
 class Source(TypedDict):
     """Where the table's facts come from (tools/proto_table.py writes it)."""
 
@@ -216,22 +233,22 @@ def _signed(value: int) -> int:
 
 def _scalar(kind: str, wire: int, raw: Any) -> Any:
     if kind == "string":
-        return bytes(raw).decode("utf-8")
+        return _bytes(raw).decode("utf-8")
     if kind == "bytes":
-        return base64.b64encode(bytes(raw)).decode()
+        return base64.b64encode(_bytes(raw)).decode()
     if kind == "bool":
-        return bool(raw)
+        return bool(_int(raw))
     if kind in ("int32", "int64", "uint32", "uint64"):
-        return _signed(int(raw)) if kind in ("int32", "int64") else int(raw)
+        return _signed(_int(raw)) if kind in ("int32", "int64") else _int(raw)
     if kind == "double":
-        return struct.unpack("<d", raw)[0]
+        return struct.unpack("<d", _bytes(raw))[0]
     if kind == "float":
-        return struct.unpack("<f", raw)[0]
+        return struct.unpack("<f", _bytes(raw))[0]
     raise ProtobufError(f"unsupported scalar type {kind} (wire type {wire})")
 
 
 def _timestamp(fields: dict[int, Any], micro: bool) -> str | None:
-    seconds, nanos = _signed(fields.get(1, 0)), int(fields.get(2, 0))
+    seconds, nanos = _signed(_int(fields.get(1, 0))), _int(fields.get(2, 0))
     if not seconds and not nanos:
         return None
     when = datetime.fromtimestamp(seconds + nanos / 1e9, UTC)
@@ -243,12 +260,14 @@ def _special(kind: str, data: bytes) -> Any:
     if kind in ("time", "microtime"):
         return _timestamp(fields, kind == "microtime")
     if kind == "quantity":
-        return bytes(fields.get(1, b"")).decode()
+        return _bytes(fields.get(1, b"")).decode()
     if kind == "int-or-string":
-        return bytes(fields.get(3, b"")).decode() if int(fields.get(1, 0)) == 1 else _signed(int(fields.get(2, 0)))
+        if _int(fields.get(1, 0)) == 1:
+            return _bytes(fields.get(3, b"")).decode()
+        return _signed(_int(fields.get(2, 0)))
     if kind == "duration":
-        return f"{_signed(int(fields.get(1, 0))) / 1e9:g}s"
-    raw = bytes(fields.get(1, b""))
+        return f"{_signed(_int(fields.get(1, 0))) / 1e9:g}s"
+    raw = _bytes(fields.get(1, b""))
     return json.loads(raw) if raw else {}
 
 
@@ -256,7 +275,9 @@ def _is_zero(value: Any) -> bool:
     return value is None or (not isinstance(value, dict) and value in ("", 0, False, [], {}))
 
 
-def decode_message(name: str, data: bytes) -> Any:
+def decode_message(name: str, data: bytes, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise ProtobufError("messages nested too deep")
     special = SPECIAL.get(name)
     if special is not None:
         return _special(special, data)
@@ -272,23 +293,23 @@ def decode_message(name: str, data: bytes) -> Any:
             continue  # a field newer than the table: ignored, as an old server would
         field_name, kind, repeated = entry
         if f"{short}.{field_name}" in INLINE:
-            inlined.update(decode_message(kind, bytes(raw)))
+            inlined.update(decode_message(kind, _bytes(raw), depth + 1))
             continue
         if kind.startswith("map:"):
             _, _, value_kind = kind.split(":")
-            pair = {n: v for n, _, v in _wire(raw)}
-            key = bytes(pair.get(1, b"")).decode()
-            value_raw = pair.get(2, b"")
+            pair = {n: v for n, _, v in _wire(_bytes(raw))}
+            key = _bytes(pair.get(1, b"")).decode()
+            value_raw = _bytes(pair.get(2, b""))
             out.setdefault(field_name, {})[key] = (
                 _scalar(value_kind, 2, value_raw)
                 if value_kind in ("string", "bytes")
-                else decode_message(value_kind, bytes(value_raw))
+                else decode_message(value_kind, value_raw, depth + 1)
             )
             continue
         if kind in _messages() or kind in SPECIAL:
-            value = decode_message(kind, bytes(raw))
-        elif wire == 2 and repeated and kind not in ("string", "bytes"):
-            packed, pos, values = bytes(raw), 0, []
+            value = decode_message(kind, _bytes(raw), depth + 1)
+        elif wire == _LENGTH_DELIMITED and repeated and kind not in ("string", "bytes"):
+            packed, pos, values = _bytes(raw), 0, []
             while pos < len(packed):
                 item, pos = _varint(packed, pos)
                 values.append(_scalar(kind, 0, item))
@@ -310,7 +331,7 @@ def decode(body: bytes) -> dict[str, Any]:
         raise bad_request("the protobuf body does not start with the Kubernetes magic number")
     try:
         envelope = {number: value for number, _, value in _wire(body[len(MAGIC) :])}
-        type_meta = {number: bytes(value).decode() for number, _, value in _wire(bytes(envelope.get(1, b"")))}
+        type_meta = {number: _bytes(value).decode() for number, _, value in _wire(_bytes(envelope.get(1, b"")))}
         api_version, kind = type_meta.get(1, ""), type_meta.get(2, "")
         package = PACKAGES.get(api_version)
         if package is None or f"{package}.{kind}" not in _messages():
@@ -319,7 +340,8 @@ def decode(body: bytes) -> dict[str, Any]:
                 "UnsupportedMediaType",
                 f"{kind} in {api_version} cannot be read from protobuf; send it as application/json",
             )
-        obj = decode_message(f"{package}.{kind}", bytes(envelope.get(2, b"")))
-    except ProtobufError as exc:
+        obj = decode_message(f"{package}.{kind}", _bytes(envelope.get(2, b"")))
+    except (ProtobufError, ValueError, OverflowError, OSError, struct.error) as exc:
+        # ValueError: text that is not UTF-8, raw JSON that is not JSON, times out of range
         raise bad_request(f"the protobuf body is not valid: {exc}") from exc
     return {"apiVersion": api_version, "kind": kind, **obj}

@@ -48,6 +48,8 @@ from agents.machinery.selectors import FieldSelector, LabelSelector, field_path_
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 16
+MAX_REVISION = 2**63  # etcd's revisions are int64
+MAX_BATCH = 2**31  # keys one range read asks etcd for (a larger limit is read in several)
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -108,7 +110,7 @@ def decode_continue(token: str) -> tuple[int, str]:
         revision, start = int(data["rv"]), str(data["start"])
     except (binascii.Error, ValueError, KeyError, TypeError, codec.DecodeError) as exc:
         raise bad_request(f"continue key is not valid: {exc}") from exc
-    if data.get("v") != "meta.k8s.io/v1" or revision <= 0:
+    if data.get("v") != "meta.k8s.io/v1" or not 0 < revision < MAX_REVISION:
         raise bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
     return revision, start
 
@@ -208,7 +210,7 @@ class ResourceStore:
             start, end = prefix + name, prefix + name + "\0"  # a single-object list reads one key
         filtering = not (opts.labels.empty and opts.fields.empty)
         items: list[Stored] = []
-        batch = max(opts.limit, 250) if filtering else (opts.limit + 1 if opts.limit else 0)
+        batch = min(max(opts.limit, 250) if filtering else (opts.limit + 1 if opts.limit else 0), MAX_BATCH)
         try:
             while True:
                 page = await self._store.range(start, end, revision=revision, limit=batch)

@@ -7,6 +7,13 @@ marked, and model-docstring boilerplate is trimmed. Validation, OpenAPI and stra
 this table. Building it imports every model and takes seconds, so it is cached on disk per version
 of the ``kubernetes`` package.
 
+The models type every integer as a plain ``integer``; Kubernetes' Go types say int32 or int64, and
+its OpenAPI documents publish that as ``format``. The protobuf field table (``protobuf.py``, from one
+tag of the same release) carries those types, so the table here is walked side by side with it from
+every served kind and each integer gets its ``format``: the decoder checks ranges with it and the
+OpenAPI documents publish it. The few integer fields the protobuf table is older than are in
+``INTEGER_FORMATS``.
+
 Only the host derives it: ``kubernetes`` is a host-only dependency (126 MB installed, and minutes
 of import on an emulated CPU), so the nodes' venvs do not have it. The host ships the table it derived
 into the API server's cache directory, and beside every table it writes, ``load`` leaves a stamp
@@ -22,19 +29,21 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from agents.apiserver import protobuf
 from agents.apiserver.patchmeta import QUANTITY_FIELDS
 from agents.machinery.errors import KubelabError
 
 log = logging.getLogger(__name__)
 
 Schema = dict[str, Any]
-FORMAT_VERSION = 1  # bump when normalization changes
+FORMAT_VERSION = 2  # bump when normalization changes (2: integer formats)
 STAMP = "kubernetes-version"  # in a cache directory: the version of the kubernetes package last derived from
 
 
@@ -102,16 +111,116 @@ def _normalize_definition(name: str, node: Mapping[str, Any]) -> Schema:
     return out
 
 
+# Integer fields of the 1.37 models that the protobuf table (an earlier tag of 1.37) does not have yet,
+# as Model.field -> format, from their Go types in k8s.io/api's master after that tag.
+INTEGER_FORMATS = {
+    "V1ClusterTrustBundleProjection.user": "int64",
+    "V1ConfigMapVolumeSource.defaultUser": "int64",
+    "V1DownwardAPIVolumeFile.user": "int64",
+    "V1DownwardAPIVolumeSource.defaultUser": "int64",
+    "V1EmptyDirVolumeSource.mode": "int32",
+    "V1EvictionResponder.priority": "int32",
+    "V1KeyToPath.user": "int64",
+    "V1PodCertificateProjection.user": "int64",
+    "V1ProjectedVolumeSource.defaultUser": "int64",
+    "V1SecretVolumeSource.defaultUser": "int64",
+    "V1ServiceAccountTokenProjection.user": "int64",
+    "V1alpha3WorkloadPodGroupGangSchedulingPolicy.minCount": "int32",  # scheduling/v1alpha3 GangSchedulingPolicy
+}
+# The protobuf packages a model's kind is looked for in, in this order (the meta types last).
+_PROTO_PACKAGES = (*dict.fromkeys(protobuf.PACKAGES.values()), protobuf.META)
+_MODEL_NAME = re.compile(r"^(?:[A-Z][a-z]+)?V\d+(?:alpha\d+|beta\d+)?(?P<kind>[A-Z].*)$")
+
+
+def message_of(model: str) -> str | None:
+    """The protobuf message of a model (``V1Pod`` -> ``k8s.io.api.core.v1.Pod``), None if none."""
+    match = _MODEL_NAME.match(model)
+    if match is None:
+        return None
+    messages = protobuf.table()["messages"]
+    for package in _PROTO_PACKAGES:
+        if f"{package}.{match['kind']}" in messages:
+            return f"{package}.{match['kind']}"
+    return None
+
+
+def _proto_fields(message: str) -> dict[str, tuple[str, bool]]:
+    """A message's fields by JSON name as (type, repeated), inline structs spread as JSON has them."""
+    short = message.rsplit(".", 1)[-1]
+    out: dict[str, tuple[str, bool]] = {}
+    for name, kind, repeated in protobuf.table()["messages"][message].values():
+        if f"{short}.{name}" in protobuf.INLINE:
+            out.update(_proto_fields(kind))
+        else:
+            out[name] = (kind, bool(repeated))
+    return out
+
+
+def _integer_formats(defs: dict[str, Schema], roots: Iterable[str]) -> None:
+    """Give every integer reachable from ``roots`` the format (int32, int64) of its protobuf field."""
+    messages = protobuf.table()["messages"]
+    seen: set[tuple[str, str]] = set()
+
+    def mark(node: Schema, kind: str, repeated: bool) -> None:
+        if repeated:
+            node = node.get("items") or {}
+        if kind.startswith("map:"):
+            node, kind = node.get("additionalProperties") or {}, kind.split(":")[2]
+        if kind in ("int32", "int64") and node.get("type") == "integer":
+            node["format"] = kind
+        elif kind in messages and kind not in protobuf.SPECIAL and "$ref" in node:
+            walk(kind, node["$ref"])
+
+    def walk(message: str, model: str) -> None:
+        if (message, model) in seen or model not in defs:
+            return
+        seen.add((message, model))
+        properties = defs[model].get("properties") or {}
+        for name, (kind, repeated) in _proto_fields(message).items():
+            if name in properties:
+                mark(properties[name], kind, repeated)
+
+    for model in roots:
+        message = message_of(model)
+        if message is not None:
+            walk(message, model)
+    for label, kind in INTEGER_FORMATS.items():
+        model, name = label.split(".")
+        node = (defs.get(model) or {}).get("properties", {}).get(name)
+        if node is not None and node.get("type") == "integer":
+            node["format"] = kind
+
+
+def integers_without_format(defs: Mapping[str, Schema]) -> list[str]:
+    """``Model.field`` of every integer that has no format (the decoder would not know its range)."""
+    out: list[str] = []
+
+    def visit(label: str, node: Mapping[str, Any]) -> None:
+        if node.get("type") == "integer" and "format" not in node:
+            out.append(label)
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), Mapping):
+                visit(label, node[key])
+
+    for model, schema in defs.items():
+        for name, node in (schema.get("properties") or {}).items():
+            visit(f"{model}.{name}", node)
+    return sorted(out)
+
+
 def build(models: Iterable[str]) -> dict[str, Schema]:
     """Normalized definitions for the given models and everything they reference."""
     import kubernetes.client as k8s  # noqa: PLC0415  (slow import, only when the cache is cold)
 
+    wanted = list(models)
     raw: dict[str, Any] = {}
-    for model in models:
+    for model in wanted:
         document = getattr(k8s, model).model_json_schema(by_alias=True)
         raw.update(document.pop("$defs", {}))
         raw[model] = document
-    return {name: _normalize_definition(name, node) for name, node in sorted(raw.items())}
+    defs = {name: _normalize_definition(name, node) for name, node in sorted(raw.items())}
+    _integer_formats(defs, wanted)
+    return defs
 
 
 def models_version() -> str | None:

@@ -19,6 +19,7 @@ from aiohttp import web
 from agents.apiserver import bootstrap, openapi_v2, schemas
 from agents.apiserver.allocators import ServiceAllocator
 from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator
+from agents.apiserver.decoding import Decoder
 from agents.apiserver.handlers import Api, json_response, status_response
 from agents.apiserver.kinds import strategy_for
 from agents.apiserver.kubeletclient import KubeletClient
@@ -31,7 +32,6 @@ from agents.apiserver.storage import Store
 from agents.apiserver.storage.errors import StorageError
 from agents.apiserver.storage.etcd import EtcdStore
 from agents.apiserver.storage.memory import MemoryStore
-from agents.apiserver.structural import Checker
 from agents.apiserver.watchcache import WatchCache
 from agents.apiserver.watchstream import WatchSettings
 from agents.machinery import codec
@@ -160,7 +160,7 @@ class ApiServer:
             catalog=self.catalog,
             stores=self.stores,
             cache=self.cache,
-            checker=Checker(self.definitions),
+            decoder=Decoder(self.definitions),
             definitions=self.definitions,
             address=f"{self.settings.advertise_address}:{self.settings.secure_port}",
             watch=WatchSettings(

@@ -68,6 +68,25 @@ def _go_quote(value: Any) -> str:
     return str(value)
 
 
+def go_quote(text: str) -> str:
+    """``text`` quoted as Go's strconv.Quote does: control and non-printable characters escaped."""
+    out = []
+    for char in text:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char.isprintable():
+            out.append(char)
+        elif char in "\a\b\f\n\r\t\v":
+            out.append("\\" + "abfnrtv"["\a\b\f\n\r\t\v".index(char)])
+        elif ord(char) < 0x80:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return '"' + "".join(out) + '"'
+
+
 def required(field: str, detail: str = "") -> FieldError:
     return FieldError("FieldValueRequired", field, detail)
 

@@ -25,6 +25,12 @@ _BINARY_SUFFIX = {v: k for k, v in _BINARY.items()}
 _SYNTAX = re.compile(r"^([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
 
 MESSAGE = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+NUMERIC = "unable to parse numeric part of quantity"
+SUFFIX = "unable to parse quantity's suffix"
+# Exact arithmetic on 10**exponent costs time and memory with the exponent: beyond this a quantity
+# is refused (the largest a cluster uses are exa-bytes, 1e18) rather than computed for minutes.
+MAX_EXPONENT = 1000
+MAX_DIGITS = 4000  # Python's int() refuses more than 4300 digits
 
 
 @lru_cache(maxsize=4096)
@@ -45,12 +51,16 @@ def parse(text: str | int | float) -> tuple[Fraction, str]:
     if not match:
         raise QuantityError(MESSAGE)
     sign, number, suffix = match.group(1), match.group(2), match.group(3) or ""
+    if len(number) > MAX_DIGITS:
+        raise QuantityError(NUMERIC)
+    if len(suffix) > 1 and suffix[0] in "eE" and (len(suffix) > 12 or abs(int(suffix[1:])) > MAX_EXPONENT):
+        raise QuantityError(SUFFIX)
     value = Fraction(number)
     if sign == "-":
         value = -value
     if suffix in _BINARY:
         return value * (2 ** _BINARY[suffix]), "BinarySI"
-    if suffix and suffix[0] in "eE":
+    if len(suffix) > 1 and suffix[0] in "eE":
         return value * Fraction(10) ** int(suffix[1:]), "DecimalExponent"
     return value * Fraction(10) ** _DECIMAL[suffix], "DecimalSI"
 

@@ -24,6 +24,14 @@ MAX_WORKERS = 16
 MIN_DISK_GIB = 4
 FIRST_HOST = 10  # the master's host number in network-cidr; workers follow it
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only ("²".isdigit() is true); at most 18, as every setting fits
+MAX_TEXT = 200  # characters of a text setting (CIDRs, ranges, names are far shorter)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as an error message quotes it: one line, at most ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -72,11 +80,16 @@ class LabSpec:
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
-            raise SpecError(f"{key}: expected a number, got {value!r}")
-        return int(value)
-    if not isinstance(value, str | int):
-        raise SpecError(f"{key}: expected text, got {value!r}")
+        text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        if not _DIGITS.fullmatch(text):
+            raise SpecError(f"{key}: expected a number, got {_shown(value)}")
+        return int(text)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise SpecError(f"{key}: expected text, got {_shown(value)}")
+    if isinstance(value, int) and abs(value) >= 10**18:
+        raise SpecError(f"{key}: expected text, got a number of {len(str(abs(value)))} digits")
+    if len(str(value)) > MAX_TEXT:
+        raise SpecError(f"{key}: expected at most {MAX_TEXT} characters, got {len(str(value))}")
     return str(value)
 
 
@@ -96,18 +109,10 @@ def build_given(
     types = {f.name: f.type for f in dataclasses.fields(LabSpec)}
     kinds = {name: int if t in (int, "int") else str for name, t in types.items()}
     if file is not None:
-        try:
-            document = yaml.safe_load(file.read_text()) or {}
-        except OSError as exc:
-            raise SpecError(f"cannot read {file}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise SpecError(f"{file} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-        if not isinstance(document, dict):
-            raise SpecError(f"{file}: expected a mapping of settings, e.g. 'api-port: 7443'")
-        for key, value in document.items():
+        for key, value in _document(file).items():
             attr = str(key).replace("-", "_")
             if attr not in kinds:
-                raise SpecError(f"{file}: unknown setting {key!r}; known: {', '.join(LabSpec.keys())}")
+                raise SpecError(f"{file}: unknown setting {_shown(key)}; known: {', '.join(LabSpec.keys())}")
             values[attr] = _coerce(str(key), value, kinds[attr])
             given.add(attr)
     for attr, value in overrides.items():
@@ -119,14 +124,34 @@ def build_given(
     return spec, frozenset(given)
 
 
+def _document(file: Path) -> dict[Any, Any]:
+    """lab.yaml's settings, or a one-line SpecError saying why there are none."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read {file}: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{file} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x})") from exc
+    try:
+        document = yaml.safe_load(text) or {}
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: a number of 4300+ digits
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SpecError(f"{file} is not valid YAML: {first[:200]}") from exc
+    if not isinstance(document, dict):
+        raise SpecError(f"{file}: expected a mapping of settings, e.g. 'api-port: 7443'")
+    return document
+
+
 def validate(spec: LabSpec) -> None:
     if not _NAME.match(spec.name):
         raise SpecError(
-            f"name {spec.name!r}: use 1-40 lowercase letters, digits and '-', starting and ending with"
+            f"name {_shown(spec.name)}: use 1-40 lowercase letters, digits and '-', starting and ending with"
             " a letter or digit"
         )
     if spec.driver not in DRIVERS:
-        raise SpecError(f"driver {spec.driver!r}: choose one of {', '.join(DRIVERS)}")
+        raise SpecError(f"driver {_shown(spec.driver)}: choose one of {', '.join(DRIVERS)}")
     ports = {
         "api-port": spec.api_port,
         "etcd-port": spec.etcd_port,
@@ -141,7 +166,7 @@ def validate(spec: LabSpec) -> None:
     try:
         network = ipaddress.ip_network(spec.service_cidr)
     except ValueError as exc:
-        raise SpecError(f"service-cidr {spec.service_cidr!r}: {exc}") from exc
+        raise SpecError(f"service-cidr {_shown(spec.service_cidr)}: {exc}") from exc
     if network.version != 4 or network.num_addresses < 16:
         raise SpecError(f"service-cidr {spec.service_cidr}: use an IPv4 range of at least /28, e.g. 10.96.0.0/12")
     if spec.driver == "local" and not 0 <= spec.nodes <= 1:
@@ -155,14 +180,14 @@ def validate(spec: LabSpec) -> None:
     try:
         pods = ipaddress.ip_network(spec.cluster_cidr)
     except ValueError as exc:
-        raise SpecError(f"cluster-cidr {spec.cluster_cidr!r}: {exc}") from exc
+        raise SpecError(f"cluster-cidr {_shown(spec.cluster_cidr)}: {exc}") from exc
     if pods.version != 4 or pods.prefixlen > 20:
         raise SpecError(f"cluster-cidr {spec.cluster_cidr}: use an IPv4 range of at least /20 (nodes get /24s)")
     if pods.overlaps(network):
         raise SpecError(f"cluster-cidr {spec.cluster_cidr} overlaps service-cidr {spec.service_cidr}")
     low, sep, high = spec.node_port_range.partition("-")
-    if not sep or not low.isdigit() or not high.isdigit() or not 1 <= int(low) < int(high) <= 65535:
-        raise SpecError(f"node-port-range {spec.node_port_range!r}: expected LOW-HIGH, e.g. 30000-32767")
+    if not sep or not _DIGITS.fullmatch(low) or not _DIGITS.fullmatch(high) or not 1 <= int(low) < int(high) <= 65535:
+        raise SpecError(f"node-port-range {_shown(spec.node_port_range)}: expected LOW-HIGH, e.g. 30000-32767")
     if spec.driver == "libvirt":
         _validate_machines(spec)
 
@@ -179,11 +204,11 @@ def _validate_machines(spec: LabSpec) -> None:
     if not MIN_DISK_GIB <= spec.disk <= 1024:
         raise SpecError(f"disk {spec.disk}: give GiB between {MIN_DISK_GIB} and 1024")
     if spec.accel not in ACCELERATORS:
-        raise SpecError(f"accel {spec.accel!r}: choose one of {', '.join(ACCELERATORS)}")
+        raise SpecError(f"accel {_shown(spec.accel)}: choose one of {', '.join(ACCELERATORS)}")
     try:
         machines = ipaddress.ip_network(spec.network_cidr)
     except ValueError as exc:
-        raise SpecError(f"network-cidr {spec.network_cidr!r}: {exc}") from exc
+        raise SpecError(f"network-cidr {_shown(spec.network_cidr)}: {exc}") from exc
     if machines.version != 4 or not 16 <= machines.prefixlen <= 28:
         raise SpecError(
             f"network-cidr {spec.network_cidr}: use an IPv4 range between /16 and /28, e.g. 192.168.123.0/24"

@@ -362,3 +362,25 @@ async def test_paths_and_methods_that_do_not_exist(http: Client) -> None:
     assert media.status == 415
     garbage = await http.post(CM, data=b"\x00", headers={"Content-Type": "application/vnd.kubernetes.protobuf"})
     assert garbage.status == 400
+
+
+async def test_the_all_namespaces_path_only_lists_and_subresources_answer_their_own_verbs(http: Client) -> None:
+    await create(http, CM, configmap("kept"))
+    assert (await http.get("/api/v1/configmaps")).status == 200
+    for method in ("DELETE", "POST", "PUT", "PATCH"):
+        refused = await http.request(method, "/api/v1/configmaps", json={})
+        assert refused.status == 405, method
+    assert (await http.get(f"{CM}/kept")).status == 200  # nothing was deleted across namespaces
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
+    await create(http, "/api/v1/namespaces/default/pods", pod)
+    assert (await http.put("/api/v1/namespaces/default/pods/p/log", json={})).status == 405
+    assert (await http.get("/api/v1/namespaces/default/pods/p/binding")).status == 405
+    assert (await http.post("/api/v1/namespaces/default/pods/p", json={})).status == 405
+
+
+async def test_an_empty_segment_in_a_path_names_nothing(http: Client) -> None:
+    await create(http, CM, configmap("kept"))
+    assert (await http.get("/api/v1/namespaces//configmaps")).status == 404
+    assert (await http.delete("/api/v1/namespaces/default//configmaps/kept")).status == 404
+    assert (await http.get(f"{CM}/")).status == 200  # a trailing slash is allowed
+    assert (await http.get(f"{CM}/kept")).status == 200

@@ -27,6 +27,7 @@ from agents.machinery import cron, quantity
         ("0", "0"),
         ("1.5Gi", "1536Mi"),
         ("12345", "12345"),
+        ("2E", "2E"),  # exa, not an exponent
     ],
 )
 def test_quantities_take_their_canonical_form(text: str | int | float, canonical: str) -> None:
@@ -43,6 +44,12 @@ def test_quantities_compare_exactly() -> None:
 def test_malformed_quantities_are_refused(text: str) -> None:
     with pytest.raises(quantity.QuantityError):
         quantity.parse(text)
+
+
+@pytest.mark.parametrize("text", ["1e99999999", "1e-2000", "9" * 5000])
+def test_quantities_too_large_to_compute_are_refused_at_once(text: str) -> None:
+    with pytest.raises(quantity.QuantityError):
+        quantity.canonical(text)
 
 
 def test_cron_next_run_times() -> None:
