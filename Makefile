@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv
 BIN   := $(VENV)/bin
 
-.PHONY: venv lock lint typecheck unit integration e2e drills test bench clean
+.PHONY: venv lock lint typecheck unit integration e2e drills test bench fuzz clean
 
 venv:
 	@KUBELAB_EXTRAS=dev ./kubelab --bootstrap-only
@@ -48,6 +48,11 @@ test: lint typecheck
 
 bench: venv
 	$(BIN)/python -m benchmarks
+
+# the API server fuzzed longer than the ladder's run, with a fresh seed (docs/reliability.md);
+# FUZZ_FLAGS passes flags on, e.g. make fuzz FUZZ_FLAGS="--seed 24 --seconds-per-group 30"
+fuzz: venv
+	$(BIN)/python -m benchmarks.fuzz $(FUZZ_FLAGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
