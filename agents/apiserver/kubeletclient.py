@@ -109,6 +109,8 @@ class KubeletClient:
         if not protocols:
             wanted = ", ".join(EXEC_PROTOCOLS)
             raise StatusError(400, "BadRequest", f"exec needs a WebSocket with one of the protocols {wanted}")
+        if not web.WebSocketResponse(protocols=protocols).can_prepare(request).ok:
+            raise StatusError(400, "BadRequest", "Upgrade request required")  # before the kubelet is dialled
         host, port = self._location(node)
         session, context = self._pool()
         try:
@@ -118,7 +120,12 @@ class KubeletClient:
         except (aiohttp.ClientError, OSError) as exc:
             raise StatusError(500, "InternalError", f"the kubelet at {host}:{port} refused the exec: {exc}") from exc
         downstream = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else protocols)
-        await downstream.prepare(request)
+        try:
+            await downstream.prepare(request)
+        except BaseException:  # the caller went in the meantime: no session is left open at the kubelet
+            with contextlib.suppress(Exception):
+                await upstream.close()
+            raise
         tasks = [asyncio.create_task(_relay(downstream, upstream)), asyncio.create_task(_relay(upstream, downstream))]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

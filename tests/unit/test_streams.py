@@ -1,17 +1,19 @@
-"""The API server's streams under property-based testing: watches and logs (with ``follow``) given generated
-parameters and clients that leave mid-stream or read slowly, against an API server on the memory store.
-Each test runs many generated clients, then checks that nothing is left behind: no watch, no kubelet
+"""The API server's streams under property-based testing: watches, logs (with ``follow``) and exec given
+generated parameters and clients that leave mid-stream or read slowly, against an API server on the memory
+store. Each test runs many generated clients, then checks that nothing is left behind: no watch, no kubelet
 connection, no asyncio task beyond those before, and the process' resident memory back within bounds.
 
 The server runs in a thread of its own with its own event loop, as it would in its own process, so its
 tasks can be counted apart from the clients'. Its kubelet is a fake declared below: an HTTPS server that
 answers ``/containerLogs`` with numbered lines, endlessly when asked to follow, and for the container
-``quiet`` falls silent after a few lines, as a followed log of an idle program does.
+``quiet`` falls silent after a few lines, as a followed log of an idle program does; and ``/exec`` with
+a WebSocket speaking the kubelet's channel protocol (see ``agents/kubelet/remotecommand.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import socket
@@ -25,13 +27,14 @@ from typing import TypeVar
 
 import aiohttp
 import pytest
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.apiserver import watchstream
 from agents.apiserver.server import ApiServer
 from agents.apiserver.settings import ApiServerSettings, KubeletClientSettings, WatchCacheSettings
+from agents.kubelet.remotecommand import CLOSE, ERROR, PROTOCOLS, STDIN, STDOUT, exit_status
 from kubelab_testing.lab import free_port
 from kubelab_testing.waiting import eventually
 from provisioner.lab.pki import Pki
@@ -50,11 +53,13 @@ def rss() -> int:
 
 
 class FakeKubelet:
-    """A kubelet's log endpoint over HTTPS, counting the log streams it has open."""
+    """A kubelet's log and exec endpoints over HTTPS, counting the log streams and exec sessions it has open."""
 
     def __init__(self) -> None:
         self.open = 0
         self.served = 0
+        self.sessions = 0  # exec WebSockets open
+        self.execs = 0
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         self.open += 1
@@ -80,6 +85,52 @@ class FakeKubelet:
             return web.Response()
         finally:
             self.open -= 1
+
+    async def exec(self, request: web.Request) -> web.StreamResponse:
+        """The command ``yes`` writes numbered lines to stdout until the client leaves; ``exit [CODE]`` ends at
+        once with its Status on channel 3; any other (or none) echoes stdin to stdout until the client leaves
+        or, in v5, closes stdin. Subprotocols are negotiated as the kubelet's ``remote_command`` does."""
+        ws = web.WebSocketResponse(protocols=PROTOCOLS)
+        await ws.prepare(request)
+        self.sessions += 1
+        self.execs += 1
+        try:
+            command = request.query.getall("command", [])
+            if command[:1] == ["exit"]:
+                code = int(command[1]) if command[1:] and command[1].isdigit() else 0
+                await ws.send_bytes(bytes([ERROR]) + json.dumps(exit_status(code)).encode())
+            elif command[:1] == ["yes"]:
+                writer = asyncio.create_task(self._lines(ws))
+                try:
+                    async for _ in ws:  # until the client leaves
+                        pass
+                finally:
+                    writer.cancel()
+            else:
+                async for message in ws:
+                    if message.type != WSMsgType.BINARY or not message.data:
+                        continue
+                    if message.data[0] == STDIN:
+                        await ws.send_bytes(bytes([STDOUT]) + message.data[1:])
+                    elif message.data == bytes([CLOSE, STDIN]):  # no more stdin: the command ends
+                        await ws.send_bytes(bytes([ERROR]) + json.dumps(exit_status(0)).encode())
+                        break
+        except ConnectionError:
+            pass
+        finally:
+            with contextlib.suppress(ConnectionError):
+                await ws.close()
+            self.sessions -= 1
+        return ws
+
+    @staticmethod
+    async def _lines(ws: web.WebSocketResponse) -> None:
+        line = 0
+        with contextlib.suppress(ConnectionError):
+            while not ws.closed:
+                await ws.send_bytes(bytes([STDOUT]) + f"line {line}\n".encode())
+                line += 1
+                await asyncio.sleep(0.005)
 
 
 @dataclass
@@ -107,10 +158,11 @@ class Running:
         return self.call(count())
 
     def settle(self, baseline_tasks: int) -> tuple[int, int, int]:
-        """Wait (at most SETTLE seconds) until every stream has ended; (watchers, kubelet streams, tasks)."""
+        """Wait (at most SETTLE seconds) until every stream has ended; (watchers, kubelet streams and exec
+        sessions, tasks)."""
         deadline = time.monotonic() + SETTLE
         while True:
-            state = (self.watchers(), self.kubelet.open, self.tasks())
+            state = (self.watchers(), self.kubelet.open + self.kubelet.sessions, self.tasks())
             if (state[0] == 0 and state[1] == 0 and state[2] <= baseline_tasks) or time.monotonic() > deadline:
                 return state
             time.sleep(0.1)
@@ -140,6 +192,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, schema_cache: Path) -> Ite
         await web.TCPSite(api, "127.0.0.1", api_port).start()
         app = web.Application()
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", kubelet.logs)
+        app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", kubelet.exec)
         fake = web.AppRunner(app, access_log=None)
         await fake.setup()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -165,7 +218,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, schema_cache: Path) -> Ite
 
 
 async def _objects(url: str, kubelet_port: int) -> None:
-    """A node whose kubelet is the fake, and a pod on it with a chatty and a quiet container."""
+    """A node whose kubelet is the fake, and a pod Running on it with a chatty and a quiet container."""
     node = {
         "metadata": {"name": "n1"},
         "status": {"daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}}},
@@ -180,7 +233,11 @@ async def _objects(url: str, kubelet_port: int) -> None:
         current = await created.json()
         current["status"] = node["status"]
         assert (await session.put(f"{url}/api/v1/nodes/n1/status", json=current)).status == 200
-        assert (await session.post(f"{url}{NS}/pods", json=pod)).status == 201
+        created = await session.post(f"{url}{NS}/pods", json=pod)
+        assert created.status == 201, await created.text()
+        current = await created.json()
+        current["status"] = {"phase": "Running"}
+        assert (await session.put(f"{url}{NS}/pods/p/status", json=current)).status == 200
 
 
 # --- clients --------------------------------------------------------------------------------------
@@ -398,3 +455,131 @@ def test_logs_with_generated_parameters_and_clients_leave_no_kubelet_stream_open
     one()
     assert running.kubelet.served > served  # the streams reached the kubelet
     assert_nothing_left(running, tasks, memory)
+
+
+# --- exec -----------------------------------------------------------------------------------------
+
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode(),
+}
+
+
+@dataclass(frozen=True)
+class ExecCase:
+    query: tuple[tuple[str, str], ...]  # `command` repeats
+    method: str
+    protocols: tuple[str, ...]  # offered in Sec-WebSocket-Protocol
+    upgrade: bool  # a WebSocket, or a plain HTTP request
+    stdin: tuple[bytes, ...]
+    close_stdin: bool  # v5's "no more stdin"
+    reader: Reader
+
+
+# the fake kubelet's commands (then arguments: an exit code or odd text), none, empty, or only odd text
+KNOWN_COMMANDS = st.tuples(
+    st.sampled_from(["cat", "yes", "exit"]), st.lists(st.one_of(st.sampled_from(["0", "3", "-c"]), TEXTS), max_size=3)
+).map(lambda t: (t[0], *t[1]))
+COMMANDS = st.one_of(
+    st.just(()), st.just(("",)), KNOWN_COMMANDS, KNOWN_COMMANDS, st.lists(TEXTS, min_size=1, max_size=3).map(tuple)
+)
+
+
+@st.composite
+def exec_queries(draw: st.DrawFn) -> tuple[tuple[str, str], ...]:
+    query = [("command", part) for part in draw(COMMANDS)]
+    container = draw(st.sampled_from(["chatty", "chatty", "chatty", "quiet", "nope", None]))
+    if container is not None:
+        query.append(("container", container))
+    for flag in ("stdin", "stdout", "stderr", "tty"):
+        value = draw(st.one_of(st.none(), FLAGS))
+        if value is not None:
+            query.append((flag, value))
+    return tuple(query)
+
+
+EXEC_CASES = st.builds(
+    ExecCase,
+    query=exec_queries(),
+    method=st.sampled_from(["GET", "GET", "POST"]),
+    protocols=st.sampled_from(
+        [
+            ("v5.channel.k8s.io",),
+            ("v4.channel.k8s.io",),
+            ("v5.channel.k8s.io", "v4.channel.k8s.io"),
+            ("v4.channel.k8s.io", "v5.channel.k8s.io"),
+            ("chat", "v4.channel.k8s.io"),
+            ("v5.channel.k8s.io", "base64.channel.k8s.io"),
+            ("base64.channel.k8s.io",),
+            (),
+        ]
+    ),
+    upgrade=st.sampled_from([True, True, True, False]),
+    stdin=st.lists(st.binary(max_size=20), max_size=3).map(tuple),
+    close_stdin=st.booleans(),
+    reader=READERS,
+)
+
+
+async def converse(ws: aiohttp.ClientWebSocketResponse, case: ExecCase) -> None:
+    """Send some stdin, read a few messages (stdout, or the Status on channel 3), and leave."""
+    assert ws.protocol in PROTOCOLS and ws.protocol in case.protocols, ws.protocol
+    with contextlib.suppress(ConnectionError):  # the command may have ended already
+        for data in case.stdin:
+            await ws.send_bytes(bytes([STDIN]) + data)
+        if case.close_stdin and ws.protocol == "v5.channel.k8s.io":
+            await ws.send_bytes(bytes([CLOSE, STDIN]))
+    for _ in range(case.reader.chunks):
+        try:
+            message = await ws.receive(timeout=0.3)
+        except TimeoutError:
+            break
+        if message.type != WSMsgType.BINARY:
+            break
+        channel, data = message.data[0], message.data[1:]
+        assert channel in (STDOUT, ERROR), message.data
+        if channel == ERROR:
+            assert json.loads(data)["status"] in ("Success", "Failure"), data
+        if case.reader.pause:
+            await asyncio.sleep(case.reader.pause)
+    if case.reader.leave_abruptly:
+        ws._response.close()  # the connection goes, mid-session
+    else:
+        await ws.close()
+
+
+async def exec_once(url: str, case: ExecCase) -> None:
+    address = f"{url}{NS}/pods/p/exec"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        if case.upgrade:
+            try:
+                ws = await session.ws_connect(address, method=case.method, params=case.query, protocols=case.protocols)
+            except aiohttp.WSServerHandshakeError as refused:
+                assert 400 <= refused.status < 500, refused
+            else:
+                await converse(ws, case)
+                return
+        # a plain request, or the refused upgrade again to read the answer's body
+        headers = dict(UPGRADE) if case.upgrade else {}
+        if case.protocols:
+            headers["Sec-WebSocket-Protocol"] = ", ".join(case.protocols)
+        async with session.request(case.method, address, params=case.query, headers=headers) as response:
+            assert 400 <= response.status < 500, await response.text()
+            assert (await response.json())["kind"] == "Status"
+
+
+def test_exec_with_generated_parameters_and_clients_leave_no_kubelet_session_open(running: Running) -> None:
+    tasks, memory = measured(running)
+    execs = running.kubelet.execs
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=EXEC_CASES)
+    def one(case: ExecCase) -> None:
+        asyncio.run(exec_once(running.url, case))
+
+    one()
+    assert running.kubelet.execs > execs  # the sessions reached the kubelet
+    assert_nothing_left(running, tasks, memory)
+    assert running.kubelet.sessions == 0
