@@ -36,7 +36,7 @@ from aiohttp import web
 from agents.apiserver import negotiation, patch, protobuf
 from agents.apiserver.resources import Resource
 from agents.apiserver.status import StatusError, bad_request, go_quote, invalid_object, unsupported_media_type
-from agents.apiserver.structural import Checker, DecodeError
+from agents.apiserver.structural import Checker, DecodeError, json_kind
 from agents.machinery import codec
 from agents.machinery.objects import Object
 
@@ -416,7 +416,7 @@ class Decoder:
         reported as warnings (Warn) or dropped silently (Ignore)."""
         if not isinstance(body, dict):
             raise bad_request(
-                f"couldn't get version/kind; json parse error: json: cannot unmarshal {_kind(body)} into Go"
+                f"couldn't get version/kind; json parse error: json: cannot unmarshal {json_kind(body)} into Go"
                 ' value of type struct { APIVersion string "json:\\"apiVersion,omitempty\\""; Kind string'
                 ' "json:\\"kind,omitempty\\"" }'
             )
@@ -425,7 +425,7 @@ class Decoder:
         for name in ("apiVersion", "kind"):
             if body.get(name) is not None and not isinstance(body[name], str):
                 raise bad_request(
-                    f"couldn't get version/kind; json parse error: json: cannot unmarshal {_kind(body[name])}"
+                    f"couldn't get version/kind; json parse error: json: cannot unmarshal {json_kind(body[name])}"
                     f" into Go struct field .{name} of type string"
                 )
         if body.get("kind") in (None, ""):
@@ -475,24 +475,11 @@ def _patch_document(data: bytes, content_type: str) -> Any:
     if _depth_exceeded(document):
         raise bad_request("json: exceeded max depth")
     if content_type == patch.JSON_PATCH and not isinstance(document, list):
-        raise bad_request(f"json: cannot unmarshal {_kind(document)} into Go value of type jsonpatch.Patch")
+        raise bad_request(f"json: cannot unmarshal {json_kind(document)} into Go value of type jsonpatch.Patch")
     if content_type != patch.JSON_PATCH and not isinstance(document, dict):
-        raise bad_request(f"json: cannot unmarshal {_kind(document)} into Go value of type map[string]interface {{}}")
+        kind = json_kind(document)
+        raise bad_request(f"json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}")
     return document
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if value is None:
-        return "null"
-    return "object"
 
 
 def decode_failed(kind: BodyKind, errors: Sequence[DecodeError]) -> StatusError:

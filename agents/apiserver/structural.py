@@ -97,7 +97,7 @@ def go_type(schema: Mapping[str, Any]) -> str:
     return {"number": "float64", "boolean": "bool"}.get(str(kind), "interface {}")
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
     """What Go's decoder calls a JSON value in its errors."""
     if isinstance(value, bool):
         return "bool"
@@ -107,6 +107,8 @@ def _json_kind(value: Any) -> str:
         return "string"
     if isinstance(value, list):
         return "array"
+    if value is None:
+        return "null"
     return "object"
 
 
@@ -217,7 +219,7 @@ class Checker:
         ref = schema.get("$ref")
         if ref is not None:
             if not isinstance(value, dict):
-                self._mismatch(problems, at, _json_kind(value), schema)
+                self._mismatch(problems, at, json_kind(value), schema)
                 return value
             inner = _At(at.path, at.stack, go_name(str(ref)).split(".")[-1])
             self._object(self._defs[ref], value, inner, problems, drop)
@@ -237,17 +239,17 @@ class Checker:
             return self._integer(schema, value, at, problems)
         if kind == "number":
             if isinstance(value, bool) or not isinstance(value, int | float):
-                self._mismatch(problems, at, _json_kind(value), schema)
+                self._mismatch(problems, at, json_kind(value), schema)
             return value
         if kind == "boolean":
             if not isinstance(value, bool):
-                self._mismatch(problems, at, _json_kind(value), schema)
+                self._mismatch(problems, at, json_kind(value), schema)
             return value
         return value
 
     def _map(self, schema: Mapping[str, Any], value: Any, at: _At, problems: Problems, drop: bool) -> Any:
         if not isinstance(value, dict):
-            self._mismatch(problems, at, _json_kind(value), schema)
+            self._mismatch(problems, at, json_kind(value), schema)
             return value
         if "properties" in schema:
             self._object(schema, value, at, problems, drop)
@@ -265,7 +267,7 @@ class Checker:
 
     def _list(self, schema: Mapping[str, Any], value: Any, at: _At, problems: Problems, drop: bool) -> Any:
         if not isinstance(value, list):
-            self._mismatch(problems, at, _json_kind(value), schema)
+            self._mismatch(problems, at, json_kind(value), schema)
             return value
         item = schema.get("items") or {}
         for i, sub in enumerate(value):
@@ -281,10 +283,10 @@ class Checker:
         if not isinstance(value, str):
             if schema.get("format") == "date-time":
                 self._value_error(
-                    problems, at, f"json: cannot unmarshal {_json_kind(value)} into Go value of type string"
+                    problems, at, f"json: cannot unmarshal {json_kind(value)} into Go value of type string"
                 )
             else:
-                self._mismatch(problems, at, _json_kind(value), schema)
+                self._mismatch(problems, at, json_kind(value), schema)
             return value
         error = None
         if schema.get("format") == "date-time":
@@ -297,7 +299,7 @@ class Checker:
 
     def _integer(self, schema: Mapping[str, Any], value: Any, at: _At, problems: Problems) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self._mismatch(problems, at, _json_kind(value), schema)
+            self._mismatch(problems, at, json_kind(value), schema)
             return value
         low, high = _INT_RANGE[str(schema.get("format", "int64"))]
         if isinstance(value, float) or not low <= value <= high:
@@ -313,7 +315,7 @@ class Checker:
         what = (
             f"number {_number_text(value)}"
             if isinstance(value, int | float) and not isinstance(value, bool)
-            else _json_kind(value)
+            else json_kind(value)
         )
         self._value_error(problems, at, f"json: cannot unmarshal {what} into Go value of type int32")
         return value
