@@ -45,6 +45,7 @@ from typing import Any
 import yaml
 
 from kubelab_testing import fuzzhooks
+from provisioner.system import processes
 
 CHECKS = ("not_a_server_error", "response_schema_conformance")
 STREAMING = ("watch", "follow")  # parameters removed from the documents
@@ -525,14 +526,9 @@ def tree_rss(pid: int, proc: Path = Path("/proc")) -> int:
     """Resident memory in bytes of ``pid`` and every process below it (the API server's workers)."""
     children: dict[int, list[int]] = {}
     for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
+        fields = processes.stat_fields(int(entry.name), proc) if entry.name.isdigit() else None
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()

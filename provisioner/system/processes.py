@@ -45,14 +45,20 @@ class ProcessRecord:
         return cls(data["name"], data["pid"], data["start_ticks"], tuple(data["argv"]), data["log"])
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) of a pid, or None if there is no such process."""
+def stat_fields(pid: int, proc: Path = Path("/proc")) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the program's name (the state letter first, then the
+    parent's pid, ...), or None if there is no such process."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = (proc / str(pid) / "stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[19])
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of a pid, or None if there is no such process."""
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[19]))
 
 
 def alive(record: ProcessRecord) -> bool:

@@ -31,6 +31,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from kubelab_testing.kubectl import Kubectl, manifest
 from kubelab_testing.lab import Lab
 from kubelab_testing.waiting import eventually
+from provisioner.system import processes
+from provisioner.system.processes import ProcessRecord
 from tests.integration.conftest import running_lab
 from tests.support.podspecs import pod_specs
 
@@ -88,18 +90,10 @@ def host_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return made
 
 
-def kubelet_process(lab: Lab) -> tuple[int, int]:
-    record = json.loads((lab.root / "run" / "kubelet.json").read_text())
-    return int(record["pid"]), int(record["start_ticks"])
-
-
-def alive(pid: int, start_ticks: int) -> bool:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0] not in ("Z", "X") and int(fields[19]) == start_ticks
+def kubelet_process(lab: Lab) -> ProcessRecord:
+    record = ProcessRecord.load(lab.root / "run", "kubelet")
+    assert record is not None, "the node lab recorded no kubelet"
+    return record
 
 
 # --- the test ------------------------------------------------------------------------------------
@@ -182,7 +176,7 @@ def test_any_pod_the_api_accepts_is_reported_and_leaves_the_kubelet_and_its_othe
             state: dict[str, Any] = next(iter(status["state"].values()), {})
             reason = f"{next(iter(status['state']), '?')}:{state.get('reason', '')}"
             outcomes[reason] = outcomes.get(reason, 0) + 1
-        assert alive(*kubelet), f"the kubelet died on pod {name}: {json.dumps(spec)}"
+        assert processes.alive(kubelet), f"the kubelet died on pod {name}: {json.dumps(spec)}"
 
     began = time.monotonic()
     one_pod()
@@ -195,7 +189,7 @@ def test_any_pod_the_api_accepts_is_reported_and_leaves_the_kubelet_and_its_othe
         timeout=120,
         what="every fuzzed pod gone once deleted",
     )
-    assert alive(*kubelet)
+    assert processes.alive(kubelet)
     after = k.json("get", "pod", "canary", "-n", ns)["status"]["containerStatuses"][0]
     assert (after["containerID"], after["restartCount"], after["ready"]) == (before["containerID"], 0, True)
     with log.open("rb") as handle:
