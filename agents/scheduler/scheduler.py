@@ -213,11 +213,14 @@ class Scheduler:
             "lastProbeTime": None,
             "lastTransitionTime": now(),
         }
+        # pinned to the version decided on: a pod bound (or changed) since is not marked unschedulable
+        # over it (409); a pod still pending is decided again and reported then
+        pinned = {"resourceVersion": pod["metadata"]["resourceVersion"]}
         try:
             await self.client.patch(
                 PODS,
                 pod["metadata"]["name"],
-                {"status": {"conditions": [condition]}},
+                {"metadata": pinned, "status": {"conditions": [condition]}},
                 pod["metadata"]["namespace"],
                 kind="strategic",
                 subresource="status",
