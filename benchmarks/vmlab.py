@@ -30,6 +30,7 @@ from typing import Any
 
 from benchmarks import podstartup
 from benchmarks.common import emit, target_from_kubeconfig
+from kubelab_testing.kubectl import Kubectl
 from kubelab_testing.lab import Lab, created_lab, up_flags
 from provisioner.lab.components import unit_of
 from provisioner.lab.paths import default_home
@@ -67,10 +68,30 @@ def idle_cpu(lab: Lab, node: str, *, seconds: float = IDLE_SECONDS) -> dict[str,
     return {a: round((after[i] - before[i]) / (seconds * 1e6) * 100, 2) for i, a in enumerate(units)}
 
 
+SETTLE_SECONDS = 300.0
+
+
+def until_no_pod_terminating(lab: Lab, *, seconds: float = SETTLE_SECONDS) -> None:
+    """Wait until no pod of the lab is being deleted: the idle figure and each startup figure are of
+    a lab that is not still stopping the pods of something before."""
+    kubectl = Kubectl(lab.kubeconfig)
+    deadline = time.monotonic() + seconds
+    while True:
+        pods = kubectl.json("get", "pods", "--all-namespaces", "-o", "json")["items"]
+        stopping = [p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp")]
+        if not stopping:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(stopping)} pods still terminating after {seconds:.0f} s: {stopping[:5]}")
+        time.sleep(2)  # polling the API server, not a fixed wait
+
+
 def settled(lab: Lab, tmp: Path) -> dict[str, Any]:
-    """An existing, settled lab: pod startup at two rates, deleting 20 pods, idle CPU on a worker."""
+    """An existing, settled lab: pod startup at two rates, deleting 20 pods, idle CPU on a worker. Each
+    measurement starts once no pod is terminating (``podstartup`` waits for its namespace to go)."""
     target = target_from_kubeconfig(lab.kubeconfig, tmp)
     worker = next(n.name for n in lab.nodes if n.role == "worker")
+    until_no_pod_terminating(lab)
     idle = idle_cpu(lab, worker)
     print(
         f"=== idle {worker} over {IDLE_SECONDS:.0f}s (% of one vCPU): "
@@ -79,10 +100,10 @@ def settled(lab: Lab, tmp: Path) -> dict[str, Any]:
         flush=True,
     )
     slow = asyncio.run(podstartup.measure(target, pods=5, rate=0.1, patience=300))
-    print(f"=== 5 pods at 0.1/s: p50 {slow['p50_ms']} ms, p99 {slow['p99_ms']} ms", flush=True)
+    print(f"=== {podstartup.summary(slow)}", flush=True)
     busy = asyncio.run(podstartup.measure(target, pods=20, rate=0.5, deletion=True, patience=300))
     print(
-        f"=== 20 pods at 0.5/s: p50 {busy['p50_ms']} ms, p99 {busy['p99_ms']} ms; all deleted in {busy['deleted_s']} s",
+        f"=== {podstartup.summary(busy)}; all deleted in {busy['deleted_s']} s",
         flush=True,
     )
     return {"idle_cpu_pct": idle, "idle_total_pct": round(sum(idle.values()), 2), "slow": slow, "busy": busy}

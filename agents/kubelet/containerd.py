@@ -329,14 +329,24 @@ class Containerd:
         return True
 
     async def delete_task(self, container: str) -> int | None:
-        """Remove a stopped task; its exit status (None: there was no task)."""
+        """Remove a stopped task; its exit status (None: there was no task, or another caller removed it
+        meanwhile: the PLEG removes the task of a run that ended while a pod worker stops the pod, and
+        the loser's request finds the shim gone, ``ttrpc: closed``)."""
+        tasks = self._tasks()
         try:
             done = await self._call(
-                f"delete task {container}", self._tasks().Delete, tasks_pb2.DeleteTaskRequest(container_id=container)
+                f"delete task {container}", tasks.Delete, tasks_pb2.DeleteTaskRequest(container_id=container)
             )
         except ContainerdError as exc:
             if exc.code == "not_found":
                 return None
+            if isinstance(exc, ContainerdUnavailableError):
+                raise
+            try:
+                await self._call(f"get task {container}", tasks.Get, tasks_pb2.GetRequest(container_id=container))
+            except ContainerdError as again:
+                if again.code == "not_found":
+                    return None
             raise
         return int(done.exit_status)
 

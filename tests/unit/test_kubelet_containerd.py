@@ -4,18 +4,30 @@ from, what a cgroup says of OOM kills, and kube's rule for the process a contain
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
+import grpc
 import pytest
 from google.protobuf import any_pb2
 
 from agents.kubelet import cgroups
-from agents.kubelet.containerd import EXIT_EVENT, OOM_EVENT, event_of, task_of
+from agents.kubelet.containerd import EXIT_EVENT, OOM_EVENT, Containerd, event_of, task_of
 from agents.kubelet.containerd_api.events import task_pb2 as task_events
 from agents.kubelet.containerd_api.services.events.v1 import events_pb2
 from agents.kubelet.containerd_api.types.task import task_pb2
-from agents.kubelet.containers import ContainerId, ContainerSpec, Mount, Task, TaskExit, TaskOOM, command_line
+from agents.kubelet.containers import (
+    ContainerdError,
+    ContainerId,
+    ContainerSpec,
+    Mount,
+    Task,
+    TaskExit,
+    TaskOOM,
+    command_line,
+)
+from agents.kubelet.ctr import Ctr
 from agents.kubelet.oci import DEFAULT_PATH, SpecError, chain_id, merge_env, runtime_spec, user_of
 from agents.machinery.imagerefs import full_reference
 
@@ -162,3 +174,38 @@ def test_oom_kills_are_counted_on_either_cgroup_hierarchy(tmp_path: Path) -> Non
     assert cgroups.oom_kills("/k8s.io/c1", root=tmp_path / "v1") == 2
     assert cgroups.oom_kills("/k8s.io/gone", root=tmp_path / "v1") == 0
     assert cgroups.oom_kill_count("oom_kill_disable 0\nunder_oom 0\n") == 0  # a kernel that does not count
+
+
+class _Tasks:
+    """containerd's Tasks service as two racing callers see it: the other caller's Delete has shut the
+    task's shim down (this one's Delete finds ``ttrpc: closed``); ``gone`` says whether the task is
+    then gone too."""
+
+    def __init__(self, *, gone: bool) -> None:
+        self.gone = gone
+
+    async def Delete(self, request: object, **_: object) -> object:
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNKNOWN, grpc.aio.Metadata(), grpc.aio.Metadata(), "failed to delete task: ttrpc: closed"
+        )
+
+    async def Get(self, request: object, **_: object) -> object:
+        if self.gone:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata(), "task c1 not found"
+            )
+        return object()
+
+
+@pytest.mark.parametrize("gone", [True, False])
+def test_a_task_another_caller_removed_meanwhile_is_removed_and_anything_else_is_an_error(
+    gone: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket = "/run/containerd/containerd.sock"
+    containerd = Containerd(address=socket, fifo_dir=tmp_path, ctr=Ctr(address=socket))
+    monkeypatch.setattr(containerd, "_tasks", lambda: _Tasks(gone=gone))
+    if gone:
+        assert asyncio.run(containerd.delete_task("c1")) is None
+    else:
+        with pytest.raises(ContainerdError, match="ttrpc: closed"):
+            asyncio.run(containerd.delete_task("c1"))
