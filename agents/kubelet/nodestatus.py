@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 NODE_LEASES = "kube-node-lease"
 LEASE_DURATION = 40
+REGISTER_DELAY_MAX = 7.0  # seconds between registration attempts, at most
 
 
 def pod_network(node: Object, *, root: Path, bridge: str) -> BridgeNetwork | None:
@@ -79,6 +80,26 @@ class NodeStatus:
         )
 
     async def register(self) -> None:
+        """Create the Node, trying again while the API server does not answer (a node's kubelet may
+        start before the master's API server serves, as on a lab's first boot): a delay of 0.5 s that
+        doubles up to 7 s between attempts, as kube's kubelet waits between its registration attempts."""
+        delay = 0.5
+        while True:
+            try:
+                await self._register()
+                return
+            except ApiUnavailableError as exc:
+                log.info("unable to register node %s with the API server: %s; retrying in %.1fs", self.name, exc, delay)
+            except ApiError as exc:
+                if exc.code < 500:
+                    raise
+                log.warning(
+                    "unable to register node %s with the API server: %s; retrying in %.1fs", self.name, exc, delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REGISTER_DELAY_MAX)
+
+    async def _register(self) -> None:
         """Create the Node; one registered before only gets its status refreshed (labels and taints
         count at creation alone)."""
         body = self.node_object()

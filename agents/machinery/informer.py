@@ -19,6 +19,12 @@ from agents.machinery.resources import ResourceRef
 
 log = logging.getLogger(__name__)
 
+# Between lists while the API server does not answer at all (a lab's first boot: the agents start
+# beside it), at most: a refused connection costs next to nothing, and a longer wait is time every
+# informer adds after the API server serves. An API server that answers with an error is asked again
+# after at most 10 s.
+UNAVAILABLE_DELAY_MAX = 2.0
+
 AddHandler = Callable[[Object], None]
 UpdateHandler = Callable[[Object, Object], None]
 DeleteHandler = Callable[[Object], None]
@@ -175,7 +181,7 @@ class Informer:
             except ApiUnavailableError as exc:
                 log.info("%s informer: %s; retrying in %.1fs", self.resource.plural, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, UNAVAILABLE_DELAY_MAX)
 
     async def _watch(self) -> None:
         """Follow changes until the watch must be relisted (410) or the server is unreachable."""

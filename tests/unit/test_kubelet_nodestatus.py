@@ -17,6 +17,8 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from agents.kubelet.cni import CONFLIST_NAME, BridgeNetwork
 from agents.kubelet.containerd import Containerd
 from agents.kubelet.ctr import Ctr
@@ -126,6 +128,48 @@ async def test_a_node_registered_before_gets_its_status_refreshed_and_nothing_el
     assert client.created == []
     ((name, patch, subresource),) = client.patches
     assert (name, subresource, list(patch)) == (NODE, "status", ["status"])
+
+
+async def test_registration_waits_for_an_api_server_that_does_not_answer_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = FakeClient()
+    attempts = 0
+    create = client.create
+
+    async def refused_twice(resource: ResourceRef, body: dict[str, Any]) -> dict[str, Any]:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 2:
+            raise ApiUnavailableError("POST /api/v1/nodes: Cannot connect to host 192.168.123.10:6443")
+        return await create(resource, body)
+
+    waited: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def no_wait(seconds: float) -> None:
+        waited.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(client, "create", refused_twice)
+    monkeypatch.setattr(asyncio, "sleep", no_wait)
+    await _node_status(client, _settings(tmp_path), []).register()
+    assert attempts == 3
+    assert waited == [0.5, 1.0]  # doubling between attempts
+    assert [n["metadata"]["name"] for n in client.created] == [NODE]
+
+
+async def test_registration_refused_by_the_api_server_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = FakeClient()
+
+    async def forbidden(resource: ResourceRef, body: dict[str, Any]) -> dict[str, Any]:
+        raise ApiError({"code": 403, "reason": "Forbidden", "message": "nodes is forbidden"}, 403)
+
+    monkeypatch.setattr(client, "create", forbidden)
+    with pytest.raises(ApiError, match="Forbidden"):
+        await _node_status(client, _settings(tmp_path), []).register()
 
 
 # --- heartbeats ----------------------------------------------------------------------------------
