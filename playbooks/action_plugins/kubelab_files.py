@@ -4,7 +4,7 @@ Why it exists: on a software-emulated (TCG) guest every Python module Ansible ru
 CPU (its payload is unpacked and compiled each time), and every process a few tens of milliseconds,
 so a role of twenty ``template``/``copy`` tasks spends minutes per node before anything starts. This
 action works on the controller: the files are rendered or read on the controller and packed into one
-tar, sent on the standard input of one command over the task's connection (one round trip), and one
+bundle, sent on the standard input of one command over the task's connection (one round trip), and one
 short Python program on the node (``python3 -I -S``: no site packages, no Ansible, a fraction of a
 second) installs the files whose content or mode differs, each replaced atomically, and prints them.
 The task is ``changed`` when any file was written or removed, so handlers restart only what a change
@@ -23,34 +23,38 @@ Check mode reports what would change and writes nothing.
 from __future__ import annotations
 
 import io
-import json
 import os
 import shlex
-import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-# Runs on the node as: python3 -I -S -c SCRIPT CHECK(0|1), reading on its standard input a tar holding
-# files/<path> for every file (with its mode) and meta/prunes (a JSON list of directories, relative to
-# /). One process whatever the number of files: process creation is what costs on an emulated guest
-# (the shell pipeline this replaces started about fifteen, a second of CPU per task).
+# Runs on the node as: python3 -I -S -c SCRIPT CHECK(0|1), reading on its standard input a bundle of
+# records: "F <mode, octal> <size> <path>\n" followed by the file's bytes, "P <directory>\n" for a tree
+# to prune, "E\n" at the end (paths relative to /). One process whatever the number of files, and one
+# that imports nothing but os and sys: process creation and imports are what cost on an emulated
+# guest (the shell pipeline this replaces started about fifteen processes, a second of CPU a task).
 SCRIPT = r"""
-import json, os, sys, tarfile
+import os, sys
 
 def install(check):
-    bundle = tarfile.open(fileobj=sys.stdin.buffer, mode="r|")
+    stream = sys.stdin.buffer
     wanted, prunes = set(), []
-    for member in bundle:
-        data = bundle.extractfile(member).read()
-        if member.name == "meta/prunes":
-            prunes = json.loads(data)
+    while True:
+        line = stream.readline()
+        if not line:
+            raise ValueError("the bundle ended early")
+        kind, _, rest = line.rstrip(b"\n").partition(b" ")
+        if kind == b"E":
+            break
+        if kind == b"P":
+            prunes.append("/" + rest.decode())
             continue
-        path = "/" + member.name[len("files/"):]
-        mode = member.mode & 0o7777
+        mode, size, name = rest.split(b" ", 2)
+        data = stream.read(int(size))
+        path, mode = "/" + name.decode(), int(mode, 8)
         wanted.add(path)
         try:
             with open(path, "rb") as current:
@@ -69,7 +73,7 @@ def install(check):
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     for top in prunes:
-        for directory, _, names in os.walk("/" + top):
+        for directory, _, names in os.walk(top):
             for name in sorted(names):
                 path = os.path.join(directory, name)
                 if path not in wanted:
@@ -79,14 +83,14 @@ def install(check):
 
 try:
     install(sys.argv[1] == "1")
-except (OSError, tarfile.TarError, ValueError) as exc:
+except (OSError, ValueError) as exc:
     sys.exit(f"kubelab_files: {exc}")
 """
 
 
 def _relative(dest: str) -> str:
     path = os.path.normpath(dest)
-    if not path.startswith("/") or path == "/":
+    if not path.startswith("/") or path == "/" or "\n" in path:
         raise AnsibleActionFail(f"kubelab_files: dest {dest!r} must be an absolute file path")
     return path.lstrip("/")
 
@@ -133,20 +137,13 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         result: dict[str, Any] = super().run(tmp, task_vars)
         entries = self._entries()
         prunes = [_relative(str(t["dest"])) for t in self._task.args.get("trees") or [] if bool(t.get("prune", False))]
-        now = time.time()
         bundle = io.BytesIO()
-        with tarfile.open(fileobj=bundle, mode="w") as tar:
-            for name, data, mode in (
-                *((f"files/{path}", data, mode) for path, data, mode in entries),
-                ("meta/prunes", json.dumps(prunes).encode(), "0600"),
-            ):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mode = int(mode, 8)
-                info.mtime = int(now)
-                tar.addfile(info, io.BytesIO(data))
+        for path, data, mode in entries:
+            bundle.write(f"F {mode} {len(data)} {path}\n".encode())
+            bundle.write(data)
+        bundle.write("".join(f"P {path}\n" for path in prunes).encode() + b"E\n")
         check = "1" if self._task.check_mode else "0"
-        # one round trip: the tar travels on the command's standard input
+        # one round trip: the bundle travels on the command's standard input
         done = self._low_level_execute_command(
             f"python3 -I -S -c {shlex.quote(SCRIPT)} {check}",
             sudoable=True,

@@ -11,7 +11,7 @@ module: kubelab_files
 short_description: Put a set of files on a node in one transfer, writing only those that differ
 description:
   - Renders nothing itself; takes file contents (e.g. from the template lookup) and controller files,
-    sends them in one tar and installs on the node, with one short python3 program, the files whose
+    sends them in one bundle and installs on the node, with one short python3 program, the files whose
     content or mode differs. Changed when any file was written or removed.
 options:
   files:
