@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 
 NODE_LEASES = "kube-node-lease"
 LEASE_DURATION = 40
-REGISTER_DELAY_MAX = 7.0  # seconds between registration attempts, at most
+# Seconds between registration attempts, at most. kube's kubelet waits up to 7 s; a refused connection
+# costs next to nothing, and on a lab's first boot every second of that wait comes after the API server
+# serves.
+REGISTER_DELAY_MAX = 2.0
 
 
 def pod_network(node: Object, *, root: Path, bridge: str) -> BridgeNetwork | None:
@@ -82,7 +85,7 @@ class NodeStatus:
     async def register(self) -> None:
         """Create the Node, trying again while the API server does not answer (a node's kubelet may
         start before the master's API server serves, as on a lab's first boot): a delay of 0.5 s that
-        doubles up to 7 s between attempts, as kube's kubelet waits between its registration attempts."""
+        doubles up to ``REGISTER_DELAY_MAX`` between attempts."""
         delay = 0.5
         while True:
             try:
