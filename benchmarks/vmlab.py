@@ -32,6 +32,7 @@ from benchmarks import podstartup
 from benchmarks.common import emit, target_from_kubeconfig
 from kubelab_testing.kubectl import Kubectl
 from kubelab_testing.lab import Lab, created_lab, up_flags
+from kubelab_testing.waiting import NotInTime, eventually
 from provisioner.lab.components import unit_of
 from provisioner.lab.paths import default_home
 
@@ -75,15 +76,15 @@ def until_no_pod_terminating(lab: Lab, *, seconds: float = SETTLE_SECONDS) -> No
     """Wait until no pod of the lab is being deleted: the idle figure and each startup figure are of
     a lab that is not still stopping the pods of something before."""
     kubectl = Kubectl(lab.kubeconfig)
-    deadline = time.monotonic() + seconds
-    while True:
+
+    def terminating() -> list[str]:
         pods = kubectl.json("get", "pods", "--all-namespaces", "-o", "json")["items"]
-        stopping = [p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp")]
-        if not stopping:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(stopping)} pods still terminating after {seconds:.0f} s: {stopping[:5]}")
-        time.sleep(2)  # polling the API server, not a fixed wait
+        return [p["metadata"]["name"] for p in pods if p["metadata"].get("deletionTimestamp")]
+
+    try:
+        eventually(lambda: not terminating(), timeout=seconds, what="no pod terminating")
+    except NotInTime:
+        raise RuntimeError(f"pods still terminating after {seconds:.0f} s: {terminating()[:5]}") from None
 
 
 def settled(lab: Lab, tmp: Path) -> dict[str, Any]:
