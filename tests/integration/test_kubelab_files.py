@@ -50,7 +50,6 @@ class Node:
         (self.source / "tree" / "pkg" / "mod.py").write_text("x = 1\n")
         (self.source / "tree" / "top.py").write_text("y = 2\n")
         (tmp_path / "action_plugins").symlink_to(PLAYBOOKS / "action_plugins")
-        (tmp_path / "play.yml").write_text(PLAYBOOK)
         self.runs = 0
 
     def run(self, content: str = "one\n", *, check: bool = False) -> dict[str, object]:
