@@ -1,7 +1,7 @@
 """The guest base image of the VM lab, built offline from Debian packages (recipe in images/guest/).
 
-Every node boots a qcow2 overlay on one base disk, with the kernel and initrd copied out of the
-image's /boot (direct kernel boot). Building it is: a wheelhouse of the agents' Python packages
+Every node boots a qcow2 overlay on one base disk, with the kernel and kubelab's own initrd copied
+out of the image's /boot (direct kernel boot). Building it is: a wheelhouse of the agents' Python packages
 (``pip download`` of cp311 manylinux wheels on the host, exactly the versions of the lock's agents
 subset, requirements/agents.txt, every file checked against its hashes), the Debian tree
 (``mmdebstrap``, whose hooks install the wheelhouse into /opt/kubelab/venv and make the tree a lab
@@ -50,6 +50,8 @@ REQUIREMENTS = (packages.MMDEBSTRAP, packages.MKE2FS, packages.QEMU_IMG)
 HOOK_STAGES = ("setup", "extract", "essential", "customize")
 # only these parts of the recipe directory go into the image (and so into the digest)
 CONTENT_DIRS = ("hooks", "files")
+# the initrd the nodes boot: kubelab's own (hooks/initrd.sh), not the one Debian's kernel package makes
+KUBELAB_INITRD = "initrd-kubelab.img"
 _SIZE = re.compile(r"^[1-9][0-9]*[MG]$")
 _UNIT = re.compile(r"^[A-Za-z0-9@._:-]+\.(service|socket|timer|mount|automount|target|path)$")
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
@@ -557,9 +559,9 @@ def _boot_files(rootfs: Path) -> tuple[Path, Path]:
     if len(kernels) != 1:
         found = ", ".join(k.name for k in kernels) or "none"
         raise GuestImageError(f"the image's /boot should hold one kernel, found {found}; check the recipe's packages")
-    initrd = rootfs / "boot" / f"initrd.img-{kernels[0].name.removeprefix('vmlinuz-')}"
+    initrd = rootfs / "boot" / KUBELAB_INITRD
     if not initrd.is_file():
-        raise GuestImageError(f"the image has {kernels[0].name} but no {initrd.name}; is initramfs-tools installed?")
+        raise GuestImageError(f"the image has {kernels[0].name} but no /boot/{KUBELAB_INITRD}; check hooks/initrd.sh")
     return kernels[0], initrd
 
 

@@ -75,7 +75,8 @@ def test_the_shipped_recipe_names_what_the_contract_puts_in_a_node() -> None:
     assert {"etcd.service", "docker-registry.service", "containerd.service"} <= set(recipe.disable)
     assert {"kubelab-firstboot.service", "systemd-networkd.service", "ssh.service"} <= set(recipe.enable)
     assert not set(recipe.mask) & set(recipe.enable)
-    assert [stage for stage, _ in recipe.hooks] == ["essential", "customize"]
+    assert [stage for stage, _ in recipe.hooks] == ["essential", "customize", "customize"]
+    assert ("customize", "hooks/initrd.sh") in recipe.hooks  # the nodes boot kubelab's own initrd
 
 
 def test_a_recipe_with_an_unknown_field_is_refused_with_its_name(recipe_dir: Path) -> None:
