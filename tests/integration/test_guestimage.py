@@ -183,6 +183,24 @@ def test_firstboot_networkd_and_ssh_are_enabled_and_the_recipes_masks_applied(tr
     assert in_tree(tree, "systemctl", "is-enabled", *masked, check=False).split() == ["masked"] * len(masked)
 
 
+def test_udev_skips_the_rules_for_hardware_a_node_lacks_and_keeps_module_loading(tree: Path) -> None:
+    rules = tree / "etc/udev/rules.d"
+    assert os.readlink(rules / "60-persistent-storage.rules") == "/dev/null"
+    assert os.readlink(rules / "70-uaccess.rules") == "/dev/null"
+    for kept in ("50-udev-default", "60-block", "80-drivers", "99-systemd"):
+        assert not (rules / f"{kept}.rules").exists() and (tree / f"usr/lib/udev/rules.d/{kept}.rules").is_file()
+
+
+def test_the_initrd_loads_the_virtio_modules_before_it_mounts_root(image: guestimage.GuestImage) -> None:
+    initrd = image.initrd.read_bytes()
+    script = initrd[initrd.index(b"#!/bin/sh") :].split(b"\0", 1)[0].decode()
+    loads = re.search(r"for module in ([a-z_ -]+); do", script)
+    assert loads, script
+    modules = loads.group(1).split()
+    assert modules.index("virtio") < modules.index("virtio_pci") < modules.index("virtio_blk")
+    assert script.index("insmod") < script.index("mount -t ext4") < script.index("exec run-init /root /sbin/init")
+
+
 def test_a_clone_starts_without_identity(tree: Path) -> None:
     assert (tree / "etc/machine-id").read_text() == ""
     assert not list((tree / "etc/ssh").glob("ssh_host_*"))

@@ -63,5 +63,23 @@ for generator in systemd-sysv-generator systemd-rc-local-generator systemd-gpt-a
     ln -sf /dev/null "$root/etc/systemd/system-generators/$generator"
 done
 
+# udev rules for hardware a lab node never has (input devices, sound, cameras, seats, optical,
+# tape and MTD storage, device mapper, btrfs) or for names it does not use (persistent storage links:
+# the root is /dev/vda; network descriptions: net.ifnames=0), masked the documented way, a /dev/null
+# link in /etc/udev/rules.d: udev runs every rule file for every device at the boot's coldplug, and
+# these made 40 % of its CPU (1.5 s against 0.9 s per coldplug on an idle 1-vCPU node under TCG).
+# Kept: default permissions, block, module loading (80-drivers), .link files, DHCP and systemd's
+# device units (99-systemd, which networkd and the disk's device unit wait for).
+mkdir -p "$root/etc/udev/rules.d"
+for rules in 55-dm 60-autosuspend 60-cdrom_id 60-drm 60-evdev 60-fido-id 60-infiniband 60-input-id \
+    60-persistent-alsa 60-persistent-input 60-persistent-storage-dm 60-persistent-storage-tape \
+    60-persistent-storage 60-persistent-v4l 60-sensor 60-serial 64-btrfs 70-camera 70-joystick 70-memory \
+    70-mouse 70-touchpad 70-uaccess 71-seat 73-seat-late 75-net-description 75-probe_mtd 78-sound-card \
+    85-hwclock 95-dm-notify 96-e2scrub; do
+    if [ -e "$root/usr/lib/udev/rules.d/$rules.rules" ]; then
+        ln -sf /dev/null "$root/etc/udev/rules.d/$rules.rules"
+    fi
+done
+
 # Nothing a node needs to keep from the build.
 rm -rf "$root"/var/cache/apt/*.bin "$root"/var/log/apt/* "$root"/var/log/dpkg.log "$root"/root/.cache
