@@ -288,9 +288,14 @@ def kill(lab: Lab, kubectl: Kubectl, faults: Faults, rolled: Rolled, *, node: st
 
 
 def etcd_dump(lab: Lab) -> dict[str, dict[str, Any]]:
-    """Every key in the lab's etcd: value, create and mod revision (``etcdctl get --prefix`` on the master)."""
+    """Every key in the lab's etcd: value, create and mod revision (``etcdctl get --prefix`` on the master,
+    over TLS with the health check's client certificate, which only etcd's own CA signs)."""
     master = lab.master
-    done = lab.ssh(master.name, f"etcdctl --endpoints http://{master.ip}:2379 get '' --prefix -w json", timeout=120)
+    pki = "/etc/kubelab/pki"
+    tls = f"--cacert {pki}/etcd-ca.crt --cert {pki}/etcd-healthcheck-client.crt --key {pki}/etcd-healthcheck-client.key"
+    done = lab.ssh(
+        master.name, f"etcdctl --endpoints https://{master.ip}:2379 {tls} get '' --prefix -w json", timeout=120
+    )
     if not done.ok:
         raise RuntimeError(f"etcdctl on {master.name} failed: {done.err.strip()}")
     out = {}

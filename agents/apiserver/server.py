@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -26,11 +27,11 @@ from agents.apiserver.kubeletclient import KubeletClient
 from agents.apiserver.openapi import OpenAPI
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore
 from agents.apiserver.resources import Catalog
-from agents.apiserver.settings import ApiServerSettings
+from agents.apiserver.settings import ApiServerSettings, EtcdSettings
 from agents.apiserver.status import StatusError, path_not_found, unauthorized
 from agents.apiserver.storage import Store
 from agents.apiserver.storage.errors import StorageError
-from agents.apiserver.storage.etcd import EtcdStore
+from agents.apiserver.storage.etcd import EtcdStore, EtcdTls
 from agents.apiserver.storage.memory import MemoryStore
 from agents.apiserver.watchcache import WatchCache
 from agents.apiserver.watchstream import WatchSettings
@@ -71,6 +72,31 @@ def check_settings(settings: ApiServerSettings) -> None:
         raise SettingsError(f"service-node-port-range: {low}-{high} is not a valid port range")
     if settings.storage_backend not in ("etcd", "memory"):
         raise SettingsError(f"storage-backend: unknown backend {settings.storage_backend!r} (etcd or memory)")
+    etcd = settings.etcd
+    if settings.storage_backend == "etcd":
+        if any(server.startswith("https://") for server in etcd.servers) and etcd.cafile is None:
+            raise SettingsError("etcd-cafile: an https:// etcd server needs the CA that signed its certificate")
+        if (etcd.certfile is None) != (etcd.keyfile is None):
+            raise SettingsError(
+                "etcd-certfile and etcd-keyfile: give both (a client certificate and its key) or neither"
+            )
+
+
+def etcd_tls(settings: EtcdSettings) -> EtcdTls | None:
+    """The CA and client certificate the settings name, read now, so that a missing or unreadable
+    file is one error at startup; None without a CA (plaintext etcd)."""
+    if settings.cafile is None:
+        return None
+
+    def read(path: Path, flag: str) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise SettingsError(f"{flag}: cannot read {path}: {exc.strerror}") from exc
+
+    cert = read(settings.certfile, "etcd-certfile") if settings.certfile else None
+    key = read(settings.keyfile, "etcd-keyfile") if settings.keyfile else None
+    return EtcdTls(ca=read(settings.cafile, "etcd-cafile"), cert=cert, key=key)
 
 
 @dataclass
@@ -109,7 +135,9 @@ class ApiServer:
             store = (
                 MemoryStore()
                 if settings.storage_backend == "memory"
-                else EtcdStore(settings.etcd.servers, timeout=settings.etcd.request_timeout)
+                else EtcdStore(
+                    settings.etcd.servers, timeout=settings.etcd.request_timeout, tls=etcd_tls(settings.etcd)
+                )
             )
         self.store = store
         self.allocator = ServiceAllocator(

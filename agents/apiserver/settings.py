@@ -18,6 +18,9 @@ class EtcdSettings:
     servers: tuple[str, ...] = setting(("http://127.0.0.1:2379",), "etcd endpoints (comma separated)")
     request_timeout: float = setting(10.0, "seconds before an etcd request fails")
     compaction_interval: float = setting(300.0, "seconds between compactions of etcd history (0 disables)")
+    cafile: Path | None = setting(None, "CA that signed etcd's serving certificate (PEM), for https:// servers")
+    certfile: Path | None = setting(None, "client certificate presented to etcd (PEM)")
+    keyfile: Path | None = setting(None, "the client certificate's private key (PEM)")
 
 
 @dataclass(frozen=True)

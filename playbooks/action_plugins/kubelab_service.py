@@ -9,9 +9,10 @@ Options:
   unit:    the systemd unit (required)
   ready:   an http(s) URL that answers with success once the service is ready (default: none to wait for)
   cacert:  the CA file that verifies an https ``ready`` URL
+  cert, key: a client certificate and its key for an https ``ready`` URL that asks for one (etcd)
   timeout: seconds the service may take to become ready (default 300)
   restart: true in a handler: the unit's files changed and it must restart (default false)
-Facts: kubelab_services (list of {unit, ready, cacert, timeout}, in the order named; naming a unit again
+Facts: kubelab_services (list of {unit, ready, cacert, cert, key, timeout}, in the order named; naming a unit again
 replaces its entry) and kubelab_restart (list of units).
 """
 
@@ -29,7 +30,7 @@ _UNIT = re.compile(r"^[A-Za-z0-9@._:-]+\.(service|socket|target|timer|path|mount
 
 class ActionModule(ActionBase):  # type: ignore[misc]
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("unit", "ready", "cacert", "timeout", "restart"))
+    _VALID_ARGS = frozenset(("unit", "ready", "cacert", "cert", "key", "timeout", "restart"))
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
@@ -49,7 +50,17 @@ class ActionModule(ActionBase):  # type: ignore[misc]
             ready = str(args.get("ready") or "")
             if ready and not ready.startswith(("http://", "https://")):
                 raise AnsibleActionFail(f"kubelab_service: ready {ready!r} is not an http:// or https:// URL")
-            entry = {"unit": unit, "ready": ready, "cacert": str(args.get("cacert") or ""), "timeout": timeout}
+            cert, key = str(args.get("cert") or ""), str(args.get("key") or "")
+            if bool(cert) != bool(key):
+                raise AnsibleActionFail("kubelab_service: cert and key go together (a client certificate and its key)")
+            entry = {
+                "unit": unit,
+                "ready": ready,
+                "cacert": str(args.get("cacert") or ""),
+                "cert": cert,
+                "key": key,
+                "timeout": timeout,
+            }
             services = [dict(s) for s in known.get("kubelab_services") or [] if s.get("unit") != unit]
             facts = {"kubelab_services": [*services, entry]}
         result.update(changed=False, ansible_facts=facts)

@@ -1,6 +1,6 @@
 """A lab's identities, issued once for either driver: the CA, the API server's serving certificate,
-each kubelet's serving certificate, a token per identity, and the kubeconfig of every component and
-of the admin.
+etcd's CA and certificates (``Pki.ensure_etcd``), each kubelet's serving certificate, a token per
+identity, and the kubeconfig of every component and of the admin.
 
 What differs between the drivers is only where things are (the addresses in the certificates, the
 API server's URL as the components and as the admin reach it); ``Credentials`` says that, ``issue``
@@ -54,6 +54,8 @@ class Credentials:
     components: tuple[tuple[str, Identity], ...]  # (kubeconfig owner under config/, identity)
     component_server: str  # the API server's URL as the components reach it
     admin_server: str  # the API server's URL as the admin (this host) reaches it
+    etcd_dns_names: tuple[str, ...] = ("localhost",)  # the names and addresses etcd serves on
+    etcd_ips: tuple[str, ...] = ("127.0.0.1",)
 
     @property
     def identities(self) -> list[Identity]:
@@ -83,6 +85,7 @@ def issue(credentials: Credentials, paths: LabPaths) -> bool:
     pki = Pki(paths.pki)
     created = pki.ensure_ca()
     pki.ensure_serving(dns_names=[*API_DNS_NAMES, *credentials.api_dns_names], ips=list(credentials.api_ips))
+    pki.ensure_etcd(dns_names=credentials.etcd_dns_names, ips=credentials.etcd_ips)
     for kubelet in credentials.kubelets:
         pki.ensure_serving(
             name=kubelet.cert, common_name=kubelet.node, dns_names=list(kubelet.dns_names), ips=list(kubelet.ips)

@@ -1,8 +1,13 @@
-"""The lab's cluster CA, the API server's serving certificate, and the bearer tokens.
+"""The lab's cluster CA, the API server's serving certificate, etcd's own CA and certificates, and
+the bearer tokens.
 
-Generated once per lab and reused by later runs; the serving certificate is reissued when the
-addresses it must cover change. Keys are ECDSA P-256. Tokens are random and kept in a token file in
+Generated once per lab and reused by later runs; a certificate is reissued when the addresses it must
+cover change or its CA is new. Keys are ECDSA P-256. Tokens are random and kept in a token file in
 kube-apiserver's format, readable by root only.
+
+etcd has a CA of its own (``etcd-ca``), as kubeadm sets it up: etcd requires a client certificate and
+trusts only that CA, so the API server's etcd client certificate (and the health check's) opens the
+store, and no certificate the cluster CA signs (nodes, people) does.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -45,6 +51,21 @@ SIMULATED_NODES = Identity("simulated-nodes", "system:node:simulated", ("system:
 
 def node_identity(node: str) -> Identity:
     return Identity(f"node:{node}", f"system:node:{node}", ("system:nodes",))
+
+
+# etcd's own CA and certificates (file names under pki/, without .crt/.key), as kubeadm names them
+ETCD_CA = "etcd-ca"
+ETCD_SERVER = "etcd-server"
+APISERVER_ETCD_CLIENT = "apiserver-etcd-client"
+ETCD_HEALTHCHECK_CLIENT = "etcd-healthcheck-client"
+
+
+def _signed_by(path: Path, ca_cert: x509.Certificate) -> bool:
+    try:
+        x509.load_pem_x509_certificate(path.read_bytes()).verify_directly_issued_by(ca_cert)
+    except (OSError, ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -88,16 +109,22 @@ class Pki:
     def tokens(self) -> Path:
         return self.directory / "tokens.csv"
 
-    def ensure_ca(self) -> bool:
-        """Create the CA unless it exists; return whether it was created."""
-        if self.ca_cert.exists() and self.ca_key.exists():
+    @property
+    def etcd_ca_cert(self) -> Path:
+        return self.directory / f"{ETCD_CA}.crt"
+
+    def ensure_ca(self, name: str = "ca", common_name: str = "kubelab-ca") -> bool:
+        """Create the CA ``<name>.crt``/``.key`` (the cluster's by default) unless it exists; return
+        whether it was created."""
+        cert_path, key_path = self.directory / f"{name}.crt", self.directory / f"{name}.key"
+        if cert_path.exists() and key_path.exists():
             return False
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubelab-ca")])
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         cert = (
             x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
+            .subject_name(subject)
+            .issuer_name(subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(_now() - dt.timedelta(minutes=5))
@@ -120,8 +147,8 @@ class Pki:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(self.ca_key, _key_pem(key))
-        self.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(key_path, _key_pem(key))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return True
 
     def _sans_of(self, path: Path) -> set[str]:
@@ -149,34 +176,69 @@ class Pki:
     ) -> bool:
         """Issue a serving certificate (``<name>.crt``/``.key``: the API server's by default) for these
         names unless a current one covers them."""
+        return self.ensure_leaf(name, common_name=common_name, dns_names=dns_names, ips=ips, server=True)
+
+    def ensure_leaf(
+        self,
+        name: str,
+        *,
+        common_name: str,
+        organizations: Sequence[str] = (),
+        dns_names: Sequence[str] = (),
+        ips: Sequence[str] = (),
+        server: bool = False,
+        client: bool = False,
+        ca: str = "ca",
+    ) -> bool:
+        """Issue ``<name>.crt``/``.key`` signed by the CA ``<ca>.crt``, for serving (``server``: these
+        names), for client authentication (``client``: ``common_name`` is the user, ``organizations``
+        the groups), or both, unless a current one exists: same names, signed by that CA's key."""
         cert_path, key_path = self.serving_cert(name), self.serving_key(name)
+        ca_cert_path, ca_key_path = self.directory / f"{ca}.crt", self.directory / f"{ca}.key"
+        ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
         wanted = {f"DNS:{n}" for n in dns_names} | {f"IP:{ipaddress.ip_address(ip)}" for ip in ips}
-        if key_path.exists() and self._sans_of(cert_path) == wanted:
+        if key_path.exists() and self._sans_of(cert_path) == wanted and _signed_by(cert_path, ca_cert):
             return False
-        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
-        ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
         if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{self.ca_key} is not an ECDSA key")
+            raise ValueError(f"{ca_key_path} is not an ECDSA key")
         key = ec.generate_private_key(ec.SECP256R1())
-        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-        cert = (
+        subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+        subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+        usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+        if not usages:
+            raise ValueError(f"{name}: a certificate for serving, for clients, or both")
+        builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .subject_name(x509.Name(subject))
             .issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(_now() - dt.timedelta(minutes=5))
             .not_valid_after(_now() + dt.timedelta(days=SERVING_DAYS))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())
         )
+        if wanted:
+            sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+            sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
         _write_private(key_path, _key_pem(key))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return True
+
+    def ensure_etcd(self, *, dns_names: Sequence[str], ips: Sequence[str]) -> None:
+        """etcd's CA; etcd's certificate for its clients and its peers (both usages, as a member is a
+        client of the others); the API server's client certificate; the health check's."""
+        self.ensure_ca(ETCD_CA, "kubelab-etcd-ca")
+        self.ensure_leaf(
+            ETCD_SERVER, common_name="etcd", dns_names=dns_names, ips=ips, server=True, client=True, ca=ETCD_CA
+        )
+        self.ensure_leaf(APISERVER_ETCD_CLIENT, common_name="kube-apiserver-etcd-client", client=True, ca=ETCD_CA)
+        self.ensure_leaf(ETCD_HEALTHCHECK_CLIENT, common_name="kube-etcd-healthcheck-client", client=True, ca=ETCD_CA)
 
     # --- tokens ----------------------------------------------------------------------------------
 

@@ -1,11 +1,29 @@
 """Scenario 6: ssh into a worker shows the moving parts: the kubelet's unit, the pods' containers in
-containerd, the proxy's nftables table, the CNI config; the master runs etcd."""
+containerd, the proxy's nftables table, the CNI config; the master runs etcd, which answers only over
+TLS to a client certificate of its own CA (a pod cannot read it)."""
 
 from __future__ import annotations
+
+import base64
+import json
 
 from kubelab_testing.kubectl import Kubectl
 from kubelab_testing.lab import Lab
 from tests.e2e.test_02_deployment import running_pods
+
+PROBE = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: etcd-probe
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sh
+    image: busybox:1.35.0
+    command: [sleep, "3600"]
+"""
 
 
 def test_a_worker_shows_its_parts(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
@@ -30,11 +48,10 @@ def test_the_cli_reaches_nodes_and_their_logs(kubelab_lab: Lab) -> None:
         kubelab_lab.name,
         master,
         "--",
-        "etcdctl",
-        "endpoint",
-        "health",
-        "--endpoints",
-        f"http://{kubelab_lab.master.ip}:2379",
+        # a login shell: /etc/profile.d/kubelab-etcdctl.sh gives etcdctl the endpoint and certificates
+        "bash",
+        "-lc",
+        "'etcdctl endpoint health'",
     )
     assert ran.ok and "is healthy" in ran.out + ran.err
     logs = kubelab_lab.cli("logs", "--name", kubelab_lab.name, master, "apiserver", "--tail", "20")
@@ -43,3 +60,33 @@ def test_the_cli_reaches_nodes_and_their_logs(kubelab_lab: Lab) -> None:
     assert config.ok and all(f"Host {n.name} {n.ip}" in config.out for n in kubelab_lab.nodes)
     bad = kubelab_lab.cli("ssh", "--name", kubelab_lab.name, "nosuchnode")
     assert bad.code == 1 and "no node 'nosuchnode'" in bad.err and "Traceback" not in bad.err
+
+
+def test_a_pod_cannot_read_etcd_and_the_master_reads_it_with_its_certificate(
+    kubelab_lab: Lab, kubelab_kubectl: Kubectl
+) -> None:
+    master = kubelab_lab.master
+    worker = kubelab_lab.workers[0]
+    kubelab_kubectl.ok("apply", "-f", "-", stdin=PROBE.format(node=worker.name))
+    try:
+        kubelab_kubectl.ok("wait", "--for=condition=Ready", "pod/etcd-probe", "--timeout=180s", timeout=200)
+        # etcd's JSON gateway, asked in plain HTTP for every key under /registry/ (what a plaintext
+        # etcd on the lab's network answered to anyone): TLS-only etcd refuses before it reads anything
+        body = json.dumps(
+            {"key": base64.b64encode(b"/registry/").decode(), "range_end": base64.b64encode(b"/registry0").decode()}
+        )
+        request = (
+            f"printf 'POST /v3/kv/range HTTP/1.0\\r\\nContent-Type: application/json\\r\\n"
+            f"Content-Length: {len(body)}\\r\\n\\r\\n%s' '{body}' | nc -w 5 {master.ip} 2379"
+        )
+        answer = kubelab_kubectl("exec", "etcd-probe", "--", "sh", "-c", request)
+        assert "HTTPS" in answer.out and "kvs" not in answer.out, answer.out
+    finally:
+        kubelab_kubectl("delete", "pod", "etcd-probe", "--wait=false")
+    # TLS without a client certificate: refused in the handshake
+    ca = "/etc/kubelab/pki/etcd-ca.crt"
+    bare = kubelab_lab.ssh(master.name, f"curl -sS --max-time 20 --cacert {ca} https://{master.ip}:2379/health")
+    assert not bare.ok and "kvs" not in bare.out
+    # the health check's certificate reads the store, as the API server's does
+    keys = kubelab_lab.ssh(master.name, "bash -lc 'etcdctl get /registry/namespaces/ --prefix --keys-only'")
+    assert keys.ok and "/registry/namespaces/default" in keys.out.split()

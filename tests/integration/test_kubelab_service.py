@@ -38,6 +38,13 @@ PLAYBOOK = """\
     - name: Services | run b
       kubelab_service:
         unit: b.service
+    - name: Services | run c, ready when it answers to a client certificate
+      kubelab_service:
+        unit: c.service
+        ready: https://127.0.0.1:2379/health
+        cacert: /etc/etcd-ca.crt
+        cert: /etc/client.crt
+        key: /etc/client.key
     - name: Services | run a again, with another check
       kubelab_service:
         unit: a.service
@@ -80,8 +87,16 @@ def test_roles_name_services_in_order_and_handlers_the_ones_to_restart_once(tmp_
     facts = _run(tmp_path, PLAYBOOK)
     assert facts == {
         "services": [
-            {"unit": "b.service", "ready": "", "cacert": "", "timeout": 300},
-            {"unit": "a.service", "ready": "http://127.0.0.1:1/", "cacert": "", "timeout": 300},
+            {"unit": "b.service", "ready": "", "cacert": "", "cert": "", "key": "", "timeout": 300},
+            {
+                "unit": "c.service",
+                "ready": "https://127.0.0.1:2379/health",
+                "cacert": "/etc/etcd-ca.crt",
+                "cert": "/etc/client.crt",
+                "key": "/etc/client.key",
+                "timeout": 300,
+            },
+            {"unit": "a.service", "ready": "http://127.0.0.1:1/", "cacert": "", "cert": "", "key": "", "timeout": 300},
         ],
         "restart": ["b.service"],
     }
@@ -93,6 +108,7 @@ def test_roles_name_services_in_order_and_handlers_the_ones_to_restart_once(tmp_
         ("unit: 'etcd; reboot'", "kubelab_service: unit 'etcd; reboot' is not a systemd unit name"),
         ("unit: etcd.service\n        ready: curl -sf http://x/", "kubelab_service: ready 'curl -sf http://x/' is not"),
         ("unit: etcd.service\n        timeout: soon", "kubelab_service: timeout 'soon' is not seconds"),
+        ("unit: etcd.service\n        cert: /etc/c.crt", "kubelab_service: cert and key go together"),
     ],
 )
 def test_a_bad_service_is_one_error_line_naming_it(tmp_path: Path, arguments: str, message: str) -> None:

@@ -22,6 +22,7 @@ from kubelab_testing.lab import free_port
 from provisioner.drivers.local import components
 from provisioner.errors import HostError
 from provisioner.lab.paths import LabPaths
+from provisioner.lab.pki import Pki
 from provisioner.system import packages
 from provisioner.system import processes as procs
 
@@ -54,6 +55,7 @@ def require_kubectl() -> str:
 def running_etcd(root: Path) -> Iterator[components.Etcd]:
     require(packages.ETCD)
     paths = LabPaths(root)
+    Pki(paths.pki).ensure_etcd(dns_names=["localhost"], ips=["127.0.0.1"])  # etcd serves TLS only
     etcd = components.Etcd(paths, "test", client_port=free_port(), peer_port=free_port())
     etcd.configure()
     record = components.start(etcd, paths, timeout=30)

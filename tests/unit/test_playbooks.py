@@ -285,6 +285,12 @@ def test_the_host_side_files_the_roles_copy_are_the_ones_the_provisioner_generat
         ("kubelab-master", str(pki / name))
         for name in ("apiserver.crt", "apiserver.key", "tokens.csv", "apiserver-kubelet-client.token")
     } | {("kubelab-master", str(config / name)) for name in ("scheduler.kubeconfig", "controller-manager.kubeconfig")}
+    # etcd's CA and certificates (pki.Pki.ensure_etcd): the master only
+    expected |= {
+        ("kubelab-master", str(pki / f"{name}{suffix}"))
+        for name in ("etcd-server", "etcd-healthcheck-client", "apiserver-etcd-client")
+        for suffix in (".crt", ".key")
+    } | {("kubelab-master", str(pki / "etcd-ca.crt"))}
     for node in NODES:
         expected |= {
             (node.name, str(pki / "ca.crt")),
@@ -299,7 +305,10 @@ def test_the_host_side_files_the_roles_copy_are_the_ones_the_provisioner_generat
 
 def test_the_agents_configs_load_with_each_agent_s_settings(tmp_path: Path) -> None:
     apiserver = _settings(_step("kubelab-master", "/etc/kubelab/apiserver.yaml"), tmp_path)
-    assert apiserver.etcd.servers == ("http://192.168.150.10:2379",)
+    assert apiserver.etcd.servers == ("https://192.168.150.10:2379",)
+    assert apiserver.etcd.cafile == Path("/etc/kubelab/pki/etcd-ca.crt")
+    assert apiserver.etcd.certfile == Path("/etc/kubelab/pki/apiserver-etcd-client.crt")
+    assert apiserver.etcd.keyfile == Path("/etc/kubelab/pki/apiserver-etcd-client.key")
     assert apiserver.advertise_address == "192.168.150.10"
     assert apiserver.kubelet.address_override == ""  # kubelets are reached at their InternalIP
     assert apiserver.kubelet.token_file == Path("/etc/kubelab/pki/apiserver-kubelet-client.token")
@@ -327,8 +336,18 @@ def test_the_master_s_kubelet_registers_tainted_and_labelled_and_a_worker_s_does
 
 def test_etcd_and_the_registry_listen_on_the_master_s_address() -> None:
     etcd = yaml.safe_load(_step("kubelab-master", "/etc/kubelab/etcd.conf.yml").text)
-    assert etcd["listen-client-urls"] == "http://192.168.150.10:2379"
-    assert etcd["initial-cluster"] == "kubelab-master=http://192.168.150.10:2380"
+    assert etcd["listen-client-urls"] == "https://192.168.150.10:2379"
+    assert etcd["initial-cluster"] == "kubelab-master=https://192.168.150.10:2380"
+    for side in ("client-transport-security", "peer-transport-security"):
+        assert etcd[side] == {
+            "cert-file": "/etc/kubelab/pki/etcd-server.crt",
+            "key-file": "/etc/kubelab/pki/etcd-server.key",
+            "client-cert-auth": True,
+            "trusted-ca-file": "/etc/kubelab/pki/etcd-ca.crt",
+        }
+    etcdctl = _step("kubelab-master", "/etc/profile.d/kubelab-etcdctl.sh").text
+    assert "export ETCDCTL_ENDPOINTS=https://192.168.150.10:2379\n" in etcdctl
+    assert "export ETCDCTL_CERT=/etc/kubelab/pki/etcd-healthcheck-client.crt\n" in etcdctl
     assert etcd["data-dir"] == "/var/lib/etcd/kubelab"
     registry = yaml.safe_load(_step("kubelab-master", "/etc/docker/registry/config.yml").text)
     assert registry["http"]["addr"] == "192.168.150.10:5000"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.apiserver.server import check_settings, etcd_tls
 from agents.apiserver.settings import ApiServerSettings
 from agents.machinery.settings import SettingsError, load
 
@@ -47,3 +48,28 @@ def test_bad_config_files_are_one_clear_error(tmp_path: Path, text: str, message
     config.write_text(text)
     with pytest.raises(SettingsError, match=message):
         load(ApiServerSettings, ["--config", str(config)], env_prefix="KUBELAB_NOTHING", prog="test")
+
+
+def test_an_https_etcd_takes_kube_apiserver_s_tls_flags_and_a_half_given_pair_is_one_error(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_bytes(b"CA")
+    (tmp_path / "c.crt").write_bytes(b"CERT")
+    (tmp_path / "c.key").write_bytes(b"KEY")
+    flags = ["--etcd-servers", "https://10.0.0.1:2379", "--etcd-cafile", str(tmp_path / "ca.crt")]
+    both = [*flags, "--etcd-certfile", str(tmp_path / "c.crt"), "--etcd-keyfile", str(tmp_path / "c.key")]
+    settings = load(ApiServerSettings, both, env_prefix="KUBELAB_NOTHING", prog="test")
+    check_settings(settings)
+    tls = etcd_tls(settings.etcd)
+    assert tls is not None and (tls.ca, tls.cert, tls.key) == (b"CA", b"CERT", b"KEY")
+    plain = load(ApiServerSettings, ["--etcd-servers", "http://a:2379"], env_prefix="KUBELAB_NOTHING", prog="test")
+    assert etcd_tls(plain.etcd) is None
+    no_ca = load(ApiServerSettings, flags[:2], env_prefix="KUBELAB_NOTHING", prog="test")
+    with pytest.raises(SettingsError, match="etcd-cafile: an https:// etcd server needs the CA"):
+        check_settings(no_ca)
+    half = load(ApiServerSettings, [*flags, "--etcd-certfile", "/c.crt"], env_prefix="KUBELAB_NOTHING", prog="test")
+    with pytest.raises(SettingsError, match="etcd-certfile and etcd-keyfile: give both"):
+        check_settings(half)
+    missing = load(
+        ApiServerSettings, [*flags[:2], "--etcd-cafile", "/no/ca.crt"], env_prefix="KUBELAB_NOTHING", prog="test"
+    )
+    with pytest.raises(SettingsError, match=r"etcd-cafile: cannot read /no/ca\.crt"):
+        etcd_tls(missing.etcd)

@@ -1,4 +1,5 @@
-"""The store on a real etcd (v3 API) through aetcd.
+"""The store on a real etcd (v3 API) through aetcd, over TLS with a client certificate (https://
+endpoints, as the labs run etcd) or plaintext (http://).
 
 aetcd's high-level helpers do not expose read revisions, limits or transaction results in the
 form needed here, so reads and transactions go through its gRPC stubs; watches use its watcher.
@@ -18,6 +19,7 @@ import aetcd
 import grpc
 from aetcd import exceptions as aetcd_errors
 from aetcd import rpc
+from aetcd import watcher as aetcd_watcher
 
 from agents.apiserver.storage.base import KeyValue, RangeResult, WatchEvent, prefix_end
 from agents.apiserver.storage.errors import (
@@ -133,19 +135,69 @@ class GroupCommit:
         self._pump()
 
 
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``http://127.0.0.1:2379`` or ``127.0.0.1:2379`` -> (host, port)."""
+def parse_endpoint(endpoint: str) -> tuple[str, str, int]:
+    """``https://10.0.0.1:2379``, ``http://127.0.0.1:2379`` or ``127.0.0.1:2379`` -> (scheme, host, port)."""
     parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"unsupported etcd endpoint {endpoint!r}: expected http://HOST:PORT")
-    return parts.hostname, parts.port or 2379
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"unsupported etcd endpoint {endpoint!r}: expected https://HOST:PORT or http://HOST:PORT")
+    return parts.scheme, parts.hostname, parts.port or 2379
+
+
+@dataclass(frozen=True)
+class EtcdTls:
+    """What an https:// endpoint needs: the CA that signed etcd's certificate, and the client
+    certificate etcd asks for (etcd with ``client-cert-auth`` refuses a client without one)."""
+
+    ca: bytes
+    cert: bytes | None = None
+    key: bytes | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+
+
+class _TlsClient(aetcd.Client):  # type: ignore[misc]
+    """aetcd's client on a TLS channel: aetcd 1.0 opens only plaintext channels, so this ``connect``
+    opens a secure one and sets up the same stubs and watcher on it (the store never authenticates
+    with a user name, the part of aetcd's ``connect`` left out). Nothing in it awaits, so concurrent
+    callers cannot interleave."""
+
+    def __init__(self, *, tls: EtcdTls, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._tls = tls
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        target = f"{self._host}:{self._port}"
+        self.channel = rpc.secure_channel(target, self._tls.credentials(), options=self._options.items())
+        self.kvstub = rpc.KVStub(self.channel)
+        self.clusterstub = rpc.ClusterStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.maintenancestub = rpc.MaintenanceStub(self.channel)
+        self._watcher = aetcd_watcher.Watcher(
+            rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+        )
+        self._connected.set()
 
 
 class EtcdStore:
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 10.0, batch_writes: bool = True) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        batch_writes: bool = True,
+        tls: EtcdTls | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
-        self._host, self._port = parse_endpoint(endpoints[0])
+        scheme, self._host, self._port = parse_endpoint(endpoints[0])
+        if scheme == "https" and tls is None:
+            raise ValueError(f"etcd endpoint {endpoints[0]}: https:// needs etcd's CA (etcd-cafile)")
+        self._tls = tls if scheme == "https" else None
         self._timeout = timeout
         self._client: aetcd.Client | None = None
         self._batching = batch_writes
@@ -158,7 +210,10 @@ class EtcdStore:
         return self._client.kvstub
 
     async def start(self) -> None:
-        self._client = aetcd.Client(host=self._host, port=self._port, timeout=int(self._timeout))
+        if self._tls is not None:
+            self._client = _TlsClient(host=self._host, port=self._port, timeout=int(self._timeout), tls=self._tls)
+        else:
+            self._client = aetcd.Client(host=self._host, port=self._port, timeout=int(self._timeout))
         try:
             await self._client.connect()
         except Exception as exc:

@@ -236,6 +236,8 @@ class LibvirtDriver:
                 components=tuple(credentials.standard_components([m.name for m in self.lab_machines])),
                 component_server=f"https://{master.ip}:{inventory.GUEST_API_PORT}",
                 admin_server=f"https://127.0.0.1:{self.spec.api_port}",
+                etcd_dns_names=(master.name, "localhost"),
+                etcd_ips=(master.ip, "127.0.0.1"),
             ),
             self.paths,
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from provisioner.errors import ComponentError
-from provisioner.lab import render
+from provisioner.lab import pki, render
 from provisioner.lab.paths import LabPaths
 from provisioner.system import ports
 from provisioner.system import processes as procs
@@ -98,11 +98,17 @@ class Etcd(_Checked):
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.address}:{self.client_port}"
+        return f"https://{self.address}:{self.client_port}"
 
     @property
     def config_file(self) -> Path:
         return self.paths.config / "etcd.conf.yml"
+
+    def client_context(self, client: str = pki.ETCD_HEALTHCHECK_CLIENT) -> ssl.SSLContext:
+        """TLS as etcd's clients speak it: etcd's CA, and a client certificate it signed."""
+        context = ssl.create_default_context(cafile=str(self.paths.pki / f"{pki.ETCD_CA}.crt"))
+        context.load_cert_chain(str(self.paths.pki / f"{client}.crt"), str(self.paths.pki / f"{client}.key"))
+        return context
 
     def configure(self) -> bool:
         self.paths.etcd_data.mkdir(parents=True, exist_ok=True)
@@ -115,6 +121,9 @@ class Etcd(_Checked):
             etcd_advertise_address=self.address,
             etcd_client_port=self.client_port,
             etcd_peer_port=self.peer_port,
+            etcd_cert_file=str(self.paths.pki / f"{pki.ETCD_SERVER}.crt"),
+            etcd_key_file=str(self.paths.pki / f"{pki.ETCD_SERVER}.key"),
+            etcd_trusted_ca_file=str(self.paths.pki / f"{pki.ETCD_CA}.crt"),
             lab_name=self.lab_name,
         )
         return render.write(self.config_file, text)
@@ -135,7 +144,11 @@ class Etcd(_Checked):
             except ValueError:
                 return False
 
-        return _http_health(f"{self.endpoint}/health", expect=says_healthy)
+        try:
+            context = self.client_context()
+        except (OSError, ssl.SSLError) as exc:
+            return f"no client certificate for etcd: {_reason(exc)}"
+        return _http_health(f"{self.endpoint}/health", expect=says_healthy, context=context)
 
 
 @dataclass(frozen=True)
@@ -257,6 +270,9 @@ class ApiServer(_Checked):
             apiserver_tls_key_file=str(self.paths.pki / "apiserver.key"),
             apiserver_token_file=str(self.paths.tokens),
             apiserver_etcd_servers=list(self.etcd_servers),
+            apiserver_etcd_cafile=str(self.paths.pki / f"{pki.ETCD_CA}.crt"),
+            apiserver_etcd_certfile=str(self.paths.pki / f"{pki.APISERVER_ETCD_CLIENT}.crt"),
+            apiserver_etcd_keyfile=str(self.paths.pki / f"{pki.APISERVER_ETCD_CLIENT}.key"),
             apiserver_service_cidr=self.service_cidr,
             apiserver_node_port_range=self.node_port_range,
             apiserver_schema_cache_dir=str(self.paths.root.parent / ".cache"),
