@@ -109,10 +109,6 @@ class Pki:
     def tokens(self) -> Path:
         return self.directory / "tokens.csv"
 
-    @property
-    def etcd_ca_cert(self) -> Path:
-        return self.directory / f"{ETCD_CA}.crt"
-
     def ensure_ca(self, name: str = "ca", common_name: str = "kubelab-ca") -> bool:
         """Create the CA ``<name>.crt``/``.key`` (the cluster's by default) unless it exists; return
         whether it was created."""
