@@ -422,7 +422,12 @@ def score_nodes(
         cpu = min((n.nonzero_cpu + pod.nonzero_cpu) / n.allocatable_cpu, 1.0) if n.allocatable_cpu else 1.0
         mem = min((n.nonzero_memory + pod.nonzero_memory) / n.allocatable_memory, 1.0) if n.allocatable_memory else 1.0
         fit = 50 * (cpu + mem) if most_allocated else 50 * (2 - cpu - mem)
-        base[i] = WEIGHTS["resources"] * fit + WEIGHTS["balanced"] * 100 * (1 - abs(cpu - mem))
+        # balanced allocation weighs what pods request, not the defaults a pod without requests
+        # counts as: with those, nodes whose memory is full would draw every further pod to the
+        # node holding the most (kube's NodeResourcesBalancedAllocation does the same)
+        used_cpu = min((n.cpu + pod.cpu) / n.allocatable_cpu, 1.0) if n.allocatable_cpu else 1.0
+        used_mem = min((n.memory + pod.memory) / n.allocatable_memory, 1.0) if n.allocatable_memory else 1.0
+        base[i] = WEIGHTS["resources"] * fit + WEIGHTS["balanced"] * 100 * (1 - abs(used_cpu - used_mem))
         if owner:
             zone = n.labels.get(ZONE)
             same_owner[i] = n.owners.get(owner, 0) + (2 * zone_counts.get(zone, 0) if zone else 0)

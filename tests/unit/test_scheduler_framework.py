@@ -568,6 +568,27 @@ def test_least_allocated_prefers_the_emptier_node() -> None:
     assert scores[0][0] - scores[1][0] == 50.0
 
 
+def test_bare_pods_without_requests_alternate_between_small_nodes_once_their_memory_counts_full() -> None:
+    # a lab's 1-vCPU, 1 GiB workers: five pods' default 200 MiB fill a node's memory for scoring;
+    # the balance of what pods request (nothing) must not then draw every pod to the fuller node
+    nodes = [NodeInfo.of(node(name, cpu="1", memory="996608Ki")) for name in ("a", "b")]
+    placed: Counter[str] = Counter()
+    for i in range(20):
+        info = PodInfo.of(pod(f"p{i}"))
+        best = score_nodes(info, nodes)[0][1]
+        next(n for n in nodes if n.name == best).add(info)
+        placed[best] += 1
+    # both nodes count full after ten pods each: from there ties go by name
+    assert abs(placed["a"] - placed["b"]) <= 2, placed
+
+
+def test_balanced_allocation_weighs_requests_prefering_the_node_they_leave_even() -> None:
+    cpu_heavy = bound(node("a", cpu="4", memory="8Gi"), pod("x", cpu="3", memory="1Gi"))
+    even = bound(node("b", cpu="4", memory="8Gi"), pod("y", cpu="1", memory="2Gi"))
+    scores = score_nodes(PodInfo.of(pod("p", cpu="500m", memory="1Gi")), [cpu_heavy, even])
+    assert names(scores) == ["b", "a"]
+
+
 def test_the_most_allocated_profile_prefers_the_fuller_node() -> None:
     fuller = bound(node("b", cpu="4", memory="8Gi"), pod("x", cpu="2", memory="4Gi"))
     emptier = NodeInfo.of(node("a", cpu="4", memory="8Gi"))
