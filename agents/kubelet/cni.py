@@ -186,11 +186,6 @@ def write_conflist(path: Path, network: NetworkConfigList) -> bool:
     return True
 
 
-def loopback_conflist() -> NetworkConfigList:
-    """The list that brings ``lo`` up in a sandbox, so the pod's containers share a localhost."""
-    return {"cniVersion": CNI_VERSION, "name": "cni-loopback", "plugins": [{"type": "loopback"}]}
-
-
 def port_mappings(pod_spec: Mapping[str, Any]) -> tuple[PortMapping, ...]:
     """The ``hostPort``s the pod's containers ask for; none for a pod on the host's network."""
     if pod_spec.get("hostNetwork"):

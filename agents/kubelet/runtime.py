@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.kubelet import cgroups
+from agents.kubelet import cgroups, namespaces
 from agents.kubelet.cni import BridgeNetwork, CniClient, PodRef, port_mappings
 from agents.kubelet.containerd import Containerd
 from agents.kubelet.containers import ContainerdError, ContainerId, ContainerSpec, Mount, Task, TaskExit, TaskOOM
@@ -121,11 +121,22 @@ class Runtime:
         self._starts: dict[str, float] = {}
         self._oom_killed: set[str] = set()  # container ids with an OOM event since their task was removed
 
-    async def read_version(self) -> None:
-        try:
-            self.version = f"{CONTAINERD}{await self.containerd.version()}"
-        except ContainerdError as exc:
-            log.warning("containerd does not answer yet: %s", exc)
+    async def read_version(self, *, period: float = 0.5) -> None:
+        """containerd's version, asked until containerd answers: the kubelet's unit starts beside
+        containerd's rather than after it (each takes seconds to start on an emulated CPU), so the
+        kubelet may be ready to ask first."""
+        waited = False
+        while True:
+            try:
+                self.version = f"{CONTAINERD}{await self.containerd.version()}"
+                break
+            except ContainerdError as exc:
+                if not waited:
+                    log.info("waiting for containerd: %s", exc)
+                waited = True
+                await asyncio.sleep(period)
+        if waited:
+            log.info("containerd answers: %s", self.version)
 
     def use_network(self, network: BridgeNetwork) -> None:
         """The pod network is known (the node's podCIDR): pods can have sandboxes from now on."""
@@ -196,17 +207,14 @@ class Runtime:
         self.hosts_path(uid).write_text(hosts_file(ip, hostname))
         uts = self.pod_dir(uid) / "uts"
         if not is_mounted(uts):
-            uts.touch()
-            process = await asyncio.create_subprocess_exec(
-                "unshare", f"--uts={uts}", "hostname", hostname, stderr=asyncio.subprocess.PIPE
-            )
-            _, err = await process.communicate()
-            if process.returncode != 0:
+            try:
+                await namespaces.add_uts(uts, hostname)
+            except OSError as exc:
                 log.warning(
                     "pod %s/%s: no UTS namespace (%s); it keeps the node's hostname",
                     meta["namespace"],
                     meta["name"],
-                    err.decode().strip(),
+                    exc.strerror or exc,
                 )
 
     async def remove_stale_sandboxes(self) -> None:
@@ -228,8 +236,10 @@ class Runtime:
             await self.sandboxes.remove(uid)
         uts = self.pod_dir(uid) / "uts"
         if is_mounted(uts):
-            process = await asyncio.create_subprocess_exec("umount", str(uts), stderr=asyncio.subprocess.DEVNULL)
-            await process.wait()
+            try:
+                namespaces.unmount(uts)
+            except OSError as exc:
+                log.warning("pod %s: its UTS namespace stays mounted: %s", uid, exc.strerror or exc)
         shutil.rmtree(self.pod_dir(uid) / "volumes", ignore_errors=True)
 
     # --- containers and tasks ----------------------------------------------------------------------

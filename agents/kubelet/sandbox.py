@@ -1,9 +1,9 @@
 """Pod sandboxes: one network namespace per pod, wired by CNI, that all the pod's containers join.
 
-A sandbox is a named network namespace (``ip netns add <prefix><pod uid>``, so it shows up in
-``ip netns list`` on the node) into which the CNI chain puts ``lo`` (loopback plugin) and ``eth0``
-(bridge + host-local, then portmap for hostPorts). Every container of the pod is started in that
-namespace, so they share one IP and one localhost.
+A sandbox is a named network namespace (``/run/netns/<prefix><pod uid>``, made as ``ip netns add``
+makes one, with ``lo`` up: :mod:`agents.kubelet.namespaces`; it shows up in ``ip netns list`` on the
+node) into which the CNI chain puts ``eth0`` (bridge + host-local, then portmap for hostPorts). Every
+container of the pod is started in that namespace, so they share one IP and one localhost.
 
 The kubelet keeps one state file per sandbox in its own directory, holding the pod, the hostPorts and
 the ADD result: DEL needs both (portmap removes its rules by them, the spec passes the ADD result
@@ -16,20 +16,15 @@ does not exist succeeds. A failed ADD is undone (DEL, namespace deleted, file dr
 propagates. Callers serialise the operations of one pod (the kubelet's work queue never works on one
 key twice at once).
 
-Network namespaces are not nested, so pod namespaces are created with a plain ``ip netns add`` even
-when the CNI plugins run inside a node namespace (``CniClient(node_netns=...)``): only the plugins'
-side of the wiring (bridge, host veth ends, portmap rules) has to be in the node namespace. Creating
-them through ``ip netns exec NODE ip netns add ...`` would not even work: ``ip netns exec`` runs in a
-private mount namespace, so the namespace's bind mount would vanish with it.
+Network namespaces are not nested, so pod namespaces are made in the kubelet's own mount namespace
+even when the CNI plugins run inside a node namespace (``CniClient(node_netns=...)``): only the
+plugins' side of the wiring (bridge, host veth ends, portmap rules) has to be in the node namespace.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-import subprocess
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -44,15 +39,15 @@ from agents.kubelet.cni import (
     PortMapping,
     bridge_conflist,
     cni_args,
-    loopback_conflist,
     pod_ip,
     runtime_config,
 )
 from agents.kubelet.errors import KubeletError, SandboxError
+from agents.kubelet.namespaces import add_netns, delete_netns
 
 log = logging.getLogger(__name__)
 
-NETNS_DIR = Path("/run/netns")  # where `ip netns add` keeps its namespaces
+NETNS_DIR = Path("/run/netns")  # where `ip netns` keeps named network namespaces
 NETNS_PREFIX = "kl-pod-"
 
 
@@ -105,7 +100,6 @@ class SandboxManager:
         self.state_dir = state_dir
         self.netns_prefix = netns_prefix
         self._conflist = bridge_conflist(network)
-        self._loopback = loopback_conflist()
 
     def netns_name(self, uid: str) -> str:
         return f"{self.netns_prefix}{uid}"
@@ -133,8 +127,7 @@ class SandboxManager:
         self._write(record)  # first, so that a crash from here on leaves a trace `stale` finds
         attachment = self._attachment(pod, netns)
         try:
-            await _ip("netns", "add", netns)
-            await self.cni.add(self._loopback, _loopback_attachment(attachment))
+            await _add_netns(netns)
             result = await self.cni.add(self._conflist, attachment, runtime=runtime_config(port_mappings))
             record["result"] = result
             sandbox = _sandbox(record)
@@ -162,8 +155,7 @@ class SandboxManager:
             runtime=runtime_config(mappings),
         )
         if present:
-            await self.cni.delete(self._loopback, _loopback_attachment(attachment))
-            await _ip("netns", "delete", netns)
+            _delete_netns(netns)
         self._forget(uid)
         log.info("sandbox %s/%s: removed netns %s", pod.namespace, pod.name or uid, netns)
 
@@ -220,7 +212,7 @@ class SandboxManager:
         except KubeletError as exc:
             log.warning("sandbox %s/%s: DEL after a failed ADD: %s", record["namespace"], record["name"], exc)
         try:
-            await _ip("netns", "delete", record["netns"])
+            _delete_netns(record["netns"])
         except SandboxError as exc:
             log.warning("sandbox %s/%s: %s", record["namespace"], record["name"], exc)
         self._forget(record["uid"])
@@ -317,32 +309,19 @@ def _sandbox(record: _Record) -> Sandbox:
     )
 
 
-def _loopback_attachment(attachment: Attachment) -> Attachment:
-    return Attachment(container_id=attachment.container_id, netns=attachment.netns, ifname="lo", args=attachment.args)
-
-
 def _netns_exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
 
 
-async def _ip(*args: str, patience: float = 10.0) -> None:
-    """Run ``ip ARGS``; a failure is a ``SandboxError`` with ip's own message."""
-    argv = ["ip", *args]
+async def _add_netns(name: str) -> None:
     try:
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        await add_netns(NETNS_DIR / name)
     except OSError as exc:
-        raise SandboxError(f"cannot run ip: {exc}") from exc
+        raise SandboxError(f"cannot create network namespace {name}: {exc.strerror or exc}") from exc
+
+
+def _delete_netns(name: str) -> None:
     try:
-        async with asyncio.timeout(patience):
-            out, err = await process.communicate()
-    except TimeoutError as exc:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        raise SandboxError(f"{' '.join(argv)}: no answer within {patience:g} s") from exc
-    if process.returncode != 0:
-        cause = subprocess.CalledProcessError(process.returncode or 1, argv, out, err)
-        message = err.decode(errors="replace").strip() or f"exit status {process.returncode}"
-        raise SandboxError(f"{' '.join(argv)}: {message}") from cause
+        delete_netns(NETNS_DIR / name)
+    except OSError as exc:
+        raise SandboxError(f"cannot delete network namespace {name}: {exc.strerror or exc}") from exc

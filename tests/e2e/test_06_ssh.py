@@ -1,5 +1,5 @@
 """Scenario 6: ssh into a worker shows the moving parts: the kubelet's unit, the pods' containers in
-containerd, the proxy's nftables table, the CNI config; the master runs etcd, which answers only over
+containerd, the proxy's nftables table, the CNI config, pods' veths without udev's rules; the master runs etcd, which answers only over
 TLS to a client certificate of its own CA (a pod cannot read it)."""
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ def test_a_worker_shows_its_parts(kubelab_lab: Lab, kubelab_kubectl: Kubectl) ->
     assert table.ok and cluster_ip in table.out
     cni = kubelab_lab.ssh(node, "cat /etc/cni/net.d/10-kubelab.conflist")
     assert cni.ok and '"type": "bridge"' in cni.out
+    # the host ends of the pods' veth pairs are the CNI plugins' alone: udev ends their rules at once,
+    # so systemd makes no device unit for them
+    veths = kubelab_lab.ssh(node, "ip -o link show type veth")
+    assert veths.ok and " veth" in veths.out
+    units = kubelab_lab.ssh(node, "systemctl list-units --all --plain --no-legend 'sys-subsystem-net-devices-veth*'")
+    assert units.ok and units.out.strip() == "", units.out
 
 
 def test_the_cli_reaches_nodes_and_their_logs(kubelab_lab: Lab) -> None:

@@ -134,7 +134,7 @@ def serve(tmp_path: Path, text: str) -> str:
 async def test_the_debian_plugins_speak_the_spec_version_the_kubelet_writes(node: Node) -> None:
     client = CniClient(node_netns=node.netns)
 
-    for plugin in ("bridge", "host-local", "loopback", "portmap"):
+    for plugin in ("bridge", "host-local", "portmap"):
         assert "1.0.0" in await client.versions(plugin)
 
 

@@ -18,7 +18,16 @@ from typing import Any, cast
 import pytest
 
 from agents.kubelet.containerd import Containerd
-from agents.kubelet.containers import ContainerdError, ContainerId, ContainerSpec, Mount, Task, TaskExit, TaskOOM
+from agents.kubelet.containers import (
+    ContainerdError,
+    ContainerdUnavailableError,
+    ContainerId,
+    ContainerSpec,
+    Mount,
+    Task,
+    TaskExit,
+    TaskOOM,
+)
 from agents.kubelet.runtime import Runtime, container_spec, cpu_quota, hostname_of, hosts_file
 from agents.kubelet.settings import NetworkSettings
 from agents.kubelet.volumes import VolumeFiles
@@ -115,6 +124,14 @@ class FakeContainerd:
         self.started_during: float | None = None
         self.runtime: Runtime | None = None
         self.event_list: list[TaskExit | TaskOOM] = []
+        self.unanswered_versions = 0
+
+    async def version(self) -> str:
+        self.calls.append(("version",))
+        if self.unanswered_versions:
+            self.unanswered_versions -= 1
+            raise ContainerdUnavailableError("version", "connection refused")
+        return "1.6.20~ds1"
 
     async def has_image(self, reference: str) -> bool:
         self.calls.append(("has_image", reference))
@@ -184,6 +201,14 @@ def runtime(ctr: FakeContainerd, tmp_path: Path) -> Runtime:
 
 def spec_of(cid: ContainerId) -> ContainerSpec:
     return ContainerSpec(cid, "docker.io/library/busybox:latest")
+
+
+async def test_the_version_is_asked_until_containerd_answers(runtime: Runtime, ctr: FakeContainerd) -> None:
+    # the kubelet's unit starts beside containerd's, which may not listen yet
+    ctr.unanswered_versions = 3
+    await runtime.read_version(period=0.001)
+    assert runtime.version == "containerd://1.6.20~ds1"
+    assert ctr.calls == [("version",)] * 4
 
 
 async def test_an_image_seen_once_is_not_asked_for_again_and_a_pull_renews_its_config(
