@@ -21,6 +21,7 @@ from kubelab_testing.commands import stop
 from kubelab_testing.lab import free_port
 from provisioner.drivers.local import components
 from provisioner.errors import HostError
+from provisioner.lab import render
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.pki import Pki
 from provisioner.system import packages
@@ -87,13 +88,14 @@ def running_containerd(namespace: str = "kubelab-test") -> Iterator[Containerd]:
     # a short directory of its own: the socket path must stay under the 108 bytes of sun_path
     root = Path(tempfile.mkdtemp(prefix="kl-ctd-", dir="/tmp"))
     config = root / "config.toml"
+    # the configuration the labs' nodes get (its disabled plugins included), with paths of its own
     config.write_text(
-        "version = 2\n"
-        f'root = "{root}/root"\n'
-        f'state = "{root}/state"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f'[grpc]\n  address = "{root}/c.sock"\n'
-        f'[ttrpc]\n  address = "{root}/c.sock.ttrpc"\n'
+        render.render(
+            "containerd/config.toml.j2",
+            containerd_root=f"{root}/root",
+            containerd_state=f"{root}/state",
+            containerd_socket=f"{root}/c.sock",
+        )
     )
     with (root / "containerd.log").open("w") as log:
         process = subprocess.Popen(
