@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from agents.apiserver.audit import AuditPolicyError
 from agents.apiserver.auth import TokenFileError
 from agents.apiserver.schemas import SchemaTableError
 from agents.apiserver.server import ApiServer
@@ -155,7 +156,7 @@ def run(argv: Sequence[str]) -> int:
         log.info("uvloop is not installed; using the default event loop")
     try:
         asyncio.run(serve(settings, worker=int(index or 0), shared_port=count > 1))
-    except (SettingsError, TokenFileError, SchemaTableError, OSError) as exc:
+    except (SettingsError, TokenFileError, AuditPolicyError, SchemaTableError, OSError) as exc:
         log.error("%s", exc)
         return 1
     return 0

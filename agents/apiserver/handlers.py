@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from agents.apiserver import discovery, negotiation, patch
+from agents.apiserver import audit, discovery, negotiation, patch
 from agents.apiserver.decoding import SCALE, Decoded, Decoder, Query
 from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_for_logs
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore, Stored
@@ -237,6 +237,8 @@ class Api:
         all_namespaces = target.resource.namespaced and not target.namespace
         operation = operation_of(request.method, target.name, target.subresource, all_namespaces=all_namespaces)
         decoded = await self._decoder.decode(request, target.resource, operation, target.subresource)
+        if decoded.body is not None or decoded.patch is not None:  # what audit records at its Request level
+            request[audit.REQUEST_OBJECT] = decoded.body if decoded.body is not None else decoded.patch
         if operation == "list":
             if decoded.query.flag("watch"):
                 return await self._watch_stream(request, target, store, decoded)

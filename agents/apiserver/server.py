@@ -5,27 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import platform
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from agents.apiserver import bootstrap, openapi_v2, schemas
+from agents.apiserver import audit, bootstrap, openapi_v2, schemas
 from agents.apiserver.allocators import ServiceAllocator
-from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator
+from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator, User
 from agents.apiserver.decoding import Decoder
 from agents.apiserver.handlers import Api, json_response, status_response
 from agents.apiserver.kinds import strategy_for
 from agents.apiserver.kubeletclient import KubeletClient
 from agents.apiserver.openapi import OpenAPI
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore
+from agents.apiserver.requestinfo import request_info
 from agents.apiserver.resources import Catalog
 from agents.apiserver.settings import ApiServerSettings, EtcdSettings
 from agents.apiserver.status import StatusError, path_not_found, unauthorized
@@ -80,6 +83,10 @@ def check_settings(settings: ApiServerSettings) -> None:
             raise SettingsError(
                 "etcd-certfile and etcd-keyfile: give both (a client certificate and its key) or neither"
             )
+    if (settings.audit.policy_file is None) != (settings.audit.log_path is None):
+        raise SettingsError("audit-policy-file and audit-log-path: give both (what to record and where) or neither")
+    if settings.audit.log_maxsize < 0 or settings.audit.log_maxbackup < 0:
+        raise SettingsError("audit-log-maxsize and audit-log-maxbackup: must not be negative")
 
 
 def etcd_tls(settings: EtcdSettings) -> EtcdTls | None:
@@ -147,6 +154,18 @@ class ApiServer:
         self.authenticator = (
             TokenAuthenticator.from_file(settings.token_auth_file) if settings.token_auth_file else None
         )
+        self.audit_policy = (
+            audit.Policy.from_file(settings.audit.policy_file) if settings.audit.policy_file is not None else None
+        )
+        self.audit_log = (
+            audit.AuditLog(
+                settings.audit.log_path,
+                max_size_mb=settings.audit.log_maxsize,
+                max_backups=settings.audit.log_maxbackup,
+            )
+            if settings.audit.log_path is not None
+            else None
+        )
         self.definitions: dict[str, Any] = {}
         self.stores: dict[str, ResourceStore] = {}
         self.openapi: OpenAPI | None = None
@@ -170,6 +189,8 @@ class ApiServer:
 
     async def start(self) -> None:
         started = time.monotonic()
+        if self.audit_log is not None:
+            await self.audit_log.start()
         self.definitions = await asyncio.to_thread(schemas.load, self.catalog.models(), self.settings.schema_cache_dir)
         await self.store.start()
         for resource in self.catalog:
@@ -274,6 +295,8 @@ class ApiServer:
         if self.api is not None:
             await self.api.close()
         await self.store.close()
+        if self.audit_log is not None:
+            await self.audit_log.close()
 
     # --- HTTP ------------------------------------------------------------------------------------
 
@@ -345,12 +368,92 @@ class ApiServer:
         if self.authenticator is not None and request.path not in PUBLIC_PATHS:
             user = self.authenticator.authenticate(request.headers.get("Authorization"))
             if user is None:
-                return status_response(unauthorized())
+                response = status_response(unauthorized())
+                self._audit_unauthenticated(request, response)
+                return response
             request["user"] = user
         return await handler(request)
 
+    # --- audit -----------------------------------------------------------------------------------
+
+    def _audit_request(self, request: web.Request, user: Mapping[str, Any]) -> audit.Request | None:
+        """The request as audit records it, or None when the policy records nothing of it."""
+        if self.audit_policy is None or self.audit_log is None:
+            return None
+        info = request_info(request.method, request.path, request.query)
+        level, omit = self.audit_policy.level(info, str(user.get("username", "")), user.get("groups") or ())
+        if level == "None":
+            return None
+        return audit.Request(
+            audit_id=request.headers.get("Audit-ID") or str(uuid.uuid4()),
+            info=info,
+            level=level,
+            omit_stages=omit,
+            request_uri=str(request.rel_url),
+            user=user,
+            source_ips=(request.remote,) if request.remote else (),
+            user_agent=request.headers.get("User-Agent", ""),
+            received=time.time(),
+        )
+
+    def _audit_stage(self, record: audit.Request, stage: str, response: web.StreamResponse | None = None) -> None:
+        if stage in record.omit_stages or self.audit_log is None:
+            return
+        code = response.status if response is not None else None
+        message, answer = "", None
+        if isinstance(response, web.Response) and stage == "ResponseComplete":
+            answer = _json_body(response)
+            if isinstance(answer, dict) and code is not None and code >= 400:
+                message = str(answer.get("message", ""))
+        if stage == "Panic":
+            code, message = 500, "the request's handler failed"
+        self.audit_log.record(
+            audit.event(record, stage, time.time(), code=code, message=message, response_object=answer)
+        )
+
+    def _audit_unauthenticated(self, request: web.Request, response: web.Response) -> None:
+        """A request refused for its credentials is recorded as kube records it: anonymous, 401."""
+        record = self._audit_request(request, {"username": "system:anonymous", "groups": ["system:unauthenticated"]})
+        if record is not None:
+            response.headers["Audit-Id"] = record.audit_id
+            self._audit_stage(record, "ResponseComplete", response)
+
+    @web.middleware
+    async def _audit(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        user: User | None = request.get("user")
+        record = self._audit_request(request, _user_info(user))
+        if record is None:
+            return await handler(request)
+        request[audit.RECORD] = record
+        self._audit_stage(record, "RequestReceived")
+        try:
+            response = await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception:
+            self._audit_stage(record, "Panic")
+            raise
+        if record.level in ("Request", "RequestResponse"):
+            # the body as the handler decoded it (JSON, YAML or protobuf), or the patch document
+            record.request_object = request.get(audit.REQUEST_OBJECT)
+        self._audit_stage(record, "ResponseComplete", response)
+        return response
+
+    async def _audit_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Headers going out: every audited answer names its Audit-Id; a long-running one (a watch,
+        logs, exec) is recorded as started."""
+        record = request.get(audit.RECORD)
+        if record is None:
+            return
+        response.headers["Audit-Id"] = record.audit_id
+        if audit.long_running(record.info):
+            self._audit_stage(record, "ResponseStarted", response)
+
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[self._authenticate])
+        app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[self._authenticate, self._audit])
+        app.on_response_prepare.append(self._audit_prepare)
         for path in ("/healthz", "/livez", "/readyz"):
             app.router.add_get(path, self._health)
         app.router.add_get("/version", self._version)
@@ -371,3 +474,23 @@ class ApiServer:
         context.load_cert_chain(str(tls.cert_file), str(tls.private_key_file))
         context.set_alpn_protocols(["http/1.1"])
         return context
+
+
+def _user_info(user: User | None) -> dict[str, Any]:
+    """An authenticated user as audit records it (kube adds ``system:authenticated`` to every one)."""
+    if user is None:  # no authentication configured (local tests)
+        return {"username": "system:anonymous", "groups": ["system:unauthenticated"]}
+    info: dict[str, Any] = {"username": user.name, "groups": [*user.groups, "system:authenticated"]}
+    if user.uid:
+        info["uid"] = user.uid
+    return info
+
+
+def _json_body(response: web.Response) -> Any:
+    body = response.body
+    if not isinstance(body, bytes) or "json" not in (response.content_type or ""):
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None

@@ -52,6 +52,14 @@ class KubeletClientSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    policy_file: Path | None = setting(None, "audit.k8s.io/v1 Policy: which requests are recorded, at what level")
+    log_path: Path | None = setting(None, "file the audit events are written to, one JSON object a line")
+    log_maxsize: int = setting(100, "megabytes of audit log before it is rotated (0: never)")
+    log_maxbackup: int = setting(1, "rotated audit log files kept")
+
+
+@dataclass(frozen=True)
 class ApiServerSettings:
     """kubelab API server: the Kubernetes REST API over etcd."""
 
@@ -72,6 +80,7 @@ class ApiServerSettings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     watch: WatchCacheSettings = field(default_factory=WatchCacheSettings)
     kubelet: KubeletClientSettings = field(default_factory=KubeletClientSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     def worker_count(self) -> int:

@@ -71,7 +71,10 @@ def parser() -> argparse.ArgumentParser:
     logs = _with_name(commands.add_parser("logs", help="a component's log on a node"))
     logs.add_argument("node", metavar="NODE")
     logs.add_argument(
-        "component", metavar="COMPONENT", choices=sorted(components.NAMES), help=", ".join(sorted(components.NAMES))
+        "component",
+        metavar="COMPONENT",
+        choices=sorted(components.LOG_NAMES),
+        help=", ".join(sorted(components.NAMES)) + "; or audit: the API server's audit log (on the master)",
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("--tail", type=int, default=200, help="lines to show (default 200; 0: all)")

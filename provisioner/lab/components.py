@@ -1,7 +1,8 @@
 """The lab's components, once: what each is called, which systemd unit runs it on a VM, where it runs.
 
-``kubelab logs NODE COMPONENT``, ``kubelab status``, ``kubelab fault kill NODE COMPONENT`` and the
-drills all read this table; the local driver's processes carry the same names.
+``kubelab logs NODE COMPONENT`` (and ``kubelab logs MASTER audit``), ``kubelab status``,
+``kubelab fault kill NODE COMPONENT`` and the drills all read this table; the local driver's
+processes carry the same names.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ TABLE: tuple[Component, ...] = (
 )
 COMPONENTS: dict[str, Component] = {c.name: c for c in TABLE}
 NAMES: tuple[str, ...] = tuple(COMPONENTS)
+
+# a log that is no component's own output: the API server's audit log, ``kubelab logs MASTER audit``
+AUDIT = "audit"
+AUDIT_LOG = "/var/log/kubelab/audit.log"  # on a VM lab's master (the control_plane role's default)
+LOG_NAMES: tuple[str, ...] = (*NAMES, AUDIT)
 
 
 def master_only(component: str) -> bool:

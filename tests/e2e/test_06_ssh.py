@@ -1,6 +1,7 @@
 """Scenario 6: ssh into a worker shows the moving parts: the kubelet's unit, the pods' containers in
-containerd, the proxy's nftables table, the CNI config, pods' veths without udev's rules; the master runs etcd, which answers only over
-TLS to a client certificate of its own CA (a pod cannot read it)."""
+containerd, the proxy's nftables table, the CNI config, pods' veths without udev's rules; the master
+runs etcd, which answers only over TLS to a client certificate of its own CA (a pod cannot read it),
+and keeps the API server's audit log."""
 
 from __future__ import annotations
 
@@ -62,6 +63,14 @@ def test_the_cli_reaches_nodes_and_their_logs(kubelab_lab: Lab) -> None:
     assert ran.ok and "is healthy" in ran.out + ran.err
     logs = kubelab_lab.cli("logs", "--name", kubelab_lab.name, master, "apiserver", "--tail", "20")
     assert logs.ok and logs.out.strip()
+    # the API server's audit log: the deployment scenario 2 created, with who created it
+    audit = kubelab_lab.cli("logs", "--name", kubelab_lab.name, master, "audit", "--tail", "0")
+    assert audit.ok, audit.err
+    events = [json.loads(line) for line in audit.out.splitlines() if line.startswith("{")]
+    created = [e for e in events if e["verb"] == "create" and e.get("objectRef", {}).get("resource") == "deployments"]
+    assert created and created[0]["user"]["username"].endswith("-admin"), events[-3:]
+    elsewhere = kubelab_lab.cli("logs", "--name", kubelab_lab.name, kubelab_lab.workers[0].name, "audit")
+    assert elsewhere.code == 1 and f"it is on {master}" in elsewhere.err
     config = kubelab_lab.cli("ssh-config", "--name", kubelab_lab.name)
     assert config.ok and all(f"Host {n.name} {n.ip}" in config.out for n in kubelab_lab.nodes)
     bad = kubelab_lab.cli("ssh", "--name", kubelab_lab.name, "nosuchnode")

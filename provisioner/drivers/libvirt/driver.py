@@ -26,7 +26,7 @@ from provisioner.drivers.base import ComponentStatus, LabStatus, MachineStatus
 from provisioner.drivers.libvirt import bundle, daemon, forwarder, inventory, plan, playbooks, ssh
 from provisioner.drivers.libvirt.hypervisor import RUNNING, Hypervisor, binding
 from provisioner.drivers.libvirt.machines import VmMachines
-from provisioner.errors import ComponentError, HostError, ProvisionError
+from provisioner.errors import ComponentError, HostError, ProvisionError, SpecError
 from provisioner.lab import components, credentials, render
 from provisioner.lab.apiclient import LabApi, wait_nodes_ready
 from provisioner.lab.identity import ENV_UID, Identity
@@ -462,6 +462,12 @@ class LibvirtDriver:
         return self.ssh_config_file.read_text()
 
     def logs_argv(self, node: str, component: str, *, follow: bool, tail: int) -> list[str]:
+        if component == components.AUDIT:
+            if node != self.master.name:
+                raise SpecError(f"the audit log is the API server's: it is on {self.master.name}, not {node}")
+            return self.access.argv(
+                node, ["tail", "-n", str(tail) if tail else "+1", *(["-F"] if follow else []), components.AUDIT_LOG]
+            )
         command = ["journalctl", "--no-pager", "-o", "short-iso", "-u", components.unit_of(component)]
         if tail:
             command += ["-n", str(tail)]

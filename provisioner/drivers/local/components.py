@@ -260,7 +260,16 @@ class ApiServer(_Checked):
     def config_file(self) -> Path:
         return self.paths.config / "apiserver.yaml"
 
+    @property
+    def audit_policy(self) -> Path:
+        return self.paths.config / "audit-policy.yaml"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.paths.logs / "audit.log"
+
     def configure(self) -> bool:
+        policy = render.write(self.audit_policy, render.render("agents/audit-policy.yaml.j2"))
         text = render.render(
             "agents/apiserver.yaml.j2",
             apiserver_bind_address=self.address,
@@ -282,8 +291,12 @@ class ApiServer(_Checked):
             apiserver_kubelet_ca_file=str(self.paths.pki / "ca.crt"),
             apiserver_kubelet_token_file=str(self.paths.pki / "apiserver-kubelet-client.token"),
             apiserver_kubelet_address_override="127.0.0.1",
+            apiserver_audit_policy_file=str(self.audit_policy),
+            apiserver_audit_log_path=str(self.audit_log),
+            apiserver_audit_log_maxsize=20,
+            apiserver_audit_log_maxbackup=2,
         )
-        return render.write(self.config_file, text)
+        return render.write(self.config_file, text) or policy
 
     def ports(self) -> list[tuple[int, str]]:
         return [(self.port, "--api-port")]

@@ -22,6 +22,7 @@ from provisioner.drivers.local import components, nodenet
 from provisioner.errors import HostError, ProvisionError, SpecError
 from provisioner.lab import credentials, render
 from provisioner.lab.apiclient import LabApi, wait_nodes_ready
+from provisioner.lab.components import AUDIT
 from provisioner.lab.identity import Identity
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.pki import SIMULATED_NODES
@@ -336,9 +337,9 @@ class LocalDriver:
         """The component's log file, which ``tail`` prints (the local driver has no journal)."""
         if node not in (self.node_name, "localhost"):
             raise SpecError(f"lab {self.spec.name!r} runs on this host: its node is {self.node_name}")
-        if component not in {c.name for c in self.components()}:
+        if component != AUDIT and component not in {c.name for c in self.components()}:
             raise SpecError(f"lab {self.spec.name!r} does not run {component}; see: kubelab status")
-        log = self.paths.logs / f"{component}.log"
+        log = self.paths.logs / f"{component}.log"  # the audit log is audit.log beside the others
         if not log.exists():
             raise ProvisionError(f"{component} has not written a log yet ({log})")
         return ["tail", "-n", str(tail) if tail else "+1", *(["-F"] if follow else []), str(log)]
