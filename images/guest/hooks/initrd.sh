@@ -74,6 +74,6 @@ exec run-init /root /sbin/init "\$@"
 EOF
 chmod 0755 "$root$tree/init"
 
-# newc, uncompressed: about a megabyte, which the kernel reads faster than it would decompress
+# newc, uncompressed: about half a megabyte, which the kernel reads faster than it would decompress
 in_image sh -c "cd $tree && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0" >"$root/boot/initrd-kubelab.img"
 rm -rf "$root$tree"
