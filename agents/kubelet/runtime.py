@@ -122,9 +122,8 @@ class Runtime:
         self._oom_killed: set[str] = set()  # container ids with an OOM event since their task was removed
 
     async def read_version(self, *, period: float = 0.5) -> None:
-        """containerd's version, asked until containerd answers: the kubelet's unit starts beside
-        containerd's rather than after it (each takes seconds to start on an emulated CPU), so the
-        kubelet may be ready to ask first."""
+        """containerd's version, asked until containerd answers: a containerd restarted at the same
+        time as the kubelet (a converging ``up``, a drill) may not listen yet when the kubelet asks."""
         waited = False
         while True:
             try:

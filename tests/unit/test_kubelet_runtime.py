@@ -204,7 +204,7 @@ def spec_of(cid: ContainerId) -> ContainerSpec:
 
 
 async def test_the_version_is_asked_until_containerd_answers(runtime: Runtime, ctr: FakeContainerd) -> None:
-    # the kubelet's unit starts beside containerd's, which may not listen yet
+    # a containerd restarted with the kubelet may not listen yet
     ctr.unanswered_versions = 3
     await runtime.read_version(period=0.001)
     assert runtime.version == "containerd://1.6.20~ds1"

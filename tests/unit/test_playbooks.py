@@ -363,9 +363,6 @@ def test_containerd_uses_debian_s_paths_and_docker_io_is_the_lab_registry() -> N
     # no CRI (the kubelet is kubelab's own), no snapshotter a node cannot use
     assert {"io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs"} <= set(config["disabled_plugins"])
     assert "io.containerd.snapshotter.v1.overlayfs" not in config["disabled_plugins"]
-    # the kubelet starts beside containerd and waits for its answer itself
-    kubelet = _step("kubelab-worker1", "/etc/systemd/system/kubelab-kubelet.service").text
-    assert "After=network-online.target\n" in kubelet and "Wants=network-online.target containerd.service\n" in kubelet
     hosts = tomllib.loads(_step("kubelab-worker1", "/etc/containerd/certs.d/docker.io/hosts.toml").text)
     assert hosts["server"] == "http://192.168.150.10:5000"
 
