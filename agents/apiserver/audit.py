@@ -23,9 +23,9 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,10 +116,24 @@ def _url_matches(pattern: str, path: str) -> bool:
 class Policy:
     rules: tuple[Rule, ...]
     omit_stages: frozenset[str] = frozenset()
+    _decided: dict[tuple[RequestInfo, str, tuple[str, ...]], tuple[str, frozenset[str]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def level(self, info: RequestInfo, user: str, groups: Sequence[str]) -> tuple[str, frozenset[str]]:
         """The level of the first rule the request matches (``None`` when none does) and the stages
-        that are not recorded for it."""
+        that are not recorded for it; remembered for requests alike (most are: a controller's
+        writes, a node's heartbeats), up to a few thousand kinds of them."""
+        key = (info, user, tuple(groups))
+        found = self._decided.get(key)
+        if found is None:
+            found = self._decide(info, user, groups)
+            if len(self._decided) >= 4096:
+                self._decided.clear()
+            self._decided[key] = found
+        return found
+
+    def _decide(self, info: RequestInfo, user: str, groups: Sequence[str]) -> tuple[str, frozenset[str]]:
         for rule in self.rules:
             if rule.matches(info, user, groups):
                 return rule.level, self.omit_stages | rule.omit_stages
@@ -211,7 +225,8 @@ def long_running(info: RequestInfo) -> bool:
 
 def timestamp(when: float) -> str:
     """RFC 3339 with microseconds, as audit events carry their times."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds = int(when)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{int((when - seconds) * 1e6):06d}Z"
 
 
 @dataclass

@@ -401,9 +401,12 @@ class ApiServer:
             return
         code = response.status if response is not None else None
         message, answer = "", None
-        if isinstance(response, web.Response) and stage == "ResponseComplete":
+        failed = code is not None and code >= 400
+        if isinstance(response, web.Response) and stage == "ResponseComplete" and (
+            failed or record.level == "RequestResponse"
+        ):  # the answer is read only when the event carries it or its message
             answer = _json_body(response)
-            if isinstance(answer, dict) and code is not None and code >= 400:
+            if isinstance(answer, dict) and failed:
                 message = str(answer.get("message", ""))
         if stage == "Panic":
             code, message = 500, "the request's handler failed"
