@@ -33,7 +33,8 @@ def test_a_worker_shows_its_parts(kubelab_lab: Lab, kubelab_kubectl: Kubectl) ->
     unit = kubelab_lab.ssh(node, "systemctl status kubelab-kubelet --no-pager")
     assert unit.ok and "active (running)" in unit.out and "/etc/kubelab/kubelet.yaml" in unit.out
     containers = kubelab_lab.ssh(node, "ctr -n k8s.io containers list")
-    assert containers.ok and len(containers.out.splitlines()) >= 3  # header, a sandbox and a container
+    # the pod's container, named by the kubelet after the pod's UID, the container and its run
+    assert containers.ok and f"{pod['metadata']['uid']}_" in containers.out, containers.out
     table = kubelab_lab.ssh(node, "nft list table ip kubelab")
     cluster_ip = kubelab_kubectl.json("get", "service", "web")["spec"]["clusterIP"]
     assert table.ok and cluster_ip in table.out
