@@ -402,8 +402,10 @@ class ApiServer:
         code = response.status if response is not None else None
         message, answer = "", None
         failed = code is not None and code >= 400
-        if isinstance(response, web.Response) and stage == "ResponseComplete" and (
-            failed or record.level == "RequestResponse"
+        if (
+            isinstance(response, web.Response)
+            and stage == "ResponseComplete"
+            and (failed or record.level == "RequestResponse")
         ):  # the answer is read only when the event carries it or its message
             answer = _json_body(response)
             if isinstance(answer, dict) and failed:
