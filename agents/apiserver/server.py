@@ -457,8 +457,13 @@ class ApiServer:
             self._audit_stage(record, "ResponseStarted", response)
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[self._authenticate, self._audit])
-        app.on_response_prepare.append(self._audit_prepare)
+        audited = self.audit_policy is not None and self.audit_log is not None
+        # without an audit policy nothing of audit's runs per request
+        app = web.Application(
+            client_max_size=4 * 1024 * 1024, middlewares=[self._authenticate, *([self._audit] if audited else [])]
+        )
+        if audited:
+            app.on_response_prepare.append(self._audit_prepare)
         for path in ("/healthz", "/livez", "/readyz"):
             app.router.add_get(path, self._health)
         app.router.add_get("/version", self._version)
