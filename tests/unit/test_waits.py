@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,6 +237,58 @@ def test_waiting_for_ssh_names_each_machine_and_ssh_s_last_error_as_it_goes(tmp_
             say=said.append,
         )
     assert "ssh said: ssh: connect to host 192.168.123.10 port 22: Connection refused;" in str(failed.value)
+
+
+def test_a_machine_that_crashes_while_booting_is_started_again_once(tmp_path: Path) -> None:
+    from provisioner.drivers.base import Machine  # noqa: PLC0415
+
+    machines = [Machine("demo-master", "master", "192.168.123.10", "52:54:00:00:00:01", 1, 1024)]
+    why = ["its QEMU crashed (see /var/log/libvirt/qemu/demo-master.log)"]
+    boots: list[str] = []
+
+    def restart(name: str) -> None:
+        boots.append(name)
+        why[0] = ""
+
+    said: list[str] = []
+    sshkeys.wait_all(
+        machines,
+        probe=lambda _node: "" if boots else "No route to host",
+        timeout=10,
+        accel="tcg",
+        console_of=lambda node: tmp_path / f"{node}-console.log",
+        say=said.append,
+        stopped=lambda _node: why[0],
+        restart=restart,
+    )
+    assert boots == ["demo-master"]
+    assert said[0] == (
+        "  demo-master: its QEMU crashed (see /var/log/libvirt/qemu/demo-master.log) while it booted; starting it again"
+    )
+
+
+def test_a_machine_that_stops_twice_while_booting_is_an_error_at_once(tmp_path: Path) -> None:
+    from provisioner.drivers.base import Machine  # noqa: PLC0415
+
+    machines = [Machine("demo-master", "master", "192.168.123.10", "52:54:00:00:00:01", 1, 1024)]
+    restarts: list[str] = []
+    began = time.monotonic()
+    with pytest.raises(ComponentError) as failed:
+        sshkeys.wait_all(
+            machines,
+            probe=lambda _node: "No route to host",
+            timeout=60,
+            accel="tcg",
+            console_of=lambda node: tmp_path / f"{node}-console.log",
+            say=lambda _line: None,
+            stopped=lambda _node: "its QEMU crashed",
+            restart=restarts.append,
+        )
+    assert time.monotonic() - began < 10
+    assert restarts == ["demo-master"]
+    assert str(failed.value).startswith(
+        "demo-master stopped while it booted, twice (its QEMU crashed, then its QEMU crashed); console log: "
+    )
 
 
 def test_a_node_wait_says_each_late_nodes_condition_or_the_api_servers_failure() -> None:

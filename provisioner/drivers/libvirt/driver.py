@@ -171,7 +171,7 @@ class LibvirtDriver:
         phases["machines"] = time.monotonic() - mark
 
         mark = time.monotonic()
-        self._wait_ssh(accel)
+        self._wait_ssh(accel, running)
         phases["boot"] = time.monotonic() - mark
         self.say(f"  ssh: all {len(self.lab_machines)} machines answer ({phases['boot']:.1f}s)")
         forwarder.ensure(spec, self.paths, master_ip=self.master.ip, netns=running.netns, tags=self.tags, say=self.say)
@@ -251,7 +251,15 @@ class LibvirtDriver:
         )
         render.write(self.ssh_config_file, text, mode=0o600)
 
-    def _wait_ssh(self, accel: str) -> None:
+    def _wait_ssh(self, accel: str, running: daemon.Daemon) -> None:
+        def stopped(name: str) -> str:
+            with self._hypervisor(running) as hv:
+                return hv.stopped(name)
+
+        def restart(name: str) -> None:
+            with self._hypervisor(running) as hv:
+                hv.boot(name, hv.domain(name))
+
         ssh.wait_all(
             self.lab_machines,
             probe=self.access.probe,
@@ -259,6 +267,8 @@ class LibvirtDriver:
             accel=accel,
             console_of=self.console_of,
             say=self.say,
+            stopped=stopped,
+            restart=restart,
         )
 
     def _remove_machine(self, hv: Hypervisor, name: str, domain: object) -> None:
@@ -381,7 +391,7 @@ class LibvirtDriver:
                 if hv.boot(machine.name, domains[machine.name]):
                     self.say(f"  {machine.name}: started")
         self._write_ssh_config(running)
-        self._wait_ssh(accel)
+        self._wait_ssh(accel, running)
         forwarder.ensure(
             self.spec, self.paths, master_ip=self.master.ip, netns=running.netns, tags=self.tags, say=self.say
         )

@@ -20,6 +20,9 @@ from provisioner.errors import HostError, ProvisionError
 # libvirt's virDomainState values, in the words `kubelab status` prints
 STATES = {1: "running", 2: "blocked", 3: "paused", 4: "stopping", 5: "shut off", 6: "crashed", 7: "suspended"}
 RUNNING, PAUSED, SHUTOFF = "running", "paused", "shut off"
+# libvirt's reasons for a shut-off domain (virDomainShutoffReason) that a booting machine can meet
+STOP_REASONS = {1: "it shut down", 2: "it was powered off", 6: "QEMU failed to start it"}
+QEMU_LOGS = Path("/var/log/libvirt/qemu")  # where libvirt keeps each domain's QEMU log
 
 
 def binding() -> Any:
@@ -100,6 +103,21 @@ class Hypervisor:
             return False
         self.call(name, "start", domain.create, image=image)
         return True
+
+    def stopped(self, name: str) -> str:
+        """Why ``name``'s domain does not run ('' while it runs, is paused, or is missing): libvirt's
+        reason for its stop, with QEMU's log for a crash."""
+        found = self.domains().get(name)
+        if found is None:
+            return ""
+        state, reason = found.state()
+        if state == self.libvirt.VIR_DOMAIN_CRASHED or (
+            state == self.libvirt.VIR_DOMAIN_SHUTOFF and reason == self.libvirt.VIR_DOMAIN_SHUTOFF_CRASHED
+        ):
+            return f"its QEMU crashed (see {QEMU_LOGS / name}.log)"
+        if state == self.libvirt.VIR_DOMAIN_SHUTOFF:
+            return STOP_REASONS.get(reason, "it was shut off")
+        return ""
 
     def remove_domain(self, domain: Any) -> None:
         if domain.isActive():

@@ -129,28 +129,54 @@ def wait_all(
     accel: str,
     console_of: Callable[[str], Path],
     say: Callable[[str], None],
+    stopped: Callable[[str], str] = lambda _name: "",
+    restart: Callable[[str], None] = lambda _name: None,
 ) -> None:
     """Wait, side by side, until every machine answers ssh (``probe``: '' when it does, else what ssh
     said). Says at least every ``waiting.EVERY`` seconds which machines it still waits for and what
     ssh said last for each; the first that does not answer within ``timeout`` is one ComponentError
-    naming it, the accelerator, ssh's last error and its console's last line."""
+    naming it, the accelerator, ssh's last error and its console's last line.
+
+    A machine that stops while it boots (``stopped``: why, or '' while it runs; QEMU's emulation has
+    crashed a booting guest) is started again once (``restart``), with a line saying so; a second stop
+    is the error, at once rather than at the deadline."""
     seen: dict[str, str] = {m.name: "not tried yet" for m in machines}
     answered: set[str] = set()
     failures: dict[str, str] = {}
     began = time.monotonic()
 
     def wait(machine: Machine) -> None:
+        restarted: list[str] = []
+
         def answers() -> bool:
             said = probe(machine.name)
             if said:
                 seen[machine.name] = said
             return not said
 
-        if wait_for(answers, timeout=timeout, interval=2.0):
+        def gone() -> str | None:
+            why = stopped(machine.name)
+            if not why:
+                return None
+            if restarted:
+                return why
+            restarted.append(why)
+            say(f"  {machine.name}: {why} while it booted; starting it again")
+            restart(machine.name)
+            return None
+
+        if wait_for(answers, timeout=timeout, interval=2.0, abort=gone):
             answered.add(machine.name)
             say(f"  {machine.name}: ssh answers after {time.monotonic() - began:.1f}s")
             return
         console = console_of(machine.name)
+        why = stopped(machine.name) if restarted else ""
+        if why:
+            failures[machine.name] = (
+                f"{machine.name} stopped while it booted, twice ({restarted[0]}, then {why});"
+                f" console log: {console}{last_console_line(console)}"
+            )
+            return
         failures[machine.name] = (
             f"{machine.name} did not answer ssh at {machine.ip} within {timeout:.0f}s (accelerator {accel});"
             f" ssh said: {seen[machine.name]}; console log: {console}{last_console_line(console)}"
