@@ -28,7 +28,17 @@ OUT = Path(__file__).resolve().parent.parent / "agents" / "apiserver" / "protobu
 API = "k8s.io/api"
 APIMACHINERY = "k8s.io/apimachinery"
 # The group/versions whose objects the API server decodes from protobuf (core/v1 is the legacy group).
-GROUPS = ("core/v1", "apps/v1", "batch/v1", "autoscaling/v1", "coordination/v1", "discovery/v1")
+GROUPS = (
+    "core/v1",
+    "apps/v1",
+    "batch/v1",
+    "autoscaling/v1",
+    "coordination/v1",
+    "discovery/v1",
+    "rbac/v1",
+    "authorization/v1",
+    "authentication/v1",
+)
 
 _IMPORT = re.compile(r'^\s*import\s+"([^"]+)"\s*;', re.M)
 _FIELD = re.compile(r"^\s*(optional|repeated|required)?\s*([\w.]+)\s+(\w+)\s*=\s*(\d+)")

@@ -28,6 +28,9 @@ class User:
     groups: tuple[str, ...]
 
 
+ANONYMOUS = User("system:anonymous", "", ("system:unauthenticated",))
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 

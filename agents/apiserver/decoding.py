@@ -401,6 +401,8 @@ class Decoder:
             decoded.patch, decoded.patch_type = _patch_document(await read_body(request), content_type), content_type
             return decoded
         body = parse_body(await read_body(request), content_type)
+        if resource.review and isinstance(body, dict):
+            body.pop("status", None)  # the answer's: what a client sends there is ignored
         decoded.body, decoded.warnings = self.check(body, decoded.kind, validation)
         return decoded
 

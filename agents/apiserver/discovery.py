@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from agents.apiserver.resources import SUBRESOURCE_VERBS, VERBS, Catalog, Resource
+from agents.apiserver.resources import SUBRESOURCE_VERBS, Catalog, Resource
 
 AGGREGATED_MEDIA = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
@@ -29,7 +29,7 @@ def _api_resource(resource: Resource) -> dict[str, Any]:
         "singularName": resource.singular,
         "namespaced": resource.namespaced,
         "kind": resource.kind,
-        "verbs": list(VERBS),
+        "verbs": list(resource.verbs),
         "storageVersionHash": _storage_hash(resource),
     }
     if resource.short_names:
@@ -98,7 +98,7 @@ def _discovery_resource(resource: Resource) -> dict[str, Any]:
         "responseKind": {"group": resource.group, "version": resource.version, "kind": resource.kind},
         "scope": "Namespaced" if resource.namespaced else "Cluster",
         "singularResource": resource.singular,
-        "verbs": list(VERBS),
+        "verbs": list(resource.verbs),
     }
     if resource.short_names:
         entry["shortNames"] = list(resource.short_names)

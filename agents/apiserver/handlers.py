@@ -20,7 +20,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from agents.apiserver import audit, discovery, negotiation, patch
+from agents.apiserver import audit, discovery, escalation, negotiation, patch, reviews
+from agents.apiserver.auth import ANONYMOUS, User
+from agents.apiserver.authorization import Authorizer
 from agents.apiserver.decoding import SCALE, Decoded, Decoder, Query
 from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_for_logs
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore, Stored
@@ -146,6 +148,7 @@ class Api:
         address: str,
         watch: WatchSettings,
         kubelets: KubeletClient | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self._catalog = catalog
         self._stores = stores
@@ -155,6 +158,7 @@ class Api:
         self._address = address
         self._watch = watch
         self._kubelets = kubelets
+        self._authorizer = authorizer if authorizer is not None else Authorizer(("AlwaysAllow",))
 
     async def close(self) -> None:
         if self._kubelets is not None:
@@ -233,6 +237,8 @@ class Api:
         return Target(resource, namespace, name, sub)
 
     async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
+        if target.resource.review:
+            return await self._review(request, target)
         store = self._stores[target.resource.qualified]
         all_namespaces = target.resource.namespaced and not target.namespace
         operation = operation_of(request.method, target.name, target.subresource, all_namespaces=all_namespaces)
@@ -426,6 +432,22 @@ class Api:
 
     # --- writes ----------------------------------------------------------------------------------
 
+    async def _review(self, request: web.Request, target: Target) -> web.Response:
+        """An access review or whoami: the body sent, with the answer in its status (201, never stored)."""
+        if request.method != "POST" or target.name:
+            raise method_not_allowed()
+        resource = target.resource
+        if resource.namespaced and not target.namespace:
+            raise method_not_allowed(
+                "the server does not allow this method on the requested resource: a namespace is required"
+            )
+        decoded = await self._decoder.decode(request, resource, "create", "")
+        assert decoded.body is not None
+        request[audit.REQUEST_OBJECT] = decoded.body
+        user: User = request.get("user") or ANONYMOUS
+        answered = reviews.answer(self._authorizer, resource.kind, user, decoded.body, target.namespace)
+        return self._respond(request, resource, answered, 201, decoded.warnings)
+
     async def _create(
         self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded
     ) -> web.Response:
@@ -442,6 +464,7 @@ class Api:
                 raise bad_request(
                     "the namespace of the provided object does not match the namespace sent on the request"
                 )
+        escalation.check(self._authorizer, request.get("user"), resource, target.namespace, body)
         created = await store.create(target.namespace, body, dry_run=decoded.dry_run)
         return self._respond(request, resource, created, 201, decoded.warnings)
 
@@ -469,8 +492,14 @@ class Api:
             raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
         if resource.namespaced:
             objects.meta(body)["namespace"] = target.namespace
+        user = request.get("user")
+
+        def replace(current: Object) -> Object:
+            escalation.check(self._authorizer, user, resource, target.namespace, body, old=current)
+            return body
+
         obj, created = await store.update(
-            target.namespace, target.name, lambda _: body, dry_run=decoded.dry_run, subresource=sub, create_body=body
+            target.namespace, target.name, replace, dry_run=decoded.dry_run, subresource=sub, create_body=body
         )
         return self._respond(request, resource, obj, 201 if created else 200, decoded.warnings)
 
@@ -488,7 +517,10 @@ class Api:
                 patched = patch.merge_patch(current, document)
             else:
                 patched = patch.strategic_merge(self._definitions, model, current, document)
-            return self._decoder.patched(decoded, patched)
+            checked = self._decoder.patched(decoded, patched)
+            user = request.get("user")
+            escalation.check(self._authorizer, user, resource, target.namespace, checked, old=current)
+            return checked
 
         pinned = patch.pins_version(document)
         if sub == "scale":

@@ -260,6 +260,9 @@ class OpenAPI:
         scope = [ns_param] if resource.namespaced else []
         model = resource.model
         put_codes = ("201",) if resource.create_on_update else ()
+        if resource.review:  # create-only, answered and not stored
+            post = op("post", "create", "create", model, body=model, also=("201",))
+            return {collection: {"parameters": scope, "post": post}}
         paths: dict[str, Any] = {
             collection: {
                 "parameters": scope,

@@ -40,6 +40,9 @@ SPECIAL = {
     "k8s.io.apimachinery.pkg.runtime.RawExtension": "raw-json",
     "k8s.io.apimachinery.pkg.api.resource.Quantity": "quantity",
     "k8s.io.apimachinery.pkg.util.intstr.IntOrString": "int-or-string",
+    # a user's extra attributes: a message of one repeated string, a plain list of strings in JSON
+    "k8s.io.api.authentication.v1.ExtraValue": "string-list",
+    "k8s.io.api.authorization.v1.ExtraValue": "string-list",
 }
 # apiVersion -> the proto package of its messages
 PACKAGES = {
@@ -49,6 +52,9 @@ PACKAGES = {
     "autoscaling/v1": "k8s.io.api.autoscaling.v1",
     "coordination.k8s.io/v1": "k8s.io.api.coordination.v1",
     "discovery.k8s.io/v1": "k8s.io.api.discovery.v1",
+    "rbac.authorization.k8s.io/v1": "k8s.io.api.rbac.v1",
+    "authorization.k8s.io/v1": "k8s.io.api.authorization.v1",
+    "authentication.k8s.io/v1": "k8s.io.api.authentication.v1",
 }
 
 # Pointer fields (Message.field) whose zero value ("", 0, false) is a choice the client made and
@@ -256,6 +262,8 @@ def _timestamp(fields: dict[int, Any], micro: bool) -> str | None:
 
 
 def _special(kind: str, data: bytes) -> Any:
+    if kind == "string-list":
+        return [_bytes(value).decode() for number, _, value in _wire(data) if number == 1]
     fields = {number: value for number, _, value in _wire(data)}
     if kind in ("time", "microtime"):
         return _timestamp(fields, kind == "microtime")

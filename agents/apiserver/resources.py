@@ -34,6 +34,11 @@ class Resource:
     field_paths: dict[str, str] = field(default_factory=dict)
     tracks_generation: bool = False  # metadata.generation moves with spec changes
     create_on_update: bool = False  # PUT of a missing object creates it
+    review: bool = False  # create-only and never stored: the answer is computed (access reviews, whoami)
+
+    @property
+    def verbs(self) -> tuple[str, ...]:
+        return ("create",) if self.review else VERBS
 
     @property
     def api_version(self) -> str:
@@ -233,6 +238,57 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, "V1Lease", create_on_update=True),
     Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, "V1EndpointSlice"),
+    Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True, "V1Role"),
+    Resource("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False, "V1ClusterRole"),
+    Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True, "V1RoleBinding"),
+    Resource(
+        "rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False, "V1ClusterRoleBinding"
+    ),
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        False,
+        "V1SelfSubjectAccessReview",
+        review=True,
+    ),
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        False,
+        "V1SelfSubjectRulesReview",
+        review=True,
+    ),
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        False,
+        "V1SubjectAccessReview",
+        review=True,
+    ),
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        True,
+        "V1LocalSubjectAccessReview",
+        review=True,
+    ),
+    Resource(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        False,
+        "V1SelfSubjectReview",
+        review=True,
+    ),
 )
 
 # Models served as subresource bodies, not stored on their own.

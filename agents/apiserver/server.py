@@ -19,9 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
-from agents.apiserver import audit, bootstrap, openapi_v2, schemas
+from agents.apiserver import audit, authorization, bootstrap, bootstrappolicy, openapi_v2, schemas
 from agents.apiserver.allocators import ServiceAllocator
 from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator, User
+from agents.apiserver.authorization import Authorizer
 from agents.apiserver.decoding import Decoder
 from agents.apiserver.handlers import Api, json_response, status_response
 from agents.apiserver.kinds import strategy_for
@@ -154,6 +155,9 @@ class ApiServer:
         self.authenticator = (
             TokenAuthenticator.from_file(settings.token_auth_file) if settings.token_auth_file else None
         )
+        self.authorizer = Authorizer(settings.authorization_mode)
+        if self.authorizer.uses_rbac:
+            self.cache.add_index(self.authorizer.rbac)
         self.audit_policy = (
             audit.Policy.from_file(settings.audit.policy_file) if settings.audit.policy_file is not None else None
         )
@@ -194,6 +198,8 @@ class ApiServer:
         self.definitions = await asyncio.to_thread(schemas.load, self.catalog.models(), self.settings.schema_cache_dir)
         await self.store.start()
         for resource in self.catalog:
+            if resource.review:
+                continue
             self.stores[resource.qualified] = ResourceStore(
                 resource,
                 strategy_for(resource),
@@ -217,6 +223,7 @@ class ApiServer:
                 bookmark_interval=self.settings.watch.bookmark_interval,
             ),
             kubelets=KubeletClient(self.settings.kubelet),
+            authorizer=self.authorizer,
         )
         if self.leader:
             await self._bootstrap()
@@ -231,7 +238,13 @@ class ApiServer:
         )
 
     async def _bootstrap(self) -> None:
-        """System namespaces, the kubernetes Service, and the periodic housekeeping."""
+        """The bootstrap RBAC policy (before the namespaces: other workers wait for those, and serve
+        with the policy in place), system namespaces, the kubernetes Service, the periodic housekeeping."""
+        if self.authorizer.uses_rbac:
+            await bootstrappolicy.ensure(
+                self.stores["clusterroles.rbac.authorization.k8s.io"],
+                self.stores["clusterrolebindings.rbac.authorization.k8s.io"],
+            )
         await bootstrap.ensure_namespaces(self.stores["namespaces"])
         await bootstrap.ensure_kubernetes_service(
             services=self.stores["services"],
@@ -374,6 +387,21 @@ class ApiServer:
             request["user"] = user
         return await handler(request)
 
+    @web.middleware
+    async def _authorize(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        user: User | None = request.get("user")
+        if user is None:  # a public path (health, version)
+            return await handler(request)
+        attrs = authorization.attributes(
+            user.name, user.groups, request_info(request.method, request.path, request.query)
+        )
+        if self.authorizer.allows(attrs):
+            return await handler(request)
+        log.info("forbidden: %s", authorization.forbidden_message(attrs))
+        return status_response(authorization.forbidden(attrs))
+
     # --- audit -----------------------------------------------------------------------------------
 
     def _audit_request(self, request: web.Request, user: Mapping[str, Any]) -> audit.Request | None:
@@ -459,9 +487,14 @@ class ApiServer:
     def application(self) -> web.Application:
         audited = self.audit_policy is not None and self.audit_log is not None
         # without an audit policy nothing of audit's runs per request
-        app = web.Application(
-            client_max_size=4 * 1024 * 1024, middlewares=[self._authenticate, *([self._audit] if audited else [])]
-        )
+        # authorization runs where something authenticates and another mode than AlwaysAllow is asked
+        authorizing = self.authenticator is not None and self.authorizer.modes != ("AlwaysAllow",)
+        middlewares = [
+            self._authenticate,
+            *([self._audit] if audited else []),
+            *([self._authorize] if authorizing else []),
+        ]
+        app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=middlewares)
         if audited:
             app.on_response_prepare.append(self._audit_prepare)
         for path in ("/healthz", "/livez", "/readyz"):

@@ -68,6 +68,9 @@ class ApiServerSettings:
     secure_port: int = setting(6443, "HTTPS port")
     advertise_address: str = setting("127.0.0.1", "address published in the kubernetes Service endpoints")
     token_auth_file: Path | None = setting(None, 'CSV file of bearer tokens: token,user,uid,"groups"')
+    authorization_mode: tuple[str, ...] = setting(
+        ("AlwaysAllow",), "authorizers asked in order (comma separated): AlwaysAllow, AlwaysDeny, RBAC"
+    )
     storage_backend: str = setting("etcd", "etcd, or memory (for tests; nothing is persisted)")
     default_not_ready_toleration_seconds: int = setting(
         300, "tolerationSeconds of the not-ready/unreachable tolerations added to every pod"

@@ -630,6 +630,37 @@ def _lease_row(obj: Object) -> Cells:
     return [_meta(obj).get("name", ""), (obj.get("spec") or {}).get("holderIdentity") or "", _created(obj)]
 
 
+def _binding_row(obj: Object) -> Cells:
+    ref = obj.get("roleRef") or {}
+    subjects = obj.get("subjects") or []
+
+    def named(kind: str) -> str:
+        return ", ".join(
+            (f"{s.get('namespace', '')}/{s.get('name', '')}" if kind == "ServiceAccount" else str(s.get("name", "")))
+            for s in subjects
+            if s.get("kind") == kind
+        )
+
+    return [
+        _meta(obj).get("name", ""),
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        _created(obj),
+        named("User"),
+        named("Group"),
+        named("ServiceAccount"),
+    ]
+
+
+_BINDING_COLUMNS = (
+    NAME,
+    Column("Role", description="The role the binding grants"),
+    AGE,
+    Column("Users", priority=1, description="Users in the binding"),
+    Column("Groups", priority=1, description="Groups in the binding"),
+    Column("ServiceAccounts", priority=1, description="ServiceAccounts in the binding"),
+)
+
+
 def _controllerrevision_row(obj: Object) -> Cells:
     owner = next((r for r in _meta(obj).get("ownerReferences") or [] if r.get("controller")), None)
     controller = "<none>"
@@ -678,6 +709,8 @@ PRINTERS: dict[str, Printer] = {
     "leases.coordination.k8s.io": Printer(
         (NAME, Column("Holder", description="The holder of the lease"), AGE), _lease_row
     ),
+    "rolebindings.rbac.authorization.k8s.io": Printer(_BINDING_COLUMNS, _binding_row),
+    "clusterrolebindings.rbac.authorization.k8s.io": Printer(_BINDING_COLUMNS, _binding_row),
     "controllerrevisions.apps": Printer(
         (
             NAME,

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from agents.apiserver.resources import Catalog, Resource
 from agents.apiserver.storage import KeyValue, Store, WatchEvent, prefix_end
@@ -76,6 +76,18 @@ class CacheEvent:
 
 
 _CLOSED = object()
+
+
+class KeyIndex(Protocol):
+    """A view the cache keeps current of every object under ``prefix`` (the RBAC authorizer's)."""
+
+    prefix: str
+
+    def reset(self) -> None: ...
+
+    def put(self, key: str, obj: Object) -> None: ...
+
+    def drop(self, key: str) -> None: ...
 
 
 Sink = Callable[[CacheEvent], bool]
@@ -168,6 +180,11 @@ class WatchCache:
         # compare-and-swap catches a copy that lags, and the retry reads etcd.
         self._recent: dict[str, KeyValue] = {}
         self._recent_capacity = recent_capacity
+        self._indexes: list[KeyIndex] = []
+
+    def add_index(self, index: KeyIndex) -> None:
+        """Keep ``index`` current from the next (re)synchronisation on; add before ``start``."""
+        self._indexes.append(index)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -192,6 +209,11 @@ class WatchCache:
         for kv in result.kvs:
             obj = codec.decode_stored(kv.value, kv.mod_revision)
             self.namespaces[obj["metadata"]["name"]] = (obj.get("status") or {}).get("phase", "Active")
+        for index in self._indexes:
+            found = await self._store.range(index.prefix, prefix_end(index.prefix), revision=result.revision)
+            index.reset()
+            for kv in found.kvs:
+                index.put(kv.key, codec.decode_stored(kv.value, kv.mod_revision))
         self._history.clear()
         self._recent.clear()
         self.window_start = result.revision + 1
@@ -265,6 +287,12 @@ class WatchCache:
                 self.namespaces.pop(name, None)
             else:
                 self.namespaces[name] = (cached.obj().get("status") or {}).get("phase", "Active")
+        for index in self._indexes:
+            if key.startswith(index.prefix):
+                if cached.type == "DELETED":
+                    index.drop(key)
+                else:
+                    index.put(key, cached.obj())
         if len(self._history) >= self._capacity:
             evicted = self._history.popleft()
             self.window_start = evicted.revision + 1

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from agents.controllers.base import Context, Controller
+from agents.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from agents.controllers.cronjob import CronJobController
 from agents.controllers.daemonset import DaemonSetController
 from agents.controllers.deployment import DeploymentController
@@ -43,6 +44,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "namespace": NamespaceController,
     "serviceaccount": ServiceAccountController,
     "garbagecollector": GarbageCollector,
+    "clusterrole-aggregation": ClusterRoleAggregationController,
 }
 
 

@@ -47,6 +47,7 @@ JOBS = ResourceRef("batch", "v1", "jobs", "Job")
 CRONJOBS = ResourceRef("batch", "v1", "cronjobs", "CronJob")
 LEASES = ResourceRef("coordination.k8s.io", "v1", "leases", "Lease")
 ENDPOINT_SLICES = ResourceRef("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+CLUSTER_ROLES = ResourceRef("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False)
 
 ALL = (
     NAMESPACES,

@@ -592,6 +592,19 @@ def _ready(port: int) -> bool:
 
 def test_a_second_scheduler_takes_over_when_the_leader_dies(sim_lab: Lab, kubectl: Kubectl, ns: str) -> None:
     kubeconfig = Path(sim_lab.root) / "config" / "scheduler.kubeconfig"
+    # kube's system:kube-scheduler role names the kube-scheduler lease only: another lease needs its grant
+    grant = f"ha-{ns}"
+    kubectl.ok(
+        "create",
+        "role",
+        grant,
+        "--verb=get,update",
+        "--resource=leases",
+        f"--resource-name={grant}",
+        "-n",
+        "kube-system",
+    )
+    kubectl.ok("create", "rolebinding", grant, f"--role={grant}", "--user=system:kube-scheduler", "-n", "kube-system")
     ports = [free_port(), free_port()]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [
@@ -646,3 +659,4 @@ def test_a_second_scheduler_takes_over_when_the_leader_dies(sim_lab: Lab, kubect
     finally:
         for proc in procs:
             stop(proc, timeout=15)
+        kubectl("delete", "rolebinding,role", grant, "-n", "kube-system")

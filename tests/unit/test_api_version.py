@@ -59,6 +59,7 @@ _SPECIAL_SCHEMA: dict[str, dict[str, Any]] = {
     "int-or-string": {"x-kubernetes-int-or-string": True},
     "raw-json": {"type": "object"},
     "duration": {"type": "string"},
+    "string-list": {"type": "array", "items": {"type": "string"}},
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.apiserver.kinds import apps, batch, core, misc
+from agents.apiserver.kinds import apps, batch, core, misc, rbac
 from agents.apiserver.kinds.base import Admission, Strategy
 from agents.apiserver.resources import Resource
 
@@ -25,6 +25,10 @@ _STRATEGIES: dict[str, type[Strategy]] = {
     "cronjobs.batch": batch.CronJobStrategy,
     "leases.coordination.k8s.io": misc.LeaseStrategy,
     "endpointslices.discovery.k8s.io": misc.EndpointSliceStrategy,
+    "roles.rbac.authorization.k8s.io": rbac.RoleStrategy,
+    "clusterroles.rbac.authorization.k8s.io": rbac.RoleStrategy,
+    "rolebindings.rbac.authorization.k8s.io": rbac.BindingStrategy,
+    "clusterrolebindings.rbac.authorization.k8s.io": rbac.BindingStrategy,
 }
 
 

@@ -1,0 +1,88 @@
+"""Authorization: the step after authentication, before admission (kube-apiserver's --authorization-mode).
+
+The modes are tried in order and the first to allow a request wins; a request none allows is refused
+with a 403 Status worded as kube words it. ``AlwaysAllow`` (the default, for labs and tests that run
+without credentials) allows everything; ``RBAC`` asks the stored roles and bindings (``rbac.py``).
+Members of ``system:masters`` are allowed everything before any mode is asked, as kube's privileged
+group is: the lab's admin keeps working whatever the bindings say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agents.apiserver.rbac import Attributes, RbacIndex
+from agents.apiserver.requestinfo import RequestInfo
+from agents.apiserver.status import StatusError
+from agents.machinery.errors import KubelabError
+
+MODES = ("AlwaysAllow", "AlwaysDeny", "RBAC")
+PRIVILEGED_GROUP = "system:masters"
+AUTHENTICATED = "system:authenticated"
+
+
+class AuthorizationModeError(KubelabError):
+    """An unknown authorization mode was configured."""
+
+
+def attributes(user: str, groups: Sequence[str], info: RequestInfo) -> Attributes:
+    """The attributes of an authenticated user's request (kube adds ``system:authenticated``)."""
+    every = tuple(groups) if AUTHENTICATED in groups else (*groups, AUTHENTICATED)
+    return Attributes(
+        user=user,
+        groups=every,
+        verb=info.verb,
+        resource_request=info.resource_request,
+        namespace=info.namespace,
+        api_group=info.api_group,
+        resource=info.resource,
+        subresource=info.subresource,
+        name=info.name,
+        path=info.path,
+    )
+
+
+class Authorizer:
+    def __init__(self, modes: Sequence[str], rbac: RbacIndex | None = None) -> None:
+        unknown = [m for m in modes if m not in MODES]
+        if unknown or not modes:
+            raise AuthorizationModeError(
+                f"unknown authorization mode {unknown[0] if unknown else '(none)'!r};"
+                f" use one or more of {', '.join(MODES)}"
+            )
+        self.modes = tuple(modes)
+        self.rbac = rbac if rbac is not None else RbacIndex()
+
+    @property
+    def uses_rbac(self) -> bool:
+        return "RBAC" in self.modes
+
+    def allows(self, attrs: Attributes) -> bool:
+        if PRIVILEGED_GROUP in attrs.groups:
+            return True
+        for mode in self.modes:
+            if mode == "AlwaysAllow":
+                return True
+            if mode == "RBAC" and self.rbac.allows(attrs):
+                return True
+        return False
+
+
+def forbidden_message(attrs: Attributes) -> str:
+    """What kube says a user may not do (its forbiddenMessage)."""
+    if not attrs.resource_request:
+        return f'User "{attrs.user}" cannot {attrs.verb} path "{attrs.path}"'
+    resource = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
+    where = f'in the namespace "{attrs.namespace}"' if attrs.namespace else "at the cluster scope"
+    return f'User "{attrs.user}" cannot {attrs.verb} resource "{resource}" in API group "{attrs.api_group}" {where}'
+
+
+def forbidden(attrs: Attributes, reason: str = "") -> StatusError:
+    """The 403 Status of a refused request: ``pods "x" is forbidden: User ...`` (kube's NewForbidden)."""
+    message = forbidden_message(attrs) + (f": {reason}" if reason else "")
+    if not attrs.resource_request:
+        return StatusError(403, "Forbidden", f"forbidden: {message}", details={})
+    qualified = f"{attrs.resource}.{attrs.api_group}" if attrs.api_group else attrs.resource
+    subject = f'{qualified} "{attrs.name}"' if attrs.name else qualified
+    details = {"group": attrs.api_group, "kind": attrs.resource, **({"name": attrs.name} if attrs.name else {})}
+    return StatusError(403, "Forbidden", f"{subject} is forbidden: {message}", details=details)

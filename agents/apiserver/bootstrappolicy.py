@@ -1,0 +1,325 @@
+"""The roles and bindings every RBAC cluster starts with (kube's bootstrap policy).
+
+The API server's first worker writes them at start: what is missing is created; an object stamped
+``rbac.authorization.kubernetes.io/autoupdate: "true"`` gets the rules and subjects it lacks added
+back (a user may add to them, and may set the annotation to "false" to keep its own version).
+
+What they grant follows kube's bootstrap policy: ``cluster-admin`` for ``system:masters``; ``admin``,
+``edit`` and ``view`` aggregated (by the controller-manager's clusterrole-aggregation controller) from
+the ``system:aggregate-to-*`` roles; discovery and health for everyone; and each component's role under
+its own identity. The controller-manager runs every controller under one identity (kube can give each
+its own ServiceAccount), so its role is the union of what they need: the garbage collector and the
+namespace controller touch every kind, which in kube's roles is ``*``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from agents.apiserver.registry import ResourceStore
+from agents.apiserver.status import StatusError
+from agents.machinery.objects import Object
+
+log = logging.getLogger(__name__)
+
+GROUP = "rbac.authorization.k8s.io"
+AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
+AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
+READ = ("get", "list", "watch")
+WRITE = ("create", "delete", "deletecollection", "patch", "update")
+EVENTS = ("create", "patch", "update")
+
+
+def rule(verbs: Sequence[str], groups: Sequence[str], resources: Sequence[str], names: Sequence[str] = ()) -> Object:
+    out: Object = {"verbs": list(verbs), "apiGroups": list(groups), "resources": list(resources)}
+    if names:
+        out["resourceNames"] = list(names)
+    return out
+
+
+def urls(verbs: Sequence[str], paths: Sequence[str]) -> Object:
+    return {"verbs": list(verbs), "nonResourceURLs": list(paths)}
+
+
+def _meta(name: str, labels: dict[str, str] | None = None) -> Object:
+    return {
+        "name": name,
+        "labels": {"kubernetes.io/bootstrapping": "rbac-defaults", **(labels or {})},
+        "annotations": {AUTOUPDATE: "true"},
+    }
+
+
+def cluster_role(
+    name: str, rules: Sequence[Object], *, labels: dict[str, str] | None = None, aggregate: Sequence[str] = ()
+) -> Object:
+    role: Object = {"apiVersion": f"{GROUP}/v1", "kind": "ClusterRole", "metadata": _meta(name, labels)}
+    if aggregate:
+        role["aggregationRule"] = {
+            "clusterRoleSelectors": [{"matchLabels": {f"{AGGREGATE_TO}{to}": "true"}} for to in aggregate]
+        }
+    role["rules"] = list(rules)
+    return role
+
+
+def cluster_binding(name: str, role: str, subjects: Sequence[tuple[str, str]]) -> Object:
+    return {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": _meta(name),
+        "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": GROUP, "kind": kind, "name": who} for kind, who in subjects],
+    }
+
+
+_VIEW = [
+    rule(
+        READ,
+        [""],
+        [
+            "pods",
+            "pods/log",
+            "pods/status",
+            "replicationcontrollers",
+            "replicationcontrollers/scale",
+            "replicationcontrollers/status",
+            "services",
+            "services/status",
+            "endpoints",
+            "configmaps",
+            "persistentvolumeclaims",
+            "persistentvolumeclaims/status",
+            "serviceaccounts",
+            "bindings",
+            "events",
+            "limitranges",
+            "resourcequotas",
+            "resourcequotas/status",
+            "namespaces",
+            "namespaces/status",
+        ],
+    ),
+    rule(
+        READ,
+        ["apps"],
+        [
+            "controllerrevisions",
+            "daemonsets",
+            "daemonsets/status",
+            "deployments",
+            "deployments/scale",
+            "deployments/status",
+            "replicasets",
+            "replicasets/scale",
+            "replicasets/status",
+            "statefulsets",
+            "statefulsets/scale",
+            "statefulsets/status",
+        ],
+    ),
+    rule(READ, ["autoscaling"], ["horizontalpodautoscalers", "horizontalpodautoscalers/status"]),
+    rule(READ, ["batch"], ["cronjobs", "cronjobs/status", "jobs", "jobs/status"]),
+    rule(READ, ["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
+    rule(READ, ["networking.k8s.io"], ["ingresses", "ingresses/status", "networkpolicies"]),
+    rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
+]
+_EDIT = [
+    rule(
+        WRITE,
+        [""],
+        [
+            "pods",
+            "pods/attach",
+            "pods/exec",
+            "pods/portforward",
+            "pods/proxy",
+            "configmaps",
+            "endpoints",
+            "persistentvolumeclaims",
+            "replicationcontrollers",
+            "replicationcontrollers/scale",
+            "secrets",
+            "serviceaccounts",
+            "services",
+            "services/proxy",
+        ],
+    ),
+    rule(("create",), [""], ["pods/eviction", "serviceaccounts/token"]),
+    rule(READ, [""], ["secrets", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "services/proxy"]),
+    rule(("impersonate",), [""], ["serviceaccounts"]),
+    rule(
+        WRITE,
+        ["apps"],
+        [
+            "daemonsets",
+            "deployments",
+            "deployments/rollback",
+            "deployments/scale",
+            "replicasets",
+            "replicasets/scale",
+            "statefulsets",
+            "statefulsets/scale",
+        ],
+    ),
+    rule(WRITE, ["autoscaling"], ["horizontalpodautoscalers"]),
+    rule(WRITE, ["batch"], ["cronjobs", "jobs"]),
+    rule(WRITE, ["policy"], ["poddisruptionbudgets"]),
+    rule(WRITE, ["networking.k8s.io"], ["ingresses", "networkpolicies"]),
+    rule(WRITE, ["discovery.k8s.io"], ["endpointslices"]),
+]
+_ADMIN = [
+    rule((*READ, *WRITE), [GROUP], ["roles", "rolebindings"]),
+    rule(("create",), ["authorization.k8s.io"], ["localsubjectaccessreviews"]),
+]
+_SELF_REVIEWS = [
+    rule(("create",), ["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
+    rule(("create",), ["authentication.k8s.io"], ["selfsubjectreviews"]),
+]
+_DISCOVERY = [
+    urls(
+        ("get",),
+        [
+            "/api",
+            "/api/*",
+            "/apis",
+            "/apis/*",
+            "/healthz",
+            "/livez",
+            "/openapi",
+            "/openapi/*",
+            "/readyz",
+            "/version",
+            "/version/",
+        ],
+    )
+]
+_PUBLIC_INFO = [urls(("get",), ["/healthz", "/livez", "/readyz", "/version", "/version/"])]
+_REVIEWS = [
+    rule(("create",), ["authentication.k8s.io"], ["tokenreviews"]),
+    rule(("create",), ["authorization.k8s.io"], ["subjectaccessreviews"]),
+]
+_SCHEDULER = [
+    rule(EVENTS, ["", "events.k8s.io"], ["events"]),
+    rule(("create",), ["coordination.k8s.io"], ["leases"]),
+    rule(("get", "update"), ["coordination.k8s.io"], ["leases"], ["kube-scheduler"]),
+    rule(
+        READ,
+        [""],
+        ["nodes", "namespaces", "services", "replicationcontrollers", "persistentvolumeclaims", "persistentvolumes"],
+    ),
+    rule((*READ, "delete"), [""], ["pods"]),
+    rule(("create",), [""], ["bindings", "pods/binding"]),
+    rule(("patch", "update"), [""], ["pods/status"]),
+    rule(READ, ["apps"], ["replicasets", "statefulsets"]),
+    rule(READ, ["policy"], ["poddisruptionbudgets"]),
+    rule(READ, ["storage.k8s.io"], ["csidrivers", "csinodes", "csistoragecapacities", "storageclasses"]),
+    *_REVIEWS,
+]
+_CONTROLLER_MANAGER = [
+    # the garbage collector and the namespace controller: every kind, as kube's roles for them give
+    rule((*READ, "patch", "update", "delete", "deletecollection"), ["*"], ["*"]),
+    rule(
+        ("create",),
+        [""],
+        ["pods", "events", "endpoints", "serviceaccounts", "secrets", "configmaps", "persistentvolumeclaims"],
+    ),
+    rule(("create",), ["events.k8s.io"], ["events"]),
+    rule(("create",), ["apps"], ["replicasets", "controllerrevisions"]),
+    rule(("create",), ["batch"], ["jobs"]),
+    rule(("create",), ["discovery.k8s.io"], ["endpointslices"]),
+    rule(("create",), ["coordination.k8s.io"], ["leases"]),
+    # the clusterrole-aggregation controller writes rules it does not hold itself
+    rule(("escalate",), [GROUP], ["clusterroles"]),
+    *_REVIEWS,
+]
+_NODE_PROXIER = [
+    rule(("list", "watch"), [""], ["services", "endpoints"]),
+    rule(READ, [""], ["nodes"]),
+    rule(EVENTS, ["", "events.k8s.io"], ["events"]),
+    rule(("list", "watch"), ["discovery.k8s.io"], ["endpointslices"]),
+]
+# What a kubelet needs; kube narrows it further to the node's own objects (the Node authorizer).
+_NODE = [
+    rule((*READ, "create", "update", "patch", "delete"), [""], ["nodes"]),
+    rule(("patch", "update"), [""], ["nodes/status"]),
+    rule(EVENTS, ["", "events.k8s.io"], ["events"]),
+    rule((*READ, "delete"), [""], ["pods"]),
+    rule(("create",), [""], ["pods"]),
+    rule(("patch", "update"), [""], ["pods/status"]),
+    rule(("create",), [""], ["pods/eviction"]),
+    rule(READ, [""], ["configmaps", "secrets", "services", "endpoints", "persistentvolumeclaims", "persistentvolumes"]),
+    rule(("create",), [""], ["serviceaccounts/token"]),
+    rule((*READ, "create", "update", "patch", "delete"), ["coordination.k8s.io"], ["leases"]),
+    *_REVIEWS,
+]
+
+CLUSTER_ROLES: tuple[Object, ...] = (
+    cluster_role("cluster-admin", [rule(["*"], ["*"], ["*"]), urls(["*"], ["*"])]),
+    cluster_role("admin", [], aggregate=("admin",)),
+    cluster_role("edit", [], labels={f"{AGGREGATE_TO}admin": "true"}, aggregate=("edit",)),
+    cluster_role("view", [], labels={f"{AGGREGATE_TO}edit": "true"}, aggregate=("view",)),
+    cluster_role("system:aggregate-to-admin", _ADMIN, labels={f"{AGGREGATE_TO}admin": "true"}),
+    cluster_role("system:aggregate-to-edit", _EDIT, labels={f"{AGGREGATE_TO}edit": "true"}),
+    cluster_role("system:aggregate-to-view", _VIEW, labels={f"{AGGREGATE_TO}view": "true"}),
+    cluster_role("system:basic-user", _SELF_REVIEWS),
+    cluster_role("system:discovery", _DISCOVERY),
+    cluster_role("system:public-info-viewer", _PUBLIC_INFO),
+    cluster_role("system:kube-scheduler", _SCHEDULER),
+    cluster_role("system:kube-controller-manager", _CONTROLLER_MANAGER),
+    cluster_role("system:node-proxier", _NODE_PROXIER),
+    cluster_role("system:node", _NODE),
+)
+CLUSTER_ROLE_BINDINGS: tuple[Object, ...] = (
+    cluster_binding("cluster-admin", "cluster-admin", [("Group", "system:masters")]),
+    cluster_binding("system:basic-user", "system:basic-user", [("Group", "system:authenticated")]),
+    cluster_binding("system:discovery", "system:discovery", [("Group", "system:authenticated")]),
+    cluster_binding(
+        "system:public-info-viewer",
+        "system:public-info-viewer",
+        [("Group", "system:authenticated"), ("Group", "system:unauthenticated")],
+    ),
+    cluster_binding("system:kube-scheduler", "system:kube-scheduler", [("User", "system:kube-scheduler")]),
+    cluster_binding(
+        "system:kube-controller-manager", "system:kube-controller-manager", [("User", "system:kube-controller-manager")]
+    ),
+    cluster_binding("system:node-proxier", "system:node-proxier", [("User", "system:kube-proxy")]),
+    cluster_binding("system:node", "system:node", [("Group", "system:nodes")]),
+)
+
+
+def _missing(have: Sequence[Any], want: Sequence[Any]) -> list[Any]:
+    return [item for item in want if item not in have]
+
+
+async def _reconcile(store: ResourceStore, wanted: Object, field: str) -> None:
+    name = wanted["metadata"]["name"]
+    try:
+        await store.create("", wanted)
+        return
+    except StatusError as exc:
+        if exc.code != 409:
+            raise
+    current = (await store.get("", name)).obj()
+    if (current["metadata"].get("annotations") or {}).get(AUTOUPDATE) != "true":
+        return  # the user took it over
+    if "aggregationRule" in wanted:
+        return  # its rules are the aggregation controller's
+    lacking = _missing(current.get(field) or [], wanted[field])
+    if not lacking:
+        return
+
+    def add(obj: Object) -> Object:
+        obj[field] = [*(obj.get(field) or []), *_missing(obj.get(field) or [], wanted[field])]
+        return obj
+
+    await store.update("", name, add, pinned=False)
+    log.info("bootstrap policy: %s %s got back %d %s", wanted["kind"], name, len(lacking), field)
+
+
+async def ensure(cluster_roles: ResourceStore, cluster_role_bindings: ResourceStore) -> None:
+    """Create the bootstrap roles and bindings, or add back what an auto-updated one lacks."""
+    for role in CLUSTER_ROLES:
+        await _reconcile(cluster_roles, role, "rules")
+    for binding in CLUSTER_ROLE_BINDINGS:
+        await _reconcile(cluster_role_bindings, binding, "subjects")
