@@ -2,7 +2,8 @@
 
 The modes are tried in order and the first to allow a request wins; a request none allows is refused
 with a 403 Status worded as kube words it. ``AlwaysAllow`` (the default, for labs and tests that run
-without credentials) allows everything; ``RBAC`` asks the stored roles and bindings (``rbac.py``).
+without credentials) allows everything; ``Node`` judges kubelets by the pods bound to their nodes
+(``nodeauthorizer.py``); ``RBAC`` asks the stored roles and bindings (``rbac.py``).
 Members of ``system:masters`` are allowed everything before any mode is asked, as kube's privileged
 group is: the lab's admin keeps working whatever the bindings say.
 """
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agents.apiserver.nodeauthorizer import NodeAuthorizer, PodGraph
 from agents.apiserver.rbac import Attributes, RbacIndex
 from agents.apiserver.requestinfo import RequestInfo
 from agents.apiserver.status import StatusError
 from agents.machinery.errors import KubelabError
 
-MODES = ("AlwaysAllow", "AlwaysDeny", "RBAC")
+MODES = ("AlwaysAllow", "AlwaysDeny", "Node", "RBAC")
 PRIVILEGED_GROUP = "system:masters"
 AUTHENTICATED = "system:authenticated"
 
@@ -43,7 +45,7 @@ def attributes(user: str, groups: Sequence[str], info: RequestInfo) -> Attribute
 
 
 class Authorizer:
-    def __init__(self, modes: Sequence[str], rbac: RbacIndex | None = None) -> None:
+    def __init__(self, modes: Sequence[str], rbac: RbacIndex | None = None, node: NodeAuthorizer | None = None) -> None:
         unknown = [m for m in modes if m not in MODES]
         if unknown or not modes:
             raise AuthorizationModeError(
@@ -52,10 +54,15 @@ class Authorizer:
             )
         self.modes = tuple(modes)
         self.rbac = rbac if rbac is not None else RbacIndex()
+        self.node = node if node is not None else NodeAuthorizer(PodGraph(), ())
 
     @property
     def uses_rbac(self) -> bool:
         return "RBAC" in self.modes
+
+    @property
+    def uses_node(self) -> bool:
+        return "Node" in self.modes
 
     def allows(self, attrs: Attributes) -> bool:
         if PRIVILEGED_GROUP in attrs.groups:
@@ -64,6 +71,8 @@ class Authorizer:
             if mode == "AlwaysAllow":
                 return True
             if mode == "RBAC" and self.rbac.allows(attrs):
+                return True
+            if mode == "Node" and self.node.allows(attrs):
                 return True
         return False
 

@@ -239,8 +239,9 @@ _NODE_PROXIER = [
     rule(EVENTS, ["", "events.k8s.io"], ["events"]),
     rule(("list", "watch"), ["discovery.k8s.io"], ["endpointslices"]),
 ]
-# What a kubelet needs; kube narrows it further to the node's own objects (the Node authorizer).
-_NODE = [
+# What a kubelet may do: the Node authorizer's rules (the Secrets, ConfigMaps and claims it reads only
+# through its pods), narrowed to its own objects by NodeRestriction; kube binds this role to no one.
+NODE_RULES = [
     rule((*READ, "create", "update", "patch", "delete"), [""], ["nodes"]),
     rule(("patch", "update"), [""], ["nodes/status"]),
     rule(EVENTS, ["", "events.k8s.io"], ["events"]),
@@ -268,7 +269,7 @@ CLUSTER_ROLES: tuple[Object, ...] = (
     cluster_role("system:kube-scheduler", _SCHEDULER),
     cluster_role("system:kube-controller-manager", _CONTROLLER_MANAGER),
     cluster_role("system:node-proxier", _NODE_PROXIER),
-    cluster_role("system:node", _NODE),
+    cluster_role("system:node", NODE_RULES),
 )
 CLUSTER_ROLE_BINDINGS: tuple[Object, ...] = (
     cluster_binding("cluster-admin", "cluster-admin", [("Group", "system:masters")]),
@@ -284,7 +285,8 @@ CLUSTER_ROLE_BINDINGS: tuple[Object, ...] = (
         "system:kube-controller-manager", "system:kube-controller-manager", [("User", "system:kube-controller-manager")]
     ),
     cluster_binding("system:node-proxier", "system:node-proxier", [("User", "system:kube-proxy")]),
-    cluster_binding("system:node", "system:node", [("Group", "system:nodes")]),
+    # simulated nodes are many nodes under one identity, outside the Node authorizer's system:nodes
+    cluster_binding("kubelab:simulated-nodes", "system:node", [("User", "kubelab:simulated-nodes")]),
 )
 
 

@@ -20,12 +20,13 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from agents.apiserver import audit, discovery, escalation, negotiation, patch, reviews
+from agents.apiserver import audit, authorization, discovery, escalation, negotiation, noderestriction, patch, reviews
 from agents.apiserver.auth import ANONYMOUS, User
 from agents.apiserver.authorization import Authorizer
 from agents.apiserver.decoding import SCALE, Decoded, Decoder, Query
 from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_for_logs
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore, Stored
+from agents.apiserver.requestinfo import request_info
 from agents.apiserver.resources import SUBRESOURCE_VERBS, Catalog, Resource
 from agents.apiserver.status import (
     FieldError,
@@ -245,6 +246,12 @@ class Api:
         decoded = await self._decoder.decode(request, target.resource, operation, target.subresource)
         if decoded.body is not None or decoded.patch is not None:  # what audit records at its Request level
             request[audit.REQUEST_OBJECT] = decoded.body if decoded.body is not None else decoded.patch
+        user: User | None = request.get("user")
+        if user is not None and self._authorizer.uses_node:  # NodeRestriction: a kubelet's own objects only
+            info = request_info(request.method, request.path, request.query)
+            created = str(((decoded.body or {}).get("metadata") or {}).get("name", ""))
+            attrs = authorization.attributes(user.name, user.groups, info)
+            noderestriction.check(attrs, self._authorizer.node.graph, created_name=created)
         if operation == "list":
             if decoded.query.flag("watch"):
                 return await self._watch_stream(request, target, store, decoded)

@@ -27,6 +27,7 @@ from agents.apiserver.decoding import Decoder
 from agents.apiserver.handlers import Api, json_response, status_response
 from agents.apiserver.kinds import strategy_for
 from agents.apiserver.kubeletclient import KubeletClient
+from agents.apiserver.nodeauthorizer import NodeAuthorizer, PodGraph
 from agents.apiserver.openapi import OpenAPI
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore
 from agents.apiserver.requestinfo import request_info
@@ -155,9 +156,14 @@ class ApiServer:
         self.authenticator = (
             TokenAuthenticator.from_file(settings.token_auth_file) if settings.token_auth_file else None
         )
-        self.authorizer = Authorizer(settings.authorization_mode)
+        graph = PodGraph()
+        self.authorizer = Authorizer(
+            settings.authorization_mode, node=NodeAuthorizer(graph, bootstrappolicy.NODE_RULES)
+        )
         if self.authorizer.uses_rbac:
             self.cache.add_index(self.authorizer.rbac)
+        if self.authorizer.uses_node:
+            self.cache.add_index(graph)
         self.audit_policy = (
             audit.Policy.from_file(settings.audit.policy_file) if settings.audit.policy_file is not None else None
         )

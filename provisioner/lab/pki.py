@@ -46,7 +46,8 @@ SCHEDULER = Identity("scheduler", "system:kube-scheduler", ())
 CONTROLLER_MANAGER = Identity("controller-manager", "system:kube-controller-manager", ())
 PROXY = Identity("proxy", "system:kube-proxy", ())
 APISERVER_KUBELET = Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ())
-SIMULATED_NODES = Identity("simulated-nodes", "system:node:simulated", ("system:nodes",))
+# many nodes under one identity: outside system:nodes (the Node authorizer's), bound to system:node by RBAC
+SIMULATED_NODES = Identity("simulated-nodes", "kubelab:simulated-nodes", ())
 
 
 def node_identity(node: str) -> Identity:

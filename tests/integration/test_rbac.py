@@ -127,3 +127,48 @@ def test_access_reviews_through_the_official_client(lab: Lab, namespace: str, tm
         api.create_self_subject_access_review(bad)
     assert invalid.value.status == 422
     assert "exactly one of nonResourceAttributes or resourceAttributes must be specified" in invalid.value.body
+
+
+@pytest.fixture(scope="module")
+def kubelet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    return Kubectl(lab.root / "config" / "kubelet.kubeconfig", cache_dir=tmp_path_factory.mktemp("kubelet-cache"))
+
+
+def test_a_kubelet_reads_a_secret_only_while_a_pod_on_its_node_uses_it(
+    kubectl: Kubectl, kubelet: Kubectl, namespace: str
+) -> None:
+    node = json.loads(kubelet.ok("auth", "whoami", "-o", "json"))["status"]["userInfo"]["username"]
+    assert node.startswith("system:node:")
+    kubectl.ok("create", "secret", "generic", "db", "--from-literal=password=x", "-n", namespace)
+    refused = kubelet("get", "secret", "db", "-n", namespace)
+    assert refused.code == 1 and f'User "{node}" cannot get resource "secrets"' in refused.err
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "uses-db", "namespace": namespace},
+        "spec": {
+            "nodeName": node.removeprefix("system:node:"),
+            "containers": [{"name": "c", "image": "busybox:1.36", "envFrom": [{"secretRef": {"name": "db"}}]}],
+        },
+    }
+    kubectl.ok("apply", "-f", "-", stdin=json.dumps(pod))
+    eventually(lambda: kubelet("get", "secret", "db", "-n", namespace).code == 0, what="the node's pod grants the read")
+    assert kubelet("get", "secrets", "-n", namespace).code == 1  # by name only, never a list
+    kubectl.ok("delete", "pod", "uses-db", "-n", namespace, "--grace-period=0", "--force")
+    eventually(lambda: kubelet("get", "secret", "db", "-n", namespace).code == 1, what="the read gone with the pod")
+
+
+def test_a_kubelet_may_not_change_another_node(kubectl: Kubectl, kubelet: Kubectl) -> None:
+    node = json.loads(kubelet.ok("auth", "whoami", "-o", "json"))["status"]["userInfo"]["username"]
+    own = node.removeprefix("system:node:")
+    kubectl.ok("apply", "-f", "-", stdin='{"apiVersion":"v1","kind":"Node","metadata":{"name":"rbac-other-node"}}')
+    try:
+        refused = kubelet("label", "node", "rbac-other-node", "touched=yes")
+        assert refused.code == 1
+        assert (
+            f'nodes "rbac-other-node" is forbidden: node "{own}" is not allowed to modify node "rbac-other-node"'
+            in refused.err
+        )
+        assert "touched" not in (kubectl.json("get", "node", "rbac-other-node")["metadata"].get("labels") or {})
+    finally:
+        kubectl("delete", "node", "rbac-other-node")

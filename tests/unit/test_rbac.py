@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 
-from agents.apiserver import authorization, bootstrappolicy
+from agents.apiserver import authorization, bootstrappolicy, noderestriction
 from agents.apiserver.authorization import AuthorizationModeError, Authorizer
+from agents.apiserver.nodeauthorizer import NodeAuthorizer, PodGraph, references
 from agents.apiserver.rbac import Attributes, RbacIndex, covers, rule_allows, subject_matches
 from agents.apiserver.requestinfo import request_info
+from agents.apiserver.status import StatusError
 from agents.controllers.clusterroleaggregation import aggregated_rules
 
 PREFIX = "/registry/rbac.authorization.k8s.io/"
@@ -170,7 +172,9 @@ def test_the_bootstrap_policy_lets_each_component_do_its_work_and_no_more() -> N
     assert rbac.allows(ask("watch", "endpointslices", api_group="discovery.k8s.io", **proxy))
     assert not rbac.allows(ask("create", "pods", namespace="x", **proxy))
     node: dict[str, Any] = {"user": "system:node:w1", "groups": ("system:nodes",)}
-    assert rbac.allows(ask("patch", "pods", subresource="status", namespace="x", name="p", **node))
+    assert not rbac.allows(ask("patch", "pods", subresource="status", namespace="x", name="p", **node))  # Node's
+    simulated: dict[str, Any] = {"user": "kubelab:simulated-nodes"}
+    assert rbac.allows(ask("patch", "pods", subresource="status", namespace="x", name="p", **simulated))
     manager: dict[str, Any] = {"user": "system:kube-controller-manager"}
     assert rbac.allows(ask("create", "replicasets", api_group="apps", namespace="x", **manager))
     assert rbac.allows(
@@ -211,3 +215,85 @@ def test_covers_checks_every_single_permission_of_a_rule() -> None:
     assert covers(owned, {"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["web"]})
     assert covers(owned, {"verbs": ["get"], "nonResourceURLs": ["/apis/apps"]})
     assert not covers(owned, {"verbs": ["get"], "nonResourceURLs": ["/metrics"]})
+
+
+# --- the Node authorizer and NodeRestriction ------------------------------------------------------
+
+
+def _pod(name: str, node: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "team"}, "spec": {"nodeName": node, **spec}}
+
+
+KUBELET: dict[str, Any] = {"user": "system:node:w1", "groups": ("system:nodes",)}
+
+
+def test_a_node_reads_a_secret_or_config_map_only_while_a_pod_bound_to_it_uses_it() -> None:
+    graph = PodGraph()
+    node = NodeAuthorizer(graph, bootstrappolicy.NODE_RULES)
+    secret = ask("get", "secrets", namespace="team", name="db", **KUBELET)
+    assert not node.allows(secret)
+    uses = {"containers": [{"name": "c", "envFrom": [{"secretRef": {"name": "db"}}]}]}
+    graph.put("/registry/pods/team/web", _pod("web", "w2", **uses))
+    assert not node.allows(secret)  # another node's pod
+    graph.put("/registry/pods/team/web", _pod("web", "w1", **uses))
+    assert node.allows(secret)
+    assert not node.allows(ask("list", "secrets", namespace="team", **KUBELET))  # by name only
+    graph.drop("/registry/pods/team/web")
+    assert not node.allows(secret)
+    assert not node.allows(ask("get", "secrets", namespace="team", name="db", user="bob"))  # not a node
+
+
+def test_what_a_pod_uses_is_read_from_volumes_environment_and_pull_secrets() -> None:
+    pod = _pod(
+        "p",
+        "w1",
+        imagePullSecrets=[{"name": "pull"}],
+        volumes=[
+            {"name": "a", "secret": {"secretName": "vol-secret"}},
+            {"name": "b", "configMap": {"name": "vol-cm"}},
+            {"name": "c", "persistentVolumeClaim": {"claimName": "data"}},
+            {"name": "d", "projected": {"sources": [{"configMap": {"name": "proj-cm"}}, {"secret": {"name": "proj"}}]}},
+        ],
+        initContainers=[{"name": "i", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "env-cm"}}}]}],
+    )
+    assert references(pod) == {
+        ("secrets", "team", "pull"),
+        ("secrets", "team", "vol-secret"),
+        ("configmaps", "team", "vol-cm"),
+        ("persistentvolumeclaims", "team", "data"),
+        ("configmaps", "team", "proj-cm"),
+        ("secrets", "team", "proj"),
+        ("configmaps", "team", "env-cm"),
+    }
+
+
+def test_node_restriction_keeps_a_kubelet_to_its_own_node_lease_and_pods() -> None:
+    graph = PodGraph()
+    graph.put("/registry/pods/team/mine", _pod("mine", "w1"))
+    graph.put("/registry/pods/team/theirs", _pod("theirs", "w2"))
+    noderestriction.check(ask("patch", "nodes", name="w1", subresource="status", **KUBELET), graph)
+    noderestriction.check(ask("create", "nodes", **KUBELET), graph, created_name="w1")
+    noderestriction.check(ask("update", "pods", namespace="team", name="mine", subresource="status", **KUBELET), graph)
+    noderestriction.check(ask("delete", "pods", namespace="team", name="mine", **KUBELET), graph)
+    refusals = {
+        'node "w1" is not allowed to modify node "w2"': ask("patch", "nodes", name="w2", **KUBELET),
+        'node "w1" can only update pod status for pods with spec.nodeName set to itself': ask(
+            "patch", "pods", namespace="team", name="theirs", subresource="status", **KUBELET
+        ),
+        'node "w1" can only delete pods with spec.nodeName set to itself': ask(
+            "delete", "pods", namespace="team", name="theirs", **KUBELET
+        ),
+        'unexpected operation "update", node "w1" can only update pod status': ask(
+            "update", "pods", namespace="team", name="mine", **KUBELET
+        ),
+        'node "w1" can only access node lease with the same name as the requesting node': ask(
+            "update", "leases", api_group="coordination.k8s.io", namespace="kube-node-lease", name="w2", **KUBELET
+        ),
+    }
+    for message, attrs in refusals.items():
+        with pytest.raises(StatusError) as refused:
+            noderestriction.check(attrs, graph)
+        assert refused.value.code == 403 and refused.value.message.endswith(f"is forbidden: {message}")
+    with pytest.raises(StatusError, match="can only create mirror pods"):
+        noderestriction.check(ask("create", "pods", namespace="team", **KUBELET), graph, created_name="new")
+    noderestriction.check(ask("patch", "nodes", name="w2"), graph)  # not a node: not restricted here

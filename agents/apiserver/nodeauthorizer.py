@@ -1,0 +1,128 @@
+"""The Node authorizer: what a kubelet may read and write, judged by the pods bound to its node.
+
+A kubelet calls as ``system:node:<node>`` in the group ``system:nodes``. It may ``get`` a Secret, a
+ConfigMap or a PersistentVolumeClaim only when a pod bound to its node refers to it (a volume, an
+environment variable, an image pull secret), as kube's graph of pods, nodes and what pods use decides;
+for everything else it holds the ``system:node`` rules. What it may then write is narrowed further by
+NodeRestriction admission (``noderestriction.py``). A request from anyone else is not this
+authorizer's to decide.
+
+``PodGraph`` is the graph: the watch cache feeds it every pod, and it keeps for each pod its node and
+for each object pods use, the pods that use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.apiserver.rbac import Attributes, Rule, rule_allows
+from agents.machinery.objects import Object
+
+NODES_GROUP = "system:nodes"
+NODE_PREFIX = "system:node:"
+PODS_PREFIX = "/registry/pods/"
+# what a node reaches only through its pods, and only by name
+GRAPHED = frozenset({"secrets", "configmaps", "persistentvolumeclaims"})
+
+Ref = tuple[str, str, str]  # (resource, namespace, name)
+
+
+def node_of(attrs: Attributes) -> str | None:
+    """The node a request comes from (None: not a node's)."""
+    if NODES_GROUP not in attrs.groups or not attrs.user.startswith(NODE_PREFIX):
+        return None
+    return attrs.user[len(NODE_PREFIX) :] or None
+
+
+def _containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for group in ("initContainers", "containers", "ephemeralContainers"):
+        for container in spec.get(group) or []:
+            if isinstance(container, dict):
+                yield container
+
+
+def references(pod: Object) -> set[Ref]:
+    """The Secrets, ConfigMaps and claims a pod uses."""
+    namespace = pod["metadata"].get("namespace", "")
+    spec = pod.get("spec") or {}
+    out: set[Ref] = set()
+
+    def add(resource: str, name: Any) -> None:
+        if isinstance(name, str) and name:
+            out.add((resource, namespace, name))
+
+    for secret in spec.get("imagePullSecrets") or []:
+        add("secrets", (secret or {}).get("name"))
+    for listed in spec.get("volumes") or []:
+        volume = listed or {}
+        add("secrets", (volume.get("secret") or {}).get("secretName"))
+        add("configmaps", (volume.get("configMap") or {}).get("name"))
+        add("persistentvolumeclaims", (volume.get("persistentVolumeClaim") or {}).get("claimName"))
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            add("secrets", ((source or {}).get("secret") or {}).get("name"))
+            add("configmaps", ((source or {}).get("configMap") or {}).get("name"))
+    for container in _containers(spec):
+        for source in container.get("envFrom") or []:
+            add("secrets", ((source or {}).get("secretRef") or {}).get("name"))
+            add("configmaps", ((source or {}).get("configMapRef") or {}).get("name"))
+        for env in container.get("env") or []:
+            value_from = (env or {}).get("valueFrom") or {}
+            add("secrets", (value_from.get("secretKeyRef") or {}).get("name"))
+            add("configmaps", (value_from.get("configMapKeyRef") or {}).get("name"))
+    return out
+
+
+@dataclass
+class PodGraph:
+    """Pods, their nodes and what they use, as the watch cache last saw them."""
+
+    nodes: dict[str, str] = field(default_factory=dict)  # pod key -> node ('' while unscheduled)
+    uses: dict[str, set[Ref]] = field(default_factory=dict)  # pod key -> what it uses
+    users: dict[Ref, set[str]] = field(default_factory=dict)  # what is used -> pod keys
+
+    prefix = PODS_PREFIX
+
+    def reset(self) -> None:
+        self.nodes.clear()
+        self.uses.clear()
+        self.users.clear()
+
+    def put(self, key: str, obj: Object) -> None:
+        self.drop(key)
+        self.nodes[key] = str((obj.get("spec") or {}).get("nodeName") or "")
+        refs = references(obj)
+        self.uses[key] = refs
+        for ref in refs:
+            self.users.setdefault(ref, set()).add(key)
+
+    def drop(self, key: str) -> None:
+        self.nodes.pop(key, None)
+        for ref in self.uses.pop(key, set()):
+            keys = self.users.get(ref)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.users[ref]
+
+    def node_of_pod(self, namespace: str, name: str) -> str | None:
+        """The node a stored pod is bound to ('' unscheduled, None unknown)."""
+        return self.nodes.get(f"{PODS_PREFIX}{namespace}/{name}")
+
+    def used_on(self, node: str, ref: Ref) -> bool:
+        return any(self.nodes.get(key) == node for key in self.users.get(ref, ()))
+
+
+class NodeAuthorizer:
+    def __init__(self, graph: PodGraph, node_rules: Sequence[Rule]) -> None:
+        self.graph = graph
+        self.node_rules = tuple(node_rules)
+
+    def allows(self, attrs: Attributes) -> bool:
+        node = node_of(attrs)
+        if node is None:
+            return False
+        if attrs.resource_request and attrs.api_group == "" and attrs.resource in GRAPHED and not attrs.subresource:
+            return attrs.verb == "get" and self.graph.used_on(node, (attrs.resource, attrs.namespace, attrs.name))
+        return any(rule_allows(rule, attrs) for rule in self.node_rules)

@@ -1,0 +1,63 @@
+"""NodeRestriction admission: a kubelet writes only its own Node, its own Lease and the pods bound to it.
+
+The Node authorizer lets a kubelet write Nodes, pods' status and Leases at all; this check, run on
+every write a node's credentials make, narrows that to its own objects, with kube's wording. A pod's
+node is read from the Node authorizer's graph (``nodeauthorizer.PodGraph``), not from etcd.
+"""
+
+from __future__ import annotations
+
+from agents.apiserver.nodeauthorizer import PodGraph, node_of
+from agents.apiserver.rbac import Attributes
+from agents.apiserver.status import StatusError
+
+NODE_LEASES = "kube-node-lease"
+WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+def _forbidden(attrs: Attributes, name: str, message: str) -> StatusError:
+    qualified = f"{attrs.resource}.{attrs.api_group}" if attrs.api_group else attrs.resource
+    subject = f'{qualified} "{name}"' if name else qualified
+    details = {"group": attrs.api_group, "kind": attrs.resource, **({"name": name} if name else {})}
+    return StatusError(403, "Forbidden", f"{subject} is forbidden: {message}", details=details)
+
+
+def check(attrs: Attributes, graph: PodGraph, *, created_name: str = "") -> None:
+    """Refuse (403) a node's write to what is not its own. ``created_name``: the name in a create's body."""
+    node = node_of(attrs)
+    if node is None or attrs.verb not in WRITES:
+        return
+    name = created_name if attrs.verb == "create" and not attrs.subresource else attrs.name
+    if attrs.api_group == "" and attrs.resource == "nodes":
+        if name != node:
+            raise _forbidden(attrs, name, f'node "{node}" is not allowed to modify node "{name}"')
+    elif attrs.api_group == "" and attrs.resource == "pods":
+        _check_pod(attrs, graph, node, name)
+    elif _node_lease(attrs) and name != node:
+        raise _forbidden(
+            attrs, name, f'node "{node}" can only access node lease with the same name as the requesting node'
+        )
+
+
+def _node_lease(attrs: Attributes) -> bool:
+    return attrs.api_group == "coordination.k8s.io" and attrs.resource == "leases" and attrs.namespace == NODE_LEASES
+
+
+def _check_pod(attrs: Attributes, graph: PodGraph, node: str, name: str) -> None:
+    if attrs.verb == "create" and not attrs.subresource:
+        raise _forbidden(
+            attrs,
+            name,
+            f'pod does not have "kubernetes.io/config.mirror" annotation, node "{node}" can only create mirror pods',
+        )
+    bound = graph.node_of_pod(attrs.namespace, attrs.name) if attrs.name else None
+    if attrs.subresource == "status":
+        if bound != node:
+            raise _forbidden(
+                attrs, name, f'node "{node}" can only update pod status for pods with spec.nodeName set to itself'
+            )
+    elif attrs.subresource == "eviction" or attrs.verb == "delete":
+        if bound != node:
+            raise _forbidden(attrs, name, f'node "{node}" can only delete pods with spec.nodeName set to itself')
+    elif not attrs.subresource:
+        raise _forbidden(attrs, name, f'unexpected operation "{attrs.verb}", node "{node}" can only update pod status')
