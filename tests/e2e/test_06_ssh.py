@@ -1,7 +1,7 @@
 """Scenario 6: ssh into a worker shows the moving parts: the kubelet's unit, the pods' containers in
 containerd, the proxy's nftables table, the CNI config, pods' veths without udev's rules; the master
 runs etcd, which answers only over TLS to a client certificate of its own CA (a pod cannot read it),
-and keeps the API server's audit log."""
+and keeps the API server's audit log; a worker's kubelet credentials reach only what its node needs."""
 
 from __future__ import annotations
 
@@ -119,3 +119,32 @@ def test_a_pod_cannot_read_etcd_and_the_master_reads_it_with_its_certificate(
     # the health check's certificate reads the store, as the API server's does
     keys = kubelab_lab.ssh(master.name, "bash -lc 'etcdctl get /registry/namespaces/ --prefix --keys-only'")
     assert keys.ok and "/registry/namespaces/default" in keys.out.split()
+
+
+def test_a_worker_s_kubelet_credentials_reach_only_what_its_node_needs(
+    kubelab_lab: Lab, kubelab_kubectl: Kubectl
+) -> None:
+    """With the kubelet's own token, from the worker: a secret no pod there uses and another node are
+    refused (the Node authorizer and NodeRestriction on the master); its own node is not."""
+    worker, other = kubelab_lab.workers[0], kubelab_lab.master
+    kubelab_kubectl.ok("create", "secret", "generic", "not-for-nodes", "--from-literal=k=v")
+    try:
+        api = f"https://{other.ip}:6443"
+        curl = (
+            "token=$(sed -n 's/^ *token: //p' /etc/kubelab/kubelet.kubeconfig);"
+            ' curl -sS --max-time 20 --cacert /etc/kubelab/pki/ca.crt -H "Authorization: Bearer $token"'
+        )
+        secret = kubelab_lab.ssh(worker.name, f"{curl} {api}/api/v1/namespaces/default/secrets/not-for-nodes")
+        refused = json.loads(secret.out)
+        assert refused["code"] == 403 and refused["message"] == (
+            f'secrets "not-for-nodes" is forbidden: User "system:node:{worker.name}" cannot get resource "secrets"'
+            ' in API group "" in the namespace "default"'
+        )
+        patch = '-X PATCH -H \'Content-Type: application/merge-patch+json\' -d \'{"metadata":{"labels":{"x":"y"}}}\''
+        foreign = json.loads(kubelab_lab.ssh(worker.name, f"{curl} {patch} {api}/api/v1/nodes/{other.name}").out)
+        assert foreign["code"] == 403
+        assert foreign["message"].endswith(f'node "{worker.name}" is not allowed to modify node "{other.name}"')
+        own = json.loads(kubelab_lab.ssh(worker.name, f"{curl} {api}/api/v1/nodes/{worker.name}").out)
+        assert own["metadata"]["name"] == worker.name
+    finally:
+        kubelab_kubectl("delete", "secret", "not-for-nodes")
