@@ -343,6 +343,46 @@ def run(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     return {"create_at_rate": rate, "peak": top, "watch": watched}
 
 
+IDENTITIES = ("admin", "controller-manager")
+GRANT = "kubelab-benchmark-namespaces"
+
+
+async def _grant_namespaces(admin: Target, user: str) -> None:
+    """Let ``user`` create the namespaces the benchmark writes into (the only thing it lacks)."""
+    client = Client(admin, connections=1)
+    rbac = f"{admin.server}/apis/rbac.authorization.k8s.io/v1"
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": GRANT},
+        "rules": [{"verbs": ["create"], "apiGroups": [""], "resources": ["namespaces"]}],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": GRANT},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": GRANT},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+    try:
+        for path, body in ((f"{rbac}/clusterroles", role), (f"{rbac}/clusterrolebindings", binding)):
+            async with client.session.post(path, json=body) as response:
+                if response.status not in (201, 409):
+                    raise SystemExit(f"benchmark: granting {user} namespaces failed: HTTP {response.status}")
+    finally:
+        await client.close()
+
+
+def identity(admin: Target, who: str, workdir: Path) -> Target:
+    """The load's sender: the admin (``system:masters``, allowed before any rule is walked) or the
+    controller-manager (``system:kube-controller-manager``: the RBAC authorizer walks its bindings, as
+    for every component and user)."""
+    if who == "admin":
+        return admin
+    asyncio.run(_grant_namespaces(admin, "system:kube-controller-manager"))
+    return target_from_kubeconfig(admin.kubeconfig.parent / "config" / "controller-manager.kubeconfig", workdir)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kubeconfig", type=Path, help="measure this cluster instead of a fresh local lab")
@@ -353,14 +393,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watchers", type=int, default=100)
     parser.add_argument("--watch-rate", type=float, default=100)
     parser.add_argument("--watch-count", type=int, default=500)
+    parser.add_argument(
+        "--as",
+        dest="identities",
+        default="admin",
+        help="who sends the load on a fresh local lab, comma separated, each measured in turn on the same lab:"
+        " admin (system:masters) or controller-manager (authorized by RBAC)",
+    )
     args = parser.parse_args(argv)
+    identities = [who.strip() for who in args.identities.split(",") if who.strip()]
+    if not identities or any(who not in IDENTITIES for who in identities):
+        parser.error(f"--as: choose from {', '.join(IDENTITIES)}")
     if args.kubeconfig:
         target = target_from_kubeconfig(args.kubeconfig, Path("/tmp"))
-        figures = run(target, args)
-    else:
-        with local_lab() as target:
-            figures = run(target, args)
-    emit("apiserver", figures)
+        emit("apiserver", run(target, args))
+        return 0
+    with local_lab() as admin:
+        for who in identities:
+            print(f"-- as {who}", flush=True)
+            figures = run(identity(admin, who, admin.ca_file.parent), args)
+            emit("apiserver", {"as": who, **figures})
     return 0
 
 
