@@ -34,7 +34,7 @@ from agents.kubelet.statusmanager import StatusManager
 from agents.machinery.client import Client
 from agents.machinery.events import EventRecorder
 from agents.machinery.informer import Informer
-from agents.machinery.resources import PODS
+from agents.machinery.resources import PODS, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class Kubelet:
         self.settings = settings
         self.recorder = recorder
         self.pods = Informer(client, PODS, field_selector=f"spec.nodeName={settings.node_name}")
+        self.services = Informer(client, SERVICES)
         self.cache = PodCache()
         self.runtime = Runtime(
             containerd, root=settings.root_dir, network=settings.network, node_name=settings.node_name
@@ -61,6 +62,7 @@ class Kubelet:
             recorder=recorder,
             node_ip=settings.node_ip,
             name=settings.node_name,
+            services=self.services,
         )
         self.pleg = PLEG(self.runtime, self.cache, on_event=self._lifecycle_event)
         self.node_status = NodeStatus(
@@ -105,10 +107,13 @@ class Kubelet:
         informers = [
             asyncio.create_task(self.node_status.informer.run()),
             asyncio.create_task(self.pods.run()),
+            asyncio.create_task(self.services.run()),
             asyncio.create_task(self.recorder.run()),
         ]
         try:
-            await asyncio.gather(self.node_status.informer.synced.wait(), self.pods.synced.wait())
+            await asyncio.gather(
+                self.node_status.informer.synced.wait(), self.pods.synced.wait(), self.services.synced.wait()
+            )
             await self.pleg.adopt()
             self.workers.enqueue_all()
             if ready is not None:

@@ -26,6 +26,7 @@ from agents.kubelet.errors import KubeletError
 from agents.kubelet.podcache import PodCache, PodRecord, containerd_id
 from agents.kubelet.probes import ContainerProber, Kind
 from agents.kubelet.runtime import CONTAINERD, Runtime, container_spec, hostname_of
+from agents.kubelet.serviceenv import service_environment
 from agents.kubelet.statusmanager import StatusManager
 from agents.kubelet.volumes import VolumeError, environment, plan_volumes, write_volumes
 from agents.machinery.client import ApiError, Client
@@ -89,9 +90,11 @@ class PodWorkers:
         recorder: EventRecorder,
         node_ip: str,
         name: str,
+        services: Informer | None = None,
     ) -> None:
         self.client = client
         self.pods = pods
+        self.services = services  # the cluster's Services, for the containers' service variables
         self.cache = cache
         self.runtime = runtime
         self.status = status
@@ -256,6 +259,7 @@ class PodWorkers:
                 pod_ip=record.sandbox_ip,
                 configmaps=self._configmap,
                 secrets=self._secret,
+                service_env=service_environment(pod, self.services.items()) if self.services is not None else {},
             )
             netns = self.runtime.netns_path(uid)
             spec = container_spec(

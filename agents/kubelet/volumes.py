@@ -209,12 +209,16 @@ async def environment(
     pod_ip: str,
     configmaps: Reader,
     secrets: Reader,
+    service_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The container's variables: the image's, then the container's in order (later ones see earlier)."""
+    """The container's variables: the image's, the Services' (``serviceenv.py``), then the container's
+    in order (later ones see earlier ones and the Services')."""
     env: dict[str, str] = {}
     for item in image_env:
         key, _, value = item.partition("=")
         env[key] = value
+    services = dict(service_env or {})
+    env.update(services)
     namespace = pod["metadata"]["namespace"]
     declared: dict[str, str] = {}
     for source in container.get("envFrom") or []:
@@ -238,7 +242,7 @@ async def environment(
         name = item["name"]
         source = item.get("valueFrom")
         if source is None:
-            declared[name] = expand(str(item.get("value", "")), declared)
+            declared[name] = expand(str(item.get("value", "")), {**services, **declared})
         elif "fieldRef" in source:
             declared[name] = _field(pod, source["fieldRef"]["fieldPath"], host_ip, pod_ip)
         elif "configMapKeyRef" in source or "secretKeyRef" in source:

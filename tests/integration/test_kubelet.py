@@ -399,3 +399,31 @@ def test_a_start_error_under_restart_always_backs_off_with_the_start_error_as_la
     eventually(
         lambda: "BackOff" in {e["reason"] for e in events_of(k, ns, "retrying")}, timeout=30, what="a BackOff event"
     )
+
+
+def test_a_container_finds_the_api_server_and_its_namespace_s_services_in_its_environment(
+    k: Kubectl, node: Node, ns: str
+) -> None:
+    k.ok("create", "service", "clusterip", "web-front", "--tcp=80:8080", "-n", ns)
+    api = k.json("get", "service", "kubernetes", "-n", "default")["spec"]["clusterIP"]
+    web = k.json("get", "service", "web-front", "-n", ns)["spec"]["clusterIP"]
+    printer = {"name": "env", "image": "busybox", "command": ["sh", "-c", "env | sort"]}
+    k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(pod("linked", node, printer, restartPolicy="Never")))
+    unlinked = pod("unlinked", node, printer, restartPolicy="Never", enableServiceLinks=False)
+    k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(unlinked))
+    for name in ("linked", "unlinked"):
+        eventually(lambda n=name: pod_json(k, ns, n)["status"].get("phase") == "Succeeded", timeout=60, what=name)
+
+    def output(name: str) -> str:
+        uid = pod_json(k, ns, name)["metadata"]["uid"]
+        return "".join(f.read_text() for f in (node.root / "kubelet" / "pods" / uid / "logs" / "env").glob("*.log"))
+
+    linked = set(output("linked").split())
+    assert {
+        f"KUBERNETES_SERVICE_HOST={api}",
+        "KUBERNETES_SERVICE_PORT=443",
+        f"KUBERNETES_PORT=tcp://{api}:443",
+    } <= linked
+    assert {f"WEB_FRONT_SERVICE_HOST={web}", "WEB_FRONT_SERVICE_PORT=80", f"WEB_FRONT_PORT_80_TCP_ADDR={web}"} <= linked
+    bare = output("unlinked")
+    assert f"KUBERNETES_SERVICE_HOST={api}" in bare.split() and "WEB_FRONT" not in bare
