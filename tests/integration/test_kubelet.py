@@ -411,8 +411,11 @@ def test_a_container_finds_the_api_server_and_its_namespace_s_services_in_its_en
     k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(pod("linked", node, printer, restartPolicy="Never")))
     unlinked = pod("unlinked", node, printer, restartPolicy="Never", enableServiceLinks=False)
     k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(unlinked))
-    for name in ("linked", "unlinked"):
-        eventually(lambda n=name: pod_json(k, ns, n)["status"].get("phase") == "Succeeded", timeout=60, what=name)
+
+    def finished(name: str) -> bool:
+        return bool(pod_json(k, ns, name)["status"].get("phase") == "Succeeded")
+
+    eventually(lambda: finished("linked") and finished("unlinked"), timeout=60, what="both pods to finish")
 
     def output(name: str) -> str:
         uid = pod_json(k, ns, name)["metadata"]["uid"]
