@@ -249,6 +249,7 @@ class BodyKind:
 
 SCALE = BodyKind("V1Scale", "Scale", "autoscaling/v1")
 BINDING = BodyKind("V1Binding", "Binding", "v1")
+TOKEN_REQUEST = BodyKind("AuthenticationV1TokenRequest", "TokenRequest", "authentication.k8s.io/v1")
 
 
 def body_kind(resource: Resource, subresource: str) -> BodyKind:
@@ -257,6 +258,8 @@ def body_kind(resource: Resource, subresource: str) -> BodyKind:
         return SCALE
     if subresource == "binding":
         return BINDING
+    if subresource == "token":
+        return TOKEN_REQUEST
     return BodyKind(resource.model, resource.kind, resource.api_version)
 
 
@@ -401,7 +404,7 @@ class Decoder:
             decoded.patch, decoded.patch_type = _patch_document(await read_body(request), content_type), content_type
             return decoded
         body = parse_body(await read_body(request), content_type)
-        if resource.review and isinstance(body, dict):
+        if (resource.review or subresource == "token") and isinstance(body, dict):
             body.pop("status", None)  # the answer's: what a client sends there is ignored
         decoded.body, decoded.warnings = self.check(body, decoded.kind, validation)
         return decoded

@@ -28,16 +28,19 @@ from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore, Stored
 from agents.apiserver.requestinfo import request_info
 from agents.apiserver.resources import SUBRESOURCE_VERBS, Catalog, Resource
+from agents.apiserver.serviceaccount import TokenService
 from agents.apiserver.status import (
     FieldError,
     StatusError,
     bad_request,
+    conflict,
     forbidden,
     go_quote,
     internal,
     invalid,
     invalid_object,
     method_not_allowed,
+    not_supported,
     path_not_found,
     unavailable,
 )
@@ -150,6 +153,7 @@ class Api:
         watch: WatchSettings,
         kubelets: KubeletClient | None = None,
         authorizer: Authorizer | None = None,
+        tokens: TokenService | None = None,
     ) -> None:
         self._catalog = catalog
         self._stores = stores
@@ -160,6 +164,7 @@ class Api:
         self._watch = watch
         self._kubelets = kubelets
         self._authorizer = authorizer if authorizer is not None else Authorizer(("AlwaysAllow",))
+        self._tokens = tokens
 
     async def close(self) -> None:
         if self._kubelets is not None:
@@ -265,6 +270,8 @@ class Api:
         if operation == "create":
             if target.subresource == "binding":
                 return await self._bind(request, target, store, decoded)
+            if target.subresource == "token":
+                return await self._token_request(request, target, store, decoded)
             return await self._create(request, target, store, decoded)
         if operation == "update":
             return await self._update(request, target, store, decoded)
@@ -452,8 +459,83 @@ class Api:
         assert decoded.body is not None
         request[audit.REQUEST_OBJECT] = decoded.body
         user: User = request.get("user") or ANONYMOUS
-        answered = reviews.answer(self._authorizer, resource.kind, user, decoded.body, target.namespace)
+        if resource.kind == "TokenReview":
+            answered = await self._token_review(decoded.body)
+        else:
+            answered = reviews.answer(self._authorizer, resource.kind, user, decoded.body, target.namespace)
         return self._respond(request, resource, answered, 201, decoded.warnings)
+
+    async def _token_review(self, body: Object) -> Object:
+        """Who a token stands for, as this server would authenticate it (TokenReview)."""
+        spec = body.get("spec") or {}
+        audiences = [str(a) for a in spec.get("audiences") or []]
+        found = None
+        if self._tokens is not None and spec.get("token"):
+            found = await self._tokens.authenticate(str(spec["token"]), audiences)
+        if found is None:
+            return {**body, "status": {"authenticated": False, "user": {}}}
+        info: dict[str, Any] = {"username": found.name, "groups": [*found.groups, "system:authenticated"]}
+        if found.uid:
+            info["uid"] = found.uid
+        audience = audiences or list(self._tokens.audiences if self._tokens is not None else ())
+        return {**body, "status": {"authenticated": True, "user": info, "audiences": audience}}
+
+    async def _token_request(
+        self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded
+    ) -> web.Response:
+        """``serviceaccounts/NAME/token`` (TokenRequest, ``kubectl create token``): a signed token for the
+        ServiceAccount, for the audiences asked (the API server's by default), for ``expirationSeconds``
+        (an hour by default, at least ten minutes), bound to a pod if ``boundObjectRef`` names one."""
+        tokens = self._tokens
+        if tokens is None or tokens.issuer is None:
+            raise path_not_found()
+        body = decoded.body or {}
+        account = (await store.get(target.namespace, target.name)).obj()
+        spec = dict(body.get("spec") or {})
+        seconds = int(spec.get("expirationSeconds") or 3600)
+        if seconds < 600:
+            raise invalid_object(
+                "TokenRequest",
+                target.name,
+                "authentication.k8s.io",
+                [invalid("spec.expirationSeconds", seconds, "may not specify a duration less than 10 minutes")],
+            )
+        seconds = min(seconds, tokens.max_seconds)
+        audiences = [str(a) for a in spec.get("audiences") or []] or list(tokens.audiences)
+        pod = await self._bound_pod(target.namespace, spec.get("boundObjectRef"), target.name)
+        token, expires = tokens.issuer.issue(
+            namespace=target.namespace,
+            name=target.name,
+            uid=str(account["metadata"].get("uid", "")),
+            audiences=audiences,
+            seconds=seconds,
+            pod=pod,
+        )
+        answer = {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": target.name, "namespace": target.namespace},
+            "spec": {**spec, "audiences": audiences, "expirationSeconds": seconds},
+            "status": {"token": token, "expirationTimestamp": objects.format_time(expires)},
+        }
+        return json_response(answer, 201)
+
+    async def _bound_pod(self, namespace: str, ref: Any, name: str) -> tuple[str, str] | None:
+        """(name, uid) of the pod a TokenRequest binds its token to (None: not bound)."""
+        if not ref:
+            return None
+        if ref.get("kind") != "Pod":
+            raise invalid_object(
+                "TokenRequest",
+                name,
+                "authentication.k8s.io",
+                [not_supported("spec.boundObjectRef.kind", ref.get("kind", ""), ("Pod",))],
+            )
+        pod = (await self._stores["pods"].get(namespace, str(ref.get("name", "")))).obj()
+        uid = str(pod["metadata"].get("uid", ""))
+        if ref.get("uid") and ref["uid"] != uid:
+            raise conflict("pods", str(ref.get("name", "")), detail="the UID in the bound object reference differs")
+        return str(ref.get("name", "")), uid
 
     async def _create(
         self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded

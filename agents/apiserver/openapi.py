@@ -22,6 +22,7 @@ from agents.apiserver.resources import Catalog, Resource
 QUANTITY = "resource.Quantity"
 _MODEL_NAME = re.compile(r"^([A-Z][a-z]+)?(V\d+(?:alpha\d+|beta\d+)?)(.+)$")
 _LIST_META = "V1ListMeta"
+TOKEN_REQUEST = "AuthenticationV1TokenRequest"  # the body and answer of serviceaccounts/NAME/token
 
 
 def component_name(model: str) -> str:
@@ -290,6 +291,8 @@ class OpenAPI:
                 entry["patch"] = op("patch", f"patch{title}", "patch", sub_model, body="patch")
             elif sub == "binding":
                 entry["post"] = op("post", "createBinding", "create", "V1Status", body="V1Binding", also=("201",))
+            elif sub == "token":
+                entry["post"] = op("post", "createToken", "create", TOKEN_REQUEST, body=TOKEN_REQUEST, also=("201",))
             elif sub == "finalize":
                 entry["put"] = op("put", "replaceFinalize", "update", model, body=model)
             elif sub == "log":

@@ -14,6 +14,7 @@ SUBRESOURCE_VERBS = {
     "finalize": ("update",),
     "log": ("get",),
     "exec": ("create", "get"),
+    "token": ("create",),
 }
 
 COMMON_FIELDS = {"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"}
@@ -160,7 +161,7 @@ RESOURCES: tuple[Resource, ...] = (
         field_paths=_EVENT_FIELDS,
         create_on_update=True,
     ),
-    Resource("", "v1", "ServiceAccount", "serviceaccounts", True, "V1ServiceAccount", ("sa",)),
+    Resource("", "v1", "ServiceAccount", "serviceaccounts", True, "V1ServiceAccount", ("sa",), (), ("token",)),
     Resource(
         "apps",
         "v1",
@@ -280,6 +281,7 @@ RESOURCES: tuple[Resource, ...] = (
         "V1LocalSubjectAccessReview",
         review=True,
     ),
+    Resource("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False, "V1TokenReview", review=True),
     Resource(
         "authentication.k8s.io",
         "v1",
@@ -292,7 +294,7 @@ RESOURCES: tuple[Resource, ...] = (
 )
 
 # Models served as subresource bodies, not stored on their own.
-EXTRA_MODELS = ("V1Scale", "V1Binding", "V1DeleteOptions", "V1Status", "V1ListMeta")
+EXTRA_MODELS = ("V1Scale", "V1Binding", "V1DeleteOptions", "V1Status", "V1ListMeta", "AuthenticationV1TokenRequest")
 
 
 class Catalog:

@@ -12,14 +12,14 @@ import ssl
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from agents.apiserver import audit, authorization, bootstrap, bootstrappolicy, openapi_v2, schemas
+from agents.apiserver import audit, authorization, bootstrap, bootstrappolicy, openapi_v2, schemas, serviceaccount
 from agents.apiserver.allocators import ServiceAllocator
 from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator, User
 from agents.apiserver.authorization import Authorizer
@@ -32,6 +32,7 @@ from agents.apiserver.openapi import OpenAPI
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore
 from agents.apiserver.requestinfo import request_info
 from agents.apiserver.resources import Catalog
+from agents.apiserver.serviceaccount import TokenIssuer, TokenService, TokenVerifier
 from agents.apiserver.settings import ApiServerSettings, EtcdSettings
 from agents.apiserver.status import StatusError, path_not_found, unauthorized
 from agents.apiserver.storage import Store
@@ -47,6 +48,7 @@ from agents.machinery.settings import SettingsError
 log = logging.getLogger(__name__)
 
 KUBERNETES_VERSION = "v1.37.0"
+ACCOUNT_RECHECK = 10.0  # seconds a ServiceAccount token's user is kept before its account is looked up again
 
 
 def version_info() -> dict[str, str]:
@@ -164,6 +166,15 @@ class ApiServer:
             self.cache.add_index(self.authorizer.rbac)
         if self.authorizer.uses_node:
             self.cache.add_index(graph)
+        accounts = settings.service_account
+        self.api_audiences = settings.api_audiences or (accounts.issuer,)
+        self.token_issuer = (
+            TokenIssuer(accounts.signing_key_file, accounts.issuer) if accounts.signing_key_file else None
+        )
+        self.token_verifier = (
+            TokenVerifier(accounts.key_file, accounts.issuer, self.api_audiences) if accounts.key_file else None
+        )
+        self._account_users: dict[str, tuple[User, float]] = {}  # token -> user, when last found valid
         self.audit_policy = (
             audit.Policy.from_file(settings.audit.policy_file) if settings.audit.policy_file is not None else None
         )
@@ -230,6 +241,12 @@ class ApiServer:
             ),
             kubelets=KubeletClient(self.settings.kubelet),
             authorizer=self.authorizer,
+            tokens=TokenService(
+                issuer=self.token_issuer,
+                audiences=self.api_audiences,
+                max_seconds=self.settings.service_account.max_token_expiration,
+                authenticate=self.authenticate_token,
+            ),
         )
         if self.leader:
             await self._bootstrap()
@@ -385,7 +402,10 @@ class ApiServer:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if self.authenticator is not None and request.path not in PUBLIC_PATHS:
-            user = self.authenticator.authenticate(request.headers.get("Authorization"))
+            header = request.headers.get("Authorization")
+            user = self.authenticator.authenticate(header)
+            if user is None and header and header[:7].lower() == "bearer ":
+                user = await self.authenticate_token(header[7:].strip())
             if user is None:
                 response = status_response(unauthorized())
                 self._audit_unauthenticated(request, response)
@@ -407,6 +427,44 @@ class ApiServer:
             return await handler(request)
         log.info("forbidden: %s", authorization.forbidden_message(attrs))
         return status_response(authorization.forbidden(attrs))
+
+    async def authenticate_token(self, token: str, audiences: Sequence[str] = ()) -> User | None:
+        """The user a bearer token stands for: a static token's, or a ServiceAccount token's while the
+        token is good and its ServiceAccount (and the pod it is bound to) still exist with the same UID."""
+        if self.authenticator is not None and not audiences:
+            found = self.authenticator.authenticate(f"Bearer {token}")
+            if found is not None:
+                return found
+        if self.token_verifier is None or not serviceaccount.looks_like_jwt(token):
+            return None
+        now = time.monotonic()
+        cached = self._account_users.get(token)
+        if cached is not None and now - cached[1] < ACCOUNT_RECHECK and not audiences:
+            return cached[0]
+        claims = self.token_verifier.verify(token, audiences)
+        if claims is None or not await self._still_there(claims):
+            self._account_users.pop(token, None)
+            return None
+        user = User(claims.username, claims.uid, claims.groups)
+        if not audiences:
+            if len(self._account_users) > 4096:
+                self._account_users.clear()
+            self._account_users[token] = (user, now)
+        return user
+
+    async def _still_there(self, claims: serviceaccount.Claims) -> bool:
+        """Whether the token's ServiceAccount, and the pod it is bound to, exist with the UIDs it names."""
+        wanted = [("serviceaccounts", claims.name, claims.uid)]
+        if claims.pod_name:
+            wanted.append(("pods", claims.pod_name, claims.pod_uid))
+        for plural, name, uid in wanted:
+            try:
+                found = (await self.stores[plural].get(claims.namespace, name)).obj()
+            except StatusError:
+                return False
+            if uid and found["metadata"].get("uid") != uid:
+                return False
+        return True
 
     # --- audit -----------------------------------------------------------------------------------
 

@@ -52,6 +52,14 @@ class KubeletClientSettings:
 
 
 @dataclass(frozen=True)
+class ServiceAccountSettings:
+    key_file: Path | None = setting(None, "public key ServiceAccount tokens are checked with (PEM)")
+    signing_key_file: Path | None = setting(None, "private key ServiceAccount tokens are signed with (PEM)")
+    issuer: str = setting("https://kubernetes.default.svc.cluster.local", "the iss claim of the tokens issued")
+    max_token_expiration: int = setting(86400, "the longest a requested token may live, in seconds")
+
+
+@dataclass(frozen=True)
 class AuditSettings:
     policy_file: Path | None = setting(None, "audit.k8s.io/v1 Policy: which requests are recorded, at what level")
     log_path: Path | None = setting(None, "file the audit events are written to, one JSON object a line")
@@ -84,6 +92,8 @@ class ApiServerSettings:
     watch: WatchCacheSettings = field(default_factory=WatchCacheSettings)
     kubelet: KubeletClientSettings = field(default_factory=KubeletClientSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    service_account: ServiceAccountSettings = field(default_factory=ServiceAccountSettings)
+    api_audiences: tuple[str, ...] = setting((), "audiences a token must name (default: the service account issuer)")
     log: LogSettings = field(default_factory=LogSettings)
 
     def worker_count(self) -> int:

@@ -58,6 +58,11 @@ def now() -> str:
     return str(_last_second[1])
 
 
+def format_time(seconds: float) -> str:
+    """A Unix time as kube writes a metav1.Time (RFC 3339, whole seconds, UTC)."""
+    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_micro() -> str:
     """RFC 3339 UTC timestamp with microseconds, as metav1.MicroTime serializes."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -86,6 +86,7 @@ def issue(credentials: Credentials, paths: LabPaths) -> bool:
     created = pki.ensure_ca()
     pki.ensure_serving(dns_names=[*API_DNS_NAMES, *credentials.api_dns_names], ips=list(credentials.api_ips))
     pki.ensure_etcd(dns_names=credentials.etcd_dns_names, ips=credentials.etcd_ips)
+    pki.ensure_service_account_key()
     for kubelet in credentials.kubelets:
         pki.ensure_serving(
             name=kubelet.cert, common_name=kubelet.node, dns_names=list(kubelet.dns_names), ips=list(kubelet.ips)

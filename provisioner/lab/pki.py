@@ -25,7 +25,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
@@ -76,7 +76,7 @@ def _write_private(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -109,6 +109,27 @@ class Pki:
     @property
     def tokens(self) -> Path:
         return self.directory / "tokens.csv"
+
+    @property
+    def service_account_key(self) -> Path:
+        return self.directory / "sa.key"
+
+    @property
+    def service_account_public_key(self) -> Path:
+        return self.directory / "sa.pub"
+
+    def ensure_service_account_key(self) -> bool:
+        """The key pair ServiceAccount tokens are signed with (``sa.key``, RSA, as kubeadm makes it) and
+        checked with (``sa.pub``), unless it exists; return whether it was created."""
+        if self.service_account_key.exists() and self.service_account_public_key.exists():
+            return False
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        _write_private(self.service_account_key, _key_pem(key))
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.service_account_public_key.write_bytes(public)
+        return True
 
     def ensure_ca(self, name: str = "ca", common_name: str = "kubelab-ca") -> bool:
         """Create the CA ``<name>.crt``/``.key`` (the cluster's by default) unless it exists; return

@@ -160,8 +160,20 @@ def test_the_agents_set_is_what_the_guest_image_installs_and_holds_nothing_host_
     requirements = guestimage.guest_requirements(pins, guestimage.load_recipe().host_only)
     assert guestimage.parse_lock(requirements, source=guestimage.AGENTS_LOCK) == export("agents")
     names = {canonicalize_name(p.name) for p in pins}
-    assert not names & {"kubernetes", "libvirt-python", "ansible-core", "ansible-runner", "cryptography", "jinja2"}
-    assert {"aetcd", "aiohttp", "grpcio", "protobuf", "uvloop", "orjson", "pyyaml", "jsonpatch"} <= names
+    assert not names & {"kubernetes", "libvirt-python", "ansible-core", "ansible-runner", "jinja2"}
+    # cryptography and pyjwt: the API server signs and checks ServiceAccount tokens
+    assert {
+        "aetcd",
+        "aiohttp",
+        "grpcio",
+        "protobuf",
+        "uvloop",
+        "orjson",
+        "pyyaml",
+        "jsonpatch",
+        "cryptography",
+        "pyjwt",
+    } <= names
 
 
 def test_libvirt_python_is_locked_as_its_source_archive() -> None:

@@ -291,6 +291,8 @@ def test_the_host_side_files_the_roles_copy_are_the_ones_the_provisioner_generat
         for name in ("etcd-server", "etcd-healthcheck-client", "apiserver-etcd-client")
         for suffix in (".crt", ".key")
     } | {("kubelab-master", str(pki / "etcd-ca.crt"))}
+    # the ServiceAccount token key pair (pki.Pki.ensure_service_account_key): the master only
+    expected |= {("kubelab-master", str(pki / "sa.key")), ("kubelab-master", str(pki / "sa.pub"))}
     for node in NODES:
         expected |= {
             (node.name, str(pki / "ca.crt")),

@@ -295,6 +295,8 @@ class ApiServer(_Checked):
             apiserver_audit_log_path=str(self.audit_log),
             apiserver_audit_log_maxsize=20,
             apiserver_audit_log_maxbackup=2,
+            apiserver_sa_key_file=str(self.paths.pki / "sa.pub"),
+            apiserver_sa_signing_key_file=str(self.paths.pki / "sa.key"),
         )
         return render.write(self.config_file, text) or policy
 
