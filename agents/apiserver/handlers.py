@@ -256,7 +256,7 @@ class Api:
             info = request_info(request.method, request.path, request.query)
             created = str(((decoded.body or {}).get("metadata") or {}).get("name", ""))
             attrs = authorization.attributes(user.name, user.groups, info)
-            noderestriction.check(attrs, self._authorizer.node.graph, created_name=created)
+            noderestriction.check(attrs, self._authorizer.node.graph, created_name=created, body=decoded.body)
         if operation == "list":
             if decoded.query.flag("watch"):
                 return await self._watch_stream(request, target, store, decoded)

@@ -2,7 +2,8 @@
 
 A kubelet calls as ``system:node:<node>`` in the group ``system:nodes``. It may ``get`` a Secret, a
 ConfigMap or a PersistentVolumeClaim only when a pod bound to its node refers to it (a volume, an
-environment variable, an image pull secret), as kube's graph of pods, nodes and what pods use decides;
+environment variable, an image pull secret), and request a token only for a ServiceAccount such a
+pod runs as, as kube's graph of pods, nodes and what pods use decides;
 for everything else it holds the ``system:node`` rules. What it may then write is narrowed further by
 NodeRestriction admission (``noderestriction.py``). A request from anyone else is not this
 authorizer's to decide.
@@ -53,6 +54,7 @@ def references(pod: Object) -> set[Ref]:
         if isinstance(name, str) and name:
             out.add((resource, namespace, name))
 
+    add("serviceaccounts", spec.get("serviceAccountName") or "default")
     for secret in spec.get("imagePullSecrets") or []:
         add("secrets", (secret or {}).get("name"))
     for listed in spec.get("volumes") or []:
@@ -125,4 +127,8 @@ class NodeAuthorizer:
             return False
         if attrs.resource_request and attrs.api_group == "" and attrs.resource in GRAPHED and not attrs.subresource:
             return attrs.verb == "get" and self.graph.used_on(node, (attrs.resource, attrs.namespace, attrs.name))
+        if attrs.resource_request and attrs.api_group == "" and attrs.resource == "serviceaccounts":
+            # a token for an account a pod on this node runs as (NodeRestriction binds it to that pod)
+            ref = ("serviceaccounts", attrs.namespace, attrs.name)
+            return (attrs.subresource, attrs.verb) == ("token", "create") and self.graph.used_on(node, ref)
         return any(rule_allows(rule, attrs) for rule in self.node_rules)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from agents.apiserver.nodeauthorizer import PodGraph, node_of
 from agents.apiserver.rbac import Attributes
 from agents.apiserver.status import StatusError
+from agents.machinery.objects import Object
 
 NODE_LEASES = "kube-node-lease"
 WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
@@ -22,12 +23,16 @@ def _forbidden(attrs: Attributes, name: str, message: str) -> StatusError:
     return StatusError(403, "Forbidden", f"{subject} is forbidden: {message}", details=details)
 
 
-def check(attrs: Attributes, graph: PodGraph, *, created_name: str = "") -> None:
-    """Refuse (403) a node's write to what is not its own. ``created_name``: the name in a create's body."""
+def check(attrs: Attributes, graph: PodGraph, *, created_name: str = "", body: Object | None = None) -> None:
+    """Refuse (403) a node's write to what is not its own. ``created_name``: the name in a create's
+    body; ``body``: the body itself (a TokenRequest's bound pod)."""
     node = node_of(attrs)
     if node is None or attrs.verb not in WRITES:
         return
     name = created_name if attrs.verb == "create" and not attrs.subresource else attrs.name
+    if attrs.api_group == "" and attrs.resource == "serviceaccounts" and attrs.subresource == "token":
+        _check_token(attrs, graph, node, body or {})
+        return
     if attrs.api_group == "" and attrs.resource == "nodes":
         if name != node:
             raise _forbidden(attrs, name, f'node "{node}" is not allowed to modify node "{name}"')
@@ -41,6 +46,17 @@ def check(attrs: Attributes, graph: PodGraph, *, created_name: str = "") -> None
 
 def _node_lease(attrs: Attributes) -> bool:
     return attrs.api_group == "coordination.k8s.io" and attrs.resource == "leases" and attrs.namespace == NODE_LEASES
+
+
+def _check_token(attrs: Attributes, graph: PodGraph, node: str, body: Object) -> None:
+    """A kubelet's token is bound to a pod on its node."""
+    ref = (body.get("spec") or {}).get("boundObjectRef") or {}
+    if ref.get("kind") != "Pod":
+        raise _forbidden(attrs, attrs.name, f'node requested token not bound to a pod (node "{node}")')
+    if graph.node_of_pod(attrs.namespace, str(ref.get("name", ""))) != node:
+        raise _forbidden(
+            attrs, attrs.name, f'node requested token bound to a pod scheduled on a different node (node "{node}")'
+        )
 
 
 def _check_pod(attrs: Attributes, graph: PodGraph, node: str, name: str) -> None:

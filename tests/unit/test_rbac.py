@@ -257,6 +257,7 @@ def test_what_a_pod_uses_is_read_from_volumes_environment_and_pull_secrets() -> 
         initContainers=[{"name": "i", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "env-cm"}}}]}],
     )
     assert references(pod) == {
+        ("serviceaccounts", "team", "default"),
         ("secrets", "team", "pull"),
         ("secrets", "team", "vol-secret"),
         ("configmaps", "team", "vol-cm"),
@@ -297,3 +298,24 @@ def test_node_restriction_keeps_a_kubelet_to_its_own_node_lease_and_pods() -> No
     with pytest.raises(StatusError, match="can only create mirror pods"):
         noderestriction.check(ask("create", "pods", namespace="team", **KUBELET), graph, created_name="new")
     noderestriction.check(ask("patch", "nodes", name="w2"), graph)  # not a node: not restricted here
+
+
+def test_a_kubelet_requests_tokens_only_for_its_pods_accounts_bound_to_those_pods() -> None:
+    graph = PodGraph()
+    graph.put("/registry/pods/team/mine", _pod("mine", "w1", serviceAccountName="robot"))
+    graph.put("/registry/pods/team/theirs", _pod("theirs", "w2", serviceAccountName="other"))
+    node = NodeAuthorizer(graph, bootstrappolicy.NODE_RULES)
+    token = {"subresource": "token", "namespace": "team", **KUBELET}
+    assert node.allows(ask("create", "serviceaccounts", name="robot", **token))
+    assert not node.allows(ask("create", "serviceaccounts", name="other", **token))  # a pod of another node's
+    bound = {"spec": {"boundObjectRef": {"kind": "Pod", "name": "mine"}}}
+    noderestriction.check(ask("create", "serviceaccounts", name="robot", **token), graph, body=bound)
+    for body, message in (
+        ({"spec": {}}, "node requested token not bound to a pod"),
+        (
+            {"spec": {"boundObjectRef": {"kind": "Pod", "name": "theirs"}}},
+            "bound to a pod scheduled on a different node",
+        ),
+    ):
+        with pytest.raises(StatusError, match=message):
+            noderestriction.check(ask("create", "serviceaccounts", name="robot", **token), graph, body=body)
