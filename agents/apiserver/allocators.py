@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from agents.apiserver.status import FieldError, StatusError, invalid, invalid_object
@@ -264,11 +264,25 @@ class ServiceAllocator:
 class RequestAdmission:
     """The admission services for one request: reservations undone on failure, releases on success."""
 
-    def __init__(self, allocator: ServiceAllocator, default_toleration_seconds: int) -> None:
+    def __init__(
+        self,
+        allocator: ServiceAllocator,
+        default_toleration_seconds: int,
+        accounts: Callable[[str, str], Awaitable[Object | None]] | None = None,
+    ) -> None:
         self._allocator = allocator
         self.default_toleration_seconds = default_toleration_seconds
+        self._accounts = accounts
         self._reserved: list[str] = []
         self._after_commit: list[tuple[Object, Object | None]] = []
+
+    @property
+    def mounts_tokens(self) -> bool:
+        """Whether pods get a ServiceAccount token mounted (the server issues tokens)."""
+        return self._accounts is not None
+
+    async def service_account(self, namespace: str, name: str) -> Object | None:
+        return await self._accounts(namespace, name) if self._accounts is not None else None
 
     async def allocate_service(self, service: Object, old: Object | None, *, dry_run: bool) -> None:
         self._reserved += await self._allocator.allocate(service, old, dry_run=dry_run)

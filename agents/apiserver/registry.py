@@ -138,8 +138,10 @@ class ResourceStore:
         namespace_phase: NamespaceLookup,
         default_toleration_seconds: int,
         peek: Callable[[str], KeyValue | None] | None = None,
+        accounts: Callable[[str, str], Awaitable[Object | None]] | None = None,
     ) -> None:
         self.resource = resource
+        self._accounts = accounts
         self._peek = peek
         self.strategy = strategy
         self._store = store
@@ -162,7 +164,7 @@ class ResourceStore:
         return invalid_object(self.resource.kind, name, self.resource.group, errors)
 
     def _admission(self) -> RequestAdmission:
-        return RequestAdmission(self._allocator, self._toleration_seconds)
+        return RequestAdmission(self._allocator, self._toleration_seconds, self._accounts)
 
     async def _read(self, namespace: str, name: str) -> tuple[KeyValue, Object]:
         kv, _ = await self._store.get(self._key(namespace, name))

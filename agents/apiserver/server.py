@@ -225,6 +225,7 @@ class ApiServer:
                 namespace_phase=self._namespace_phase,
                 default_toleration_seconds=self.settings.default_not_ready_toleration_seconds,
                 peek=self.cache.peek,
+                accounts=self._service_account if self.token_issuer is not None else None,
             )
         await self.cache.start()
         self.openapi = OpenAPI(self.catalog, self.definitions, KUBERNETES_VERSION)
@@ -451,6 +452,15 @@ class ApiServer:
                 self._account_users.clear()
             self._account_users[token] = (user, now)
         return user
+
+    async def _service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ServiceAccount NAMESPACE/NAME, or None (ServiceAccount admission asks)."""
+        try:
+            return (await self.stores["serviceaccounts"].get(namespace, name)).obj()
+        except StatusError as exc:
+            if exc.code == 404:
+                return None
+            raise
 
     async def _still_there(self, claims: serviceaccount.Claims) -> bool:
         """Whether the token's ServiceAccount, and the pod it is bound to, exist with the UIDs it names."""

@@ -20,6 +20,7 @@ from agents.controllers.namespace import NamespaceController
 from agents.controllers.nodeipam import NodeIpamController
 from agents.controllers.nodelifecycle import NodeLifecycleController
 from agents.controllers.replicaset import ReplicaSetController
+from agents.controllers.rootcacertpublisher import RootCaCertPublisher
 from agents.controllers.serviceaccount import ServiceAccountController
 from agents.controllers.settings import ControllerManagerSettings
 from agents.controllers.statefulset import StatefulSetController
@@ -45,6 +46,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "serviceaccount": ServiceAccountController,
     "garbagecollector": GarbageCollector,
     "clusterrole-aggregation": ClusterRoleAggregationController,
+    "root-ca-cert-publisher": RootCaCertPublisher,
 }
 
 

@@ -21,6 +21,9 @@ class ControllerManagerSettings:
     )
     cluster_cidr: str = setting("10.244.0.0/16", "the pod network; each node gets a subnet of it")
     node_cidr_mask_size: int = setting(24, "prefix length of each node's pod subnet")
+    root_ca_file: Path | None = setting(
+        None, "the cluster's CA (PEM), published in every namespace as kube-root-ca.crt"
+    )
     leader: LeaderSettings = field(default_factory=LeaderSettings)
     healthz: HealthSettings = field(default_factory=HealthSettings)
     log: LogSettings = field(default_factory=LogSettings)

@@ -123,6 +123,7 @@ class Kubelet:
                 self.pleg.follow_exits(),
                 self.pleg.run_relist(),
                 self.workers.run(self.settings.pod_workers),
+                self.workers.refresh_tokens(),
             )
         finally:
             for task in informers:

@@ -16,6 +16,7 @@ stopped by its own sync, whatever the new one does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from agents.kubelet.probes import ContainerProber, Kind
 from agents.kubelet.runtime import CONTAINERD, Runtime, container_spec, hostname_of
 from agents.kubelet.serviceenv import service_environment
 from agents.kubelet.statusmanager import StatusManager
+from agents.kubelet.tokens import TokenManager
 from agents.kubelet.volumes import VolumeError, environment, plan_volumes, write_volumes
 from agents.machinery.client import ApiError, Client
 from agents.machinery.events import NORMAL, WARNING, EventRecorder
@@ -95,6 +97,7 @@ class PodWorkers:
         self.client = client
         self.pods = pods
         self.services = services  # the cluster's Services, for the containers' service variables
+        self.tokens = TokenManager(client)
         self.cache = cache
         self.runtime = runtime
         self.status = status
@@ -193,6 +196,29 @@ class PodWorkers:
                 return None
             raise
 
+    async def refresh_tokens(self, every: float = 30.0) -> None:
+        """Rewrite the projected volumes of running pods whose ServiceAccount token nears its end."""
+        while True:
+            await asyncio.sleep(every)
+            pods = self.pods.items()
+            self.tokens.forget({uid_of(pod) for pod in pods})
+            for pod in pods:
+                uid = uid_of(pod)
+                if self.cache.get(uid) is None or not self.tokens.due(uid):
+                    continue
+                try:
+                    volumes = await plan_volumes(
+                        pod,
+                        self.runtime.pod_dir(uid),
+                        configmaps=self._configmap,
+                        secrets=self._secret,
+                        tokens=self.tokens.token,
+                        only="projected",
+                    )
+                    write_volumes(volumes)
+                except (VolumeError, ApiError) as exc:
+                    log.warning("refreshing the token of pod %s: %s", pod["metadata"]["name"], exc)
+
     async def _configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._read(CONFIGMAPS, namespace, name)
 
@@ -248,7 +274,11 @@ class PodWorkers:
         try:
             config = await self.runtime.image_config(reference)
             volumes = await plan_volumes(
-                pod, self.runtime.pod_dir(uid), configmaps=self._configmap, secrets=self._secret
+                pod,
+                self.runtime.pod_dir(uid),
+                configmaps=self._configmap,
+                secrets=self._secret,
+                tokens=self.tokens.token,
             )
             write_volumes(volumes)
             env = await environment(

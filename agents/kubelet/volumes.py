@@ -2,7 +2,9 @@
 
 Volumes are directories: ``emptyDir`` under the pod's own directory, ``hostPath`` on the node,
 ``configMap`` and ``secret`` written as one file per key (secrets with mode 0400 unless the pod says
-otherwise); each container mounts them with bind mounts. Environment variables resolve ``value``,
+otherwise), ``projected`` the files of its sources together (a ServiceAccount token the kubelet
+requests for the pod, ConfigMap and Secret keys, the pod's own fields); each container mounts them with
+bind mounts. Environment variables resolve ``value``,
 ``fieldRef``, ``configMapKeyRef`` and ``secretKeyRef`` (and ``$(VAR)`` references to earlier ones,
 as kube expands them). The readers of ConfigMaps and Secrets are passed in, so the planning is pure.
 """
@@ -19,6 +21,8 @@ from typing import Any
 from agents.kubelet.containers import Mount
 
 Reader = Callable[[str, str], Awaitable[dict[str, Any] | None]]  # (namespace, name) -> object or None
+# (pod, a projected serviceAccountToken source) -> a token for the pod's ServiceAccount, bound to the pod
+TokenReader = Callable[[Mapping[str, Any], Mapping[str, Any]], Awaitable[str]]
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -84,12 +88,22 @@ def _keyed(
 
 
 async def plan_volumes(
-    pod: Mapping[str, Any], pod_dir: Path, *, configmaps: Reader, secrets: Reader
+    pod: Mapping[str, Any],
+    pod_dir: Path,
+    *,
+    configmaps: Reader,
+    secrets: Reader,
+    tokens: TokenReader | None = None,
+    only: str = "",
 ) -> list[VolumeFiles]:
+    """What the pod's volumes need on disk; ``only``: just the volumes of that kind (``projected``: the
+    token refresh rewrites them)."""
     namespace = pod["metadata"]["namespace"]
     planned = []
     for volume in (pod.get("spec") or {}).get("volumes") or []:
         name = volume["name"]
+        if only and only not in volume:
+            continue
         if "emptyDir" in volume:
             planned.append(VolumeFiles(name, pod_dir / "volumes" / "empty-dir" / name, {}, 0o777, True))
         elif "hostPath" in volume:
@@ -126,10 +140,53 @@ async def plan_volumes(
                     data_of=_secret_data,
                 )
             )
+        elif "projected" in volume:
+            directory = pod_dir / "volumes" / "projected" / name
+            planned.append(
+                await _projected(
+                    pod, name, volume["projected"], directory, configmaps=configmaps, secrets=secrets, tokens=tokens
+                )
+            )
         else:
             kinds = sorted(k for k in volume if k != "name")
             raise VolumeError("FailedMount", f"volume {name}: {', '.join(kinds) or 'its kind'} is not supported here")
     return planned
+
+
+async def _projected(
+    pod: Mapping[str, Any],
+    name: str,
+    projected: Mapping[str, Any],
+    directory: Path,
+    *,
+    configmaps: Reader,
+    secrets: Reader,
+    tokens: TokenReader | None,
+) -> VolumeFiles:
+    """A projected volume: the files of its sources in one directory (a ServiceAccount token, keys
+    of ConfigMaps and Secrets, the pod's own fields)."""
+    namespace = pod["metadata"]["namespace"]
+    files: dict[str, bytes] = {}
+    for source in projected.get("sources") or []:
+        if "serviceAccountToken" in source:
+            if tokens is None:
+                raise VolumeError("FailedMount", f"volume {name}: this kubelet requests no tokens")
+            files[str(source["serviceAccountToken"]["path"])] = (
+                await tokens(pod, source["serviceAccountToken"])
+            ).encode()
+        elif "configMap" in source or "secret" in source:
+            kind = "configmap" if "configMap" in source else "secret"
+            ref = source["configMap" if kind == "configmap" else "secret"]
+            found = await (configmaps if kind == "configmap" else secrets)(namespace, ref["name"])
+            if found is None:
+                if ref.get("optional"):
+                    continue
+                raise VolumeError("FailedMount", f'{kind} "{ref["name"]}" not found')
+            files.update(_items(ref, (_configmap_data if kind == "configmap" else _secret_data)(found)))
+        elif "downwardAPI" in source:
+            for item in source["downwardAPI"].get("items") or []:
+                files[str(item["path"])] = _field(pod, item["fieldRef"]["fieldPath"], "", "").encode()
+    return VolumeFiles(name, directory, files, int(projected.get("defaultMode", 0o644)), True)
 
 
 def write_volumes(volumes: list[VolumeFiles]) -> None:

@@ -430,3 +430,37 @@ def test_a_container_finds_the_api_server_and_its_namespace_s_services_in_its_en
     assert {f"WEB_FRONT_SERVICE_HOST={web}", "WEB_FRONT_SERVICE_PORT=80", f"WEB_FRONT_PORT_80_TCP_ADDR={web}"} <= linked
     bare = output("unlinked")
     assert f"KUBERNETES_SERVICE_HOST={api}" in bare.split() and "WEB_FRONT" not in bare
+
+
+def test_a_pod_s_service_account_volume_holds_a_token_bound_to_it_the_ca_and_its_namespace(
+    kubelet_lab: Lab, k: Kubectl, node: Node, ns: str
+) -> None:
+    check = (
+        "d=/var/run/secrets/kubernetes.io/serviceaccount;"
+        ' test "$(cat $d/namespace)" = "$NS" && grep -q "BEGIN CERTIFICATE" $d/ca.crt && test -s $d/token'
+    )
+    env = [{"name": "NS", "value": ns}]
+    body = pod(
+        "in-cluster",
+        node,
+        {"name": "c", "image": "busybox", "command": ["sh", "-c", check], "env": env},
+        restartPolicy="Never",
+    )
+    k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(body))
+    phase = eventually(
+        lambda: (
+            pod_json(k, ns, "in-cluster")["status"].get("phase") in ("Succeeded", "Failed")
+            and pod_json(k, ns, "in-cluster")["status"]["phase"]
+        ),
+        timeout=60,
+        what="the pod to finish",
+    )
+    assert phase == "Succeeded", k.ok("describe", "pod", "in-cluster", "-n", ns)
+    found = pod_json(k, ns, "in-cluster")
+    volume = found["spec"]["volumes"][0]["name"]
+    token = (
+        node.root / "kubelet" / "pods" / found["metadata"]["uid"] / "volumes" / "projected" / volume / "token"
+    ).read_text()
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+    answer = json.loads(k.ok("create", "-f", "-", "-o", "json", stdin=json.dumps(review)))["status"]
+    assert answer["authenticated"] and answer["user"]["username"] == f"system:serviceaccount:{ns}:default"

@@ -140,3 +140,42 @@ def test_a_token_request_for_less_than_ten_minutes_or_a_missing_account_is_refus
     assert short.code == 1 and "may not specify a duration less than 10 minutes" in short.err
     missing = kubectl("create", "token", "nobody", "-n", namespace)
     assert missing.code == 1 and 'serviceaccounts "nobody" not found' in missing.err
+
+
+def test_pods_get_their_account_s_token_volume_unless_they_opt_out_and_a_missing_account_is_refused(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.ok("create", "serviceaccount", "quiet", "-n", namespace)
+    kubectl.ok("patch", "serviceaccount", "quiet", "-n", namespace, "-p", '{"automountServiceAccountToken": false}')
+
+    def pod(name: str, **spec: object) -> str:
+        body = {"name": "c", "image": "busybox:1.36"}
+        return json.dumps(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": [body], **spec}}
+        )
+
+    kubectl.ok("apply", "-n", namespace, "-f", "-", stdin=pod("mounted"))
+    spec = kubectl.json("get", "pod", "mounted", "-n", namespace)["spec"]
+    (volume,) = spec["volumes"]
+    assert volume["name"].startswith("kube-api-access-")
+    sources = volume["projected"]["sources"]
+    assert sources[0] == {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    assert sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert spec["containers"][0]["volumeMounts"] == [
+        {"name": volume["name"], "readOnly": True, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
+    ]
+    kubectl.ok("apply", "-n", namespace, "-f", "-", stdin=pod("opted-out", automountServiceAccountToken=False))
+    kubectl.ok("apply", "-n", namespace, "-f", "-", stdin=pod("quiet-account", serviceAccountName="quiet"))
+    for name in ("opted-out", "quiet-account"):
+        assert not kubectl.json("get", "pod", name, "-n", namespace)["spec"].get("volumes")
+    missing = kubectl("apply", "-n", namespace, "-f", "-", stdin=pod("orphan", serviceAccountName="nobody"))
+    assert missing.code == 1
+    assert (
+        f'pods "orphan" is forbidden: error looking up service account {namespace}/nobody:'
+        ' serviceaccount "nobody" not found'
+    ) in missing.err
+    eventually(lambda: kubectl("get", "configmap", "kube-root-ca.crt", "-n", namespace).ok, what="the root CA")
+    assert (
+        "BEGIN CERTIFICATE" in kubectl.json("get", "configmap", "kube-root-ca.crt", "-n", namespace)["data"]["ca.crt"]
+    )

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from agents.apiserver import validation as v
+from agents.apiserver.kinds import serviceaccounts
 from agents.apiserver.kinds.base import Admission, Strategy
 from agents.apiserver.kinds.podspec import TAINT_EFFECTS, default_pod_spec, qos_class, validate_pod_spec
 from agents.apiserver.status import FieldError, forbidden, invalid, required, too_long
@@ -85,6 +86,8 @@ class PodStrategy(Strategy):
         spec = obj["spec"]
         spec.setdefault("serviceAccountName", "default")
         spec.setdefault("serviceAccount", spec["serviceAccountName"])
+        if admission.mounts_tokens:
+            await serviceaccounts.admit_pod(admission, obj)
         spec.setdefault("priority", 0)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
         tolerations = spec.setdefault("tolerations", [])

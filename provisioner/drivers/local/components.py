@@ -368,6 +368,7 @@ class ControllerManager(_Checked):
                 controller_manager_node_grace_period=self.node_grace_period,
                 controller_manager_cluster_cidr=self.cluster_cidr,
                 controller_manager_healthz_port=self.healthz_port,
+                controller_manager_root_ca_file=str(self.paths.pki / "ca.crt"),
             ),
         )
 
