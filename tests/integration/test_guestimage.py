@@ -153,7 +153,8 @@ def test_the_venv_holds_exactly_the_locked_versions_of_the_agents_packages(tree:
         installed.pop(tool, None)
     locked = {re.sub(r"[-_.]+", "-", pin.name).lower(): pin.version for pin in guestimage.load_lock()}
     assert installed == locked
-    assert not {"kubernetes", "cryptography", "jinja2", "libvirt-python", "ansible-core"} & set(installed)
+    assert not {"kubernetes", "jinja2", "libvirt-python", "ansible-core"} & set(installed)
+    assert {"cryptography", "pyjwt"} <= set(installed)  # the API server's ServiceAccount tokens
 
 
 def test_the_wheelhouse_stays_in_the_image_and_the_project_does_not(tree: Path) -> None:
