@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
+MOUNT_BACKOFF_START = 0.5
+MOUNT_BACKOFF_MAX = 122.0
 BACKOFF_RESET = 600.0
 
 State = Literal["created", "running", "exited"]
@@ -111,6 +113,15 @@ def pull_backoff(failures: int) -> float:
     return float(min(BACKOFF_MAX, BACKOFF_START * 2.0 ** max(0, failures - 1)))
 
 
+def retry_backoff(failure: PullFailure | Problem) -> float:
+    """How long after a failure the container is tried again: a volume that could not be set up (an
+    account or ConfigMap a new namespace gets a moment later) as kube's volume manager retries,
+    from 0.5 s doubling to about 2 min; anything else as an image pull."""
+    if isinstance(failure, Problem) and failure.reason == FAILED_MOUNT:
+        return float(min(MOUNT_BACKOFF_MAX, MOUNT_BACKOFF_START * 2.0 ** max(0, failure.failures - 1)))
+    return pull_backoff(failure.failures)
+
+
 def wants_restart(policy: str, exit_code: int) -> bool:
     return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
 
@@ -148,7 +159,7 @@ def plan(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[A
         attempts = list(observed.attempts.get(name) or [])
         failure = observed.pulls.get(name) or observed.problems.get(name)
         if failure is not None:
-            retry_at = failure.at + pull_backoff(failure.failures)
+            retry_at = failure.at + retry_backoff(failure)
             if now < retry_at:
                 wake = retry_at if wake is None else min(wake, retry_at)
                 continue

@@ -30,7 +30,7 @@ from agents.kubelet.runtime import CONTAINERD, Runtime, container_spec, hostname
 from agents.kubelet.serviceenv import service_environment
 from agents.kubelet.statusmanager import StatusManager
 from agents.kubelet.tokens import TokenManager
-from agents.kubelet.volumes import VolumeError, environment, plan_volumes, write_volumes
+from agents.kubelet.volumes import VolumeError, VolumeFiles, environment, plan_volumes, write_volumes
 from agents.machinery.client import ApiError, Client
 from agents.machinery.events import NORMAL, WARNING, EventRecorder
 from agents.machinery.imagerefs import full_reference
@@ -207,17 +207,19 @@ class PodWorkers:
                 if self.cache.get(uid) is None or not self.tokens.due(uid):
                     continue
                 try:
-                    volumes = await plan_volumes(
-                        pod,
-                        self.runtime.pod_dir(uid),
-                        configmaps=self._configmap,
-                        secrets=self._secret,
-                        tokens=self.tokens.token,
-                        only="projected",
-                    )
-                    write_volumes(volumes)
+                    write_volumes(await self._volumes(pod, uid, only="projected"))
                 except (VolumeError, ApiError) as exc:
                     log.warning("refreshing the token of pod %s: %s", pod["metadata"]["name"], exc)
+
+    async def _volumes(self, pod: Object, uid: str, *, only: str = "") -> list[VolumeFiles]:
+        return await plan_volumes(
+            pod,
+            self.runtime.pod_dir(uid),
+            configmaps=self._configmap,
+            secrets=self._secret,
+            tokens=self.tokens.token,
+            only=only,
+        )
 
     async def _configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._read(CONFIGMAPS, namespace, name)
@@ -273,13 +275,7 @@ class PodWorkers:
         cid = ContainerId(uid, action.name, action.attempt)
         try:
             config = await self.runtime.image_config(reference)
-            volumes = await plan_volumes(
-                pod,
-                self.runtime.pod_dir(uid),
-                configmaps=self._configmap,
-                secrets=self._secret,
-                tokens=self.tokens.token,
-            )
+            volumes = await self._volumes(pod, uid)
             write_volumes(volumes)
             env = await environment(
                 pod,
@@ -350,8 +346,9 @@ class PodWorkers:
         it is tried again after the back-off (the planner's wake)."""
         before = record.problems.get(name)
         failures = before.failures + 1 if before is not None else 1
-        record.problems[name] = podstate.Problem(reason, message, time.time(), failures)
-        self.queue.add_after(record.uid, podstate.pull_backoff(failures))
+        problem = podstate.Problem(reason, message, time.time(), failures)
+        record.problems[name] = problem
+        self.queue.add_after(record.uid, podstate.retry_backoff(problem))
         if reason == podstate.FAILED_MOUNT:
             self.recorder.record(pod, WARNING, reason, message)
         else:  # kube's kubelet: a Failed event, "Error: " and the message

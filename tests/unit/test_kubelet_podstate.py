@@ -208,10 +208,10 @@ def test_a_container_that_cannot_be_created_waits_with_the_reason_and_is_tried_a
 
 
 def test_a_volume_that_cannot_be_set_up_leaves_the_container_creating_as_kube_s_does() -> None:
-    problem = Problem("FailedMount", 'configmap "missing" not found', at=NOW - 3, failures=1)
+    problem = Problem("FailedMount", 'configmap "missing" not found', at=NOW - 3, failures=4)
     observed = Observed(sandbox_ip="10.244.0.5", problems={"main": problem})
     assert status_of(pod(), observed)["containerStatuses"][0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
-    assert plan(pod(), observed, NOW) == ([], NOW + 7)
+    assert plan(pod(), observed, NOW) == ([], NOW + 1)  # the fourth try waits 4 s (0.5 s doubling)
 
 
 def test_pull_failures_read_err_image_pull_then_image_pull_back_off() -> None:

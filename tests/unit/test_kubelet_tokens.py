@@ -56,3 +56,11 @@ def test_a_refused_request_is_a_failed_mount_with_the_api_server_s_words() -> No
         failed.value.reason == "FailedMount"
         and str(failed.value) == 'failed to fetch token: serviceaccounts "robot" not found'
     )
+
+
+def test_a_volume_that_cannot_be_set_up_is_tried_again_sooner_than_an_image_pull() -> None:
+    from agents.kubelet import podstate  # noqa: PLC0415
+
+    mount = [podstate.retry_backoff(podstate.Problem(podstate.FAILED_MOUNT, "m", 0.0, n)) for n in (1, 2, 3, 20)]
+    assert mount == [0.5, 1.0, 2.0, 122.0]
+    assert podstate.retry_backoff(podstate.Problem("CreateContainerConfigError", "m", 0.0, 1)) == 10.0
