@@ -459,10 +459,13 @@ class Api:
         assert decoded.body is not None
         request[audit.REQUEST_OBJECT] = decoded.body
         user: User = request.get("user") or ANONYMOUS
+        # the answer names the review as sent and nothing else of its metadata (managedFields may hold any JSON)
+        meta = decoded.body.get("metadata") or {}
+        body = {**decoded.body, "metadata": {k: meta[k] for k in ("name", "namespace") if isinstance(meta.get(k), str)}}
         if resource.kind == "TokenReview":
-            answered = await self._token_review(decoded.body)
+            answered = await self._token_review(body)
         else:
-            answered = reviews.answer(self._authorizer, resource.kind, user, decoded.body, target.namespace)
+            answered = reviews.answer(self._authorizer, resource.kind, user, body, target.namespace)
         return self._respond(request, resource, answered, 201, decoded.warnings)
 
     async def _token_review(self, body: Object) -> Object:

@@ -121,7 +121,7 @@ def self_subject_review(user: User, body: Object) -> Object:
     info: dict[str, Any] = {"username": user.name, "groups": list(_with_authenticated(user.groups))}
     if user.uid:
         info["uid"] = user.uid
-    return {**body, "metadata": body.get("metadata") or {}, "status": {"userInfo": info}}
+    return {**body, "status": {"userInfo": info}}
 
 
 def answer(authorizer: Authorizer, kind: str, user: User, body: Object, namespace: str) -> Object:

@@ -172,3 +172,30 @@ def test_a_kubelet_may_not_change_another_node(kubectl: Kubectl, kubelet: Kubect
         assert "touched" not in (kubectl.json("get", "node", "rbac-other-node")["metadata"].get("labels") or {})
     finally:
         kubectl("delete", "node", "rbac-other-node")
+
+
+def test_a_review_answers_with_its_name_only_whatever_metadata_it_was_sent(lab: Lab) -> None:
+    """The fuzzer's find: managedFields may hold any JSON (an integer past 64 bits here), and a review
+    echoed it into an answer that could not be encoded (500)."""
+    import ssl  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    config_ = yaml.safe_load(lab.kubeconfig.read_text())
+    token = config_["users"][0]["user"]["token"]
+    context = ssl.create_default_context(cafile=str(lab.root / "pki" / "ca.crt"))
+    body = (
+        '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview","metadata":{"name":"me",'
+        '"managedFields":[{"manager":"x","fieldsV1":{"f:big":123456789012345678901234567890}}]}}'
+    )
+    request = urllib.request.Request(
+        f"{lab.server}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        data=body.encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        assert response.status == 201
+        answer = json.loads(response.read())
+    assert answer["metadata"] == {"name": "me"} and answer["status"]["userInfo"]["username"] == "kubelab-admin"
