@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from kubelab_testing.lab import created_lab, up_flags
+from provisioner.lab import kubeconfig
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -72,7 +73,7 @@ def target_from_kubeconfig(path: Path, workdir: Path) -> Target:
     cluster = config["clusters"][0]["cluster"]
     ca = workdir / "ca.crt"
     ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-    return Target(cluster["server"], config["users"][0]["user"]["token"], ca, path)
+    return Target(cluster["server"], kubeconfig.bearer_token(path), ca, path)
 
 
 def busy_fraction(window: float = 0.5) -> float:

@@ -45,6 +45,7 @@ from typing import Any
 import yaml
 
 from kubelab_testing import fuzzhooks
+from provisioner.lab import kubeconfig
 from provisioner.system import processes
 
 CHECKS = ("not_a_server_error", "response_schema_conformance")
@@ -77,7 +78,7 @@ class Api:
         cluster = config["clusters"][0]["cluster"]
         ca = workdir / "ca.crt"
         ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-        return cls(cluster["server"], config["users"][0]["user"]["token"], ca)
+        return cls(cluster["server"], kubeconfig.bearer_token(path), ca)
 
     def call(self, method: str, path: str, body: Any = None, *, timeout: float = 30.0) -> tuple[int, Any]:
         """(HTTP status, JSON or text answer); (0, reason) when the server does not answer."""

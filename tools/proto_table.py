@@ -38,6 +38,7 @@ GROUPS = (
     "rbac/v1",
     "authorization/v1",
     "authentication/v1",
+    "certificates/v1",
 )
 
 _IMPORT = re.compile(r'^\s*import\s+"([^"]+)"\s*;', re.M)

@@ -231,6 +231,13 @@ _CONTROLLER_MANAGER = [
     rule(("create",), ["coordination.k8s.io"], ["leases"]),
     # the clusterrole-aggregation controller writes rules it does not hold itself
     rule(("escalate",), [GROUP], ["clusterroles"]),
+    # the CSR signer issues client certificates for the kube-apiserver-client signers
+    rule(
+        ("sign",),
+        ["certificates.k8s.io"],
+        ["signers"],
+        ["kubernetes.io/kube-apiserver-client", "kubernetes.io/kube-apiserver-client-kubelet"],
+    ),
     *_REVIEWS,
 ]
 _NODE_PROXIER = [

@@ -20,7 +20,17 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from agents.apiserver import audit, authorization, discovery, escalation, negotiation, noderestriction, patch, reviews
+from agents.apiserver import (
+    audit,
+    authorization,
+    certificateadmission,
+    discovery,
+    escalation,
+    negotiation,
+    noderestriction,
+    patch,
+    reviews,
+)
 from agents.apiserver.auth import ANONYMOUS, User
 from agents.apiserver.authorization import Authorizer
 from agents.apiserver.decoding import SCALE, Decoded, Decoder, Query
@@ -557,6 +567,7 @@ class Api:
                     "the namespace of the provided object does not match the namespace sent on the request"
                 )
         escalation.check(self._authorizer, request.get("user"), resource, target.namespace, body)
+        certificateadmission.stamp(resource, request.get("user"), body)
         created = await store.create(target.namespace, body, dry_run=decoded.dry_run)
         return self._respond(request, resource, created, 201, decoded.warnings)
 
@@ -588,6 +599,7 @@ class Api:
 
         def replace(current: Object) -> Object:
             escalation.check(self._authorizer, user, resource, target.namespace, body, old=current)
+            certificateadmission.check(self._authorizer, user, resource, subresource=sub, new=body, old=current)
             return body
 
         obj, created = await store.update(
@@ -612,6 +624,7 @@ class Api:
             checked = self._decoder.patched(decoded, patched)
             user = request.get("user")
             escalation.check(self._authorizer, user, resource, target.namespace, checked, old=current)
+            certificateadmission.check(self._authorizer, user, resource, subresource=sub, new=checked, old=current)
             return checked
 
         pinned = patch.pins_version(document)

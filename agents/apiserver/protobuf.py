@@ -43,6 +43,7 @@ SPECIAL = {
     # a user's extra attributes: a message of one repeated string, a plain list of strings in JSON
     "k8s.io.api.authentication.v1.ExtraValue": "string-list",
     "k8s.io.api.authorization.v1.ExtraValue": "string-list",
+    "k8s.io.api.certificates.v1.ExtraValue": "string-list",
 }
 # apiVersion -> the proto package of its messages
 PACKAGES = {
@@ -55,6 +56,7 @@ PACKAGES = {
     "rbac.authorization.k8s.io/v1": "k8s.io.api.rbac.v1",
     "authorization.k8s.io/v1": "k8s.io.api.authorization.v1",
     "authentication.k8s.io/v1": "k8s.io.api.authentication.v1",
+    "certificates.k8s.io/v1": "k8s.io.api.certificates.v1",
 }
 
 # Pointer fields (Message.field) whose zero value ("", 0, false) is a choice the client made and

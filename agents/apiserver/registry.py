@@ -393,10 +393,14 @@ class ResourceStore:
         if self.resource.namespaced:
             new_meta.setdefault("namespace", objects.namespace_of(current))
         old_meta = current.get("metadata") or {}
-        if subresource in ("status", "finalize"):
+        if subresource in ("status", "finalize", "approval"):
             new = deep_copy(current)
             if subresource == "status":
                 new["status"] = wanted.get("status") or {}
+                errors = self.strategy.validate_status(new, current)
+            elif subresource == "approval":  # a CSR's conditions, nothing else of it
+                status = new.setdefault("status", {})
+                status["conditions"] = (wanted.get("status") or {}).get("conditions") or []
                 errors = self.strategy.validate_status(new, current)
             else:
                 new.setdefault("spec", {})["finalizers"] = (wanted.get("spec") or {}).get("finalizers") or []

@@ -15,6 +15,7 @@ SUBRESOURCE_VERBS = {
     "log": ("get",),
     "exec": ("create", "get"),
     "token": ("create",),
+    "approval": ("get", "patch", "update"),
 }
 
 COMMON_FIELDS = {"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"}
@@ -280,6 +281,17 @@ RESOURCES: tuple[Resource, ...] = (
         True,
         "V1LocalSubjectAccessReview",
         review=True,
+    ),
+    Resource(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        False,
+        "V1CertificateSigningRequest",
+        ("csr",),
+        subresources=("status", "approval"),
+        field_paths={"spec.signerName": "spec.signerName"},
     ),
     Resource("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False, "V1TokenReview", review=True),
     Resource(

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agents.apiserver import audit, authorization, bootstrap, bootstrappolicy, openapi_v2, schemas, serviceaccount
+from agents.apiserver import audit, authorization, bootstrap, bootstrappolicy, openapi_v2, schemas, serviceaccount, x509
 from agents.apiserver.allocators import ServiceAllocator
 from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator, User
 from agents.apiserver.authorization import Authorizer
@@ -41,6 +41,7 @@ from agents.apiserver.storage.etcd import EtcdStore, EtcdTls
 from agents.apiserver.storage.memory import MemoryStore
 from agents.apiserver.watchcache import WatchCache
 from agents.apiserver.watchstream import WatchSettings
+from agents.apiserver.x509 import CertificateAuthenticator, peer_certificate
 from agents.machinery import codec
 from agents.machinery.objects import parse_time
 from agents.machinery.settings import SettingsError
@@ -158,6 +159,9 @@ class ApiServer:
         self.authenticator = (
             TokenAuthenticator.from_file(settings.token_auth_file) if settings.token_auth_file else None
         )
+        self.certificates = CertificateAuthenticator() if settings.client_ca_file is not None else None
+        # requests are authenticated where a token file or a client CA is given (tests may run without)
+        self.authenticating = self.authenticator is not None or self.certificates is not None
         graph = PodGraph()
         self.authorizer = Authorizer(
             settings.authorization_mode, node=NodeAuthorizer(graph, bootstrappolicy.NODE_RULES)
@@ -402,9 +406,13 @@ class ApiServer:
     async def _authenticate(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self.authenticator is not None and request.path not in PUBLIC_PATHS:
+        if self.authenticating and request.path not in PUBLIC_PATHS:
             header = request.headers.get("Authorization")
-            user = self.authenticator.authenticate(header)
+            user = None
+            if self.certificates is not None and request.transport is not None:
+                user = self.certificates.authenticate(peer_certificate(request.transport.get_extra_info("ssl_object")))
+            if user is None and self.authenticator is not None:
+                user = self.authenticator.authenticate(header)
             if user is None and header and header[:7].lower() == "bearer ":
                 user = await self.authenticate_token(header[7:].strip())
             if user is None:
@@ -562,7 +570,7 @@ class ApiServer:
         audited = self.audit_policy is not None and self.audit_log is not None
         # without an audit policy nothing of audit's runs per request
         # authorization runs where something authenticates and another mode than AlwaysAllow is asked
-        authorizing = self.authenticator is not None and self.authorizer.modes != ("AlwaysAllow",)
+        authorizing = self.authenticating and self.authorizer.modes != ("AlwaysAllow",)
         middlewares = [
             self._authenticate,
             *([self._audit] if audited else []),
@@ -590,6 +598,8 @@ class ApiServer:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(tls.cert_file), str(tls.private_key_file))
         context.set_alpn_protocols(["http/1.1"])
+        if self.settings.client_ca_file is not None:
+            x509.request_client_certificates(context, self.settings.client_ca_file)
         return context
 
 

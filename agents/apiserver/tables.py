@@ -661,6 +661,32 @@ _BINDING_COLUMNS = (
 )
 
 
+def _csr_row(obj: Object) -> Cells:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    states = [str(c.get("type", "")) for c in status.get("conditions") or [] if c.get("status", "True") == "True"]
+    if status.get("certificate"):
+        states.append("Issued")
+    seconds = spec.get("expirationSeconds")
+    return [
+        _meta(obj).get("name", ""),
+        _created(obj),
+        spec.get("signerName", ""),
+        spec.get("username", ""),
+        human_duration(seconds) if isinstance(seconds, int) else "<none>",
+        ",".join(states) or "Pending",
+    ]
+
+
+_CSR_COLUMNS = (
+    NAME,
+    AGE,
+    Column("SignerName", description="Requested signer for the request"),
+    Column("Requestor", description="Name of the user who requested the certificate"),
+    Column("RequestedDuration", description="Requested duration of the issued certificate"),
+    Column("Condition", description="State of the request"),
+)
+
+
 def _controllerrevision_row(obj: Object) -> Cells:
     owner = next((r for r in _meta(obj).get("ownerReferences") or [] if r.get("controller")), None)
     controller = "<none>"
@@ -711,6 +737,7 @@ PRINTERS: dict[str, Printer] = {
     ),
     "rolebindings.rbac.authorization.k8s.io": Printer(_BINDING_COLUMNS, _binding_row),
     "clusterrolebindings.rbac.authorization.k8s.io": Printer(_BINDING_COLUMNS, _binding_row),
+    "certificatesigningrequests.certificates.k8s.io": Printer(_CSR_COLUMNS, _csr_row),
     "controllerrevisions.apps": Printer(
         (
             NAME,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from agents.controllers.base import Context, Controller
 from agents.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from agents.controllers.cronjob import CronJobController
+from agents.controllers.csrsigning import CsrSigningController
 from agents.controllers.daemonset import DaemonSetController
 from agents.controllers.deployment import DeploymentController
 from agents.controllers.endpoints import EndpointsController, EndpointSliceController
@@ -47,6 +48,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "garbagecollector": GarbageCollector,
     "clusterrole-aggregation": ClusterRoleAggregationController,
     "root-ca-cert-publisher": RootCaCertPublisher,
+    "csrsigning": CsrSigningController,
 }
 
 

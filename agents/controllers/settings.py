@@ -24,6 +24,13 @@ class ControllerManagerSettings:
     root_ca_file: Path | None = setting(
         None, "the cluster's CA (PEM), published in every namespace as kube-root-ca.crt"
     )
+    cluster_signing_cert_file: Path | None = setting(
+        None, "CA certificate (PEM) the CSR signer issues kube-apiserver-client certificates with"
+    )
+    cluster_signing_key_file: Path | None = setting(None, "that CA's private key (PEM)")
+    cluster_signing_duration: float = setting(
+        365 * 24 * 3600.0, "longest validity, in seconds, of a certificate the CSR signer issues"
+    )
     leader: LeaderSettings = field(default_factory=LeaderSettings)
     healthz: HealthSettings = field(default_factory=HealthSettings)
     log: LogSettings = field(default_factory=LogSettings)

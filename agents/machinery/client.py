@@ -1,7 +1,7 @@
 """An asyncio client of the Kubernetes API for the components (scheduler, controllers, node agents).
 
-It speaks JSON over HTTPS with a bearer token, read from a kubeconfig file as kubectl would. Every
-failure becomes an ``ApiError`` (carrying the server's ``Status``) or an ``ApiUnavailableError``
+It speaks JSON over HTTPS with a client certificate or a bearer token, read from a kubeconfig file
+as kubectl would. Every failure becomes an ``ApiError`` (carrying the server's ``Status``) or an ``ApiUnavailableError``
 (the server could not be reached: retrying later may work).
 """
 
@@ -70,6 +70,7 @@ class ClientConfig:
     server: str
     token: str
     ca_pem: bytes | None = None
+    client_cert: tuple[bytes, bytes] | None = None  # PEM certificate and key, presented in the handshake
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> ClientConfig:
@@ -92,17 +93,33 @@ class ClientConfig:
         token = user.get("token") or ""
         if not token and user.get("tokenFile"):
             token = Path(user["tokenFile"]).read_text().strip()
-        return cls(str(cluster["server"]).rstrip("/"), token, ca)
+        cert, key = _pem(user, "client-certificate"), _pem(user, "client-key")
+        client_cert = (cert, key) if cert and key else None
+        return cls(str(cluster["server"]).rstrip("/"), token, ca, client_cert)
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         if not self.server.startswith("https://"):
             return False
-        if self.ca_pem is None:
-            return ssl.create_default_context()
-        with tempfile.NamedTemporaryFile(suffix=".crt") as handle:
-            handle.write(self.ca_pem)
-            handle.flush()
-            return ssl.create_default_context(cafile=handle.name)
+        context = ssl.create_default_context(cadata=self.ca_pem.decode() if self.ca_pem is not None else None)
+        if self.client_cert is not None:
+            # load_cert_chain reads files only: the pair goes through a private temporary file
+            with tempfile.NamedTemporaryFile(suffix=".pem") as handle:
+                handle.write(self.client_cert[0] + b"\n" + self.client_cert[1])
+                handle.flush()
+                context.load_cert_chain(handle.name)
+        return context
+
+
+def _pem(user: dict[str, Any], field: str) -> bytes | None:
+    """A kubeconfig user's PEM ``field`` (``client-certificate``, ``client-key``), embedded or in a file."""
+    if user.get(f"{field}-data"):
+        return base64.b64decode(user[f"{field}-data"])
+    if user.get(field):
+        try:
+            return Path(user[field]).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {field} {user[field]}: {exc.strerror}") from exc
+    return None
 
 
 class Client:

@@ -48,6 +48,9 @@ CRONJOBS = ResourceRef("batch", "v1", "cronjobs", "CronJob")
 LEASES = ResourceRef("coordination.k8s.io", "v1", "leases", "Lease")
 ENDPOINT_SLICES = ResourceRef("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 CLUSTER_ROLES = ResourceRef("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False)
+CERTIFICATE_SIGNING_REQUESTS = ResourceRef(
+    "certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", namespaced=False
+)
 
 ALL = (
     NAMESPACES,

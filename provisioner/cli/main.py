@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from provisioner.cli import faults, images, lab
+from provisioner.cli import faults, images, lab, users
 from provisioner.errors import ProvisionError
 from provisioner.lab import components
 from provisioner.lab import spec as labspec
+from provisioner.lab import users as users_defaults
 
 
 def _with_name(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -102,6 +103,23 @@ def parser() -> argparse.ArgumentParser:
     heal.add_argument("--wait", action="store_true", help="then wait until every node is Ready again")
     _with_name(fault_commands.add_parser("list", help="the faults in effect and what holds now"))
 
+    user = commands.add_parser("user", help="people of the lab: a client certificate and kubeconfig each")
+    user_commands = user.add_subparsers(dest="user_command", required=True, metavar="USER_COMMAND")
+    add = _with_name(
+        user_commands.add_parser(
+            "add", help="issue NAME a certificate through the CertificateSigningRequest API; write its kubeconfig"
+        )
+    )
+    add.add_argument("user", metavar="NAME", help="the user name (the certificate's CN)")
+    add.add_argument(
+        "--group", dest="groups", action="append", default=[], metavar="G", help="a group of the user (repeatable)"
+    )
+    add.add_argument(
+        "--expiration-seconds",
+        type=int,
+        default=users_defaults.DEFAULT_SECONDS,
+        help="how long the certificate lasts (default: one year)",
+    )
     image = commands.add_parser("image", help="the built-in container images, built offline from Debian packages")
     image_commands = image.add_subparsers(dest="image_command", required=True, metavar="IMAGE_COMMAND")
     build = image_commands.add_parser("build", help="build (or reuse from the cache) the built-in images")
@@ -157,6 +175,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "logs": lab.logs,
     "fault": faults.run,
     "image": images.run,
+    "user": users.run,
 }
 
 

@@ -36,29 +36,40 @@ def _reason(exc: BaseException) -> str:
     return str(inner) or type(inner).__name__
 
 
+def _status_message(exc: urllib.error.HTTPError) -> str:
+    """The message of the Status an error answer carries, or ""."""
+    try:
+        status = json.loads(exc.read() or b"{}")
+    except (OSError, ValueError):
+        return ""
+    return str(status.get("message") or "") if isinstance(status, dict) else ""
+
+
 @dataclass(frozen=True)
 class LabApi:
     server: str  # e.g. https://127.0.0.1:6443
     paths: LabPaths
 
-    def ask(self, method: str, path: str, *, timeout: float = 5.0) -> Answer:
-        """One request, with what went wrong in words when it did not get a 2xx answer."""
+    def ask(self, method: str, path: str, *, timeout: float = 5.0, body: Any = None) -> Answer:
+        """One request (with ``body`` as JSON), with what went wrong in words when it did not get a 2xx
+        answer: the API server's own message when it sent a Status."""
         pki = Pki(self.paths.pki)
         token = pki.read_tokens().get(ADMIN.key, "")
         try:
             context = ssl.create_default_context(cafile=str(pki.ca_cert))
         except (OSError, ssl.SSLError) as exc:
             return Answer(0, {}, f"no CA certificate to trust ({pki.ca_cert}: {_reason(exc)})")
-        request = urllib.request.Request(
-            f"{self.server}{path}",
-            method=method,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-        )
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(f"{self.server}{path}", data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
                 return Answer(int(response.status), json.loads(response.read() or b"{}"))
         except urllib.error.HTTPError as exc:
-            return Answer(exc.code, {}, f"HTTP {exc.code} {exc.reason}".strip())
+            return Answer(exc.code, {}, _status_message(exc) or f"HTTP {exc.code} {exc.reason}".strip())
         except (urllib.error.URLError, OSError) as exc:
             return Answer(0, {}, f"{self.server}: {_reason(exc)}")
         except ValueError as exc:

@@ -1,6 +1,7 @@
 """A lab's identities, issued once for either driver: the CA, the API server's serving certificate,
-etcd's CA and certificates (``Pki.ensure_etcd``), each kubelet's serving certificate, a token per
-identity, and the kubeconfig of every component and of the admin.
+etcd's CA and certificates (``Pki.ensure_etcd``), each kubelet's serving certificate, a client
+certificate and the kubeconfig of every component and of the admin, and a static token per identity
+(kept for tools that speak only bearer tokens: the API benchmark's load generator, the fuzzer).
 
 What differs between the drivers is only where things are (the addresses in the certificates, the
 API server's URL as the components and as the admin reach it); ``Credentials`` says that, ``issue``
@@ -97,13 +98,14 @@ def issue(credentials: Credentials, paths: LabPaths) -> bool:
     client.write_text(tokens[APISERVER_KUBELET.key] + "\n")
     client.chmod(0o600)
     ca = pki.ca_cert.read_bytes()
+    # the admin and every component authenticate by a client certificate of the cluster CA
     for owner, identity in credentials.components:
         text = kubeconfig.render(
             cluster=credentials.lab,
             server=credentials.component_server,
             ca_pem=ca,
             user=identity.user,
-            token=tokens[identity.key],
+            client_cert=pki.ensure_client(identity),
         )
         kubeconfig.write(paths.kubeconfig_of(owner), text)
     admin = kubeconfig.render(
@@ -111,7 +113,7 @@ def issue(credentials: Credentials, paths: LabPaths) -> bool:
         server=credentials.admin_server,
         ca_pem=ca,
         user=f"{credentials.lab}-admin",
-        token=tokens[ADMIN.key],
+        client_cert=pki.ensure_client(ADMIN),
     )
     kubeconfig.write(paths.kubeconfig, admin)
     return created

@@ -1,5 +1,5 @@
-"""The lab's cluster CA, the API server's serving certificate, etcd's own CA and certificates, and
-the bearer tokens.
+"""The lab's cluster CA, the API server's serving certificate, the client certificates of the admin
+and the components, etcd's own CA and certificates, and the static bearer tokens.
 
 Generated once per lab and reused by later runs; a certificate is reissued when the addresses it must
 cover change or its CA is new. Keys are ECDSA P-256. Tokens are random and kept in a token file in
@@ -257,6 +257,17 @@ class Pki:
         )
         self.ensure_leaf(APISERVER_ETCD_CLIENT, common_name="kube-apiserver-etcd-client", client=True, ca=ETCD_CA)
         self.ensure_leaf(ETCD_HEALTHCHECK_CLIENT, common_name="kube-etcd-healthcheck-client", client=True, ca=ETCD_CA)
+
+    def client_cert_name(self, identity: Identity) -> str:
+        """The file name (under pki/, without .crt/.key) of an identity's client certificate."""
+        return "client-" + identity.key.replace(":", "-")
+
+    def ensure_client(self, identity: Identity) -> tuple[bytes, bytes]:
+        """A client certificate of the cluster CA for ``identity`` (CN the user, O its groups, as kube
+        reads them), issued unless a current one exists; returns its PEM certificate and key."""
+        name = self.client_cert_name(identity)
+        self.ensure_leaf(name, common_name=identity.user, organizations=identity.groups, client=True)
+        return self.serving_cert(name).read_bytes(), self.serving_key(name).read_bytes()
 
     # --- tokens ----------------------------------------------------------------------------------
 

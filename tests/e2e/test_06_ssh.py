@@ -124,15 +124,18 @@ def test_a_pod_cannot_read_etcd_and_the_master_reads_it_with_its_certificate(
 def test_a_worker_s_kubelet_credentials_reach_only_what_its_node_needs(
     kubelab_lab: Lab, kubelab_kubectl: Kubectl
 ) -> None:
-    """With the kubelet's own token, from the worker: a secret no pod there uses and another node are
-    refused (the Node authorizer and NodeRestriction on the master); its own node is not."""
+    """With the kubelet's own client certificate, from the worker: a secret no pod there uses and another
+    node are refused (the Node authorizer and NodeRestriction on the master); its own node is not."""
     worker, other = kubelab_lab.workers[0], kubelab_lab.master
     kubelab_kubectl.ok("create", "secret", "generic", "not-for-nodes", "--from-literal=k=v")
     try:
         api = f"https://{other.ip}:6443"
+        kubeconfig = "/etc/kubelab/kubelet.kubeconfig"
         curl = (
-            "token=$(sed -n 's/^ *token: //p' /etc/kubelab/kubelet.kubeconfig);"
-            ' curl -sS --max-time 20 --cacert /etc/kubelab/pki/ca.crt -H "Authorization: Bearer $token"'
+            "d=/run/e2e-kubelet-cert; mkdir -p -m 700 $d;"
+            f" sed -n 's/^ *client-certificate-data: //p' {kubeconfig} | base64 -d > $d/c;"
+            f" sed -n 's/^ *client-key-data: //p' {kubeconfig} | base64 -d > $d/k;"
+            " curl -sS --max-time 20 --cacert /etc/kubelab/pki/ca.crt --cert $d/c --key $d/k"
         )
         secret = kubelab_lab.ssh(worker.name, f"{curl} {api}/api/v1/namespaces/default/secrets/not-for-nodes")
         refused = json.loads(secret.out)

@@ -18,6 +18,7 @@ import yaml
 from kubelab_testing.kubectl import Kubectl
 from kubelab_testing.lab import Lab
 from kubelab_testing.waiting import eventually
+from provisioner.lab import kubeconfig
 
 
 def audit_events(lab: Lab) -> list[dict[str, Any]]:
@@ -54,7 +55,7 @@ def raw_get(lab: Lab, path: str, token: str) -> tuple[int, dict[str, str]]:
 
 
 def admin_token(lab: Lab) -> str:
-    return str(yaml.safe_load(lab.kubeconfig.read_text())["users"][0]["user"]["token"])
+    return kubeconfig.bearer_token(lab.kubeconfig)
 
 
 def test_a_change_is_recorded_with_who_made_it_and_what_was_sent(lab: Lab, kubectl: Kubectl, namespace: str) -> None:

@@ -17,6 +17,7 @@ from kubernetes.client.rest import ApiException
 from kubelab_testing.kubectl import Kubectl
 from kubelab_testing.lab import Lab
 from kubelab_testing.waiting import eventually
+from provisioner.lab import kubeconfig
 
 USER = "system:kube-proxy"
 
@@ -180,10 +181,7 @@ def test_a_review_answers_with_its_name_only_whatever_metadata_it_was_sent(lab: 
     import ssl  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
-    import yaml  # noqa: PLC0415
-
-    config_ = yaml.safe_load(lab.kubeconfig.read_text())
-    token = config_["users"][0]["user"]["token"]
+    token = kubeconfig.bearer_token(lab.kubeconfig)
     context = ssl.create_default_context(cafile=str(lab.root / "pki" / "ca.crt"))
     body = (
         '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview","metadata":{"name":"me",'

@@ -293,6 +293,8 @@ def test_the_host_side_files_the_roles_copy_are_the_ones_the_provisioner_generat
     } | {("kubelab-master", str(pki / "etcd-ca.crt"))}
     # the ServiceAccount token key pair (pki.Pki.ensure_service_account_key): the master only
     expected |= {("kubelab-master", str(pki / "sa.key")), ("kubelab-master", str(pki / "sa.pub"))}
+    # the cluster CA's key, with which the controller-manager's CSR signer issues certificates: the master only
+    expected |= {("kubelab-master", str(pki / "ca.key"))}
     for node in NODES:
         expected |= {
             (node.name, str(pki / "ca.crt")),

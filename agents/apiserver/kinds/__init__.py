@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.apiserver.kinds import apps, batch, core, misc, rbac
+from agents.apiserver.kinds import apps, batch, certificates, core, misc, rbac
 from agents.apiserver.kinds.base import Admission, Strategy
 from agents.apiserver.resources import Resource
 
@@ -29,6 +29,7 @@ _STRATEGIES: dict[str, type[Strategy]] = {
     "clusterroles.rbac.authorization.k8s.io": rbac.RoleStrategy,
     "rolebindings.rbac.authorization.k8s.io": rbac.BindingStrategy,
     "clusterrolebindings.rbac.authorization.k8s.io": rbac.BindingStrategy,
+    "certificatesigningrequests.certificates.k8s.io": certificates.CertificateSigningRequestStrategy,
 }
 
 

@@ -278,6 +278,7 @@ class ApiServer(_Checked):
             apiserver_tls_cert_file=str(self.paths.pki / "apiserver.crt"),
             apiserver_tls_key_file=str(self.paths.pki / "apiserver.key"),
             apiserver_token_file=str(self.paths.tokens),
+            apiserver_client_ca_file=str(self.paths.pki / "ca.crt"),
             apiserver_etcd_servers=list(self.etcd_servers),
             apiserver_etcd_cafile=str(self.paths.pki / f"{pki.ETCD_CA}.crt"),
             apiserver_etcd_certfile=str(self.paths.pki / f"{pki.APISERVER_ETCD_CLIENT}.crt"),
@@ -369,6 +370,8 @@ class ControllerManager(_Checked):
                 controller_manager_cluster_cidr=self.cluster_cidr,
                 controller_manager_healthz_port=self.healthz_port,
                 controller_manager_root_ca_file=str(self.paths.pki / "ca.crt"),
+                controller_manager_signing_cert_file=str(self.paths.pki / "ca.crt"),
+                controller_manager_signing_key_file=str(self.paths.pki / "ca.key"),
             ),
         )
 
