@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import multiprocessing
 import re
@@ -68,9 +69,32 @@ def pod(name: str) -> dict[str, Any]:
     }
 
 
+def secret(name: str) -> dict[str, Any]:
+    """A Secret of about the pod's size: what the encryption at rest works on."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "labels": {"app": "bench", "tier": "load"},
+            "annotations": {"kubelab.io/purpose": "api server benchmark"},
+        },
+        "type": "Opaque",
+        "data": {
+            "password": base64.b64encode(b"p" * 32).decode(),
+            "certificate": base64.b64encode(bytes(range(256)) * 2).decode(),
+        },
+    }
+
+
+# what the load creates: pods (default) or secrets (--objects secrets), by plural
+OBJECTS: dict[str, Callable[[str], dict[str, Any]]] = {"pods": pod, "secrets": secret}
+
+
 class Client:
-    def __init__(self, target: Target, *, connections: int) -> None:
+    def __init__(self, target: Target, *, connections: int, objects: str = "pods") -> None:
         self.target = target
+        self.objects = objects
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=target.ssl_context(), limit=connections),
             headers={"Authorization": f"Bearer {target.token}"},
@@ -80,10 +104,11 @@ class Client:
         await self.session.close()
 
     async def create_pod(self, namespace: str, name: str) -> float:
-        body = json.dumps(pod(name)).encode()
+        """Create one object of the client's kind (a pod unless told otherwise); the seconds it took."""
+        body = json.dumps(OBJECTS[self.objects](name)).encode()
         started = time.perf_counter()
         async with self.session.post(
-            f"{self.target.server}/api/v1/namespaces/{namespace}/pods",
+            f"{self.target.server}/api/v1/namespaces/{namespace}/{self.objects}",
             data=body,
             headers={"Content-Type": "application/json"},
         ) as response:
@@ -138,12 +163,12 @@ async def fixed_rate(client: Client, *, rate: float, count: int) -> dict[str, fl
     }
 
 
-def peak(target: Target, *, connections: int, seconds: float) -> dict[str, Any]:
+def peak(target: Target, *, connections: int, seconds: float, objects: str = "pods") -> dict[str, Any]:
     """Closed loop with wrk (C, from Debian) so that the load generator does not starve the server."""
     require_wrk()
     namespace = f"peak-{uuid.uuid4().hex[:6]}"
     asyncio.run(_namespace(target, namespace))
-    template = json.dumps(pod("%s"))
+    template = json.dumps(OBJECTS[objects]("%s"))
     argv = [
         "wrk",
         "-t2",
@@ -162,6 +187,7 @@ def peak(target: Target, *, connections: int, seconds: float) -> dict[str, Any]:
         "--",
         namespace,
         template,
+        objects,
     ]
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
     per_second = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -303,7 +329,7 @@ async def watch_delivery(target: Target, *, watchers: int, rate: float, count: i
 
 
 async def _rate(target: Target, args: argparse.Namespace) -> dict[str, Any]:
-    client = Client(target, connections=128)
+    client = Client(target, connections=128, objects=args.objects)
     try:
         # one second at the measured rate first, not recorded: it opens as many connections as the
         # rate needs (a TLS handshake is not a create) and warms the server's caches
@@ -318,7 +344,7 @@ async def _rate(target: Target, args: argparse.Namespace) -> dict[str, Any]:
         await client.close()
 
 
-def run(target: Target, args: argparse.Namespace) -> dict[str, Any]:
+def run(target: Target, args: argparse.Namespace, *, watch: bool = True) -> dict[str, Any]:
     rate = asyncio.run(_rate(target, args))
     print(
         f"create at {rate['rate']:.0f}/s: p50 {rate['p50_ms']} ms, p99 {rate['p99_ms']} ms,"
@@ -326,21 +352,26 @@ def run(target: Target, args: argparse.Namespace) -> dict[str, Any]:
         f" {rate['errors']} errors)",
         flush=True,
     )
-    uvloop.install()  # the watchers' client should cost the machine as little as possible
-    watched = asyncio.run(watch_delivery(target, watchers=args.watchers, rate=args.watch_rate, count=args.watch_count))
-    print(
-        f"watch: {watched['watchers']} watchers, {watched['events']} events at {watched['rate']:.0f}/s:"
-        f" delivery p50 {watched['p50_ms']} ms, p99 {watched['p99_ms']} ms, max {watched['max_ms']} ms"
-        f" ({watched['missing']} missing)",
-        flush=True,
-    )
-    top = peak(target, connections=args.connections, seconds=args.seconds)
+    figures: dict[str, Any] = {"objects": args.objects, "create_at_rate": rate}
+    if watch:
+        uvloop.install()  # the watchers' client should cost the machine as little as possible
+        watched = asyncio.run(
+            watch_delivery(target, watchers=args.watchers, rate=args.watch_rate, count=args.watch_count)
+        )
+        print(
+            f"watch: {watched['watchers']} watchers, {watched['events']} events at {watched['rate']:.0f}/s:"
+            f" delivery p50 {watched['p50_ms']} ms, p99 {watched['p99_ms']} ms, max {watched['max_ms']} ms"
+            f" ({watched['missing']} missing)",
+            flush=True,
+        )
+        figures["watch"] = watched
+    top = peak(target, connections=args.connections, seconds=args.seconds, objects=args.objects)
     print(
         f"peak: {top['writes_per_s']} writes/s with {top['connections']} connections"
         f" (p50 {top['p50_ms']} ms, p99 {top['p99_ms']} ms, {top['errors']} errors)",
         flush=True,
     )
-    return {"create_at_rate": rate, "peak": top, "watch": watched}
+    return {**figures, "peak": top}
 
 
 IDENTITIES = ("admin", "controller-manager")
@@ -383,6 +414,40 @@ def identity(admin: Target, who: str, workdir: Path) -> Target:
     return target_from_kubeconfig(admin.kubeconfig.parent / "config" / "controller-manager.kubeconfig", workdir)
 
 
+# --security: the same load on two fresh labs, one after the other. "off": the API server authorizes
+# nothing (AlwaysAllow) and keeps Secrets as plain JSON; "on": as every lab runs (Node,RBAC, Secrets
+# encrypted with aescbc), the load sent by the controller-manager, whose bindings RBAC walks. The
+# settings come from the API server's KUBELAB_APISERVER_* variables, which win over its config file.
+SECURITY: dict[str, tuple[dict[str, str], str]] = {
+    "off": (
+        {"KUBELAB_APISERVER_AUTHORIZATION_MODE": "AlwaysAllow", "KUBELAB_APISERVER_ENCRYPTION_PROVIDER_CONFIG": ""},
+        "admin",
+    ),
+    "on": ({}, "controller-manager"),
+}
+
+
+def security(args: argparse.Namespace, modes: list[str]) -> int:
+    """Each mode on a fresh local lab; then the ratios of "on" to "off"."""
+    found: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        env, who = SECURITY[mode]
+        print(f"-- security {mode}: {args.objects} created by {who}", flush=True)
+        with local_lab(env=env) as admin:
+            figures = run(identity(admin, who, admin.ca_file.parent), args, watch=False)
+        found[mode] = figures
+        emit("apiserver", {"security": mode, "as": who, **figures})
+    if {"off", "on"} <= set(found):
+        off, on = found["off"], found["on"]
+        p99 = on["create_at_rate"]["p99_ms"] / max(off["create_at_rate"]["p99_ms"], 1e-9)
+        writes = on["peak"]["writes_per_s"] / max(off["peak"]["writes_per_s"], 1e-9)
+        print(f"security on/off: create p99 x{p99:.2f}, peak writes/s x{writes:.2f}", flush=True)
+        emit(
+            "apiserver-security", {"objects": args.objects, "p99_ratio": round(p99, 3), "peak_ratio": round(writes, 3)}
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kubeconfig", type=Path, help="measure this cluster instead of a fresh local lab")
@@ -400,7 +465,19 @@ def main(argv: list[str] | None = None) -> int:
         help="who sends the load on a fresh local lab, comma separated, each measured in turn on the same lab:"
         " admin (system:masters) or controller-manager (authorized by RBAC)",
     )
+    parser.add_argument("--objects", choices=sorted(OBJECTS), default="pods", help="what the load creates")
+    parser.add_argument(
+        "--security",
+        default="",
+        help="compare fresh local labs with authorization and encryption off and on (comma separated: off,on);"
+        " skips the watch measurement",
+    )
     args = parser.parse_args(argv)
+    if args.security:
+        modes = [mode.strip() for mode in args.security.split(",") if mode.strip()]
+        if not modes or any(mode not in SECURITY for mode in modes):
+            parser.error(f"--security: choose from {', '.join(SECURITY)}")
+        return security(args, modes)
     identities = [who.strip() for who in args.identities.split(",") if who.strip()]
     if not identities or any(who not in IDENTITIES for who in identities):
         parser.error(f"--as: choose from {', '.join(IDENTITIES)}")

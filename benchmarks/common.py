@@ -9,7 +9,7 @@ import os
 import platform
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,10 +101,11 @@ def settle(*, below: float = 0.15, deadline: float = 20.0) -> float:
 
 
 @contextmanager
-def local_lab(name: str = "bench", extra: Sequence[str] = ()) -> Iterator[Target]:
+def local_lab(name: str = "bench", extra: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Iterator[Target]:
     """A fresh local-driver lab on free ports (``extra``: more ``kubelab up`` flags; the control plane alone
-    unless they give ``--nodes``), removed afterwards."""
-    with created_lab(name, up_flags("local", *extra)) as lab:
+    unless they give ``--nodes``; ``env``: more variables for ``kubelab`` and the components it starts),
+    removed afterwards."""
+    with created_lab(name, up_flags("local", *extra), env=env) as lab:
         settle()
         yield target_from_kubeconfig(lab.kubeconfig, lab.home)
 

@@ -1,5 +1,5 @@
--- kubelab benchmark: every request creates a new pod (unique name per thread and request).
--- Arguments (after --): namespace, then a JSON body with one %s where the name goes.
+-- kubelab benchmark: every request creates a new object (unique name per thread and request).
+-- Arguments (after --): namespace, a JSON body with one %s where the name goes, the plural (pods).
 local threads = {}
 
 function setup(thread)
@@ -11,7 +11,7 @@ function init(args)
   namespace = args[1]
   template = args[2]
   counter = 0
-  path = "/api/v1/namespaces/" .. namespace .. "/pods"
+  path = "/api/v1/namespaces/" .. namespace .. "/" .. (args[3] or "pods")
 end
 
 function request()

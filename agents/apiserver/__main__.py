@@ -22,6 +22,7 @@ from aiohttp import web
 
 from agents.apiserver.audit import AuditPolicyError
 from agents.apiserver.auth import TokenFileError
+from agents.apiserver.encryptionconfig import EncryptionConfigError
 from agents.apiserver.schemas import SchemaTableError
 from agents.apiserver.server import ApiServer
 from agents.apiserver.settings import ApiServerSettings
@@ -156,7 +157,7 @@ def run(argv: Sequence[str]) -> int:
         log.info("uvloop is not installed; using the default event loop")
     try:
         asyncio.run(serve(settings, worker=int(index or 0), shared_port=count > 1))
-    except (SettingsError, TokenFileError, AuditPolicyError, SchemaTableError, OSError) as exc:
+    except (SettingsError, TokenFileError, AuditPolicyError, SchemaTableError, EncryptionConfigError, OSError) as exc:
         log.error("%s", exc)
         return 1
     return 0

@@ -352,7 +352,7 @@ class ResourceStore:
             admission = self._admission()
             if not subresource:
                 await self.strategy.admit_update(admission, new, current, dry_run=dry_run)
-            if _without_rv(new) == _without_rv(current):
+            if _without_rv(new) == _without_rv(current) and not kv.stale:  # stale: rewritten with the current key
                 return current, False
             if dry_run:
                 return new, False

@@ -19,7 +19,17 @@ from typing import Any
 
 from aiohttp import web
 
-from agents.apiserver import audit, authorization, bootstrap, bootstrappolicy, openapi_v2, schemas, serviceaccount, x509
+from agents.apiserver import (
+    audit,
+    authorization,
+    bootstrap,
+    bootstrappolicy,
+    encryptionconfig,
+    openapi_v2,
+    schemas,
+    serviceaccount,
+    x509,
+)
 from agents.apiserver.allocators import ServiceAllocator
 from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator, User
 from agents.apiserver.authorization import Authorizer
@@ -36,6 +46,7 @@ from agents.apiserver.serviceaccount import TokenIssuer, TokenService, TokenVeri
 from agents.apiserver.settings import ApiServerSettings, EtcdSettings
 from agents.apiserver.status import StatusError, path_not_found, unauthorized
 from agents.apiserver.storage import Store
+from agents.apiserver.storage.encryption import EncryptingStore
 from agents.apiserver.storage.errors import StorageError
 from agents.apiserver.storage.etcd import EtcdStore, EtcdTls
 from agents.apiserver.storage.memory import MemoryStore
@@ -151,6 +162,8 @@ class ApiServer:
                     settings.etcd.servers, timeout=settings.etcd.request_timeout, tls=etcd_tls(settings.etcd)
                 )
             )
+        if settings.encryption_provider_config is not None:  # values of the resources it names, encrypted
+            store = EncryptingStore(store, encryptionconfig.load(settings.encryption_provider_config, self.catalog))
         self.store = store
         self.allocator = ServiceAllocator(
             store, cidr=settings.service.cluster_ip_range, node_ports=settings.node_ports()

@@ -76,6 +76,9 @@ class ApiServerSettings:
     secure_port: int = setting(6443, "HTTPS port")
     advertise_address: str = setting("127.0.0.1", "address published in the kubernetes Service endpoints")
     token_auth_file: Path | None = setting(None, 'CSV file of bearer tokens: token,user,uid,"groups"')
+    encryption_provider_config: Path | None = setting(
+        None, "an apiserver.config.k8s.io/v1 EncryptionConfiguration: how each resource is encrypted in etcd"
+    )
     client_ca_file: Path | None = setting(
         None, "CA whose client certificates authenticate: the subject's CN is the user, each O a group"
     )

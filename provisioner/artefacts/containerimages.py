@@ -52,6 +52,7 @@ class Recipe:
     dirs: tuple[tuple[str, int], ...]
     config: Mapping[str, Any]
     source: Path
+    on_demand: bool = False  # built and pushed only when named (``kubelab image push NAME``), not at every up
 
     def canonical(self) -> dict[str, Any]:
         return {
@@ -121,7 +122,7 @@ def parse_recipe(data: object, *, source: Path) -> Recipe:
     where = source.name
     if not isinstance(data, dict):
         raise SpecError(f"{where}: expected a mapping")
-    unknown = set(data) - {"name", "version", "packages", "take", "applets", "files", "dirs", "config"}
+    unknown = set(data) - {"name", "version", "packages", "take", "applets", "files", "dirs", "config", "on-demand"}
     if unknown:
         raise SpecError(f"{where}: unknown field {sorted(unknown)[0]!r}")
     name = data.get("name")
@@ -155,7 +156,10 @@ def parse_recipe(data: object, *, source: Path) -> Recipe:
     config = data.get("config") or {}
     if not isinstance(config, dict) or set(config) - _CONFIG_KEYS:
         raise SpecError(f"{where}: config: allowed keys are {', '.join(sorted(_CONFIG_KEYS))}")
-    return Recipe(name, version, packages, take, applets, tuple(files), tuple(dirs), config, source)
+    on_demand = data.get("on-demand", False)
+    if not isinstance(on_demand, bool):
+        raise SpecError(f"{where}: on-demand: true or false")
+    return Recipe(name, version, packages, take, applets, tuple(files), tuple(dirs), config, source, on_demand)
 
 
 def recipes(directory: Path = RECIPES) -> dict[str, Recipe]:
@@ -187,15 +191,17 @@ def cache_key(recipe: Recipe, packages: Sequence[Package]) -> str:
 
 
 def plan_entries(recipe: Recipe, tree: Path, *, applet_names: Sequence[str]) -> list[oci.Entry]:
-    """The layer's entries: taken paths (files with their mode, symlinks as links), applet links
-    next to the applet binary, added directories and files. Later entries win over earlier ones."""
+    """The layer's entries: taken paths (files with their mode, symlinks as links, directories with
+    everything under them), applet links next to the applet binary, added directories and files.
+    Later entries win over earlier ones."""
     entries: dict[str, oci.Entry] = {}
     for path in recipe.take:
         source = tree / path.lstrip("/")
-        if source.is_symlink():
-            entries[path] = oci.Entry(path, "symlink", 0o777, target=os.readlink(source))
-        elif source.is_file():
-            entries[path] = oci.Entry(path, "file", source.stat().st_mode & 0o7777, data=source.read_bytes())
+        if not source.is_symlink() and source.is_dir():
+            for inner in _tree_entries(source, path):
+                entries[inner.path] = inner
+        elif source.is_symlink() or source.is_file():
+            entries[path] = _entry(source, path)
         else:
             raise HostError(f"{recipe.source.name}: {path} is not in packages {', '.join(recipe.packages)}")
     if recipe.applets:
@@ -210,6 +216,26 @@ def plan_entries(recipe: Recipe, tree: Path, *, applet_names: Sequence[str]) -> 
     for added in recipe.files:
         entries[added.path] = oci.Entry(added.path, "file", added.mode, data=added.content.encode())
     return list(entries.values())
+
+
+def _entry(source: Path, path: str) -> oci.Entry:
+    if source.is_symlink():
+        return oci.Entry(path, "symlink", 0o777, target=os.readlink(source))
+    if source.is_dir():
+        return oci.Entry(path, "dir", source.stat().st_mode & 0o7777)
+    return oci.Entry(path, "file", source.stat().st_mode & 0o7777, data=source.read_bytes())
+
+
+def _tree_entries(root: Path, path: str) -> list[oci.Entry]:
+    """A taken directory and everything under it, in name order (symlinks kept as links)."""
+    out = [_entry(root, path)]
+    for child in sorted(root.iterdir()):
+        inner = f"{path.rstrip('/')}/{child.name}"
+        if not child.is_symlink() and child.is_dir():
+            out += _tree_entries(child, inner)
+        elif child.is_symlink() or child.is_file():
+            out.append(_entry(child, inner))
+    return out
 
 
 # --- apt (the executor's side) --------------------------------------------------------------------
@@ -346,6 +372,7 @@ def build_all(
         raise SpecError(f"no image recipe named {unknown[0]!r}; known: {', '.join(sorted(known))}")
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         raise HostError("building images needs apt-get and dpkg-deb (a Debian 12 host)")
-    chosen = [known[n] for n in (names or sorted(known))]
+    # without names: the images every lab gets (on-demand ones are built when named)
+    chosen = [known[n] for n in names] if names else [known[n] for n in sorted(known) if not known[n].on_demand]
     resolved = resolve([p for r in chosen for p in r.packages])
     return [build(r, cache=cache, say=say, force=force, resolved=resolved) for r in chosen]

@@ -88,6 +88,7 @@ def issue(credentials: Credentials, paths: LabPaths) -> bool:
     pki.ensure_serving(dns_names=[*API_DNS_NAMES, *credentials.api_dns_names], ips=list(credentials.api_ips))
     pki.ensure_etcd(dns_names=credentials.etcd_dns_names, ips=credentials.etcd_ips)
     pki.ensure_service_account_key()
+    pki.ensure_encryption_config()
     for kubelet in credentials.kubelets:
         pki.ensure_serving(
             name=kubelet.cert, common_name=kubelet.node, dns_names=list(kubelet.dns_names), ips=list(kubelet.ips)

@@ -12,6 +12,7 @@ store, and no certificate the cluster CA signs (nodes, people) does.
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import io
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -129,6 +131,32 @@ class Pki:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         self.service_account_public_key.write_bytes(public)
+        return True
+
+    @property
+    def encryption_config(self) -> Path:
+        return self.directory / "encryption-config.yaml"
+
+    def ensure_encryption_config(self) -> bool:
+        """The API server's EncryptionConfiguration (``encryption-config.yaml``): Secrets written with
+        aescbc under a random 32-byte key ``key1``, plain ones still read (identity), unless the file
+        exists (a rotated file is kept as its owner left it); return whether it was created."""
+        if self.encryption_config.exists():
+            return False
+        document = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "EncryptionConfiguration",
+            "resources": [
+                {
+                    "resources": ["secrets"],
+                    "providers": [
+                        {"aescbc": {"keys": [{"name": "key1", "secret": base64.b64encode(os.urandom(32)).decode()}]}},
+                        {"identity": {}},
+                    ],
+                }
+            ],
+        }
+        _write_private(self.encryption_config, yaml.safe_dump(document, sort_keys=False).encode())
         return True
 
     def ensure_ca(self, name: str = "ca", common_name: str = "kubelab-ca") -> bool:

@@ -149,5 +149,13 @@ def test_a_worker_s_kubelet_credentials_reach_only_what_its_node_needs(
         assert foreign["message"].endswith(f'node "{worker.name}" is not allowed to modify node "{other.name}"')
         own = json.loads(kubelab_lab.ssh(worker.name, f"{curl} {api}/api/v1/nodes/{worker.name}").out)
         assert own["metadata"]["name"] == worker.name
+        # the Secret is in etcd as kube's aescbc ciphertext, its value nowhere in clear
+        stored = kubelab_lab.ssh(
+            kubelab_lab.master.name,
+            "bash -lc 'etcdctl get /registry/secrets/default/not-for-nodes --print-value-only | base64 -w0'",
+        )
+        value = base64.b64decode(stored.out.strip())
+        assert value.startswith(b"k8s:enc:aescbc:v1:key1:"), value[:40]
+        assert b"not-for-nodes" not in value and b"dg==" not in value  # neither its name nor "v"
     finally:
         kubelab_kubectl("delete", "secret", "not-for-nodes")

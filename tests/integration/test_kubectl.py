@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agents.apiserver.server import version_info
 from kubelab_testing.kubectl import Kubectl, manifest
@@ -411,9 +412,17 @@ class TestErrors:
         result = kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest(doc))
         assert result.code != 0 and 'no matches for kind "Flurb" in version "v1"' in result.err
 
-    def test_a_missing_or_wrong_token_is_unauthorized(self, kubectl: Kubectl) -> None:
-        result = kubectl("get", "pods", "--token", "not-a-real-token")
-        assert result.code != 0 and "Unauthorized" in result.err
+    def test_a_missing_or_wrong_token_is_unauthorized(self, kubectl: Kubectl, tmp_path: Path) -> None:
+        # the lab's kubeconfig authenticates by its client certificate: a user of the same cluster
+        # with a made-up token and no certificate
+        document = yaml.safe_load(kubectl.kubeconfig.read_text())
+        document["users"][0]["user"] = {"token": "not-a-real-token"}
+        stranger = tmp_path / "kubeconfig"
+        stranger.write_text(yaml.safe_dump(document))
+        # kubectl's words for a 401 answer to its first (discovery) request
+        said = "error: You must be logged in to the server (the server has asked for the client to provide credentials)"
+        result = Kubectl(stranger)("get", "pods")
+        assert result.code != 0 and said in result.err
 
     def test_creating_an_existing_object_is_a_conflict(self, kubectl: Kubectl, namespace: str) -> None:
         kubectl.ok("apply", "-n", namespace, "-f", "-", stdin=manifest(configmap("twice")))

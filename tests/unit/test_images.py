@@ -41,9 +41,11 @@ def read(archive: bytes, name: str) -> bytes:
 
 def test_the_shipped_recipes_parse() -> None:
     found = ci.recipes()
-    assert set(found) == {"pause", "busybox", "echo"}
+    assert set(found) == {"pause", "busybox", "echo", "kubeclient"}
     assert found["pause"].config["Entrypoint"] == ["/usr/bin/catatonit", "-P"]
     assert found["busybox"].version == {"package": "busybox-static"}
+    # every lab gets the small three; the client image is built and pushed when named
+    assert [name for name, recipe in sorted(found.items()) if recipe.on_demand] == ["kubeclient"]
 
 
 @pytest.mark.parametrize(
@@ -116,6 +118,24 @@ def test_the_layer_takes_files_with_their_modes_and_adds_applet_links_dirs_and_f
     assert "/bin/tool" in entries and entries["/bin/tool"].kind == "file"  # the binary is not linked to itself
     assert entries["/tmp"] == oci.Entry("/tmp", "dir", 0o1777)
     assert entries["/etc/motd"].data == b"hi\n"
+
+
+def test_a_taken_directory_brings_everything_under_it_with_links_kept(tmp_path: Path) -> None:
+    lib = tmp_path / "usr" / "lib" / "python3"
+    (lib / "pkg").mkdir(parents=True)
+    (lib / "pkg" / "__init__.py").write_text("x = 1\n")
+    (lib / "pkg" / "run").write_bytes(b"#!")
+    (lib / "pkg" / "run").chmod(0o755)
+    (lib / "alias").symlink_to("pkg")
+    r = ci.parse_recipe(recipe(take=["/usr/lib/python3"], **{"on-demand": True}), source=SOURCE)
+    assert r.on_demand
+    entries = {e.path: e for e in ci.plan_entries(r, tmp_path, applet_names=[])}
+    assert entries["/usr/lib/python3/pkg"].kind == "dir"
+    assert entries["/usr/lib/python3/pkg/__init__.py"].data == b"x = 1\n"
+    assert entries["/usr/lib/python3/pkg/run"].mode == 0o755
+    assert entries["/usr/lib/python3/alias"] == oci.Entry("/usr/lib/python3/alias", "symlink", 0o777, target="pkg")
+    with pytest.raises(SpecError, match="on-demand: true or false"):
+        ci.parse_recipe(recipe(**{"on-demand": "sometimes"}), source=SOURCE)
 
 
 def test_a_path_missing_from_the_packages_is_a_clear_error(tmp_path: Path) -> None:

@@ -295,6 +295,8 @@ def test_the_host_side_files_the_roles_copy_are_the_ones_the_provisioner_generat
     expected |= {("kubelab-master", str(pki / "sa.key")), ("kubelab-master", str(pki / "sa.pub"))}
     # the cluster CA's key, with which the controller-manager's CSR signer issues certificates: the master only
     expected |= {("kubelab-master", str(pki / "ca.key"))}
+    # the EncryptionConfiguration with the key Secrets are encrypted with in etcd: the master only
+    expected |= {("kubelab-master", str(pki / "encryption-config.yaml"))}
     for node in NODES:
         expected |= {
             (node.name, str(pki / "ca.crt")),

@@ -18,6 +18,9 @@ class KeyValue:
     value: bytes
     create_revision: int
     mod_revision: int
+    # read with another encryption key or provider than the one that writes now (storage/encryption.py):
+    # an update writes it again even when the object did not change
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -279,6 +279,7 @@ class ApiServer(_Checked):
             apiserver_tls_key_file=str(self.paths.pki / "apiserver.key"),
             apiserver_token_file=str(self.paths.tokens),
             apiserver_client_ca_file=str(self.paths.pki / "ca.crt"),
+            apiserver_encryption_config=str(self.paths.pki / "encryption-config.yaml"),
             apiserver_etcd_servers=list(self.etcd_servers),
             apiserver_etcd_cafile=str(self.paths.pki / f"{pki.ETCD_CA}.crt"),
             apiserver_etcd_certfile=str(self.paths.pki / f"{pki.APISERVER_ETCD_CLIENT}.crt"),
