@@ -263,9 +263,12 @@ class Api:
             request[audit.REQUEST_OBJECT] = decoded.body if decoded.body is not None else decoded.patch
         user: User | None = request.get("user")
         if user is not None and self._authorizer.uses_node:  # NodeRestriction: a kubelet's own objects only
-            info = request_info(request.method, request.path, request.query)
+            attrs = request.get("attributes")
+            if attrs is None:
+                attrs = authorization.attributes(
+                    user.name, user.groups, request_info(request.method, request.path, request.query)
+                )
             created = str(((decoded.body or {}).get("metadata") or {}).get("name", ""))
-            attrs = authorization.attributes(user.name, user.groups, info)
             noderestriction.check(attrs, self._authorizer.node.graph, created_name=created, body=decoded.body)
         if operation == "list":
             if decoded.query.flag("watch"):

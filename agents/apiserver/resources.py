@@ -317,6 +317,11 @@ class Catalog:
         self._by_path = {(r.group, r.version, r.plural): r for r in resources}
         self._by_kind = {(r.group, r.kind): r for r in resources}
         self._by_prefix = {r.key_prefix: r for r in resources}
+        self._groups: dict[str, list[str]] = {}
+        for r in resources:
+            versions = self._groups.setdefault(r.group, [])
+            if r.version not in versions:
+                versions.append(r.version)
 
     def __iter__(self) -> Iterator[Resource]:
         return iter(self.resources)
@@ -335,13 +340,8 @@ class Catalog:
         return self._by_prefix.get(f"/registry/{parts[2]}/") or self._by_prefix.get(f"/registry/{parts[2]}/{parts[3]}/")
 
     def groups(self) -> dict[str, list[str]]:
-        """Group name -> versions (the core group is "")."""
-        out: dict[str, list[str]] = {}
-        for r in self.resources:
-            versions = out.setdefault(r.group, [])
-            if r.version not in versions:
-                versions.append(r.version)
-        return out
+        """Group name -> versions (the core group is ""); worked out once, not to be changed."""
+        return self._groups
 
     def in_group_version(self, group: str, version: str) -> list[Resource]:
         return [r for r in self.resources if r.group == group and r.version == version]

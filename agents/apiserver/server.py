@@ -446,6 +446,7 @@ class ApiServer:
             user.name, user.groups, request_info(request.method, request.path, request.query)
         )
         if self.authorizer.allows(attrs):
+            request["attributes"] = attrs  # admission (NodeRestriction) judges the same attributes
             return await handler(request)
         log.info("forbidden: %s", authorization.forbidden_message(attrs))
         return status_response(authorization.forbidden(attrs))

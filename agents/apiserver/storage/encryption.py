@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -92,37 +91,44 @@ class _KeyedProvider(Provider):
 class AesCbcProvider(_KeyedProvider):
     name = "aescbc"
 
+    def __init__(self, keys: Sequence[Key]) -> None:
+        super().__init__(keys)
+        # the cipher's key object checked once (building it costs more than encrypting a Secret)
+        self._aes = {key.name: algorithms.AES(key.secret) for key in self.keys}
+
     def seal(self, key: Key, plain: bytes, context: bytes) -> bytes:
         iv = os.urandom(16)
-        padder = padding.PKCS7(128).padder()
-        padded = padder.update(plain) + padder.finalize()
-        encryptor = Cipher(algorithms.AES(key.secret), modes.CBC(iv)).encryptor()
-        return iv + encryptor.update(padded) + encryptor.finalize()
+        pad = 16 - len(plain) % 16  # PKCS#7: 1 to 16 bytes, each the count
+        encryptor = Cipher(self._aes[key.name], modes.CBC(iv)).encryptor()
+        return iv + encryptor.update(plain + bytes((pad,)) * pad) + encryptor.finalize()
 
     def decrypt(self, key: Key | None, sealed: bytes, context: bytes) -> bytes:
         assert key is not None
         if len(sealed) < 32 or len(sealed) % 16:
             raise DecryptionError("the data is not a whole number of AES blocks")
-        decryptor = Cipher(algorithms.AES(key.secret), modes.CBC(sealed[:16])).decryptor()
+        decryptor = Cipher(self._aes[key.name], modes.CBC(sealed[:16])).decryptor()
         padded = decryptor.update(sealed[16:]) + decryptor.finalize()
-        try:
-            unpadder = padding.PKCS7(128).unpadder()
-            return unpadder.update(padded) + unpadder.finalize()
-        except ValueError as exc:
-            raise DecryptionError("invalid padding on input") from exc
+        pad = padded[-1]
+        if not 1 <= pad <= 16 or padded[-pad:] != bytes((pad,)) * pad:
+            raise DecryptionError("invalid padding on input")
+        return padded[:-pad]
 
 
 class AesGcmProvider(_KeyedProvider):
     name = "aesgcm"
 
+    def __init__(self, keys: Sequence[Key]) -> None:
+        super().__init__(keys)
+        self._aead = {key.name: AESGCM(key.secret) for key in self.keys}
+
     def seal(self, key: Key, plain: bytes, context: bytes) -> bytes:
         nonce = os.urandom(12)
-        return nonce + AESGCM(key.secret).encrypt(nonce, plain, context)
+        return nonce + self._aead[key.name].encrypt(nonce, plain, context)
 
     def decrypt(self, key: Key | None, sealed: bytes, context: bytes) -> bytes:
         assert key is not None
         try:
-            return AESGCM(key.secret).decrypt(sealed[:12], sealed[12:], context)
+            return self._aead[key.name].decrypt(sealed[:12], sealed[12:], context)
         except (InvalidTag, ValueError) as exc:
             raise DecryptionError("message authentication failed") from exc
 
@@ -162,11 +168,18 @@ class EncryptingStore:
     """A ``Store`` whose values under the given key prefixes are kept encrypted in the inner store."""
 
     def __init__(self, inner: Store, transformers: Sequence[tuple[str, Transformer]]) -> None:
+        """``transformers``: (a resource's key prefix, ``/registry/secrets/`` or
+        ``/registry/apps/deployments/``, and its transformer)."""
         self.inner = inner
-        self._by_prefix = sorted(transformers, key=lambda entry: -len(entry[0]))
+        self._by_prefix = dict(transformers)
 
     def _transformer(self, key: str) -> Transformer | None:
-        return next((t for prefix, t in self._by_prefix if key.startswith(prefix)), None)
+        # a key is /registry/PLURAL/... (the core group) or /registry/GROUP/PLURAL/...
+        parts = key.split("/", 4)
+        if len(parts) < 4:
+            return None
+        found = self._by_prefix.get(f"/registry/{parts[2]}/")
+        return found if found is not None else self._by_prefix.get(f"/registry/{parts[2]}/{parts[3]}/")
 
     def _encrypt(self, key: str, value: bytes) -> bytes:
         transformer = self._transformer(key)
@@ -180,7 +193,7 @@ class EncryptingStore:
             plain, stale = transformer.from_storage(kv.value, kv.key.encode())
         except DecryptionError as exc:
             raise DecryptionError(f"{kv.key}: {exc}") from exc
-        return replace(kv, value=plain, stale=stale)
+        return KeyValue(kv.key, plain, kv.create_revision, kv.mod_revision, stale)
 
     async def start(self) -> None:
         await self.inner.start()
