@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,13 @@ class User:
 
 
 ANONYMOUS = User("system:anonymous", "", ("system:unauthenticated",))
+AUTHENTICATED = "system:authenticated"
+
+
+def with_authenticated(groups: Sequence[str]) -> tuple[str, ...]:
+    """A user's groups as the API server judges and reports them: kube adds ``system:authenticated``
+    to every user an authenticator vouched for."""
+    return tuple(groups) if AUTHENTICATED in groups else (*groups, AUTHENTICATED)
 
 
 def _digest(token: str) -> bytes:

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agents.apiserver.auth import User, with_authenticated
 from agents.apiserver.nodeauthorizer import NodeAuthorizer, PodGraph
 from agents.apiserver.rbac import Attributes, RbacIndex
 from agents.apiserver.requestinfo import RequestInfo
-from agents.apiserver.status import StatusError
+from agents.apiserver.status import StatusError, forbidden_object
 from agents.machinery.errors import KubelabError
 
 MODES = ("AlwaysAllow", "AlwaysDeny", "Node", "RBAC")
 PRIVILEGED_GROUP = "system:masters"
-AUTHENTICATED = "system:authenticated"
 
 
 class AuthorizationModeError(KubelabError):
@@ -29,10 +29,9 @@ class AuthorizationModeError(KubelabError):
 
 def attributes(user: str, groups: Sequence[str], info: RequestInfo) -> Attributes:
     """The attributes of an authenticated user's request (kube adds ``system:authenticated``)."""
-    every = tuple(groups) if AUTHENTICATED in groups else (*groups, AUTHENTICATED)
     return Attributes(
         user=user,
-        groups=every,
+        groups=with_authenticated(groups),
         verb=info.verb,
         resource_request=info.resource_request,
         namespace=info.namespace,
@@ -42,6 +41,31 @@ def attributes(user: str, groups: Sequence[str], info: RequestInfo) -> Attribute
         name=info.name,
         path=info.path,
     )
+
+
+def may(
+    authorizer: Authorizer,
+    user: User,
+    verb: str,
+    api_group: str,
+    resource: str,
+    *,
+    namespace: str = "",
+    name: str = "",
+) -> bool:
+    """Whether ``user`` may ``verb`` the resource (or the object ``name``): what admission asks beyond
+    the request itself (escalation prevention, the CSR approver, ...)."""
+    attrs = Attributes(
+        user=user.name,
+        groups=with_authenticated(user.groups),
+        verb=verb,
+        resource_request=True,
+        namespace=namespace,
+        api_group=api_group,
+        resource=resource,
+        name=name,
+    )
+    return authorizer.allows(attrs)
 
 
 class Authorizer:
@@ -91,7 +115,4 @@ def forbidden(attrs: Attributes, reason: str = "") -> StatusError:
     message = forbidden_message(attrs) + (f": {reason}" if reason else "")
     if not attrs.resource_request:
         return StatusError(403, "Forbidden", f"forbidden: {message}", details={})
-    qualified = f"{attrs.resource}.{attrs.api_group}" if attrs.api_group else attrs.resource
-    subject = f'{qualified} "{attrs.name}"' if attrs.name else qualified
-    details = {"group": attrs.api_group, "kind": attrs.resource, **({"name": attrs.name} if attrs.name else {})}
-    return StatusError(403, "Forbidden", f"{subject} is forbidden: {message}", details=details)
+    return forbidden_object(attrs.resource, attrs.api_group, attrs.name, message)

@@ -9,10 +9,9 @@ both. On create, the request is stamped with the user who sent it.
 
 from __future__ import annotations
 
-from agents.apiserver.auth import User
-from agents.apiserver.authorization import Authorizer, attributes
+from agents.apiserver.auth import User, with_authenticated
+from agents.apiserver.authorization import Authorizer, may
 from agents.apiserver.kinds import certificates
-from agents.apiserver.requestinfo import RequestInfo
 from agents.apiserver.resources import Resource
 from agents.machinery.objects import Object, name_of
 
@@ -22,17 +21,14 @@ QUALIFIED = "certificatesigningrequests.certificates.k8s.io"
 def stamp(resource: Resource, user: User | None, body: Object) -> None:
     """Write the requesting user into a new CSR's spec (what the client put there is replaced)."""
     if resource.qualified == QUALIFIED and user is not None:
-        certificates.stamp_requester(body, user.name, user.uid, [*user.groups, "system:authenticated"])
+        certificates.stamp_requester(body, user.name, user.uid, list(with_authenticated(user.groups)))
 
 
 def _may(authorizer: Authorizer, user: User, verb: str, signer: str) -> bool:
-    for name in certificates.signer_names(signer):
-        info = RequestInfo(
-            path="", verb=verb, resource_request=True, api_group=certificates.GROUP, resource="signers", name=name
-        )
-        if authorizer.allows(attributes(user.name, user.groups, info)):
-            return True
-    return False
+    return any(
+        may(authorizer, user, verb, certificates.GROUP, "signers", name=name)
+        for name in certificates.signer_names(signer)
+    )
 
 
 def check(

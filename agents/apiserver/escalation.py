@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from agents.apiserver.auth import User
-from agents.apiserver.authorization import PRIVILEGED_GROUP, Authorizer, attributes
+from agents.apiserver.auth import User, with_authenticated
+from agents.apiserver.authorization import PRIVILEGED_GROUP, Authorizer, may
 from agents.apiserver.rbac import Rule, covers
-from agents.apiserver.requestinfo import RequestInfo
 from agents.apiserver.resources import Resource
 from agents.apiserver.status import StatusError
 from agents.machinery.objects import Object
@@ -34,10 +33,7 @@ COMPACT = (
 
 
 def _may(authorizer: Authorizer, user: User, verb: str, resource: str, *, namespace: str, name: str) -> bool:
-    info = RequestInfo(
-        path="", verb=verb, resource_request=True, api_group=GROUP, namespace=namespace, resource=resource, name=name
-    )
-    return authorizer.allows(attributes(user.name, user.groups, info))
+    return may(authorizer, user, verb, GROUP, resource, namespace=namespace, name=name)
 
 
 def _not_held(rules: Sequence[Rule], owned: Sequence[Rule]) -> list[Rule]:
@@ -74,7 +70,7 @@ def check(
         return
     if old is not None and all(obj.get(key) == old.get(key) for key in GRANTING):
         return
-    groups = attributes(user.name, user.groups, RequestInfo(path="", verb="")).groups
+    groups = with_authenticated(user.groups)
     if PRIVILEGED_GROUP in groups:
         return
     name = str((obj.get("metadata") or {}).get("name", ""))

@@ -31,7 +31,7 @@ from agents.apiserver import (
     patch,
     reviews,
 )
-from agents.apiserver.auth import ANONYMOUS, User
+from agents.apiserver.auth import ANONYMOUS, User, with_authenticated
 from agents.apiserver.authorization import Authorizer
 from agents.apiserver.decoding import SCALE, Decoded, Decoder, Query
 from agents.apiserver.kubeletclient import LOG_PARAMS, KubeletClient, container_for_logs
@@ -490,7 +490,7 @@ class Api:
             found = await self._tokens.authenticate(str(spec["token"]), audiences)
         if found is None:
             return {**body, "status": {"authenticated": False, "user": {}}}
-        info: dict[str, Any] = {"username": found.name, "groups": [*found.groups, "system:authenticated"]}
+        info: dict[str, Any] = {"username": found.name, "groups": list(with_authenticated(found.groups))}
         if found.uid:
             info["uid"] = found.uid
         audience = audiences or list(self._tokens.audiences if self._tokens is not None else ())

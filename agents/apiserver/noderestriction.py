@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from agents.apiserver.nodeauthorizer import PodGraph, node_of
 from agents.apiserver.rbac import Attributes
-from agents.apiserver.status import StatusError
+from agents.apiserver.status import StatusError, forbidden_object
 from agents.machinery.objects import Object
 
 NODE_LEASES = "kube-node-lease"
@@ -17,10 +17,7 @@ WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
 def _forbidden(attrs: Attributes, name: str, message: str) -> StatusError:
-    qualified = f"{attrs.resource}.{attrs.api_group}" if attrs.api_group else attrs.resource
-    subject = f'{qualified} "{name}"' if name else qualified
-    details = {"group": attrs.api_group, "kind": attrs.resource, **({"name": name} if name else {})}
-    return StatusError(403, "Forbidden", f"{subject} is forbidden: {message}", details=details)
+    return forbidden_object(attrs.resource, attrs.api_group, name, message)
 
 
 def check(attrs: Attributes, graph: PodGraph, *, created_name: str = "", body: Object | None = None) -> None:

@@ -11,13 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.apiserver import authorization
-from agents.apiserver.auth import User
+from agents.apiserver.auth import User, with_authenticated
 from agents.apiserver.authorization import Authorizer
 from agents.apiserver.rbac import Attributes
 from agents.apiserver.status import invalid, invalid_object, required
 from agents.machinery.objects import Object
 
-AUTHENTICATED = "system:authenticated"
 ONE_OF = "exactly one of nonResourceAttributes or resourceAttributes must be specified"
 
 
@@ -68,13 +67,9 @@ def _decided(authorizer: Authorizer, body: Object, attrs: Attributes) -> Object:
     return {**body, "status": status}
 
 
-def _with_authenticated(groups: Sequence[str]) -> tuple[str, ...]:
-    return tuple(groups) if AUTHENTICATED in groups else (*groups, AUTHENTICATED)
-
-
 def self_subject_access_review(authorizer: Authorizer, user: User, body: Object) -> Object:
     attrs = _attributes(
-        user.name, _with_authenticated(user.groups), body.get("spec") or {}, "SelfSubjectAccessReview", ""
+        user.name, with_authenticated(user.groups), body.get("spec") or {}, "SelfSubjectAccessReview", ""
     )
     return _decided(authorizer, body, attrs)
 
@@ -104,7 +99,7 @@ def subject_access_review(authorizer: Authorizer, body: Object, *, namespace: st
 def self_subject_rules_review(authorizer: Authorizer, user: User, body: Object) -> Object:
     """What the user may do in ``spec.namespace``: the rules of its bindings there and cluster-wide."""
     namespace = str((body.get("spec") or {}).get("namespace", ""))
-    groups = _with_authenticated(user.groups)
+    groups = with_authenticated(user.groups)
     resource_rules: list[dict[str, Any]] = []
     non_resource_rules: list[dict[str, Any]] = []
     for rule in authorizer.rbac.granted(user.name, groups, namespace):
@@ -118,7 +113,7 @@ def self_subject_rules_review(authorizer: Authorizer, user: User, body: Object) 
 
 
 def self_subject_review(user: User, body: Object) -> Object:
-    info: dict[str, Any] = {"username": user.name, "groups": list(_with_authenticated(user.groups))}
+    info: dict[str, Any] = {"username": user.name, "groups": list(with_authenticated(user.groups))}
     if user.uid:
         info["uid"] = user.uid
     return {**body, "status": {"userInfo": info}}

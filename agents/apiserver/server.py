@@ -31,7 +31,7 @@ from agents.apiserver import (
     x509,
 )
 from agents.apiserver.allocators import ServiceAllocator
-from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator, User
+from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator, User, with_authenticated
 from agents.apiserver.authorization import Authorizer
 from agents.apiserver.decoding import Decoder
 from agents.apiserver.handlers import Api, json_response, status_response
@@ -426,8 +426,8 @@ class ApiServer:
                 user = self.certificates.authenticate(peer_certificate(request.transport.get_extra_info("ssl_object")))
             if user is None and self.authenticator is not None:
                 user = self.authenticator.authenticate(header)
-            if user is None and header and header[:7].lower() == "bearer ":
-                user = await self.authenticate_token(header[7:].strip())
+            if user is None and header and header[:7].lower() == "bearer ":  # the token file said no
+                user = await self.authenticate_token(header[7:].strip(), static=False)
             if user is None:
                 response = status_response(unauthorized())
                 self._audit_unauthenticated(request, response)
@@ -451,10 +451,13 @@ class ApiServer:
         log.info("forbidden: %s", authorization.forbidden_message(attrs))
         return status_response(authorization.forbidden(attrs))
 
-    async def authenticate_token(self, token: str, audiences: Sequence[str] = ()) -> User | None:
-        """The user a bearer token stands for: a static token's, or a ServiceAccount token's while the
-        token is good and its ServiceAccount (and the pod it is bound to) still exist with the same UID."""
-        if self.authenticator is not None and not audiences:
+    async def authenticate_token(
+        self, token: str, audiences: Sequence[str] = (), *, static: bool = True
+    ) -> User | None:
+        """The user a bearer token stands for: a static token's (unless ``static`` is false: the
+        caller asked the token file already), or a ServiceAccount token's while the token is good
+        and its ServiceAccount (and the pod it is bound to) still exist with the same UID."""
+        if static and self.authenticator is not None and not audiences:
             found = self.authenticator.authenticate(f"Bearer {token}")
             if found is not None:
                 return found
@@ -621,7 +624,7 @@ def _user_info(user: User | None) -> dict[str, Any]:
     """An authenticated user as audit records it (kube adds ``system:authenticated`` to every one)."""
     if user is None:  # no authentication configured (local tests)
         return {"username": "system:anonymous", "groups": ["system:unauthenticated"]}
-    info: dict[str, Any] = {"username": user.name, "groups": [*user.groups, "system:authenticated"]}
+    info: dict[str, Any] = {"username": user.name, "groups": list(with_authenticated(user.groups))}
     if user.uid:
         info["uid"] = user.uid
     return info

@@ -204,6 +204,14 @@ def unauthorized() -> StatusError:
     return StatusError(401, "Unauthorized", "Unauthorized")
 
 
+def forbidden_object(resource: str, group: str, name: str, message: str) -> StatusError:
+    """403 for one resource (and object, when named): ``pods "x" is forbidden: MESSAGE`` (kube's NewForbidden)."""
+    qualified = _qualified(resource, group)
+    subject = f'{qualified} "{name}"' if name else qualified
+    details: dict[str, Any] = {"group": group, "kind": resource, **({"name": name} if name else {})}
+    return StatusError(403, "Forbidden", f"{subject} is forbidden: {message}", details=details)
+
+
 def forbidden_request(message: str) -> StatusError:
     return StatusError(403, "Forbidden", message)
 

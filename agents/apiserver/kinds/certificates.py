@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 
 from agents.apiserver.kinds.base import Strategy
-from agents.apiserver.status import StatusError, invalid, not_supported, required
+from agents.apiserver.status import StatusError, forbidden_object, invalid, not_supported, required
 from agents.apiserver.validation import Errors
 from agents.machinery.objects import Object
 
@@ -102,12 +102,8 @@ def signer_names(signer: str) -> tuple[str, str]:
 
 def not_permitted(verb: str, name: str, signer: str) -> StatusError:
     """A refused approval (``verb`` approve) or signature (sign), in kube's admission wording."""
-    return StatusError(
-        403,
-        "Forbidden",
-        f'certificatesigningrequests.{GROUP} "{name}" is forbidden: '
-        f'user not permitted to {verb} requests with signerName "{signer}"',
-        details={"name": name, "group": GROUP, "kind": "certificatesigningrequests"},
+    return forbidden_object(
+        "certificatesigningrequests", GROUP, name, f'user not permitted to {verb} requests with signerName "{signer}"'
     )
 
 
