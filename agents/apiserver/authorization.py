@@ -101,6 +101,11 @@ class Authorizer:
         return False
 
 
+def reason(authorizer: Authorizer, attrs: Attributes) -> str:
+    """What a refusal adds after the user and the request: the Node authorizer's reason, if it had one."""
+    return authorizer.node.reason(attrs) if authorizer.uses_node else ""
+
+
 def forbidden_message(attrs: Attributes) -> str:
     """What kube says a user may not do (its forbiddenMessage)."""
     if not attrs.resource_request:

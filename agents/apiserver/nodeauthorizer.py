@@ -132,3 +132,19 @@ class NodeAuthorizer:
             ref = ("serviceaccounts", attrs.namespace, attrs.name)
             return (attrs.subresource, attrs.verb) == ("token", "create") and self.graph.used_on(node, ref)
         return any(rule_allows(rule, attrs) for rule in self.node_rules)
+
+    def reason(self, attrs: Attributes) -> str:
+        """Why a node's request it refuses is refused, in kube's words ("" when its rules simply do not
+        cover it, or the request is not a node's)."""
+        node = node_of(attrs)
+        if node is None or not attrs.resource_request or attrs.api_group != "":
+            return ""
+        if attrs.resource in GRAPHED and not attrs.subresource:
+            if attrs.verb != "get" or not attrs.name:
+                return "can only get individual resources of this type"
+            return f"no relationship found between node '{node}' and this object"
+        if attrs.resource == "serviceaccounts":
+            if (attrs.subresource, attrs.verb) != ("token", "create"):
+                return "can only create tokens for individual service accounts"
+            return f"no relationship found between node '{node}' and this object"
+        return ""

@@ -448,8 +448,9 @@ class ApiServer:
         if self.authorizer.allows(attrs):
             request["attributes"] = attrs  # admission (NodeRestriction) judges the same attributes
             return await handler(request)
-        log.info("forbidden: %s", authorization.forbidden_message(attrs))
-        return status_response(authorization.forbidden(attrs))
+        refused = authorization.forbidden(attrs, authorization.reason(self.authorizer, attrs))
+        log.info("forbidden: %s", refused.message)
+        return status_response(refused)
 
     async def authenticate_token(
         self, token: str, audiences: Sequence[str] = (), *, static: bool = True

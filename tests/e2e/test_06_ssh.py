@@ -141,7 +141,8 @@ def test_a_worker_s_kubelet_credentials_reach_only_what_its_node_needs(
         refused = json.loads(secret.out)
         assert refused["code"] == 403 and refused["message"] == (
             f'secrets "not-for-nodes" is forbidden: User "system:node:{worker.name}" cannot get resource "secrets"'
-            ' in API group "" in the namespace "default"'
+            f' in API group "" in the namespace "default": no relationship found between node \'{worker.name}\''
+            " and this object"
         )
         patch = '-X PATCH -H \'Content-Type: application/merge-patch+json\' -d \'{"metadata":{"labels":{"x":"y"}}}\''
         foreign = json.loads(kubelab_lab.ssh(worker.name, f"{curl} {patch} {api}/api/v1/nodes/{other.name}").out)

@@ -143,6 +143,7 @@ def test_a_kubelet_reads_a_secret_only_while_a_pod_on_its_node_uses_it(
     kubectl.ok("create", "secret", "generic", "db", "--from-literal=password=x", "-n", namespace)
     refused = kubelet("get", "secret", "db", "-n", namespace)
     assert refused.code == 1 and f'User "{node}" cannot get resource "secrets"' in refused.err
+    assert f"no relationship found between node '{node.removeprefix('system:node:')}' and this object" in refused.err
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -241,6 +241,17 @@ def test_a_node_reads_a_secret_or_config_map_only_while_a_pod_bound_to_it_uses_i
     graph.drop("/registry/pods/team/web")
     assert not node.allows(secret)
     assert not node.allows(ask("get", "secrets", namespace="team", name="db", user="bob"))  # not a node
+    # the refusal says why, as kube's Node authorizer does
+    assert node.reason(secret) == "no relationship found between node 'w1' and this object"
+    assert node.reason(ask("list", "secrets", namespace="team", **KUBELET)) == (
+        "can only get individual resources of this type"
+    )
+    assert node.reason(ask("get", "secrets", namespace="team", name="db", user="bob")) == ""
+    refused = authorization.forbidden(secret, authorization.reason(Authorizer(("Node", "RBAC"), node=node), secret))
+    assert refused.message == (
+        'secrets "db" is forbidden: User "system:node:w1" cannot get resource "secrets" in API group ""'
+        " in the namespace \"team\": no relationship found between node 'w1' and this object"
+    )
 
 
 def test_what_a_pod_uses_is_read_from_volumes_environment_and_pull_secrets() -> None:
