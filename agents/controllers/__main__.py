@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from agents.controllers.base import Context, Controller
 from agents.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from agents.controllers.cronjob import CronJobController
+from agents.controllers.csrcleaner import CsrCleanerController
 from agents.controllers.csrsigning import CsrSigningController
 from agents.controllers.daemonset import DaemonSetController
 from agents.controllers.deployment import DeploymentController
@@ -49,6 +50,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "clusterrole-aggregation": ClusterRoleAggregationController,
     "root-ca-cert-publisher": RootCaCertPublisher,
     "csrsigning": CsrSigningController,
+    "csrcleaner": CsrCleanerController,
 }
 
 

@@ -17,11 +17,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agents.apiserver.kinds.certificates import CertificateSigningRequestStrategy
 from agents.apiserver.resources import Catalog
+from agents.apiserver.server import ApiServer
 from agents.apiserver.x509 import CertificateAuthenticator, user_of
-from agents.controllers import csrsigning
+from agents.controllers import csrcleaner, csrsigning
+from agents.controllers.settings import ControllerManagerSettings
 from agents.machinery.client import ClientConfig
+from agents.machinery.resources import CERTIFICATE_SIGNING_REQUESTS
 from provisioner.lab import kubeconfig, users
 from provisioner.lab.pki import ADMIN, Pki, node_identity
+from tests.support.controllerharness import running
 
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 
@@ -226,3 +230,66 @@ def test_user_names_and_groups_are_checked_before_anything_is_sent() -> None:
     assert request.is_signature_valid
     assert request.subject.rfc4514_string() == "CN=jane,O=devs"
     assert b"PRIVATE KEY" in key_pem
+
+
+def test_the_cleaner_keeps_a_request_an_hour_after_a_decision_a_day_undecided_and_not_past_its_certificate() -> None:
+    created = {"creationTimestamp": "2026-12-06T10:00:00Z", "name": "jane"}
+    pending = {**_csr(), "metadata": created}
+    assert csrcleaner.remaining(pending, NOW) == dt.timedelta(hours=22)  # created two hours before NOW
+    denied = {
+        **pending,
+        "status": {"conditions": [{"type": "Denied", "status": "True", "lastUpdateTime": "2026-12-06T11:30:00Z"}]},
+    }
+    assert csrcleaner.remaining(denied, NOW) == dt.timedelta(minutes=30)
+    approved = {
+        **pending,
+        "status": {"conditions": [{"type": "Approved", "status": "True", "lastUpdateTime": "2026-12-06T10:30:00Z"}]},
+    }
+    assert csrcleaner.remaining(approved, NOW) == dt.timedelta(hours=22)  # approved, not issued: as pending
+    ca_cert, ca_key = _ca()
+    request = x509.load_pem_x509_csr(_csr_pem())
+    short = csrsigning.issue(request, ca_cert, ca_key, now=NOW - dt.timedelta(hours=2), seconds=600)
+    issued = {**approved, "status": {**approved["status"], "certificate": base64.b64encode(short).decode()}}
+    assert csrcleaner.remaining(issued, NOW) < dt.timedelta(0)  # the certificate expired an hour and 50 min ago
+    broken = {**pending, "metadata": {"name": "x", "creationTimestamp": "yesterday"}}
+    assert csrcleaner.remaining(broken, NOW) == dt.timedelta(hours=24)  # an unreadable time counts from now
+
+
+async def test_the_signer_issues_an_approved_request_and_the_cleaner_deletes_it_an_hour_after(
+    server: ApiServer, tmp_path: Path
+) -> None:
+    """The controllers' syncs against an API server: kubectl's approval (an hour and more ago, by its
+    time stamp), the signer's certificate, then the cleaner's delete; a request denied now stays."""
+    ca_cert, ca_key = _ca()
+    (tmp_path / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    key_pem = ca_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tmp_path / "ca.key").write_bytes(key_pem)
+    settings = ControllerManagerSettings(
+        cluster_signing_cert_file=tmp_path / "ca.crt", cluster_signing_key_file=tmp_path / "ca.key"
+    )
+    kinds = (csrsigning.CsrSigningController, csrcleaner.CsrCleanerController)
+    async with running(server, *kinds, settings=settings) as lab:
+        for name, decision, when in (
+            ("old", "Approved", dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)),
+            ("recent", "Denied", dt.datetime.now(dt.UTC)),
+        ):
+            created = await lab.create(CERTIFICATE_SIGNING_REQUESTS, {**_csr(), "metadata": {"name": name}})
+            condition = {
+                "type": decision,
+                "status": "True",
+                "reason": "Test",
+                "lastUpdateTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+            await lab.client.update(
+                CERTIFICATE_SIGNING_REQUESTS, {**created, "status": {"conditions": [condition]}}, subresource="approval"
+            )
+
+        async def gone() -> bool:
+            # the cleaner counts an approval only once the certificate is issued: gone means signed first
+            return await lab.get(CERTIFICATE_SIGNING_REQUESTS, "old") is None
+
+        await lab.eventually(gone, what="the approved request signed, then deleted")
+        recent = await lab.get(CERTIFICATE_SIGNING_REQUESTS, "recent")
+        assert recent is not None and "certificate" not in (recent.get("status") or {})
