@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +24,7 @@ from kubelab_testing.commands import Result, run
 from provisioner.drivers.libvirt import daemon as libvirthost
 from provisioner.drivers.libvirt import plan as vmplan
 from provisioner.lab.spec import LabSpec
+from provisioner.system import ports as hostports
 
 TIMEOUT = 1800.0  # one kubelab command: a VM lab's `up` under software emulation takes many minutes
 
@@ -119,11 +119,15 @@ class Lab:
         return daemon.wrap(argv) if daemon is not None else argv
 
 
+_HANDED_OUT: set[int] = set()  # never the same port twice in one process (a lab's four, two labs')
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on now, on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on now, on 127.0.0.1, outside the kernel's ephemeral range (where any
+    outgoing connection could take it before the lab binds it), not handed out before by this process."""
+    port = hostports.free(avoid=_HANDED_OUT)
+    _HANDED_OUT.add(port)
+    return port
 
 
 def up_flags(driver: str, *flags: str) -> tuple[str, ...]:

@@ -226,7 +226,7 @@ def gather(spec: LabSpec, paths: LabPaths, *, networks: Sequence[tuple[str, str]
     for _ in range(SPARE_PORTS * 4):
         if len(spare) == SPARE_PORTS:
             break
-        port = hostports.free()
+        port = hostports.free(avoid=spare)
         if port not in recorded and port not in spare:
             spare.append(port)
     return Taken(recorded=recorded, busy=busy, spare=tuple(spare), ranges=tuple(ranges), networks=tuple(networks))

@@ -10,6 +10,7 @@ import pytest
 
 from kubelab_testing.lab import Lab, LabFailed, Node, created_lab, free_port, up_flags
 from provisioner.lab.spec import LabSpec
+from provisioner.system import ports as hostports
 
 
 def saved(home: Path, spec: LabSpec) -> Lab:
@@ -50,6 +51,19 @@ def test_up_flags_put_every_host_port_of_a_lab_on_a_free_one() -> None:
     vm = up_flags("libvirt", "--workers", "2")
     assert vm[:2] == ("--driver", "libvirt") and vm[-2:] == ("--workers", "2")
     assert "--api-port" in vm and "--registry-port" in vm and "--etcd-port" not in vm  # etcd is on the master
+
+
+def test_free_ports_are_outside_the_ephemeral_range_never_repeated_and_never_taken() -> None:
+    low, high = hostports.ephemeral_range()
+    handed = [free_port() for _ in range(50)]
+    assert len(set(handed)) == 50
+    assert all(not low <= port <= high for port in handed)  # no outgoing connection's source port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", hostports.free()))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        assert hostports.in_use("127.0.0.1", taken)
+        assert hostports.free(avoid={taken}) != taken
 
 
 def test_a_free_port_can_be_listened_on() -> None:

@@ -66,7 +66,7 @@ class LocalDriver:
             known = {}
         for name in ("scheduler", "controller-manager", "simnodes", "kubelet", "kubelet-server", "proxy"):
             if name not in known:
-                known[name] = ports.free()
+                known[name] = ports.free(avoid=set(known.values()))
         render.write(self.paths.ports, json.dumps(known, indent=2) + "\n")
         return known
 
