@@ -1,10 +1,12 @@
 """The built-in container images, built offline from Debian packages (recipes in images/containers/).
 
 A recipe names Debian packages, the paths to take from them, files and directories to add, busybox
-applet links, and the image config. Building is: ask apt which .deb each package would be (version
-and SHA-256, no download), derive the cache key from those and the recipe, and only on a miss
-download the .debs (``apt-get download``), unpack them (``dpkg-deb -x``), plan the layer (pure) and
-write a reproducible OCI archive (:mod:`provisioner.artefacts.oci`).
+applet links, the image config, and the other references the image answers to (``aliases``: tagged
+in the lab registry after the push, not part of the archive or its cache key). Building is: ask apt
+which .deb each package would be (version and SHA-256, no download), derive the cache key from those
+and the recipe, and only on a miss download the .debs (``apt-get download``), unpack them
+(``dpkg-deb -x``), plan the layer (pure) and write a reproducible OCI archive
+(:mod:`provisioner.artefacts.oci`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ CACHE = Path(os.environ.get("KUBELAB_IMAGE_CACHE", "/var/cache/kubelab/images"))
 FORMAT = 1  # bump when the builder's output changes for the same inputs
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _CONFIG_KEYS = {"Entrypoint", "Cmd", "Env", "WorkingDir", "ExposedPorts", "User", "StopSignal"}
+_FIELDS = {"name", "version", "packages", "take", "applets", "files", "dirs", "config", "on-demand", "aliases"}
+# an alias: [registry/]repository:tag, lower-case repository parts, a registry only with a dot in it
+_ALIAS = re.compile(
+    r"^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class Recipe:
     config: Mapping[str, Any]
     source: Path
     on_demand: bool = False  # built and pushed only when named (``kubelab image push NAME``), not at every up
+    aliases: tuple[str, ...] = ()  # other references of the same image, e.g. registry.k8s.io/pause:3.10
 
     def canonical(self) -> dict[str, Any]:
         return {
@@ -89,9 +98,11 @@ class Built:
     digest: str
     size: int
     cached: bool
+    aliases: tuple[str, ...] = ()
 
     @property
     def references(self) -> list[str]:
+        """The references in the archive (pushed as they are); the aliases are tagged after them."""
         return [f"{self.name}:{self.tag}", f"{self.name}:latest"]
 
 
@@ -122,7 +133,7 @@ def parse_recipe(data: object, *, source: Path) -> Recipe:
     where = source.name
     if not isinstance(data, dict):
         raise SpecError(f"{where}: expected a mapping")
-    unknown = set(data) - {"name", "version", "packages", "take", "applets", "files", "dirs", "config", "on-demand"}
+    unknown = set(data) - _FIELDS
     if unknown:
         raise SpecError(f"{where}: unknown field {sorted(unknown)[0]!r}")
     name = data.get("name")
@@ -159,7 +170,13 @@ def parse_recipe(data: object, *, source: Path) -> Recipe:
     on_demand = data.get("on-demand", False)
     if not isinstance(on_demand, bool):
         raise SpecError(f"{where}: on-demand: true or false")
-    return Recipe(name, version, packages, take, applets, tuple(files), tuple(dirs), config, source, on_demand)
+    aliases = _strings(data.get("aliases") or [], f"{where}: aliases")
+    for alias in aliases:
+        if not _ALIAS.match(alias):
+            raise SpecError(
+                f"{where}: aliases: {alias!r} is not a reference like name:tag or registry.example/name:tag"
+            )
+    return Recipe(name, version, packages, take, applets, tuple(files), tuple(dirs), config, source, on_demand, aliases)
 
 
 def recipes(directory: Path = RECIPES) -> dict[str, Recipe]:
@@ -337,7 +354,7 @@ def build(
     meta = archive.with_suffix(".json")
     if archive.exists() and meta.exists() and not force:
         info = json.loads(meta.read_text())
-        return Built(recipe.name, tag, archive, info["digest"], archive.stat().st_size, cached=True)
+        return Built(recipe.name, tag, archive, info["digest"], archive.stat().st_size, True, recipe.aliases)
     say(f"building image {recipe.name}:{tag} from {', '.join(f'{p.name} {p.version}' for p in packages)}")
     with tempfile.TemporaryDirectory(prefix=f"kubelab-image-{recipe.name}-") as tmp:
         tree = Path(tmp) / "tree"
@@ -360,7 +377,7 @@ def build(
     partial.replace(archive)
     meta.write_text(json.dumps({"digest": image.digest, "packages": [p.__dict__ for p in packages]}, indent=1))
     say(f"built {recipe.name}:{tag}: {len(entries)} paths, {len(data) / 1e6:.1f} MB, {image.digest[:19]}")
-    return Built(recipe.name, tag, archive, image.digest, len(data), cached=False)
+    return Built(recipe.name, tag, archive, image.digest, len(data), False, recipe.aliases)
 
 
 def build_all(

@@ -14,6 +14,7 @@ import subprocess
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -169,6 +170,71 @@ def push(
     return copied
 
 
+def _call(request: urllib.request.Request, what: str) -> tuple[bytes, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(request, timeout=PUSH_TIMEOUT) as response:
+            return response.read(), dict(response.headers.items())
+    except urllib.error.HTTPError as exc:
+        raise HostError(f"the lab registry answered {exc.code} to {what}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise HostError(f"the lab registry does not answer ({what}: {exc}); is the lab up?") from exc
+
+
+def tag(registry: str, source: str, alias: str) -> bool:
+    """Make ``alias`` (a reference such as ``registry.k8s.io/pause:3.10``) name the image that
+    ``source`` (``repository:tag`` in the registry) names, through the registry's own API: the blobs
+    are mounted into the alias's repository from the source's (no data moves), then the same manifest
+    is put under the alias's tag. Returns whether anything changed."""
+    repository, reference = source.rsplit(":", 1)
+    to_repository, to_tag = repository_of(alias)
+    body, headers = _call(
+        urllib.request.Request(f"{registry}/v2/{repository}/manifests/{reference}", headers={"Accept": ACCEPT}),
+        f"GET {source}",
+    )
+    digest = headers.get("Docker-Content-Digest", "")
+    if digest and stored_digest(registry, to_repository, to_tag) == digest:
+        return False
+    manifest = json.loads(body)
+    if to_repository != repository:
+        for blob in [manifest.get("config") or {}, *(manifest.get("layers") or [])]:
+            if not blob.get("digest"):
+                continue
+            mount = urllib.parse.urlencode({"mount": blob["digest"], "from": repository})
+            _call(
+                urllib.request.Request(f"{registry}/v2/{to_repository}/blobs/uploads/?{mount}", method="POST"),
+                f"mount {blob['digest'][:19]} into {to_repository}",
+            )
+    content_type = headers.get("Content-Type") or manifest.get("mediaType") or oci.MANIFEST_TYPE
+    _call(
+        urllib.request.Request(
+            f"{registry}/v2/{to_repository}/manifests/{to_tag}",
+            data=body,
+            method="PUT",
+            headers={"Content-Type": content_type},
+        ),
+        f"PUT {to_repository}:{to_tag}",
+    )
+    return True
+
+
+def publish(
+    built: containerimages.Built, *, registry: str, say: Callable[[str], None], force: bool = False
+) -> list[str]:
+    """A built-in image into the registry: copied once (skopeo) under its archive's first reference,
+    then tagged under the others (``name:latest``) and its aliases; returns what was pushed or tagged
+    as ``repository:tag``."""
+    images = images_in(built.archive)
+    pushed = push(images[:1], registry=registry, say=say, force=force)
+    source = f"{images[0].repository}:{images[0].tag}"
+    others = [f"{image.repository}:{image.tag}" for image in images[1:]]
+    for alias in [*others, *built.aliases]:
+        if tag(registry, source, alias):
+            repository, alias_tag = repository_of(alias)
+            pushed.append(f"{repository}:{alias_tag}")
+            say(f"  registry: tagged {repository}:{alias_tag} ({alias})")
+    return pushed
+
+
 def publish_builtin(registry: str, *, say: Callable[[str], None]) -> str:
     """The built-in images, built or taken from the cache, pushed into ``registry``; returns a line
     saying which, how many tags were pushed and how long it took (what both drivers print)."""
@@ -176,6 +242,6 @@ def publish_builtin(registry: str, *, say: Callable[[str], None]) -> str:
     built = containerimages.build_all(say=lambda msg: say(f"  images: {msg}"))
     pushed = []
     for image in built:
-        pushed += push(images_in(image.archive), registry=registry, say=say)
+        pushed += publish(image, registry=registry, say=say)
     names = ", ".join(f"{b.name}:{b.tag}" for b in built)
     return f"{names} ({len(pushed)} pushed, {time.monotonic() - began:.1f}s)"

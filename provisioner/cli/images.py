@@ -21,13 +21,20 @@ def run(args: argparse.Namespace) -> int:
     if args.image_command == "push":
         driver = existing(args.name)
         source = Path(args.source)
-        if not source.exists() and args.source in containerimages.recipes():
-            source = containerimages.build_all([args.source], say=say)[0].archive
-        images = registry.images_in(source, rename=args.rename)
-        copied = registry.push(images, registry=driver.registry, say=lambda _msg: None, force=args.force)
-        for image in images:
-            state = "pushed" if f"{image.repository}:{image.tag}" in copied else "already there"
-            say(f"{image.repository}:{image.tag}: {state} ({driver.registry})")
+        if not source.exists() and args.source in containerimages.recipes() and not args.rename:
+            built = containerimages.build_all([args.source], say=say)[0]
+            copied = registry.publish(built, registry=driver.registry, say=lambda _msg: None, force=args.force)
+            names = [f"{i.repository}:{i.tag}" for i in registry.images_in(built.archive)]
+            names += [":".join(registry.repository_of(alias)) for alias in built.aliases]
+        else:
+            if not source.exists() and args.source in containerimages.recipes():
+                source = containerimages.build_all([args.source], say=say)[0].archive
+            images = registry.images_in(source, rename=args.rename)
+            copied = registry.push(images, registry=driver.registry, say=lambda _msg: None, force=args.force)
+            names = [f"{image.repository}:{image.tag}" for image in images]
+        for name in names:
+            state = "pushed" if name in copied else "already there"
+            say(f"{name}: {state} ({driver.registry})")
         return 0
     for built in containerimages.build_all(args.names, say=say, force=args.force):
         origin = "cached" if built.cached else "built"

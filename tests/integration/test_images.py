@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +14,9 @@ from provisioner.errors import HostError
 from tests.support.components import Containerd, in_ci, network_namespace, running_containerd
 
 
-def _build(cache: Path, *, force: bool = False) -> dict[str, containerimages.Built]:
+def _build(cache: Path, *, force: bool = False, names: tuple[str, ...] = ()) -> dict[str, containerimages.Built]:
     try:
-        built = containerimages.build_all(cache=cache, say=lambda _msg: None, force=force)
+        built = containerimages.build_all(names, cache=cache, say=lambda _msg: None, force=force)
     except HostError as exc:
         if in_ci():
             pytest.fail(f"CI=true and images cannot be built: {exc}")
@@ -44,8 +44,9 @@ def netns() -> Iterator[str]:
 
 
 def test_every_recipe_builds_tagged_with_its_debian_version(images: dict[str, containerimages.Built]) -> None:
-    assert set(images) == {"pause", "busybox", "echo"}
+    assert set(images) == {"pause", "busybox", "echo", "nginx", "python", "redis"}
     assert images["busybox"].tag.startswith("1.")  # busybox-static's upstream version
+    assert images["nginx"].tag.startswith("1.") and images["python"].tag.startswith("3.")
     assert images["echo"].tag == "1.0"
     assert all(b.archive.exists() and b.digest.startswith("sha256:") for b in images.values())
 
@@ -55,8 +56,8 @@ def test_a_second_build_comes_from_the_cache_and_a_forced_one_is_byte_identical(
 ) -> None:
     again = _build(images["pause"].archive.parent)
     assert all(b.cached for b in again.values())
-    fresh = _build(tmp_path, force=True)
-    for name, built in images.items():
+    fresh = _build(tmp_path, force=True, names=("pause", "echo", "nginx"))  # the larger ones take longer alike
+    for name, built in ((n, images[n]) for n in fresh):
         assert not fresh[name].cached
         assert fresh[name].digest == built.digest
         assert fresh[name].archive.read_bytes() == built.archive.read_bytes()
@@ -138,3 +139,48 @@ def test_pause_holds_until_sigterm_then_exits(containerd: Containerd) -> None:
         time.sleep(0.05)
     containerd.ctr("tasks", "delete", name)
     containerd.ctr("containers", "delete", name)
+
+
+def _in_netns(containerd: Containerd, netns: str, image: str, *argv: str, detach: bool = False) -> str:
+    """Runs a container of ``image`` in the network namespace, as a pod's containers share one; a
+    client that fails gives its output all the same (the caller retries until the server answers)."""
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    mode = "--detach" if detach else "--rm"
+    ns = f"network:/var/run/netns/{netns}"
+    argv = ("run", mode, "--with-ns", ns, f"docker.io/library/{image}", name, *argv)
+    return containerd.ctr(*argv, check=detach).stdout
+
+
+def _until(fetch: Callable[[], str], wanted: str) -> str:
+    deadline = time.monotonic() + 20
+    answer = fetch()
+    while wanted not in answer and time.monotonic() < deadline:
+        time.sleep(0.2)
+        answer = fetch()
+    return answer
+
+
+def test_nginx_serves_its_default_page_on_port_80(containerd: Containerd, netns: str) -> None:
+    _in_netns(containerd, netns, "nginx:latest", detach=True)
+    wget = ("busybox:latest", "timeout", "3", "wget", "-q", "-O", "-", "http://127.0.0.1/")
+
+    assert "<title>Welcome to nginx!</title>" in _until(lambda: _in_netns(containerd, netns, *wget), "Welcome to nginx")
+
+
+def test_python_runs_with_its_standard_library_and_a_shell(containerd: Containerd) -> None:
+    script = "import json, sqlite3, ssl, http.server, zlib, lzma, bz2, ctypes; print(json.dumps({'ok': 1}))"
+    name = f"py-{uuid.uuid4().hex[:6]}"
+    out = containerd.ctr("run", "--rm", "docker.io/library/python:latest", name, "python", "-c", script).stdout
+    assert out.strip() == '{"ok": 1}'
+    name = f"py-{uuid.uuid4().hex[:6]}"
+    out = containerd.ctr("run", "--rm", "docker.io/library/python:latest", name, "sh", "-c", "echo $0 ok").stdout
+    assert out.strip() == "sh ok"
+
+
+def test_redis_answers_clients_from_other_containers(containerd: Containerd, netns: str) -> None:
+    # arguments alone go to redis-server, as with the Docker Hub image's entrypoint (ctr's arguments
+    # replace the whole command line, so the entrypoint is named here as a pod's args would follow it)
+    _in_netns(containerd, netns, "redis:latest", "/usr/local/bin/docker-entrypoint.sh", "--port", "6380", detach=True)
+
+    ping = ("redis:latest", "redis-cli", "-p", "6380", "ping")
+    assert _until(lambda: _in_netns(containerd, netns, *ping), "PONG").strip() == "PONG"

@@ -12,6 +12,8 @@ from typing import Any
 
 from kubelab_testing.lab import Lab
 from provisioner.artefacts import containerimages
+from provisioner.artefacts.registry import stored_digest
+from provisioner.lab import render
 from tests.support.components import running_containerd
 
 
@@ -42,6 +44,26 @@ def test_up_puts_the_built_in_images_into_the_registry_under_both_tags(lab: Lab)
     assert {"library/busybox", "library/echo", "library/pause"} <= repositories
     tags = set(registry_get(lab, "/v2/library/echo/tags/list")["tags"])
     assert tags == {"1.0", "latest"}
+
+
+def test_the_aliases_name_the_same_image_and_containerd_finds_kubes_pause_through_the_mirror(
+    lab: Lab, tmp_path: Path
+) -> None:
+    url = f"http://{lab.registry}"
+    assert {"3.10", "3.9", "3.1"} <= set(registry_get(lab, "/v2/pause/tags/list")["tags"])
+    assert stored_digest(url, "pause", "3.10") == stored_digest(url, "library/pause", "latest") != ""
+    assert {"1.22.1", "1.14.2", "1.16.1", "latest"} <= set(registry_get(lab, "/v2/library/nginx/tags/list")["tags"])
+    assert {"3", "3.11", "latest"} <= set(registry_get(lab, "/v2/library/python/tags/list")["tags"])
+    assert {"7", "latest"} <= set(registry_get(lab, "/v2/library/redis/tags/list")["tags"])
+    # the nodes' containerd configuration: the lab registry stands in for registry.k8s.io
+    hosts = tmp_path / "certs.d"
+    (hosts / "registry.k8s.io").mkdir(parents=True)
+    text = render.render("containerd/hosts.toml.j2", registry_url=url)
+    (hosts / "registry.k8s.io" / "hosts.toml").write_text(text)
+    with running_containerd() as containerd:
+        containerd.ctr("images", "pull", "--hosts-dir", str(hosts), "registry.k8s.io/pause:3.10")
+        listed = containerd.ctr("images", "list", "--quiet").stdout.split()
+    assert "registry.k8s.io/pause:3.10" in listed
 
 
 def test_a_docker_save_archive_is_pushed_under_its_own_name(lab: Lab, tmp_path: Path) -> None:

@@ -41,10 +41,17 @@ def read(archive: bytes, name: str) -> bytes:
 
 def test_the_shipped_recipes_parse() -> None:
     found = ci.recipes()
-    assert set(found) == {"pause", "busybox", "echo", "kubeclient"}
+    assert set(found) == {"pause", "busybox", "echo", "kubeclient", "nginx", "python", "redis"}
     assert found["pause"].config["Entrypoint"] == ["/usr/bin/catatonit", "-P"]
+    # kube's own registry names the pause image; Docker Hub's tags name the others
+    assert "registry.k8s.io/pause:3.10" in found["pause"].aliases
+    assert {"nginx:1.14.2", "python:3", "redis:7"} <= {
+        *found["nginx"].aliases,
+        *found["python"].aliases,
+        *found["redis"].aliases,
+    }
     assert found["busybox"].version == {"package": "busybox-static"}
-    # every lab gets the small three; the client image is built and pushed when named
+    # every lab gets the others; the client image is built and pushed when named
     assert [name for name, recipe in sorted(found.items()) if recipe.on_demand] == ["kubeclient"]
 
 
@@ -61,6 +68,9 @@ def test_the_shipped_recipes_parse() -> None:
         ({"dirs": [{"path": "/tmp", "mode": "rwx"}]}, "dirs[0]"),
         ({"config": {"Volumes": {}}}, "config"),
         ({"colour": "blue"}, "colour"),
+        ({"aliases": ["Pause:3.10"]}, "aliases"),
+        ({"aliases": ["registry.k8s.io/pause"]}, "aliases"),
+        ({"aliases": "pause:3.10"}, "aliases"),
     ],
 )
 def test_a_bad_recipe_is_refused_naming_the_field(change: dict[str, Any], named: str) -> None:
@@ -68,6 +78,14 @@ def test_a_bad_recipe_is_refused_naming_the_field(change: dict[str, Any], named:
         ci.parse_recipe(recipe(**change), source=SOURCE)
     assert str(caught.value).startswith("test.yaml: ")
     assert named in str(caught.value)
+
+
+def test_aliases_do_not_change_the_image_or_its_cache_key() -> None:
+    plain = ci.parse_recipe(recipe(), source=SOURCE)
+    aliased = ci.parse_recipe(recipe(aliases=["registry.k8s.io/tool:3.10", "tool:1"]), source=SOURCE)
+    assert aliased.aliases == ("registry.k8s.io/tool:3.10", "tool:1")
+    packages = [ci.Package("tool-static", "1.0-1", "ab" * 32)]
+    assert ci.cache_key(aliased, packages) == ci.cache_key(plain, packages)
 
 
 def test_the_tag_is_the_named_packages_upstream_version_or_the_literal() -> None:

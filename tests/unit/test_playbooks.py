@@ -34,6 +34,7 @@ from agents.proxy.settings import ProxySettings
 from agents.scheduler.settings import SchedulerSettings
 from provisioner.drivers.libvirt.inventory import InventoryNode, inventory
 from provisioner.drivers.libvirt.playbooks import SITE
+from provisioner.drivers.local.components import MIRRORED_REGISTRIES
 from provisioner.lab.render import HEADER
 from provisioner.project import PLAYBOOKS, TEMPLATES
 from tests.support.inventory import lab_variables
@@ -369,8 +370,9 @@ def test_containerd_uses_debian_s_paths_and_docker_io_is_the_lab_registry() -> N
     # no CRI (the kubelet is kubelab's own), no snapshotter a node cannot use
     assert {"io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs"} <= set(config["disabled_plugins"])
     assert "io.containerd.snapshotter.v1.overlayfs" not in config["disabled_plugins"]
-    hosts = tomllib.loads(_step("kubelab-worker1", "/etc/containerd/certs.d/docker.io/hosts.toml").text)
-    assert hosts["server"] == "http://192.168.150.10:5000"
+    for registry in MIRRORED_REGISTRIES:  # the same registries as the local driver's containerd
+        hosts = tomllib.loads(_step("kubelab-worker1", f"/etc/containerd/certs.d/{registry}/hosts.toml").text)
+        assert hosts["server"] == "http://192.168.150.10:5000"
 
 
 @pytest.mark.parametrize("component", ["apiserver", "scheduler", "controller-manager", "kubelet", "proxy"])

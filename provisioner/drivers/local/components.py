@@ -26,6 +26,8 @@ from provisioner.system import processes as procs
 from provisioner.system.waiting import wait_for
 
 HEALTH_TIMEOUT = 3.0  # the longest one health check takes
+# registries whose names the lab registry answers to (the node role writes the same hosts.toml files)
+MIRRORED_REGISTRIES = ("docker.io", "registry.k8s.io", "k8s.gcr.io")
 
 
 class Component(Protocol):
@@ -451,8 +453,10 @@ class Containerd(_Checked):
         return render.write(self.paths.config / "containerd" / "config.toml", text)
 
     def mirror(self, registry_url: str) -> bool:
+        """The lab registry as the mirror of every registry a lab's manifests name."""
         text = render.render("containerd/hosts.toml.j2", registry_url=registry_url)
-        return render.write(self.hosts_dir / "docker.io" / "hosts.toml", text)
+        changed = [render.write(self.hosts_dir / host / "hosts.toml", text) for host in MIRRORED_REGISTRIES]
+        return any(changed)
 
     def ports(self) -> list[tuple[int, str]]:
         return []
