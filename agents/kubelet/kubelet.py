@@ -23,6 +23,7 @@ import logging
 from agents.kubelet import podstate
 from agents.kubelet.cni import BridgeNetwork
 from agents.kubelet.containerd import Containerd
+from agents.kubelet.dns import DnsSettings
 from agents.kubelet.nodestatus import NodeStatus
 from agents.kubelet.pleg import PLEG, PodLifecycleEvent
 from agents.kubelet.podcache import PodCache
@@ -50,7 +51,11 @@ class Kubelet:
         self.services = Informer(client, SERVICES)
         self.cache = PodCache()
         self.runtime = Runtime(
-            containerd, root=settings.root_dir, network=settings.network, node_name=settings.node_name
+            containerd,
+            root=settings.root_dir,
+            network=settings.network,
+            node_name=settings.node_name,
+            dns=DnsSettings(settings.cluster_dns, settings.cluster_domain, settings.resolv_conf),
         )
         self.status = StatusManager(client, host_ip=settings.node_ip)
         self.workers = PodWorkers(

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any, Literal
 
-from agents.kubelet import podstate
+from agents.kubelet import dns, podstate
 from agents.kubelet.containers import ContainerdError, ContainerId, ImageNotFoundError
 from agents.kubelet.errors import KubeletError
 from agents.kubelet.podcache import PodCache, PodRecord, containerd_id
@@ -183,7 +183,28 @@ class PodWorkers:
             self.queue.add_after(record.uid, SANDBOX_RETRY)
             return False
         record.sandbox_ip = str(sandbox.ip)
-        await self.runtime.pod_identity(pod, record.sandbox_ip)
+        resolver = await self.runtime.pod_identity(pod, record.sandbox_ip)
+        spec = pod.get("spec") or {}
+        if dns.missing_cluster_dns(spec, self.runtime.dns.cluster_dns):
+            policy = spec.get("dnsPolicy") or "ClusterFirst"
+            self.recorder.record(
+                pod,
+                WARNING,
+                "MissingClusterDNS",
+                f'kubelet does not have ClusterDNS IP configured and cannot create Pod using "{policy}" policy.'
+                ' Falling back to "Default" policy.',
+            )
+        if resolver.dropped:
+            self.recorder.record(
+                pod,
+                WARNING,
+                "DNSConfigForming",
+                "Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver"
+                f" line is: {' '.join(resolver.nameservers)}"
+                if any(d.startswith("nameserver ") for d in resolver.dropped)
+                else f"Search Line limits were exceeded, some search paths have been omitted, the applied search"
+                f" line is: {' '.join(resolver.searches)}",
+            )
         return True
 
     # --- containers --------------------------------------------------------------------------------
@@ -299,6 +320,7 @@ class PodWorkers:
                 netns=str(netns) if netns is not None else "",
                 uts=self.runtime.uts_path(uid),
                 hosts=self.runtime.hosts_path(uid),
+                resolv=self.runtime.resolv_path(uid),
             )
         except (VolumeError, ApiError) as exc:
             reason = exc.reason if isinstance(exc, VolumeError) else "CreateContainerConfigError"

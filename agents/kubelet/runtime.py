@@ -26,11 +26,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.kubelet import cgroups, namespaces
+from agents.kubelet import cgroups, dns, namespaces
 from agents.kubelet.cni import BridgeNetwork, CniClient, PodRef, port_mappings
 from agents.kubelet.containerd import Containerd
 from agents.kubelet.containers import ContainerdError, ContainerId, ContainerSpec, Mount, Task, TaskExit, TaskOOM
 from agents.kubelet.containers import command_line as process_of
+from agents.kubelet.dns import DnsSettings, Resolver
 from agents.kubelet.sandbox import NETNS_DIR, Sandbox, SandboxManager
 from agents.kubelet.settings import NetworkSettings
 from agents.kubelet.volumes import VolumeFiles, mounts
@@ -72,10 +73,12 @@ def container_spec(
     netns: str,
     uts: str,
     hosts: Path,
+    resolv: Path | None = None,
 ) -> ContainerSpec:
     """What containerd is asked to create for one run of ``container``: the process (kube's rule over
-    the image's Entrypoint and Cmd), the pod's namespaces, ``/etc/hosts`` and the volumes as bind
-    mounts, the limits as cgroup settings, and the pod's name and namespace as labels."""
+    the image's Entrypoint and Cmd), the pod's namespaces, ``/etc/hosts``, ``/etc/resolv.conf`` and
+    the volumes as bind mounts, the limits as cgroup settings, and the pod's name and namespace as
+    labels."""
     limits = (container.get("resources") or {}).get("limits") or {}
     return ContainerSpec(
         cid,
@@ -85,7 +88,11 @@ def container_spec(
         working_dir=str(container.get("workingDir") or config.get("WorkingDir") or ""),
         netns=netns,
         uts=uts,
-        mounts=(Mount(str(hosts), "/etc/hosts"), *mounts(container, volumes)),
+        mounts=(
+            Mount(str(hosts), "/etc/hosts"),
+            *([Mount(str(resolv), "/etc/resolv.conf")] if resolv is not None else []),
+            *mounts(container, volumes),
+        ),
         memory_limit=quantity.whole(limits["memory"]) if limits.get("memory") else 0,
         cpu_quota=cpu_quota(limits),
         labels={
@@ -108,11 +115,20 @@ def is_mounted(path: Path) -> bool:
 class Runtime:
     """containerd, the pod sandboxes and the pods' directories on this node."""
 
-    def __init__(self, containerd: Containerd, *, root: Path, network: NetworkSettings, node_name: str) -> None:
+    def __init__(
+        self,
+        containerd: Containerd,
+        *,
+        root: Path,
+        network: NetworkSettings,
+        node_name: str,
+        dns: DnsSettings | None = None,
+    ) -> None:
         self.containerd = containerd
         self.root = root
         self.network = network
         self.node_name = node_name
+        self.dns = dns if dns is not None else DnsSettings()
         self.version = "containerd://unknown"
         self.sandboxes: SandboxManager | None = None  # once the node has its podCIDR
         self._images: set[str] = set()  # references known to be in containerd (pulled or seen)
@@ -158,6 +174,9 @@ class Runtime:
     def hosts_path(self, uid: str) -> Path:
         return self.pod_dir(uid) / "etc-hosts"
 
+    def resolv_path(self, uid: str) -> Path:
+        return self.pod_dir(uid) / "resolv.conf"
+
     def netns_path(self, uid: str) -> Path | None:
         """The pod sandbox's network namespace (None: no pod network yet)."""
         return NETNS_DIR / self.sandboxes.netns_name(uid) if self.sandboxes is not None else None
@@ -198,12 +217,21 @@ class Runtime:
             PodRef(meta["namespace"], meta["name"], meta["uid"]), port_mappings=port_mappings(pod.get("spec") or {})
         )
 
-    async def pod_identity(self, pod: Object, ip: str) -> None:
-        """The pod's hostname (a UTS namespace its containers share) and its /etc/hosts."""
+    async def pod_identity(self, pod: Object, ip: str) -> Resolver:
+        """The pod's hostname (a UTS namespace its containers share), its /etc/hosts and its
+        /etc/resolv.conf (:mod:`agents.kubelet.dns`); returns the resolver it was given."""
         meta = pod["metadata"]
         uid, hostname = meta["uid"], hostname_of(pod)
         self.pod_dir(uid).mkdir(parents=True, exist_ok=True)
         self.hosts_path(uid).write_text(hosts_file(ip, hostname))
+        try:
+            node = dns.parse_resolv_conf(self.dns.resolv_conf.read_text())
+        except OSError:
+            node = dns.Resolver()  # a node without a resolver of its own (the lab is offline)
+        resolver = dns.pod_resolver(
+            pod, cluster_dns=self.dns.cluster_dns, cluster_domain=self.dns.cluster_domain, node=node
+        )
+        self.resolv_path(uid).write_text(resolver.render())
         uts = self.pod_dir(uid) / "uts"
         if not is_mounted(uts):
             try:
@@ -215,6 +243,7 @@ class Runtime:
                     meta["name"],
                     exc.strerror or exc,
                 )
+        return resolver
 
     async def remove_stale_sandboxes(self) -> None:
         """Sandboxes half made or half gone (an earlier run ended in the middle) are undone."""

@@ -53,6 +53,11 @@ class KubeletSettings:
     cni_conf_dir: Path | None = setting(
         None, "where the node's CNI network list is written as 10-kubelab.conflist once its podCIDR is known"
     )
+    cluster_dns: tuple[str, ...] = setting(
+        (), "the cluster DNS server's addresses (the kube-dns Service's IP) for pods with dnsPolicy ClusterFirst"
+    )
+    cluster_domain: str = setting("cluster.local", "the cluster's DNS domain, searched by pods after their namespace")
+    resolv_conf: Path = setting(Path("/etc/resolv.conf"), "the node's resolver, what dnsPolicy Default gives a pod")
     containerd: ContainerdSettings = field(default_factory=ContainerdSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
     server: ServerSettings = field(default_factory=ServerSettings)

@@ -223,3 +223,9 @@ def _validate_machines(spec: LabSpec) -> None:
 def service_ip(spec: LabSpec) -> str:
     """The ClusterIP of the ``kubernetes`` Service (the first address of the range)."""
     return str(ipaddress.ip_network(spec.service_cidr).network_address + 1)
+
+
+def cluster_dns_ip(spec: LabSpec) -> str:
+    """The ClusterIP of the ``kube-dns`` Service, the cluster's DNS (the tenth address of the range,
+    as kubeadm chooses it); every kubelet gives it to pods with dnsPolicy ClusterFirst."""
+    return str(ipaddress.ip_network(spec.service_cidr).network_address + 10)

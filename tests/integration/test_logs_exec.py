@@ -135,3 +135,29 @@ def test_exec_into_a_completed_pod_is_refused(k: Kubectl) -> None:
     eventually(lambda: phase(k, "done") == "Succeeded", timeout=60, what="the pod to finish")
     refused = k("exec", "done", "--", "true")
     assert not refused.ok and "cannot exec into a container in a completed pod" in refused.err
+
+
+def test_each_pod_is_given_a_resolver_by_its_dns_policy(k: Kubectl) -> None:
+    show = {"name": "main", "image": "busybox", "command": ["cat", "/etc/resolv.conf"]}
+    own = {"nameservers": ["192.0.2.53"], "searches": ["corp.example"], "options": [{"name": "ndots", "value": "2"}]}
+    k.ok("apply", "-f", "-", stdin=manifest(pod("resolv-cluster", show, restartPolicy="Never")))
+    k.ok(
+        "apply",
+        "-f",
+        "-",
+        stdin=manifest(pod("resolv-own", show, restartPolicy="Never", dnsPolicy="None", dnsConfig=own)),
+    )
+    done = lambda: phase(k, "resolv-cluster") == phase(k, "resolv-own") == "Succeeded"  # noqa: E731
+    eventually(done, timeout=60, what="both pods to finish")
+    # ClusterFirst: the kube-dns Service's address (the tenth of the service range) and the namespace first
+    search, *rest = k.ok("logs", "resolv-cluster").splitlines()
+    # (then the node's own search domains, if the host has any)
+    assert search.startswith("search default.svc.cluster.local svc.cluster.local cluster.local")
+    assert rest == ["nameserver 10.96.0.10", "options ndots:5"]
+    assert k.ok("logs", "resolv-own").splitlines() == [
+        "search corp.example",
+        "nameserver 192.0.2.53",
+        "options ndots:2",
+    ]
+    refused = k("run", "no-servers", "--image=busybox", "--overrides", '{"spec": {"dnsPolicy": "None"}}')
+    assert not refused.ok and "must provide `dnsConfig` when `dnsPolicy` is None" in refused.err

@@ -410,6 +410,7 @@ def validate_pod_spec(path: str, spec: dict[str, Any] | None) -> Errors:
         seen.add(name)
     out += v.one_of(f"{path}.restartPolicy", spec.get("restartPolicy", "Always"), RESTART_POLICIES)
     out += v.one_of(f"{path}.dnsPolicy", spec.get("dnsPolicy", "ClusterFirst"), DNS_POLICIES)
+    out += _dns_config(f"{path}.dnsConfig", spec.get("dnsConfig"), spec.get("dnsPolicy", "ClusterFirst"))
     out += v.non_negative(f"{path}.terminationGracePeriodSeconds", spec.get("terminationGracePeriodSeconds"))
     out += v.positive(f"{path}.activeDeadlineSeconds", spec.get("activeDeadlineSeconds"))
     out += v.label_map(f"{path}.nodeSelector", spec.get("nodeSelector"))
@@ -422,6 +423,50 @@ def validate_pod_spec(path: str, spec: dict[str, Any] | None) -> Errors:
         out += v.name_errors(f"{path}.nodeName", spec["nodeName"], v.dns_subdomain)
     if spec.get("hostname"):
         out += v.name_errors(f"{path}.hostname", spec["hostname"], v.dns_label)
+    return out
+
+
+MAX_DNS_NAMESERVERS = 3  # what the C library's resolver reads
+MAX_DNS_SEARCH_PATHS = 32
+MAX_DNS_SEARCH_LENGTH = 2048
+
+
+def _dns_config(path: str, config: Any, policy: Any) -> Errors:
+    """kube's validateDNSPolicy/validatePodDNSConfig: policy None needs a config with a nameserver;
+    at most 3 nameservers, each an IP; at most 32 search domains of 2048 characters in all, each a
+    DNS subdomain (a trailing dot allowed); every option has a name."""
+    if config is None:
+        return [required(path, "must provide `dnsConfig` when `dnsPolicy` is None")] if policy == "None" else []
+    if not isinstance(config, dict):
+        return [invalid(path, config, "must be an object")]
+    out: Errors = []
+    nameservers = config.get("nameservers") or []
+    if len(nameservers) > MAX_DNS_NAMESERVERS:
+        out.append(
+            invalid(f"{path}.nameservers", nameservers, f"must not have more than {MAX_DNS_NAMESERVERS} nameservers")
+        )
+    for i, server in enumerate(nameservers):
+        out += v.ip_address(f"{path}.nameservers[{i}]", server)
+    if policy == "None" and not nameservers:
+        out.append(required(f"{path}.nameservers", "must provide at least one DNS nameserver when `dnsPolicy` is None"))
+    searches = config.get("searches") or []
+    if len(searches) > MAX_DNS_SEARCH_PATHS:
+        out.append(
+            invalid(f"{path}.searches", searches, f"must not have more than {MAX_DNS_SEARCH_PATHS} search paths")
+        )
+    if len(" ".join(str(s) for s in searches)) > MAX_DNS_SEARCH_LENGTH:
+        out.append(
+            invalid(
+                f"{path}.searches",
+                searches,
+                f"must not have more than {MAX_DNS_SEARCH_LENGTH} characters (including spaces) in the search list",
+            )
+        )
+    for i, search in enumerate(searches):
+        out += v.name_errors(f"{path}.searches[{i}]", str(search).removesuffix("."), v.dns_subdomain)
+    for i, option in enumerate(config.get("options") or []):
+        if not isinstance(option, dict) or not option.get("name"):
+            out.append(required(f"{path}.options[{i}].name", "Option.Name must not be empty"))
     return out
 
 

@@ -20,7 +20,7 @@ from provisioner.drivers.libvirt import plan
 from provisioner.errors import ProvisionError
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.render import HEADER
-from provisioner.lab.spec import LabSpec
+from provisioner.lab.spec import LabSpec, cluster_dns_ip
 
 # the guests' own ports (the host reaches the API server and the registry through the tunnel)
 GUEST_API_PORT = 6443
@@ -43,6 +43,7 @@ REQUIRED_VARIABLES = (
     "kubelab_etcd_peer_port",
     "kubelab_registry_port",
     "kubelab_service_cidr",
+    "kubelab_cluster_dns",
     "kubelab_cluster_cidr",
     "kubelab_node_port_range",
     "kubelab_node_grace_period",
@@ -85,6 +86,7 @@ def variables(spec: LabSpec, *, paths: LabPaths, ssh_key: Path, ssh_config: Path
         "kubelab_etcd_peer_port": GUEST_ETCD_PEER_PORT,
         "kubelab_registry_port": GUEST_REGISTRY_PORT,
         "kubelab_service_cidr": spec.service_cidr,
+        "kubelab_cluster_dns": cluster_dns_ip(spec),
         "kubelab_cluster_cidr": spec.cluster_cidr,
         "kubelab_node_port_range": spec.node_port_range,
         "kubelab_node_grace_period": spec.node_grace_period,

@@ -509,6 +509,7 @@ class Kubelet(_Checked):
     node_netns: str
     containerd: Containerd
     server_port: int = 10250
+    cluster_dns: str = ""
     name: str = "kubelet"
 
     @property
@@ -533,6 +534,7 @@ class Kubelet(_Checked):
                 kubelet_server_cert_file=str(self.paths.pki / "kubelet.crt"),
                 kubelet_server_key_file=str(self.paths.pki / "kubelet.key"),
                 kubelet_server_token_file=str(self.paths.pki / "apiserver-kubelet-client.token"),
+                **({"kubelet_cluster_dns": self.cluster_dns} if self.cluster_dns else {}),
             ),
         )
 

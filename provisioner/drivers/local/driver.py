@@ -26,7 +26,7 @@ from provisioner.lab.components import AUDIT
 from provisioner.lab.identity import Identity
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.pki import SIMULATED_NODES
-from provisioner.lab.spec import LabSpec, service_ip
+from provisioner.lab.spec import LabSpec, cluster_dns_ip, service_ip
 from provisioner.system import packages, ports, space
 from provisioner.system import processes as procs
 from provisioner.system.waiting import indented
@@ -122,6 +122,7 @@ class LocalDriver:
                     node_netns=network.netns,
                     containerd=containerd,
                     server_port=chosen["kubelet-server"],
+                    cluster_dns=cluster_dns_ip(self.spec),
                 ),
                 components.Proxy(
                     self.paths,
