@@ -63,8 +63,20 @@ def _target_ref(pod: Object) -> dict[str, Any]:
     return {"kind": "Pod", "namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]}
 
 
-def _address(pod: Object) -> dict[str, Any]:
+def hostname_in(service: Object, pod: Object) -> str:
+    """The pod's DNS name under the Service (kube's rule): its ``hostname`` when its ``subdomain`` is
+    this Service of its namespace, as a StatefulSet's pods are under their governing Service."""
+    spec = pod.get("spec") or {}
+    same = pod["metadata"].get("namespace") == service["metadata"].get("namespace")
+    if spec.get("hostname") and spec.get("subdomain") == service["metadata"]["name"] and same:
+        return str(spec["hostname"])
+    return ""
+
+
+def _address(service: Object, pod: Object) -> dict[str, Any]:
     out: dict[str, Any] = {"ip": pod["status"]["podIP"], "targetRef": _target_ref(pod)}
+    if hostname := hostname_in(service, pod):
+        out["hostname"] = hostname
     if (pod.get("spec") or {}).get("nodeName"):
         out["nodeName"] = pod["spec"]["nodeName"]
     return out
@@ -86,9 +98,9 @@ def endpoints_for(service: Object, pods: list[Object]) -> list[dict[str, Any]]:
         group = groups.setdefault(tuple(ports), {"addresses": [], "notReadyAddresses": []})
         terminating = bool(pod["metadata"].get("deletionTimestamp"))
         if (is_ready(pod) and not terminating) or publish:
-            group["addresses"].append(_address(pod))
+            group["addresses"].append(_address(service, pod))
         elif not terminating:
-            group["notReadyAddresses"].append(_address(pod))
+            group["notReadyAddresses"].append(_address(service, pod))
     subsets = []
     for resolved, addresses in groups.items():
         subset: dict[str, Any] = {k: v for k, v in addresses.items() if v}
@@ -123,6 +135,8 @@ def slices_for(service: Object, pods: list[Object]) -> list[dict[str, Any]]:
             },
             "targetRef": _target_ref(pod),
         }
+        if hostname := hostname_in(service, pod):
+            endpoint["hostname"] = hostname
         if (pod.get("spec") or {}).get("nodeName"):
             endpoint["nodeName"] = pod["spec"]["nodeName"]
         by_ports.setdefault(ports, []).append(endpoint)

@@ -1,15 +1,21 @@
 """An asyncio client of the Kubernetes API for the components (scheduler, controllers, node agents).
 
 It speaks JSON over HTTPS with a client certificate or a bearer token, read from a kubeconfig file
-as kubectl would. Every failure becomes an ``ApiError`` (carrying the server's ``Status``) or an ``ApiUnavailableError``
-(the server could not be reached: retrying later may work).
+as kubectl would, or from a pod's in-cluster configuration as client-go's ``InClusterConfig`` reads
+it (the API server's address in ``KUBERNETES_SERVICE_HOST``/``_PORT``, the ServiceAccount token and
+CA the kubelet mounts; the token file is read again once a minute, since the kubelet renews it).
+Every failure becomes an ``ApiError`` (carrying the server's ``Status``) or an
+``ApiUnavailableError`` (the server could not be reached: retrying later may work).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import ssl
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,12 +71,35 @@ class ConfigError(KubelabError):
     """The kubeconfig cannot be used."""
 
 
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+TOKEN_REREAD = 60.0  # seconds a token read from a file is used before the file is read again
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     server: str
     token: str
     ca_pem: bytes | None = None
     client_cert: tuple[bytes, bytes] | None = None  # PEM certificate and key, presented in the handshake
+    token_file: Path | None = None  # a token that is renewed in place (a pod's ServiceAccount token)
+
+    @classmethod
+    def in_cluster(cls, directory: Path = SERVICE_ACCOUNT_DIR) -> ClientConfig:
+        """A pod's own configuration: the ``kubernetes`` Service's address from the environment the
+        kubelet sets, the ServiceAccount token and the cluster's CA from the projected volume."""
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST", ""), os.environ.get("KUBERNETES_SERVICE_PORT", "")
+        if not host or not port:
+            raise ConfigError(
+                "not running in a pod: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set"
+                " (give a kubeconfig instead)"
+            )
+        try:
+            token = (directory / "token").read_text().strip()
+            ca = (directory / "ca.crt").read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"no ServiceAccount credentials in {directory}: {exc.strerror}") from exc
+        address = f"[{host}]" if ":" in host else host
+        return cls(f"https://{address}:{port}", token, ca, token_file=directory / "token")
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> ClientConfig:
@@ -126,11 +155,19 @@ class Client:
     def __init__(self, config: ClientConfig, *, user_agent: str, connections: int = 32, timeout: float = 30.0) -> None:
         self.config = config
         self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
-        if config.token:
-            self._headers["Authorization"] = f"Bearer {config.token}"
+        self._token, self._token_read = config.token, time.monotonic()
         self._connections = connections
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+
+    def _authorization(self) -> dict[str, str]:
+        """The bearer token's header (none for a client certificate); a token from a file is read
+        again once it is older than a minute, so a renewed ServiceAccount token is taken up."""
+        if self.config.token_file is not None and time.monotonic() - self._token_read > TOKEN_REREAD:
+            with contextlib.suppress(OSError):  # the last token stays until the file can be read
+                self._token = self.config.token_file.read_text().strip() or self._token
+            self._token_read = time.monotonic()
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -158,7 +195,9 @@ class Client:
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v not in (None, "")})
         data = None if body is None else orjson.dumps(body)
-        headers = {"Content-Type": content_type} if data is not None else None
+        headers = self._authorization()
+        if data is not None:
+            headers["Content-Type"] = content_type
         try:
             async with self._http().request(method, url, data=data, headers=headers, timeout=self._timeout) as resp:
                 raw = await resp.read()
@@ -229,7 +268,7 @@ class Client:
         url = self.config.server + res.path(namespace) + "?" + urlencode({k: v for k, v in query.items() if v})
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
         try:
-            async with self._http().get(url, timeout=timeout) as resp:
+            async with self._http().get(url, timeout=timeout, headers=self._authorization()) as resp:
                 if resp.status >= 400:
                     raw = await resp.read()
                     decoded = orjson.loads(raw) if raw else {}

@@ -60,11 +60,12 @@ def run(
         print(f"kubelab-agent {name}: {exc}", file=sys.stderr)
         return 2
     logs.setup(settings.log.level, settings.log.format)
-    if settings.kubeconfig is None:
-        print(f"kubelab-agent {name}: --kubeconfig is required", file=sys.stderr)
-        return 2
     try:
-        config = ClientConfig.from_kubeconfig(settings.kubeconfig)
+        # without a kubeconfig, a component in a pod (an add-on) uses its ServiceAccount
+        if settings.kubeconfig is None:
+            config = ClientConfig.in_cluster()
+        else:
+            config = ClientConfig.from_kubeconfig(settings.kubeconfig)
     except ConfigError as exc:
         print(f"kubelab-agent {name}: {exc}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from provisioner.artefacts import oci
+from provisioner.artefacts import oci, pythonlayer
 from provisioner.errors import HostError, SpecError
 from provisioner.project import IMAGES
 
@@ -34,7 +34,19 @@ CACHE = Path(os.environ.get("KUBELAB_IMAGE_CACHE", "/var/cache/kubelab/images"))
 FORMAT = 1  # bump when the builder's output changes for the same inputs
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _CONFIG_KEYS = {"Entrypoint", "Cmd", "Env", "WorkingDir", "ExposedPorts", "User", "StopSignal"}
-_FIELDS = {"name", "version", "packages", "take", "applets", "files", "dirs", "config", "on-demand", "aliases"}
+_FIELDS = {
+    "name",
+    "version",
+    "packages",
+    "take",
+    "applets",
+    "files",
+    "dirs",
+    "config",
+    "on-demand",
+    "aliases",
+    "python",
+}
 # an alias: [registry/]repository:tag, lower-case repository parts, a registry only with a dot in it
 _ALIAS = re.compile(
     r"^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
@@ -62,6 +74,7 @@ class Recipe:
     source: Path
     on_demand: bool = False  # built and pushed only when named (``kubelab image push NAME``), not at every up
     aliases: tuple[str, ...] = ()  # other references of the same image, e.g. registry.k8s.io/pause:3.10
+    python: pythonlayer.PythonLayer | None = None  # an add-on's code and locked wheels
 
     def canonical(self) -> dict[str, Any]:
         return {
@@ -73,6 +86,7 @@ class Recipe:
             "files": [[f.path, f.content, f.mode] for f in self.files],
             "dirs": [list(d) for d in self.dirs],
             "config": dict(self.config),
+            **({"python": self.python.canonical()} if self.python is not None else {}),
         }
 
 
@@ -176,7 +190,10 @@ def parse_recipe(data: object, *, source: Path) -> Recipe:
             raise SpecError(
                 f"{where}: aliases: {alias!r} is not a reference like name:tag or registry.example/name:tag"
             )
-    return Recipe(name, version, packages, take, applets, tuple(files), tuple(dirs), config, source, on_demand, aliases)
+    python = pythonlayer.parse(data["python"], where) if "python" in data else None
+    return Recipe(
+        name, version, packages, take, applets, tuple(files), tuple(dirs), config, source, on_demand, aliases, python
+    )
 
 
 def recipes(directory: Path = RECIPES) -> dict[str, Recipe]:
@@ -201,9 +218,12 @@ def tag_of(recipe: Recipe, packages: Sequence[Package]) -> str:
     return next(p.upstream for p in packages if p.name == wanted)
 
 
-def cache_key(recipe: Recipe, packages: Sequence[Package]) -> str:
-    """Changes when the recipe, any package's exact .deb, or the builder's format changes."""
+def cache_key(recipe: Recipe, packages: Sequence[Package], python: str = "") -> str:
+    """Changes when the recipe, any package's exact .deb, the Python layer's inputs (``python``, a
+    digest of its code and wheels) or the builder's format changes."""
     inputs = {"format": FORMAT, "recipe": recipe.canonical(), "debs": sorted((p.name, p.sha256) for p in packages)}
+    if python:
+        inputs["python"] = python
     return hashlib.sha256(oci.canonical_json(inputs)).hexdigest()[:16]
 
 
@@ -228,6 +248,9 @@ def plan_entries(recipe: Recipe, tree: Path, *, applet_names: Sequence[str]) -> 
                 continue
             link = f"/bin/{applet}"
             entries.setdefault(link, oci.Entry(link, "symlink", 0o777, target=recipe.applets))
+    if recipe.python is not None:
+        for inner in _tree_entries(tree / pythonlayer.SITE.lstrip("/"), pythonlayer.SITE):
+            entries[inner.path] = inner
     for path, mode in recipe.dirs:
         entries[path] = oci.Entry(path, "dir", mode)
     for added in recipe.files:
@@ -349,7 +372,11 @@ def build(
     known = resolved if resolved is not None else resolve(recipe.packages)
     packages = [known[name] for name in recipe.packages]
     tag = tag_of(recipe, packages)
-    key = cache_key(recipe, packages)
+    pins = pythonlayer.pins_of(recipe.python, recipe.source.name) if recipe.python is not None else []
+    python = pythonlayer.digest(recipe.python, pins) if recipe.python is not None else ""
+    if python:
+        tag = f"{tag}-{python[:10]}"  # new code, new tag: nodes pull it instead of keeping the old one
+    key = cache_key(recipe, packages, python)
     archive = cache / f"{recipe.name}-{tag}-{key}.tar"
     meta = archive.with_suffix(".json")
     if archive.exists() and meta.exists() and not force:
@@ -359,6 +386,9 @@ def build(
     with tempfile.TemporaryDirectory(prefix=f"kubelab-image-{recipe.name}-") as tmp:
         tree = Path(tmp) / "tree"
         unpack(packages, tree, downloads=cache / "debs")
+        if recipe.python is not None:
+            pythonlayer.download(pins, cache / "wheels")
+            pythonlayer.install(recipe.python, pins, wheels=cache / "wheels", tree=tree)
         applets = applets_of(tree / recipe.applets.lstrip("/")) if recipe.applets else []
         entries = plan_entries(recipe, tree, applet_names=applets)
     labels = {

@@ -228,10 +228,9 @@ def publish(
     source = f"{images[0].repository}:{images[0].tag}"
     others = [f"{image.repository}:{image.tag}" for image in images[1:]]
     for alias in [*others, *built.aliases]:
-        if tag(registry, source, alias):
+        if tag(registry, source, alias):  # counted in the caller's summary, not a line each
             repository, alias_tag = repository_of(alias)
             pushed.append(f"{repository}:{alias_tag}")
-            say(f"  registry: tagged {repository}:{alias_tag} ({alias})")
     return pushed
 
 

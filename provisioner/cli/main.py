@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from provisioner.cli import faults, images, lab, users
+from provisioner.cli import addons, faults, images, lab, users
 from provisioner.errors import ProvisionError
 from provisioner.lab import components
 from provisioner.lab import spec as labspec
@@ -134,6 +134,15 @@ def parser() -> argparse.ArgumentParser:
     )
     push.add_argument("--as", dest="rename", default="", metavar="NAME:TAG", help="the name to store it under")
     push.add_argument("--force", action="store_true", help="copy even when the registry has the same image")
+    addon = commands.add_parser("addons", help="the cluster add-ons a lab runs in kube-system (DNS, ...)")
+    addon_commands = addon.add_subparsers(dest="addons_command", required=True, metavar="ADDONS_COMMAND")
+    _with_name(addon_commands.add_parser("list", help="every add-on, whether it is enabled, and how it runs"))
+    for verb, what in (
+        ("enable", "apply the add-ons now and on every up"),
+        ("disable", "remove them from the cluster"),
+    ):
+        chosen = _with_name(addon_commands.add_parser(verb, help=what))
+        chosen.add_argument("addons", nargs="+", metavar="ADDON", help="add-on names (kubelab addons list)")
     return top
 
 
@@ -176,6 +185,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "fault": faults.run,
     "image": images.run,
     "user": users.run,
+    "addons": addons.run,
 }
 
 

@@ -22,3 +22,12 @@ def enter(netns: str) -> None:
             raise OSError(error, f"setns into {netns}: {os.strerror(error)}")
     finally:
         os.close(fd)
+
+
+def enter_fd(fd: int) -> None:
+    """Move this thread into the network namespace open at ``fd`` (``/proc/self/ns/net`` opened
+    before an :func:`enter`: the way back)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"setns back: {os.strerror(error)}")

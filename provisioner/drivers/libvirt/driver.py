@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from provisioner.addons import manager as addons
 from provisioner.artefacts import guestimage, registry
 from provisioner.drivers.base import ComponentStatus, LabStatus, MachineStatus
 from provisioner.drivers.libvirt import bundle, daemon, forwarder, inventory, plan, playbooks, ssh
@@ -185,6 +186,7 @@ class LibvirtDriver:
         self.wait_ready()
         done = registry.publish_builtin(self.registry, say=self.say)
         self.say(f"  images: in the registry on {self.master.name}: {done}")
+        addons.converge(self.api, self.registry, self.spec, self.paths, say=self.say)
         phases["ready"] = time.monotonic() - mark
         phases["total"] = time.monotonic() - began
         self.paths.run.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import ssl
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -23,6 +25,7 @@ from provisioner.lab import pki, render
 from provisioner.lab.paths import LabPaths
 from provisioner.system import ports
 from provisioner.system import processes as procs
+from provisioner.system.netns import enter as netns_enter
 from provisioner.system.waiting import wait_for
 
 HEALTH_TIMEOUT = 3.0  # the longest one health check takes
@@ -252,6 +255,7 @@ class ApiServer(_Checked):
     eviction_seconds: int = 300
     workers: int = 0
     address: str = "127.0.0.1"
+    advertise_address: str = ""  # what the kubernetes Service leads to (default: address)
     name: str = "apiserver"
 
     @property
@@ -276,7 +280,7 @@ class ApiServer(_Checked):
             "agents/apiserver.yaml.j2",
             apiserver_bind_address=self.address,
             apiserver_port=self.port,
-            apiserver_advertise_address=self.address,
+            apiserver_advertise_address=self.advertise_address or self.address,
             apiserver_tls_cert_file=str(self.paths.pki / "apiserver.crt"),
             apiserver_tls_key_file=str(self.paths.pki / "apiserver.key"),
             apiserver_token_file=str(self.paths.tokens),
@@ -588,3 +592,50 @@ class Proxy(_Checked):
 
     def health(self) -> str:
         return _ready(self.healthz_port)
+
+
+def _connects_in(netns: str, address: str, port: int) -> str:
+    """'' when a TCP connection to ADDRESS:PORT made inside NETNS is accepted, else why not (the
+    check runs in a thread of its own, which alone enters the namespace)."""
+    result: list[str] = ["no answer"]
+
+    def attempt() -> None:
+        try:
+            netns_enter(netns)
+            with socket.create_connection((address, port), timeout=HEALTH_TIMEOUT):
+                result[0] = ""
+        except OSError as exc:
+            result[0] = exc.strerror or str(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(HEALTH_TIMEOUT + 1)
+    return result[0]
+
+
+@dataclass(frozen=True)
+class Uplink(_Checked):
+    """The node's way to the API server (:mod:`provisioner.drivers.local.uplink`): the address the
+    ``kubernetes`` Service leads pods to, inside the node's namespace."""
+
+    python: str
+    netns: str
+    address: str
+    port: int
+    name: str = "uplink"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.address}:{self.port} in netns {self.netns} -> 127.0.0.1:{self.port}"
+
+    def configure(self) -> bool:
+        return False
+
+    def ports(self) -> list[tuple[int, str]]:
+        return []
+
+    def argv(self) -> list[str]:
+        return [self.python, "-m", "provisioner.drivers.local.uplink", self.netns, self.address, str(self.port)]
+
+    def health(self) -> str:
+        return _connects_in(self.netns, self.address, self.port)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from provisioner.addons import manager as addons
 from provisioner.artefacts import registry
 from provisioner.drivers.base import ComponentStatus, LabStatus, MachineControl
 from provisioner.drivers.local import components, nodenet
@@ -41,6 +42,7 @@ START_ORDER = (
     "scheduler",
     "simnodes",
     "containerd",
+    "uplink",
     "kubelet",
     "proxy",
 )
@@ -82,6 +84,8 @@ class LocalDriver:
             python=sys.executable,
             eviction_seconds=spec.eviction_seconds,
             workers=spec.apiserver_workers,
+            # pods reach the API server through the uplink at the node's address (in its namespace)
+            advertise_address=nodenet.for_lab(spec.name).ip if spec.nodes else "",
         )
         chosen = self._ports()
         out: list[components.Component] = [
@@ -113,6 +117,7 @@ class LocalDriver:
             network = nodenet.for_lab(spec.name)
             out += [
                 containerd,
+                components.Uplink(sys.executable, network.netns, network.ip, spec.api_port),
                 components.Kubelet(
                     self.paths,
                     chosen["kubelet"],
@@ -239,6 +244,7 @@ class LocalDriver:
         """The built-in images, built or taken from the cache, into the lab registry."""
         done = registry.publish_builtin(self.registry, say=self.say)
         self.say(f"  images: in the registry at {self.registry}: {done}")
+        addons.converge(self.api, self.registry, self.spec, self.paths, say=self.say)
 
     def stop(self) -> list[str]:
         """Stop every process of the lab (nodes first, etcd last); return the names of those stopped."""

@@ -1,0 +1,78 @@
+"""The local node's way to the control plane: what the lab network is to a VM's node.
+
+A local lab's node lives in a network namespace of its own (:mod:`provisioner.drivers.local.nodenet`)
+while the API server listens on the host's loopback; pods (add-ons, in-cluster clients) reach the API
+server as in any cluster, through the ``kubernetes`` Service, whose endpoint is then the node's own
+address. This small program (``python -m provisioner.drivers.local.uplink NETNS ADDRESS PORT``)
+listens on ADDRESS:PORT inside NETNS and relays every connection to 127.0.0.1:PORT on the host: a
+socket stays in the namespace it was made in, so the listener is made inside and the connections
+out are made after the thread went back to the host's namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from provisioner.system.netns import enter, enter_fd
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _relay(port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        writer.close()
+        return
+    await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+async def _serve(sock: socket.socket, port: int) -> None:
+    server = await asyncio.start_server(lambda r, w: _relay(port, r, w), sock=sock)
+    await server.serve_forever()
+
+
+def listen_in(netns: str, address: str, port: int) -> socket.socket:
+    """A listening socket on ADDRESS:PORT inside NETNS; the calling thread is back home after."""
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        enter(netns)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, port))
+            sock.listen(128)
+            sock.setblocking(False)
+        finally:
+            enter_fd(home)
+    finally:
+        os.close(home)
+    return sock
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) != 3 or not argv[2].isdigit():
+        print("usage: python -m provisioner.drivers.local.uplink NETNS ADDRESS PORT", file=sys.stderr)
+        return 2
+    netns, address, port = argv[0], argv[1], int(argv[2])
+    sock = listen_in(netns, address, port)
+    print(f"relaying {address}:{port} in {netns} to 127.0.0.1:{port}", flush=True)
+    asyncio.run(_serve(sock, port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
