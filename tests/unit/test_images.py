@@ -41,7 +41,7 @@ def read(archive: bytes, name: str) -> bytes:
 
 def test_the_shipped_recipes_parse() -> None:
     found = ci.recipes()
-    assert set(found) == {"pause", "busybox", "echo", "kubeclient", "nginx", "python", "redis"}
+    assert set(found) == {"pause", "busybox", "echo", "kubeclient", "nginx", "python", "redis", "kube-dns"}
     assert found["pause"].config["Entrypoint"] == ["/usr/bin/catatonit", "-P"]
     # kube's own registry names the pause image; Docker Hub's tags name the others
     assert "registry.k8s.io/pause:3.10" in found["pause"].aliases
@@ -51,8 +51,10 @@ def test_the_shipped_recipes_parse() -> None:
         *found["redis"].aliases,
     }
     assert found["busybox"].version == {"package": "busybox-static"}
-    # every lab gets the others; the client image is built and pushed when named
-    assert [name for name, recipe in sorted(found.items()) if recipe.on_demand] == ["kubeclient"]
+    # every lab gets the others; the client image is built and pushed when named, an add-on's by its add-on
+    assert [name for name, recipe in sorted(found.items()) if recipe.on_demand] == ["kube-dns", "kubeclient"]
+    # an add-on image carries the project's code and locked wheels
+    assert found["kube-dns"].python is not None and "agents/dns" in found["kube-dns"].python.code
 
 
 @pytest.mark.parametrize(
