@@ -12,6 +12,7 @@ Which add-ons a lab runs is its ``addons.json`` (only what differs from the defa
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ import yaml
 from provisioner.errors import SpecError
 from provisioner.project import ROOT
 
-ADDONS = ROOT / "addons"
+# the add-ons' directory; KUBELAB_ADDONS_DIR points elsewhere (an add-on of one's own, tests)
+ADDONS = Path(os.environ.get("KUBELAB_ADDONS_DIR") or ROOT / "addons")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 STATE_FILE = "addons.json"
 
@@ -133,7 +135,7 @@ def render(addon: Addon, values: Mapping[str, Any]) -> list[Manifest]:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     out: list[Manifest] = []
     for path in addon.manifest_files():
-        source = str(path.relative_to(ADDONS.parent)) if path.is_relative_to(ADDONS.parent) else path.name
+        source = str(path.relative_to(addon.directory.parent.parent))
         text = path.read_text()
         if path.name.endswith(".j2"):
             try:
