@@ -73,8 +73,8 @@ def test_pods_resolve_services_by_short_and_full_name(k: Kubectl) -> None:
         k,
         "lookup",
         "nslookup web.default.svc.cluster.local; echo ==; nslookup kubernetes; echo ==;"
-        " wget -qO- http://web.default/ | grep -o -m1 'Welcome to nginx' | head -1; echo ==; nslookup deb.debian.org; echo ==;"
-        f" nslookup {ip}",
+        " wget -qO- http://web.default/ | grep -o -m1 'Welcome to nginx' | head -1; echo ==;"
+        f" nslookup deb.debian.org; echo ==; nslookup {ip}",
     )
     full, short, page, outside, reverse = out.split("==")
     assert f"Address: {ip}" in full and "Server:\t\t10.96.0.10" in full
