@@ -76,7 +76,7 @@ def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> No
 
 CONTROL_PLANE = (
     *("etcd", "registry", "apiserver", "controller-manager", "scheduler"),
-    *("containerd", "kubelet", "proxy"),
+    *("containerd", "uplink", "kubelet", "proxy"),
 )
 
 
