@@ -141,7 +141,7 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
         assert lab.cli("kubeconfig", "--name", "cycle").out.strip() == str(tmp_path / "cycle" / "kubeconfig")
 
         assert (
-            "stopped: proxy, kubelet, containerd, scheduler, controller-manager, apiserver, registry, etcd"
+            "stopped: proxy, kubelet, uplink, containerd, scheduler, controller-manager, apiserver, registry, etcd"
             in lab.cli("stop", "--name", "cycle").out
         )
         assert not any(procs.alive(r) for r in records.values() if r is not None)
