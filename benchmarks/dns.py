@@ -192,7 +192,7 @@ def manifests(namespace: str, queries: int, window: int, services: int) -> str:
             "volumes": [{"name": "script", "configMap": {"name": "client"}}],
         },
     }
-    return "\n---\n".join(json.dumps(o) for o in (role, binding, script, pod))
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding, script, pod]})
 
 
 def measure(kubeconfig: Path, *, queries: int, window: int, services: int, timeout: float = 600) -> dict[str, Any]:
