@@ -132,13 +132,36 @@ def _images(addon: Addon, registry_url: str, say: Callable[[str], None]) -> dict
     return references
 
 
-def converge(api: LabApi, registry_url: str, spec: LabSpec, paths: LabPaths, *, say: Callable[[str], None]) -> None:
-    """Enabled add-ons applied, disabled ones removed; one line per add-on."""
+def publish_images(registry_url: str, paths: LabPaths, *, say: Callable[[str], None]) -> dict[str, str]:
+    """The enabled add-ons' images into the lab registry; recipe name -> reference."""
+    known = catalog.load()
+    references: dict[str, str] = {}
+    for name in catalog.enabled(known, catalog.read_choices(paths.root)):
+        references.update(_images(known[name], registry_url, say))
+    return references
+
+
+def converge(
+    api: LabApi,
+    registry_url: str,
+    spec: LabSpec,
+    paths: LabPaths,
+    *,
+    say: Callable[[str], None],
+    images: Mapping[str, str] | None = None,
+) -> None:
+    """Enabled add-ons applied, disabled ones removed; one line per add-on. ``images``: the
+    references :func:`publish_images` gave (pushed already), else the images are pushed now."""
     known = catalog.load()
     on = catalog.enabled(known, catalog.read_choices(paths.root))
     planned: list[tuple[str, Manifest]] = []
     for name in on:
-        values = values_for(spec, _images(known[name], registry_url, say))
+        needed = known[name].images
+        if images is not None and all(image in images for image in needed):
+            references = {image: images[image] for image in needed}
+        else:
+            references = _images(known[name], registry_url, say)
+        values = values_for(spec, references)
         planned += [(name, m) for m in catalog.render(known[name], values)]
     discovery = Discovery(api)
     for name, manifest in planned:  # the whole plan checked before anything is written

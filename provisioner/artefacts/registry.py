@@ -7,6 +7,7 @@ containerd mirrors docker.io through the lab registry finds ``busybox`` as ``lib
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import shutil
@@ -26,6 +27,7 @@ from provisioner.artefacts import containerimages, oci
 from provisioner.errors import HostError, SpecError
 from provisioner.system.waiting import Heartbeat, indented
 
+PARALLEL_PUSHES = 3  # built-in images copied at once
 PUSH_TIMEOUT = 300.0  # one image copied into a lab's registry (a VM lab's under software emulation is slow)
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -239,8 +241,14 @@ def publish_builtin(registry: str, *, say: Callable[[str], None]) -> str:
     saying which, how many tags were pushed and how long it took (what both drivers print)."""
     began = time.monotonic()
     built = containerimages.build_all(say=lambda msg: say(f"  images: {msg}"))
-    pushed = []
-    for image in built:
-        pushed += publish(image, registry=registry, say=say)
+    # a few at once: each copy waits on the registry (on a VM lab, an emulated CPU hashing the blobs)
+    said: dict[str, list[str]] = {image.name: [] for image in built}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=PARALLEL_PUSHES) as pool:
+        copies = [pool.submit(publish, image, registry=registry, say=said[image.name].append) for image in built]
+        results = [copy.result() for copy in copies]
+    pushed = [reference for result in results for reference in result]
+    for image in built:  # what each copy said, in the images' order
+        for line in said[image.name]:
+            say(line)
     names = ", ".join(f"{b.name}:{b.tag}" for b in built)
     return f"{names} ({len(pushed)} pushed, {time.monotonic() - began:.1f}s)"
