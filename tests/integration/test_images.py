@@ -184,3 +184,15 @@ def test_redis_answers_clients_from_other_containers(containerd: Containerd, net
 
     ping = ("redis:latest", "redis-cli", "-p", "6380", "ping")
     assert _until(lambda: _in_netns(containerd, netns, *ping), "PONG").strip() == "PONG"
+
+
+def test_the_dns_addon_image_is_reproducible_and_runs_the_projects_code(containerd: Containerd, tmp_path: Path) -> None:
+    first = _build(tmp_path / "a", names=("kube-dns",))["kube-dns"]
+    again = _build(tmp_path / "b", names=("kube-dns",))["kube-dns"]  # its own downloads, its own build
+    assert first.digest == again.digest and first.tag == again.tag and first.tag.startswith("1.0-")
+    containerd.ctr("images", "import", str(first.archive))
+    name = f"dns-{uuid.uuid4().hex[:6]}"
+    reference = f"docker.io/library/kube-dns:{first.tag}"
+    # the whole command line, as ctr replaces it: the add-on's entry point with its imports (dnslib, aiohttp)
+    out = containerd.ctr("run", "--rm", reference, name, "/usr/bin/python3", "-m", "agents.dns", "--help").stdout
+    assert "--domain DOMAIN" in out and "the cluster's DNS domain" in out
