@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from provisioner.system.netns import enter
+from provisioner.system.relay import pipe, relay
 
 
 @dataclass(frozen=True)
@@ -44,38 +45,12 @@ class Forward:
         return f"{self.local_port}={self.host}:{self.port}"
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while chunk := await reader.read(65536):
-            writer.write(chunk)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        if writer.can_write_eof():
-            try:
-                writer.write_eof()
-            except (ConnectionError, OSError):
-                writer.close()
-
-
-async def _relay(forward: Forward, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-    try:
-        server_r, server_w = await asyncio.wait_for(asyncio.open_connection(forward.host, forward.port), 10.0)
-    except (OSError, TimeoutError):
-        client_w.close()
-        return
-    await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))
-    server_w.close()
-    client_w.close()
-
-
 async def _serve(listeners: list[tuple[Forward, socket.socket]]) -> None:
     servers = []
     for forward, sock in listeners:
 
         async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter, forward: Forward = forward) -> None:
-            await _relay(forward, r, w)
+            await relay(forward.host, forward.port, r, w)
 
         servers.append(await asyncio.start_server(handle, sock=sock))
     await asyncio.gather(*(server.serve_forever() for server in servers))
@@ -104,7 +79,7 @@ async def _connect(host: str, port: int) -> None:
     stdout = asyncio.StreamWriter(out_transport, out_protocol, None, loop)
     # ssh closes our stdin only when it is done, and a machine that is gone never closes the TCP
     # side: either end finishing ends the relay, so no ProxyCommand outlives its ssh or its machine.
-    relays = {asyncio.create_task(_pipe(stdin, writer)), asyncio.create_task(_pipe(reader, stdout))}
+    relays = {asyncio.create_task(pipe(stdin, writer)), asyncio.create_task(pipe(reader, stdout))}
     _done, pending = await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()

@@ -18,30 +18,11 @@ import sys
 from collections.abc import Sequence
 
 from provisioner.system.netns import enter, enter_fd
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.close()
-
-
-async def _relay(port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        writer.close()
-        return
-    await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+from provisioner.system.relay import relay
 
 
 async def _serve(sock: socket.socket, port: int) -> None:
-    server = await asyncio.start_server(lambda r, w: _relay(port, r, w), sock=sock)
+    server = await asyncio.start_server(lambda r, w: relay("127.0.0.1", port, r, w), sock=sock)
     await server.serve_forever()
 
 
