@@ -9,7 +9,8 @@ This module only wires the kubelet's parts, which follow kube's own seams:
 - :mod:`~agents.kubelet.statusmanager`: pod status to the API server, only when it changes;
 - :mod:`~agents.kubelet.runtime`: everything asked of containerd and the node;
 - :mod:`~agents.kubelet.podcache`: what the kubelet knows of each pod's runs, which they share;
-- :mod:`~agents.kubelet.server`: the kubelet's HTTPS port (logs and exec for the API server).
+- :mod:`~agents.kubelet.server`: the kubelet's HTTPS port (logs and exec for the API server, the
+  usage :mod:`~agents.kubelet.resourcestats` reads every few seconds).
 
 Start order: containerd's version, the port, the Node; then the informers; once they have synced,
 the PLEG adopts what an earlier kubelet left, every pod is queued, and the loops run.
@@ -26,15 +27,18 @@ from agents.kubelet.containerd import Containerd
 from agents.kubelet.dns import DnsSettings
 from agents.kubelet.nodestatus import NodeStatus
 from agents.kubelet.pleg import PLEG, PodLifecycleEvent
-from agents.kubelet.podcache import PodCache
+from agents.kubelet.podcache import PodCache, containerd_id
 from agents.kubelet.podworkers import PodWorkers
+from agents.kubelet.resourcestats import ContainerRun, PodRuns, Sampler
 from agents.kubelet.runtime import Runtime
 from agents.kubelet.server import KubeletServer
+from agents.kubelet.serverauth import ServerAuth
 from agents.kubelet.settings import KubeletSettings
 from agents.kubelet.statusmanager import StatusManager
 from agents.machinery.client import Client
 from agents.machinery.events import EventRecorder
 from agents.machinery.informer import Informer
+from agents.machinery.objects import parse_time
 from agents.machinery.resources import PODS, SERVICES
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,7 @@ class Kubelet:
         self.node_status = NodeStatus(
             client, settings, runtime_version=lambda: self.runtime.version, on_pod_network=self._pod_network
         )
+        self.sampler = Sampler(node_name=settings.node_name, pods=self.pod_runs)
 
     def _lifecycle_event(self, event: PodLifecycleEvent) -> None:
         self.workers.enqueue_uid(event.pod_uid)
@@ -90,6 +95,22 @@ class Kubelet:
         record = self.cache.get(pod["metadata"]["uid"])
         return pod["metadata"]["uid"], list((record.attempts.get(container) if record else None) or [])
 
+    def pod_runs(self) -> list[PodRuns]:
+        """For the usage sampler: this node's pods and their running containers' cgroups."""
+        out = []
+        for record in self.cache.records():
+            pod = self.pods.get(record.key)
+            if pod is None or pod["metadata"]["uid"] != record.uid:
+                continue
+            start = (pod.get("status") or {}).get("startTime")
+            started = parse_time(start).timestamp() if isinstance(start, str) else record.started_at
+            runs = tuple(
+                ContainerRun(name, self.runtime.containerd.cgroup(containerd_id(run)), run.started_at)
+                for name, run in record.running().items()
+            )
+            out.append(PodRuns(pod["metadata"]["namespace"], pod["metadata"]["name"], record.uid, started, runs))
+        return out
+
     async def serve(self) -> KubeletServer | None:
         server = self.settings.server
         if not server.port or server.cert_file is None or server.key_file is None:
@@ -99,8 +120,9 @@ class Kubelet:
         running = KubeletServer(
             runs_of=self.runs_of,
             log_file=self.runtime.log_file,
-            tokens=tokens,
+            auth=ServerAuth(tokens=tokens, node=self.settings.node_name, client=self.client),
             exec_process=self.runtime.exec_process,
+            snapshot=self.sampler.snapshot,
         )
         await running.start(address=server.address, port=server.port, cert=server.cert_file, key=server.key_file)
         return running
@@ -129,6 +151,7 @@ class Kubelet:
                 self.pleg.run_relist(),
                 self.workers.run(self.settings.pod_workers),
                 self.workers.refresh_tokens(),
+                self.sampler.run(),
             )
         finally:
             for task in informers:

@@ -1,15 +1,16 @@
-"""The kubelet's own HTTPS port (10250): container logs for the API server, and /healthz.
+"""The kubelet's own HTTPS port (10250): container logs and exec for the API server, the node's and
+its pods' usage (``/metrics/resource``, ``/stats/summary``), and /healthz.
 
-Only callers with the token in ``--server-token-file`` (the API server's kubelet client token) get
-in. ``GET /containerLogs/{namespace}/{pod}/{container}`` takes kube's parameters: ``follow``,
-``previous``, ``tailLines``, ``limitBytes`` (``timestamps`` and ``sinceSeconds`` are accepted and
-ignored: the log files keep no times).
+Who gets in is :mod:`agents.kubelet.serverauth`'s to decide: the token in ``--server-token-file``
+(the API server's kubelet client token), or any token the API server vouches for whose user may use
+the node's subresource. ``GET /containerLogs/{namespace}/{pod}/{container}`` takes kube's
+parameters: ``follow``, ``previous``, ``tailLines``, ``limitBytes`` (``timestamps`` and
+``sinceSeconds`` are accepted and ignored: the log files keep no times).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,10 @@ from aiohttp import web
 
 from agents.kubelet.podstate import Attempt
 from agents.kubelet.remotecommand import remote_command
+from agents.kubelet.resourcemetrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from agents.kubelet.resourcemetrics import ResourceMetrics
+from agents.kubelet.resourcestats import Snapshot, summary
+from agents.kubelet.serverauth import ServerAuth
 
 log = logging.getLogger(__name__)
 FOLLOW_POLL = 0.2
@@ -73,31 +78,52 @@ def _flag(value: str | None) -> bool:
 
 class KubeletServer:
     def __init__(
-        self, *, runs_of: RunsOf, log_file: LogFile, tokens: set[str], exec_process: ExecProcess | None = None
+        self,
+        *,
+        runs_of: RunsOf,
+        log_file: LogFile,
+        auth: ServerAuth,
+        exec_process: ExecProcess | None = None,
+        snapshot: Callable[[], Snapshot] | None = None,
     ) -> None:
         self.runs_of = runs_of
         self.exec_process = exec_process or _no_exec
         self.log_file = log_file
-        self.tokens = tokens
+        self.auth = auth
+        self.snapshot = snapshot
+        self.metrics = ResourceMetrics(snapshot) if snapshot is not None else None
         self.app = web.Application(middlewares=[self._auth])
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._logs)
         self.app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self._exec)
+        self.app.router.add_get("/metrics/resource", self._resource_metrics)
+        self.app.router.add_get("/stats/summary", self._summary)
         self._runner: web.AppRunner | None = None
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable[[web.Request], object]) -> web.StreamResponse:
         if request.path != "/healthz":
-            header = request.headers.get("Authorization", "")
-            token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-            if not token or not any(hmac.compare_digest(token, known) for known in self.tokens):
-                return web.Response(status=401, text="Unauthorized")
+            decision = await self.auth.decide(
+                method=request.method, path=request.path, authorization=request.headers.get("Authorization", "")
+            )
+            if decision.status != 200:
+                return web.Response(status=decision.status, text=decision.message)
         result = await handler(request)  # type: ignore[misc]
         assert isinstance(result, web.StreamResponse)
         return result
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok")
+
+    async def _resource_metrics(self, _request: web.Request) -> web.Response:
+        if self.metrics is None:
+            return web.Response(status=404, text="404 page not found")
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def _summary(self, _request: web.Request) -> web.Response:
+        if self.snapshot is None:
+            return web.Response(status=404, text="404 page not found")
+        return web.json_response(summary(self.snapshot()))
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         namespace, pod, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
