@@ -229,6 +229,13 @@ _CONTROLLER_MANAGER = [
     rule(("create",), ["batch"], ["jobs"]),
     rule(("create",), ["discovery.k8s.io"], ["endpointslices"]),
     rule(("create",), ["coordination.k8s.io"], ["leases"]),
+    # the horizontal-pod-autoscaler's own rules (kube's system:controller:horizontal-pod-autoscaler), said
+    # even where the first rule holds them: its HPAs, the targets' scale, and the resource metrics API
+    rule(READ, ["autoscaling"], ["horizontalpodautoscalers"]),
+    rule(("update",), ["autoscaling"], ["horizontalpodautoscalers/status"]),
+    rule(("get", "update"), ["apps"], ["deployments/scale", "replicasets/scale", "statefulsets/scale"]),
+    rule(("get", "update"), [""], ["replicationcontrollers/scale"]),
+    rule(("get", "list"), ["metrics.k8s.io"], ["pods"]),
     # the clusterrole-aggregation controller writes rules it does not hold itself
     rule(("escalate",), [GROUP], ["clusterroles"]),
     # the CSR signer issues client certificates for the kube-apiserver-client signers
@@ -277,6 +284,8 @@ CLUSTER_ROLES: tuple[Object, ...] = (
     cluster_role("system:kube-controller-manager", _CONTROLLER_MANAGER),
     cluster_role("system:node-proxier", _NODE_PROXIER),
     cluster_role("system:node", NODE_RULES),
+    # what an aggregated API server needs to check its callers' tokens and permissions with this one
+    cluster_role("system:auth-delegator", _REVIEWS),
 )
 CLUSTER_ROLE_BINDINGS: tuple[Object, ...] = (
     cluster_binding("cluster-admin", "cluster-admin", [("Group", "system:masters")]),
@@ -297,19 +306,44 @@ CLUSTER_ROLE_BINDINGS: tuple[Object, ...] = (
 )
 
 
+# Roles in system namespaces (created once the namespaces exist): aggregated API servers read the
+# front proxy's and the client CA's trust settings from this ConfigMap.
+NAMESPACED_ROLES: tuple[Object, ...] = (
+    {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "Role",
+        "metadata": {**_meta("extension-apiserver-authentication-reader"), "namespace": "kube-system"},
+        "rules": [rule(READ, [""], ["configmaps"], ["extension-apiserver-authentication"])],
+    },
+)
+NAMESPACED_ROLE_BINDINGS: tuple[Object, ...] = (
+    {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "RoleBinding",
+        "metadata": {**_meta("system::extension-apiserver-authentication-reader"), "namespace": "kube-system"},
+        "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": "extension-apiserver-authentication-reader"},
+        "subjects": [
+            {"apiGroup": GROUP, "kind": "User", "name": "system:kube-controller-manager"},
+            {"apiGroup": GROUP, "kind": "User", "name": "system:kube-scheduler"},
+        ],
+    },
+)
+
+
 def _missing(have: Sequence[Any], want: Sequence[Any]) -> list[Any]:
     return [item for item in want if item not in have]
 
 
 async def _reconcile(store: ResourceStore, wanted: Object, field: str) -> None:
     name = wanted["metadata"]["name"]
+    namespace = wanted["metadata"].get("namespace", "")
     try:
-        await store.create("", wanted)
+        await store.create(namespace, wanted)
         return
     except StatusError as exc:
         if exc.code != 409:
             raise
-    current = (await store.get("", name)).obj()
+    current = (await store.get(namespace, name)).obj()
     if (current["metadata"].get("annotations") or {}).get(AUTOUPDATE) != "true":
         return  # the user took it over
     if "aggregationRule" in wanted:
@@ -322,7 +356,7 @@ async def _reconcile(store: ResourceStore, wanted: Object, field: str) -> None:
         obj[field] = [*(obj.get(field) or []), *_missing(obj.get(field) or [], wanted[field])]
         return obj
 
-    await store.update("", name, add, pinned=False)
+    await store.update(namespace, name, add, pinned=False)
     log.info("bootstrap policy: %s %s got back %d %s", wanted["kind"], name, len(lacking), field)
 
 
@@ -332,3 +366,11 @@ async def ensure(cluster_roles: ResourceStore, cluster_role_bindings: ResourceSt
         await _reconcile(cluster_roles, role, "rules")
     for binding in CLUSTER_ROLE_BINDINGS:
         await _reconcile(cluster_role_bindings, binding, "subjects")
+
+
+async def ensure_namespaced(roles: ResourceStore, role_bindings: ResourceStore) -> None:
+    """The bootstrap Roles and RoleBindings of system namespaces (which must exist by now)."""
+    for role in NAMESPACED_ROLES:
+        await _reconcile(roles, role, "rules")
+    for binding in NAMESPACED_ROLE_BINDINGS:
+        await _reconcile(role_bindings, binding, "subjects")

@@ -24,6 +24,7 @@ from agents.apiserver import (
     audit,
     authorization,
     certificateadmission,
+    conversion,
     discovery,
     escalation,
     negotiation,
@@ -57,7 +58,7 @@ from agents.apiserver.status import (
 from agents.apiserver.storage.errors import StorageError, StorageUnavailableError
 from agents.apiserver.tables import table
 from agents.apiserver.watchcache import WatchCache
-from agents.apiserver.watchstream import WatchSettings, WatchStream
+from agents.apiserver.watchstream import WatchSettings
 from agents.machinery import codec, objects
 from agents.machinery.objects import Object
 from agents.machinery.selectors import SelectorError, parse_fields, parse_labels
@@ -255,7 +256,7 @@ class Api:
     async def _dispatch(self, request: web.Request, target: Target) -> web.StreamResponse:
         if target.resource.review:
             return await self._review(request, target)
-        store = self._stores[target.resource.qualified]
+        store = conversion.view(self._stores[target.resource.qualified], target.resource)
         all_namespaces = target.resource.namespaced and not target.namespace
         operation = operation_of(request.method, target.name, target.subresource, all_namespaces=all_namespaces)
         decoded = await self._decoder.decode(request, target.resource, operation, target.subresource)
@@ -699,7 +700,7 @@ class Api:
         timeout = decoded.query.integer("timeoutSeconds")
         if timeout is None or timeout <= 0:
             timeout = int(self._watch.min_request_timeout * (1 + random.random()))
-        stream = WatchStream(
+        stream = conversion.watch_stream_type(target.resource)(
             request=request,
             store=store,
             cache=self._cache,

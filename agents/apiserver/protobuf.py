@@ -58,6 +58,10 @@ PACKAGES = {
     "authentication.k8s.io/v1": "k8s.io.api.authentication.v1",
     "certificates.k8s.io/v1": "k8s.io.api.certificates.v1",
 }
+# Served group/versions read from JSON only: kube-aggregator's APIService is not among k8s.io/api's
+# generated.proto files the table is built from, and kubectl sends APIServices as JSON (apply, create -f).
+# autoscaling/v2 likewise: the table carries autoscaling/v1 only (kubectl autoscale sends v1 as JSON).
+JSON_ONLY = frozenset({"apiregistration.k8s.io/v1", "autoscaling/v2"})
 
 # Pointer fields (Message.field) whose zero value ("", 0, false) is a choice the client made and
 # must survive decoding; every other field holding a zero value is dropped, as omitempty would.
@@ -67,6 +71,12 @@ KEEP_ZERO = frozenset(
         "ReplicaSetSpec.replicas",
         "StatefulSetSpec.replicas",
         "ScaleSpec.replicas",
+        # autoscaling/v1 (kubectl autoscale sends it as protobuf): pointers, and int32s without omitempty
+        "HorizontalPodAutoscalerSpec.minReplicas",
+        "HorizontalPodAutoscalerSpec.maxReplicas",
+        "HorizontalPodAutoscalerSpec.targetCPUUtilizationPercentage",
+        "HorizontalPodAutoscalerStatus.currentReplicas",
+        "HorizontalPodAutoscalerStatus.desiredReplicas",
         "DeploymentSpec.revisionHistoryLimit",
         "DeploymentSpec.progressDeadlineSeconds",
         "StatefulSetSpec.revisionHistoryLimit",

@@ -37,6 +37,9 @@ class Resource:
     tracks_generation: bool = False  # metadata.generation moves with spec changes
     create_on_update: bool = False  # PUT of a missing object creates it
     review: bool = False  # create-only and never stored: the answer is computed (access reviews, whoami)
+    # set on a version served as a converted view of the objects stored at this other version of the
+    # kind (agents/apiserver/conversion.py); such a version has no storage of its own
+    storage_version: str = ""
 
     @property
     def verbs(self) -> tuple[str, ...]:
@@ -78,6 +81,11 @@ class Resource:
 
     def has(self, subresource: str) -> bool:
         return subresource in self.subresources
+
+    @property
+    def stored(self) -> bool:
+        """Objects are stored at this version (not served as a view of another)."""
+        return self.storage_version in ("", self.version)
 
 
 _POD_FIELDS = {
@@ -238,6 +246,32 @@ RESOURCES: tuple[Resource, ...] = (
         ("status",),
         tracks_generation=True,
     ),
+    # stored as v2, the preferred version (listed first); v1 is a converted view of the same objects
+    Resource(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        True,
+        "V2HorizontalPodAutoscaler",
+        ("hpa",),
+        ("all",),
+        ("status",),
+        tracks_generation=True,
+    ),
+    Resource(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        True,
+        "V1HorizontalPodAutoscaler",
+        ("hpa",),
+        ("all",),
+        ("status",),
+        tracks_generation=True,
+        storage_version="v2",
+    ),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, "V1Lease", create_on_update=True),
     Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, "V1EndpointSlice"),
     Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True, "V1Role"),
@@ -293,6 +327,10 @@ RESOURCES: tuple[Resource, ...] = (
         subresources=("status", "approval"),
         field_paths={"spec.signerName": "spec.signerName"},
     ),
+    # the aggregation layer's registrations (agents/apiserver/aggregator.py routes by them)
+    Resource(
+        "apiregistration.k8s.io", "v1", "APIService", "apiservices", False, "V1APIService", subresources=("status",)
+    ),
     Resource("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False, "V1TokenReview", review=True),
     Resource(
         "authentication.k8s.io",
@@ -310,13 +348,16 @@ EXTRA_MODELS = ("V1Scale", "V1Binding", "V1DeleteOptions", "V1Status", "V1ListMe
 
 
 class Catalog:
-    """Lookups over the served resources."""
+    """Lookups over the served resources. Iterating gives each stored resource once: a version served
+    as a view of another (``storage_version``) is found by its path, and in discovery, only."""
 
     def __init__(self, resources: tuple[Resource, ...] = RESOURCES) -> None:
         self.resources = resources
+        stored = tuple(r for r in resources if r.stored)
+        self._stored = stored
         self._by_path = {(r.group, r.version, r.plural): r for r in resources}
-        self._by_kind = {(r.group, r.kind): r for r in resources}
-        self._by_prefix = {r.key_prefix: r for r in resources}
+        self._by_kind = {(r.group, r.kind): r for r in stored}
+        self._by_prefix = {r.key_prefix: r for r in stored}
         self._groups: dict[str, list[str]] = {}
         for r in resources:
             versions = self._groups.setdefault(r.group, [])
@@ -324,7 +365,7 @@ class Catalog:
                 versions.append(r.version)
 
     def __iter__(self) -> Iterator[Resource]:
-        return iter(self.resources)
+        return iter(self._stored)
 
     def lookup(self, group: str, version: str, plural: str) -> Resource | None:
         return self._by_path.get((group, version, plural))

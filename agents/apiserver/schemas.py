@@ -126,6 +126,18 @@ INTEGER_FORMATS = {
     "V1SecretVolumeSource.defaultUser": "int64",
     "V1ServiceAccountTokenProjection.user": "int64",
     "V1alpha3WorkloadPodGroupGangSchedulingPolicy.minCount": "int32",  # scheduling/v1alpha3 GangSchedulingPolicy
+    # apiregistration.k8s.io/v1 (k8s.io/kube-aggregator's types, not in the table's k8s.io/api)
+    "V1APIServiceSpec.groupPriorityMinimum": "int32",
+    "V1APIServiceSpec.versionPriority": "int32",
+    "ApiregistrationV1ServiceReference.port": "int32",
+    # autoscaling/v2, whose messages the table does not carry (its HorizontalPodAutoscaler, spec and
+    # status are walked with v1's, which share their integer fields)
+    "V2MetricTarget.averageUtilization": "int32",
+    "V2MetricValueStatus.averageUtilization": "int32",
+    "V2HPAScalingRules.stabilizationWindowSeconds": "int32",
+    "V2HPAScalingPolicy.value": "int32",
+    "V2HPAScalingPolicy.periodSeconds": "int32",
+    "V2HorizontalPodAutoscalerCondition.observedGeneration": "int64",
 }
 # The protobuf packages a model's kind is looked for in, in this order (the meta types last).
 _PROTO_PACKAGES = (*dict.fromkeys(protobuf.PACKAGES.values()), protobuf.META)

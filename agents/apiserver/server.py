@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from agents.apiserver import (
+    aggregator,
     audit,
     authorization,
     bootstrap,
@@ -103,6 +104,8 @@ def check_settings(settings: ApiServerSettings) -> None:
         raise SettingsError("audit-policy-file and audit-log-path: give both (what to record and where) or neither")
     if settings.audit.log_maxsize < 0 or settings.audit.log_maxbackup < 0:
         raise SettingsError("audit-log-maxsize and audit-log-maxbackup: must not be negative")
+    if (settings.proxy_client.cert_file is None) != (settings.proxy_client.key_file is None):
+        raise SettingsError("proxy-client-cert-file and proxy-client-key-file: give both or neither")
 
 
 def etcd_tls(settings: EtcdSettings) -> EtcdTls | None:
@@ -183,6 +186,9 @@ class ApiServer:
             self.cache.add_index(self.authorizer.rbac)
         if self.authorizer.uses_node:
             self.cache.add_index(graph)
+        self.aggregator = aggregator.Aggregator(settings, self.catalog)  # APIServices route to other servers
+        for index in self.aggregator.indexes:
+            self.cache.add_index(index)
         accounts = settings.service_account
         self.api_audiences = settings.api_audiences or (accounts.issuer,)
         self.token_issuer = (
@@ -287,6 +293,13 @@ class ApiServer:
                 self.stores["clusterrolebindings.rbac.authorization.k8s.io"],
             )
         await bootstrap.ensure_namespaces(self.stores["namespaces"])
+        if self.authorizer.uses_rbac:
+            await bootstrappolicy.ensure_namespaced(
+                self.stores["roles.rbac.authorization.k8s.io"], self.stores["rolebindings.rbac.authorization.k8s.io"]
+            )
+        await self._publish_authentication()
+        self._housekeeping.every("extension-apiserver-authentication", 60, self._publish_authentication)
+        self.aggregator.start_checking(self.stores["apiservices.apiregistration.k8s.io"])
         await bootstrap.ensure_kubernetes_service(
             services=self.stores["services"],
             endpoints=self.stores["endpoints"],
@@ -322,6 +335,9 @@ class ApiServer:
 
         self._housekeeping.every("compactor", interval, compact)
 
+    async def _publish_authentication(self) -> None:
+        await aggregator.publish_authentication(self.stores["configmaps"], self.settings)
+
     async def _repair_allocations(self) -> None:
         listed = await self.stores["services"].list("", ListOptions())
         await self.allocator.repair([item.obj() for item in listed.items])
@@ -345,6 +361,7 @@ class ApiServer:
     async def stop(self) -> None:
         self.ready = False
         await self._housekeeping.stop()
+        await self.aggregator.close()
         await self.cache.stop()
         if self.api is not None:
             await self.api.close()
@@ -413,7 +430,7 @@ class ApiServer:
     async def _api(self, request: web.Request) -> web.StreamResponse:
         if self.api is None:
             return status_response(StatusError(503, "ServiceUnavailable", "the API server is starting"))
-        return await self.api.handle(request)
+        return await self.aggregator.handle(request, self.api.handle)
 
     @web.middleware
     async def _authenticate(

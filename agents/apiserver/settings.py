@@ -68,6 +68,24 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class ProxyClientSettings:
+    cert_file: Path | None = setting(None, "client certificate presented to aggregated API servers (PEM)")
+    key_file: Path | None = setting(None, "the proxy client certificate's private key (PEM)")
+
+
+@dataclass(frozen=True)
+class RequestHeaderSettings:
+    """What aggregated API servers are told (ConfigMap kube-system/extension-apiserver-authentication)
+    to trust: the CA of the proxy client certificate, the names it may have, the headers carrying the user."""
+
+    client_ca_file: Path | None = setting(None, "CA that signed the proxy client certificate (PEM)")
+    allowed_names: tuple[str, ...] = setting(("front-proxy-client",), "common names the proxy certificate may have")
+    username_headers: tuple[str, ...] = setting(("X-Remote-User",), "request headers carrying the user name")
+    group_headers: tuple[str, ...] = setting(("X-Remote-Group",), "request headers carrying the groups")
+    extra_headers_prefix: tuple[str, ...] = setting(("X-Remote-Extra-",), "prefixes of the user's extra headers")
+
+
+@dataclass(frozen=True)
 class ApiServerSettings:
     """kubelab API server: the Kubernetes REST API over etcd."""
 
@@ -100,6 +118,11 @@ class ApiServerSettings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     service_account: ServiceAccountSettings = field(default_factory=ServiceAccountSettings)
     api_audiences: tuple[str, ...] = setting((), "audiences a token must name (default: the service account issuer)")
+    proxy_client: ProxyClientSettings = field(default_factory=ProxyClientSettings)
+    requestheader: RequestHeaderSettings = field(default_factory=RequestHeaderSettings)
+    egress_network_namespace: Path | None = setting(
+        None, "network namespace (e.g. /run/netns/NAME) connections to aggregated API servers' pods start from"
+    )
     log: LogSettings = field(default_factory=LogSettings)
 
     def worker_count(self) -> int:

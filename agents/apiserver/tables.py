@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from agents.apiserver.kinds import autoscaling
 from agents.machinery.objects import Object, parse_time
 from agents.machinery.selectors import SelectorError, from_structured
 
@@ -687,6 +688,56 @@ _CSR_COLUMNS = (
 )
 
 
+def _apiservice_row(obj: Object) -> Cells:
+    spec = obj.get("spec") or {}
+    service = spec.get("service")
+    where = f"{service.get('namespace', '')}/{service.get('name', '')}" if isinstance(service, dict) else "Local"
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    found = next((c for c in conditions if c.get("type") == "Available"), None)
+    available = "Unknown"
+    if found is not None:
+        available = str(found.get("status", "Unknown"))
+        if available != "True":
+            available += f" ({found.get('reason', '')})"
+    return [_meta(obj).get("name", ""), where, available, _created(obj)]
+
+
+_APISERVICE_COLUMNS = (
+    NAME,
+    Column("Service", description="The reference to the service that hosts this API endpoint."),
+    Column("Available", description="Whether this service is available."),
+    AGE,
+)
+
+
+def _hpa_row(obj: Object) -> Cells:
+    if obj.get("apiVersion") == autoscaling.V1:  # a v1 view: printed as the object it stands for
+        obj = autoscaling.to_v2(obj)
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    low = spec.get("minReplicas")
+    return [
+        _meta(obj).get("name", ""),
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        autoscaling.targets(obj),
+        str(low) if low is not None else "<unset>",
+        spec.get("maxReplicas", 0),
+        status.get("currentReplicas", 0),
+        _created(obj),
+    ]
+
+
+_HPA_COLUMNS = (
+    NAME,
+    Column("Reference", description="reference to scaled resource (through its Scale subresource)"),
+    Column("Targets", description="the specifications for which to use to calculate the desired replica count"),
+    Column("MinPods", description="the lower limit for the number of pods that can be set by the autoscaler"),
+    Column("MaxPods", "integer", "the upper limit for the number of pods that can be set by the autoscaler"),
+    Column("Replicas", "integer", "current number of replicas of pods managed by this autoscaler"),
+    AGE,
+)
+
+
 def _controllerrevision_row(obj: Object) -> Cells:
     owner = next((r for r in _meta(obj).get("ownerReferences") or [] if r.get("controller")), None)
     controller = "<none>"
@@ -715,6 +766,7 @@ PRINTERS: dict[str, Printer] = {
     "statefulsets.apps": Printer(_STATEFULSET_COLUMNS, _statefulset_row),
     "daemonsets.apps": Printer(_DAEMONSET_COLUMNS, _daemonset_row),
     "jobs.batch": Printer(_JOB_COLUMNS, _job_row),
+    "horizontalpodautoscalers.autoscaling": Printer(_HPA_COLUMNS, _hpa_row),
     "cronjobs.batch": Printer(_CRONJOB_COLUMNS, _cronjob_row),
     "services": Printer(_SERVICE_COLUMNS, _service_row),
     "endpoints": Printer(_ENDPOINTS_COLUMNS, _endpoints_row),
@@ -738,6 +790,7 @@ PRINTERS: dict[str, Printer] = {
     "rolebindings.rbac.authorization.k8s.io": Printer(_BINDING_COLUMNS, _binding_row),
     "clusterrolebindings.rbac.authorization.k8s.io": Printer(_BINDING_COLUMNS, _binding_row),
     "certificatesigningrequests.certificates.k8s.io": Printer(_CSR_COLUMNS, _csr_row),
+    "apiservices.apiregistration.k8s.io": Printer(_APISERVICE_COLUMNS, _apiservice_row),
     "controllerrevisions.apps": Printer(
         (
             NAME,

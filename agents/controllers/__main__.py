@@ -17,6 +17,7 @@ from agents.controllers.daemonset import DaemonSetController
 from agents.controllers.deployment import DeploymentController
 from agents.controllers.endpoints import EndpointsController, EndpointSliceController
 from agents.controllers.garbagecollector import GarbageCollector
+from agents.controllers.horizontal import HorizontalPodAutoscalerController
 from agents.controllers.job import JobController
 from agents.controllers.namespace import NamespaceController
 from agents.controllers.nodeipam import NodeIpamController
@@ -51,6 +52,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "root-ca-cert-publisher": RootCaCertPublisher,
     "csrsigning": CsrSigningController,
     "csrcleaner": CsrCleanerController,
+    "horizontalpodautoscaling": HorizontalPodAutoscalerController,
 }
 
 

@@ -31,6 +31,19 @@ class ControllerManagerSettings:
     cluster_signing_duration: float = setting(
         365 * 24 * 3600.0, "longest validity, in seconds, of a certificate the CSR signer issues"
     )
+    horizontal_pod_autoscaler_sync_period: float = setting(15.0, "seconds between two looks at each autoscaler")
+    horizontal_pod_autoscaler_downscale_stabilization: float = setting(
+        300.0, "seconds of recommendations an autoscaler scales down no lower than"
+    )
+    horizontal_pod_autoscaler_tolerance: float = setting(
+        0.1, "how far from 1.0 the usage ratio must be before an autoscaler scales"
+    )
+    horizontal_pod_autoscaler_cpu_initialization_period: float = setting(
+        300.0, "seconds after a pod starts during which its CPU sample is used only once it is ready"
+    )
+    horizontal_pod_autoscaler_initial_readiness_delay: float = setting(
+        30.0, "seconds after a pod starts during which a not-ready pod counts as never ready yet"
+    )
     leader: LeaderSettings = field(default_factory=LeaderSettings)
     healthz: HealthSettings = field(default_factory=HealthSettings)
     log: LogSettings = field(default_factory=LogSettings)

@@ -47,6 +47,7 @@ JOBS = ResourceRef("batch", "v1", "jobs", "Job")
 CRONJOBS = ResourceRef("batch", "v1", "cronjobs", "CronJob")
 LEASES = ResourceRef("coordination.k8s.io", "v1", "leases", "Lease")
 ENDPOINT_SLICES = ResourceRef("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+HORIZONTAL_POD_AUTOSCALERS = ResourceRef("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
 CLUSTER_ROLES = ResourceRef("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False)
 CERTIFICATE_SIGNING_REQUESTS = ResourceRef(
     "certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", namespaced=False
@@ -71,6 +72,7 @@ ALL = (
     CRONJOBS,
     LEASES,
     ENDPOINT_SLICES,
+    HORIZONTAL_POD_AUTOSCALERS,
 )
 
 

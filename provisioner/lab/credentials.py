@@ -1,7 +1,8 @@
 """A lab's identities, issued once for either driver: the CA, the API server's serving certificate,
-etcd's CA and certificates (``Pki.ensure_etcd``), each kubelet's serving certificate, a client
-certificate and the kubeconfig of every component and of the admin, and a static token per identity
-(kept for tools that speak only bearer tokens: the API benchmark's load generator, the fuzzer).
+etcd's CA and certificates (``Pki.ensure_etcd``), the front proxy's (``Pki.ensure_front_proxy``), each
+kubelet's serving certificate, a client certificate and the kubeconfig of every component and of the
+admin, and a static token per identity (kept for tools that speak only bearer tokens: the API
+benchmark's load generator, the fuzzer).
 
 What differs between the drivers is only where things are (the addresses in the certificates, the
 API server's URL as the components and as the admin reach it); ``Credentials`` says that, ``issue``
@@ -87,6 +88,7 @@ def issue(credentials: Credentials, paths: LabPaths) -> bool:
     created = pki.ensure_ca()
     pki.ensure_serving(dns_names=[*API_DNS_NAMES, *credentials.api_dns_names], ips=list(credentials.api_ips))
     pki.ensure_etcd(dns_names=credentials.etcd_dns_names, ips=credentials.etcd_ips)
+    pki.ensure_front_proxy()
     pki.ensure_service_account_key()
     pki.ensure_encryption_config()
     for kubelet in credentials.kubelets:

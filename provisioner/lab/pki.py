@@ -5,6 +5,9 @@ Generated once per lab and reused by later runs; a certificate is reissued when 
 cover change or its CA is new. Keys are ECDSA P-256. Tokens are random and kept in a token file in
 kube-apiserver's format, readable by root only.
 
+The front proxy has a CA of its own too (``front-proxy-ca``, with the API server's ``front-proxy-client``
+certificate): aggregated API servers believe the user headers of a request only from that certificate.
+
 etcd has a CA of its own (``etcd-ca``), as kubeadm sets it up: etcd requires a client certificate and
 trusts only that CA, so the API server's etcd client certificate (and the health check's) opens the
 store, and no certificate the cluster CA signs (nodes, people) does.
@@ -61,6 +64,9 @@ ETCD_CA = "etcd-ca"
 ETCD_SERVER = "etcd-server"
 APISERVER_ETCD_CLIENT = "apiserver-etcd-client"
 ETCD_HEALTHCHECK_CLIENT = "etcd-healthcheck-client"
+# the front proxy's CA and the API server's client certificate for aggregated API servers, as kubeadm names them
+FRONT_PROXY_CA = "front-proxy-ca"
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 def _signed_by(path: Path, ca_cert: x509.Certificate) -> bool:
@@ -285,6 +291,12 @@ class Pki:
         )
         self.ensure_leaf(APISERVER_ETCD_CLIENT, common_name="kube-apiserver-etcd-client", client=True, ca=ETCD_CA)
         self.ensure_leaf(ETCD_HEALTHCHECK_CLIENT, common_name="kube-etcd-healthcheck-client", client=True, ca=ETCD_CA)
+
+    def ensure_front_proxy(self) -> None:
+        """The front proxy's CA and the client certificate (CN ``front-proxy-client``) the API server
+        presents to aggregated API servers, which trust that CA alone for the user headers it sends."""
+        self.ensure_ca(FRONT_PROXY_CA, "front-proxy-ca")
+        self.ensure_leaf(FRONT_PROXY_CLIENT, common_name="front-proxy-client", client=True, ca=FRONT_PROXY_CA)
 
     def client_cert_name(self, identity: Identity) -> str:
         """The file name (under pki/, without .crt/.key) of an identity's client certificate."""

@@ -39,6 +39,20 @@ def kubectl(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
     return Kubectl(lab.kubeconfig, cache_dir=tmp_path_factory.mktemp("kubectl-cache"))
 
 
+@pytest.fixture(scope="session")
+def node_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A lab with one real node (containerd, CNI, nftables) and the default add-ons, for the modules that
+    run pods and leave the lab as they found it (each works in namespaces of its own)."""
+    require(packages.CONTAINERD, packages.RUNC, packages.CNI_BRIDGE, packages.NFT)
+    with running_lab(tmp_path_factory.mktemp("node-home"), "inode", "--nodes", "1") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def node_kubectl(node_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    return Kubectl(node_lab.kubeconfig, cache_dir=tmp_path_factory.mktemp("node-kubectl"))
+
+
 @pytest.fixture
 def namespace(kubectl: Kubectl) -> str:
     """A fresh namespace per test, so tests do not see each other's objects."""

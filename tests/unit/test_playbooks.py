@@ -298,6 +298,11 @@ def test_the_host_side_files_the_roles_copy_are_the_ones_the_provisioner_generat
     expected |= {("kubelab-master", str(pki / "ca.key"))}
     # the EncryptionConfiguration with the key Secrets are encrypted with in etcd: the master only
     expected |= {("kubelab-master", str(pki / "encryption-config.yaml"))}
+    # the front proxy's CA and the API server's client certificate for aggregated API servers: the master only
+    expected |= {
+        ("kubelab-master", str(pki / name))
+        for name in ("front-proxy-ca.crt", "front-proxy-client.crt", "front-proxy-client.key")
+    }
     for node in NODES:
         expected |= {
             (node.name, str(pki / "ca.crt")),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.apiserver.kinds import apps, batch, certificates, core, misc, rbac
+from agents.apiserver.kinds import apiregistration, apps, autoscaling, batch, certificates, core, misc, rbac
 from agents.apiserver.kinds.base import Admission, Strategy
 from agents.apiserver.resources import Resource
 
@@ -23,6 +23,7 @@ _STRATEGIES: dict[str, type[Strategy]] = {
     "controllerrevisions.apps": apps.ControllerRevisionStrategy,
     "jobs.batch": batch.JobStrategy,
     "cronjobs.batch": batch.CronJobStrategy,
+    "horizontalpodautoscalers.autoscaling": autoscaling.HorizontalPodAutoscalerStrategy,
     "leases.coordination.k8s.io": misc.LeaseStrategy,
     "endpointslices.discovery.k8s.io": misc.EndpointSliceStrategy,
     "roles.rbac.authorization.k8s.io": rbac.RoleStrategy,
@@ -30,6 +31,7 @@ _STRATEGIES: dict[str, type[Strategy]] = {
     "rolebindings.rbac.authorization.k8s.io": rbac.BindingStrategy,
     "clusterrolebindings.rbac.authorization.k8s.io": rbac.BindingStrategy,
     "certificatesigningrequests.certificates.k8s.io": certificates.CertificateSigningRequestStrategy,
+    "apiservices.apiregistration.k8s.io": apiregistration.APIServiceStrategy,
 }
 
 

@@ -256,6 +256,7 @@ class ApiServer(_Checked):
     workers: int = 0
     address: str = "127.0.0.1"
     advertise_address: str = ""  # what the kubernetes Service leads to (default: address)
+    node_netns: str = ""  # the node's network namespace (pods' addresses are reached from inside it)
     name: str = "apiserver"
 
     @property
@@ -276,6 +277,8 @@ class ApiServer(_Checked):
 
     def configure(self) -> bool:
         policy = render.write(self.audit_policy, render.render("agents/audit-policy.yaml.j2"))
+        # aggregated API servers' pods live on the node's bridge, inside the node's network namespace
+        egress = {"apiserver_egress_network_namespace": f"/run/netns/{self.node_netns}"} if self.node_netns else {}
         text = render.render(
             "agents/apiserver.yaml.j2",
             apiserver_bind_address=self.address,
@@ -305,6 +308,10 @@ class ApiServer(_Checked):
             apiserver_audit_log_maxbackup=2,
             apiserver_sa_key_file=str(self.paths.pki / "sa.pub"),
             apiserver_sa_signing_key_file=str(self.paths.pki / "sa.key"),
+            apiserver_proxy_client_cert_file=str(self.paths.pki / f"{pki.FRONT_PROXY_CLIENT}.crt"),
+            apiserver_proxy_client_key_file=str(self.paths.pki / f"{pki.FRONT_PROXY_CLIENT}.key"),
+            apiserver_requestheader_client_ca_file=str(self.paths.pki / f"{pki.FRONT_PROXY_CA}.crt"),
+            **egress,
         )
         return render.write(self.config_file, text) or policy
 
@@ -615,18 +622,21 @@ def _connects_in(netns: str, address: str, port: int) -> str:
 
 @dataclass(frozen=True)
 class Uplink(_Checked):
-    """The node's way to the API server (:mod:`provisioner.drivers.local.uplink`): the address the
-    ``kubernetes`` Service leads pods to, inside the node's namespace."""
+    """The node's way to the API server and the kubelet's port (:mod:`provisioner.drivers.local.uplink`):
+    the address the ``kubernetes`` Service leads pods to, and the one the node publishes for its kubelet
+    (metrics-server scrapes it), inside the node's namespace."""
 
     python: str
     netns: str
     address: str
     port: int
+    extra_ports: tuple[int, ...] = ()
     name: str = "uplink"
 
     @property
     def endpoint(self) -> str:
-        return f"{self.address}:{self.port} in netns {self.netns} -> 127.0.0.1:{self.port}"
+        ports = ",".join(str(p) for p in (self.port, *self.extra_ports))
+        return f"{self.address}:{ports} in netns {self.netns} -> 127.0.0.1"
 
     def configure(self) -> bool:
         return False
@@ -635,7 +645,8 @@ class Uplink(_Checked):
         return []
 
     def argv(self) -> list[str]:
-        return [self.python, "-m", "provisioner.drivers.local.uplink", self.netns, self.address, str(self.port)]
+        ports = [str(p) for p in (self.port, *self.extra_ports)]
+        return [self.python, "-m", "provisioner.drivers.local.uplink", self.netns, self.address, *ports]
 
     def health(self) -> str:
         return _connects_in(self.netns, self.address, self.port)

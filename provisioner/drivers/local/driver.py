@@ -86,6 +86,7 @@ class LocalDriver:
             workers=spec.apiserver_workers,
             # pods reach the API server through the uplink at the node's address (in its namespace)
             advertise_address=nodenet.for_lab(spec.name).ip if spec.nodes else "",
+            node_netns=nodenet.for_lab(spec.name).netns if spec.nodes else "",
         )
         chosen = self._ports()
         out: list[components.Component] = [
@@ -117,7 +118,9 @@ class LocalDriver:
             network = nodenet.for_lab(spec.name)
             out += [
                 containerd,
-                components.Uplink(sys.executable, network.netns, network.ip, spec.api_port),
+                components.Uplink(
+                    sys.executable, network.netns, network.ip, spec.api_port, (chosen["kubelet-server"],)
+                ),
                 components.Kubelet(
                     self.paths,
                     chosen["kubelet"],
