@@ -41,7 +41,17 @@ def read(archive: bytes, name: str) -> bytes:
 
 def test_the_shipped_recipes_parse() -> None:
     found = ci.recipes()
-    assert set(found) == {"pause", "busybox", "echo", "kubeclient", "nginx", "python", "redis", "kube-dns"}
+    assert set(found) == {
+        "pause",
+        "busybox",
+        "echo",
+        "kubeclient",
+        "nginx",
+        "python",
+        "redis",
+        "kube-dns",
+        "metrics-server",
+    }
     assert found["pause"].config["Entrypoint"] == ["/usr/bin/catatonit", "-P"]
     # kube's own registry names the pause image; Docker Hub's tags name the others
     assert "registry.k8s.io/pause:3.10" in found["pause"].aliases
@@ -52,7 +62,11 @@ def test_the_shipped_recipes_parse() -> None:
     }
     assert found["busybox"].version == {"package": "busybox-static"}
     # every lab gets the others; the client image is built and pushed when named, an add-on's by its add-on
-    assert [name for name, recipe in sorted(found.items()) if recipe.on_demand] == ["kube-dns", "kubeclient"]
+    assert [name for name, recipe in sorted(found.items()) if recipe.on_demand] == [
+        "kube-dns",
+        "kubeclient",
+        "metrics-server",
+    ]
     # an add-on image carries the project's code and locked wheels
     assert found["kube-dns"].python is not None and "agents/dns" in found["kube-dns"].python.code
 
