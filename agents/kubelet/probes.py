@@ -19,6 +19,7 @@ import ctypes
 import logging
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -94,13 +95,32 @@ async def tcp_probe(netns: Path, host: str, port: int, *, seconds: float) -> Out
     return Outcome(True)
 
 
+def _unverified_tls() -> ssl.SSLContext:
+    """What kube's HTTPS probes use: TLS without checking the container's certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 async def http_probe(
-    netns: Path, host: str, port: int, *, path: str, seconds: float, headers: Mapping[str, str]
+    netns: Path,
+    host: str,
+    port: int,
+    *,
+    path: str,
+    seconds: float,
+    headers: Mapping[str, str],
+    scheme: str = "HTTP",
 ) -> Outcome:
-    """kube's rule: a status from 200 to 399 is success."""
+    """kube's rule: a status from 200 to 399 is success. ``scheme`` HTTPS speaks TLS to the container and
+    does not check its certificate, as kube's prober does."""
+    url = f"{scheme.lower()}://{host}:{port}{path}"
     try:
         async with asyncio.timeout(seconds):
             reader, writer = await _connect(netns, host, port, seconds=seconds)
+            if scheme.upper() == "HTTPS":
+                await writer.start_tls(_unverified_tls())
             lines = [
                 f"GET {path or '/'} HTTP/1.1",
                 f"Host: {host}:{port}",
@@ -113,9 +133,9 @@ async def http_probe(
             status_line = (await reader.readline()).decode(errors="replace").split()
             writer.close()
     except TimeoutError:
-        return Outcome(False, f'Get "http://{host}:{port}{path}": context deadline exceeded')
-    except OSError as exc:
-        return Outcome(False, f'Get "http://{host}:{port}{path}": {exc.strerror or exc}')
+        return Outcome(False, f'Get "{url}": context deadline exceeded')
+    except OSError as exc:  # ssl.SSLError included
+        return Outcome(False, f'Get "{url}": {exc.strerror or exc}')
     code = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
     if 200 <= code < 400:
         return Outcome(True)
@@ -182,6 +202,7 @@ class ContainerProber:
                     path=get.get("path", "/"),
                     seconds=timeout,
                     headers=headers,
+                    scheme=str(get.get("scheme") or "HTTP"),
                 )
             if "tcpSocket" in spec:
                 check = spec["tcpSocket"]

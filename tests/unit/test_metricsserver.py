@@ -428,7 +428,10 @@ def test_the_deployments_args_are_the_servers_own_settings() -> None:
     assert settings.secure_port == 10250 and settings.kubelet.use_node_status_port
     assert settings.kubelet.preferred_address_types == ("InternalIP", "ExternalIP", "Hostname")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"https": settings.secure_port, "health": settings.healthz.port}
+    assert ports == {"https": settings.secure_port}
+    # the kubelet probes the API port itself, over TLS, where /readyz and /livez are open
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
     assert container["image"] == "ms:1.0-abc"
     service = objects[("Service", "metrics-server")]["spec"]
     assert service["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
