@@ -60,7 +60,7 @@ PACKAGES = {
 }
 # Served group/versions read from JSON only: kube-aggregator's APIService is not among k8s.io/api's
 # generated.proto files the table is built from, and kubectl sends APIServices as JSON (apply, create -f).
-# autoscaling/v2 likewise: the table carries autoscaling/v1 only (kubectl autoscale sends v1 as JSON).
+# autoscaling/v2 likewise: the table carries autoscaling/v1 only (what kubectl autoscale sends, as protobuf).
 JSON_ONLY = frozenset({"apiregistration.k8s.io/v1", "autoscaling/v2"})
 
 # Pointer fields (Message.field) whose zero value ("", 0, false) is a choice the client made and

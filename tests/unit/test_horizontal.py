@@ -15,20 +15,22 @@ from agents.apiserver.tables import table
 from agents.controllers.base import rfc3339
 from agents.controllers.horizontal import (
     History,
-    MetricsError,
     Observed,
     Plan,
-    Proposal,
     Proposed,
     Recommendation,
-    Tuning,
     failed_rescale,
     normalize_legacy,
     normalize_with_behavior,
     plan,
+    record_scale_event,
+)
+from agents.controllers.replicacalculator import (
+    MetricsError,
+    Proposal,
+    Tuning,
     pod_usage,
     raw_resource_replicas,
-    record_scale_event,
     resource_replicas,
 )
 from agents.machinery.quantity import milli
