@@ -312,9 +312,17 @@ def snapshot(api: Api, namespaces: Iterable[str], *, versions: Iterable[str] = (
 
 
 def _namespaced_resources(api: Api) -> dict[str, list[str]]:
-    """API path (``/api/v1``, ``/apis/apps/v1``) -> its namespaced resources that can be listed."""
+    """API path (``/api/v1``, ``/apis/apps/v1``) -> its namespaced resources that can be listed: the API
+    server's own, not the groups it proxies to an add-on (an APIService with a Service), which store
+    nothing here and may be unavailable (a lab without nodes runs no metrics-server)."""
     out: dict[str, list[str]] = {}
-    paths = ["/api/v1"] + [f"/apis/{g['preferredVersion']['groupVersion']}" for g in api.get("/apis")["groups"]]
+    proxied = {
+        f"{s['spec']['group']}/{s['spec']['version']}"
+        for s in api.get("/apis/apiregistration.k8s.io/v1/apiservices").get("items", [])
+        if (s.get("spec") or {}).get("service")
+    }
+    versions = [g["preferredVersion"]["groupVersion"] for g in api.get("/apis")["groups"]]
+    paths = ["/api/v1"] + [f"/apis/{v}" for v in versions if v not in proxied]
     for path in paths:
         listed = api.get(path)["resources"]
         out[path] = [r["name"] for r in listed if r["namespaced"] and "/" not in r["name"] and "list" in r["verbs"]]

@@ -167,12 +167,10 @@ def _changed_within(period: int, events: tuple[ScaleEvent, ...], now: datetime) 
     return sum(e.change for e in events if e.at > cutoff)
 
 
-def scale_up_limit(current: int, rules: Mapping[str, Any], history: History, now: datetime) -> int:
-    """The most replicas the scale-up policies allow now (kube's calculateScaleUpLimitWithScalingRules)."""
-    select = rules.get("selectPolicy") or "Max"
-    if select == "Disabled":
-        return current
-    proposals = []
+def _policy_limits(current: int, rules: Mapping[str, Any], history: History, now: datetime, *, up: bool) -> list[int]:
+    """What each scaling policy allows now, counted from the replicas there were at the start of its
+    period (the changes made within the period taken back)."""
+    limits = []
     for policy in rules.get("policies") or []:
         period = int(policy.get("periodSeconds") or 0)
         start = (
@@ -180,35 +178,33 @@ def scale_up_limit(current: int, rules: Mapping[str, Any], history: History, now
             - _changed_within(period, history.scale_ups, now)
             + _changed_within(period, history.scale_downs, now)
         )
+        value = int(policy.get("value") or 0)
         if policy.get("type") == "Pods":
-            proposals.append(start + int(policy.get("value") or 0))
+            limits.append(start + value if up else start - value)
+        elif up:
+            limits.append(math.ceil(start * (1 + value / 100)))
         else:
-            proposals.append(math.ceil(start * (1 + int(policy.get("value") or 0) / 100)))
-    if not proposals:
+            limits.append(int(start * (1 - value / 100)))
+    return limits
+
+
+def scale_up_limit(current: int, rules: Mapping[str, Any], history: History, now: datetime) -> int:
+    """The most replicas the scale-up policies allow now (kube's calculateScaleUpLimitWithScalingRules):
+    selectPolicy Max takes the policy allowing the biggest change."""
+    select = rules.get("selectPolicy") or "Max"
+    limits = [] if select == "Disabled" else _policy_limits(current, rules, history, now, up=True)
+    if not limits:
         return current
-    return min(proposals) if select == "Min" else max(proposals)
+    return min(limits) if select == "Min" else max(limits)
 
 
 def scale_down_limit(current: int, rules: Mapping[str, Any], history: History, now: datetime) -> int:
     """The fewest replicas the scale-down policies allow now (kube's calculateScaleDownLimitWithBehaviors)."""
     select = rules.get("selectPolicy") or "Max"
-    if select == "Disabled":
+    limits = [] if select == "Disabled" else _policy_limits(current, rules, history, now, up=False)
+    if not limits:
         return current
-    proposals = []
-    for policy in rules.get("policies") or []:
-        period = int(policy.get("periodSeconds") or 0)
-        start = (
-            current
-            - _changed_within(period, history.scale_ups, now)
-            + _changed_within(period, history.scale_downs, now)
-        )
-        if policy.get("type") == "Pods":
-            proposals.append(start - int(policy.get("value") or 0))
-        else:
-            proposals.append(int(start * (1 - int(policy.get("value") or 0) / 100)))
-    if not proposals:
-        return current
-    return max(proposals) if select == "Min" else min(proposals)
+    return max(limits) if select == "Min" else min(limits)
 
 
 def normalize_with_behavior(

@@ -156,8 +156,25 @@ def test_disable_leaves_nothing_behind_and_enable_brings_it_back(lab: Lab, k: Ku
     assert "deployment/kube-dns 2/2 ready" in listed.out
     unknown = lab.cli("addons", "enable", "dsn", "--name", lab.name)
     assert not unknown.ok and unknown.err.strip().splitlines() == [
-        "kubelab: no add-on named 'dsn'; known: dns (kubelab addons list)"
+        "kubelab: no add-on named 'dsn'; known: dns, metrics-server (kubelab addons list)"
     ]
+
+
+def test_disabling_metrics_server_takes_the_metrics_api_away(lab: Lab, k: Kubectl) -> None:
+    off = lab.cli("addons", "disable", "metrics-server", "--name", lab.name)
+    assert off.ok, off.err
+
+    def gone() -> bool:
+        what = "all,serviceaccounts,rolebindings"
+        left = k.ok("get", what, "-n", "kube-system", "-l", "k8s-app=metrics-server", "-o", "name").strip()
+        return not left and not k("get", "apiservice", "v1beta1.metrics.k8s.io").ok
+
+    eventually(gone, timeout=60, what="every metrics-server object to be gone")
+    for role in ("system:metrics-server", "system:aggregated-metrics-reader"):
+        assert not k("get", "clusterrole", role).ok
+    refused = k("top", "nodes")
+    assert not refused.ok and "Metrics API not available" in refused.err
+    assert k("get", "pods", "-A").ok  # the rest of the API is unaffected
 
 
 def test_an_addon_manifest_the_api_server_refuses_stops_up_and_changes_nothing(
