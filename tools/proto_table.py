@@ -39,6 +39,7 @@ GROUPS = (
     "authorization/v1",
     "authentication/v1",
     "certificates/v1",
+    "policy/v1",
 )
 
 _IMPORT = re.compile(r'^\s*import\s+"([^"]+)"\s*;', re.M)

@@ -250,6 +250,7 @@ class BodyKind:
 SCALE = BodyKind("V1Scale", "Scale", "autoscaling/v1")
 BINDING = BodyKind("V1Binding", "Binding", "v1")
 TOKEN_REQUEST = BodyKind("AuthenticationV1TokenRequest", "TokenRequest", "authentication.k8s.io/v1")
+EVICTION = BodyKind("V1Eviction", "Eviction", "policy/v1")
 
 
 def body_kind(resource: Resource, subresource: str) -> BodyKind:
@@ -260,6 +261,8 @@ def body_kind(resource: Resource, subresource: str) -> BodyKind:
         return BINDING
     if subresource == "token":
         return TOKEN_REQUEST
+    if subresource == "eviction":
+        return EVICTION
     return BodyKind(resource.model, resource.kind, resource.api_version)
 
 

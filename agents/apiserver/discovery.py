@@ -17,6 +17,7 @@ _SUBRESOURCE_KIND = {
     "scale": ("autoscaling", "v1", "Scale"),
     "binding": ("", "v1", "Binding"),
     "token": ("authentication.k8s.io", "v1", "TokenRequest"),
+    "eviction": ("policy", "v1", "Eviction"),  # kubectl drain looks for this kind to evict, not delete
 }
 
 

@@ -27,6 +27,7 @@ from agents.apiserver import (
     conversion,
     discovery,
     escalation,
+    eviction,
     negotiation,
     noderestriction,
     patch,
@@ -286,6 +287,8 @@ class Api:
                 return await self._bind(request, target, store, decoded)
             if target.subresource == "token":
                 return await self._token_request(request, target, store, decoded)
+            if target.subresource == "eviction":
+                return await self._evict(target, store, decoded)
             return await self._create(request, target, store, decoded)
         if operation == "update":
             return await self._update(request, target, store, decoded)
@@ -690,6 +693,19 @@ class Api:
         return json_response(
             {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
         )
+
+    async def _evict(self, target: Target, store: ResourceStore, decoded: Decoded) -> web.Response:
+        """``pods/NAME/eviction`` (kubectl drain): a delete its disruption budget allows (eviction.py)."""
+        assert decoded.body is not None
+        answer = await eviction.evict(
+            pods=store,
+            budgets=self._stores["poddisruptionbudgets.policy"],
+            namespace=target.namespace,
+            name=target.name,
+            eviction=decoded.body,
+            dry_run=decoded.dry_run,
+        )
+        return json_response(answer, int(answer["code"]))
 
     # --- watch ---------------------------------------------------------------------------------
 

@@ -291,6 +291,8 @@ class OpenAPI:
                 entry["patch"] = op("patch", f"patch{title}", "patch", sub_model, body="patch")
             elif sub == "binding":
                 entry["post"] = op("post", "createBinding", "create", "V1Status", body="V1Binding", also=("201",))
+            elif sub == "eviction":
+                entry["post"] = op("post", "createEviction", "create", "V1Status", body="V1Eviction", also=("201",))
             elif sub == "token":
                 entry["post"] = op("post", "createToken", "create", TOKEN_REQUEST, body=TOKEN_REQUEST, also=("201",))
             elif sub == "finalize":

@@ -57,6 +57,7 @@ PACKAGES = {
     "authorization.k8s.io/v1": "k8s.io.api.authorization.v1",
     "authentication.k8s.io/v1": "k8s.io.api.authentication.v1",
     "certificates.k8s.io/v1": "k8s.io.api.certificates.v1",
+    "policy/v1": "k8s.io.api.policy.v1",
 }
 # Served group/versions read from JSON only: kube-aggregator's APIService is not among k8s.io/api's
 # generated.proto files the table is built from, and kubectl sends APIServices as JSON (apply, create -f).
@@ -69,6 +70,7 @@ KEEP_ZERO = frozenset(
     {
         "DeploymentSpec.replicas",
         "ReplicaSetSpec.replicas",
+        "ReplicationControllerSpec.replicas",
         "StatefulSetSpec.replicas",
         "ScaleSpec.replicas",
         # autoscaling/v1 (kubectl autoscale sends it as protobuf): pointers, and int32s without omitempty
@@ -137,6 +139,11 @@ KEEP_ZERO = frozenset(
         "EndpointConditions.terminating",
         "LeaseSpec.leaseDurationSeconds",
         "LeaseSpec.leaseTransitions",
+        # policy/v1: a budget of 0 is a choice (kubectl create pdb --max-unavailable=0); an eviction's grace
+        # period of 0 too (kubectl drain --grace-period=0)
+        "PodDisruptionBudgetSpec.minAvailable",
+        "PodDisruptionBudgetSpec.maxUnavailable",
+        "DeleteOptions.gracePeriodSeconds",
     }
 )
 

@@ -588,6 +588,8 @@ class ResourceStore:
         m = obj.get("metadata") or {}
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
         selector = spec.get("selector") or {}
+        if not self.resource.group and selector:  # core/v1's ReplicationController: a plain label map
+            selector = {"matchLabels": selector}
         scale_status: dict[str, Any] = {"replicas": status.get("replicas", 0)}
         rendered = from_structured(selector).render() if selector else ""
         if rendered:

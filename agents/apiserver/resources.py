@@ -16,6 +16,7 @@ SUBRESOURCE_VERBS = {
     "exec": ("create", "get"),
     "token": ("create",),
     "approval": ("get", "patch", "update"),
+    "eviction": ("create",),
 }
 
 COMMON_FIELDS = {"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"}
@@ -130,7 +131,7 @@ RESOURCES: tuple[Resource, ...] = (
         "V1Pod",
         ("po",),
         ("all",),
-        ("status", "binding", "log", "exec"),
+        ("status", "binding", "log", "exec", "eviction"),
         field_paths=_POD_FIELDS,
     ),
     Resource(
@@ -171,6 +172,19 @@ RESOURCES: tuple[Resource, ...] = (
         create_on_update=True,
     ),
     Resource("", "v1", "ServiceAccount", "serviceaccounts", True, "V1ServiceAccount", ("sa",), (), ("token",)),
+    Resource(
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        True,
+        "V1ReplicationController",
+        ("rc",),
+        ("all",),
+        ("status", "scale"),
+        field_paths={"status.replicas": "status.replicas"},
+        tracks_generation=True,
+    ),
     Resource(
         "apps",
         "v1",
@@ -272,6 +286,17 @@ RESOURCES: tuple[Resource, ...] = (
         tracks_generation=True,
         storage_version="v2",
     ),
+    Resource(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        True,
+        "V1PodDisruptionBudget",
+        ("pdb",),
+        subresources=("status",),
+        tracks_generation=True,
+    ),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, "V1Lease", create_on_update=True),
     Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, "V1EndpointSlice"),
     Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True, "V1Role"),
@@ -344,7 +369,15 @@ RESOURCES: tuple[Resource, ...] = (
 )
 
 # Models served as subresource bodies, not stored on their own.
-EXTRA_MODELS = ("V1Scale", "V1Binding", "V1DeleteOptions", "V1Status", "V1ListMeta", "AuthenticationV1TokenRequest")
+EXTRA_MODELS = (
+    "V1Scale",
+    "V1Binding",
+    "V1DeleteOptions",
+    "V1Status",
+    "V1ListMeta",
+    "AuthenticationV1TokenRequest",
+    "V1Eviction",
+)
 
 
 class Catalog:

@@ -329,6 +329,34 @@ _REPLICASET_COLUMNS = (
 )
 
 
+def _replicationcontroller_row(obj: Object) -> Cells:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    names, images = _containers(spec)
+    selector = spec.get("selector") or {}  # a plain label map
+    return [
+        _meta(obj).get("name", ""),
+        spec.get("replicas", 0),
+        status.get("replicas", 0),
+        status.get("readyReplicas", 0),
+        _created(obj),
+        names,
+        images,
+        _selector({"selector": {"matchLabels": selector}}),
+    ]
+
+
+_REPLICATIONCONTROLLER_COLUMNS = (
+    NAME,
+    Column("Desired", "integer", "Replicas is the number of desired replicas."),
+    Column("Current", "integer", "Replicas is the most recently observed number of replicas."),
+    Column("Ready", "integer", "The number of ready replicas for this replication controller."),
+    AGE,
+    _CONTAINERS,
+    _IMAGES,
+    _SELECTOR,
+)
+
+
 def _statefulset_row(obj: Object) -> Cells:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     names, images = _containers(spec)
@@ -738,6 +766,27 @@ _HPA_COLUMNS = (
 )
 
 
+def _pdb_row(obj: Object) -> Cells:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    low, high = spec.get("minAvailable"), spec.get("maxUnavailable")
+    return [
+        _meta(obj).get("name", ""),
+        "N/A" if low is None else str(low),
+        "N/A" if high is None else str(high),
+        status.get("disruptionsAllowed", 0),
+        _created(obj),
+    ]
+
+
+_PDB_COLUMNS = (
+    NAME,
+    Column("Min Available", description="The minimum number of pods that must be available"),
+    Column("Max Unavailable", description="The maximum number of pods that may be unavailable"),
+    Column("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time"),
+    AGE,
+)
+
+
 def _controllerrevision_row(obj: Object) -> Cells:
     owner = next((r for r in _meta(obj).get("ownerReferences") or [] if r.get("controller")), None)
     controller = "<none>"
@@ -763,10 +812,12 @@ PRINTERS: dict[str, Printer] = {
     "nodes": Printer(_NODE_COLUMNS, _node_row),
     "deployments.apps": Printer(_DEPLOYMENT_COLUMNS, _deployment_row),
     "replicasets.apps": Printer(_REPLICASET_COLUMNS, _replicaset_row),
+    "replicationcontrollers": Printer(_REPLICATIONCONTROLLER_COLUMNS, _replicationcontroller_row),
     "statefulsets.apps": Printer(_STATEFULSET_COLUMNS, _statefulset_row),
     "daemonsets.apps": Printer(_DAEMONSET_COLUMNS, _daemonset_row),
     "jobs.batch": Printer(_JOB_COLUMNS, _job_row),
     "horizontalpodautoscalers.autoscaling": Printer(_HPA_COLUMNS, _hpa_row),
+    "poddisruptionbudgets.policy": Printer(_PDB_COLUMNS, _pdb_row),
     "cronjobs.batch": Printer(_CRONJOB_COLUMNS, _cronjob_row),
     "services": Printer(_SERVICE_COLUMNS, _service_row),
     "endpoints": Printer(_ENDPOINTS_COLUMNS, _endpoints_row),

@@ -15,6 +15,7 @@ from agents.controllers.csrcleaner import CsrCleanerController
 from agents.controllers.csrsigning import CsrSigningController
 from agents.controllers.daemonset import DaemonSetController
 from agents.controllers.deployment import DeploymentController
+from agents.controllers.disruption import DisruptionController
 from agents.controllers.endpoints import EndpointsController, EndpointSliceController
 from agents.controllers.garbagecollector import GarbageCollector
 from agents.controllers.horizontal import HorizontalPodAutoscalerController
@@ -23,6 +24,7 @@ from agents.controllers.namespace import NamespaceController
 from agents.controllers.nodeipam import NodeIpamController
 from agents.controllers.nodelifecycle import NodeLifecycleController
 from agents.controllers.replicaset import ReplicaSetController
+from agents.controllers.replicationcontroller import ReplicationControllerController
 from agents.controllers.rootcacertpublisher import RootCaCertPublisher
 from agents.controllers.serviceaccount import ServiceAccountController
 from agents.controllers.settings import ControllerManagerSettings
@@ -36,6 +38,7 @@ log = logging.getLogger("agents.controllers")
 
 CONTROLLERS: dict[str, type[Controller]] = {
     "replicaset": ReplicaSetController,
+    "replicationcontroller": ReplicationControllerController,
     "deployment": DeploymentController,
     "statefulset": StatefulSetController,
     "daemonset": DaemonSetController,
@@ -53,6 +56,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "csrsigning": CsrSigningController,
     "csrcleaner": CsrCleanerController,
     "horizontalpodautoscaling": HorizontalPodAutoscalerController,
+    "disruption": DisruptionController,
 }
 
 

@@ -41,6 +41,7 @@ from agents.machinery.resources import (
     HORIZONTAL_POD_AUTOSCALERS,
     PODS,
     REPLICASETS,
+    REPLICATION_CONTROLLERS,
     STATEFULSETS,
     ResourceRef,
 )
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 
 HPAS = HORIZONTAL_POD_AUTOSCALERS
 POD_METRICS = ResourceRef("metrics.k8s.io", "v1beta1", "pods", "PodMetrics")
-REPLICATION_CONTROLLERS = ResourceRef("", "v1", "replicationcontrollers", "ReplicationController")
 # (group, kind) of a scale target -> its resource (kube finds it through the RESTMapper)
 SCALABLE = {
     ("apps", "Deployment"): DEPLOYMENTS,

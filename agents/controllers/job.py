@@ -10,7 +10,13 @@ a back-off (10 s, doubled for each earlier failure, at most 6 minutes), as kube'
 
 ``plan`` is pure: from the Job, its pods, the time and how long ago this controller saw a pod of it
 fail, it decides the tracking writes (uncounted pods, finalizers to remove), the pods to create or
-delete, the outcome (conditions and their event), the status, and when to look again.
+delete, the outcome (conditions and their event), the status, and when to look again. A Job being
+deleted starts and stops no pods and lets every pod of it go (its finalizer removed).
+
+A pod whose Job is gone (deleted, or replaced by another of the same name) or that no longer has a
+controller keeps its finalizer until something removes it: these orphans have their own keys in the
+queue (``orphan_key``), found when a Job is deleted, when such a pod is seen (at start too, as the
+informer lists every pod), and when a Job's key finds no Job; ``release_orphan`` decides (pure).
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ TRACKING = "batch.kubernetes.io/job-tracking"
 MAX_BACKOFF = 360.0  # seconds: the longest wait before replacing a failed pod, as kube's
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+ORPHAN = "orphan-pod:"  # queue keys of pods to check by ``release_orphan`` (a Job's key is "namespace/name")
+
+
+def orphan_key(pod: Object) -> str:
+    return ORPHAN + key_of(pod)
 
 
 def finished(job: Object) -> str:
@@ -109,6 +120,33 @@ def _tracked(pod: Object) -> bool:
     return TRACKING in (pod["metadata"].get("finalizers") or [])
 
 
+def job_ref(pod: Object) -> dict[str, Any] | None:
+    """The pod's controller reference when it names a batch/v1 Job."""
+    for ref in pod["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref if ref.get("kind") == "Job" and ref.get("apiVersion") == JOBS.api_version else None
+    return None
+
+
+def _has_controller(pod: Object) -> bool:
+    return any(ref.get("controller") for ref in pod["metadata"].get("ownerReferences") or [])
+
+
+def release_orphan(pod: Object, job: Object | None) -> bool:
+    """Whether ``pod``'s tracking finalizer comes off outside any Job's sync: the pod has no controller,
+    or its controller reference names a Job that is gone (``job``, the Job of that name now, is None or
+    another one). A pod of a live Job is left to that Job's sync, which counts it first; a pod some
+    other kind controls is not this controller's to touch."""
+    if not _tracked(pod):
+        return False
+    if not _has_controller(pod):
+        return True
+    ref = job_ref(pod)
+    if ref is None:
+        return False
+    return job is None or (job.get("metadata") or {}).get("uid") != ref.get("uid")
+
+
 @dataclass
 class Plan:
     uncounted: dict[str, Any] | None = None  # status naming newly finished pods, written before their finalizers go
@@ -148,6 +186,10 @@ def plan(
     result = Plan()
     status = _track(result, job, pods, deep_copy(job.get("status") or {}))
     spec = job.get("spec") or {}
+    if (job.get("metadata") or {}).get("deletionTimestamp"):
+        _release_all(result, pods)  # a Job going away starts and stops nothing and holds no pod back
+        result.status = job_status(status, pods)
+        return result
     done = finished(job)
     if done:
         _finish(result, job, pods, status, done, now=now)
@@ -302,8 +344,7 @@ def _track(result: Plan, job: Object, pods: list[Object], status: dict[str, Any]
 def _finish(result: Plan, job: Object, pods: list[Object], status: dict[str, Any], done: str, *, now: datetime) -> None:
     """A finished Job: every finalizer goes, a failed Job's running pods go, and the Job itself once
     ``ttlSecondsAfterFinished`` has passed."""
-    releasing = {p["metadata"]["uid"] for p in result.release}
-    result.release += [p for p in pods if _tracked(p) and p["metadata"]["uid"] not in releasing]
+    _release_all(result, pods)
     if done == "Failed":
         result.delete = [p for p in pods if is_active(p)]
     result.status = job_status(status, pods)
@@ -317,6 +358,12 @@ def _finish(result: Plan, job: Object, pods: list[Object], status: dict[str, Any
             result.delete_job = True
         else:
             result.requeue_after = left + 0.1
+
+
+def _release_all(result: Plan, pods: list[Object]) -> None:
+    """Every tracked pod loses its finalizer (those ``_track`` releases already keep their place)."""
+    releasing = {p["metadata"]["uid"] for p in result.release}
+    result.release += [p for p in pods if _tracked(p) and p["metadata"]["uid"] not in releasing]
 
 
 def _new_pods(job: Object, count: int, *, active: list[Object], done: set[int], indexed: bool) -> list[Object]:
@@ -356,9 +403,7 @@ class JobController(Controller):
         self.expectations = Expectations()
         self.backoff = float(ctx.settings.job_backoff_seconds)
         self._last_failure: dict[str, float] = {}  # job key -> loop time of its latest pod failure
-        self.jobs.on(
-            add=self.enqueue, update=lambda _o, n: self.enqueue(n), delete=lambda j: self.expectations.forget(key_of(j))
-        )
+        self.jobs.on(add=self.enqueue, update=lambda _o, n: self.enqueue(n), delete=self._job_deleted)
         self.pods.on(add=self._pod_added, update=lambda _o, n: self._pod_changed(n), delete=self._pod_deleted)
 
     def _owner_key(self, pod: Object) -> str | None:
@@ -367,16 +412,31 @@ class JobController(Controller):
                 return f"{pod['metadata']['namespace']}/{ref['name']}"
         return None
 
+    def _job_deleted(self, job: Object) -> None:
+        self.expectations.forget(key_of(job))
+        for pod in self.pods.by_index("owner", job["metadata"]["uid"]):
+            if _tracked(pod):
+                self.queue.add(orphan_key(pod))
+
+    def _check_orphan(self, pod: Object) -> None:
+        """Queue ``pod`` for ``release_orphan`` when no Job the cache holds runs it."""
+        ref = job_ref(pod)
+        job = self.jobs.get(f"{pod['metadata']['namespace']}/{ref['name']}") if ref else None
+        if release_orphan(pod, job):
+            self.queue.add(orphan_key(pod))
+
     def _pod_added(self, pod: Object) -> None:
         key = self._owner_key(pod)
         if key:
             self.expectations.observed_add(key)
             self.queue.add(key)
+        self._check_orphan(pod)
 
     def _pod_changed(self, pod: Object) -> None:
         key = self._owner_key(pod)
         if key:
             self.queue.add(key)
+        self._check_orphan(pod)
 
     def _pod_deleted(self, pod: Object) -> None:
         key = self._owner_key(pod)
@@ -385,9 +445,17 @@ class JobController(Controller):
             self.queue.add(key)
 
     async def sync(self, key: str) -> None:
+        if key.startswith(ORPHAN):
+            await self._sync_orphan(key.removeprefix(ORPHAN))
+            return
         job = self.jobs.get(key)
         if job is None:
             self.expectations.forget(key)
+            namespace, _, name = key.partition("/")
+            for pod in self.pods.by_index("namespace", namespace):
+                ref = job_ref(pod)
+                if ref is not None and ref.get("name") == name and _tracked(pod):
+                    self.queue.add(orphan_key(pod))
             return
         pods = claim.controlled(job, self.pods.by_index("namespace", job["metadata"]["namespace"]))
         clock = asyncio.get_running_loop().time()
@@ -416,6 +484,23 @@ class JobController(Controller):
             await delete_object(self.client, JOBS, job, propagation="Background")
         if decided.requeue_after is not None:
             self.queue.add_after(key, decided.requeue_after)
+
+    async def _sync_orphan(self, pod_key: str) -> None:
+        """Remove the tracking finalizer of a pod whose Job is gone or that has no controller. The
+        cache may not have seen a Job yet: a Job it lacks is asked of the API server before the
+        pod is let go."""
+        pod = self.pods.get(pod_key)
+        if pod is None:
+            return
+        ref = job_ref(pod)
+        job: Object | None = None
+        if ref is not None:
+            namespace = pod["metadata"]["namespace"]
+            job = self.jobs.get(f"{namespace}/{ref['name']}")
+            if job is None:
+                job = await ignore_not_found(partial(self.client.get, JOBS, ref["name"], namespace))
+        if release_orphan(pod, job):
+            await self._release(pod)
 
     async def _release(self, pod: Object) -> None:
         finalizers = [f for f in pod["metadata"].get("finalizers") or [] if f != TRACKING]

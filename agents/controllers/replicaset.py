@@ -29,8 +29,8 @@ from agents.controllers.podutil import (
 from agents.machinery.events import NORMAL, WARNING
 from agents.machinery.informer import key_of
 from agents.machinery.objects import Object
-from agents.machinery.resources import PODS, REPLICASETS
-from agents.machinery.selectors import SelectorError, from_structured
+from agents.machinery.resources import PODS, REPLICASETS, ResourceRef
+from agents.machinery.selectors import LabelSelector, SelectorError, from_structured
 
 BURST = 500
 
@@ -90,12 +90,20 @@ def plan(rs: Object, pods: list[Object], *, expectations_met: bool, now: datetim
 
 
 class ReplicaSetController(Controller):
+    """Runs ReplicaSets; ``resource`` and ``selector_of`` let the same loop run the ReplicationControllers
+    (agents/controllers/replicationcontroller.py), whose objects share every field ``plan`` reads."""
+
     name = "replicaset"
     workers = 4
+    resource: ResourceRef = REPLICASETS  # what it runs; the pods it creates name this kind as their controller
+
+    @staticmethod
+    def selector_of(owner: Object) -> LabelSelector:
+        return from_structured((owner.get("spec") or {}).get("selector"))
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
-        self.sets = ctx.informer(REPLICASETS)
+        self.sets = ctx.informer(self.resource)
         self.pods = ctx.informer(PODS)
         self.expectations = Expectations()
         self.sets.on(add=self.enqueue, update=lambda _o, n: self.enqueue(n), delete=self._set_deleted)
@@ -106,7 +114,7 @@ class ReplicaSetController(Controller):
 
     def _owner_key(self, pod: Object) -> str | None:
         for ref in pod["metadata"].get("ownerReferences") or []:
-            if ref.get("controller") and ref.get("kind") == "ReplicaSet":
+            if ref.get("controller") and ref.get("kind") == self.resource.kind:
                 return f"{pod['metadata']['namespace']}/{ref['name']}"
         return None
 
@@ -141,7 +149,7 @@ class ReplicaSetController(Controller):
         labels = pod["metadata"].get("labels") or {}
         for rs in self.sets.by_index("namespace", pod["metadata"]["namespace"]):
             try:
-                if from_structured((rs.get("spec") or {}).get("selector")).matches(labels):
+                if self.selector_of(rs).matches(labels):
                     self.queue.add(key_of(rs))
             except SelectorError:
                 continue
@@ -151,7 +159,7 @@ class ReplicaSetController(Controller):
         if rs is None:
             self.expectations.forget(key)
             return
-        selector = from_structured((rs.get("spec") or {}).get("selector"))
+        selector = self.selector_of(rs)
         claimed = claim.decide(
             rs, self.pods.by_index("namespace", rs["metadata"]["namespace"]), selector=selector, adoptable=is_active
         )
@@ -164,7 +172,7 @@ class ReplicaSetController(Controller):
         if decided.delete:
             await self._delete(rs, key, decided.delete)
         status = replica_status(rs, pods, now=now, failure=failure) if failure else decided.status
-        await write_status(self.client, REPLICASETS, rs, status)
+        await write_status(self.client, self.resource, rs, status)
         if decided.requeue_after is not None:
             self.queue.add_after(key, decided.requeue_after)
 

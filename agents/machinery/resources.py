@@ -38,6 +38,7 @@ EVENTS = ResourceRef("", "v1", "events", "Event")
 CONFIGMAPS = ResourceRef("", "v1", "configmaps", "ConfigMap")
 SECRETS = ResourceRef("", "v1", "secrets", "Secret")
 SERVICE_ACCOUNTS = ResourceRef("", "v1", "serviceaccounts", "ServiceAccount")
+REPLICATION_CONTROLLERS = ResourceRef("", "v1", "replicationcontrollers", "ReplicationController")
 DEPLOYMENTS = ResourceRef("apps", "v1", "deployments", "Deployment")
 REPLICASETS = ResourceRef("apps", "v1", "replicasets", "ReplicaSet")
 STATEFULSETS = ResourceRef("apps", "v1", "statefulsets", "StatefulSet")
@@ -48,6 +49,7 @@ CRONJOBS = ResourceRef("batch", "v1", "cronjobs", "CronJob")
 LEASES = ResourceRef("coordination.k8s.io", "v1", "leases", "Lease")
 ENDPOINT_SLICES = ResourceRef("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 HORIZONTAL_POD_AUTOSCALERS = ResourceRef("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
+POD_DISRUPTION_BUDGETS = ResourceRef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 CLUSTER_ROLES = ResourceRef("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False)
 CERTIFICATE_SIGNING_REQUESTS = ResourceRef(
     "certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", namespaced=False
@@ -63,6 +65,7 @@ ALL = (
     CONFIGMAPS,
     SECRETS,
     SERVICE_ACCOUNTS,
+    REPLICATION_CONTROLLERS,
     DEPLOYMENTS,
     REPLICASETS,
     STATEFULSETS,
@@ -73,6 +76,7 @@ ALL = (
     LEASES,
     ENDPOINT_SLICES,
     HORIZONTAL_POD_AUTOSCALERS,
+    POD_DISRUPTION_BUDGETS,
 )
 
 

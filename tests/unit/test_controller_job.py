@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from agents.apiserver.server import ApiServer
 from agents.controllers.base import rfc3339
-from agents.controllers.job import INDEX_ANNOTATION, TRACKING, JobController, Plan, plan
+from agents.controllers.garbagecollector import GarbageCollector
+from agents.controllers.job import INDEX_ANNOTATION, TRACKING, JobController, Plan, plan, release_orphan
 from agents.machinery.objects import Object
 from agents.machinery.resources import JOBS, PODS
 from tests.support.controllerharness import Harness, running
@@ -157,6 +160,48 @@ def test_a_finished_job_goes_once_its_ttl_has_passed() -> None:
     assert planned(job(finished, ttlSecondsAfterFinished=30), []).delete_job
 
 
+def test_a_job_being_deleted_lets_every_pod_go_and_starts_or_stops_none() -> None:
+    going = job(STARTED)
+    going["metadata"]["deletionTimestamp"] = rfc3339(NOW)
+    terminating = pod("b")
+    terminating["metadata"]["deletionTimestamp"] = rfc3339(NOW)
+    decided = planned(going, [pod("a"), terminating])
+    assert sorted(p["metadata"]["name"] for p in decided.release) == ["a", "b"]
+    assert decided.create == [] and decided.delete == []  # parallelism 2 would otherwise start one
+    assert decided.uncounted is not None  # the terminating pod is recorded before its finalizer goes
+    assert decided.uncounted["uncountedTerminatedPods"]["failed"] == ["uid-b"]
+
+
+BATCH_REF = {"apiVersion": "batch/v1", **REF}
+
+
+def orphan(*refs: dict[str, Any], tracked: bool = True, deleting: bool = False) -> Object:
+    found = pod("p", tracked=tracked)
+    found["metadata"]["ownerReferences"] = list(refs)
+    if deleting:
+        found["metadata"]["deletionTimestamp"] = rfc3339(NOW)
+    return found
+
+
+def test_a_pod_whose_job_is_gone_loses_its_finalizer_even_while_being_deleted() -> None:
+    assert release_orphan(orphan(BATCH_REF), None)
+    assert release_orphan(orphan(BATCH_REF, deleting=True), None)
+    replaced = job()
+    replaced["metadata"]["uid"] = "another-uid"  # a new Job of the same name is not this pod's Job
+    assert release_orphan(orphan(BATCH_REF), replaced)
+
+
+def test_a_pod_with_no_controller_loses_its_finalizer() -> None:
+    assert release_orphan(orphan(), None)
+    assert release_orphan(orphan({**BATCH_REF, "controller": False}), job())  # released by its Job
+
+
+def test_a_pod_of_a_live_job_or_of_another_kind_or_untracked_keeps_what_it_has() -> None:
+    assert not release_orphan(orphan(BATCH_REF), job())  # its Job's sync counts it first
+    assert not release_orphan(orphan({**BATCH_REF, "kind": "ReplicaSet", "apiVersion": "apps/v1"}), None)
+    assert not release_orphan(orphan(BATCH_REF, tracked=False), None)
+
+
 # --- the sync ------------------------------------------------------------------------------------
 
 
@@ -197,6 +242,47 @@ async def test_job_failing_beyond_its_backoff_limit_is_failed(server: ApiServer)
         assert done["status"]["failed"] == 1
         events = await h.eventually(lambda: _warned(h))
         assert ("BackoffLimitExceeded", "Job has reached the specified backoff limit") in events
+
+
+@pytest.mark.parametrize("propagation", ["Background", "Foreground"])
+async def test_deleting_a_job_whose_pods_have_not_finished_lets_them_go(server: ApiServer, propagation: str) -> None:
+    async with running(server, JobController, GarbageCollector) as h:
+        await h.create(JOBS, manifest(completions=2, parallelism=2))
+
+        async def two() -> list[Object]:
+            pods = await h.items(PODS)
+            return pods if len(pods) == 2 else []
+
+        pods = await h.eventually(two, what="two pods")
+        assert all(TRACKING in p["metadata"]["finalizers"] for p in pods)
+        await h.client.delete(JOBS, "work", "default", propagation=propagation)
+
+        async def all_gone() -> bool:
+            return not await h.items(PODS) and await h.get(JOBS, "work") is None
+
+        await h.eventually(all_gone, what="the Job and its pods gone")
+
+
+async def test_a_pod_left_terminating_while_the_controller_was_down_is_let_go_at_start(server: ApiServer) -> None:
+    async with running(server) as h:  # no controller runs: a pod loses its Job meanwhile
+        stray = pod("stray")
+        stray["metadata"] = {
+            "name": "stray",
+            "finalizers": [TRACKING],
+            "ownerReferences": [{**BATCH_REF, "uid": "a-job-long-gone"}],
+        }
+        stray["spec"] = {"containers": [{"name": "main", "image": "busybox"}]}
+        del stray["status"]
+        await h.create(PODS, stray)
+        await h.client.delete(PODS, "stray", "default")
+        held = await h.get(PODS, "stray")
+        assert held is not None and held["metadata"].get("deletionTimestamp")  # the finalizer holds it
+    async with running(server, JobController) as h:
+
+        async def gone() -> bool:
+            return await h.get(PODS, "stray") is None
+
+        await h.eventually(gone, what="the stray pod gone")
 
 
 async def _warned(h: Harness) -> list[tuple[str, str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.apiserver.kinds import apiregistration, apps, autoscaling, batch, certificates, core, misc, rbac
+from agents.apiserver.kinds import apiregistration, apps, autoscaling, batch, certificates, core, misc, policy, rbac
 from agents.apiserver.kinds.base import Admission, Strategy
 from agents.apiserver.resources import Resource
 
@@ -16,6 +16,7 @@ _STRATEGIES: dict[str, type[Strategy]] = {
     "secrets": core.SecretStrategy,
     "events": core.EventStrategy,
     "serviceaccounts": core.ServiceAccountStrategy,
+    "replicationcontrollers": core.ReplicationControllerStrategy,
     "deployments.apps": apps.DeploymentStrategy,
     "replicasets.apps": apps.ReplicaSetStrategy,
     "statefulsets.apps": apps.StatefulSetStrategy,
@@ -24,6 +25,7 @@ _STRATEGIES: dict[str, type[Strategy]] = {
     "jobs.batch": batch.JobStrategy,
     "cronjobs.batch": batch.CronJobStrategy,
     "horizontalpodautoscalers.autoscaling": autoscaling.HorizontalPodAutoscalerStrategy,
+    "poddisruptionbudgets.policy": policy.PodDisruptionBudgetStrategy,
     "leases.coordination.k8s.io": misc.LeaseStrategy,
     "endpointslices.discovery.k8s.io": misc.EndpointSliceStrategy,
     "roles.rbac.authorization.k8s.io": rbac.RoleStrategy,

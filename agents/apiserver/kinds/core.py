@@ -8,7 +8,13 @@ from typing import Any
 from agents.apiserver import validation as v
 from agents.apiserver.kinds import serviceaccounts
 from agents.apiserver.kinds.base import Admission, Strategy
-from agents.apiserver.kinds.podspec import TAINT_EFFECTS, default_pod_spec, qos_class, validate_pod_spec
+from agents.apiserver.kinds.podspec import (
+    TAINT_EFFECTS,
+    default_pod_spec,
+    qos_class,
+    validate_pod_spec,
+    validate_template,
+)
 from agents.apiserver.status import FieldError, forbidden, invalid, required, too_long
 from agents.apiserver.validation import Errors
 from agents.machinery.objects import Object, deep_copy
@@ -431,3 +437,61 @@ class EventStrategy(Strategy):
 
 class ServiceAccountStrategy(Strategy):
     pass
+
+
+# --- replication controllers ---------------------------------------------------------------------
+# The older form of a ReplicaSet: its selector is a plain label map (every pair must match), which
+# defaults to the template's labels, as do the object's own labels.
+
+
+class ReplicationControllerStrategy(Strategy):
+    def default(self, obj: Object) -> None:
+        spec = obj.setdefault("spec", {})
+        template = spec.get("template")
+        labels = ((template or {}).get("metadata") or {}).get("labels") if isinstance(template, dict) else None
+        if labels:
+            if not spec.get("selector"):
+                spec["selector"] = dict(labels)
+            meta = obj.setdefault("metadata", {})
+            if not meta.get("labels"):
+                meta["labels"] = dict(labels)
+        spec.setdefault("replicas", 1)
+        if isinstance(template, dict):
+            default_pod_spec(template.setdefault("spec", {}))
+
+    def initial_status(self, obj: Object) -> dict[str, Any]:
+        return {"replicas": 0}
+
+    def validate(self, obj: Object) -> Errors:
+        spec = obj.get("spec") or {}
+        selector = spec.get("selector") or {}
+        out: Errors = []
+        if not selector:
+            out.append(required("spec.selector"))
+        out += v.label_map("spec.selector", selector)
+        out += v.non_negative("spec.replicas", spec.get("replicas"))
+        out += v.non_negative("spec.minReadySeconds", spec.get("minReadySeconds"))
+        template = spec.get("template")
+        out += validate_template(
+            "spec.template",
+            template,
+            selector={"matchLabels": selector} if selector else None,
+            restart_policies=("Always",),
+        )
+        deadline = ((template or {}).get("spec") or {}).get("activeDeadlineSeconds")
+        if deadline is not None:
+            out.append(
+                invalid(
+                    "spec.template.spec.activeDeadlineSeconds",
+                    deadline,
+                    "activeDeadlineSeconds in ReplicationController is not Supported",
+                )
+            )
+        return out
+
+    def validate_status(self, new: Object, old: Object) -> Errors:
+        status = new.get("status") or {}
+        out: Errors = []
+        for name in ("replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration"):
+            out += v.non_negative(f"status.{name}", status.get(name))
+        return out
