@@ -85,7 +85,7 @@ def test_draining_a_worker_moves_its_pods_within_the_disruption_budget(
 
         def budget_known() -> bool:
             status = kubectl.json("get", "pdb", "web", "-n", namespace).get("status", {})
-            return status.get("currentHealthy") == 4 and status.get("disruptionsAllowed") == 1
+            return bool(status.get("currentHealthy") == 4 and status.get("disruptionsAllowed") == 1)
 
         assert eventually(budget_known, timeout=120, what="the budget allowing one disruption")
         on_node = [
