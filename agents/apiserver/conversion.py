@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.apiserver.kinds import autoscaling
-from agents.apiserver.registry import DeleteOptions, ListOptions, ListResult, ResourceStore, Stored
+from agents.apiserver.registry import DeleteOptions, ListOptions, ListResult, Manage, ResourceStore, Stored
 from agents.apiserver.resources import Resource
 from agents.apiserver.status import bad_request
 from agents.apiserver.watchstream import WatchStream
@@ -91,8 +91,27 @@ class VersionView(ResourceStore):
         items = [self._item(i) for i in result.items]
         return ListResult(items, result.revision, result.continue_token, result.remaining)
 
-    async def create(self, namespace: str, body: Object, *, dry_run: bool = False) -> Object:
-        return self._out(await self.stored.create(namespace, self._in(body), dry_run=dry_run))
+    def _manage(self, manage: Manage | None) -> Manage | None:
+        """``manage`` run on the served version of the objects (its fields are the served schema's)."""
+        if manage is None:
+            return None
+
+        def served(old: Object | None, new: Object) -> None:
+            seen = self._out(new)
+            manage(self._out(old) if old is not None else None, seen)
+            meta, entries = new.setdefault("metadata", {}), (seen.get("metadata") or {}).get("managedFields")
+            if entries:
+                meta["managedFields"] = entries
+            else:
+                meta.pop("managedFields", None)
+
+        return served
+
+    async def create(
+        self, namespace: str, body: Object, *, dry_run: bool = False, manage: Manage | None = None
+    ) -> Object:
+        stored = await self.stored.create(namespace, self._in(body), dry_run=dry_run, manage=self._manage(manage))
+        return self._out(stored)
 
     async def update(
         self,
@@ -104,6 +123,7 @@ class VersionView(ResourceStore):
         subresource: str = "",
         create_body: Object | None = None,
         pinned: bool = True,
+        manage: Manage | None = None,
     ) -> tuple[Object, bool]:
         def converted(current: Object) -> Object:
             return self._in(mutate(self._out(current)))
@@ -116,6 +136,7 @@ class VersionView(ResourceStore):
             subresource=subresource,
             create_body=self._in(create_body) if create_body is not None else None,
             pinned=pinned,
+            manage=self._manage(manage),
         )
         return self._out(obj), created
 

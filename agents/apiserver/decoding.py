@@ -402,8 +402,11 @@ class Decoder:
         content_type = negotiation.content_type(request.headers.get("Content-Type"))
         decoded.kind = body_kind(resource, subresource)
         if operation == "patch":
+            if content_type == patch.APPLY_PATCH:  # server-side apply: a (partial) object in YAML or JSON
+                decoded.patch, decoded.patch_type = _apply_document(await read_body(request)), content_type
+                return decoded
             if content_type not in patch.PATCH_TYPES:
-                raise unsupported_media_type(content_type, patch.PATCH_TYPES)
+                raise unsupported_media_type(content_type, (*patch.PATCH_TYPES, patch.APPLY_PATCH))
             decoded.patch, decoded.patch_type = _patch_document(await read_body(request), content_type), content_type
             return decoded
         body = parse_body(await read_body(request), content_type)
@@ -487,6 +490,18 @@ def _patch_document(data: bytes, content_type: str) -> Any:
     if content_type != patch.JSON_PATCH and not isinstance(document, dict):
         kind = json_kind(document)
         raise bad_request(f"json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}")
+    return document
+
+
+def _apply_document(data: bytes) -> Any:
+    """An apply configuration: an object, in YAML (JSON being YAML too)."""
+    document = parse_body(data, "application/yaml")
+    if _depth_exceeded(document):
+        raise bad_request("json: exceeded max depth")
+    if not isinstance(document, dict):
+        raise bad_request(
+            f"json: cannot unmarshal {json_kind(document)} into Go value of type map[string]interface {{}}"
+        )
     return document
 
 

@@ -28,6 +28,7 @@ from agents.apiserver import (
     discovery,
     escalation,
     eviction,
+    fieldmanager,
     negotiation,
     noderestriction,
     patch,
@@ -54,6 +55,7 @@ from agents.apiserver.status import (
     method_not_allowed,
     not_supported,
     path_not_found,
+    required,
     unavailable,
 )
 from agents.apiserver.storage.errors import StorageError, StorageUnavailableError
@@ -575,8 +577,21 @@ class Api:
                 )
         escalation.check(self._authorizer, request.get("user"), resource, target.namespace, body)
         certificateadmission.stamp(resource, request.get("user"), body)
-        created = await store.create(target.namespace, body, dry_run=decoded.dry_run)
+        manage = self._fields(request, decoded, resource, "")
+        created = await store.create(target.namespace, body, dry_run=decoded.dry_run, manage=manage)
         return self._respond(request, resource, created, 201, decoded.warnings)
+
+    def _fields(
+        self, request: web.Request, decoded: Decoded, resource: Resource, subresource: str
+    ) -> fieldmanager.Recorder:
+        """The hook recording this write in managedFields: an Update by its fieldManager (or User-Agent)."""
+        manager = fieldmanager.manager_name(decoded.query.text("fieldManager"), request.headers.get("User-Agent", ""))
+        owner = fieldmanager.Owner(manager, "Update", resource.api_version, subresource)
+        return fieldmanager.recorder(scope=self._scope(resource, subresource), owner=owner, clock=objects.now)
+
+    def _scope(self, resource: Resource, subresource: str) -> fieldmanager.Scope:
+        schema = fieldmanager.Schema(self._definitions)
+        return fieldmanager.Scope(schema, resource.model, subresource, "status" in resource.subresources)
 
     def _respond(
         self, request: web.Request, resource: Resource, obj: Object, status: int, warnings: list[str]
@@ -594,7 +609,12 @@ class Api:
         if sub == "scale":
             pinned = bool((body.get("metadata") or {}).get("resourceVersion"))  # none: unconditional, as kube
             scale = await store.update_scale(
-                target.namespace, target.name, lambda _: body, dry_run=decoded.dry_run, pinned=pinned
+                target.namespace,
+                target.name,
+                lambda _: body,
+                dry_run=decoded.dry_run,
+                pinned=pinned,
+                manage=self._fields(request, decoded, resource, sub),
             )
             return json_response(scale, warnings=decoded.warnings)
         body_ns = (body.get("metadata") or {}).get("namespace")
@@ -610,7 +630,13 @@ class Api:
             return body
 
         obj, created = await store.update(
-            target.namespace, target.name, replace, dry_run=decoded.dry_run, subresource=sub, create_body=body
+            target.namespace,
+            target.name,
+            replace,
+            dry_run=decoded.dry_run,
+            subresource=sub,
+            create_body=body,
+            manage=self._fields(request, decoded, resource, sub),
         )
         return self._respond(request, resource, obj, 201 if created else 200, decoded.warnings)
 
@@ -619,6 +645,13 @@ class Api:
     ) -> web.Response:
         resource, sub = target.resource, target.subresource
         document, kind = decoded.patch, decoded.patch_type
+        if kind == patch.APPLY_PATCH:
+            return await self._apply(request, target, store, decoded)
+        if decoded.query.flag("force") is not None:
+            raise invalid_object(
+                "PatchOptions", "", "meta.k8s.io", [forbidden("force", "may not be specified for non-apply patch")]
+            )
+        manage = self._fields(request, decoded, resource, sub)
         model = SCALE.model if sub == "scale" else resource.model
 
         def apply(current: Object) -> Object:
@@ -637,13 +670,56 @@ class Api:
         pinned = patch.pins_version(document)
         if sub == "scale":
             result = await store.update_scale(
-                target.namespace, target.name, apply, dry_run=decoded.dry_run, pinned=pinned
+                target.namespace, target.name, apply, dry_run=decoded.dry_run, pinned=pinned, manage=manage
             )
             return json_response(result, warnings=decoded.warnings)
         obj, _ = await store.update(
-            target.namespace, target.name, apply, dry_run=decoded.dry_run, subresource=sub, pinned=pinned
+            target.namespace, target.name, apply, dry_run=decoded.dry_run, subresource=sub, pinned=pinned, manage=manage
         )
         return self._respond(request, resource, obj, 200, decoded.warnings)
+
+    async def _apply(
+        self, request: web.Request, target: Target, store: ResourceStore, decoded: Decoded
+    ) -> web.Response:
+        """Server-side apply (fieldmanager.py): merged into the object, or creating it when missing."""
+        resource, sub = target.resource, target.subresource
+        manager = decoded.query.text("fieldManager")
+        if not manager:
+            raise invalid_object(
+                "PatchOptions", "", "meta.k8s.io", [required("fieldManager", "is required for apply patch")]
+            )
+        if sub:
+            raise method_not_allowed(f"apply is not supported on the {sub} subresource")
+        owner = fieldmanager.Owner(manager, "Apply", resource.api_version)
+        scope, force, user = self._scope(resource, ""), bool(decoded.query.flag("force")), request.get("user")
+
+        def applied(current: Object | None) -> Object:
+            merged = fieldmanager.apply(
+                current, decoded.patch, scope=scope, owner=owner, force=force, now=objects.now()
+            )
+            checked = self._decoder.patched(decoded, merged)
+            escalation.check(self._authorizer, user, resource, target.namespace, checked, old=current)
+            return checked
+
+        try:
+            obj, _ = await store.update(
+                target.namespace,
+                target.name,
+                applied,
+                dry_run=decoded.dry_run,
+                pinned=patch.pins_version(decoded.patch),
+            )
+            return self._respond(request, resource, obj, 200, decoded.warnings)
+        except StatusError as exc:
+            if exc.code != 404:
+                raise
+        body = applied(None)
+        name = objects.meta(body).setdefault("name", target.name)
+        if name != target.name:
+            raise bad_request(f"the name of the object ({name}) does not match the name on the URL ({target.name})")
+        certificateadmission.stamp(resource, user, body)
+        created = await store.create(target.namespace, body, dry_run=decoded.dry_run)
+        return self._respond(request, resource, created, 201, decoded.warnings)
 
     @staticmethod
     def _delete_options(decoded: Decoded) -> DeleteOptions:

@@ -16,7 +16,6 @@ SYSTEM_FIELDS = (
     "deletionGracePeriodSeconds",
     "generation",
     "selfLink",
-    "managedFields",
 )
 
 
@@ -68,4 +67,7 @@ def keep_system_fields(new: dict[str, Any], old: dict[str, Any]) -> None:
         else:
             new.pop(field, None)
     new.pop("selfLink", None)
-    new.pop("managedFields", None)
+    if not new.get("managedFields"):  # none or [] sent: the stored ones stay (fieldmanager.py)
+        new.pop("managedFields", None)
+        if old.get("managedFields"):
+            new["managedFields"] = old["managedFields"]

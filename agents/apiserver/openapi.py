@@ -125,7 +125,12 @@ def _query(operation: str) -> list[dict[str, Any]]:
     ]
 
 
-_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json")
+_PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+)
 
 
 def _response(model: str, description: str = "OK") -> dict[str, Any]:

@@ -125,6 +125,8 @@ def _without_rv(obj: Object) -> Object:
 
 
 NamespaceLookup = Callable[[str], Awaitable[str | None]]
+# Records who wrote which fields (fieldmanager.py) on the object about to be stored: (stored, new).
+Manage = Callable[[Object | None, Object], None]
 
 
 class ResourceStore:
@@ -266,7 +268,9 @@ class ResourceStore:
         if self.resource.tracks_generation:
             m["generation"] = 1
 
-    async def create(self, namespace: str, body: Object, *, dry_run: bool = False) -> Object:
+    async def create(
+        self, namespace: str, body: Object, *, dry_run: bool = False, manage: Manage | None = None
+    ) -> Object:
         m = objects.meta(body)
         if self.resource.namespaced:
             try:
@@ -284,6 +288,8 @@ class ResourceStore:
             self._prepare_new(obj, namespace)
             self.strategy.default(obj)
             self.strategy.prepare_create(obj)
+            if manage is not None:
+                manage(None, obj)
             errors = objmeta.validate(self.resource, m, self.strategy.name_check)
             errors += self.strategy.validate(obj)
             if errors:
@@ -324,6 +330,7 @@ class ResourceStore:
         subresource: str = "",
         create_body: Object | None = None,
         pinned: bool = True,
+        manage: Manage | None = None,
     ) -> tuple[Object, bool]:
         """Read, apply ``mutate`` to a copy, finish with the strategy, write; retry on a lost race.
 
@@ -338,7 +345,7 @@ class ResourceStore:
             kv, cached = await self._read_for_update(self._key(namespace, name), cached=cached)
             if kv is None:
                 if create_body is not None and self.resource.create_on_update and not subresource:
-                    return await self.create(namespace, create_body, dry_run=dry_run), True
+                    return await self.create(namespace, create_body, dry_run=dry_run, manage=manage), True
                 raise self._not_found(name)
             current = codec.decode_stored(kv.value, kv.mod_revision)
             wanted = mutate(deep_copy(current))
@@ -349,6 +356,8 @@ class ResourceStore:
                     continue
                 raise self._conflict(name)
             new = self._finish_update(wanted, current, subresource)
+            if manage is not None:
+                manage(current, new)
             admission = self._admission()
             if not subresource:
                 await self.strategy.admit_update(admission, new, current, dry_run=dry_run)
@@ -605,7 +614,14 @@ class ResourceStore:
         }
 
     async def update_scale(
-        self, namespace: str, name: str, change: Callable[[Object], Object], *, dry_run: bool, pinned: bool = True
+        self,
+        namespace: str,
+        name: str,
+        change: Callable[[Object], Object],
+        *,
+        dry_run: bool,
+        pinned: bool = True,
+        manage: Manage | None = None,
     ) -> Object:
         """Change the replicas through a Scale view; ``pinned=False`` (a patch naming no
         resourceVersion) retries a lost race, as :meth:`update` does."""
@@ -626,5 +642,5 @@ class ResourceStore:
                 objects.meta(current)["resourceVersion"] = rv
             return current
 
-        obj, _ = await self.update(namespace, name, apply, dry_run=dry_run, pinned=pinned)
+        obj, _ = await self.update(namespace, name, apply, dry_run=dry_run, pinned=pinned, manage=manage)
         return self.scale_of(obj)

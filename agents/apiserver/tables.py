@@ -111,7 +111,10 @@ def _selector(spec: dict[str, Any]) -> str:
 
 def _pod_row(obj: Object) -> Cells:
     spec, status, m = obj.get("spec") or {}, obj.get("status") or {}, _meta(obj)
-    total = len(spec.get("containers") or [])
+    init_specs = spec.get("initContainers") or []
+    # sidecars (init containers that restart Always) run beside the app's containers and count with them
+    sidecars = {c.get("name") for c in init_specs if c.get("restartPolicy") == "Always"}
+    total = len(spec.get("containers") or []) + len(sidecars)
     ready = 0
     restarts = 0
     last_restart: str | None = None
@@ -124,14 +127,19 @@ def _pod_row(obj: Object) -> Cells:
             last_restart = finished
 
     initializing = False
-    init_specs = spec.get("initContainers") or []
+    sidecar_restarts = 0
     for i, cs in enumerate(status.get("initContainerStatuses") or []):
         restarts += cs.get("restartCount", 0)
         if cs.get("restartCount"):
             note_restart(cs)
         state = cs.get("state") or {}
         terminated, waiting = state.get("terminated"), state.get("waiting")
+        if cs.get("name") in sidecars:
+            sidecar_restarts += cs.get("restartCount", 0)
         if terminated and terminated.get("exitCode") == 0:
+            continue
+        if cs.get("name") in sidecars and cs.get("started"):  # a started sidecar does not hold the pod back
+            ready += 1 if cs.get("ready") else 0
             continue
         if terminated:
             if terminated.get("reason"):
@@ -146,8 +154,11 @@ def _pod_row(obj: Object) -> Cells:
             reason = f"Init:{i}/{len(init_specs)}"
         initializing = True
         break
-    if not initializing:
-        restarts = 0
+    initialized = any(
+        c.get("type") == "Initialized" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    if not initializing or initialized:
+        restarts = sidecar_restarts
         running = False
         for cs in reversed(status.get("containerStatuses") or []):
             restarts += cs.get("restartCount", 0)

@@ -9,6 +9,13 @@ killer struck in it), ``StartError`` (the runtime could not start it: exit 128 a
 message). A container that cannot get a run at all (``CreateContainerConfigError``,
 ``CreateContainerError``) waits with that reason and the message, and is tried again with the pull
 back-off.
+
+Init containers (kube's ``initContainers``) run one at a time, in order, each to a successful end
+before the next starts, and the app containers only after all of them; a failing one runs again as
+the pod's restartPolicy says (Never: the pod fails), with the same back-off. An init container with
+``restartPolicy: Always`` is a sidecar: once started (its startupProbe passed, if it has one) the
+next init container may start; it runs on beside the app containers, restarted whenever it exits,
+until the app containers are done.
 """
 
 from __future__ import annotations
@@ -85,21 +92,59 @@ class StartContainer:
 
 
 @dataclass(frozen=True)
+class StopContainers:
+    """Stop these containers, in this order (the sidecars of a pod whose app containers are done)."""
+
+    names: tuple[str, ...]
+    grace_seconds: float
+
+
+@dataclass(frozen=True)
 class StopPod:
     """Stop every running container (SIGTERM, then SIGKILL after the grace period), then the sandbox."""
 
     grace_seconds: float
 
 
-Action = CreateSandbox | StartContainer | StopPod
+Action = CreateSandbox | StartContainer | StopContainers | StopPod
 
 
 def containers_of(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list((pod.get("spec") or {}).get("containers") or [])
 
 
+def init_containers_of(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list((pod.get("spec") or {}).get("initContainers") or [])
+
+
+def all_containers_of(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Init containers first, then the app containers: every container the kubelet may run."""
+    return init_containers_of(pod) + containers_of(pod)
+
+
+def is_sidecar(container: Mapping[str, Any]) -> bool:
+    """An init container that runs beside the app containers (kube's restartable init container)."""
+    return container.get("restartPolicy") == "Always"
+
+
 def restart_policy(pod: Mapping[str, Any]) -> str:
     return str((pod.get("spec") or {}).get("restartPolicy") or "Always")
+
+
+def init_restart_policy(pod: Mapping[str, Any], container: Mapping[str, Any]) -> str:
+    """The policy an init container's runs follow: a sidecar's own Always; any other runs again only
+    after a failure, unless the pod's policy is Never."""
+    if is_sidecar(container):
+        return "Always"
+    return "Never" if restart_policy(pod) == "Never" else "OnFailure"
+
+
+def termination_grace(pod: Mapping[str, Any]) -> float:
+    """The seconds a stopping pod's containers get: the deletion's grace, else the spec's (30)."""
+    meta = pod.get("metadata") or {}
+    grace = meta.get("deletionGracePeriodSeconds")
+    default = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+    return float(grace if grace is not None else default)
 
 
 def backoff(restarts: int) -> float:
@@ -142,18 +187,121 @@ def next_start(attempts: Sequence[Attempt]) -> float:
     return last.finished_at + backoff(_restarts_for_backoff(attempts))
 
 
+def _earlier(wake: float | None, at: float) -> float:
+    return at if wake is None else min(wake, at)
+
+
+def _started(observed: Observed, name: str) -> bool:
+    """Whether a running container's startup probe (if any) has passed."""
+    return observed.probes.get(name, (True, True))[1]
+
+
+def _apps_ran(pod: Mapping[str, Any], observed: Observed) -> bool:
+    """An app container has had a run: the pod's initialization was over (kube's rule after a restart)."""
+    return any(observed.attempts.get(c["name"]) for c in containers_of(pod))
+
+
+@dataclass(frozen=True)
+class InitProgress:
+    """Where a pod's initialization stands."""
+
+    incomplete: tuple[str, ...]  # init containers not yet done (a sidecar: not yet started), in order
+    failed: bool  # an init container failed and will not run again (restartPolicy Never): the pod fails
+
+    @property
+    def done(self) -> bool:
+        return not self.incomplete and not self.failed
+
+
+def init_progress(pod: Mapping[str, Any], observed: Observed) -> InitProgress:
+    """Done once every init container ended with 0 and every sidecar started."""
+    if _apps_ran(pod, observed):
+        return InitProgress((), False)
+    incomplete: list[str] = []
+    failed = False
+    for container in init_containers_of(pod):
+        name = container["name"]
+        last = _last(observed.attempts.get(name))
+        if is_sidecar(container):
+            ever_started = last is not None and (
+                last.number > 0 or last.state == "exited" or (last.state == "running" and _started(observed, name))
+            )
+            if not ever_started:
+                incomplete.append(name)
+            continue
+        if last is not None and last.state == "exited" and last.exit_code == 0:
+            continue
+        incomplete.append(name)
+        if last is not None and last.state == "exited" and not wants_restart(init_restart_policy(pod, container), 1):
+            failed = True
+    return InitProgress(tuple(incomplete), failed)
+
+
+def _init_actions(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[Action], float | None, bool]:
+    """The init containers' next steps, when to look again, and whether the app containers may start."""
+    actions: list[Action] = []
+    wake: float | None = None
+    initialized = _apps_ran(pod, observed)
+    for container in init_containers_of(pod):
+        name, sidecar = container["name"], is_sidecar(container)
+        if initialized and not sidecar:
+            continue
+        attempts = list(observed.attempts.get(name) or [])
+        last = attempts[-1] if attempts else None
+        running_on = sidecar and last is not None and (initialized or last.number > 0 or last.state == "exited")
+        failure = observed.pulls.get(name) or observed.problems.get(name)
+        if failure is not None and (last is None or last.state == "exited"):
+            retry_at = failure.at + retry_backoff(failure)
+            if now < retry_at:
+                wake = _earlier(wake, retry_at)
+                if running_on:
+                    continue
+                return actions, wake, False
+        if last is None:
+            actions.append(StartContainer(name, 0))
+            return actions, wake, False  # the next one waits for this one (a sidecar: its start)
+        if last.state != "exited":
+            if sidecar and (running_on or _started(observed, name)):
+                continue
+            return actions, wake, False
+        if not sidecar and last.exit_code == 0:
+            continue
+        if not wants_restart(init_restart_policy(pod, container), last.exit_code):
+            return actions, wake, False  # failed for good: the pod fails
+        start_at = next_start(attempts)
+        if now >= start_at:
+            actions.append(StartContainer(name, last.number + 1))
+        else:
+            wake = _earlier(wake, start_at)
+        if not running_on:
+            return actions, wake, False
+    return actions, wake, True
+
+
+def _sidecars_to_stop(pod: Mapping[str, Any], observed: Observed) -> tuple[str, ...]:
+    """The running sidecars of a pod that is done (its app containers ended for good), last first."""
+    running = [
+        c["name"]
+        for c in init_containers_of(pod)
+        if is_sidecar(c) and (last := _last(observed.attempts.get(c["name"]))) is not None and last.state != "exited"
+    ]
+    return tuple(reversed(running))
+
+
 def plan(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[Action], float | None]:
     """The actions to take now, and when to look again (None: only on a change)."""
     meta = pod.get("metadata") or {}
     if meta.get("deletionTimestamp"):
-        grace = meta.get("deletionGracePeriodSeconds")
-        default = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-        return [StopPod(float(grace if grace is not None else default))], None
+        return [StopPod(termination_grace(pod))], None
     if not observed.sandbox_ip:
         return [CreateSandbox()], None
+    if phase(pod, observed) in ("Succeeded", "Failed"):
+        sidecars = _sidecars_to_stop(pod, observed)
+        return ([StopContainers(sidecars, termination_grace(pod))] if sidecars else []), None
+    actions, wake, initialized = _init_actions(pod, observed, now)
+    if not initialized:
+        return actions, wake
     policy = restart_policy(pod)
-    actions: list[Action] = []
-    wake: float | None = None
     for container in containers_of(pod):
         name = container["name"]
         attempts = list(observed.attempts.get(name) or [])
@@ -161,7 +309,7 @@ def plan(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[A
         if failure is not None:
             retry_at = failure.at + retry_backoff(failure)
             if now < retry_at:
-                wake = retry_at if wake is None else min(wake, retry_at)
+                wake = _earlier(wake, retry_at)
                 continue
         if not attempts:
             actions.append(StartContainer(name, 0))
@@ -173,18 +321,22 @@ def plan(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[A
         if now >= start_at:
             actions.append(StartContainer(name, last.number + 1))
         else:
-            wake = start_at if wake is None else min(wake, start_at)
+            wake = _earlier(wake, start_at)
     return actions, wake
 
 
 def backing_off(pod: Mapping[str, Any], observed: Observed, now: float) -> list[str]:
     """The containers whose next run waits out a crash back-off now (kube's ``BackOff`` events)."""
     policy = restart_policy(pod)
+    inits = {c["name"] for c in init_containers_of(pod)}
+    if observed.sandbox_ip and phase(pod, observed) in ("Succeeded", "Failed"):
+        return []  # nothing runs again, sidecars included
     names = []
-    for container in containers_of(pod):
+    for container in all_containers_of(pod):
         attempts = list(observed.attempts.get(container["name"]) or [])
         last = attempts[-1] if attempts else None
-        exited = last is not None and last.state == "exited" and wants_restart(policy, last.exit_code)
+        own = init_restart_policy(pod, container) if container["name"] in inits else policy
+        exited = last is not None and last.state == "exited" and wants_restart(own, last.exit_code)
         if exited and now < next_start(attempts):
             names.append(str(container["name"]))
     return names
@@ -224,9 +376,12 @@ def container_status(
     now: float,
     probed: tuple[bool, bool] = (True, True),
     problem: Problem | None = None,
+    waiting: str = "ContainerCreating",
+    init: bool = False,
 ) -> dict[str, Any]:
     """One container's status; ``probed`` is (ready, started) as its probes say (no probes: both);
-    ``problem`` is why its next run could not be made."""
+    ``problem`` is why its next run could not be made; ``waiting`` the reason before its first run;
+    ``init``: a (non-sidecar) init container, ready once it completed and never while it runs."""
     image = str(container.get("image") or "")
     status: dict[str, Any] = {
         "name": container["name"],
@@ -235,7 +390,7 @@ def container_status(
         "ready": False,
         "restartCount": attempts[-1].number if attempts else 0,
         "started": False,
-        "state": {"waiting": {"reason": "ContainerCreating"}},
+        "state": {"waiting": {"reason": waiting}},
         "lastState": {},
     }
     if failure is not None and (not attempts or attempts[-1].state == "exited"):
@@ -257,6 +412,8 @@ def container_status(
     if last.state == "running":
         status["state"] = {"running": {"startedAt": rfc3339(last.started_at)}}
         status["ready"], status["started"] = probed
+        if init:
+            status["ready"] = False
     elif last.state == "exited":
         if wants_restart(policy, last.exit_code):
             status["lastState"] = _terminated(last)
@@ -266,6 +423,7 @@ def container_status(
                 status["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
         else:
             status["state"] = _terminated(last)
+            status["ready"] = init and last.exit_code == 0
     return status
 
 
@@ -274,12 +432,18 @@ def _last(attempts: Sequence[Attempt] | None) -> Attempt | None:
 
 
 def phase(pod: Mapping[str, Any], observed: Observed) -> str:
-    """kube's pod phase from the containers: Pending until each has run once, Running while any
-    runs or will run again, then Succeeded (all exited 0) or Failed."""
+    """kube's pod phase from the containers: Pending until initialized and each app container has run
+    once (Failed when an init container failed for good), Running while any app container runs or
+    will run again, then Succeeded (all exited 0) or Failed. Sidecars do not count."""
     policy = restart_policy(pod)
     containers = containers_of(pod)
     lasts: list[Attempt | None] = [_last(observed.attempts.get(c["name"])) for c in containers]
-    if not observed.sandbox_ip or any(a is None for a in lasts):
+    if not observed.sandbox_ip:
+        return "Pending"
+    progress = init_progress(pod, observed)
+    if progress.failed:
+        return "Failed"
+    if not progress.done or any(a is None for a in lasts):
         return "Pending"
     done = [a for a in lasts if a is not None and a.state == "exited"]
     if any(a is not None and a.state != "exited" for a in lasts):
@@ -295,24 +459,40 @@ def pod_status(
     """The pod's status as the kubelet reports it (kept: conditions other components own)."""
     old = dict(pod.get("status") or {})
     policy = restart_policy(pod)
-    statuses = [
-        container_status(
+    progress = init_progress(pod, observed)
+
+    def status_of(c: dict[str, Any], *, own_policy: str, waiting: str, init: bool = False) -> dict[str, Any]:
+        return container_status(
             c,
             observed.attempts.get(c["name"]) or [],
             observed.pulls.get(c["name"]),
-            policy=policy,
+            policy=own_policy,
             now=now,
             probed=observed.probes.get(c["name"], (True, True)),
             problem=observed.problems.get(c["name"]),
+            waiting=waiting,
+            init=init,
         )
-        for c in containers_of(pod)
-    ]
+
     current = phase(pod, observed)
-    ready = current == "Running" and all(s["ready"] for s in statuses)
+    finished = current in ("Succeeded", "Failed")  # a finished pod's sidecars ended for good
+    app_waiting = "ContainerCreating" if progress.done else "PodInitializing"
+    statuses = [status_of(c, own_policy=policy, waiting=app_waiting) for c in containers_of(pod)]
+    init_statuses = [
+        status_of(
+            c,
+            own_policy="Never" if finished else init_restart_policy(pod, c),
+            waiting="PodInitializing",
+            init=not is_sidecar(c),
+        )
+        for c in init_containers_of(pod)
+    ]
+    sidecar_statuses = [s for s, c in zip(init_statuses, init_containers_of(pod), strict=True) if is_sidecar(c)]
+    ready = current == "Running" and all(s["ready"] for s in statuses + sidecar_statuses)
     at = rfc3339(now)
     previous = {c.get("type"): c for c in old.get("conditions") or []}
 
-    def condition(kind: str, value: bool, reason: str = "") -> dict[str, Any]:
+    def condition(kind: str, value: bool, reason: str = "", message: str = "") -> dict[str, Any]:
         text = "True" if value else "False"
         before = previous.get(kind) or {}
         found: dict[str, Any] = {
@@ -323,6 +503,8 @@ def pod_status(
         }
         if reason and not value:
             found["reason"] = reason
+        if message and not value:
+            found["message"] = message
         return found
 
     not_ready = "PodCompleted" if current in ("Succeeded", "Failed") else "ContainersNotReady"
@@ -330,7 +512,12 @@ def pod_status(
     conditions = [c for c in old.get("conditions") or [] if c.get("type") not in owned]
     conditions += [
         condition("PodReadyToStartContainers", bool(observed.sandbox_ip)),
-        condition("Initialized", True),
+        condition(
+            "Initialized",
+            not progress.incomplete,
+            "ContainersNotInitialized",
+            f"containers with incomplete status: [{' '.join(progress.incomplete)}]",
+        ),
         condition("ContainersReady", ready, not_ready),
         condition("Ready", ready, not_ready),
     ]
@@ -344,6 +531,8 @@ def pod_status(
         "containerStatuses": statuses,
         "qosClass": old.get("qosClass") or qos_class(pod),
     }
+    if init_statuses:
+        status["initContainerStatuses"] = init_statuses
     if observed.sandbox_ip:
         status["podIP"] = observed.sandbox_ip
         status["podIPs"] = [{"ip": observed.sandbox_ip}]

@@ -8,6 +8,10 @@ reads the pod again (level-triggered), asks the pure planner (:func:`podstate.pl
 it through the runtime (pull, sandbox, create and start containers, start their probes, stop the pod),
 and hands the pod to the status manager.
 
+A container's postStart hook runs right after its start, inside the sync (its probes start once the
+hook has ended; a failing hook has the run killed); stopping runs the preStop hooks and the stop
+order of :mod:`agents.kubelet.termination`.
+
 Each step is an Event on the pod, with kube's reasons (``Pulling``, ``Pulled``, ``Created``,
 ``Started``, ``Failed``, ``FailedCreatePodSandBox``, ``Unhealthy``, ``Killing``, ...). Keyed by UID,
 a pod deleted and created again under the same name is two pods: the old one's containers are
@@ -19,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from agents.kubelet import dns, podstate
+from agents.kubelet import dns, hooks, podstate, termination
 from agents.kubelet.containers import ContainerdError, ContainerId, ImageNotFoundError
 from agents.kubelet.errors import KubeletError
 from agents.kubelet.podcache import PodCache, PodRecord, containerd_id
@@ -71,7 +76,7 @@ def unprobed(pod: Object, record: PodRecord) -> list[tuple[dict[str, Any], str]]
     running = record.running()
     return [
         (container, containerd_id(running[container["name"]]))
-        for container in podstate.containers_of(pod)
+        for container in podstate.all_containers_of(pod)
         if container["name"] in running and container["name"] not in record.probers
     ]
 
@@ -153,9 +158,12 @@ class PodWorkers:
             self.recorder.record(pod, WARNING, "BackOff", f"Back-off restarting failed container {name} in pod {where}")
         for action in actions:
             if isinstance(action, podstate.StopPod):
-                await self._stop(record, grace=action.grace_seconds)
+                await self._stop(record, grace=action.grace_seconds, pod=pod)
                 await self._confirm_deletion(pod)
                 return
+            if isinstance(action, podstate.StopContainers):
+                groups = [(name,) for name in action.names]  # one after the other
+                await self._stop_containers(pod, record, groups, grace=action.grace_seconds)
             if isinstance(action, podstate.CreateSandbox):
                 if not await self._sandbox(pod, record):
                     return
@@ -288,7 +296,7 @@ class PodWorkers:
         return reference
 
     async def _start(self, pod: Object, record: PodRecord, action: podstate.StartContainer) -> None:
-        container = next(c for c in podstate.containers_of(pod) if c["name"] == action.name)
+        container = next(c for c in podstate.all_containers_of(pod) if c["name"] == action.name)
         reference = await self._ensure_image(pod, record, container)
         if reference is None:
             return
@@ -359,9 +367,36 @@ class PodWorkers:
             self.recorder.record(pod, WARNING, "Failed", f"Error: {exc.message}")
             return
         self.recorder.record(pod, NORMAL, "Started", f"Started container {action.name}")
+        if not await self._post_start(pod, record, container, str(cid)):
+            return
         self._probe(pod, record, container, str(cid))
         if action.attempt >= 2:  # from the third run on, runs before the previous one are removed
             await self.runtime.remove_old_runs(uid, action.name, keep_from=action.attempt - 1)
+
+    def _hook_target(self, pod: Object, record: PodRecord, container: dict[str, Any], cid: str) -> hooks.HookTarget:
+        meta = pod["metadata"]
+        return hooks.HookTarget(
+            container=container,
+            cid=cid,
+            pod_ref=f"{meta['name']}_{meta['namespace']}({uid_of(pod)})",
+            netns=self.runtime.netns_path(uid_of(pod)),
+            pod_ip=record.sandbox_ip,
+        )
+
+    async def _post_start(self, pod: Object, record: PodRecord, container: dict[str, Any], cid: str) -> bool:
+        """The container's postStart hook, if it has one; False when it failed and the run is being killed."""
+        handler = hooks.handler_of(container, "postStart")
+        if handler is None:
+            return True
+        target = self._hook_target(pod, record, container, cid)
+        result = await hooks.run_hook(handler, target, exec_in=self.runtime.exec, seconds=hooks.POST_START_BOUND)
+        if result.success:
+            return True
+        name = container["name"]
+        self.recorder.record(pod, WARNING, "FailedPostStartHook", result.message)
+        self.recorder.record(pod, NORMAL, "Killing", f"FailedPostStartHook: Container {name} failed its postStart hook")
+        await self.runtime.kill(cid, grace=min(podstate.termination_grace(pod), PROBE_KILL_GRACE_MAX))
+        return False
 
     def _problem(self, pod: Object, record: PodRecord, name: str, reason: str, message: str) -> None:
         """The container's next run could not be made: an Event and a waiting reason in its status;
@@ -407,13 +442,56 @@ class PodWorkers:
 
     # --- stopping ----------------------------------------------------------------------------------
 
-    async def _stop(self, record: PodRecord, *, grace: float) -> None:
-        """SIGTERM every running container, give them ``grace`` seconds, then remove the containers
-        (what still runs is killed), the sandbox and the pod's volumes."""
+    async def _stop(self, record: PodRecord, *, grace: float, pod: Object | None = None) -> None:
+        """Stop every running container (with ``pod``: its preStop hooks and stop order, within
+        ``grace`` seconds; without: at once), then remove the containers (what still runs is
+        killed), the sandbox and the pod's volumes."""
         record.stop_probers()
-        await self.runtime.stop([containerd_id(a) for a in record.running().values()], grace=grace)
+        if pod is None or grace <= 0:
+            await self.runtime.stop([containerd_id(a) for a in record.running().values()], grace=grace)
+        else:
+            await self._stop_containers(pod, record, termination.stop_order(pod, record.running()), grace=grace)
         await self.runtime.remove_pod(record.uid)
         self.cache.forget(record.uid)
+
+    async def _stop_containers(
+        self, pod: Object, record: PodRecord, groups: Sequence[Sequence[str]], *, grace: float
+    ) -> None:
+        """Stop the running containers of ``groups`` in order: preStop hook, SIGTERM, SIGKILL when the
+        grace period is over (kube's ``Killing`` and ``FailedPreStopHook`` events)."""
+        running = record.running()
+        specs = {c["name"]: c for c in podstate.all_containers_of(pod)}
+        stopping = [
+            [
+                termination.Stopping(name, containerd_id(running[name]), specs.get(name) or {"name": name})
+                for name in group
+                if name in running
+            ]
+            for group in groups
+        ]
+        for group in stopping:
+            for target in group:
+                record.stop_prober(target.name)
+                self.recorder.record(pod, NORMAL, "Killing", f"Stopping container {target.name}")
+
+        async def pre_stop(target: termination.Stopping, seconds: float) -> None:
+            handler = hooks.handler_of(target.container, "preStop")
+            if handler is None:
+                return
+            hook_target = self._hook_target(pod, record, dict(target.container), target.cid)
+            try:
+                async with asyncio.timeout(seconds):
+                    result = await hooks.run_hook(handler, hook_target, exec_in=self.runtime.exec, seconds=seconds)
+            except TimeoutError:
+                log.info("pod %s: the preStop hook of %s did not end within the grace period", record.key, target.name)
+                return
+            if not result.success:
+                self.recorder.record(pod, WARNING, "FailedPreStopHook", result.message)
+
+        async def kill(cid: str, seconds: float) -> None:
+            await self.runtime.kill(cid, grace=seconds)
+
+        await termination.stop_containers(stopping, grace=grace, pre_stop=pre_stop, kill=kill)
 
     async def _confirm_deletion(self, pod: Object) -> None:
         """The containers are gone: remove the pod object (grace 0), as kube's kubelet does."""

@@ -61,7 +61,7 @@ def socket_in_netns(netns: Path, family: int = socket.AF_INET) -> socket.socket:
             os.close(target)
 
 
-def _port(value: Any, container: Mapping[str, Any]) -> int:
+def port_of(value: Any, container: Mapping[str, Any]) -> int:
     """A probe's port: a number, or the name of one of the container's ports."""
     if isinstance(value, int):
         return value
@@ -198,7 +198,7 @@ class ContainerProber:
                 return await http_probe(
                     self.netns,
                     host,
-                    _port(get["port"], self.container),
+                    port_of(get["port"], self.container),
                     path=get.get("path", "/"),
                     seconds=timeout,
                     headers=headers,
@@ -207,7 +207,10 @@ class ContainerProber:
             if "tcpSocket" in spec:
                 check = spec["tcpSocket"]
                 return await tcp_probe(
-                    self.netns, check.get("host") or self.pod_ip, _port(check["port"], self.container), seconds=timeout
+                    self.netns,
+                    check.get("host") or self.pod_ip,
+                    port_of(check["port"], self.container),
+                    seconds=timeout,
                 )
         except ValueError as exc:
             return Outcome(False, str(exc))

@@ -95,6 +95,31 @@ def test_pod_rows_show_ready_status_and_restarts() -> None:
     assert cells("pods", done)[2] == "Completed"
 
 
+def test_a_started_sidecar_counts_with_the_apps_containers_and_does_not_hold_the_pod_in_init() -> None:
+    running = {"running": {}}
+    with_sidecar = pod(
+        {
+            "phase": "Running",
+            "conditions": [{"type": "Initialized", "status": "True"}],
+            "initContainerStatuses": [
+                {"name": "setup", "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+                {"name": "log", "restartCount": 1, "started": True, "ready": True, "state": running},
+            ],
+            "containerStatuses": [
+                {"name": "a", "ready": True, "restartCount": 0, "state": running},
+                {"name": "b", "ready": True, "restartCount": 0, "state": running},
+            ],
+        }
+    )
+    with_sidecar["spec"]["initContainers"] = [{"name": "setup"}, {"name": "log", "restartPolicy": "Always"}]
+    row = cells("pods", with_sidecar)
+    assert row[1:3] == ["3/3", "Running"]
+    assert row[3].startswith("1")  # the sidecar's restarts are the pod's
+    starting = pod({"phase": "Pending", "initContainerStatuses": [{"name": "log", "started": False, "state": running}]})
+    starting["spec"]["initContainers"] = [{"name": "log", "restartPolicy": "Always"}]
+    assert cells("pods", starting)[1:3] == ["0/3", "Init:0/1"]
+
+
 def test_node_rows_show_readiness_roles_and_version() -> None:
     node = {
         "metadata": {

@@ -172,6 +172,47 @@ def _probe(path: str, probe: dict[str, Any] | None, *, liveness_like: bool) -> E
     return out
 
 
+def _lifecycle(path: str, lifecycle: dict[str, Any] | None, grace: Any) -> Errors:
+    """kube's lifecycle handlers: exactly one of exec, httpGet, tcpSocket, sleep; a sleep of more than
+    0 seconds and no more than the pod's grace period."""
+    out: Errors = []
+    for hook in ("postStart", "preStop"):
+        handler = (lifecycle or {}).get(hook)
+        if handler is None:
+            continue
+        here = f"{path}.{hook}"
+        handlers = [h for h in ("exec", "httpGet", "tcpSocket", "sleep") if handler.get(h) is not None]
+        if not handlers:
+            out.append(required(here, "must specify a handler type"))
+        elif len(handlers) > 1:
+            out.append(forbidden(f"{here}.{handlers[1]}", "may not specify more than 1 handler type"))
+        if handler.get("exec") is not None and not handler["exec"].get("command"):
+            out.append(required(f"{here}.exec.command"))
+        if handler.get("httpGet") is not None:
+            out += v.int_or_name_port(f"{here}.httpGet.port", handler["httpGet"].get("port"))
+            out += v.one_of(f"{here}.httpGet.scheme", handler["httpGet"].get("scheme", "HTTP"), ("HTTP", "HTTPS"))
+        if handler.get("tcpSocket") is not None:
+            out += v.int_or_name_port(f"{here}.tcpSocket.port", handler["tcpSocket"].get("port"))
+        if handler.get("sleep") is not None:
+            seconds = handler["sleep"].get("seconds")
+            if isinstance(grace, int) and (not isinstance(seconds, int) or seconds <= 0 or seconds > grace):
+                message = f"must be greater than 0 and less than terminationGracePeriodSeconds ({grace})"
+                out.append(invalid(f"{here}.sleep", seconds, message))
+    return out
+
+
+def _init_container(path: str, c: dict[str, Any]) -> Errors:
+    """An init container's restartPolicy may only be Always (a sidecar); one without it runs to its
+    end, so it may have neither probes nor lifecycle hooks."""
+    if "restartPolicy" in c and c["restartPolicy"] is not None:
+        return v.one_of(f"{path}.restartPolicy", c["restartPolicy"], ("Always",))
+    return [
+        forbidden(f"{path}.{name}", "may not be set for init containers without restartPolicy=Always")
+        for name in ("lifecycle", "livenessProbe", "readinessProbe", "startupProbe")
+        if c.get(name) is not None
+    ]
+
+
 def _env(path: str, env: list[dict[str, Any]]) -> Errors:
     out: Errors = []
     for i, var in enumerate(env):
@@ -397,11 +438,17 @@ def validate_pod_spec(path: str, spec: dict[str, Any] | None) -> Errors:
     if not containers:
         out.append(required(f"{path}.containers"))
     names: list[tuple[str, int, Any]] = []
+    grace = spec.get("terminationGracePeriodSeconds", 30)
     for i, c in enumerate(containers):
         out += _container(f"{path}.containers[{i}]", c, volume_names)
+        out += _lifecycle(f"{path}.containers[{i}].lifecycle", c.get("lifecycle"), grace)
+        if c.get("restartPolicy") is not None:
+            out.append(forbidden(f"{path}.containers[{i}].restartPolicy", "may not be set for non-init containers"))
         names.append(("containers", i, c.get("name")))
     for i, c in enumerate(spec.get("initContainers") or []):
         out += _container(f"{path}.initContainers[{i}]", c, volume_names)
+        out += _init_container(f"{path}.initContainers[{i}]", c)
+        out += _lifecycle(f"{path}.initContainers[{i}].lifecycle", c.get("lifecycle"), grace)
         names.append(("initContainers", i, c.get("name")))
     seen: set[Any] = set()
     for kind, i, name in names:
