@@ -96,7 +96,7 @@ def test_pod_rows_show_ready_status_and_restarts() -> None:
 
 
 def test_a_started_sidecar_counts_with_the_apps_containers_and_does_not_hold_the_pod_in_init() -> None:
-    running = {"running": {}}
+    running: dict[str, Any] = {"running": {}}
     with_sidecar = pod(
         {
             "phase": "Running",
