@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from agents.apiserver import eviction
 from agents.apiserver.status import StatusError
 from agents.apiserver.tables import table
+from tests.support.kubectlrun import run_kubectl
 
 Client = TestClient[Any, Any]
 PODS = "/api/v1/namespaces/default/pods"
@@ -312,19 +312,6 @@ async def _kubelet_finishing_deletions(http: Client) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _kubectl(kubeconfig: Path, *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        "kubectl",
-        f"--kubeconfig={kubeconfig}",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode or 0, out.decode()
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 async def test_kubectl_drain_evicts_within_the_budget_and_retries_what_it_forbids(http: Client, tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     server = f"http://{http.host}:{http.port}"
@@ -348,7 +335,7 @@ async def test_kubectl_drain_evicts_within_the_budget_and_retries_what_it_forbid
     await budget_with(http, "web-pdb", allowed=2, healthy=3, desired=1)
     kubelet = asyncio.create_task(_kubelet_finishing_deletions(http))
     try:
-        drained, out = await _kubectl(
+        drained, out = await run_kubectl(
             kubeconfig, "drain", "n1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=20s"
         )
         assert drained == 0, out
@@ -357,7 +344,7 @@ async def test_kubectl_drain_evicts_within_the_budget_and_retries_what_it_forbid
         pdb = (await fetch(http, f"{PDBS}/web-pdb"))["status"]
         assert pdb["disruptionsAllowed"] == 0 and sorted(pdb["disruptedPods"]) == ["a", "b"]
         # the budget is spent: kubectl is answered 429 and retries until its timeout
-        refused, out = await _kubectl(
+        refused, out = await run_kubectl(
             kubeconfig, "drain", "n2", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=3s"
         )
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from agents.apiserver import fieldmanager as fm
 from agents.apiserver.status import StatusError
+from tests.support.kubectlrun import run_kubectl
 
 Client = TestClient[Any, Any]
 DEPLOY = "/apis/apps/v1/namespaces/default/deployments"
@@ -274,46 +274,33 @@ def _kubeconfig(http: Client, tmp_path: Path) -> Path:
     return path
 
 
-async def _kubectl(kubeconfig: Path, *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        "kubectl",
-        f"--kubeconfig={kubeconfig}",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode or 0, out.decode()
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 async def test_kubectl_server_side_apply_scale_conflict_and_force(http: Client, tmp_path: Path) -> None:
     config = _kubeconfig(http, tmp_path)
     manifest = tmp_path / "deploy.yaml"
     manifest.write_text(yaml.safe_dump(deployment()))
-    code, out = await _kubectl(config, "apply", "--server-side", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "--server-side", "-f", str(manifest))
     assert code == 0 and "deployment.apps/web serverside-applied" in out, out
     manifest.write_text(yaml.safe_dump(deployment(image="nginx:1.28")))
-    code, out = await _kubectl(config, "apply", "--server-side", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "--server-side", "-f", str(manifest))
     assert code == 0 and "deployment.apps/web serverside-applied" in out, out
-    code, out = await _kubectl(config, "scale", "deployment/web", "--replicas=4")
+    code, out = await run_kubectl(config, "scale", "deployment/web", "--replicas=4")
     assert code == 0, out
     manifest.write_text(yaml.safe_dump(deployment(image="nginx:1.28", replicas=3)))
-    code, out = await _kubectl(config, "apply", "--server-side", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "--server-side", "-f", str(manifest))
     assert code != 0, out
     assert 'error: Apply failed with 1 conflict: conflict with "kubectl" with subresource "scale" using apps/v1:' in out
     assert ".spec.replicas" in out, out
-    code, out = await _kubectl(config, "apply", "--server-side", "--force-conflicts", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "--server-side", "--force-conflicts", "-f", str(manifest))
     assert code == 0, out
-    code, out = await _kubectl(config, "get", "deployment", "web", "-o", "yaml", "--show-managed-fields")
+    code, out = await run_kubectl(config, "get", "deployment", "web", "-o", "yaml", "--show-managed-fields")
     shown = yaml.safe_load(out)
     assert shown["spec"]["replicas"] == 3
     assert [(e["manager"], e["operation"]) for e in shown["metadata"]["managedFields"]] == [("kubectl", "Apply")]
-    code, out = await _kubectl(config, "get", "deployment", "web", "-o", "yaml")
+    code, out = await run_kubectl(config, "get", "deployment", "web", "-o", "yaml")
     assert "managedFields" not in out  # kubectl hides them unless asked
     # client-side apply keeps working on the same object, as an Update by its own manager
     manifest.write_text(yaml.safe_dump(deployment(image="nginx:1.29", replicas=3)))
-    code, out = await _kubectl(config, "apply", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "-f", str(manifest))
     assert code == 0, out
     fetched = await (await http.get(f"{DEPLOY}/web")).json()
     assert fetched["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.29"
@@ -342,7 +329,6 @@ async def test_the_python_clients_server_side_apply(http: Client) -> None:
     assert [(m.manager, m.operation) for m in second.metadata.managed_fields] == [("py", "Apply")]
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 async def test_kubectl_applies_a_pod_a_service_and_a_configmap_and_reapplying_is_a_no_op(
     http: Client, tmp_path: Path
 ) -> None:
@@ -362,20 +348,20 @@ async def test_kubectl_applies_a_pod_a_service_and_a_configmap_and_reapplying_is
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "1", "b": "2"}}
     manifest = tmp_path / "all.yaml"
     manifest.write_text(yaml.safe_dump_all([pod, service, configmap]))
-    code, out = await _kubectl(config, "apply", "--server-side", "--dry-run=server", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "--server-side", "--dry-run=server", "-f", str(manifest))
     assert code == 0 and "pod/p serverside-applied (server dry run)" in out, out
     assert (await http.get("/api/v1/namespaces/default/pods/p")).status == 404
-    code, out = await _kubectl(config, "apply", "--server-side", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "--server-side", "-f", str(manifest))
     assert code == 0, out
     before = await (await http.get("/api/v1/namespaces/default/services/s")).json()
     assert before["spec"]["clusterIP"]  # allocated, owned by no one: re-applying leaves it alone
-    code, out = await _kubectl(config, "apply", "--server-side", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "--server-side", "-f", str(manifest))
     assert code == 0, out
     after = await (await http.get("/api/v1/namespaces/default/services/s")).json()
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     configmap["data"] = {"a": "1"}
     manifest.write_text(yaml.safe_dump(configmap))
-    code, out = await _kubectl(config, "apply", "--server-side", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "--server-side", "-f", str(manifest))
     assert code == 0, out
     assert (await (await http.get(f"{CM}/cm")).json())["data"] == {"a": "1"}
 
@@ -429,26 +415,25 @@ def test_entries_a_client_filled_with_anything_are_read_without_failing(scope: f
     assert fm.path_text(("f:spec", "k:{not json", "f:x")) == ".spec[{not json].x"
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 async def test_kubectl_moves_from_client_side_to_server_side_apply_without_conflicts(
     http: Client, tmp_path: Path
 ) -> None:
     config = _kubeconfig(http, tmp_path)
     manifest = tmp_path / "deploy.yaml"
     manifest.write_text(yaml.safe_dump(deployment()))
-    code, out = await _kubectl(config, "apply", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "-f", str(manifest))
     assert code == 0, out
-    code, out = await _kubectl(config, "scale", "deployment/web", "--replicas=5")
+    code, out = await run_kubectl(config, "scale", "deployment/web", "--replicas=5")
     assert code == 0, out
-    code, out = await _kubectl(config, "label", "deployment/web", "team=a")
+    code, out = await run_kubectl(config, "label", "deployment/web", "team=a")
     assert code == 0, out
     # fields of the last client-side applied configuration are taken over (the replicas too, as kube);
     # the label set since by another manager is a conflict
     manifest.write_text(yaml.safe_dump(deployment(image="nginx:1.28", team="b")))
-    code, out = await _kubectl(config, "apply", "--server-side", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "--server-side", "-f", str(manifest))
     assert code != 0 and 'conflict with "kubectl-label" using apps/v1: .metadata.labels.team' in out, out
     manifest.write_text(yaml.safe_dump(deployment(image="nginx:1.28")))
-    code, out = await _kubectl(config, "apply", "--server-side", "-f", str(manifest))
+    code, out = await run_kubectl(config, "apply", "--server-side", "-f", str(manifest))
     assert code == 0 and "deployment.apps/web serverside-applied" in out, out
     fetched = await (await http.get(f"{DEPLOY}/web")).json()
     assert fetched["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.28"
