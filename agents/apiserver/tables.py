@@ -341,19 +341,9 @@ _REPLICASET_COLUMNS = (
 
 
 def _replicationcontroller_row(obj: Object) -> Cells:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    names, images = _containers(spec)
-    selector = spec.get("selector") or {}  # a plain label map
-    return [
-        _meta(obj).get("name", ""),
-        spec.get("replicas", 0),
-        status.get("replicas", 0),
-        status.get("readyReplicas", 0),
-        _created(obj),
-        names,
-        images,
-        _selector({"selector": {"matchLabels": selector}}),
-    ]
+    """A ReplicaSet's row; its selector is a plain label map, shown as the matchLabels it stands for."""
+    spec = obj.get("spec") or {}
+    return _replicaset_row({**obj, "spec": {**spec, "selector": {"matchLabels": spec.get("selector") or {}}}})
 
 
 _REPLICATIONCONTROLLER_COLUMNS = (
