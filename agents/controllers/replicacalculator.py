@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -214,28 +214,52 @@ def resource_replicas(
     if not usable:
         raise MetricsError("did not receive metrics for targeted pods (pods might be unready)")
     requests = pod_requests(pods, resource, container)
-    ratio, utilization, average = utilization_ratio(usable, requests, target)
+
+    def ratio_of(values: Mapping[str, PodMetric]) -> float:
+        return utilization_ratio(values, requests, target)[0]
+
+    def missing_on_scale_down(name: str) -> PodMetric:  # as using its request (or the target, if higher)
+        return PodMetric(requests.get(name, 0) * max(100, target) // 100)
+
+    _, utilization, average = utilization_ratio(usable, requests, target)
+    replicas = _replicas(current, usable, groups, ratio_of, missing_on_scale_down, tuning=tuning)
+    return Proposal(replicas, utilization, average)
+
+
+def _replicas(
+    current: int,
+    usable: Mapping[str, PodMetric],
+    groups: PodGroups,
+    ratio_of: Callable[[Mapping[str, PodMetric]], float],
+    missing_on_scale_down: Callable[[str], PodMetric],
+    *,
+    tuning: Tuning,
+    plain: bool = False,
+) -> int:
+    """kube's common rule for both targets: the usage ratio over the pods with metrics; when pods lack
+    metrics or are unready, the ratio again with those filled in (no usage when scaling up, as
+    ``missing_on_scale_down`` says when scaling down), and no change when the filled-in ratio is within
+    the tolerance or turns the direction round. At a ratio of exactly 1 kube fills missing pods in
+    only for a ``plain`` (AverageValue) target, with no usage."""
+    ratio = ratio_of(usable)
     with_unready = bool(groups.unready) and ratio > 1.0
     if not with_unready and not groups.missing:
-        if abs(1.0 - ratio) <= tuning.tolerance:
-            return Proposal(current, utilization, average)
-        return Proposal(math.ceil(ratio * groups.ready), utilization, average)
+        return current if abs(1.0 - ratio) <= tuning.tolerance else math.ceil(ratio * groups.ready)
     filled = dict(usable)
     if groups.missing:
-        if ratio < 1.0:  # scaling down: a pod without a metric counts as using its request (or the target)
-            fallback = max(100, target)
-            filled.update({n: PodMetric(requests.get(n, 0) * fallback // 100) for n in groups.missing})
-        elif ratio > 1.0:  # scaling up: as using nothing
+        if ratio < 1.0:
+            filled.update({n: missing_on_scale_down(n) for n in groups.missing})
+        elif ratio > 1.0 or plain:
             filled.update({n: PodMetric(0) for n in groups.missing})
     if with_unready:
         filled.update({n: PodMetric(0) for n in groups.unready})
-    new_ratio, _, _ = utilization_ratio(filled, requests, target)
+    new_ratio = ratio_of(filled)
     if abs(1.0 - new_ratio) <= tuning.tolerance or (ratio < 1.0 < new_ratio) or (new_ratio < 1.0 < ratio):
-        return Proposal(current, utilization, average)
+        return current
     replicas = math.ceil(new_ratio * len(filled))
     if (new_ratio < 1.0 and replicas > current) or (new_ratio > 1.0 and replicas < current):
-        return Proposal(current, utilization, average)
-    return Proposal(replicas, utilization, average)
+        return current
+    return replicas
 
 
 def raw_resource_replicas(
@@ -256,26 +280,16 @@ def raw_resource_replicas(
     if not usable:
         raise MetricsError("did not receive metrics for targeted pods (pods might be unready)")
 
-    def ratio_of(values: Mapping[str, PodMetric]) -> tuple[float, int]:
-        average = sum(m.value for m in values.values()) // len(values)
-        return average / target, average
+    def average_of(values: Mapping[str, PodMetric]) -> int:
+        return sum(m.value for m in values.values()) // len(values)
 
-    ratio, average = ratio_of(usable)
-    with_unready = bool(groups.unready) and ratio > 1.0
-    if not with_unready and not groups.missing:
-        if abs(1.0 - ratio) <= tuning.tolerance:
-            return Proposal(current, None, average)
-        return Proposal(math.ceil(ratio * groups.ready), None, average)
-    filled = dict(usable)
-    if groups.missing:
-        value = target if ratio < 1.0 else 0
-        filled.update({n: PodMetric(value) for n in groups.missing})
-    if with_unready:
-        filled.update({n: PodMetric(0) for n in groups.unready})
-    new_ratio, _ = ratio_of(filled)
-    if abs(1.0 - new_ratio) <= tuning.tolerance or (ratio < 1.0 < new_ratio) or (new_ratio < 1.0 < ratio):
-        return Proposal(current, None, average)
-    replicas = math.ceil(new_ratio * len(filled))
-    if (new_ratio < 1.0 and replicas > current) or (new_ratio > 1.0 and replicas < current):
-        return Proposal(current, None, average)
-    return Proposal(replicas, None, average)
+    replicas = _replicas(
+        current,
+        usable,
+        groups,
+        lambda values: average_of(values) / target,
+        lambda _name: PodMetric(target),
+        tuning=tuning,
+        plain=True,
+    )
+    return Proposal(replicas, None, average_of(usable))
