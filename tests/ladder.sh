@@ -12,7 +12,7 @@ for tier in "$@"; do
         echo "=== tier $tier has no directory yet"
         continue
     fi
-    $py -m pytest -q "tests/$tier"
+    $py -m pytest -q --durations=25 "tests/$tier"
     rc=$?
     case $rc in
         0) ran=$((ran + 1)) ;;
