@@ -141,6 +141,18 @@ EXEC = (
     _p("stderr", "Redirect the standard error stream of the pod for this call.", "boolean"),
     _p("tty", "TTY if true indicates that a tty will be allocated for the exec call.", "boolean"),
 )
+ATTACH = (
+    _p(
+        "container",
+        "The container in which to execute the command."
+        " Defaults to only container if there is only one container in the pod.",
+    ),
+    _p("stdin", "Stdin if true, redirects the standard input stream of the pod for this call.", "boolean"),
+    _p("stdout", "Stdout if true indicates that stdout is to be redirected for the attach call.", "boolean"),
+    _p("stderr", "Stderr if true indicates that stderr is to be redirected for the attach call.", "boolean"),
+    _p("tty", "TTY if true indicates that a tty will be allocated for the attach call.", "boolean"),
+)
+PORTFORWARD = (_p("ports", "List of ports to forward Required when using WebSockets", "array"),)
 # Operation -> the query parameters it decodes (others are ignored, as Kubernetes ignores them).
 PARAMETERS: dict[str, tuple[Parameter, ...]] = {
     "list": LIST,
@@ -152,6 +164,8 @@ PARAMETERS: dict[str, tuple[Parameter, ...]] = {
     "deletecollection": tuple({p.name: p for p in (*LIST, *DELETE)}.values()),
     "log": LOG,
     "exec": EXEC,
+    "attach": ATTACH,
+    "portforward": PORTFORWARD,
 }
 
 
@@ -394,7 +408,7 @@ class Decoder:
         if operation in ("delete", "deletecollection"):
             decoded.body = await self._delete_options(request, resource)
             return decoded
-        if operation not in ("create", "update", "patch") or subresource in ("log", "exec"):
+        if operation not in ("create", "update", "patch") or subresource in ("log", "exec", "attach", "portforward"):
             return decoded
         validation = decoded.field_validation
         if validation not in FIELD_VALIDATION:

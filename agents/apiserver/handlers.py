@@ -146,7 +146,7 @@ def operation_of(method: str, name: str, subresource: str, *, all_namespaces: bo
     elif verb is not None and not subresource:
         operation = verb if verb != "create" else None
     elif verb is not None and verb in SUBRESOURCE_VERBS.get(subresource, ()):
-        operation = subresource if subresource in ("log", "exec") else verb
+        operation = subresource if subresource in ("log", "exec", "attach", "portforward") else verb
     else:
         operation = None
     if operation is None:
@@ -284,6 +284,10 @@ class Api:
             return await self._log(request, target, store, decoded)
         if operation == "exec":
             return await self._exec(request, target, store)
+        if operation == "attach":
+            return await self._attach(request, target, store)
+        if operation == "portforward":
+            return await self._port_forward(request, target, store)
         if operation == "create":
             if target.subresource == "binding":
                 return await self._bind(request, target, store, decoded)
@@ -420,6 +424,40 @@ class Api:
         assert nodes is not None
         node = (await self._stores[nodes.qualified].get("", node_name)).obj()
         return await self._kubelets.exec(request, node, f"/exec/{target.namespace}/{target.name}/{container}")
+
+    async def _node_of(self, node_name: str) -> dict[str, Any]:
+        if self._kubelets is None:
+            raise StatusError(503, "ServiceUnavailable", "this API server has no kubelet client configured")
+        nodes = self._catalog.by_kind("", "Node")
+        assert nodes is not None
+        return dict((await self._stores[nodes.qualified].get("", node_name)).obj())
+
+    async def _attach(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
+        """``pods/NAME/attach``: the container's own streams, from the kubelet of the pod's node."""
+        pod = (await store.get(target.namespace, target.name)).obj()
+        container = container_for_logs(pod, request.query.get("container", ""))
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        phase = (pod.get("status") or {}).get("phase", "Pending")
+        if phase in ("Succeeded", "Failed"):
+            raise bad_request(f"cannot attach a container in a completed pod; current phase is {phase}")
+        if not node_name:
+            raise bad_request(f"pod {target.name} does not have a host assigned")
+        node = await self._node_of(node_name)
+        assert self._kubelets is not None
+        path = f"/attach/{target.namespace}/{target.name}/{container}"
+        return await self._kubelets.stream(request, node, path, what="attach")
+
+    async def _port_forward(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
+        """``pods/NAME/portforward``: connections to the pod's ports, through the kubelet of its node."""
+        pod = (await store.get(target.namespace, target.name)).obj()
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if not node_name:
+            raise bad_request(f"pod {target.name} does not have a host assigned")
+        node = await self._node_of(node_name)
+        assert self._kubelets is not None
+        return await self._kubelets.stream(
+            request, node, f"/portForward/{target.namespace}/{target.name}", what="portforward"
+        )
 
     async def _get(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
         stored = await store.get(target.namespace, target.name)

@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 
 from agents.apiserver.settings import KubeletClientSettings
 from agents.apiserver.status import StatusError, bad_request
+from agents.machinery.upgrade import hijack
 
 LOG_PARAMS = ("follow", "previous", "tailLines", "timestamps", "limitBytes", "sinceSeconds")
 
@@ -26,9 +27,11 @@ LOG_PARAMS = ("follow", "previous", "tailLines", "timestamps", "limitBytes", "si
 def container_for_logs(pod: Mapping[str, Any], wanted: str) -> str:
     """The container whose log is asked for: the one named, or the only one (kube's messages)."""
     name = pod["metadata"]["name"]
-    containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
-    if wanted:
-        if wanted not in containers:
+    spec = pod.get("spec") or {}
+    containers = [c["name"] for c in spec.get("containers") or []]
+    others = [c["name"] for kind in ("initContainers", "ephemeralContainers") for c in spec.get(kind) or []]
+    if wanted:  # an init or ephemeral container's log may be asked for by its name too
+        if wanted not in containers + others:
             raise bad_request(f"container {wanted} is not valid for pod {name}")
         return wanted
     if len(containers) == 1:
@@ -49,6 +52,13 @@ def kubelet_location(node: Mapping[str, Any], *, preferred: Sequence[str], overr
 
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+# pods/attach and pods/portforward: the WebSocket subprotocols passed on to the kubelet; port-forward
+# also takes a plain SPDY/3.1 upgrade (kubectl with KUBECTL_PORT_FORWARD_WEBSOCKETS=false)
+STREAM_PROTOCOLS = {
+    "attach": EXEC_PROTOCOLS,
+    "portforward": ("SPDY/3.1+portforward.k8s.io", "v4.channel.k8s.io", "portforward.k8s.io"),
+}
+SPDY_UPGRADES = {"portforward": "portforward.k8s.io"}
 
 
 async def _relay(source: Any, target: Any) -> None:
@@ -102,6 +112,84 @@ class KubeletClient:
                 500, "InternalError", f'Get "https://{host}:{port}{path}": the kubelet does not answer: {exc}'
             ) from exc
 
+    async def stream(
+        self, request: web.Request, node: Mapping[str, Any], path: str, *, what: str
+    ) -> web.StreamResponse:
+        """``pods/NAME/attach`` or ``pods/NAME/portforward``: a WebSocket joined to one opened to the
+        kubelet, or (port-forward) a SPDY/3.1 upgrade whose bytes are passed on both ways."""
+        upgrade = request.headers.get("Upgrade", "").lower()
+        if upgrade == "spdy/3.1" and what in SPDY_UPGRADES:
+            return await relay_upgrade(request, self, node, path, protocol=SPDY_UPGRADES[what])
+        accepted = STREAM_PROTOCOLS[what]
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        protocols = [p for p in offered if p in accepted]
+        if upgrade != "websocket" or not protocols:
+            raise StatusError(400, "BadRequest", "Upgrade request required")
+        if not web.WebSocketResponse(protocols=protocols).can_prepare(request).ok:
+            raise StatusError(400, "BadRequest", "Upgrade request required")
+        host, port = self._location(node)
+        session, context = self._pool()
+        try:
+            upstream = await session.ws_connect(
+                f"wss://{host}:{port}{path}",
+                params=list(request.query.items()),
+                protocols=protocols,
+                ssl=context,
+                max_msg_size=0,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            code = exc.status if 400 <= exc.status < 600 else 500
+            said = await self._refusal(node, path, request.query) if code in (400, 404) else ""
+            raise StatusError(
+                code,
+                "NotFound" if code == 404 else "BadRequest" if code == 400 else "InternalError",
+                said or f"the kubelet refused the {what}: {exc.message}",
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise StatusError(500, "InternalError", f"the kubelet at {host}:{port} refused the {what}: {exc}") from exc
+        downstream = web.WebSocketResponse(
+            protocols=[upstream.protocol] if upstream.protocol else protocols, max_msg_size=0
+        )
+        try:
+            await downstream.prepare(request)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await upstream.close()
+            raise
+        tasks = [asyncio.create_task(_relay(downstream, upstream)), asyncio.create_task(_relay(upstream, downstream))]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await upstream.close()
+            await downstream.close()
+        return downstream
+
+    async def _refusal(self, node: Mapping[str, Any], path: str, query: Mapping[str, str]) -> str:
+        """Why the kubelet refused an upgrade, in its words: a WebSocket handshake that fails leaves its
+        answer's body unread, so the same request is asked again without the upgrade."""
+        try:
+            answer = await self.open(node, path, query)
+        except StatusError:
+            return ""
+        try:
+            return (await answer.content.read(4096)).decode(errors="replace").strip() if answer.status >= 400 else ""
+        finally:
+            answer.release()
+
+    async def dial(self, node: Mapping[str, Any]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+        """A TLS connection to the node's kubelet (for an upgrade aiohttp's client does not make), and
+        the Authorization header to present on it."""
+        host, port = self._location(node)
+        _, context = self._pool()
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context), 10)
+        except (OSError, TimeoutError) as exc:
+            raise StatusError(500, "InternalError", f"the kubelet at {host}:{port} does not answer: {exc}") from exc
+        return reader, writer, self._headers.get("Authorization", "")
+
     async def exec(self, request: web.Request, node: Mapping[str, Any], path: str) -> web.StreamResponse:
         """``pods/NAME/exec``: join the caller's WebSocket to one opened to the kubelet, message for message."""
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
@@ -136,3 +224,62 @@ class KubeletClient:
                 await upstream.close()
             await downstream.close()
         return downstream
+
+
+async def relay_upgrade(
+    request: web.Request, kubelets: KubeletClient, node: Mapping[str, Any], path: str, *, protocol: str
+) -> web.StreamResponse:
+    """Ask the kubelet for the same ``Upgrade: SPDY/3.1``; once it switches, answer the caller's 101 and
+    pass bytes both ways until either side ends (what kube-apiserver's upgrade-aware proxy does)."""
+    reader, writer, authorization = await kubelets.dial(node)
+    query = f"?{request.query_string}" if request.query_string else ""
+    lines = [
+        f"POST {path}{query} HTTP/1.1",
+        f"Host: {request.host}",
+        "Connection: Upgrade",
+        "Upgrade: SPDY/3.1",
+        f"X-Stream-Protocol-Version: {protocol}",
+        "Content-Length: 0",
+    ]
+    if authorization:
+        lines.append(f"Authorization: {authorization}")
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode("latin-1")
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        writer.close()
+        raise StatusError(500, "InternalError", f"the kubelet did not switch protocols: {exc}") from exc
+    status_line, *header_lines = head.split("\r\n")
+    parts = status_line.split(" ", 2)
+    code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 500
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines if line)}
+    if code != 101:
+        length = int(headers.get("content-length", "0") or 0)
+        body = b""
+        with contextlib.suppress(Exception):
+            body = await asyncio.wait_for(reader.readexactly(min(length, 65536)), 5)
+        writer.close()
+        raise StatusError(code if 400 <= code < 600 else 500, "InternalError", body.decode(errors="replace").strip())
+    raw = await hijack(
+        request,
+        {"Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": headers.get("x-stream-protocol-version", protocol)},
+    )
+
+    async def up() -> None:
+        while data := await raw.read():
+            writer.write(data)
+            await writer.drain()
+
+    async def down() -> None:
+        while data := await reader.read(64 * 1024):
+            await raw.write(data)
+
+    tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        writer.close()
+        raw.close()
+    return raw.response

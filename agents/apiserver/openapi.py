@@ -68,6 +68,8 @@ class _Converter:
 
     def definition(self, model: str) -> dict[str, Any]:
         schema = self.defs[model]
+        if "x-kubelab-openapi" in schema:  # a custom kind's: its definition's schema as written
+            return dict(orjson.loads(orjson.dumps(schema["x-kubelab-openapi"])))
         properties: dict[str, Any] = {}
         for name, prop in (schema.get("properties") or {}).items():
             converted = self.node(prop)
@@ -99,7 +101,7 @@ class _Converter:
 def _refs(schema: Any) -> list[str]:
     found: list[str] = []
     if isinstance(schema, Mapping):
-        if "$ref" in schema:
+        if isinstance(schema.get("$ref"), str):  # (JSONSchemaProps has a property named "$ref")
             found.append(schema["$ref"])
         for value in schema.values():
             found.extend(_refs(value))
@@ -162,6 +164,10 @@ class OpenAPI:
                 document = orjson.dumps(self._document(group, version), option=orjson.OPT_SORT_KEYS)
                 out[self.path_of(group, version)] = (document, hashlib.sha512(document).hexdigest().upper())
         return out
+
+    def refresh(self) -> None:
+        """Build the documents again when next asked (the served kinds changed)."""
+        self.__dict__.pop("_built", None)
 
     def root(self) -> dict[str, Any]:
         return {
@@ -304,13 +310,13 @@ class OpenAPI:
                 entry["put"] = op("put", "replaceFinalize", "update", model, body=model)
             elif sub == "log":
                 entry["get"] = {**op("get", "readLog", "log", model), "responses": {"200": _text_response()}}
-            elif sub == "exec":
+            elif sub in ("exec", "attach", "portforward"):
                 entry["get"] = {
-                    **op("connect", "connectGetExec", "exec", model),
+                    **op("connect", f"connectGet{sub.title()}", sub, model),
                     "responses": {"200": _text_response()},
                 }
                 entry["post"] = {
-                    **op("connect", "connectPostExec", "exec", model),
+                    **op("connect", f"connectPost{sub.title()}", sub, model),
                     "responses": {"200": _text_response()},
                 }
             paths[f"{item}/{sub}"] = entry

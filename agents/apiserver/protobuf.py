@@ -62,7 +62,8 @@ PACKAGES = {
 # Served group/versions read from JSON only: kube-aggregator's APIService is not among k8s.io/api's
 # generated.proto files the table is built from, and kubectl sends APIServices as JSON (apply, create -f).
 # autoscaling/v2 likewise: the table carries autoscaling/v1 only (what kubectl autoscale sends, as protobuf).
-JSON_ONLY = frozenset({"apiregistration.k8s.io/v1", "autoscaling/v2"})
+# apiextensions.k8s.io's CustomResourceDefinition lives in its own repository, not k8s.io/api: JSON too.
+JSON_ONLY = frozenset({"apiextensions.k8s.io/v1", "apiregistration.k8s.io/v1", "autoscaling/v2"})
 
 # Pointer fields (Message.field) whose zero value ("", 0, false) is a choice the client made and
 # must survive decoding; every other field holding a zero value is dropped, as omitempty would.

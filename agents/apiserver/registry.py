@@ -19,7 +19,7 @@ from typing import Any
 
 from agents.apiserver import meta as objmeta
 from agents.apiserver.allocators import RequestAdmission, ServiceAllocator
-from agents.apiserver.kinds import Strategy
+from agents.apiserver.kinds import Strategy, ephemeralcontainers
 from agents.apiserver.resources import Resource
 from agents.apiserver.status import (
     FieldError,
@@ -402,6 +402,13 @@ class ResourceStore:
         if self.resource.namespaced:
             new_meta.setdefault("namespace", objects.namespace_of(current))
         old_meta = current.get("metadata") or {}
+        if subresource == "ephemeralcontainers":  # a pod's ephemeral containers, added, nothing else of it
+            new = ephemeralcontainers.updated(wanted, current)
+            self.strategy.default(new)
+            errors = self.strategy.validate_ephemeral_containers(new, current)
+            if errors:
+                raise self._invalid(name, errors)
+            return new
         if subresource in ("status", "finalize", "approval"):
             new = deep_copy(current)
             if subresource == "status":

@@ -14,9 +14,12 @@ SUBRESOURCE_VERBS = {
     "finalize": ("update",),
     "log": ("get",),
     "exec": ("create", "get"),
+    "attach": ("create", "get"),
+    "portforward": ("create", "get"),
     "token": ("create",),
     "approval": ("get", "patch", "update"),
     "eviction": ("create",),
+    "ephemeralcontainers": ("get", "patch", "update"),
 }
 
 COMMON_FIELDS = {"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"}
@@ -131,7 +134,7 @@ RESOURCES: tuple[Resource, ...] = (
         "V1Pod",
         ("po",),
         ("all",),
-        ("status", "binding", "log", "exec", "eviction"),
+        ("status", "binding", "log", "exec", "attach", "portforward", "eviction", "ephemeralcontainers"),
         field_paths=_POD_FIELDS,
     ),
     Resource(
@@ -356,6 +359,19 @@ RESOURCES: tuple[Resource, ...] = (
     Resource(
         "apiregistration.k8s.io", "v1", "APIService", "apiservices", False, "V1APIService", subresources=("status",)
     ),
+    # custom resources are served from these (agents/apiserver/customresources.py)
+    Resource(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        False,
+        "V1CustomResourceDefinition",
+        ("crd", "crds"),
+        ("api-extensions",),
+        ("status",),
+        tracks_generation=True,
+    ),
     Resource("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False, "V1TokenReview", review=True),
     Resource(
         "authentication.k8s.io",
@@ -385,6 +401,10 @@ class Catalog:
     as a view of another (``storage_version``) is found by its path, and in discovery, only."""
 
     def __init__(self, resources: tuple[Resource, ...] = RESOURCES) -> None:
+        self.replace(resources)
+
+    def replace(self, resources: tuple[Resource, ...]) -> None:
+        """Serve ``resources`` from now on: custom resources come and go with their definitions."""
         self.resources = resources
         stored = tuple(r for r in resources if r.stored)
         self._stored = stored
@@ -414,7 +434,7 @@ class Catalog:
         return self._by_prefix.get(f"/registry/{parts[2]}/") or self._by_prefix.get(f"/registry/{parts[2]}/{parts[3]}/")
 
     def groups(self) -> dict[str, list[str]]:
-        """Group name -> versions (the core group is ""); worked out once, not to be changed."""
+        """Group name -> versions (the core group is ""); worked out anew by ``replace``, not to be changed."""
         return self._groups
 
     def in_group_version(self, group: str, version: str) -> list[Resource]:

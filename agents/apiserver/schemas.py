@@ -138,6 +138,13 @@ INTEGER_FORMATS = {
     "V2HPAScalingPolicy.value": "int32",
     "V2HPAScalingPolicy.periodSeconds": "int32",
     "V2HorizontalPodAutoscalerCondition.observedGeneration": "int64",
+    # apiextensions.k8s.io/v1 (k8s.io/apiextensions-apiserver's types, not in the table's k8s.io/api)
+    "ApiextensionsV1ServiceReference.port": "int32",
+    "V1CustomResourceColumnDefinition.priority": "int32",
+    "V1CustomResourceDefinitionCondition.observedGeneration": "int64",
+    "V1CustomResourceDefinitionStatus.observedGeneration": "int64",
+    **{f"V1JSONSchemaProps.{bound}": "int64" for bound in ("maxItems", "maxLength", "maxProperties")},
+    **{f"V1JSONSchemaProps.{bound}": "int64" for bound in ("minItems", "minLength", "minProperties")},
 }
 # The protobuf packages a model's kind is looked for in, in this order (the meta types last).
 _PROTO_PACKAGES = (*dict.fromkeys(protobuf.PACKAGES.values()), protobuf.META)

@@ -34,15 +34,16 @@ from agents.apiserver import (
 from agents.apiserver.allocators import ServiceAllocator
 from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator, User, with_authenticated
 from agents.apiserver.authorization import Authorizer
+from agents.apiserver.customresources import CustomResources, CustomResourceStore, DefinitionController
 from agents.apiserver.decoding import Decoder
 from agents.apiserver.handlers import Api, json_response, status_response
-from agents.apiserver.kinds import strategy_for
+from agents.apiserver.kinds import Strategy, strategy_for
 from agents.apiserver.kubeletclient import KubeletClient
 from agents.apiserver.nodeauthorizer import NodeAuthorizer, PodGraph
 from agents.apiserver.openapi import OpenAPI
 from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore
 from agents.apiserver.requestinfo import request_info
-from agents.apiserver.resources import Catalog
+from agents.apiserver.resources import Catalog, Resource
 from agents.apiserver.serviceaccount import TokenIssuer, TokenService, TokenVerifier
 from agents.apiserver.settings import ApiServerSettings, EtcdSettings
 from agents.apiserver.status import StatusError, path_not_found, unauthorized
@@ -187,6 +188,9 @@ class ApiServer:
         if self.authorizer.uses_node:
             self.cache.add_index(graph)
         self.aggregator = aggregator.Aggregator(settings, self.catalog)  # APIServices route to other servers
+        self.custom = CustomResources(self.catalog)  # CustomResourceDefinitions' kinds, served as they come
+        self.cache.add_index(self.custom)
+        self.crd_controller: DefinitionController | None = None
         for index in self.aggregator.indexes:
             self.cache.add_index(index)
         accounts = settings.service_account
@@ -250,8 +254,10 @@ class ApiServer:
                 peek=self.cache.peek,
                 accounts=self._service_account if self.token_issuer is not None else None,
             )
+        self.custom.bind(definitions=self.definitions, stores=self.stores, make_store=self._custom_store)
         await self.cache.start()
         self.openapi = OpenAPI(self.catalog, self.definitions, KUBERNETES_VERSION)
+        self.custom.on_change.append(self.openapi.refresh)
         self.api = Api(
             catalog=self.catalog,
             stores=self.stores,
@@ -300,6 +306,10 @@ class ApiServer:
         await self._publish_authentication()
         self._housekeeping.every("extension-apiserver-authentication", 60, self._publish_authentication)
         self.aggregator.start_checking(self.stores["apiservices.apiregistration.k8s.io"])
+        self.crd_controller = DefinitionController(
+            self.custom, self.stores["customresourcedefinitions.apiextensions.k8s.io"]
+        )
+        self.crd_controller.start()
         await bootstrap.ensure_kubernetes_service(
             services=self.stores["services"],
             endpoints=self.stores["endpoints"],
@@ -313,6 +323,17 @@ class ApiServer:
         self._housekeeping.every("event-expiry", min(300.0, self.settings.event_ttl), self._expire_events)
         if self.settings.etcd.compaction_interval > 0:
             self._start_compactor(self.settings.etcd.compaction_interval)
+
+    def _custom_store(self, resource: Resource, strategy: Strategy) -> CustomResourceStore:
+        return CustomResourceStore(
+            resource,
+            strategy,
+            self.store,
+            allocator=self.allocator,
+            namespace_phase=self._namespace_phase,
+            default_toleration_seconds=self.settings.default_not_ready_toleration_seconds,
+            peek=self.cache.peek,
+        )
 
     async def _await_bootstrap(self, patience: float = 60.0) -> None:
         """Other workers are ready once the leader has created the system namespaces."""
@@ -361,6 +382,8 @@ class ApiServer:
     async def stop(self) -> None:
         self.ready = False
         await self._housekeeping.stop()
+        if self.crd_controller is not None:
+            await self.crd_controller.stop()
         await self.aggregator.close()
         await self.cache.stop()
         if self.api is not None:

@@ -39,6 +39,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc
 from google.protobuf import any_pb2, empty_pb2
 
+from agents.kubelet.attach import StdinPipes, Terminals
 from agents.kubelet.containerd_api.events import task_pb2 as task_events
 from agents.kubelet.containerd_api.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from agents.kubelet.containerd_api.services.content.v1 import content_pb2, content_pb2_grpc
@@ -127,6 +128,11 @@ class Containerd:
         self._channel: Any = None
         self._images: dict[str, Image] = {}  # by the image's target digest: what a digest names never changes
         self._processes: dict[str, dict[str, Any]] = {}  # container id -> its OCI process (for exec)
+        # the stdin of containers created with `stdin: true` (attach)
+        self.stdin = StdinPipes(fifo_dir, close_io=self.close_stdin)
+        self._with_stdin: set[str] = set()
+        self.terminals = Terminals(fifo_dir)  # the output of containers with `tty: true`
+        self._with_tty: set[str] = set()
 
     # --- the connection ----------------------------------------------------------------------------
 
@@ -272,6 +278,10 @@ class Containerd:
                 await self._call(f"delete {cid}", stub.Delete, containers_pb2.DeleteContainerRequest(id=cid))
             raise
         self._processes[cid] = oci_spec["process"]
+        if spec.stdin:
+            self._with_stdin.add(cid)
+        if spec.tty:
+            self._with_tty.add(cid)
 
     async def start(self, container: str, *, log_file: Path) -> None:
         """The container's task, its output to ``log_file``, started. A task that cannot be created or
@@ -285,8 +295,17 @@ class Containerd:
             snapshots_pb2.MountsRequest(snapshotter=self.snapshotter, key=container),
         )
         uri = f"file://{log_file}"
+        stdin = str(self.stdin.open(container)) if container in self._with_stdin else ""
+        tty = container in self._with_tty
+        if tty:  # a terminal's output goes to a FIFO only: the kubelet copies it to the log file
+            uri = str(self.terminals.open(container, log_file))
         request = tasks_pb2.CreateTaskRequest(
-            container_id=container, rootfs=list(mounts.mounts), stdout=uri, stderr=uri
+            container_id=container,
+            rootfs=list(mounts.mounts),
+            stdin=stdin,
+            stdout=uri,
+            stderr="" if tty else uri,
+            terminal=tty,
         )
         try:
             await self._call(f"start {container}", stub.Create, request, seconds=120)
@@ -304,6 +323,19 @@ class Containerd:
             raise ContainerdError(
                 f"start {container}", f'failed to start containerd task "{container}": {exc.message}'
             ) from exc
+
+    async def close_stdin(self, container: str) -> None:
+        """The end of a task's input: its shim closes the container's stdin (a stdinOnce attach ended)."""
+        request = tasks_pb2.CloseIORequest(container_id=container, stdin=True)
+        await self._call(f"close the stdin of {container}", self._tasks().CloseIO, request)
+
+    def has_terminal(self, container: str) -> bool:
+        return self.terminals.is_open(container)
+
+    async def resize(self, container: str, width: int, height: int) -> None:
+        """The size of a container's terminal (an attach session's resize messages)."""
+        request = tasks_pb2.ResizePtyRequest(container_id=container, width=width, height=height)
+        await self._call(f"resize the terminal of {container}", self._tasks().ResizePty, request)
 
     async def kill(self, container: str, signal: str = "SIGTERM") -> None:
         """Signal the container's task; a task that has ended or is gone is no error."""
@@ -372,6 +404,10 @@ class Containerd:
                 raise
         await self._remove_snapshot(container)
         self._processes.pop(container, None)
+        self._with_stdin.discard(container)
+        self.stdin.remove(container)
+        self._with_tty.discard(container)
+        self.terminals.close(container)
 
     async def _remove_snapshot(self, key: str) -> None:
         request = snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.snapshotter, key=key)
@@ -389,7 +425,12 @@ class Containerd:
 
     async def tasks(self) -> dict[str, Task]:
         found = await self._call("list tasks", self._tasks().List, tasks_pb2.ListTasksRequest())
-        return {task.id: task for task in (task_of(p) for p in found.tasks)}
+        tasks = {task.id: task for task in (task_of(p) for p in found.tasks)}
+        for task in tasks.values():  # the streams of containers an earlier kubelet started (attach)
+            if task.status == "RUNNING":
+                self.stdin.adopt(task.id)
+                self.terminals.adopt(task.id)
+        return tasks
 
     # --- exec --------------------------------------------------------------------------------------
 

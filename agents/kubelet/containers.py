@@ -72,7 +72,10 @@ class ContainerSpec:
     working_dir: str = ""
     netns: str = ""  # the pod sandbox's network namespace path
     uts: str = ""  # the pod's UTS namespace (its hostname), shared by its containers
+    pidns: str = ""  # another container's PID namespace to join (an ephemeral container's target); "": its own
     mounts: tuple[Mount, ...] = ()
+    stdin: bool = False  # stdin on a FIFO attach sessions write to (the container's `stdin: true`)
+    tty: bool = False  # a terminal (the container's `tty: true`)
     memory_limit: int = 0  # bytes; 0: none
     cpu_quota: int = 0  # microseconds per period; 0: none
     cpu_period: int = 100_000

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from agents.kubelet import podstate
 from agents.kubelet.cni import BridgeNetwork
@@ -29,6 +30,7 @@ from agents.kubelet.nodestatus import NodeStatus
 from agents.kubelet.pleg import PLEG, PodLifecycleEvent
 from agents.kubelet.podcache import PodCache, containerd_id
 from agents.kubelet.podworkers import PodWorkers
+from agents.kubelet.portforward import PodNetwork
 from agents.kubelet.resourcestats import ContainerRun, PodRuns, Sampler
 from agents.kubelet.runtime import Runtime
 from agents.kubelet.server import KubeletServer
@@ -95,6 +97,26 @@ class Kubelet:
         record = self.cache.get(pod["metadata"]["uid"])
         return pod["metadata"]["uid"], list((record.attempts.get(container) if record else None) or [])
 
+    def container_of(self, namespace: str, name: str, container: str) -> dict[str, Any] | None:
+        """For the server's attach: the container's spec in the pod (None: no such pod or container)."""
+        spec = (self.pods.get(f"{namespace}/{name}") or {}).get("spec") or {}
+        kinds = ("containers", "initContainers", "ephemeralContainers")
+        containers = [c for kind in kinds for c in spec.get(kind) or []]
+        return next((dict(c) for c in containers if c.get("name") == container), None)
+
+    def network_of(self, namespace: str, name: str) -> PodNetwork | None:
+        """For the server's port-forward: the pod's network namespace (None: no such pod here, or no
+        sandbox yet)."""
+        pod = self.pods.get(f"{namespace}/{name}")
+        if pod is None:
+            return None
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            return PodNetwork(sandbox=name, netns=None)
+        path = self.runtime.netns_path(pod["metadata"]["uid"])
+        if path is None or not path.exists():
+            return None
+        return PodNetwork(sandbox=path.name, netns=path)
+
     def pod_runs(self) -> list[PodRuns]:
         """For the usage sampler: this node's pods and their running containers' cgroups."""
         out = []
@@ -123,6 +145,9 @@ class Kubelet:
             auth=ServerAuth(tokens=tokens, node=self.settings.node_name, client=self.client),
             exec_process=self.runtime.exec_process,
             snapshot=self.sampler.snapshot,
+            network_of=self.network_of,
+            container_of=self.container_of,
+            attach_runtime=self.runtime.containerd,
         )
         await running.start(address=server.address, port=server.port, cert=server.cert_file, key=server.key_file)
         return running

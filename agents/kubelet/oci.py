@@ -127,7 +127,8 @@ def runtime_spec(spec: ContainerSpec, *, image_config: Mapping[str, Any], namesp
         resources["memory"] = {"limit": spec.memory_limit}
     if spec.cpu_quota:
         resources["cpu"] = {"quota": spec.cpu_quota, "period": spec.cpu_period}
-    namespaces: list[dict[str, str]] = [{"type": "pid"}, {"type": "ipc"}]
+    namespaces: list[dict[str, str]] = [{"type": "pid", "path": spec.pidns} if spec.pidns else {"type": "pid"}]
+    namespaces.append({"type": "ipc"})
     namespaces.append({"type": "uts", "path": spec.uts} if spec.uts else {"type": "uts"})
     namespaces.append({"type": "mount"})
     namespaces.append({"type": "network", "path": spec.netns} if spec.netns else {"type": "network"})
@@ -141,6 +142,7 @@ def runtime_spec(spec: ContainerSpec, *, image_config: Mapping[str, Any], namesp
             "capabilities": {kind: list(CAPABILITIES) for kind in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,
+            **({"terminal": True} if spec.tty else {}),
         },
         "root": {"path": "rootfs"},
         "mounts": mounts,

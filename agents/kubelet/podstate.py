@@ -16,6 +16,10 @@ the pod's restartPolicy says (Never: the pod fails), with the same back-off. An 
 ``restartPolicy: Always`` is a sidecar: once started (its startupProbe passed, if it has one) the
 next init container may start; it runs on beside the app containers, restarted whenever it exits,
 until the app containers are done.
+
+Ephemeral containers (``kubectl debug``) are added to a running pod; each starts once, may start
+before the pod is initialized, is never restarted, does not count for the phase or readiness, and
+is reported in ``ephemeralContainerStatuses``; a finished pod's are stopped with its sidecars.
 """
 
 from __future__ import annotations
@@ -115,6 +119,10 @@ def containers_of(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def init_containers_of(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list((pod.get("spec") or {}).get("initContainers") or [])
+
+
+def ephemeral_containers_of(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list((pod.get("spec") or {}).get("ephemeralContainers") or [])
 
 
 def all_containers_of(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -278,14 +286,34 @@ def _init_actions(pod: Mapping[str, Any], observed: Observed, now: float) -> tup
     return actions, wake, True
 
 
+def _running(observed: Observed, name: str) -> bool:
+    last = _last(observed.attempts.get(name))
+    return last is not None and last.state != "exited"
+
+
 def _sidecars_to_stop(pod: Mapping[str, Any], observed: Observed) -> tuple[str, ...]:
-    """The running sidecars of a pod that is done (its app containers ended for good), last first."""
-    running = [
-        c["name"]
-        for c in init_containers_of(pod)
-        if is_sidecar(c) and (last := _last(observed.attempts.get(c["name"]))) is not None and last.state != "exited"
-    ]
-    return tuple(reversed(running))
+    """What still runs in a pod that is done (its app containers ended for good): its ephemeral
+    containers first, then its sidecars, last first."""
+    ephemeral = [c["name"] for c in ephemeral_containers_of(pod) if _running(observed, c["name"])]
+    running = [c["name"] for c in init_containers_of(pod) if is_sidecar(c) and _running(observed, c["name"])]
+    return (*ephemeral, *reversed(running))
+
+
+def _ephemeral_actions(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[Action], float | None]:
+    """Ephemeral containers (``kubectl debug``) start once each, even before the pod is initialized,
+    and never run again; one whose image or config could not be had is tried again after the back-off."""
+    actions: list[Action] = []
+    wake: float | None = None
+    for container in ephemeral_containers_of(pod):
+        name = container["name"]
+        if observed.attempts.get(name):
+            continue
+        failure = observed.pulls.get(name) or observed.problems.get(name)
+        if failure is not None and now < (retry_at := failure.at + retry_backoff(failure)):
+            wake = _earlier(wake, retry_at)
+            continue
+        actions.append(StartContainer(name, 0))
+    return actions, wake
 
 
 def plan(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[Action], float | None]:
@@ -298,7 +326,11 @@ def plan(pod: Mapping[str, Any], observed: Observed, now: float) -> tuple[list[A
     if phase(pod, observed) in ("Succeeded", "Failed"):
         sidecars = _sidecars_to_stop(pod, observed)
         return ([StopContainers(sidecars, termination_grace(pod))] if sidecars else []), None
+    ephemeral, ephemeral_wake = _ephemeral_actions(pod, observed, now)
     actions, wake, initialized = _init_actions(pod, observed, now)
+    actions = ephemeral + actions
+    if ephemeral_wake is not None:
+        wake = _earlier(wake, ephemeral_wake)
     if not initialized:
         return actions, wake
     policy = restart_policy(pod)
@@ -533,6 +565,11 @@ def pod_status(
     }
     if init_statuses:
         status["initContainerStatuses"] = init_statuses
+    ephemeral = ephemeral_containers_of(pod)
+    if ephemeral:  # never restarted, whatever the pod's restartPolicy
+        status["ephemeralContainerStatuses"] = [
+            status_of(c, own_policy="Never", waiting="ContainerCreating") for c in ephemeral
+        ]
     if observed.sandbox_ip:
         status["podIP"] = observed.sandbox_ip
         status["podIPs"] = [{"ip": observed.sandbox_ip}]

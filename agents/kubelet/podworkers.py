@@ -296,7 +296,8 @@ class PodWorkers:
         return reference
 
     async def _start(self, pod: Object, record: PodRecord, action: podstate.StartContainer) -> None:
-        container = next(c for c in podstate.all_containers_of(pod) if c["name"] == action.name)
+        everyone = [*podstate.all_containers_of(pod), *podstate.ephemeral_containers_of(pod)]
+        container = next(c for c in everyone if c["name"] == action.name)
         reference = await self._ensure_image(pod, record, container)
         if reference is None:
             return
@@ -329,6 +330,7 @@ class PodWorkers:
                 uts=self.runtime.uts_path(uid),
                 hosts=self.runtime.hosts_path(uid),
                 resolv=self.runtime.resolv_path(uid),
+                pidns=await self._target_pid_namespace(record, container),
             )
         except (VolumeError, ApiError) as exc:
             reason = exc.reason if isinstance(exc, VolumeError) else "CreateContainerConfigError"
@@ -372,6 +374,16 @@ class PodWorkers:
         self._probe(pod, record, container, str(cid))
         if action.attempt >= 2:  # from the third run on, runs before the previous one are removed
             await self.runtime.remove_old_runs(uid, action.name, keep_from=action.attempt - 1)
+
+    async def _target_pid_namespace(self, record: PodRecord, container: dict[str, Any]) -> str:
+        """An ephemeral container with a ``targetContainerName`` joins that container's PID namespace
+        (it sees and may signal its processes); "" when there is none or it does not run now."""
+        target = container.get("targetContainerName")
+        run = record.running().get(str(target)) if target else None
+        if run is None:
+            return ""
+        task = (await self.runtime.tasks()).get(containerd_id(run))
+        return f"/proc/{task.pid}/ns/pid" if task is not None and task.pid > 0 else ""
 
     def _hook_target(self, pod: Object, record: PodRecord, container: dict[str, Any], cid: str) -> hooks.HookTarget:
         meta = pod["metadata"]

@@ -1,9 +1,10 @@
 """``kubectl exec`` on the kubelet's side: Kubernetes' channel protocol over a WebSocket.
 
-Each binary message starts with its channel: 0 stdin, 1 stdout, 2 stderr, 3 the final Status (JSON),
-4 a terminal resize (``{"Width": w, "Height": h}``), and in v5 255 to close a stream (``[255, 0]``:
-no more stdin). The command runs in the container through ``ctr tasks exec``; with a terminal
-(``-it``) ctr is given a pseudo-terminal whose size follows the resize messages.
+Each message (binary, or text from clients that send strings) starts with its channel: 0 stdin,
+1 stdout, 2 stderr, 3 the final Status (JSON), 4 a terminal resize (``{"Width": w, "Height": h}``),
+and in v5 255 to close a stream (``[255, 0]``: no more stdin). The command runs in the container
+through ``ctr tasks exec``; with a terminal (``-it``) ctr is given a pseudo-terminal whose size
+follows the resize messages.
 """
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ def exit_status(code: int) -> dict[str, Any]:
         "reason": "NonZeroExitCode",
         "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
     }
+
+
+def client_frame(kind: WSMsgType, data: object) -> tuple[int, bytes] | None:
+    """A caller's message as (channel, payload), or None for one that carries no stream data.
+
+    kubectl sends binary messages; the official Python client sends ``write_stdin("text")`` as a text
+    message whose first character is the channel (``"\\x00echo x\\n"``) and bytes as binary. kube reads
+    both kinds alike: the first byte of the message's bytes is the channel.
+    """
+    if kind == WSMsgType.TEXT and isinstance(data, str):
+        raw = data.encode()
+    elif kind == WSMsgType.BINARY and isinstance(data, bytes | bytearray):
+        raw = bytes(data)
+    else:
+        return None
+    if not raw:
+        return None
+    return raw[0], raw[1:]
 
 
 def resize(fd: int, message: bytes) -> None:
@@ -96,9 +115,10 @@ async def remote_command(
 
     async def from_client() -> None:
         async for message in ws:
-            if message.type != WSMsgType.BINARY or not message.data:
+            framed = client_frame(message.type, message.data)
+            if framed is None:
                 continue
-            channel, data = message.data[0], message.data[1:]
+            channel, data = framed
             if channel == STDIN and data:
                 if tty:
                     os.write(master, data)

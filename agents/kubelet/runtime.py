@@ -74,6 +74,7 @@ def container_spec(
     uts: str,
     hosts: Path,
     resolv: Path | None = None,
+    pidns: str = "",
 ) -> ContainerSpec:
     """What containerd is asked to create for one run of ``container``: the process (kube's rule over
     the image's Entrypoint and Cmd), the pod's namespaces, ``/etc/hosts``, ``/etc/resolv.conf`` and
@@ -88,6 +89,9 @@ def container_spec(
         working_dir=str(container.get("workingDir") or config.get("WorkingDir") or ""),
         netns=netns,
         uts=uts,
+        pidns=pidns,
+        stdin=bool(container.get("stdin")),
+        tty=bool(container.get("tty")),
         mounts=(
             Mount(str(hosts), "/etc/hosts"),
             *([Mount(str(resolv), "/etc/resolv.conf")] if resolv is not None else []),

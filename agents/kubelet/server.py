@@ -1,5 +1,6 @@
-"""The kubelet's own HTTPS port (10250): container logs and exec for the API server, the node's and
-its pods' usage (``/metrics/resource``, ``/stats/summary``), and /healthz.
+"""The kubelet's own HTTPS port (10250): container logs, exec, attach (:mod:`agents.kubelet.attach`) and
+port-forward (:mod:`agents.kubelet.portforward`) for the API server, the node's and its pods' usage
+(``/metrics/resource``, ``/stats/summary``), and /healthz.
 
 Who gets in is :mod:`agents.kubelet.serverauth`'s to decide: the token in ``--server-token-file``
 (the API server's kubelet client token), or any token the API server vouches for whose user may use
@@ -13,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from agents.kubelet.attach import AttachRuntime, attach
 from agents.kubelet.podstate import Attempt
+from agents.kubelet.portforward import PodNetwork, port_forward
 from agents.kubelet.remotecommand import remote_command
 from agents.kubelet.resourcemetrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agents.kubelet.resourcemetrics import ResourceMetrics
@@ -34,6 +38,10 @@ RunsOf = Callable[[str, str, str], tuple[str, list[Attempt]] | None]
 LogFile = Callable[[str, str, int], Path]
 # (container id, argv, tty, stdin fd/None, stdout fd, stderr fd) -> the started `ctr tasks exec` process
 ExecProcess = Callable[..., Awaitable[asyncio.subprocess.Process]]
+# (namespace, pod) -> where the pod's ports are, or None: no such pod running on this node
+NetworkOf = Callable[[str, str], PodNetwork | None]
+# (namespace, pod, container) -> the container's spec in the pod (None: no such pod or container)
+ContainerOf = Callable[[str, str, str], Mapping[str, Any] | None]
 
 
 def tail(data: bytes, lines: int) -> bytes:
@@ -85,8 +93,14 @@ class KubeletServer:
         auth: ServerAuth,
         exec_process: ExecProcess | None = None,
         snapshot: Callable[[], Snapshot] | None = None,
+        network_of: NetworkOf | None = None,
+        container_of: ContainerOf | None = None,
+        attach_runtime: AttachRuntime | None = None,
     ) -> None:
         self.runs_of = runs_of
+        self.network_of = network_of
+        self.container_of = container_of
+        self.attach_runtime = attach_runtime
         self.exec_process = exec_process or _no_exec
         self.log_file = log_file
         self.auth = auth
@@ -96,6 +110,8 @@ class KubeletServer:
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._logs)
         self.app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self._exec)
+        self.app.router.add_route("*", "/portForward/{namespace}/{pod}", self._port_forward)
+        self.app.router.add_route("*", "/attach/{namespace}/{pod}/{container}", self._attach)
         self.app.router.add_get("/metrics/resource", self._resource_metrics)
         self.app.router.add_get("/stats/summary", self._summary)
         self._runner: web.AppRunner | None = None
@@ -190,6 +206,38 @@ class KubeletServer:
             tty=_flag(request.query.get("tty")),
             stdin=_flag(request.query.get("stdin")),
         )
+
+    async def _attach(self, request: web.Request) -> web.StreamResponse:
+        namespace, pod, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
+        found = self.runs_of(namespace, pod, container)
+        if found is None:
+            return web.Response(status=404, text=f'pod "{pod}" not found on this node')
+        uid, runs = found
+        if not runs or runs[-1].state != "running":
+            return web.Response(status=400, text=f'container "{container}" in pod "{pod}" is not running')
+        run = runs[-1]
+        spec = (self.container_of(namespace, pod, container) if self.container_of is not None else None) or {}
+
+        def running() -> bool:
+            now = self.runs_of(namespace, pod, container)
+            current = next((r for r in (now[1] if now else []) if r.number == run.number), None)
+            return current is not None and current.state != "exited"
+
+        return await attach(
+            request,
+            container=run.container_id.removeprefix("containerd://"),
+            log_file=self.log_file(uid, container, run.number),
+            running=running,
+            runtime=self.attach_runtime,
+            stdin_once=bool(spec.get("stdinOnce")),
+        )
+
+    async def _port_forward(self, request: web.Request) -> web.StreamResponse:
+        namespace, pod = request.match_info["namespace"], request.match_info["pod"]
+        network = self.network_of(namespace, pod) if self.network_of is not None else None
+        if network is None:
+            return web.Response(status=404, text="pod does not exist")
+        return await port_forward(request, network)
 
     async def start(self, *, address: str, port: int, cert: Path, key: Path) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -36,6 +36,14 @@ async def test_the_documents_lose_the_streams_and_name_only_the_runs_own_namespa
     assert "delete" in paths["/api/v1/namespaces/{namespace}/pods"] and "post" in paths["/api/v1/namespaces"]
 
 
+async def test_a_definitions_recursive_schema_reaches_the_fuzzer_as_a_free_form_object(http: Client) -> None:
+    served = await (await http.get("/openapi/v3/apis/apiextensions.k8s.io/v1")).json()
+    assert "properties" in served["components"]["schemas"]["v1.JSONSchemaProps"]
+    schemas = fuzzing.narrowed(served, OWN)["components"]["schemas"]
+    assert schemas["v1.JSONSchemaProps"]["type"] == "object" and "properties" not in schemas["v1.JSONSchemaProps"]
+    assert "properties" in schemas["v1.CustomResourceDefinitionSpec"]
+
+
 def test_the_hook_replaces_any_path_parameter_holding_a_protected_namespace() -> None:
     protected = ("default", "sentinel-x")
     given = {"namespace": "sentinel-x", "name": "../../namespaces/default/leases/kept", "other": "web"}

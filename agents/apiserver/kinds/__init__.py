@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from agents.apiserver.kinds import apiregistration, apps, autoscaling, batch, certificates, core, misc, policy, rbac
+from agents.apiserver.kinds import (
+    apiextensions,
+    apiregistration,
+    apps,
+    autoscaling,
+    batch,
+    certificates,
+    core,
+    misc,
+    policy,
+    rbac,
+)
 from agents.apiserver.kinds.base import Admission, Strategy
 from agents.apiserver.resources import Resource
 
@@ -34,6 +45,7 @@ _STRATEGIES: dict[str, type[Strategy]] = {
     "clusterrolebindings.rbac.authorization.k8s.io": rbac.BindingStrategy,
     "certificatesigningrequests.certificates.k8s.io": certificates.CertificateSigningRequestStrategy,
     "apiservices.apiregistration.k8s.io": apiregistration.APIServiceStrategy,
+    "customresourcedefinitions.apiextensions.k8s.io": apiextensions.CustomResourceDefinitionStrategy,
 }
 
 

@@ -87,6 +87,11 @@ class Strategy:
     def validate_status(self, new: Object, old: Object) -> Errors:
         return []
 
+    # --- ephemeralcontainers subresource (pods) ---------------------------------------------------
+
+    def validate_ephemeral_containers(self, new: Object, old: Object) -> Errors:
+        return []
+
     # --- delete ----------------------------------------------------------------------------------
 
     def grace_period(self, obj: Object, requested: int | None) -> int:

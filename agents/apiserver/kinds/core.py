@@ -6,7 +6,7 @@ import base64
 from typing import Any
 
 from agents.apiserver import validation as v
-from agents.apiserver.kinds import serviceaccounts
+from agents.apiserver.kinds import ephemeralcontainers, serviceaccounts
 from agents.apiserver.kinds.base import Admission, Strategy
 from agents.apiserver.kinds.podspec import (
     TAINT_EFFECTS,
@@ -111,10 +111,10 @@ class PodStrategy(Strategy):
                 )
 
     def validate(self, obj: Object) -> Errors:
-        return validate_pod_spec("spec", obj.get("spec"))
+        return validate_pod_spec("spec", obj.get("spec")) + ephemeralcontainers.forbidden_on_create(obj)
 
     def validate_update(self, new: Object, old: Object) -> Errors:
-        out = self.validate(new)
+        out = validate_pod_spec("spec", new.get("spec"))
         new_spec, old_spec = new.get("spec") or {}, old.get("spec") or {}
         if _mask_mutable(new_spec) != _mask_mutable(old_spec):
             out.append(forbidden("spec", _POD_MUTABLE_MESSAGE))
@@ -125,6 +125,9 @@ class PodStrategy(Strategy):
                 forbidden("spec.tolerations", "existing toleration can not be modified except its tolerationSeconds")
             )
         return out
+
+    def validate_ephemeral_containers(self, new: Object, old: Object) -> Errors:
+        return validate_pod_spec("spec", new.get("spec")) + ephemeralcontainers.validate_change(new, old)
 
     def validate_status(self, new: Object, old: Object) -> Errors:
         status = new.get("status") or {}

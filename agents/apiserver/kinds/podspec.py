@@ -112,6 +112,8 @@ def default_pod_spec(spec: dict[str, Any]) -> None:
         _default_container(c)
     for c in spec.get("initContainers") or []:
         _default_container(c)
+    for c in spec.get("ephemeralContainers") or []:
+        _default_container(c)
     for vol in spec.get("volumes") or []:
         _default_volume(vol)
     if spec.get("serviceAccountName") and not spec.get("serviceAccount"):
@@ -430,6 +432,47 @@ def _affinity(path: str, affinity: dict[str, Any]) -> Errors:
     return out
 
 
+# what an ephemeral container may not have: it serves no traffic, is never restarted nor resized,
+# and the pod's fundamental services must not rest on it (kube's allow list, seen from the other side)
+EPHEMERAL_FORBIDDEN = (
+    "ports",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "lifecycle",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+)
+
+
+def _ephemeral_containers(path: str, spec: dict[str, Any], volumes: set[str]) -> Errors:
+    """kube's validateEphemeralContainers: each a valid container whose name no other container of
+    the pod has, whose target (if any) is one of the pod's containers, without the fields above nor
+    volume subpaths."""
+    out: Errors = []
+    others = {c.get("name") for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]}
+    seen = set(others)
+    for i, c in enumerate(spec.get("ephemeralContainers") or []):
+        here = f"{path}.ephemeralContainers[{i}]"
+        out += _container(here, c, volumes)
+        name = c.get("name")
+        if name and name in seen:
+            out.append(FieldError("FieldValueDuplicate", f"{here}.name", "", name, True))
+        seen.add(name)
+        target = c.get("targetContainerName")
+        if target and target not in others:
+            out.append(FieldError("FieldValueNotFound", f"{here}.targetContainerName", "", target, True))
+        for field_name in EPHEMERAL_FORBIDDEN:
+            if c.get(field_name):  # absent, null or empty: not set
+                out.append(forbidden(f"{here}.{field_name}", "cannot be set for an Ephemeral Container"))
+        for j, mount in enumerate(c.get("volumeMounts") or []):
+            for sub in ("subPath", "subPathExpr"):
+                if mount.get(sub):
+                    out.append(forbidden(f"{here}.volumeMounts[{j}].{sub}", "cannot be set for an Ephemeral Container"))
+    return out
+
+
 def validate_pod_spec(path: str, spec: dict[str, Any] | None) -> Errors:
     if spec is None:
         return [required(path)]
@@ -455,6 +498,7 @@ def validate_pod_spec(path: str, spec: dict[str, Any] | None) -> Errors:
         if name and name in seen:
             out.append(FieldError("FieldValueDuplicate", f"{path}.{kind}[{i}].name", "", name, True))
         seen.add(name)
+    out += _ephemeral_containers(path, spec, volume_names)
     out += v.one_of(f"{path}.restartPolicy", spec.get("restartPolicy", "Always"), RESTART_POLICIES)
     out += v.one_of(f"{path}.dnsPolicy", spec.get("dnsPolicy", "ClusterFirst"), DNS_POLICIES)
     out += _dns_config(f"{path}.dnsConfig", spec.get("dnsConfig"), spec.get("dnsPolicy", "ClusterFirst"))
@@ -538,6 +582,8 @@ def validate_template(
             pass  # reported by the selector's own validation
     spec = template.get("spec")
     out += validate_pod_spec(f"{path}.spec", spec)
+    if spec is not None and spec.get("ephemeralContainers"):
+        out.append(forbidden(f"{path}.spec.ephemeralContainers", "ephemeral containers not allowed in pod template"))
     if spec is not None:
         policy = spec.get("restartPolicy", "Always")
         if policy in RESTART_POLICIES:  # an unknown policy is already reported by validate_pod_spec

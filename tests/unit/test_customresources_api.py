@@ -1,0 +1,211 @@
+"""Custom resources through the API server on the in-memory store: a definition in, its kind served."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+Client = TestClient[Any, Any]
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+WIDGETS = "/apis/unit.example.com/v1/namespaces/default/widgets"
+
+
+def widget_crd(*, versions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {"type": "string", "maxLength": 20},
+                    "replicas": {"type": "integer", "minimum": 0, "default": 1},
+                    "mode": {"type": "string", "enum": ["fast", "slow"]},
+                    "port": {"x-kubernetes-int-or-string": True},
+                    "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                },
+            },
+            "status": {
+                "type": "object",
+                "properties": {"replicas": {"type": "integer"}, "selector": {"type": "string"}},
+            },
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.unit.example.com"},
+        "spec": {
+            "group": "unit.example.com",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": versions
+            or [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": [
+                        {"name": "Image", "type": "string", "jsonPath": ".spec.image"},
+                        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+async def established(http: Client, name: str, deadline: float = 5.0) -> dict[str, Any]:
+    end = time.monotonic() + deadline
+    while True:
+        crd = await (await http.get(f"{CRDS}/{name}")).json()
+        conditions = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []}
+        if conditions.get("Established") == "True":
+            return dict(crd)
+        assert time.monotonic() < end, crd
+        await asyncio.sleep(0.05)
+
+
+async def test_a_definition_is_established_and_its_kind_served_with_discovery(http: Client) -> None:
+    created = await http.post(CRDS, json=widget_crd())
+    assert created.status == 201, await created.text()
+    crd = await established(http, "widgets.unit.example.com")
+    assert crd["status"]["acceptedNames"]["kind"] == "Widget"
+    assert crd["status"]["storedVersions"] == ["v1"]
+    assert "customresourcecleanup.apiextensions.k8s.io" in crd["metadata"]["finalizers"]
+    groups = await (await http.get("/apis")).json()
+    assert "unit.example.com" in [g["name"] for g in groups["groups"]]
+    listed = await (await http.get("/apis/unit.example.com/v1")).json()
+    names = {r["name"]: r for r in listed["resources"]}
+    assert names["widgets"]["kind"] == "Widget" and names["widgets"]["shortNames"] == ["wd"]
+    assert {"widgets/status", "widgets/scale"} <= set(names)
+    root = await (await http.get("/openapi/v3")).json()
+    assert "apis/unit.example.com/v1" in root["paths"]
+    document = await (await http.get("/openapi/v3/apis/unit.example.com/v1")).json()
+    schema = document["components"]["schemas"]["com.example.unit.v1.Widget"]
+    assert schema["properties"]["spec"]["properties"]["replicas"]["type"] == "integer"
+
+
+async def test_objects_are_pruned_defaulted_and_validated_by_the_schema(http: Client) -> None:
+    await http.post(CRDS, json=widget_crd())
+    await established(http, "widgets.unit.example.com")
+    body = {
+        "apiVersion": "unit.example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "one"},
+        "spec": {"image": "nginx", "unknown": 1, "port": "http", "extra": {"kept": True}},
+    }
+    created = await http.post(WIDGETS, json=body)
+    assert created.status == 201, await created.text()
+    obj = await created.json()
+    assert obj["spec"] == {"image": "nginx", "replicas": 1, "port": "http", "extra": {"kept": True}}
+    assert obj["metadata"]["generation"] == 1
+    bad = {**body, "metadata": {"name": "two"}, "spec": {"image": "x", "replicas": "string", "mode": "other"}}
+    refused = await http.post(WIDGETS, json=bad)
+    assert refused.status == 422
+    status = await refused.json()
+    assert status["reason"] == "Invalid"
+    messages = {c["field"]: c["message"] for c in status["details"]["causes"]}
+    assert messages["spec.replicas"] == (
+        'Invalid value: "string": spec.replicas in body must be of type integer: "string"'
+    )
+    assert messages["spec.mode"] == 'Unsupported value: "other": supported values: "fast", "slow"'
+    missing = await http.post(WIDGETS, json={**body, "metadata": {"name": "three"}, "spec": {}})
+    assert "spec.image: Required value" in (await missing.json())["message"]
+
+
+async def test_status_and_scale_subresources_and_generation(http: Client) -> None:
+    await http.post(CRDS, json=widget_crd())
+    await established(http, "widgets.unit.example.com")
+    body = {"apiVersion": "unit.example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"image": "a"}}
+    obj = await (await http.post(WIDGETS, json={**body, "status": {"replicas": 9}})).json()
+    assert "status" not in obj  # the main resource ignores status
+    obj["status"] = {"replicas": 2, "selector": "app=w"}
+    obj["spec"]["image"] = "changed-on-status"
+    updated = await (await http.put(f"{WIDGETS}/w/status", json=obj)).json()
+    assert updated["status"]["replicas"] == 2 and updated["spec"]["image"] == "a"
+    assert updated["metadata"]["generation"] == 1
+    scale = await (await http.get(f"{WIDGETS}/w/scale")).json()
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 1
+    assert scale["status"] == {"replicas": 2, "selector": "app=w"}
+    patched = await http.patch(
+        f"{WIDGETS}/w/scale",
+        json={"spec": {"replicas": 5}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status == 200, await patched.text()
+    obj = await (await http.get(f"{WIDGETS}/w")).json()
+    assert obj["spec"]["replicas"] == 5 and obj["metadata"]["generation"] == 2
+
+
+async def test_printer_columns_in_the_table(http: Client) -> None:
+    await http.post(CRDS, json=widget_crd())
+    await established(http, "widgets.unit.example.com")
+    body = {"apiVersion": "unit.example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"image": "a"}}
+    await http.post(WIDGETS, json=body)
+    table = await (await http.get(WIDGETS, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})).json()
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Image", "Replicas"]
+    assert table["rows"][0]["cells"] == ["w", "a", 1]
+
+
+async def test_a_second_served_version_rewrites_only_the_api_version(http: Client) -> None:
+    crd = widget_crd()
+    v1 = crd["spec"]["versions"][0]
+    v2 = {**v1, "name": "v2", "storage": False, "subresources": {}, "additionalPrinterColumns": []}
+    crd["spec"]["versions"] = [v1, v2]
+    assert (await http.post(CRDS, json=crd)).status == 201
+    await established(http, "widgets.unit.example.com")
+    at_v2 = WIDGETS.replace("/v1/", "/v2/")
+    body = {"apiVersion": "unit.example.com/v2", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"image": "a"}}
+    created = await http.post(at_v2, json=body)
+    assert created.status == 201, await created.text()
+    assert (await created.json())["apiVersion"] == "unit.example.com/v2"
+    assert (await (await http.get(f"{WIDGETS}/w")).json())["apiVersion"] == "unit.example.com/v1"
+    groups = await (await http.get("/apis/unit.example.com")).json()
+    assert [v["version"] for v in groups["versions"]] == ["v2", "v1"]
+
+
+async def test_deleting_a_definition_deletes_its_objects_then_stops_serving(http: Client) -> None:
+    await http.post(CRDS, json=widget_crd())
+    await established(http, "widgets.unit.example.com")
+    body = {"apiVersion": "unit.example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"image": "a"}}
+    assert (await http.post(WIDGETS, json=body)).status == 201
+    deleting = await (await http.delete(f"{CRDS}/widgets.unit.example.com")).json()
+    assert deleting["metadata"]["deletionTimestamp"]
+    end = time.monotonic() + 5
+    while (await http.get(f"{CRDS}/widgets.unit.example.com")).status != 404:
+        assert time.monotonic() < end
+        await asyncio.sleep(0.05)
+    assert (await http.get(WIDGETS)).status == 404
+    groups = await (await http.get("/apis")).json()
+    assert "unit.example.com" not in [g["name"] for g in groups["groups"]]
+
+
+async def test_an_invalid_definition_is_refused_with_kube_words(http: Client) -> None:
+    crd = widget_crd()
+    crd["metadata"]["name"] = "gadgets.unit.example.com"
+    crd["spec"]["scope"] = "Everywhere"
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["image"] = {}
+    refused = await http.post(CRDS, json=crd)
+    assert refused.status == 422
+    message = (await refused.json())["message"]
+    assert 'metadata.name: Invalid value: "gadgets.unit.example.com": must be spec.names.plural+"."+spec.group' in (
+        message
+    )
+    assert 'spec.scope: Unsupported value: "Everywhere"' in message
+    assert (
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[image].type: Required value:"
+        " must not be empty for specified object fields"
+    ) in message
