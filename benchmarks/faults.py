@@ -5,7 +5,9 @@ requests that failed meanwhile.
 Each fault hits while a 6-replica Deployment behind a NodePort Service is rolled to a new version and a
 load probe sends 5 requests a second (1 s deadline each) to the NodePort on another node
 (``kubelab_testing.drills``). Faults: crash, pause and partition of a worker (healed once its pods are
-replaced), SIGKILL of every component in turn, and the master powered off and on.
+replaced), SIGKILL of every component in turn, and the master powered off and on. Before the faults,
+``drain`` rolls with no fault at all: the same Deployment (no preStop hook), then one whose pods sleep
+5 s in a preStop hook within a 15 s grace period (``drill.DRAINED``): the zero-loss rollout drill.
 
 Timing settings: the lab's defaults (node grace period 40 s, node monitor period 5 s, kubelet heartbeat
 10 s) and pods tolerating a NotReady or unreachable node for ``drill.TOLERATION`` seconds.
@@ -69,7 +71,27 @@ def _figures(fault: str, detect: float | None, replaced: float | None, recover: 
     }
 
 
-GROUPS = ("crash", "partition", "pause", "kills", "master")
+GROUPS = ("drain", "crash", "partition", "pause", "kills", "master")
+
+
+def _rollouts(lab: Lab, kubectl: Kubectl, rolled: drill.Rolled) -> list[dict[str, Any]]:
+    """The rollout with no fault, without and with a preStop sleep: a RECOVER of the rollout's seconds."""
+    rows = []
+    drained = drill.Rolled.create(kubectl, name=drill.DRAINED, pre_stop=True)
+    try:
+        for what, target in (("rollout, no preStop", rolled), (f"rollout, preStop {drill.PRE_STOP_SECONDS}s", drained)):
+            # the NodePort on the master (the first node that is not a worker): no pod of the drill there
+            load = ServiceLoad(lab, target.entry(lab, avoid=lab.workers[0].name))
+            try:
+                drill.warm(load)
+                got = drill.drained_rollout(target, load=load)
+            finally:
+                load.stop()
+            rows.append(_figures(what, None, None, got.seconds, got.requests))
+            print(_row(rows[-1]), flush=True)
+    finally:
+        drained.delete()
+    return rows
 
 
 def measure(lab: Lab, groups: tuple[str, ...] = GROUPS) -> list[dict[str, Any]]:
@@ -79,6 +101,8 @@ def measure(lab: Lab, groups: tuple[str, ...] = GROUPS) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     worker1, worker2 = (w.name for w in lab.workers[:2])
     try:
+        if "drain" in groups:
+            rows.extend(_rollouts(lab, kubectl, rolled))
         for fault, node in (("crash", worker2), ("partition", worker1), ("pause", worker2)):
             if fault not in groups:
                 continue

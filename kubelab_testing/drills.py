@@ -8,6 +8,12 @@ Figures of a drill (seconds from the fault):
   nothing left over (no pod of an old version, none terminating);
 - requests: how many requests were sent from the fault on, how many failed, and until when.
 
+The zero-loss rollout drill (:func:`drained_rollout`) has no fault: a Deployment of its own
+(:data:`DRAINED`) whose pods drain as users make them (a preStop sleep inside a longer grace period,
+a readiness probe) is rolled to a new version under the same load; its figures are the rollout's
+seconds and the requests sent and lost meanwhile. The same pods without the hook (``pre_stop=False``)
+show what it saves; the benchmark prints both (docs/faults.md has the figures).
+
 The e2e suite asserts on these figures and the benchmark prints them.
 """
 
@@ -19,10 +25,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from kubelab_testing.faults import Faults
-from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.kubectl import Kubectl, manifest
 from kubelab_testing.lab import Lab
-from kubelab_testing.loadprobe import ServiceLoad, Summary
+from kubelab_testing.loadprobe import DEADLINE, ServiceLoad, Summary
 from kubelab_testing.waiting import eventually
 from provisioner.lab.components import unit_of
 
@@ -33,6 +41,9 @@ TOLERATION = 20  # seconds the drill's pods stay on a NotReady/unreachable node 
 # the figures' checks (kubectl, ssh) poll once a second, as when docs/faults.md's figures were measured:
 # faster polling would take host CPU from the emulated machines while they are timed
 POLL = 1.0
+DRAINED = "drained"  # the zero-loss rollout drill's Deployment and Service
+PRE_STOP_SECONDS = 5  # its pods' preStop sleep, as users write it ...
+GRACE_SECONDS = 15  # ... inside a longer terminationGracePeriodSeconds
 
 MANIFEST = """
 apiVersion: apps/v1
@@ -106,22 +117,37 @@ def all_nodes_ready(kubectl: Kubectl) -> bool:
     return got is not None and bool(got["items"]) and all(_ready(n) for n in got["items"])
 
 
-class Rolled:
-    """The drill's Deployment and Service; every fault starts a new version."""
+def drill_manifest(name: str = NAME, *, pre_stop: bool = False) -> str:
+    """The drill's Deployment and Service named ``name``; with ``pre_stop``, its pods drain as users
+    make them: ``sleep`` in a preStop hook, within a longer grace period (the container answers
+    through the sleep, while the proxies stop sending it new connections, then ends on its SIGTERM)."""
+    text = MANIFEST.format(name=name, replicas=REPLICAS, toleration=TOLERATION)
+    if not pre_stop:
+        return text
+    deployment, service = yaml.safe_load_all(text)
+    pod = deployment["spec"]["template"]["spec"]
+    pod["terminationGracePeriodSeconds"] = GRACE_SECONDS
+    pod["containers"][0]["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}}
+    return manifest(deployment, service)
 
-    def __init__(self, kubectl: Kubectl) -> None:
+
+class Rolled:
+    """A drill's Deployment and Service (:data:`NAME` unless told); every fault starts a new version."""
+
+    def __init__(self, kubectl: Kubectl, name: str = NAME) -> None:
         self.kubectl = kubectl
+        self.name = name
         self.number = 1
 
     @classmethod
-    def create(cls, kubectl: Kubectl, *, timeout: float = 600) -> Rolled:
-        kubectl.ok("apply", "-f", "-", stdin=MANIFEST.format(name=NAME, replicas=REPLICAS, toleration=TOLERATION))
-        rolled = cls(kubectl)
+    def create(cls, kubectl: Kubectl, *, timeout: float = 600, name: str = NAME, pre_stop: bool = False) -> Rolled:
+        kubectl.ok("apply", "-f", "-", stdin=drill_manifest(name, pre_stop=pre_stop))
+        rolled = cls(kubectl, name)
         rolled.wait(timeout)
         return rolled
 
     def delete(self) -> None:
-        self.kubectl("delete", "deployment,service", NAME, "--wait=false")
+        self.kubectl("delete", "deployment,service", self.name, "--wait=false")
 
     @property
     def version(self) -> str:
@@ -129,12 +155,12 @@ class Rolled:
 
     def pods(self) -> list[dict[str, Any]]:
         """The drill's pods ([] while the API server does not answer)."""
-        got = _get(self.kubectl, "pods", "-l", f"app={NAME}")
+        got = _get(self.kubectl, "pods", "-l", f"app={self.name}")
         return list(got["items"]) if got is not None else []
 
     def next(self) -> str:
         self.number += 1
-        self.kubectl.ok("set", "env", f"deployment/{NAME}", f"VERSION={self.version}")
+        self.kubectl.ok("set", "env", f"deployment/{self.name}", f"VERSION={self.version}")
         return self.version
 
     def converged(self) -> bool:
@@ -144,7 +170,7 @@ class Rolled:
             return False
         if any("deletionTimestamp" in p["metadata"] or _version(p) != self.version or not _ready(p) for p in pods):
             return False
-        deployment = _get(self.kubectl, "deployment", NAME)
+        deployment = _get(self.kubectl, "deployment", self.name)
         if deployment is None:
             return False
         status = deployment["status"]
@@ -159,12 +185,12 @@ class Rolled:
         live = self.live()
         return sum(1 for p in live if p.get("status", {}).get("phase") == "Running" and _ready(p)) >= REPLICAS
 
-    def wait(self, timeout: float = 600) -> None:
-        eventually(self.converged, timeout=timeout, interval=3, what=f"{NAME} at {self.version}")
+    def wait(self, timeout: float = 600, *, interval: float = 3) -> None:
+        eventually(self.converged, timeout=timeout, interval=interval, what=f"{self.name} at {self.version}")
 
     def entry(self, lab: Lab, avoid: str) -> str:
         """The Service's NodePort on a node other than ``avoid``, as a URL."""
-        port = self.kubectl.json("get", "service", NAME)["spec"]["ports"][0]["nodePort"]
+        port = self.kubectl.json("get", "service", self.name)["spec"]["ports"][0]["nodePort"]
         node = next(n for n in lab.nodes if n.name != avoid)
         return f"http://{node.ip}:{port}/"
 
@@ -226,6 +252,29 @@ def lose_worker(
     return Figures(fault, node, detected, moved, _since(began), load.summary(began))
 
 
+@dataclass(frozen=True)
+class RolloutFigures:
+    seconds: float  # from the new version until all its replicas are Ready and no old pod is left
+    requests: Summary  # sent from the new version until then
+
+    def describe(self) -> str:
+        return f"rollout +{self.seconds:.1f}s; {self.requests.describe()}"
+
+
+def drained_rollout(rolled: Rolled, *, load: ServiceLoad, timeout: float = 600) -> RolloutFigures:
+    """Roll ``rolled`` to a new version under ``load`` (already answering) with no fault; the figures
+    once every old pod is gone and every request sent until then has come back."""
+    rolled.next()
+    began = time.time()
+    rolled.wait(timeout, interval=POLL)
+    ended = time.time()
+    # open loop with a deadline: once a request sent after ended + DEADLINE is back, all before it are
+    eventually(
+        lambda: any(s.t > ended + DEADLINE for s in load.samples()), timeout=30, interval=0.5, what="the last answers"
+    )
+    return RolloutFigures(round(ended - began, 1), load.summary(began, ended))
+
+
 def _unit(lab: Lab, node: str, unit: str) -> dict[str, str]:
     done = lab.ssh(node, f"systemctl show -p MainPID -p ActiveState {unit}")
     return dict(line.split("=", 1) for line in done.out.splitlines() if "=" in line) if done.ok else {}
@@ -279,7 +328,7 @@ def kill(lab: Lab, kubectl: Kubectl, faults: Faults, rolled: Rolled, *, node: st
     eventually(back, timeout=180, interval=POLL, what=f"{unit} restarted by systemd on {node}")
     restarted = _since(began)
     eventually(lambda: all_nodes_ready(kubectl), timeout=300, interval=2, what="every node Ready")
-    eventually(rolled.serving, timeout=300, interval=2, what=f"{REPLICAS} replicas of {NAME} Ready")
+    eventually(rolled.serving, timeout=300, interval=2, what=f"{REPLICAS} replicas of {rolled.name} Ready")
     kept = None
     if containers is not None:
         after = running_containers(lab, node)
@@ -309,11 +358,11 @@ def etcd_dump(lab: Lab) -> dict[str, dict[str, Any]]:
 
 
 def _churns(key: str, value: bytes) -> bool:
-    """Objects the cluster deletes as it works: events, leases, and the drill's pods and ReplicaSets."""
+    """Objects the cluster deletes as it works: events, leases, and the drills' pods and ReplicaSets."""
     if "/events/" in key or "/leases/" in key:
         return True
     if "/pods/" in key or "/replicasets/" in key:
-        return bool(json.loads(value).get("metadata", {}).get("labels", {}).get("app") == NAME)
+        return json.loads(value).get("metadata", {}).get("labels", {}).get("app") in (NAME, DRAINED)
     return False
 
 

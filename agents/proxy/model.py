@@ -1,8 +1,13 @@
-"""What the proxy programs, as plain values: Services, their ports and their ready endpoints.
+"""What the proxy programs, as plain values: Services, their ports and their endpoints.
 
 The API objects (Service, EndpointSlice) are turned into frozen dataclasses here, once, so that the
 rule planner works on values it can trust and unit tests can build without JSON. Only IPv4 is kept
 (the proxy owns a ``table ip``); ExternalName and headless Services are not proxied, as in kube-proxy.
+
+Endpoints keep their ``ready``/``serving``/``terminating`` conditions, because which of them take new
+connections is decided per Service port (:func:`usable`): the ready ones; when none is left, those
+still serving while they terminate (a pod in its preStop hook), as kube-proxy does, rather than
+refusing every connection while a rolling update replaces the last ready pods.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 
 @dataclass(frozen=True, order=True)
 class Endpoint:
-    """One ready backend of one Service port: where its traffic is sent (targetPort resolved)."""
+    """One backend of one Service port: where its traffic is sent (targetPort resolved), and its
+    EndpointSlice conditions."""
 
     address: str
     port: int
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
 
     @property
     def sort_key(self) -> tuple[bytes, int]:
@@ -98,16 +107,49 @@ def service_from(obj: Object) -> Service | None:
     return Service(namespace_of(obj), name_of(obj), cluster_ips, tuple(ports))
 
 
-def is_ready(endpoint: Object) -> bool:
-    """Kubernetes' rule: a missing ``ready`` condition means ready; terminating endpoints never are."""
+@dataclass(frozen=True)
+class Conditions:
+    """An EndpointSlice endpoint's conditions, each one decided."""
+
+    ready: bool
+    serving: bool
+    terminating: bool
+
+
+def conditions_of(endpoint: Object) -> Conditions:
+    """An endpoint's conditions as the EndpointSlice API defines a missing one: ``ready`` means true,
+    ``serving`` defers to ``ready``, ``terminating`` means false."""
     conditions = endpoint.get("conditions") or {}
-    if conditions.get("terminating") is True:
-        return False
-    return conditions.get("ready") is not False
+    ready = conditions.get("ready") is not False
+    serving = conditions.get("serving")
+    return Conditions(
+        ready=ready,
+        serving=ready if serving is None else serving is True,
+        terminating=conditions.get("terminating") is True,
+    )
+
+
+def is_ready(endpoint: Object) -> bool:
+    """Kubernetes' rule: a missing ``ready`` condition means ready. (The EndpointSlice controller
+    never marks a terminating endpoint ready, unless its Service publishes not-ready addresses.)"""
+    return conditions_of(endpoint).ready
+
+
+def usable(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
+    """The endpoints that take new connections to one Service port, in numeric order: the ready ones,
+    or, when none is ready, those serving while terminating (kube-proxy's fallback); one per address
+    and port."""
+    candidates = list(endpoints)
+    chosen = [e for e in candidates if e.ready]
+    if not chosen:
+        chosen = [e for e in candidates if e.serving and e.terminating]
+    unique = {(e.address, e.port): e for e in sorted(chosen)}
+    return tuple(sorted(unique.values(), key=lambda e: e.sort_key))
 
 
 def slice_endpoints(obj: Object) -> dict[PortRef, frozenset[Endpoint]]:
-    """The ready IPv4 endpoints of one EndpointSlice, per Service port.
+    """The IPv4 endpoints of one EndpointSlice that may take traffic (ready, or serving while
+    terminating), per Service port.
 
     Each slice carries the port numbers its endpoints listen on, so a named targetPort that resolves
     to different numbers on different pods arrives as different slices and is honoured per endpoint.
@@ -118,12 +160,13 @@ def slice_endpoints(obj: Object) -> dict[PortRef, frozenset[Endpoint]]:
         return {}
     if (obj.get("metadata") or {}).get("deletionTimestamp"):
         return {}
-    addresses = []
+    addresses: list[tuple[str, Conditions]] = []
     for endpoint in obj.get("endpoints") or []:
         first = next(iter(endpoint.get("addresses") or []), None)
         address = _ipv4(first) if first is not None else None
-        if address is not None and is_ready(endpoint):
-            addresses.append(address)
+        conditions = conditions_of(endpoint)
+        if address is not None and (conditions.ready or (conditions.serving and conditions.terminating)):
+            addresses.append((address, conditions))
     found: dict[PortRef, frozenset[Endpoint]] = {}
     for port in obj.get("ports") or []:
         protocol = PROTOCOLS.get(str(port.get("protocol") or "TCP"))
@@ -131,7 +174,10 @@ def slice_endpoints(obj: Object) -> dict[PortRef, frozenset[Endpoint]]:
         if protocol is None or not isinstance(number, int):
             continue  # a slice port without a number means "all ports": nothing to DNAT to
         ref = PortRef(namespace_of(obj), service, str(port.get("name") or ""), protocol)
-        found[ref] = found.get(ref, frozenset()) | {Endpoint(address, number) for address in addresses}
+        found[ref] = found.get(ref, frozenset()) | {
+            Endpoint(address, number, ready=c.ready, serving=c.serving, terminating=c.terminating)
+            for address, c in addresses
+        }
     return found
 
 
@@ -141,9 +187,9 @@ def merge_endpoints(per_slice: Iterable[Mapping[PortRef, frozenset[Endpoint]]]) 
     for found in per_slice:
         for ref, endpoints in found.items():
             merged.setdefault(ref, set()).update(endpoints)
-    return {ref: tuple(sorted(eps, key=lambda e: e.sort_key)) for ref, eps in merged.items()}
+    return {ref: tuple(sorted(eps, key=lambda e: (e.sort_key, e))) for ref, eps in merged.items()}
 
 
 def endpoints_from(slices: Iterable[Object]) -> dict[PortRef, tuple[Endpoint, ...]]:
-    """Ready IPv4 endpoints per Service port, merged over all the Service's slices."""
+    """The IPv4 endpoints (with their conditions) per Service port, merged over all its slices."""
     return merge_endpoints(slice_endpoints(obj) for obj in slices)

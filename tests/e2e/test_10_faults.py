@@ -47,7 +47,7 @@ def _requests_recovered(what: str, load: ServiceLoad, since: float) -> None:
     assert summary.requests > 0
     assert summary.failed_share < 0.75, f"{what}: the Service stopped answering ({summary.describe()})"
 
-    # the last steps of the rollout stop old pods that may still get a request (no preStop hooks yet)
+    # the last steps of the rollout stop old pods that may still get a request (these have no preStop hook)
     def quiet() -> bool:
         tail = [s for s in load.samples() if s.t >= time.time() - 10]
         return len(tail) >= 20 and all(s.ok for s in tail)

@@ -352,6 +352,73 @@ def test_an_endpoint_change_reaches_the_rules_and_the_traffic(
     assert net.answers("client", "http", svc.cluster_ip, 80, 10) == {"ep2"}
 
 
+def draining_slice(name: str, namespace: str, conditions: dict[str, dict[str, bool]]) -> dict[str, Any]:
+    """An EndpointSlice whose endpoints carry these ready/serving/terminating conditions."""
+    body = endpoint_slice(name, namespace, {})
+    body["endpoints"] = [{"addresses": [ENDPOINTS[role]], "conditions": c} for role, c in conditions.items()]
+    return body
+
+
+def test_with_no_ready_endpoint_left_new_connections_go_to_those_serving_while_terminating(
+    kubectl: Kubectl, net: Net, proxy: str, namespace: str
+) -> None:
+    draining = {"ready": False, "serving": True, "terminating": True}
+    stopped = {"ready": False, "serving": False, "terminating": True}
+    svc = deploy(kubectl, net, namespace, "drain", {})
+    body = draining_slice("drain", namespace, {"ep1": draining, "ep2": stopped})
+    kubectl.ok("apply", "-f", "-", stdin=manifest(body))
+    only_ep1 = {"10.244.1.11"}
+    eventually(lambda: net.endpoints_in_rules(namespace, "drain") == only_ep1, timeout=5, interval=0.02, what="ep1")
+    # rather than refused while a rollout replaces the last ready pods, the request reaches a draining one
+    assert net.answers("client", "http", svc.cluster_ip, 80, 10) == {"ep1"}
+    assert net.answers("client", "http", NODE_IP, svc.node_port, 10) == {"ep1"}
+
+    ready = {"ready": True, "serving": True, "terminating": False}
+    body = draining_slice("drain", namespace, {"ep1": draining, "ep2": stopped, "ep3": ready})
+    kubectl.ok("apply", "-f", "-", stdin=manifest(body))
+    only_ep3 = {"10.244.1.13"}
+    eventually(lambda: net.endpoints_in_rules(namespace, "drain") == only_ep3, timeout=5, interval=0.02, what="ep3")
+    assert net.answers("client", "http", svc.cluster_ip, 80, 10) == {"ep3"}  # a ready one again: only it
+
+
+# A client that opens one connection, sends half a request, and finishes it only when told (a line on
+# its standard input): the answer shows which endpoint the connection stayed with.
+HALF_REQUEST = """
+import socket, sys
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+sock.sendall(b"GET / HTTP/1.0\\r\\n")
+print("connected", flush=True)
+sys.stdin.readline()
+sock.sendall(b"\\r\\n")
+answer = b""
+while chunk := sock.recv(4096):
+    answer += chunk
+print(answer.split(b"\\r\\n\\r\\n", 1)[-1].decode(), flush=True)
+"""
+
+
+def test_an_established_connection_keeps_its_endpoint_when_the_table_is_rebuilt_without_it(
+    kubectl: Kubectl, net: Net, proxy: str, namespace: str
+) -> None:
+    svc = deploy(kubectl, net, namespace, "kept", {"ep1": True})
+    script = net.workdir / "half_request.py"
+    script.write_text(HALF_REQUEST)
+    argv = ["ip", "netns", "exec", net.ns("client"), sys.executable, str(script), svc.cluster_ip, "80"]
+    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None and client.stdin is not None
+        assert client.stdout.readline().strip() == "connected"
+        kubectl.ok("apply", "-f", "-", stdin=manifest(endpoint_slice("kept", namespace, {"ep2": True})))
+        only_ep2 = {"10.244.1.12"}
+        eventually(lambda: net.endpoints_in_rules(namespace, "kept") == only_ep2, timeout=5, interval=0.02, what="ep2")
+        assert net.answers("client", "http", svc.cluster_ip, 80, 3) == {"ep2"}  # new connections: the new rules
+        out, err = client.communicate("go\n", timeout=10)
+        assert client.returncode == 0, err
+        assert out.strip() == "ep1"  # the old connection: still its endpoint, through conntrack
+    finally:
+        stop(client)
+
+
 def test_an_endpoint_reaching_itself_through_its_service_is_answered(
     kubectl: Kubectl, net: Net, proxy: str, namespace: str
 ) -> None:

@@ -99,6 +99,43 @@ def test_slices_are_updated_when_their_endpoints_change_and_dropped_when_not_nee
     assert plan_slices("default/web", None, [current], pods).delete == [current]
 
 
+def terminating(body: Object, *, phase: str = "Running") -> Object:
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:30Z"
+    body["status"]["phase"] = phase
+    return body
+
+
+def conditions_by_ip(pieces: list[dict[str, Any]]) -> dict[str, dict[str, bool]]:
+    return {e["addresses"][0]: e["conditions"] for piece in pieces for e in piece.get("endpoints") or []}
+
+
+def test_a_terminating_pod_stays_in_its_slice_serving_but_not_ready_while_it_runs() -> None:
+    pods = [
+        pod("a", "10.0.0.1"),
+        terminating(pod("b", "10.0.0.2")),  # in its preStop hook: still answering
+        terminating(pod("c", "10.0.0.3", ready=False)),  # its containers stopped
+        terminating(pod("d", "10.0.0.4"), phase="Succeeded"),  # done: no endpoint any more
+    ]
+    assert conditions_by_ip(slices_for(service(), pods)) == {
+        "10.0.0.1": {"ready": True, "serving": True, "terminating": False},
+        "10.0.0.2": {"ready": False, "serving": True, "terminating": True},
+        "10.0.0.3": {"ready": False, "serving": False, "terminating": True},
+    }
+
+
+def test_a_service_publishing_not_ready_addresses_keeps_its_terminating_pods_ready() -> None:
+    svc = service()
+    svc["spec"]["publishNotReadyAddresses"] = True
+    found = conditions_by_ip(slices_for(svc, [terminating(pod("b", "10.0.0.2", ready=False))]))
+    assert found == {"10.0.0.2": {"ready": True, "serving": False, "terminating": True}}
+
+
+def test_the_endpoints_object_leaves_terminating_pods_out_as_kube_s_does() -> None:
+    subsets = endpoints_for(service(), [pod("a", "10.0.0.1"), terminating(pod("b", "10.0.0.2"))])
+    assert [[a["ip"] for a in s.get("addresses", [])] for s in subsets] == [["10.0.0.1"]]
+    assert all("notReadyAddresses" not in s for s in subsets)
+
+
 # --- the syncs -----------------------------------------------------------------------------------
 
 
@@ -159,3 +196,29 @@ async def test_endpoint_slices_list_every_serving_pod_of_a_service_and_go_with_i
             return not await sliced()
 
         await h.eventually(none_left, what="the slices gone with the service")
+
+
+async def test_a_pod_deleted_with_grace_stays_in_its_slice_as_terminating_until_it_is_gone(server: ApiServer) -> None:
+    async with running(server, EndpointSliceController) as h:
+        made = await h.create(
+            PODS,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "a", "labels": {"app": "web"}},
+                "spec": {"nodeName": "n1", "containers": [{"name": "main", "image": "busybox"}]},
+            },
+        )
+        await h.set_pod(made, ip="10.0.0.1")
+        await h.create(SERVICES, manifest())
+
+        async def conditions(expected: dict[str, dict[str, bool]]) -> bool:
+            return conditions_by_ip(await h.items(ENDPOINT_SLICES, labels=f"{SERVICE_NAME}=web")) == expected
+
+        ready = {"ready": True, "serving": True, "terminating": False}
+        await h.eventually(lambda: conditions({"10.0.0.1": ready}), what="the ready pod")
+        await h.client.delete(PODS, "a", "default")  # bound to a node: the kubelet has 30 s to stop it
+        draining = {"ready": False, "serving": True, "terminating": True}
+        await h.eventually(lambda: conditions({"10.0.0.1": draining}), what="the pod serving while it terminates")
+        await h.client.delete(PODS, "a", "default", grace_period=0)  # its kubelet confirms it stopped
+        await h.eventually(lambda: conditions({}), what="the pod gone from the slice")

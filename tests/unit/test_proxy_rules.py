@@ -133,7 +133,7 @@ def test_a_missing_ready_condition_means_ready_as_in_kubernetes() -> None:
     assert not is_ready({"addresses": ["10.244.1.5"], "conditions": {"ready": False}})
 
 
-def test_not_ready_and_terminating_endpoints_are_excluded() -> None:
+def test_endpoints_that_are_neither_ready_nor_serving_while_terminating_are_left_out() -> None:
     found = endpoints_from(
         [
             slice_obj(
@@ -141,13 +141,60 @@ def test_not_ready_and_terminating_endpoints_are_excluded() -> None:
                 [
                     endpoint("10.244.1.5", ready=True),
                     endpoint("10.244.1.6", ready=False),
-                    endpoint("10.244.1.7", ready=True, terminating=True),
+                    endpoint("10.244.1.7", ready=False, serving=False, terminating=True),
                     endpoint("10.244.1.8"),
+                    endpoint("10.244.1.9", ready=False, serving=True, terminating=True),
                 ],
             )
         ]
     )
-    assert found == {ref(): eps("10.244.1.5", "10.244.1.8")}
+    draining = Endpoint("10.244.1.9", 8080, ready=False, serving=True, terminating=True)
+    assert found == {ref(): (*eps("10.244.1.5", "10.244.1.8"), draining)}
+
+
+def test_a_missing_serving_condition_defers_to_ready_as_the_api_defines() -> None:
+    found = endpoints_from([slice_obj("web", [endpoint("10.244.1.5", ready=False, terminating=True)])])
+    assert found == {ref(): ()}  # not ready, so not serving either: nothing to fall back on
+
+
+def test_the_ready_endpoints_of_a_port_take_new_connections_and_draining_ones_do_not() -> None:
+    draining = Endpoint("10.244.1.9", 8080, ready=False, serving=True, terminating=True)
+    ruleset = render([web()], {ref(): (*eps("10.244.1.5"), draining)}, NODE)
+    assert chain_body(ruleset, "svc-default/web/tcp/80")[-1] == "meta l4proto tcp dnat to 10.244.1.5:8080"
+    assert set_elements(ruleset, "hairpin-endpoints") == ["10.244.1.5 . 10.244.1.5"]
+
+
+def test_with_no_ready_endpoint_left_a_port_falls_back_to_those_serving_while_terminating() -> None:
+    draining = [
+        Endpoint("10.244.1.9", 8080, ready=False, serving=True, terminating=True),
+        Endpoint("10.244.1.10", 8080, ready=False, serving=True, terminating=True),
+    ]
+    gone = Endpoint("10.244.1.11", 8080, ready=False, serving=False, terminating=True)
+    service = web(ServicePort("http", "tcp", 80, node_port=30080))
+    ruleset = render([service], {ref(): (*draining, gone)}, NODE)
+    assert map_elements(ruleset, "no-endpoint-services") == []
+    assert map_elements(ruleset, "service-nodeports") == ["tcp . 30080 : goto ext-default/web/tcp/80"]
+    assert chain_body(ruleset, "svc-default/web/tcp/80")[-1] == (
+        "meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.244.1.9 . 8080, 1 : 10.244.1.10 . 8080 }"
+    )
+
+
+def test_a_port_whose_endpoints_all_stopped_serving_rejects_new_connections() -> None:
+    stopped = Endpoint("10.244.1.9", 8080, ready=False, serving=False, terminating=True)
+    ruleset = render([web()], {ref(): (stopped,)}, NODE)
+    assert map_elements(ruleset, "no-endpoint-services") == ["10.96.0.10 . tcp . 80 : goto reject-chain"]
+
+
+def test_an_address_in_two_slices_at_once_is_one_endpoint_ready_first() -> None:
+    found = endpoints_from(
+        [
+            slice_obj("web", [endpoint("10.244.1.5", ready=False, serving=True, terminating=True)], name="web-a"),
+            slice_obj("web", [endpoint("10.244.1.5", ready=True)], name="web-b"),
+        ]
+    )
+    assert chain_body(render([web()], found, NODE), "svc-default/web/tcp/80")[-1] == (
+        "meta l4proto tcp dnat to 10.244.1.5:8080"
+    )
 
 
 def test_a_named_target_port_is_resolved_per_endpoint_from_each_slice() -> None:
