@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv
 BIN   := $(VENV)/bin
 
-.PHONY: venv lock lint typecheck unit integration e2e drills test bench fuzz clean
+.PHONY: venv lock lint typecheck unit integration e2e e2e-long drills test bench fuzz clean
 
 venv:
 	@KUBELAB_EXTRAS=dev ./kubelab --bootstrap-only
@@ -38,6 +38,10 @@ typecheck: venv
 
 unit integration e2e: venv
 	@tests/ladder.sh $@
+
+# scenarios too long for make test's budget (tests/e2e_long), on a VM lab of their own
+e2e-long: venv
+	@tests/ladder.sh e2e_long
 
 # the fault drills alone (the e2e tier's scenario 10) on a lab of their own
 drills: venv

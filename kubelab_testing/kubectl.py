@@ -58,6 +58,14 @@ class Kubectl:
         return KubectlWatch(self, *args)
 
 
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The ``status.conditions`` entry of type ``kind`` of an object as kubectl prints it ({} if none)."""
+    for found in (obj.get("status") or {}).get("conditions") or []:
+        if found.get("type") == kind:
+            return dict(found)
+    return {}
+
+
 def manifest(*documents: dict[str, Any]) -> str:
     """YAML documents separated by ``---``, as a user's manifest file (``kubectl apply -f -``'s stdin)."""
     return yaml.safe_dump_all(documents, sort_keys=False)

@@ -18,7 +18,9 @@ from kubelab_testing.lab import Lab
 from kubelab_testing.waiting import eventually
 
 
-def _pod(name: str, namespace: str, image: str) -> str:
+def _pod(name: str, namespace: str, image: str, node: str = "") -> str:
+    """The client's pod; on ``node`` when given (where the image was pulled already: a large image
+    takes a while to pull and unpack on an emulated CPU)."""
     return manifest(
         {
             "apiVersion": "v1",
@@ -27,6 +29,7 @@ def _pod(name: str, namespace: str, image: str) -> str:
             "spec": {
                 "serviceAccountName": "lister",
                 "restartPolicy": "Never",
+                **({"nodeName": node} if node else {}),
                 "containers": [{"name": "client", "image": image}],
             },
         }
@@ -68,7 +71,8 @@ def test_a_pod_uses_the_api_with_its_service_account_as_rbac_allows(kubelab_lab:
             "-n",
             namespace,
         )
-        kubectl.ok("apply", "-f", "-", stdin=_pod("allowed", namespace, image))
+        node = kubectl.json("get", "pod", "refused", "-n", namespace)["spec"]["nodeName"]
+        kubectl.ok("apply", "-f", "-", stdin=_pod("allowed", namespace, image, node))
         assert eventually(lambda: _finished(kubectl, "allowed", namespace), timeout=300, what="the allowed pod ends")
         assert kubectl.ok("logs", "allowed", "-n", namespace).strip() == "pods: allowed refused"
         assert _finished(kubectl, "allowed", namespace) == "Succeeded"

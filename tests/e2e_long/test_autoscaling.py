@@ -1,8 +1,5 @@
-"""Scenario 5d: resource metrics and the HorizontalPodAutoscaler, on the VMs.
-
-Every lab runs the metrics-server add-on: it scrapes each node's kubelet (``/metrics/resource``, read
-from the guests' cgroups) and serves ``metrics.k8s.io`` through the API server's aggregation layer,
-so ``kubectl top`` shows every node. Then kube's own walkthrough: a CPU-bound web server behind a
+"""The HorizontalPodAutoscaler on the VMs, as kube's own walkthrough (the metrics pipeline itself,
+``kubectl top`` on every node, is the e2e tier's scenario 5d): a CPU-bound web server behind a
 Service, ``kubectl autoscale`` on it, a load generator in a pod; the HorizontalPodAutoscaler scales
 the Deployment out to its maximum while the load runs, and back in to its minimum once the load
 stops (the scale-down window shortened by a patch to the HPA's ``autoscaling/v2`` behavior).
@@ -13,8 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from kubelab_testing.kubectl import Kubectl, manifest
-from kubelab_testing.lab import Lab
+from kubelab_testing.kubectl import Kubectl, condition, manifest
 from kubelab_testing.waiting import eventually
 
 # a web server that spends about 20 ms of CPU on each request
@@ -84,37 +80,6 @@ def _hpa(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
     return hpa
 
 
-def _condition(hpa: dict[str, Any], kind: str) -> dict[str, Any]:
-    for condition in hpa.get("status", {}).get("conditions") or []:
-        if condition.get("type") == kind:
-            return dict(condition)
-    return {}
-
-
-def test_kubectl_top_shows_every_node(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
-    kubectl = kubelab_kubectl
-
-    def available() -> bool:
-        service = kubectl.json("get", "apiservice", "v1beta1.metrics.k8s.io")
-        return _condition(service, "Available").get("status") == "True"
-
-    assert eventually(available, timeout=300, what="the metrics API available")
-    names = {node.name for node in kubelab_lab.nodes}
-
-    def top_nodes() -> dict[str, list[str]]:
-        result = kubectl("top", "nodes", "--no-headers")
-        rows = {line.split()[0]: line.split()[1:] for line in result.out.splitlines() if line.strip()}
-        return rows if result.ok and set(rows) == names else {}
-
-    rows = eventually(top_nodes, timeout=180, what="kubectl top nodes listing every node")
-    for node, (cpu, cpu_percent, memory, memory_percent) in rows.items():
-        assert cpu.endswith("m") and int(cpu[:-1]) > 0, (node, cpu)
-        assert memory.endswith("Mi") and int(memory[:-2]) > 0, (node, memory)
-        assert cpu_percent.endswith("%") and memory_percent.endswith("%")
-    pods = kubectl.ok("top", "pods", "-n", "kube-system", "--no-headers")
-    assert "kube-dns-" in pods and "metrics-server-" in pods
-
-
 def test_a_deployment_scales_out_under_cpu_load_and_back_in(kubelab_kubectl: Kubectl) -> None:
     kubectl = kubelab_kubectl
     namespace = f"hpa-{uuid.uuid4().hex[:6]}"
@@ -130,7 +95,7 @@ def test_a_deployment_scales_out_under_cpu_load_and_back_in(kubelab_kubectl: Kub
         kubectl.ok("patch", "hpa", "burn", "-n", namespace, "--type=merge", "-p", manifest(behavior).strip())
 
         def idle_measured() -> bool:
-            return _condition(_hpa(kubectl, namespace), "ScalingActive").get("status") == "True"
+            return condition(_hpa(kubectl, namespace), "ScalingActive").get("status") == "True"
 
         assert eventually(idle_measured, timeout=240, what="the HPA reading the pods' CPU")
         kubectl.ok("apply", "-f", "-", stdin=manifest(_load(namespace)))

@@ -36,7 +36,7 @@ from provisioner.system.processes import ProcessRecord
 from tests.integration.conftest import running_lab
 from tests.support.podspecs import pod_specs
 
-FUZZ_EXAMPLES = int(os.environ.get("KUBELAB_FUZZ_EXAMPLES", "150"))
+FUZZ_EXAMPLES = int(os.environ.get("KUBELAB_FUZZ_EXAMPLES", "80"))
 SETTLE_SECONDS = 45.0
 PROBLEMS = {
     "CreateContainerConfigError",

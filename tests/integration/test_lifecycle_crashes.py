@@ -116,8 +116,8 @@ class Lifecycle(RuleBasedStateMachine):
 
 
 SETTINGS = settings(
-    max_examples=4,
-    stateful_step_count=15,
+    max_examples=3,
+    stateful_step_count=12,
     derandomize=True,
     deadline=None,
     database=None,
