@@ -14,7 +14,9 @@ import json
 import shlex
 import subprocess
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import yaml
 
 from kubelab_testing.commands import Result, run, stop
-from kubelab_testing.waiting import NotInTime
+from kubelab_testing.waiting import NotInTime, eventually
 
 TIMEOUT = 120.0  # one kubectl call, also against a VM lab under software emulation
 
@@ -56,6 +58,32 @@ class Kubectl:
     def watch(self, *args: str) -> KubectlWatch:
         """``kubectl get ARGS -w``, followed event by event (a context manager that stops it)."""
         return KubectlWatch(self, *args)
+
+
+@contextmanager
+def running_pod(
+    kubectl: Kubectl, name: str, container: dict[str, Any], *, prefix: str, timeout: float = 180.0
+) -> Iterator[str]:
+    """A namespace of its own (``PREFIX-xxxxxx``, its name yielded) holding one pod ``name`` of one
+    ``container``, waited for until it runs; the namespace is deleted afterwards (without waiting)."""
+    namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    kubectl.ok("create", "namespace", namespace)
+    try:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"containers": [container]},
+        }
+        kubectl.ok("apply", "-f", "-", stdin=manifest(pod))
+
+        def running() -> bool:
+            return bool(kubectl.json("get", "pod", name, "-n", namespace)["status"].get("phase") == "Running")
+
+        eventually(running, timeout=timeout, what=f"pod {name} to run")
+        yield namespace
+    finally:
+        kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ group is: the lab's admin keeps working whatever the bindings say.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from agents.apiserver.auth import User, with_authenticated
 from agents.apiserver.nodeauthorizer import NodeAuthorizer, PodGraph
@@ -41,6 +42,23 @@ def attributes(user: str, groups: Sequence[str], info: RequestInfo) -> Attribute
         name=info.name,
         path=info.path,
     )
+
+
+STREAMING_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
+
+
+def checks(attrs: Attributes) -> tuple[Attributes, ...]:
+    """What a request must be allowed, in order: its own attributes; a WebSocket upgrade (a GET) to a
+    pod's exec, attach or portforward also needs ``create`` on that subresource, as kube-apiserver
+    asks since the WebSocket protocols came in (the SPDY upgrade is a POST, a create already)."""
+    streaming = (
+        attrs.verb == "get"
+        and attrs.resource_request
+        and attrs.api_group == ""
+        and attrs.resource == "pods"
+        and attrs.subresource in STREAMING_SUBRESOURCES
+    )
+    return (attrs, replace(attrs, verb="create")) if streaming else (attrs,)
 
 
 def may(

@@ -459,11 +459,23 @@ class CustomResources:
     def put(self, key: str, obj: Object) -> None:
         self.crds[key] = obj
         self._unserve(key)
-        if not name_conflicts(obj, [], list(self.builtin)):
+        if not name_conflicts(obj, self._served_as_accepted(key), list(self.builtin)):
             self._serve(key, obj)
         self._publish()
         if self.controlled:
             self.queue.put_nowait(objects.name_of(obj))
+
+    def _served_as_accepted(self, key: str) -> list[Object]:
+        """The other definitions served now, each with the names it is served under as accepted ones
+        (its status may not say so yet): a definition whose names clash with theirs is not served."""
+        return [
+            {
+                **crd,
+                "status": {**(crd.get("status") or {}), "acceptedNames": (crd.get("spec") or {}).get("names") or {}},
+            }
+            for other, crd in self.crds.items()
+            if other != key and other in self._served
+        ]
 
     def drop(self, key: str) -> None:
         self.crds.pop(key, None)

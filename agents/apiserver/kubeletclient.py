@@ -147,25 +147,7 @@ class KubeletClient:
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise StatusError(500, "InternalError", f"the kubelet at {host}:{port} refused the {what}: {exc}") from exc
-        downstream = web.WebSocketResponse(
-            protocols=[upstream.protocol] if upstream.protocol else protocols, max_msg_size=0
-        )
-        try:
-            await downstream.prepare(request)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await upstream.close()
-            raise
-        tasks = [asyncio.create_task(_relay(downstream, upstream)), asyncio.create_task(_relay(upstream, downstream))]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await upstream.close()
-            await downstream.close()
-        return downstream
+        return await _join(request, upstream, protocols, max_msg_size=0)
 
     async def _refusal(self, node: Mapping[str, Any], path: str, query: Mapping[str, str]) -> str:
         """Why the kubelet refused an upgrade, in its words: a WebSocket handshake that fails leaves its
@@ -207,23 +189,37 @@ class KubeletClient:
             )
         except (aiohttp.ClientError, OSError) as exc:
             raise StatusError(500, "InternalError", f"the kubelet at {host}:{port} refused the exec: {exc}") from exc
-        downstream = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else protocols)
-        try:
-            await downstream.prepare(request)
-        except BaseException:  # the caller went in the meantime: no session is left open at the kubelet
-            with contextlib.suppress(Exception):
-                await upstream.close()
-            raise
-        tasks = [asyncio.create_task(_relay(downstream, upstream)), asyncio.create_task(_relay(upstream, downstream))]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await upstream.close()
-            await downstream.close()
-        return downstream
+        return await _join(request, upstream, protocols)
+
+
+async def _join(
+    request: web.Request,
+    upstream: aiohttp.ClientWebSocketResponse,
+    protocols: list[str],
+    *,
+    max_msg_size: int = 4 * 1024 * 1024,
+) -> web.WebSocketResponse:
+    """Answer the caller's WebSocket with the subprotocol the kubelet chose and relay messages both
+    ways until either side ends; both sockets are closed at the end."""
+    downstream = web.WebSocketResponse(
+        protocols=[upstream.protocol] if upstream.protocol else protocols, max_msg_size=max_msg_size
+    )
+    try:
+        await downstream.prepare(request)
+    except BaseException:  # the caller went in the meantime: no session is left open at the kubelet
+        with contextlib.suppress(Exception):
+            await upstream.close()
+        raise
+    tasks = [asyncio.create_task(_relay(downstream, upstream)), asyncio.create_task(_relay(upstream, downstream))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await upstream.close()
+        await downstream.close()
+    return downstream
 
 
 async def relay_upgrade(
@@ -254,16 +250,21 @@ async def relay_upgrade(
     code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 500
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines if line)}
     if code != 101:
-        length = int(headers.get("content-length", "0") or 0)
+        declared = headers.get("content-length", "")
+        length = int(declared) if declared.isdigit() else 0
         body = b""
         with contextlib.suppress(Exception):
             body = await asyncio.wait_for(reader.readexactly(min(length, 65536)), 5)
         writer.close()
         raise StatusError(code if 400 <= code < 600 else 500, "InternalError", body.decode(errors="replace").strip())
-    raw = await hijack(
-        request,
-        {"Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": headers.get("x-stream-protocol-version", protocol)},
-    )
+    try:
+        raw = await hijack(
+            request,
+            {"Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": headers.get("x-stream-protocol-version", protocol)},
+        )
+    except BaseException:  # the caller went in the meantime: no session is left open at the kubelet
+        writer.close()
+        raise
 
     async def up() -> None:
         while data := await raw.read():

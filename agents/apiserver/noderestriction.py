@@ -74,3 +74,7 @@ def _check_pod(attrs: Attributes, graph: PodGraph, node: str, name: str) -> None
             raise _forbidden(attrs, name, f'node "{node}" can only delete pods with spec.nodeName set to itself')
     elif not attrs.subresource:
         raise _forbidden(attrs, name, f'unexpected operation "{attrs.verb}", node "{node}" can only update pod status')
+    else:
+        raise _forbidden(
+            attrs, name, f"unexpected pod subresource \"{attrs.subresource}\", only 'status' and 'eviction' are allowed"
+        )

@@ -485,10 +485,11 @@ class ApiServer:
         attrs = authorization.attributes(
             user.name, user.groups, request_info(request.method, request.path, request.query)
         )
-        if self.authorizer.allows(attrs):
+        denied = next((c for c in authorization.checks(attrs) if not self.authorizer.allows(c)), None)
+        if denied is None:
             request["attributes"] = attrs  # admission (NodeRestriction) judges the same attributes
             return await handler(request)
-        refused = authorization.forbidden(attrs, authorization.reason(self.authorizer, attrs))
+        refused = authorization.forbidden(denied, authorization.reason(self.authorizer, denied))
         log.info("forbidden: %s", refused.message)
         return status_response(refused)
 

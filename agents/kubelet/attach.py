@@ -34,9 +34,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from agents.kubelet.remotecommand import CLOSE, ERROR, PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT
+from agents.kubelet.remotecommand import CLOSE, ERROR, PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT, client_frame
 
 log = logging.getLogger(__name__)
 POLL = 0.1
@@ -250,9 +250,10 @@ async def attach(
 
     async def from_client() -> None:
         async for message in ws:
-            if message.type != WSMsgType.BINARY or not message.data:
+            framed = client_frame(message.type, message.data)
+            if framed is None:
                 continue
-            channel, data = message.data[0], message.data[1:]
+            channel, data = framed
             if channel == STDIN and data and wants_stdin and pipes is not None:
                 await pipes.write(container, bytes(data))
             elif channel == CLOSE and data[:1] == bytes([STDIN]):

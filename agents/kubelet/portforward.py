@@ -62,9 +62,8 @@ def _go_error(exc: OSError) -> str:
 
 def _sockets(netns: Path | None) -> list[socket.socket]:
     """An IPv4 and an IPv6 stream socket in ``netns`` (made on this thread, which goes back after)."""
-    families = (socket.AF_INET, socket.AF_INET6)
     if netns is None:
-        return [socket.socket(f, socket.SOCK_STREAM) for f in families]
+        return _both()
     libc = ctypes.CDLL(None, use_errno=True)
     with _setns_lock:
         own = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
@@ -75,7 +74,7 @@ def _sockets(netns: Path | None) -> list[socket.socket]:
                 code = ctypes.get_errno()
                 raise OSError(code, f"setns into {netns}: {os.strerror(code)}")
             try:
-                return [socket.socket(f, socket.SOCK_STREAM) for f in families]
+                return _both()
             finally:
                 if libc.setns(own, CLONE_NEWNET) != 0:  # pragma: no cover - would leave the thread astray
                     raise OSError(ctypes.get_errno(), "setns back failed")
@@ -83,6 +82,16 @@ def _sockets(netns: Path | None) -> list[socket.socket]:
             os.close(own)
             if target >= 0:
                 os.close(target)
+
+
+def _both() -> list[socket.socket]:
+    """An IPv4 and an IPv6 stream socket; the first closed again when the second cannot be made."""
+    first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        return [first, socket.socket(socket.AF_INET6, socket.SOCK_STREAM)]
+    except BaseException:
+        first.close()
+        raise
 
 
 async def connect(network: PodNetwork, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -101,24 +110,26 @@ async def connect(network: PodNetwork, port: int) -> tuple[asyncio.StreamReader,
         thread.start()
         thread.join()
 
-    await asyncio.to_thread(start_and_join)
-    if failure:
-        raise PortForwardError(f"failed to enter the network namespace of {network.sandbox}: {failure[0]}")
-    loop = asyncio.get_running_loop()
-    errors = []
-    targets = ((("127.0.0.1", port), "tcp4 127.0.0.1"), (("::1", port), "tcp6 [::1]"))
-    for sock, (address, label) in zip(made, targets, strict=True):
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, address)
-        except OSError as exc:
+    try:
+        await asyncio.to_thread(start_and_join)
+        if failure:
+            raise PortForwardError(f"failed to enter the network namespace of {network.sandbox}: {failure[0]}")
+        loop = asyncio.get_running_loop()
+        errors = []
+        targets = ((("127.0.0.1", port), "tcp4 127.0.0.1"), (("::1", port), "tcp6 [::1]"))
+        for sock, (address, label) in zip(made, targets, strict=True):
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                errors.append(f"dial {label}:{port}: connect: {_go_error(exc)}")
+                continue
+            connection = await asyncio.open_connection(sock=sock)
+            made.remove(sock)  # the connection owns it now
+            return connection
+    finally:  # whatever did not become the connection, also when the session ends meanwhile
+        for sock in made:
             sock.close()
-            errors.append(f"dial {label}:{port}: connect: {_go_error(exc)}")
-            continue
-        for other in made:
-            if other is not sock:
-                other.close()
-        return await asyncio.open_connection(sock=sock)
     raise PortForwardError(
         f'failed to connect to localhost:{port} inside namespace "{network.sandbox}", '
         f"IPv4: {errors[0]} IPv6 {errors[1]} "

@@ -117,14 +117,12 @@ class Conditions:
 
 
 def conditions_of(endpoint: Object) -> Conditions:
-    """An endpoint's conditions as the EndpointSlice API defines a missing one: ``ready`` means true,
-    ``serving`` defers to ``ready``, ``terminating`` means false."""
+    """An endpoint's conditions as the EndpointSlice API defines a missing one: ``ready`` and
+    ``serving`` mean true, ``terminating`` means false."""
     conditions = endpoint.get("conditions") or {}
-    ready = conditions.get("ready") is not False
-    serving = conditions.get("serving")
     return Conditions(
-        ready=ready,
-        serving=ready if serving is None else serving is True,
+        ready=conditions.get("ready") is not False,
+        serving=conditions.get("serving") is not False,
         terminating=conditions.get("terminating") is True,
     )
 

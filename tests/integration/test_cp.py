@@ -4,35 +4,21 @@ a directory go in and come back out unchanged (the busybox image has tar)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kubelab_testing.kubectl import Kubectl, manifest
-from kubelab_testing.waiting import eventually
+from kubelab_testing.kubectl import Kubectl, running_pod
 
 
 @pytest.fixture(scope="module")
 def box(node_kubectl: Kubectl) -> Iterator[str]:
     """``NAMESPACE/box``: a running pod to copy into and out of."""
-    ns = f"cp-{uuid.uuid4().hex[:6]}"
-    node_kubectl.ok("create", "namespace", ns)
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "box", "namespace": ns},
-        "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]},
-    }
-    node_kubectl.ok("apply", "-f", "-", stdin=manifest(pod))
-    eventually(
-        lambda: node_kubectl.json("get", "pod", "box", "-n", ns)["status"].get("phase") == "Running",
-        timeout=180,
-        what="the pod to run",
-    )
-    yield f"{ns}/box"
-    node_kubectl("delete", "namespace", ns, "--wait=false")
+    with running_pod(
+        node_kubectl, "box", {"name": "main", "image": "busybox", "command": ["sleep", "3600"]}, prefix="cp"
+    ) as ns:
+        yield f"{ns}/box"
 
 
 def test_a_file_is_copied_into_the_pod_and_back(node_kubectl: Kubectl, box: str, tmp_path: Path) -> None:

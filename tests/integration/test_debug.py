@@ -5,34 +5,21 @@ ephemeralContainerStatuses and its log read with ``kubectl logs -c``; an invalid
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from kubelab_testing.kubectl import Kubectl, manifest
+from kubelab_testing.kubectl import Kubectl, running_pod
 from kubelab_testing.waiting import eventually
 
 
 @pytest.fixture(scope="module")
 def target(node_kubectl: Kubectl) -> Iterator[tuple[str, str]]:
-    ns = f"debug-{uuid.uuid4().hex[:6]}"
-    node_kubectl.ok("create", "namespace", ns)
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "app", "namespace": ns},
-        "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]},
-    }
-    node_kubectl.ok("apply", "-f", "-", stdin=manifest(pod))
-    eventually(
-        lambda: node_kubectl.json("get", "pod", "app", "-n", ns)["status"].get("phase") == "Running",
-        timeout=180,
-        what="the pod to run",
-    )
-    yield ns, "app"
-    node_kubectl("delete", "namespace", ns, "--wait=false")
+    with running_pod(
+        node_kubectl, "app", {"name": "main", "image": "busybox", "command": ["sleep", "3600"]}, prefix="debug"
+    ) as ns:
+        yield ns, "app"
 
 
 def ephemeral_status(k: Kubectl, ns: str, name: str, container: str) -> dict[str, Any]:

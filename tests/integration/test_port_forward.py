@@ -11,7 +11,6 @@ import re
 import subprocess
 import threading
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,9 +21,8 @@ from kubernetes import client, config
 from kubernetes.stream import portforward
 from kubernetes.stream.ws_client import create_websocket, get_websocket_url
 
-from kubelab_testing.kubectl import Kubectl, manifest
+from kubelab_testing.kubectl import Kubectl, running_pod
 from kubelab_testing.lab import Lab
-from kubelab_testing.waiting import eventually
 
 PORT = 8080  # the echo image's HTTP server
 PATH = "/cgi-bin/index.cgi"
@@ -32,22 +30,14 @@ PATH = "/cgi-bin/index.cgi"
 
 @pytest.fixture(scope="module")
 def web_pod(node_kubectl: Kubectl) -> Iterator[tuple[str, str]]:
-    ns = f"pf-{uuid.uuid4().hex[:6]}"
-    node_kubectl.ok("create", "namespace", ns)
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {"containers": [{"name": "echo", "image": "echo", "ports": [{"containerPort": PORT}]}]},
-    }
-    node_kubectl.ok("apply", "-f", "-", stdin=manifest(pod))
-    eventually(
-        lambda: node_kubectl.json("get", "pod", "web", "-n", ns)["status"].get("phase") == "Running",
+    with running_pod(
+        node_kubectl,
+        "web",
+        {"name": "echo", "image": "echo", "ports": [{"containerPort": PORT}]},
+        prefix="pf",
         timeout=90,
-        what="the pod to run",
-    )
-    yield ns, "web"
-    node_kubectl("delete", "namespace", ns, "--wait=false")
+    ) as ns:
+        yield ns, "web"
 
 
 class Forwarding:

@@ -6,7 +6,6 @@ on the error channel."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,9 +13,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.stream import stream
 
-from kubelab_testing.kubectl import Kubectl, manifest
+from kubelab_testing.kubectl import Kubectl, running_pod
 from kubelab_testing.lab import Lab
-from kubelab_testing.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -29,22 +27,10 @@ def core(node_lab: Lab) -> Iterator[client.CoreV1Api]:
 
 @pytest.fixture(scope="module")
 def shell_pod(node_kubectl: Kubectl) -> Iterator[tuple[str, str]]:
-    ns = f"pyexec-{uuid.uuid4().hex[:6]}"
-    node_kubectl.ok("create", "namespace", ns)
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "shell", "namespace": ns},
-        "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]},
-    }
-    node_kubectl.ok("apply", "-f", "-", stdin=manifest(pod))
-    eventually(
-        lambda: node_kubectl.json("get", "pod", "shell", "-n", ns)["status"].get("phase") == "Running",
-        timeout=180,
-        what="the pod to run",
-    )
-    yield ns, "shell"
-    node_kubectl("delete", "namespace", ns, "--wait=false")
+    with running_pod(
+        node_kubectl, "shell", {"name": "main", "image": "busybox", "command": ["sleep", "3600"]}, prefix="pyexec"
+    ) as ns:
+        yield ns, "shell"
 
 
 def test_lines_written_to_an_interactive_shell_come_back_on_stdout_and_stderr(

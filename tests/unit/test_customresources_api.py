@@ -209,3 +209,39 @@ async def test_an_invalid_definition_is_refused_with_kube_words(http: Client) ->
         "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[image].type: Required value:"
         " must not be empty for specified object fields"
     ) in message
+
+
+async def test_a_second_definition_of_the_same_kind_is_not_served_and_leaves_the_first_alone(http: Client) -> None:
+    assert (await http.post(CRDS, json=widget_crd())).status == 201
+    await established(http, "widgets.unit.example.com")
+    twin = widget_crd()
+    twin["metadata"]["name"] = "gadgets.unit.example.com"
+    twin["spec"]["names"] = {"plural": "gadgets", "kind": "Widget"}
+    assert (await http.post(CRDS, json=twin)).status == 201
+    gadgets = "/apis/unit.example.com/v1/namespaces/default/gadgets"
+    end = time.monotonic() + 5
+    while True:
+        crd = await (await http.get(f"{CRDS}/gadgets.unit.example.com")).json()
+        conditions = {c["type"]: c for c in (crd.get("status") or {}).get("conditions") or []}
+        if "NamesAccepted" in conditions:
+            break
+        assert time.monotonic() < end, crd
+        await asyncio.sleep(0.05)
+    assert conditions["NamesAccepted"]["status"] == "False"
+    assert (await http.get(gadgets)).status == 404
+    assert (await http.delete(f"{CRDS}/gadgets.unit.example.com")).status == 202  # its finalizer runs first
+    end = time.monotonic() + 5
+    while (await http.get(f"{CRDS}/gadgets.unit.example.com")).status != 404:
+        assert time.monotonic() < end
+        await asyncio.sleep(0.05)
+    made = await http.post(
+        WIDGETS,
+        json={
+            "apiVersion": "unit.example.com/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w1"},
+            "spec": {"image": "x"},
+        },
+    )
+    assert made.status == 201, await made.text()
+    assert (await http.get("/openapi/v3/apis/unit.example.com/v1")).status == 200

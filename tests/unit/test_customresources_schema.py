@@ -137,6 +137,11 @@ def test_a_schema_must_be_structural() -> None:
         f"{path}.properties[list].items: Required value: must be specified",
     ]
     assert crdschema.structural_errors(SCHEMA, path) == []
+    bad_pattern = {"type": "object", "properties": {"name": {"type": "string", "pattern": "(a"}}}
+    [error] = [e.render() for e in crdschema.structural_errors(bad_pattern, path)]
+    assert error.startswith(
+        f'{path}.properties[name].pattern: Invalid value: "(a": must be a valid regular expression, but isn\'t: '
+    )
 
 
 def crd(**spec: Any) -> dict[str, Any]:
@@ -212,3 +217,23 @@ def test_printer_columns_read_json_paths() -> None:
     assert printer.row(obj) == ["n", "7", 3, None]
     default = customresources.printer_of({})
     assert [c.name for c in default.columns] == ["Name", "Age"]
+
+
+def test_scale_paths_are_dotted_field_paths_under_spec_and_status() -> None:
+    def scale_errors(spec_path: str, status_path: str = ".status.replicas") -> list[str]:
+        scale = {"specReplicasPath": spec_path, "statusReplicasPath": status_path}
+        version = {
+            "name": "v1",
+            "served": True,
+            "storage": True,
+            "schema": {"openAPIV3Schema": SCHEMA},
+            "subresources": {"scale": scale},
+        }
+        return [e.render() for e in definition_errors(crd(versions=[version]))]
+
+    assert scale_errors(".spec.replicas") == []
+    for bad in (".spec.", ".spec.items[0]", ".status.replicas"):
+        assert scale_errors(bad) == [
+            f'spec.versions[0].subresources.scale.specReplicasPath: Invalid value: "{bad}": '
+            "should be a json path under .spec"
+        ], bad

@@ -152,9 +152,10 @@ def test_endpoints_that_are_neither_ready_nor_serving_while_terminating_are_left
     assert found == {ref(): (*eps("10.244.1.5", "10.244.1.8"), draining)}
 
 
-def test_a_missing_serving_condition_defers_to_ready_as_the_api_defines() -> None:
+def test_a_missing_serving_condition_means_serving_as_the_api_defines() -> None:
     found = endpoints_from([slice_obj("web", [endpoint("10.244.1.5", ready=False, terminating=True)])])
-    assert found == {ref(): ()}  # not ready, so not serving either: nothing to fall back on
+    # not ready, but serving (nil means true) while it terminates: the port falls back on it
+    assert found == {ref(): (Endpoint("10.244.1.5", 8080, ready=False, serving=True, terminating=True),)}
 
 
 def test_the_ready_endpoints_of_a_port_take_new_connections_and_draining_ones_do_not() -> None:

@@ -298,6 +298,9 @@ def test_node_restriction_keeps_a_kubelet_to_its_own_node_lease_and_pods() -> No
         'unexpected operation "update", node "w1" can only update pod status': ask(
             "update", "pods", namespace="team", name="mine", **KUBELET
         ),
+        "unexpected pod subresource \"ephemeralcontainers\", only 'status' and 'eviction' are allowed": ask(
+            "patch", "pods", namespace="team", name="mine", subresource="ephemeralcontainers", **KUBELET
+        ),
         'node "w1" can only access node lease with the same name as the requesting node': ask(
             "update", "leases", api_group="coordination.k8s.io", namespace="kube-node-lease", name="w2", **KUBELET
         ),
@@ -330,3 +333,20 @@ def test_a_kubelet_requests_tokens_only_for_its_pods_accounts_bound_to_those_pod
     ):
         with pytest.raises(StatusError, match=message):
             noderestriction.check(ask("create", "serviceaccounts", name="robot", **token), graph, body=body)
+
+
+def test_a_websocket_get_to_exec_attach_or_portforward_also_needs_create() -> None:
+    for sub in ("exec", "attach", "portforward"):
+        attrs = authorization.attributes("alice", (), request_info("GET", f"/api/v1/namespaces/a/pods/web/{sub}", {}))
+        assert [(c.verb, c.subresource) for c in authorization.checks(attrs)] == [("get", sub), ("create", sub)]
+    for method, path in (("GET", "/api/v1/namespaces/a/pods/web/log"), ("POST", "/api/v1/namespaces/a/pods/web/exec")):
+        attrs = authorization.attributes("alice", (), request_info(method, path, {}))
+        assert authorization.checks(attrs) == (attrs,)
+    only_get = {"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": ["pods/exec", "pods/attach"]}
+    rbac = index(
+        role("reader", only_get),
+        binding("r", ("ClusterRole", "reader"), {"kind": "User", "name": "alice"}),
+    )
+    authorizer = Authorizer(["RBAC"], rbac=rbac)
+    attrs = authorization.attributes("alice", (), request_info("GET", "/api/v1/namespaces/a/pods/web/exec", {}))
+    assert [authorizer.allows(c) for c in authorization.checks(attrs)] == [True, False]

@@ -14,6 +14,7 @@ leaves it Terminating until its objects are gone.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from agents.apiserver import crdschema
@@ -66,6 +67,15 @@ def _names_errors(names: dict[str, Any], path: str) -> Errors:
     return out
 
 
+_FIELD_NAMES = re.compile(r"[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*")
+
+
+def _simple_path(path: object, under: str) -> bool:
+    """Whether a scale path is a dotted path of field names under ``under`` (no array notation)."""
+    text = str(path)
+    return text.startswith(under) and _FIELD_NAMES.fullmatch(text[len(under) :]) is not None
+
+
 def _subresources_errors(subresources: dict[str, Any], path: str) -> Errors:
     out: Errors = []
     scale = subresources.get("scale")
@@ -73,14 +83,14 @@ def _subresources_errors(subresources: dict[str, Any], path: str) -> Errors:
         spec_path, status_path = scale.get("specReplicasPath"), scale.get("statusReplicasPath")
         if not spec_path:
             out.append(required(f"{path}.scale.specReplicasPath"))
-        elif not str(spec_path).startswith(".spec."):
+        elif not _simple_path(spec_path, ".spec."):
             out.append(invalid(f"{path}.scale.specReplicasPath", spec_path, "should be a json path under .spec"))
         if not status_path:
             out.append(required(f"{path}.scale.statusReplicasPath"))
-        elif not str(status_path).startswith(".status."):
+        elif not _simple_path(status_path, ".status."):
             out.append(invalid(f"{path}.scale.statusReplicasPath", status_path, "should be a json path under .status"))
         selector = scale.get("labelSelectorPath")
-        if selector and not str(selector).startswith((".spec.", ".status.")):
+        if selector and not (_simple_path(selector, ".spec.") or _simple_path(selector, ".status.")):
             out.append(
                 invalid(
                     f"{path}.scale.labelSelectorPath", selector, "should be a json path under either .spec or .status"
