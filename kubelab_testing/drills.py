@@ -291,6 +291,19 @@ def running_containers(lab: Lab, node: str) -> dict[str, str]:
     return tasks
 
 
+def live_pod_uids(kubectl: Kubectl) -> set[str]:
+    """The UIDs of the pods that exist and are not being deleted."""
+    pods = kubectl.json("get", "pods", "-A")["items"]
+    return {p["metadata"]["uid"] for p in pods if not p["metadata"].get("deletionTimestamp")}
+
+
+def containers_kept(before: dict[str, str], after: dict[str, str], live: set[str]) -> bool:
+    """Whether every container that ran before a kill still runs, the same process, unless its pod
+    went meanwhile (a rollout in flight deletes old pods). The kubelet names a container
+    ``PODUID_NAME_ATTEMPT``."""
+    return all(after.get(cid) == pid for cid, pid in before.items() if cid.split("_", 1)[0] in live)
+
+
 # every component the drills kill in turn (the registry only serves images)
 KILLS = ("kubelet", "proxy", "containerd", "etcd", "apiserver", "scheduler", "controller-manager")
 
@@ -331,8 +344,7 @@ def kill(lab: Lab, kubectl: Kubectl, faults: Faults, rolled: Rolled, *, node: st
     eventually(rolled.serving, timeout=300, interval=2, what=f"{REPLICAS} replicas of {rolled.name} Ready")
     kept = None
     if containers is not None:
-        after = running_containers(lab, node)
-        kept = {c: p for c, p in after.items() if c in containers} == containers
+        kept = containers_kept(containers, running_containers(lab, node), live_pod_uids(kubectl))
     return KillFigures(component, node, restarted, _since(began), kept, began)
 
 
@@ -343,7 +355,9 @@ def etcd_dump(lab: Lab) -> dict[str, dict[str, Any]]:
     pki = "/etc/kubelab/pki"
     tls = f"--cacert {pki}/etcd-ca.crt --cert {pki}/etcd-healthcheck-client.crt --key {pki}/etcd-healthcheck-client.key"
     done = lab.ssh(
-        master.name, f"etcdctl --endpoints https://{master.ip}:2379 {tls} get '' --prefix -w json", timeout=120
+        master.name,
+        f"etcdctl --endpoints https://{master.ip}:2379 {tls} --command-timeout=60s get '' --prefix -w json",
+        timeout=120,
     )
     if not done.ok:
         raise RuntimeError(f"etcdctl on {master.name} failed: {done.err.strip()}")

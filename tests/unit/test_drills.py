@@ -31,3 +31,12 @@ def test_the_fault_drills_pods_have_no_hook() -> None:
     spec = pod_spec(drills.drill_manifest())
     [container] = spec["containers"]
     assert "lifecycle" not in container and "terminationGracePeriodSeconds" not in spec
+
+
+def test_containers_count_as_kept_unless_one_of_a_live_pod_is_gone_or_a_new_process() -> None:
+    before = {"u1_web_0": "101", "u2_web_0": "102"}
+    assert drills.containers_kept(before, {"u1_web_0": "101", "u2_web_0": "102", "u3_web_0": "9"}, {"u1", "u2"})
+    # u2's pod was deleted by the rollout meanwhile: its container may go
+    assert drills.containers_kept(before, {"u1_web_0": "101"}, {"u1", "u3"})
+    assert not drills.containers_kept(before, {"u1_web_0": "101"}, {"u1", "u2"})  # lost while its pod lives
+    assert not drills.containers_kept(before, {"u1_web_0": "555", "u2_web_0": "102"}, {"u1", "u2"})  # restarted
