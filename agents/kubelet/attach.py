@@ -187,18 +187,20 @@ class AttachRuntime(Protocol):
     async def resize(self, container: str, width: int, height: int) -> None: ...
 
 
-def _size(path: Path) -> int:
+def log_size(path: Path) -> int:
+    """How long a run's log file is now (0 before it exists)."""
     try:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
 
 
-def _read_from(path: Path, offset: int) -> bytes:
+def read_log(path: Path, offset: int, chunk: int = CHUNK) -> bytes:
+    """At most ``chunk`` bytes of a log file from ``offset`` (a local file: quick enough on the loop)."""
     try:
         with path.open("rb") as handle:
             handle.seek(offset)
-            return handle.read(CHUNK)
+            return handle.read(chunk)
     except FileNotFoundError:
         return b""
 
@@ -236,9 +238,9 @@ async def attach(
             await pipes.end(container)
 
     async def output() -> None:
-        offset = _size(log_file)
+        offset = log_size(log_file)
         while True:
-            chunk = _read_from(log_file, offset)
+            chunk = read_log(log_file, offset)
             if chunk:
                 offset += len(chunk)
                 if out_channel >= 0:

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agents.kubelet.attach import AttachRuntime, attach
+from agents.kubelet.attach import AttachRuntime, attach, log_size, read_log
 from agents.kubelet.podstate import Attempt
 from agents.kubelet.portforward import PodNetwork, port_forward
 from agents.kubelet.remotecommand import remote_command
@@ -50,23 +50,6 @@ def tail(data: bytes, lines: int) -> bytes:
         return b""
     parts = data.splitlines(keepends=True)
     return b"".join(parts[-lines:])
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _read_from(path: Path, offset: int) -> bytes:
-    """At most CHUNK bytes of ``path`` from ``offset`` (a local file: quick enough on the loop)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read(CHUNK)
-    except FileNotFoundError:
-        return b""
 
 
 def _read_all(path: Path) -> bytes:
@@ -168,7 +151,7 @@ class KubeletServer:
         await response.prepare(request)
         await response.write(data)
         if _flag(request.query.get("follow")) and not previous and not limit:
-            offset = _size(path)
+            offset = log_size(path)
             await self._follow(response, path, offset=offset, key=(namespace, pod, container), number=run.number)
         await response.write_eof()
         return response
@@ -178,7 +161,7 @@ class KubeletServer:
     ) -> None:
         """Send what the container writes from ``offset`` on, until its run ends (or the client goes)."""
         while True:
-            chunk = _read_from(path, offset)
+            chunk = read_log(path, offset, CHUNK)
             if chunk:
                 offset += len(chunk)
                 await response.write(chunk)
