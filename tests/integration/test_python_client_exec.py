@@ -33,11 +33,9 @@ def shell_pod(node_kubectl: Kubectl) -> Iterator[tuple[str, str]]:
         yield ns, "shell"
 
 
-def test_lines_written_to_an_interactive_shell_come_back_on_stdout_and_stderr(
-    core: client.CoreV1Api, shell_pod: tuple[str, str]
-) -> None:
-    ns, name = shell_pod
-    resp = stream(
+def interactive_shell(core: client.CoreV1Api, ns: str, name: str) -> Any:
+    """``/bin/sh`` in the pod, its streams kept open for writing and reading (the client's interactive exec)."""
+    return stream(
         core.connect_get_namespaced_pod_exec,
         name,
         ns,
@@ -48,6 +46,13 @@ def test_lines_written_to_an_interactive_shell_come_back_on_stdout_and_stderr(
         tty=False,
         _preload_content=False,
     )
+
+
+def test_lines_written_to_an_interactive_shell_come_back_on_stdout_and_stderr(
+    core: client.CoreV1Api, shell_pod: tuple[str, str]
+) -> None:
+    ns, name = shell_pod
+    resp = interactive_shell(core, ns, name)
     try:
         resp.write_stdin("echo x\n")
         assert resp.readline_stdout(timeout=5) == "x"
@@ -68,17 +73,7 @@ def test_update_gathers_the_output_and_a_clean_exit_reads_zero(
     core: client.CoreV1Api, shell_pod: tuple[str, str]
 ) -> None:
     ns, name = shell_pod
-    resp = stream(
-        core.connect_get_namespaced_pod_exec,
-        name,
-        ns,
-        command=["/bin/sh"],
-        stdin=True,
-        stdout=True,
-        stderr=True,
-        tty=False,
-        _preload_content=False,
-    )
+    resp = interactive_shell(core, ns, name)
     try:
         resp.write_stdin("printf 'a\\nb\\n'; exit 0\n")
         deadline = time.monotonic() + 15
