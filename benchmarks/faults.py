@@ -7,7 +7,9 @@ load probe sends 5 requests a second (1 s deadline each) to the NodePort on anot
 (``kubelab_testing.drills``). Faults: crash, pause and partition of a worker (healed once its pods are
 replaced), SIGKILL of every component in turn, and the master powered off and on. Before the faults,
 ``drain`` rolls with no fault at all: the same Deployment (no preStop hook), then one whose pods sleep
-5 s in a preStop hook within a 15 s grace period (``drill.DRAINED``): the zero-loss rollout drill.
+5 s in a preStop hook within a 15 s grace period (``drill.DRAINED``): the zero-loss rollout drill. Its
+requests have a 5 s deadline (``drill.ROLLOUT_DEADLINE``: a slow answer is not a lost one) and the
+figures add how many answers took longer than 1 s and the slowest.
 
 Timing settings: the lab's defaults (node grace period 40 s, node monitor period 5 s, kubelet heartbeat
 10 s) and pods tolerating a NotReady or unreachable node for ``drill.TOLERATION`` seconds.
@@ -81,14 +83,25 @@ def _rollouts(lab: Lab, kubectl: Kubectl, rolled: drill.Rolled) -> list[dict[str
     try:
         for what, target in (("rollout, no preStop", rolled), (f"rollout, preStop {drill.PRE_STOP_SECONDS}s", drained)):
             # the NodePort on the master (the first node that is not a worker): no pod of the drill there
-            load = ServiceLoad(lab, target.entry(lab, avoid=lab.workers[0].name))
+            load = ServiceLoad(lab, target.entry(lab, avoid=lab.workers[0].name), deadline=drill.ROLLOUT_DEADLINE)
             try:
                 drill.warm(load)
                 got = drill.drained_rollout(target, load=load)
             finally:
                 load.stop()
-            rows.append(_figures(what, None, None, got.seconds, got.requests))
-            print(_row(rows[-1]), flush=True)
+            rows.append(
+                {
+                    **_figures(what, None, None, got.seconds, got.requests),
+                    "deadline_s": drill.ROLLOUT_DEADLINE,
+                    "answered_after_1s": got.requests.over_1s,
+                    "slowest_s": round(got.requests.slowest_ms / 1000, 2),
+                }
+            )
+            print(
+                _row(rows[-1]),
+                f"({got.requests.over_1s} answered after 1 s, slowest {rows[-1]['slowest_s']} s)",
+                flush=True,
+            )
     finally:
         drained.delete()
     return rows

@@ -1,11 +1,12 @@
 """A steady stream of HTTP requests at a Service, to see what a fault costs its clients.
 
-Run as ``python -m kubelab_testing.loadprobe NETNS URL RATE SECONDS``: from inside the network namespace
-NETNS (``-``: stay here), one ``GET`` every 1/RATE seconds for SECONDS seconds (open loop: a slow answer
-does not delay the next request), each with a 1 s deadline. Every answer is one JSON line on standard
-output, ``{"t": <UNIX time sent>, "ok": <2xx within the deadline>, "ms": <latency>}``, so a reader can
-follow it live; the program ends by itself. :func:`summarize` turns the lines into figures, and
-:class:`ServiceLoad` runs the program in the background for a test or a benchmark and reads it.
+Run as ``python -m kubelab_testing.loadprobe NETNS URL RATE SECONDS [DEADLINE]``: from inside the network
+namespace NETNS (``-``: stay here), one ``GET`` every 1/RATE seconds for SECONDS seconds (open loop: a slow
+answer does not delay the next request), each with a deadline of DEADLINE seconds (default 1). Every
+answer is one JSON line on standard output, ``{"t": <UNIX time sent>, "ok": <2xx within the deadline>,
+"ms": <latency>}``, so a reader can follow it live; the program ends by itself. :func:`summarize` turns
+the lines into figures, and :class:`ServiceLoad` runs the program in the background for a test or a benchmark
+and reads it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from provisioner.system.netns import enter
 if TYPE_CHECKING:
     from kubelab_testing.lab import Lab
 
-DEADLINE = 1.0
+DEADLINE = 1.0  # the fault drills': a request not answered in a second counts as failed
+MAX_DEADLINE = 30.0
 MAX_SECONDS = 3600.0
 MAX_RATE = 50.0
 
@@ -53,18 +55,18 @@ async def _get(host: str, port: int, path: str) -> bool:
         writer.close()
 
 
-async def _one(host: str, port: int, path: str) -> None:
+async def _one(host: str, port: int, path: str, deadline: float) -> None:
     sent = time.time()
     began = time.monotonic()
     try:
-        ok = await asyncio.wait_for(_get(host, port, path), DEADLINE)
+        ok = await asyncio.wait_for(_get(host, port, path), deadline)
     except (OSError, TimeoutError, asyncio.IncompleteReadError):
         ok = False
     elapsed = (time.monotonic() - began) * 1000
     print(json.dumps({"t": round(sent, 3), "ok": ok, "ms": round(elapsed, 1)}), flush=True)
 
 
-async def run(url: str, rate: float, seconds: float) -> None:
+async def run(url: str, rate: float, seconds: float, deadline: float = DEADLINE) -> None:
     parsed = urllib.parse.urlsplit(url)
     host, port, path = parsed.hostname or "", parsed.port or 80, parsed.path or "/"
     began = time.monotonic()
@@ -72,7 +74,7 @@ async def run(url: str, rate: float, seconds: float) -> None:
     count = 0
     while (due := began + count / rate) < began + seconds:
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        task = asyncio.create_task(_one(host, port, path))
+        task = asyncio.create_task(_one(host, port, path, deadline))
         pending.add(task)
         task.add_done_callback(pending.discard)
         count += 1
@@ -96,6 +98,9 @@ class Summary:
     failed: int
     first_failure: float | None  # seconds after ``since``
     back_to_zero: float | None  # seconds after ``since`` of the last failure (None: none failed)
+    slowest_ms: float = 0.0  # the longest a request that succeeded waited for its answer
+    over_1s: int = 0  # requests that succeeded but took longer than a second
+    failed_after_ms: tuple[float, ...] = ()  # how long each failed request took to fail (the deadline: no answer)
 
     @property
     def failed_share(self) -> float:
@@ -114,11 +119,15 @@ def summarize(samples: Sequence[Sample], since: float, until: float | None = Non
     """Requests sent from ``since`` (a UNIX time, e.g. the fault's) until ``until`` (default: all)."""
     window = [s for s in samples if s.t >= since and (until is None or s.t <= until)]
     failed = [s for s in window if not s.ok]
+    answered = [s.ms for s in window if s.ok]
     return Summary(
         len(window),
         len(failed),
         failed[0].t - since if failed else None,
         failed[-1].t - since if failed else None,
+        max(answered, default=0.0),
+        sum(1 for ms in answered if ms > 1000),
+        tuple(s.ms for s in failed),
     )
 
 
@@ -127,11 +136,14 @@ class ServiceLoad:
     ``rate`` a second for at most ``seconds``; ``samples()`` reads what came back so far and
     ``summary(since)`` says how many failed and until when."""
 
-    def __init__(self, lab: Lab, url: str, *, rate: float = 5.0, seconds: float = 900.0) -> None:
+    def __init__(
+        self, lab: Lab, url: str, *, rate: float = 5.0, seconds: float = 900.0, deadline: float = DEADLINE
+    ) -> None:
         self.url = url
+        self.deadline = deadline
         self._out = tempfile.NamedTemporaryFile(prefix="kubelab-load-", suffix=".jsonl")  # noqa: SIM115
         netns = lab.network_namespace or "-"
-        argv = [sys.executable, "-m", "kubelab_testing.loadprobe", netns, url, str(rate), str(seconds)]
+        argv = [sys.executable, "-m", "kubelab_testing.loadprobe", netns, url, str(rate), str(seconds), str(deadline)]
         self._process = subprocess.Popen(argv, stdout=self._out)
         self._final: list[Sample] | None = None  # what came back, kept once stopped
 
@@ -154,14 +166,19 @@ class ServiceLoad:
 def main(argv: Sequence[str]) -> int:
     try:
         netns, url, rate, seconds = argv[0], argv[1], float(argv[2]), float(argv[3])
+        deadline = float(argv[4]) if len(argv) > 4 else DEADLINE
+        if len(argv) > 5:
+            raise ValueError("too many arguments")
         if not 0 < rate <= MAX_RATE or not 0 < seconds <= MAX_SECONDS or not url.startswith("http://"):
             raise ValueError(f"RATE in (0, {MAX_RATE:.0f}], SECONDS in (0, {MAX_SECONDS:.0f}], an http:// URL")
+        if not 0 < deadline <= MAX_DEADLINE:
+            raise ValueError(f"DEADLINE in (0, {MAX_DEADLINE:.0f}]")
     except (IndexError, ValueError) as exc:
-        print(f"usage: python -m kubelab_testing.loadprobe NETNS URL RATE SECONDS ({exc})", file=sys.stderr)
+        print(f"usage: python -m kubelab_testing.loadprobe NETNS URL RATE SECONDS [DEADLINE] ({exc})", file=sys.stderr)
         return 2
     try:
         enter(netns)
-        asyncio.run(run(url, rate, seconds))
+        asyncio.run(run(url, rate, seconds, deadline))
     except OSError as exc:
         print(f"kubelab loadprobe: {exc}", file=sys.stderr)
         return 1

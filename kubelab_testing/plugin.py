@@ -156,14 +156,14 @@ def kubelab_node_ssh(kubelab_lab: Lab) -> Callable[[str, str], Result]:
 
 @pytest.fixture
 def kubelab_service_load(kubelab_lab: Lab) -> Iterator[Callable[..., ServiceLoad]]:
-    """``kubelab_service_load(url, rate=5, seconds=900)`` starts a :class:`~kubelab_testing.loadprobe.ServiceLoad`;
-    all stop after the test."""
-    from kubelab_testing.loadprobe import ServiceLoad  # noqa: PLC0415 - this module stays cheap to import
+    """``kubelab_service_load(url, rate=5, seconds=900, deadline=1)`` starts a
+    :class:`~kubelab_testing.loadprobe.ServiceLoad`; all stop after the test."""
+    from kubelab_testing.loadprobe import DEADLINE, ServiceLoad  # noqa: PLC0415 - this module stays cheap to import
 
     started: list[ServiceLoad] = []
 
-    def start(url: str, *, rate: float = 5.0, seconds: float = 900.0) -> ServiceLoad:
-        started.append(ServiceLoad(kubelab_lab, url, rate=rate, seconds=seconds))
+    def start(url: str, *, rate: float = 5.0, seconds: float = 900.0, deadline: float = DEADLINE) -> ServiceLoad:
+        started.append(ServiceLoad(kubelab_lab, url, rate=rate, seconds=seconds, deadline=deadline))
         return started[-1]
 
     yield start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,6 +52,8 @@ async def http(server: ApiServer) -> AsyncIterator[TestClient[Any, Any]]:
 
 class _Echo(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        if self.path == "/slow":
+            time.sleep(0.4)
         self.send_response(500 if self.path == "/fail" else 200)
         self.end_headers()
         self.wfile.write(b"pod echo\n")
@@ -61,7 +64,8 @@ class _Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_port() -> Iterator[int]:
-    """The port of an HTTP server on 127.0.0.1 that answers 200 ``pod echo``, and 500 at ``/fail``."""
+    """The port of an HTTP server on 127.0.0.1 that answers 200 ``pod echo``, 500 at ``/fail``, and
+    200 after 0.4 s at ``/slow``."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

@@ -11,8 +11,8 @@ from kubelab_testing import loadprobe
 from kubelab_testing.loadprobe import Sample
 
 
-def _probe(url: str, rate: str = "20", seconds: str = "0.5") -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "kubelab_testing.loadprobe", "-", url, rate, seconds]
+def _probe(url: str, rate: str = "20", seconds: str = "0.5", *deadline: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "kubelab_testing.loadprobe", "-", url, rate, seconds, *deadline]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 
 
@@ -25,6 +25,16 @@ def test_the_probe_sends_at_its_rate_and_reports_each_answer(echo_port: int) -> 
     assert len(failing) == 10 and not any(s.ok for s in failing)  # a 5xx answer is a failure
 
 
+def test_an_answer_after_the_deadline_is_a_failure_and_one_within_it_says_how_long_it_took(echo_port: int) -> None:
+    url = f"http://127.0.0.1:{echo_port}/slow"
+    late = loadprobe.parse(_probe(url, "10", "0.2", "0.2").stdout.splitlines())
+    assert len(late) == 2 and not any(s.ok for s in late)
+    waited = loadprobe.parse(_probe(url, "10", "0.2", "2").stdout.splitlines())
+    assert len(waited) == 2 and all(s.ok and s.ms >= 400 for s in waited)
+    summary = loadprobe.summarize([*waited, Sample(waited[0].t, True, 1500.0)], since=0)
+    assert summary.failed == 0 and summary.over_1s == 1 and summary.slowest_ms == 1500.0
+
+
 def test_nothing_listening_is_a_failure_not_a_hang() -> None:
     import socket  # noqa: PLC0415
 
@@ -35,7 +45,16 @@ def test_nothing_listening_is_a_failure_not_a_hang() -> None:
     assert len(samples) == 3 and not any(s.ok for s in samples)
 
 
-@pytest.mark.parametrize("args", [["-", "http://x/", "0", "5"], ["-", "ftp://x/", "1", "5"], ["-", "http://x/"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-", "http://x/", "0", "5"],
+        ["-", "ftp://x/", "1", "5"],
+        ["-", "http://x/"],
+        ["-", "http://x/", "1", "5", "0"],
+        ["-", "http://x/", "1", "5", "1", "extra"],
+    ],
+)
 def test_bad_arguments_are_one_usage_line(args: list[str]) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "kubelab_testing.loadprobe", *args], capture_output=True, text=True, check=False

@@ -1,8 +1,11 @@
-"""Scenario 8: `kubelab up --workers N` on a running lab converges to N workers: a worker that leaves
+"""`kubelab up --workers N` on a running lab converges to N workers: a worker that leaves
 takes its machine, disk and Node with it and its pods are replaced on the others; one that joins boots,
 gets installed and runs pods, also when the `up`s before were killed (SIGKILL) while it booted and while
 the playbooks ran: the next `up` takes the killed runs' machine as the lab's own and converges, and
 nothing of the killed runs is left (no machine without the lab's identity, no second tunnel, no orphan).
+
+The scenario runs its own 3-replica Deployment over both workers (as the e2e tier's scenario 2) and
+takes 3-5 minutes on a TCG lab of this project's machines, which is why it is in the long tier.
 
 The kills add about a minute to the scenario: two more `up`s up to their kill point (image check,
 certificates, libvirt; the second also the playbooks' start), the end of the playbook task the second kill
@@ -24,6 +27,7 @@ from provisioner.drivers.libvirt import daemon as libvirthost
 from provisioner.drivers.libvirt.plan import CONSOLE_ROOT, VM_ROOT, stamp_of
 from provisioner.lab.identity import ENV_LAB
 from provisioner.system import processes
+from tests.e2e.test_02_deployment import MANIFEST as WEB
 from tests.e2e.test_02_deployment import running_pods
 
 PINNED = """
@@ -127,6 +131,9 @@ def _converged_after_kills(lab: Lab, kubectl: Kubectl, joining: str) -> None:
 def test_fewer_workers_then_more(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
     leaving = kubelab_lab.workers[-1].name
     staying = kubelab_lab.workers[0].name
+    kubelab_kubectl.ok("apply", "-f", "-", stdin=WEB)
+    kubelab_kubectl.ok("rollout", "status", "deployment/web", "--timeout=300s", timeout=320)
+    eventually(lambda: len(running_pods(kubelab_kubectl, "app=web")) == 3, timeout=60, what="3 web pods")
     assert any(p["spec"]["nodeName"] == leaving for p in running_pods(kubelab_kubectl, "app=web"))
 
     fewer = kubelab_lab.cli("up", "--name", kubelab_lab.name, "--workers", "1")
@@ -156,3 +163,4 @@ def test_fewer_workers_then_more(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> 
     kubelab_kubectl.ok("wait", "--for=condition=Ready", "pod/on-new-worker", "--timeout=240s", timeout=260)
     assert kubelab_kubectl.json("get", "pod", "on-new-worker")["spec"]["nodeName"] == leaving
     kubelab_kubectl.ok("delete", "pod", "on-new-worker", "--wait=false")
+    kubelab_kubectl.ok("delete", "deployment", "web", "--wait=false")
