@@ -44,8 +44,11 @@ TOLERATION = 20  # seconds the drill's pods stay on a NotReady/unreachable node 
 # faster polling would take host CPU from the emulated machines while they are timed
 POLL = 1.0
 DRAINED = "drained"  # the zero-loss rollout drill's Deployment and Service
-PRE_STOP_SECONDS = 5  # its pods' preStop sleep, as users write it ...
-GRACE_SECONDS = 15  # ... inside a longer terminationGracePeriodSeconds
+# its pods' preStop sleep, as users write it, long enough for the pod's removal from the EndpointSlice to
+# reach every proxy (on the TCG lab, during a rollout, new requests still reached a pod up to 5.9 s after
+# its kubelet had begun to stop it) ...
+PRE_STOP_SECONDS = 10
+GRACE_SECONDS = 20  # ... inside a longer terminationGracePeriodSeconds
 # The rollout drill's request deadline: long enough for an answer from a pod on a single-vCPU TCG worker
 # that is starting containers meanwhile (up to 3.5 s seen). A request sent to an endpoint that is gone is
 # never answered, whatever the deadline: its SYN's retries keep conntrack's translation to that endpoint.

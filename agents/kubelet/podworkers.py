@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from agents.kubelet import dns, hooks, podstate, termination
@@ -407,7 +407,9 @@ class PodWorkers:
         name = container["name"]
         self.recorder.record(pod, WARNING, "FailedPostStartHook", result.message)
         self.recorder.record(pod, NORMAL, "Killing", f"FailedPostStartHook: Container {name} failed its postStart hook")
-        await self.runtime.kill(cid, grace=min(podstate.termination_grace(pod), PROBE_KILL_GRACE_MAX))
+        await self._kill_one(
+            pod, record, container, cid, grace=min(podstate.termination_grace(pod), PROBE_KILL_GRACE_MAX)
+        )
         return False
 
     def _problem(self, pod: Object, record: PodRecord, name: str, reason: str, message: str) -> None:
@@ -430,7 +432,6 @@ class PodWorkers:
         if not any(f"{kind}Probe" in container for kind in ("liveness", "readiness", "startup")):
             return
         uid = uid_of(pod)
-        grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
 
         async def failed(kind: Kind, message: str) -> None:
             current = self.pod(uid) or pod
@@ -438,7 +439,11 @@ class PodWorkers:
             if kind == "readiness":
                 return
             self.recorder.record(current, NORMAL, "Killing", f"Container {name} failed {kind} probe, will be restarted")
-            await self.runtime.kill(cid, grace=min(grace, PROBE_KILL_GRACE_MAX))
+            # the probe's own terminationGracePeriodSeconds, else the pod's (kube's order)
+            grace = float(
+                container[f"{kind}Probe"].get("terminationGracePeriodSeconds", podstate.termination_grace(current))
+            )
+            await self._kill_one(current, record, container, cid, grace=min(grace, PROBE_KILL_GRACE_MAX))
 
         netns = self.runtime.netns_path(uid)
         assert netns is not None
@@ -485,6 +490,23 @@ class PodWorkers:
             for target in group:
                 record.stop_prober(target.name)
                 self.recorder.record(pod, NORMAL, "Killing", f"Stopping container {target.name}")
+        pre_stop, kill = self._stopping_steps(pod, record)
+        await termination.stop_containers(stopping, grace=grace, pre_stop=pre_stop, kill=kill)
+
+    async def _kill_one(
+        self, pod: Object, record: PodRecord, container: Mapping[str, Any], cid: str, *, grace: float
+    ) -> None:
+        """Kill one container's run to have it restarted (a failed liveness or startup probe, a failed
+        postStart hook): its preStop hook, then SIGTERM, SIGKILL at the end of ``grace``, as kube's
+        kubelet kills a container whatever the reason. Its probes go on until its next run replaces them
+        (a failing probe calls this from its own task)."""
+        target = termination.Stopping(str(container["name"]), cid, container)
+        pre_stop, kill = self._stopping_steps(pod, record)
+        await termination.stop_containers([[target]], grace=grace, pre_stop=pre_stop, kill=kill)
+
+    def _stopping_steps(self, pod: Object, record: PodRecord) -> tuple[termination.PreStop, termination.Kill]:
+        """How a container of ``pod`` is stopped: its preStop hook (a failure is a ``FailedPreStopHook``
+        event), then SIGTERM and SIGKILL."""
 
         async def pre_stop(target: termination.Stopping, seconds: float) -> None:
             handler = hooks.handler_of(target.container, "preStop")
@@ -503,7 +525,7 @@ class PodWorkers:
         async def kill(cid: str, seconds: float) -> None:
             await self.runtime.kill(cid, grace=seconds)
 
-        await termination.stop_containers(stopping, grace=grace, pre_stop=pre_stop, kill=kill)
+        return pre_stop, kill
 
     async def _confirm_deletion(self, pod: Object) -> None:
         """The containers are gone: remove the pod object (grace 0), as kube's kubelet does."""

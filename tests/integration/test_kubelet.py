@@ -305,7 +305,9 @@ def events_of(k: Kubectl, ns: str, name: str) -> list[dict[str, Any]]:
     return found
 
 
-def test_a_failing_liveness_probe_restarts_the_container(k: Kubectl, node: Node, ns: str) -> None:
+def test_a_failing_liveness_probe_restarts_the_container_after_its_pre_stop_hook(
+    k: Kubectl, node: Node, ns: str
+) -> None:
     web = {
         "name": "web",
         "image": "echo:1.0",
@@ -314,12 +316,29 @@ def test_a_failing_liveness_probe_restarts_the_container(k: Kubectl, node: Node,
             "periodSeconds": 1,
             "failureThreshold": 2,
         },
+        # kube's kubelet runs the preStop hook whatever the reason a container is killed
+        "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo stopped >> /data/hooks"]}}},
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
     }
-    k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(pod("sick", node, web)))
+    # a second container shows the hook's file in its log (the sick one is killed again at each run)
+    reader = {
+        "name": "reader",
+        "image": "busybox",
+        "command": ["sh", "-c", "until cat /data/hooks 2>/dev/null; do sleep 1; done; sleep 3600"],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+    volumes = [{"name": "data", "emptyDir": {}}]
+    k.ok("apply", "-n", ns, "-f", "-", stdin=manifest(pod("sick", node, web, reader, volumes=volumes)))
     eventually(lambda: state(k, ns, "sick", "web").get("restartCount", 0) >= 1, timeout=60, what="a restart")
     reasons = {e["reason"]: e["message"] for e in events_of(k, ns, "sick")}
     assert reasons["Unhealthy"] == "Liveness probe failed: HTTP probe failed with statuscode: 404"
     assert reasons["Killing"] == "Container web failed liveness probe, will be restarted"
+    logs = node.root / "kubelet" / "pods" / pod_json(k, ns, "sick")["metadata"]["uid"] / "logs" / "reader"
+    eventually(
+        lambda: "stopped" in "".join(f.read_text() for f in logs.glob("*.log")),
+        timeout=30,
+        what="the preStop hook's line",
+    )
 
 
 def test_readiness_and_tcp_probes_decide_when_the_pod_is_ready(k: Kubectl, node: Node, ns: str) -> None:
