@@ -9,9 +9,10 @@ manager applied before and no longer applies is removed from the object unless a
 
 Fields are paths of kube's FieldsV1 elements: ``f:<name>`` for a field or map key, ``k:{...}`` for an
 item of a list merged by key (the keys are ``patchmeta``'s strategic-merge keys, as kube's
-list-map-keys), ``v:<json>`` for a member of a set of primitives, and ``.`` for a map or list item
-itself. Other lists, and structs kube declares atomic, are one field each. Everything here is pure:
-the handlers read the object, call :func:`record_update` or :func:`apply`, and store the result.
+list-map-keys; ports by number and protocol, TCP when left out), ``v:<json>`` for a member of a set of
+primitives, and ``.`` for a map or list item itself. Other lists, and structs kube declares atomic, are
+one field each. Everything here is pure: the handlers read the object, call :func:`record_update` or
+:func:`apply`, and store the result.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
-from agents.apiserver.patchmeta import PATCH_META, PatchMeta
+from agents.apiserver.patchmeta import LIST_MAP_KEYS, PATCH_META, PatchMeta
 from agents.apiserver.status import StatusError
 from agents.machinery.objects import Object, deep_copy
 
@@ -112,7 +113,7 @@ _Kind = Literal["struct", "map", "keyed", "set", "atomic", "scalar"]
 class _Node:
     kind: _Kind
     model: str | None = None  # of a struct, or of a map's values / a list's items
-    key: str = ""  # merge key of a keyed list
+    keys: tuple[tuple[str, str | None], ...] = ()  # a keyed list's key fields, each with its value when left out
 
 
 class Schema:
@@ -133,14 +134,20 @@ class Schema:
         schema = ((self._defs.get(node.model) or {}).get("properties") or {}).get(name)
         if schema is None:
             return self._untyped(value)
-        return self._from_schema(schema, None, value, PATCH_META.get((node.model, name)))
+        keys = LIST_MAP_KEYS.get((node.model, name))
+        return self._from_schema(schema, None, value, PATCH_META.get((node.model, name)), keys)
 
     def item(self, node: _Node, value: Any) -> _Node:
         """The node of one item of a keyed list."""
         return self._from_schema(None, node.model, value, None) if node.model else self._untyped(value)
 
     def _from_schema(
-        self, schema: Mapping[str, Any] | None, ref: str | None, value: Any, meta: PatchMeta | None
+        self,
+        schema: Mapping[str, Any] | None,
+        ref: str | None,
+        value: Any,
+        meta: PatchMeta | None,
+        keys: tuple[tuple[str, str | None], ...] | None = None,
     ) -> _Node:
         if schema is not None and "$ref" in schema:
             ref = str(schema["$ref"])
@@ -153,7 +160,7 @@ class Schema:
             items = schema.get("items") or {}
             if meta is not None and "merge" in meta.strategy.split(","):
                 if meta.merge_key:
-                    return _Node("keyed", items.get("$ref"), meta.merge_key)
+                    return _Node("keyed", items.get("$ref"), keys or ((meta.merge_key, None),))
                 return _Node("set")
             return _Node("atomic")
         if schema.get("type") == "object" and isinstance(value, dict):
@@ -175,8 +182,21 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
-def key_element(key: str, value: Any) -> str:
-    return "k:" + _compact({key: value})
+# the value a key field has when an item leaves it out (a port's protocol)
+_KEY_DEFAULTS = {name: default for keys in LIST_MAP_KEYS.values() for name, default in keys if default is not None}
+
+
+def item_key(node: _Node, item: Any) -> dict[str, Any] | None:
+    """The key of one item of a keyed list (its key fields, defaults filled in); None: it has none."""
+    if not isinstance(item, dict):
+        return None
+    key = {}
+    for name, default in node.keys:
+        value = item.get(name, default)
+        if value is None:
+            return None
+        key[name] = value
+    return key
 
 
 def fields_of(
@@ -219,8 +239,8 @@ def _walk(schema: Schema, node: _Node, value: Any, path: Path, out: set[Path], *
         return
     if node.kind == "keyed" and isinstance(value, list):
         for item in value:
-            if isinstance(item, dict) and node.key in item:
-                here = (*path, key_element(node.key, item[node.key]))
+            if (key := item_key(node, item)) is not None:
+                here = (*path, "k:" + _compact(key))
                 out.add((*here, SELF))
                 item_node = schema.item(node, item)
                 for name, child in item.items():
@@ -276,7 +296,7 @@ def _step(current: Any, element: str) -> Any:
         if not isinstance(wanted, dict) or not wanted:
             return _MISSING
         for item in current:
-            if isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items()):
+            if isinstance(item, dict) and all(item.get(k, _KEY_DEFAULTS.get(k)) == v for k, v in wanted.items()):
                 return item
         return _MISSING
     if kind == "v":
@@ -512,13 +532,11 @@ def merge(schema: Schema, node: _Node, live: Any, applied: Any) -> Any:
     if node.kind == "keyed" and isinstance(applied, list):
         items = [deep_copy(i) for i in live] if isinstance(live, list) else []
         for value in applied:
-            if not isinstance(value, dict) or node.key not in value:
+            key = item_key(node, value)
+            if key is None:
                 items.append(deep_copy(value))
                 continue
-            at = next(
-                (i for i, item in enumerate(items) if isinstance(item, dict) and item.get(node.key) == value[node.key]),
-                None,
-            )
+            at = next((i for i, item in enumerate(items) if item_key(node, item) == key), None)
             if at is None:
                 items.append(merge(schema, schema.item(node, value), {}, value))
             else:
@@ -578,7 +596,11 @@ def apply(live: Object | None, applied: Object, *, scope: Scope, owner: Owner, f
     previous = next((m.fields for m in managed if m.owner.same(owner)), frozenset())
     others = frozenset().union(*(m.fields for m in managed if not m.owner.same(owner)))
     held = others | wanted
-    for path in sorted(previous - held, key=len):  # whole items first: what was beneath them goes with them
+    items = _held_items(merged, held)
+    for old in sorted(previous - held, key=len):  # whole items first: what was beneath them goes with them
+        path = _as_held(merged, old, items)
+        if path in held:
+            continue
         node = path[:-1] if path[-1] == SELF else path
         if any(len(p) > len(node) and p[: len(node)] == node for p in held):
             continue  # another manager (or this apply) still holds something beneath it
@@ -587,6 +609,29 @@ def apply(live: Object | None, applied: Object, *, scope: Scope, owner: Owner, f
         remove_path(merged, path)
     write_managed(merged, _with(managed, owner, wanted, now))
     return merged
+
+
+def _held_items(obj: Object, held: FieldSet) -> dict[int, Path]:
+    """The keyed list items that held paths name, by identity, with the path that names each."""
+    out: dict[int, Path] = {}
+    for path in held:
+        for i, element in enumerate(path):
+            if element.startswith("k:"):
+                item = value_at(obj, path[: i + 1])
+                if item is not _MISSING:
+                    out.setdefault(id(item), path[: i + 1])
+    return out
+
+
+def _as_held(obj: Object, path: Path, items: Mapping[int, Path]) -> Path:
+    """``path`` with its innermost keyed list item named as the held paths name it: entries written before
+    a port's protocol joined its key name the same item by its number alone."""
+    for i in range(len(path) - 1, -1, -1):
+        if path[i].startswith("k:"):
+            item = value_at(obj, path[: i + 1])
+            prefix = items.get(id(item)) if item is not _MISSING else None
+            return path if prefix is None else (*prefix, *path[i + 1 :])
+    return path
 
 
 Recorder = Callable[[Object | None, Object], None]

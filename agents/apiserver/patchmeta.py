@@ -57,6 +57,16 @@ PATCH_META: dict[tuple[str, str], PatchMeta] = {
     ("V1JobStatus", "conditions"): _CONDITIONS,
 }
 
+# Lists whose items server-side apply tells apart by more than their strategic-merge key (kube's
+# ``+listMapKey`` tags): each key field with the value it has when the item leaves it out (None: none,
+# the item has no key). A Service may have port 53 twice, over TCP and over UDP.
+_PORT_KEYS = (("containerPort", None), ("protocol", "TCP"))
+LIST_MAP_KEYS: dict[tuple[str, str], tuple[tuple[str, str | None], ...]] = {
+    ("V1Container", "ports"): _PORT_KEYS,
+    ("V1EphemeralContainer", "ports"): _PORT_KEYS,
+    ("V1ServiceSpec", "ports"): (("port", None), ("protocol", "TCP")),
+}
+
 # Fields of type resource.Quantity (the Python models type them as plain strings).
 QUANTITY_FIELDS: frozenset[tuple[str, str]] = frozenset(
     {

@@ -72,7 +72,7 @@ def test_fieldsv1_encodes_a_set_as_kube_does_and_decodes_back(scope: fm.Scope) -
         ".": {},
         "f:image": {},
         "f:name": {},
-        "f:ports": {'k:{"containerPort":80}': {".": {}, "f:containerPort": {}}},
+        "f:ports": {'k:{"containerPort":80,"protocol":"TCP"}': {".": {}, "f:containerPort": {}}},
     }
     assert tree["f:spec"]["f:selector"] == {}  # a LabelSelector is atomic
     assert fm.decode(json.loads(json.dumps(tree))) == fields
@@ -174,6 +174,44 @@ def test_list_items_merge_by_key_and_an_item_no_longer_applied_goes(scope: fm.Sc
     containers = again["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["nginx"]
     assert containers[0]["image"] == "nginx:1.28" and containers[0]["imagePullPolicy"] == "Always"
+
+
+def test_ports_are_told_apart_by_number_and_protocol_tcp_when_left_out(definitions: dict[str, Any]) -> None:
+    scope = fm.Scope(fm.Schema(definitions), "V1Service")
+
+    def service(*ports: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns"}, "spec": {"ports": list(ports)}}
+
+    both = service({"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53})
+    live = fm.apply(None, both, scope=scope, owner=APPLIER, force=False, now=NOW)
+    assert [p["name"] for p in live["spec"]["ports"]] == ["dns", "dns-tcp"]  # one port number, two items
+    assert set(owned(live, "deployer")["f:spec"]["f:ports"]) == {
+        'k:{"port":53,"protocol":"UDP"}',
+        'k:{"port":53,"protocol":"TCP"}',
+    }
+    udp_only = fm.apply(
+        live,
+        service({"name": "dns", "port": 53, "protocol": "UDP"}),
+        scope=scope,
+        owner=APPLIER,
+        force=False,
+        now=LATER,
+    )
+    assert udp_only["spec"]["ports"] == [{"name": "dns", "port": 53, "protocol": "UDP"}]  # the TCP item goes
+
+
+def test_an_entry_naming_a_port_by_its_number_alone_keeps_the_port_on_the_next_apply(scope: fm.Scope) -> None:
+    live = fm.apply(None, deployment(), scope=scope, owner=APPLIER, force=False, now=NOW)
+    older = json.loads(
+        json.dumps(live).replace(
+            '"k:{\\"containerPort\\":80,\\"protocol\\":\\"TCP\\"}"', '"k:{\\"containerPort\\":80}"'
+        )
+    )
+    nginx = owned(older, "deployer")["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"nginx"}']
+    assert list(nginx["f:ports"]) == ['k:{"containerPort":80}']  # as entries were written before
+    again = fm.apply(older, deployment(image="nginx:1.28"), scope=scope, owner=APPLIER, force=False, now=LATER)
+    container = again["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "nginx:1.28" and container["ports"] == [{"containerPort": 80}]
 
 
 def test_an_unchanged_update_keeps_its_time_and_a_single_empty_entry_clears_the_fields(scope: fm.Scope) -> None:
