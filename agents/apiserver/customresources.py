@@ -100,6 +100,7 @@ def resources_of(crd: Object) -> tuple[Resource, ...]:
                 tuple(s for s in ("status", "scale") if s in subresources),
                 tracks_generation=True,
                 storage_version="" if name == stored else stored,
+                custom=True,
             )
         )
     return tuple(out)

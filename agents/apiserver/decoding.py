@@ -419,8 +419,9 @@ class Decoder:
             if content_type == patch.APPLY_PATCH:  # server-side apply: a (partial) object in YAML or JSON
                 decoded.patch, decoded.patch_type = _apply_document(await read_body(request)), content_type
                 return decoded
-            if content_type not in patch.PATCH_TYPES:
-                raise unsupported_media_type(content_type, (*patch.PATCH_TYPES, patch.APPLY_PATCH))
+            accepted = patch.CUSTOM_PATCH_TYPES if resource.custom else patch.PATCH_TYPES
+            if content_type not in accepted:
+                raise unsupported_media_type(content_type, (*accepted, patch.APPLY_PATCH))
             decoded.patch, decoded.patch_type = _patch_document(await read_body(request), content_type), content_type
             return decoded
         body = parse_body(await read_body(request), content_type)

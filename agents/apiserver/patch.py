@@ -23,6 +23,7 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH)
+CUSTOM_PATCH_TYPES = (JSON_PATCH, MERGE_PATCH)  # a custom resource's: no strategic-merge metadata to go by
 
 _DIRECTIVE = "$patch"
 _RETAIN = "$retainKeys"

@@ -44,6 +44,7 @@ class Resource:
     # set on a version served as a converted view of the objects stored at this other version of the
     # kind (agents/apiserver/conversion.py); such a version has no storage of its own
     storage_version: str = ""
+    custom: bool = False  # defined by a CustomResourceDefinition: no strategic merge (kube has no Go struct for it)
 
     @property
     def verbs(self) -> tuple[str, ...]:

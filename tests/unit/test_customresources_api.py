@@ -150,6 +150,24 @@ async def test_status_and_scale_subresources_and_generation(http: Client) -> Non
     assert obj["spec"]["replicas"] == 5 and obj["metadata"]["generation"] == 2
 
 
+async def test_a_strategic_merge_patch_of_a_custom_resource_is_415_and_changes_nothing(http: Client) -> None:
+    await http.post(CRDS, json=widget_crd())
+    await established(http, "widgets.unit.example.com")
+    body = {"apiVersion": "unit.example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"image": "a"}}
+    await http.post(WIDGETS, json=body)
+    for path in (f"{WIDGETS}/w", f"{WIDGETS}/w/status"):
+        refused = await http.patch(
+            path, json={"spec": {"image": "b"}}, headers={"Content-Type": "application/strategic-merge-patch+json"}
+        )
+        status = await refused.json()
+        assert refused.status == 415 and status["reason"] == "UnsupportedMediaType"
+        assert (
+            "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+            in status["message"]
+        )
+    assert (await (await http.get(f"{WIDGETS}/w")).json())["spec"]["image"] == "a"
+
+
 async def test_printer_columns_in_the_table(http: Client) -> None:
     await http.post(CRDS, json=widget_crd())
     await established(http, "widgets.unit.example.com")
