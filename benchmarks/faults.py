@@ -8,7 +8,7 @@ load probe sends 5 requests a second (1 s deadline each) to the NodePort on anot
 replaced), SIGKILL of every component in turn, and the master powered off and on. Before the faults,
 ``drain`` rolls with no fault at all: the same Deployment (no preStop hook), then one whose pods sleep
 10 s in a preStop hook within a 20 s grace period (``drill.DRAINED``): the zero-loss rollout drill. Its
-requests have a 5 s deadline (``drill.ROLLOUT_DEADLINE``: a slow answer is not a lost one) and the
+requests have a 10 s deadline (``drill.ROLLOUT_DEADLINE``: a slow answer is not a lost one) and the
 figures add how many answers took longer than 1 s and the slowest.
 
 Timing settings: the lab's defaults (node grace period 40 s, node monitor period 5 s, kubelet heartbeat
