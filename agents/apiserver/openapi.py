@@ -133,6 +133,9 @@ _PATCH_TYPES = (
     "application/strategic-merge-patch+json",
     "application/apply-patch+yaml",
 )
+# a custom resource's: no strategic merge. kubectl's client-side apply reads this list to choose between
+# a strategic merge patch and a JSON merge patch
+_CUSTOM_PATCH_TYPES = tuple(t for t in _PATCH_TYPES if t != "application/strategic-merge-patch+json")
 
 
 def _response(model: str, description: str = "OK") -> dict[str, Any]:
@@ -257,7 +260,8 @@ class OpenAPI:
                 "x-kubernetes-group-version-kind": gvk,
             }
             if body:
-                content_types = _PATCH_TYPES if body == "patch" else ("application/json", "application/yaml")
+                patch_types = _CUSTOM_PATCH_TYPES if resource.custom else _PATCH_TYPES
+                content_types = patch_types if body == "patch" else ("application/json", "application/yaml")
                 schema = {"type": "object"} if body == "patch" else _ref(body)
                 operation_object["requestBody"] = {
                     "required": True,

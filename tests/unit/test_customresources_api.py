@@ -166,6 +166,14 @@ async def test_a_strategic_merge_patch_of_a_custom_resource_is_415_and_changes_n
             in status["message"]
         )
     assert (await (await http.get(f"{WIDGETS}/w")).json())["spec"]["image"] == "a"
+    # the OpenAPI document says so too: kubectl's client-side apply picks a JSON merge patch from it
+    document = await (await http.get("/openapi/v3/apis/unit.example.com/v1")).json()
+    patches = [op["patch"] for op in document["paths"].values() if "patch" in op]
+    assert patches and all(
+        set(op["requestBody"]["content"])
+        == {"application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"}
+        for op in patches
+    )
 
 
 async def test_printer_columns_in_the_table(http: Client) -> None:
