@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from agents.apiserver import patch
 from agents.apiserver.decoding import PARAMETERS
 from agents.apiserver.patchmeta import PATCH_META
 from agents.apiserver.resources import Catalog, Resource
@@ -127,15 +128,10 @@ def _query(operation: str) -> list[dict[str, Any]]:
     ]
 
 
-_PATCH_TYPES = (
-    "application/json-patch+json",
-    "application/merge-patch+json",
-    "application/strategic-merge-patch+json",
-    "application/apply-patch+yaml",
-)
-# a custom resource's: no strategic merge. kubectl's client-side apply reads this list to choose between
-# a strategic merge patch and a JSON merge patch
-_CUSTOM_PATCH_TYPES = tuple(t for t in _PATCH_TYPES if t != "application/strategic-merge-patch+json")
+# the patch types a kind takes, as the decoder accepts them; a custom resource's have no strategic merge,
+# and kubectl's client-side apply reads this list to choose between a strategic and a JSON merge patch
+_PATCH_TYPES = (*patch.PATCH_TYPES, patch.APPLY_PATCH)
+_CUSTOM_PATCH_TYPES = (*patch.CUSTOM_PATCH_TYPES, patch.APPLY_PATCH)
 
 
 def _response(model: str, description: str = "OK") -> dict[str, Any]:
