@@ -4,7 +4,8 @@ kube-apiserver keeps each resource at one storage version and converts requests 
 versions. Here the catalog marks such a version with ``storage_version`` (``resources.py``), and the
 request handlers put a ``VersionView`` in front of the stored resource's ``ResourceStore`` for it:
 bodies are converted to the storage version before the stored resource's strategy defaults and
-validates them, and every object read, written or deleted is converted back. A mutation (update,
+validates them (or the served version's own strategy, when the conversion names one: a custom kind's
+versions each have their schema), and every object read, written or deleted is converted back. A mutation (update,
 patch, status) sees the served version, so patches apply to the served schema as kube's do. Watches
 go through ``VersionWatchStream``, which converts the cache's events as it encodes them. The
 conversions themselves live with their kinds (``kinds/autoscaling.py``); ``CONVERSIONS`` names them.
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agents.apiserver.kinds import autoscaling
+from agents.apiserver.kinds import Strategy, autoscaling
 from agents.apiserver.registry import DeleteOptions, ListOptions, ListResult, Manage, ResourceStore, Stored
 from agents.apiserver.resources import Resource
 from agents.apiserver.status import bad_request
@@ -32,6 +33,7 @@ Converter = Callable[[Object], Object]
 class Conversion:
     to_served: Converter  # storage version -> served version
     to_storage: Converter  # served version -> storage version
+    strategy: Strategy | None = None  # the served version's own (a custom kind's: its schema); else the stored's
 
 
 # (group, kind, served version) -> how its objects convert to and from the storage version
@@ -50,7 +52,9 @@ def conversion_for(resource: Resource) -> Conversion | None:
 def view(store: ResourceStore, resource: Resource) -> ResourceStore:
     """The store to serve ``resource`` with: ``store`` (that of the stored version) itself, or a view."""
     found = conversion_for(resource)
-    return store if found is None else VersionView(store, resource, found)
+    if found is None:
+        return store
+    return VersionView(store if found.strategy is None else store.with_strategy(found.strategy), resource, found)
 
 
 def watch_stream_type(resource: Resource) -> type[WatchStream]:
@@ -61,8 +65,8 @@ class VersionView(ResourceStore):
     """The verbs of a stored resource, at another version of it.
 
     It keeps nothing of its own (hence no ``ResourceStore.__init__``): every verb goes to the stored
-    resource's store, with bodies converted in and objects converted out. Subresources other than
-    ``status`` are not served through a view.
+    resource's store, with bodies converted in and objects converted out. The scale subresource reads
+    and writes the replicas where the stored resource's store says.
     """
 
     def __init__(self, stored: ResourceStore, served: Resource, conversion: Conversion) -> None:
@@ -142,6 +146,12 @@ class VersionView(ResourceStore):
 
     async def delete(self, namespace: str, name: str, options: DeleteOptions) -> Object:
         return self._out(await self.stored.delete(namespace, name, options))
+
+    def scale_of(self, obj: Object) -> Object:
+        return self.stored.scale_of(obj)
+
+    def set_replicas(self, obj: Object, replicas: int) -> None:
+        self.stored.set_replicas(obj, replicas)
 
     async def delete_collection(
         self, namespace: str, opts: ListOptions, options: DeleteOptions

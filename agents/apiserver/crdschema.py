@@ -31,6 +31,7 @@ INT_OR_STRING = "x-kubernetes-int-or-string"
 EMBEDDED = "x-kubernetes-embedded-resource"
 TYPES = ("array", "boolean", "integer", "number", "object", "string")
 ROOT_FIELDS = ("apiVersion", "kind", "metadata")  # typed by the API server, never by the schema
+STRUCTURAL = "x-kubelab-structural"  # in a decoder definition: the schema whose unknown fields it reports
 
 
 # --- the definition's side: is the schema structural? --------------------------------------------
@@ -122,27 +123,42 @@ def prune(obj: Object, schema: Schema) -> Object:
     return obj
 
 
-def _prune(value: Any, schema: Schema, *, root: bool = False) -> None:
+def unknown_fields(obj: Object, schema: Schema) -> list[str]:
+    """The paths of the fields pruning would remove beneath the root's own (``spec.replicaz``,
+    ``spec.ports[0].nmae``): what kube reports as unknown fields of a custom resource (a warning, or
+    a refusal under ``fieldValidation=Strict``). ``obj`` is left as it is."""
+    found: list[str] = []
+    _prune(obj, schema, root=True, found=found)
+    return found
+
+
+def _prune(value: Any, schema: Schema, *, root: bool = False, path: str = "", found: list[str] | None = None) -> None:
+    """Prune ``value`` in place; or, with ``found``, only list what would go there (nested fields)."""
     if isinstance(value, dict):
         properties, extra = _children(schema)
         keep_unknown = bool(schema.get(PRESERVE)) or schema.get("additionalProperties") is True
         for key in list(value):
             if root and key in ROOT_FIELDS:
                 continue
+            where = f"{path}.{key}" if path else str(key)
             if key in properties:
                 if value[key] is None and not properties[key].get("nullable"):
-                    del value[key]  # a null where null is not allowed goes (and the default, if any, comes)
+                    if found is None:
+                        del value[key]  # a null where null is not allowed goes (and the default, if any, comes)
                 else:
-                    _prune(value[key], properties[key])
+                    _prune(value[key], properties[key], path=where, found=found)
             elif extra is not None:
-                _prune(value[key], extra)
+                _prune(value[key], extra, path=where, found=found)
             elif not keep_unknown and not schema.get(EMBEDDED):
-                del value[key]
+                if found is None:
+                    del value[key]
+                elif not root:  # the root's unknown fields are the decoder's to report
+                    found.append(where)
     elif isinstance(value, list):
         items = schema.get("items")
         if isinstance(items, Mapping):
-            for item in value:
-                _prune(item, items)
+            for i, item in enumerate(value):
+                _prune(item, items, path=f"{path}[{i}]", found=found)
 
 
 def apply_defaults(obj: Object, schema: Schema) -> Object:

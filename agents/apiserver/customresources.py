@@ -30,9 +30,9 @@ from typing import Any
 from agents.apiserver import conversion, crdschema, tables
 from agents.apiserver.kinds.apiextensions import CLEANUP_FINALIZER, storage_version
 from agents.apiserver.kinds.base import Admission, Strategy
-from agents.apiserver.registry import DeleteOptions, ListOptions, Manage, ResourceStore
+from agents.apiserver.registry import DeleteOptions, ListOptions, ResourceStore
 from agents.apiserver.resources import Catalog, Resource
-from agents.apiserver.status import StatusError, invalid, invalid_object, method_not_allowed
+from agents.apiserver.status import StatusError, method_not_allowed
 from agents.apiserver.validation import Errors
 from agents.machinery import objects
 from agents.machinery.objects import Object, deep_copy
@@ -109,7 +109,8 @@ def resources_of(crd: Object) -> tuple[Resource, ...]:
 def decoder_definition(group: str, version: str, schema: dict[str, Any]) -> dict[str, Any]:
     """What the front door checks a body with before the schema does: apiVersion, kind and metadata
     as for every kind, the schema's top-level fields as they come (unknown ones are dropped and
-    reported there), and the schema the OpenAPI documents publish."""
+    reported there), the schema itself (the decoder reports the unknown fields beneath), and the
+    schema the OpenAPI documents publish."""
     top: dict[str, Any] = {name: {} for name in schema.get("properties") or {} if name not in crdschema.ROOT_FIELDS}
     published = deep_copy(schema)
     properties = published.setdefault("properties", {})
@@ -128,6 +129,7 @@ def decoder_definition(group: str, version: str, schema: dict[str, Any]) -> dict
             **top,
         },
         OPENAPI_KEY: published,
+        crdschema.STRUCTURAL: deep_copy(schema),
     }
 
 
@@ -300,18 +302,18 @@ def plan_status(crd: Object, others: list[Object], builtin: list[Resource], now:
 
 @dataclass(frozen=True)
 class CustomKind:
-    """What the strategy and store of a custom kind go by, replaced whenever its definition changes."""
+    """What the strategy and store of one served version of a custom kind go by, replaced whenever
+    its definition changes: a request is pruned, defaulted and validated by the schema of the version
+    it was made at, as kube's (each version its own schema, subresources and columns)."""
 
     group: str
     kind: str
-    schemas: dict[str, dict[str, Any]]  # apiVersion -> openAPIV3Schema
+    version: str
+    schema: dict[str, Any]  # the version's openAPIV3Schema
     storage: str  # the storage apiVersion
     scale: dict[str, str] = field(default_factory=dict)
     status: bool = False
     terminating: bool = False
-
-    def schema_for(self, obj: Object) -> dict[str, Any]:
-        return self.schemas.get(str(obj.get("apiVersion")), self.schemas.get(self.storage, {}))
 
 
 class CustomResourceStrategy(Strategy):
@@ -323,12 +325,11 @@ class CustomResourceStrategy(Strategy):
         self.custom = custom
 
     def default(self, obj: Object) -> None:
-        schema = self.custom.schema_for(obj)
-        crdschema.prune(obj, schema)
-        crdschema.apply_defaults(obj, schema)
+        crdschema.prune(obj, self.custom.schema)
+        crdschema.apply_defaults(obj, self.custom.schema)
 
     def validate(self, obj: Object) -> Errors:
-        return crdschema.validate(obj, self.custom.schema_for(obj))
+        return crdschema.validate(obj, self.custom.schema)
 
     def validate_status(self, new: Object, old: Object) -> Errors:
         self.default(new)  # a status write is pruned and defaulted as any other write
@@ -369,50 +370,24 @@ class CustomResourceStore(ResourceStore):
             "status": status,
         }
 
-    async def update_scale(
-        self,
-        namespace: str,
-        name: str,
-        change: Callable[[Object], Object],
-        *,
-        dry_run: bool,
-        pinned: bool = True,
-        manage: Manage | None = None,
-    ) -> Object:
-        def apply(current: Object) -> Object:
-            scale = change(self.scale_of(current))
-            replicas = (scale.get("spec") or {}).get("replicas", 0)
-            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-                raise invalid_object(
-                    "Scale",
-                    name,
-                    "autoscaling",
-                    [invalid("spec.replicas", replicas, "must be greater than or equal to 0")],
-                )
-            set_path(current, self.custom.scale.get("specReplicasPath", ".spec.replicas"), replicas)
-            rv = (scale.get("metadata") or {}).get("resourceVersion")
-            if rv:
-                objects.meta(current)["resourceVersion"] = rv
-            return current
-
-        obj, _ = await self.update(namespace, name, apply, dry_run=dry_run, pinned=pinned, manage=manage)
-        return self.scale_of(obj)
+    def set_replicas(self, obj: Object, replicas: int) -> None:
+        set_path(obj, self.custom.scale.get("specReplicasPath", ".spec.replicas"), replicas)
 
 
 StoreFactory = Callable[[Resource, Strategy], CustomResourceStore]
 
 
-def custom_kind(crd: Object) -> CustomKind:
+def custom_kind(crd: Object, version: dict[str, Any]) -> CustomKind:
+    """What serving ``version`` (an item of the definition's versions) goes by."""
     spec = crd.get("spec") or {}
     group = str(spec.get("group"))
-    stored = storage_version(crd)
-    versions = {str(x["name"]): x for x in _versions(crd)}
-    subresources = (versions.get(stored) or {}).get("subresources") or {}
+    subresources = version.get("subresources") or {}
     return CustomKind(
         group=group,
         kind=str((spec.get("names") or {}).get("kind")),
-        schemas={f"{group}/{name}": schema_of(x) for name, x in versions.items()},
-        storage=f"{group}/{stored}",
+        version=str(version["name"]),
+        schema=schema_of(version),
+        storage=f"{group}/{storage_version(crd)}",
         scale={k: str(val) for k, val in (subresources.get("scale") or {}).items() if val},
         status="status" in subresources,
         terminating=bool((crd.get("metadata") or {}).get("deletionTimestamp")),
@@ -489,17 +464,18 @@ class CustomResources:
         if self.make_store is None:
             return
         served = resources_of(crd)
-        custom = custom_kind(crd)
         versions = {str(x["name"]): x for x in _versions(crd)}
         for resource in served:
             version = versions[resource.version]
+            custom = custom_kind(crd, version)
             self.definitions[resource.model] = decoder_definition(resource.group, resource.version, schema_of(version))
+            tables.PRINTERS[tables.printer_key(resource)] = printer_of(version)
+            strategy = CustomResourceStrategy(resource, custom)
             if resource.stored:
-                self.stores[resource.qualified] = self.make_store(resource, CustomResourceStrategy(resource, custom))
-                tables.PRINTERS[resource.qualified] = printer_of(version)
+                self.stores[resource.qualified] = self.make_store(resource, strategy)
             else:
                 conversion.CONVERSIONS[(resource.group, resource.kind, resource.version)] = conversion.Conversion(
-                    _rewrite(resource.api_version), _rewrite(custom.storage)
+                    _rewrite(resource.api_version), _rewrite(custom.storage), strategy
                 )
         self._served[key] = served
 
@@ -507,9 +483,9 @@ class CustomResources:
         for resource in self._served.pop(key, ()):
             self.definitions.pop(resource.model, None)
             conversion.CONVERSIONS.pop((resource.group, resource.kind, resource.version), None)
+            tables.PRINTERS.pop(tables.printer_key(resource), None)
             if resource.stored:
                 self.stores.pop(resource.qualified, None)
-                tables.PRINTERS.pop(resource.qualified, None)
 
     def _publish(self) -> None:
         custom = tuple(r for served in self._served.values() for r in served)

@@ -5,7 +5,8 @@ the verb's options struct (``ListOptions``, ``DeleteOptions``, ``PodLogOptions``
 kind's Go type. A value of the wrong type stops the request there with a 400. This module is that step:
 the handlers call :meth:`Decoder.decode` once per request and get typed parameters and, for verbs with a
 body, the object checked along its kind's schema (``structural.py``): JSON types, int32/int64 ranges as
-the schema's ``format`` says, quantities, times, base64, unknown fields per ``fieldValidation``. The
+the schema's ``format`` says, quantities, times, base64, unknown fields per ``fieldValidation`` (for a
+custom kind, also those its structural schema would prune, at any depth, as kube reports them). The
 result of a patch is the object the client wants stored, so it goes through the same check
 (:meth:`Decoder.patched`). Defaulting, validation, admission and storage only ever see decoded values.
 
@@ -33,7 +34,7 @@ from typing import Any, Protocol
 import yaml
 from aiohttp import web
 
-from agents.apiserver import negotiation, patch, protobuf
+from agents.apiserver import crdschema, negotiation, patch, protobuf
 from agents.apiserver.resources import Resource
 from agents.apiserver.status import StatusError, bad_request, go_quote, invalid_object, unsupported_media_type
 from agents.apiserver.structural import Checker, DecodeError, json_kind
@@ -397,6 +398,7 @@ class Decoder:
     """The front door: every request's parameters and body, typed and checked, before anything else."""
 
     def __init__(self, definitions: Mapping[str, Mapping[str, Any]]) -> None:
+        self._definitions = definitions
         self._checker = Checker(definitions)
 
     async def decode(self, request: web.Request, resource: Resource, operation: str, subresource: str) -> Decoded:
@@ -468,11 +470,17 @@ class Decoder:
                 f" version ({kind.api_version})"
             )
         problems = self._checker.check(kind.model, body, drop_unknown=field_validation != "Strict")
+        structural = self._definitions[kind.model].get(crdschema.STRUCTURAL)
+        if structural is not None:  # a custom kind: the fields its schema prunes are unknown too
+            problems.unknown += crdschema.unknown_fields(body, structural)
         if problems.decode:
             raise decode_failed(kind, problems.decode)
         if problems.unknown and field_validation == "Strict":
             listed = ", ".join(f'unknown field "{path}"' for path in problems.unknown)
-            raise bad_request(f"strict decoding error: {listed}")
+            raise bad_request(
+                f'{kind.kind} in version "{kind.version}" cannot be handled as a {kind.kind}:'
+                f" strict decoding error: {listed}"
+            )
         if problems.missing:
             name = (body.get("metadata") or {}).get("name") or ""
             raise invalid_object(kind.kind, str(name), kind.group, problems.missing)

@@ -59,7 +59,7 @@ from agents.apiserver.status import (
     unavailable,
 )
 from agents.apiserver.storage.errors import StorageError, StorageUnavailableError
-from agents.apiserver.tables import table
+from agents.apiserver.tables import printer_key, table
 from agents.apiserver.watchcache import WatchCache
 from agents.apiserver.watchstream import WatchSettings
 from agents.machinery import codec, objects
@@ -342,7 +342,7 @@ class Api:
             include = request.query.get("includeObject", "Metadata")
             return json_response(
                 table(
-                    resource.qualified,
+                    printer_key(resource),
                     [value],
                     include=include,
                     list_meta={"resourceVersion": value.get("metadata", {}).get("resourceVersion", "")},
@@ -478,7 +478,7 @@ class Api:
         if out == negotiation.TABLE:
             include = decoded.query.text("includeObject", "Metadata")
             return json_response(
-                table(resource.qualified, (i.obj() for i in result.items), include=include, list_meta=meta)
+                table(printer_key(resource), (i.obj() for i in result.items), include=include, list_meta=meta)
             )
         if out == negotiation.PARTIAL:
             items = [
@@ -726,10 +726,11 @@ class Api:
             raise invalid_object(
                 "PatchOptions", "", "meta.k8s.io", [required("fieldManager", "is required for apply patch")]
             )
-        if sub:
+        if sub not in ("", "status"):
             raise method_not_allowed(f"apply is not supported on the {sub} subresource")
-        owner = fieldmanager.Owner(manager, "Apply", resource.api_version)
-        scope, force, user = self._scope(resource, ""), bool(decoded.query.flag("force")), request.get("user")
+        owner = fieldmanager.Owner(manager, "Apply", resource.api_version, sub)
+        scope, force, user = self._scope(resource, sub), bool(decoded.query.flag("force")), request.get("user")
+        entries: list[Any] = []  # the managedFields of the last merge (a status write keeps the stored metadata)
 
         def applied(current: Object | None) -> Object:
             merged = fieldmanager.apply(
@@ -737,7 +738,14 @@ class Api:
             )
             checked = self._decoder.patched(decoded, merged)
             escalation.check(self._authorizer, user, resource, target.namespace, checked, old=current)
+            entries[:] = (checked.get("metadata") or {}).get("managedFields") or []
             return checked
+
+        def managed(_old: Object | None, new: Object) -> None:
+            if entries:
+                objects.meta(new)["managedFields"] = entries
+            else:
+                objects.meta(new).pop("managedFields", None)
 
         try:
             obj, _ = await store.update(
@@ -745,11 +753,13 @@ class Api:
                 target.name,
                 applied,
                 dry_run=decoded.dry_run,
+                subresource=sub,
                 pinned=patch.pins_version(decoded.patch),
+                manage=managed if sub else None,
             )
             return self._respond(request, resource, obj, 200, decoded.warnings)
         except StatusError as exc:
-            if exc.code != 404:
+            if exc.code != 404 or sub:  # a subresource of a missing object is not created by apply
                 raise
         body = applied(None)
         name = objects.meta(body).setdefault("name", target.name)

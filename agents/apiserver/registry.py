@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import copy
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -600,6 +601,17 @@ class ResourceStore:
             return new
         raise self._conflict(name, "too many concurrent updates; please try again")
 
+    def with_strategy(self, strategy: Strategy) -> ResourceStore:
+        """The same objects under another strategy (a custom kind's other served version, whose requests
+        its own schema checks)."""
+        other = copy.copy(self)
+        other.strategy = strategy
+        return other
+
+    def set_replicas(self, obj: Object, replicas: int) -> None:
+        """Where a write of the scale subresource puts the replicas."""
+        obj.setdefault("spec", {})["replicas"] = replicas
+
     def scale_of(self, obj: Object) -> Object:
         m = obj.get("metadata") or {}
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
@@ -643,7 +655,7 @@ class ResourceStore:
                     "autoscaling",
                     [invalid("spec.replicas", replicas, "must be greater than or equal to 0")],
                 )
-            current.setdefault("spec", {})["replicas"] = replicas
+            self.set_replicas(current, replicas)
             rv = (scale.get("metadata") or {}).get("resourceVersion")
             if rv:
                 objects.meta(current)["resourceVersion"] = rv

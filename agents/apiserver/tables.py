@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.apiserver.kinds import autoscaling
+from agents.apiserver.resources import Resource
 from agents.machinery.objects import Object, parse_time
 from agents.machinery.selectors import SelectorError, from_structured
 
@@ -856,8 +857,14 @@ PRINTERS: dict[str, Printer] = {
 DEFAULT_PRINTER = Printer((NAME, Column("Created At", "date", "CreationTimestamp of the object.")), _default_row)
 
 
-def printer_for(qualified: str) -> Printer:
-    return PRINTERS.get(qualified, DEFAULT_PRINTER)
+def printer_key(resource: Resource) -> str:
+    """Where ``PRINTERS`` keeps a resource's printer: by kind (``plural.group``), and a custom kind's
+    by version too (each version of a definition has its own columns)."""
+    return f"{resource.version}.{resource.qualified}" if resource.custom else resource.qualified
+
+
+def printer_for(key: str) -> Printer:
+    return PRINTERS.get(key, DEFAULT_PRINTER)
 
 
 def row_object(obj: Object, include: str) -> Object | None:
@@ -869,14 +876,14 @@ def row_object(obj: Object, include: str) -> Object | None:
 
 
 def table(
-    qualified: str,
+    key: str,
     objs: Iterable[Object],
     *,
     include: str = "Metadata",
     headers: bool = True,
     list_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    printer = printer_for(qualified)
+    printer = printer_for(key)
     rows = []
     for obj in objs:
         row: dict[str, Any] = {"cells": printer.row(obj)}

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from agents.apiserver import negotiation
 from agents.apiserver.registry import ListOptions, ResourceStore, Stored
-from agents.apiserver.tables import table
+from agents.apiserver.tables import printer_key, table
 from agents.apiserver.watchcache import CacheEvent, Subscription, TooOldError, WatchCache
 from agents.machinery import codec
 from agents.machinery.objects import Object
@@ -91,7 +91,7 @@ class WatchStream:
         if self.output == negotiation.TABLE:
             rv = value.get("metadata", {}).get("resourceVersion", "")
             value = table(
-                self.resource.qualified,
+                printer_key(self.resource),
                 [value],
                 include=self.include,
                 headers=self._headers,

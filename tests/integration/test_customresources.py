@@ -152,6 +152,14 @@ def test_an_invalid_object_is_refused_with_its_schema_path(kubectl: Kubectl, nam
     )
     result = kubectl("create", "-n", namespace, "-f", "-", stdin=manifest(crontab(group, "bad", cronSpec="often")))
     assert not result.ok and "spec.cronSpec in body should match" in result.err
+    # kubectl validates strictly by default: a field the schema does not have is refused, at any depth
+    typo = crontab(group, "typo", replicaz=2)
+    result = kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest(typo))
+    assert not result.ok
+    assert 'CronTab in version "v1" cannot be handled as a CronTab: strict decoding error: unknown field' in result.err
+    assert '"spec.replicaz"' in result.err
+    result = kubectl("apply", "--validate=warn", "-n", namespace, "-f", "-", stdin=manifest(typo))
+    assert result.ok and 'unknown field "spec.replicaz"' in result.err
 
 
 def test_deleting_the_definition_deletes_its_objects(kubectl: Kubectl, namespace: str, group: str) -> None:
@@ -208,3 +216,20 @@ def test_server_side_apply_of_a_custom_resource(kubectl: Kubectl, namespace: str
     assert not again.ok and "conflict" in again.err and ".spec.replicas" in again.err
     kubectl.ok("apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", "-", stdin=manifest(first))
     assert kubectl.json("get", "-n", namespace, f"crontabs.{group}", "nightly")["spec"]["replicas"] == 2
+    # the status subresource by apply, as an operator's status writer does: spec untouched, its own entry
+    status = {**crontab(group, "nightly", replicas=9), "status": {"phase": "Running"}}
+    kubectl.ok(
+        "apply",
+        "--server-side",
+        "--subresource=status",
+        "--field-manager=crontab-operator",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=manifest(status),
+    )
+    got = kubectl.json("get", "-n", namespace, f"crontabs.{group}", "nightly", "--show-managed-fields")
+    assert got["status"] == {"phase": "Running"} and got["spec"]["replicas"] == 2
+    owners = {(e["manager"], e.get("subresource", "")) for e in got["metadata"]["managedFields"]}
+    assert ("crontab-operator", "status") in owners

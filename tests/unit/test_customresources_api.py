@@ -271,3 +271,119 @@ async def test_a_second_definition_of_the_same_kind_is_not_served_and_leaves_the
     )
     assert made.status == 201, await made.text()
     assert (await http.get("/openapi/v3/apis/unit.example.com/v1")).status == 200
+
+
+def two_version_crd() -> dict[str, Any]:
+    """v1 as ``widget_crd`` has it; v2 (served, not stored) with a schema, scale path and columns of its own."""
+    crd = widget_crd()
+    v1 = crd["spec"]["versions"][0]
+    v2 = {
+        "name": "v2",
+        "served": True,
+        "storage": False,
+        "schema": {
+            "openAPIV3Schema": {
+                "type": "object",
+                "properties": {
+                    "spec": {
+                        "type": "object",
+                        "required": ["size"],
+                        "properties": {
+                            "image": {"type": "string"},
+                            "size": {"type": "integer", "maximum": 3},
+                            "count": {"type": "integer", "default": 2},
+                        },
+                    },
+                    "status": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+                },
+            }
+        },
+        "subresources": {
+            "status": {},
+            "scale": {"specReplicasPath": ".spec.count", "statusReplicasPath": ".status.replicas"},
+        },
+        "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}],
+    }
+    crd["spec"]["versions"] = [v1, v2]
+    return crd
+
+
+async def test_each_version_is_checked_by_its_own_schema_and_has_its_own_scale_and_columns(http: Client) -> None:
+    assert (await http.post(CRDS, json=two_version_crd())).status == 201
+    await established(http, "widgets.unit.example.com")
+    at_v2 = WIDGETS.replace("/v1/", "/v2/")
+    # v1 requires an image, v2 a size: a v2 body without an image is valid at v2 and defaulted by v2's schema
+    body = {"apiVersion": "unit.example.com/v2", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 2}}
+    created = await http.post(at_v2, json=body)
+    assert created.status == 201, await created.text()
+    assert (await created.json())["spec"] == {"size": 2, "count": 2}
+    refused = await http.post(at_v2, json={**body, "metadata": {"name": "big"}, "spec": {"size": 9}})
+    assert refused.status == 422
+    causes = {c["field"]: c["message"] for c in (await refused.json())["details"]["causes"]}
+    assert causes == {"spec.size": "Invalid value: 9: spec.size in body should be less than or equal to 3"}
+    at_v1 = await http.post(WIDGETS, json={**body, "apiVersion": "unit.example.com/v1", "metadata": {"name": "x"}})
+    assert at_v1.status == 422 and "spec.image: Required value" in (await at_v1.json())["message"]
+    # v2's scale subresource reads and writes v2's replica path
+    scale = await (await http.get(f"{at_v2}/w/scale")).json()
+    assert scale["spec"]["replicas"] == 2
+    patched = await http.patch(
+        f"{at_v2}/w/scale", json={"spec": {"replicas": 3}}, headers={"Content-Type": "application/merge-patch+json"}
+    )
+    assert patched.status == 200, await patched.text()
+    assert (await (await http.get(f"{at_v2}/w")).json())["spec"]["count"] == 3
+    # and v2's columns in its tables, v1's in v1's
+    accept = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
+    table = await (await http.get(at_v2, headers=accept)).json()
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Size"]
+    assert table["rows"][0]["cells"] == ["w", 2]
+    table = await (await http.get(WIDGETS, headers=accept)).json()
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Image", "Replicas"]
+
+
+async def test_unknown_nested_fields_are_warned_about_or_refused_when_strict(http: Client) -> None:
+    await http.post(CRDS, json=widget_crd())
+    await established(http, "widgets.unit.example.com")
+    body = {
+        "apiVersion": "unit.example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w"},
+        "spec": {"image": "a", "replicaz": 3, "extra": {"free": 1}},
+        "specc": {},
+    }
+    refused = await http.post(f"{WIDGETS}?fieldValidation=Strict", json=body)
+    assert refused.status == 400
+    message = (await refused.json())["message"]
+    assert 'unknown field "specc"' in message and 'unknown field "spec.replicaz"' in message
+    assert "spec.extra.free" not in message  # preserved: not unknown
+    assert (await http.get(f"{WIDGETS}/w")).status == 404
+    created = await http.post(WIDGETS, json=body)
+    assert created.status == 201
+    warnings = created.headers.getall("Warning", [])
+    assert any('unknown field \\"spec.replicaz\\"' in w for w in warnings), warnings
+    assert any('unknown field \\"specc\\"' in w for w in warnings), warnings
+    assert "replicaz" not in (await created.json())["spec"]
+
+
+async def test_server_side_apply_to_the_status_subresource(http: Client) -> None:
+    await http.post(CRDS, json=widget_crd())
+    await established(http, "widgets.unit.example.com")
+    body = {"apiVersion": "unit.example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"image": "a"}}
+    apply = {"Content-Type": "application/apply-patch+yaml"}
+    missing = await http.patch(f"{WIDGETS}/w/status?fieldManager=op", json=body, headers=apply)
+    assert missing.status == 404
+    assert (await http.patch(f"{WIDGETS}/w?fieldManager=user", json=body, headers=apply)).status == 201
+    status = {**body, "spec": {"image": "ignored"}, "status": {"replicas": 4}}
+    applied = await http.patch(f"{WIDGETS}/w/status?fieldManager=op", json=status, headers=apply)
+    assert applied.status == 200, await applied.text()
+    obj = await applied.json()
+    assert obj["status"] == {"replicas": 4} and obj["spec"]["image"] == "a"
+    entries = {(e["manager"], e.get("subresource", "")): e for e in obj["metadata"]["managedFields"]}
+    assert set(entries) == {("user", ""), ("op", "status")}
+    assert entries[("op", "status")]["fieldsV1"] == {"f:status": {"f:replicas": {}}}
+    # another manager's different value conflicts, naming the field and its manager
+    other = {**body, "status": {"replicas": 5}}
+    conflict = await http.patch(f"{WIDGETS}/w/status?fieldManager=other", json=other, headers=apply)
+    assert conflict.status == 409
+    assert 'conflict with "op" with subresource "status"' in (await conflict.json())["message"]
+    scale = await http.patch(f"{WIDGETS}/w/scale?fieldManager=op", json={"spec": {"replicas": 1}}, headers=apply)
+    assert scale.status == 405
