@@ -24,6 +24,12 @@ def _controller_manager(argv: Sequence[str]) -> int:
     return run(argv)
 
 
+def _cloud_controller_manager(argv: Sequence[str]) -> int:
+    from agents.controllers.cloud.__main__ import run  # noqa: PLC0415
+
+    return run(argv)
+
+
 def _kubelet(argv: Sequence[str]) -> int:
     from agents.kubelet.__main__ import run  # noqa: PLC0415
 
@@ -46,6 +52,7 @@ COMPONENTS: dict[str, Callable[[Sequence[str]], int]] = {
     "apiserver": _apiserver,
     "scheduler": _scheduler,
     "controller-manager": _controller_manager,
+    "cloud-controller-manager": _cloud_controller_manager,
     "kubelet": _kubelet,
     "proxy": _proxy,
     "simnodes": _simnodes,

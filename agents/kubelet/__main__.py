@@ -24,6 +24,10 @@ def check(settings: KubeletSettings) -> None:
         raise SettingsError("node-ip: give this node's InternalIP (the address other nodes reach it at)")
     if not 1 <= settings.max_pods <= 1000:
         raise SettingsError(f"max-pods: {settings.max_pods} is not between 1 and 1000")
+    if settings.cloud_provider not in ("", "external"):
+        raise SettingsError(
+            f"cloud-provider: {settings.cloud_provider!r} is not supported: use external or leave it out"
+        )
     try:
         parse_taints(settings.register_with_taints)
     except ValueError as exc:

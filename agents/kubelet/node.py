@@ -88,6 +88,10 @@ def machine_facts(root: Path) -> dict[str, str]:
     }
 
 
+UNINITIALIZED_TAINT = {"key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true", "effect": "NoSchedule"}
+PROVIDED_NODE_IP = "alpha.kubernetes.io/provided-node-ip"  # the address a kubelet under an external cloud was given
+
+
 def node_object(
     name: str,
     *,
@@ -98,9 +102,14 @@ def node_object(
     port: int = 10250,
     labels: Mapping[str, str] | None = None,
     taints: Sequence[Mapping[str, str]] = (),
+    external_cloud: bool = False,
 ) -> dict[str, Any]:
     """The Node as the kubelet creates it; ``labels`` and ``taints`` only count at creation (the
-    heartbeat patches the status alone), as with kube's ``--node-labels`` and ``--register-with-taints``."""
+    heartbeat patches the status alone), as with kube's ``--node-labels`` and ``--register-with-taints``.
+    Under an external cloud (``--cloud-provider=external``) it is created with the uninitialized
+    taint and its address in the ``alpha.kubernetes.io/provided-node-ip`` annotation, as kube's."""
+    if external_cloud and not any(t.get("key") == UNINITIALIZED_TAINT["key"] for t in taints):
+        taints = [*taints, UNINITIALIZED_TAINT]
     capacity = {
         "cpu": facts["cpu"],
         "memory": facts["memory"],
@@ -114,6 +123,7 @@ def node_object(
         "metadata": {
             "name": name,
             "labels": node_labels(name, labels),
+            **({"annotations": {PROVIDED_NODE_IP: ip}} if external_cloud else {}),
         },
         "spec": {"taints": [dict(t) for t in taints]} if taints else {},
         "status": {
@@ -138,9 +148,10 @@ def node_object(
     }
 
 
-def heartbeat(node: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict[str, Any]:
+def heartbeat(node: Mapping[str, Any], fresh: Mapping[str, Any], *, external_cloud: bool = False) -> dict[str, Any]:
     """A status patch: ``fresh`` conditions and facts, keeping each condition's transition time
-    while its status holds."""
+    while its status holds. Under an external cloud the addresses are the cloud-controller-manager's
+    once it has set them, so the patch leaves them out then."""
     old = {c.get("type"): c for c in (node.get("status") or {}).get("conditions") or []}
     conditions = []
     for condition in (fresh.get("status") or {}).get("conditions") or []:
@@ -149,4 +160,6 @@ def heartbeat(node: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict[str, An
         conditions.append(dict(condition, lastTransitionTime=before["lastTransitionTime"]) if kept else condition)
     status = dict(fresh.get("status") or {})
     status["conditions"] = conditions
+    if external_cloud and (node.get("spec") or {}).get("providerID"):
+        status.pop("addresses", None)
     return {"status": status}

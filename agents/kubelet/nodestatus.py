@@ -80,7 +80,12 @@ class NodeStatus:
             port=self.settings.server.port,
             labels=nodes.parse_labels(self.settings.node_labels),
             taints=nodes.parse_taints(self.settings.register_with_taints),
+            external_cloud=self.external_cloud,
         )
+
+    @property
+    def external_cloud(self) -> bool:
+        return self.settings.cloud_provider == "external"
 
     async def register(self) -> None:
         """Create the Node, trying again while the API server does not answer (a node's kubelet may
@@ -114,7 +119,11 @@ class NodeStatus:
                 raise
             current = await self.client.get(NODES, self.name)
             await self.client.patch(
-                NODES, self.name, nodes.heartbeat(current, body), kind="merge", subresource="status"
+                NODES,
+                self.name,
+                nodes.heartbeat(current, body, external_cloud=self.external_cloud),
+                kind="merge",
+                subresource="status",
             )
             log.info("node %s was registered before; status refreshed", self.name)
 
@@ -129,7 +138,7 @@ class NodeStatus:
                 await elector.try_acquire_or_renew()
                 if time.monotonic() - last_status >= self.settings.status_interval:
                     current = self.informer.get(self.name) or await self.client.get(NODES, self.name)
-                    patch = nodes.heartbeat(current, self.node_object())
+                    patch = nodes.heartbeat(current, self.node_object(), external_cloud=self.external_cloud)
                     await self.client.patch(NODES, self.name, patch, kind="merge", subresource="status")
                     last_status = time.monotonic()
             except (ApiError, ApiUnavailableError) as exc:

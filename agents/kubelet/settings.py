@@ -47,6 +47,11 @@ class KubeletSettings:
     register_with_taints: tuple[str, ...] = setting(
         (), "taints the node is created with: key=value:Effect or key:Effect (comma separated)"
     )
+    cloud_provider: str = setting(
+        "",
+        "external: a cloud-controller-manager initializes the node (it is registered with the"
+        " node.cloudprovider.kubernetes.io/uninitialized taint, and the cloud's addresses are kept)",
+    )
     node_labels: tuple[str, ...] = setting(
         (), "labels the node is created with: key=value (comma separated; a mapping in the config file)"
     )

@@ -17,7 +17,7 @@ import pytest
 
 from agents.kubelet.__main__ import check
 from agents.kubelet.cni import CONFLIST_NAME, BridgeNetwork, bridge_conflist, conflist_text, write_conflist
-from agents.kubelet.node import node_object, parse_labels, parse_taints
+from agents.kubelet.node import heartbeat, node_object, parse_labels, parse_taints
 from agents.kubelet.settings import KubeletSettings
 from agents.machinery.settings import SettingsError, load
 from provisioner.lab.render import render
@@ -90,6 +90,18 @@ def test_the_node_object_carries_the_labels_and_taints_besides_the_well_known_la
     assert node["spec"] == {"taints": [{"key": CONTROL_PLANE, "effect": "NoSchedule"}]}
     plain = node_object("w", ip="192.168.150.11", facts=FACTS, max_pods=110, runtime_version="x")
     assert plain["spec"] == {}
+
+
+def test_under_an_external_cloud_the_node_waits_for_the_cloud_and_then_keeps_its_addresses() -> None:
+    node = node_object("w", ip="192.168.150.11", facts=FACTS, max_pods=110, runtime_version="x", external_cloud=True)
+    assert node["spec"]["taints"] == [
+        {"key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true", "effect": "NoSchedule"}
+    ]
+    assert node["metadata"]["annotations"] == {"alpha.kubernetes.io/provided-node-ip": "192.168.150.11"}
+    assert "addresses" in heartbeat(node, node, external_cloud=True)["status"]  # not initialized yet: the kubelet's
+    initialized = {**node, "spec": {"providerID": "libvirt://x"}}
+    assert "addresses" not in heartbeat(initialized, node, external_cloud=True)["status"]  # now the cloud's
+    assert "addresses" in heartbeat(initialized, node)["status"]
 
 
 # --- settings ------------------------------------------------------------------------------------

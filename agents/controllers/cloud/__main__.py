@@ -1,0 +1,79 @@
+"""``kubelab-agent cloud-controller-manager`` / ``python -m agents.controllers.cloud``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from agents.controllers.base import Context, Controller
+from agents.controllers.cloud.node import CloudNodeController
+from agents.controllers.cloud.nodelifecycle import CloudNodeLifecycleController
+from agents.controllers.cloud.provider import CloudError, CloudProvider, read_config
+from agents.controllers.cloud.settings import CloudControllerManagerSettings
+from agents.machinery import component
+from agents.machinery.client import Client
+from agents.machinery.events import EventRecorder
+from agents.machinery.settings import SettingsError
+
+log = logging.getLogger("agents.controllers.cloud")
+
+CONTROLLERS: dict[str, Callable[[Context, CloudProvider], Controller]] = {
+    "cloud-node": CloudNodeController,
+    "cloud-node-lifecycle": CloudNodeLifecycleController,
+}
+
+
+def enabled(settings: CloudControllerManagerSettings) -> list[str]:
+    names = list(settings.controllers)
+    if "*" in names:
+        return [n for n in CONTROLLERS if f"-{n}" not in names]
+    return [n for n in names if n in CONTROLLERS]
+
+
+def check(settings: CloudControllerManagerSettings) -> None:
+    if settings.cloud_provider != "libvirt":
+        raise SettingsError(f"cloud-provider: {settings.cloud_provider!r} is not supported: use libvirt")
+    if settings.cloud_config is None:
+        raise SettingsError("cloud-config: give the cloud API's config file (url, token-file, ca-file)")
+    unknown = [n.lstrip("-") for n in settings.controllers if n != "*" and n.lstrip("-") not in CONTROLLERS]
+    if unknown:
+        raise SettingsError(f"controllers: unknown {', '.join(unknown)}; known: {', '.join(CONTROLLERS)}")
+    try:
+        read_config(settings.cloud_config)
+    except CloudError as exc:
+        raise SettingsError(f"cloud-config: {exc}") from exc
+
+
+async def main(settings: CloudControllerManagerSettings, client: Client, ready: asyncio.Event) -> None:
+    assert settings.cloud_config is not None
+    recorder = EventRecorder(client, component="cloud-controller-manager")
+    ctx = Context(client, recorder, settings)
+    async with CloudProvider(read_config(settings.cloud_config)) as cloud:
+        controllers = [CONTROLLERS[name](ctx, cloud) for name in enabled(settings)]
+        informers = list(ctx.informers.values())
+        tasks = [asyncio.create_task(i.run()) for i in informers] + [asyncio.create_task(recorder.run())]
+        try:
+            await asyncio.gather(*(i.synced.wait() for i in informers))
+            log.info("cloud-controller-manager running %s", ", ".join(c.name for c in controllers))
+            ready.set()
+            await asyncio.gather(*(c.run() for c in controllers))
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+def run(argv: Sequence[str]) -> int:
+    return component.run(
+        "cloud-controller-manager",
+        CloudControllerManagerSettings,
+        argv,
+        main,
+        lease="cloud-controller-manager",
+        check=check,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,94 @@
+"""The cloud's client: what the cloud-controller-manager asks the lab's cloud API.
+
+The cloud config file (``--cloud-config``, YAML) says where the API is and how to trust it:
+``url`` (``https://<lab network host address>:<port>``), ``token-file`` and ``ca-file``. Instances
+come back as the API sends them (``provider.cloud.instances``' JSON): ``name``, ``providerID``,
+``state``, ``addresses``, ``region``, ``zone``, ``instanceType``. A machine the cloud does not know
+is ``None``; anything else that goes wrong is a ``CloudError``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import yaml
+
+from agents.machinery.errors import KubelabError
+
+Instance = dict[str, Any]
+TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+class CloudError(KubelabError):
+    """The cloud could not be asked, or answered with an error."""
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    url: str
+    token: str
+    ca_file: Path
+
+
+def read_config(path: Path) -> CloudConfig:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CloudError(f"cloud config {path}: {exc}") from exc
+    missing = [k for k in ("url", "token-file", "ca-file") if not data.get(k)]
+    if missing:
+        raise CloudError(f"cloud config {path}: missing {', '.join(missing)}")
+    try:
+        token = Path(data["token-file"]).read_text().strip()
+    except OSError as exc:
+        raise CloudError(f"cloud config {path}: token-file: {exc}") from exc
+    return CloudConfig(str(data["url"]).rstrip("/"), token, Path(data["ca-file"]))
+
+
+class CloudProvider:
+    """One session with the cloud's API (``async with CloudProvider(config) as cloud``)."""
+
+    def __init__(self, config: CloudConfig) -> None:
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> CloudProvider:
+        context = ssl.create_default_context(cafile=str(self.config.ca_file))
+        self._session = aiohttp.ClientSession(
+            timeout=TIMEOUT,
+            headers={"Authorization": f"Bearer {self.config.token}"},
+            connector=aiohttp.TCPConnector(ssl=context),
+        )
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _get(self, path: str, params: dict[str, str] | None = None) -> Instance | None:
+        assert self._session is not None, "use the provider as an async context manager"
+        try:
+            async with self._session.get(f"{self.config.url}{path}", params=params) as response:
+                if response.status == 404:
+                    return None
+                body = await response.json(content_type=None)
+                if response.status != 200:
+                    raise CloudError(f"cloud {path}: {response.status} {(body or {}).get('error', '')}".rstrip())
+                return cast(Instance, body)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise CloudError(f"cloud {path}: {exc or type(exc).__name__}") from exc
+
+    async def instance(self, name: str) -> Instance | None:
+        """The machine a node is named after; None when the cloud has none of that name."""
+        return await self._get(f"/v1/instances/{name}")
+
+    async def instance_by_provider_id(self, provider_id: str) -> Instance | None:
+        return await self._get("/v1/instances", {"providerID": provider_id})
+
+    async def instances(self) -> list[Instance]:
+        found = await self._get("/v1/instances")
+        return list((found or {}).get("items") or [])

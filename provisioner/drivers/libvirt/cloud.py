@@ -1,0 +1,84 @@
+"""The lab's cloud (``provisioner.cloud``) backed by this driver's libvirt, and its process.
+
+``instances`` reads the lab's domains (kubelab's stamp in their metadata, as everywhere in this
+driver) at every call, with each domain's address from the lab's plan and the libvirt host's name as
+its zone. Run as ``python -m provisioner.drivers.libvirt.cloud``, it serves them on the lab network's
+host address (see ``provisioner.cloud.server``) until it is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from provisioner.cloud import instances as cloud
+from provisioner.cloud.server import application, tls_context
+from provisioner.drivers.libvirt import plan
+from provisioner.drivers.libvirt.hypervisor import Hypervisor
+from provisioner.lab.spec import LabSpec
+
+
+def facts(domain: Any) -> cloud.DomainFacts:
+    state, max_memory_kib, _memory, vcpus, _cpu_time = domain.info()
+    return cloud.DomainFacts(domain.name(), domain.UUIDString(), int(state), int(vcpus), int(max_memory_kib))
+
+
+def read_instances(uri: str, spec: LabSpec) -> list[cloud.Instance]:
+    """The lab's instances as libvirt has them now."""
+    with Hypervisor.open(uri, spec.name) as hv:
+        zone = str(hv.conn.getHostname())
+        return [
+            cloud.instance(facts(domain), address=plan.address_of(spec, name), zone=zone)
+            for name, domain in sorted(hv.domains().items())
+        ]
+
+
+def _arguments(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kubelab-cloud", description="The lab's cloud API, backed by libvirt.")
+    parser.add_argument("--lab", required=True, help="the lab whose domains are the instances")
+    parser.add_argument("--uri", required=True, help="libvirt's URI")
+    parser.add_argument("--network-cidr", required=True, help="the lab network (instances' addresses)")
+    parser.add_argument("--address", required=True, help="where to listen: the lab network's host address")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--cert", required=True, type=Path)
+    parser.add_argument("--key", required=True, type=Path)
+    parser.add_argument("--token-file", required=True, type=Path)
+    return parser.parse_args(list(argv))
+
+
+async def serve(args: argparse.Namespace) -> None:
+    spec = dataclasses.replace(LabSpec(), name=args.lab, network_cidr=args.network_cidr)
+
+    async def listed() -> list[cloud.Instance]:
+        return await asyncio.to_thread(read_instances, args.uri, spec)
+
+    token = args.token_file.read_text().strip()
+    runner = web.AppRunner(application(token=token, instances=listed), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, args.address, args.port, ssl_context=tls_context(str(args.cert), str(args.key)))
+    await site.start()
+    print(f"kubelab cloud for lab {args.lab} on https://{args.address}:{args.port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _arguments(sys.argv[1:] if argv is None else argv)
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

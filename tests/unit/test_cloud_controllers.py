@@ -1,0 +1,97 @@
+"""The cloud-controller-manager's plans: initializing a Node from its machine, and Nodes following
+their machines (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.controllers.cloud import node as cloudnode
+from agents.controllers.cloud import nodelifecycle
+
+PROVIDER = "libvirt://0f8b7c1e-3a52-4d0e-9a57-5e0c1b2d3f4a"
+INSTANCE: dict[str, Any] = {
+    "name": "lab-worker1",
+    "providerID": PROVIDER,
+    "state": "running",
+    "addresses": [{"type": "InternalIP", "address": "10.0.0.11"}, {"type": "Hostname", "address": "lab-worker1"}],
+    "region": "kubelab",
+    "zone": "host-a",
+    "instanceType": "kubelab.1cpu.1gib",
+}
+UNINITIALIZED = {"key": cloudnode.UNINITIALIZED, "value": "true", "effect": "NoSchedule"}
+
+
+def node(*, taints: list[dict[str, Any]] | None = None, ready: str = "True", **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "lab-worker1",
+            "resourceVersion": "7",
+            "labels": {"kubernetes.io/hostname": "lab-worker1"},
+        },
+        "spec": {"taints": taints or [], **spec},
+        "status": {
+            "conditions": [{"type": "Ready", "status": ready}],
+            "addresses": [
+                {"type": "InternalIP", "address": "10.0.0.11"},
+                {"type": "Hostname", "address": "lab-worker1"},
+            ],
+        },
+    }
+
+
+def test_an_uninitialized_node_gets_the_clouds_identity_and_loses_the_taint_in_one_guarded_write() -> None:
+    other = {"key": "dedicated", "value": "db", "effect": "NoSchedule"}
+    decided = cloudnode.plan(node(taints=[UNINITIALIZED, other]), INSTANCE)
+    assert decided.patch == {
+        "metadata": {
+            "resourceVersion": "7",
+            "labels": {
+                "topology.kubernetes.io/region": "kubelab",
+                "topology.kubernetes.io/zone": "host-a",
+                "node.kubernetes.io/instance-type": "kubelab.1cpu.1gib",
+                "failure-domain.beta.kubernetes.io/region": "kubelab",
+                "failure-domain.beta.kubernetes.io/zone": "host-a",
+                "beta.kubernetes.io/instance-type": "kubelab.1cpu.1gib",
+            },
+        },
+        "spec": {"taints": [other], "providerID": PROVIDER},
+    }
+    assert decided.addresses is None  # the kubelet's already match the cloud's
+    assert decided.event is not None and decided.event.reason == "Synced"
+    only = cloudnode.plan(node(taints=[UNINITIALIZED], providerID=PROVIDER), INSTANCE)
+    assert only.patch is not None and only.patch["spec"] == {"taints": None}  # the last taint goes: null
+
+
+def test_an_initialized_node_only_follows_the_clouds_addresses() -> None:
+    assert cloudnode.plan(node(providerID=PROVIDER), INSTANCE) == cloudnode.Plan()
+    moved = {**INSTANCE, "addresses": [{"type": "InternalIP", "address": "10.0.0.99"}]}
+    assert cloudnode.plan(node(providerID=PROVIDER), moved).addresses == [
+        {"type": "InternalIP", "address": "10.0.0.99"}
+    ]
+    assert cloudnode.plan(node(), None) == cloudnode.Plan()  # not ours to initialize
+
+
+def test_a_node_without_a_machine_stays_tainted_and_is_looked_at_again() -> None:
+    decided = cloudnode.plan(node(taints=[UNINITIALIZED]), None)
+    assert decided.patch is None and decided.retry
+    assert decided.event is not None and decided.event.type == "Warning"
+
+
+def test_a_not_ready_node_whose_machine_is_gone_is_deleted() -> None:
+    decided = nodelifecycle.plan(node(ready="Unknown", providerID=PROVIDER), None, now="2026-12-07T14:00:00Z")
+    assert decided.delete and decided.event is not None and decided.event.reason == "DeletingNode"
+    assert decided.event.message == "Deleting node lab-worker1 because it does not exist in the cloud provider"
+    # a ready node is never deleted, whatever the cloud says
+    assert not nodelifecycle.plan(node(providerID=PROVIDER), None, now="t").delete
+
+
+def test_a_stopped_machine_taints_its_node_until_it_is_ready_again() -> None:
+    stopped = {**INSTANCE, "state": "stopped"}
+    decided = nodelifecycle.plan(node(ready="False", providerID=PROVIDER), stopped, now="2026-12-07T14:00:00Z")
+    taint = {"key": nodelifecycle.SHUTDOWN, "effect": "NoSchedule", "timeAdded": "2026-12-07T14:00:00Z"}
+    assert decided.taints == [taint] and not decided.delete
+    assert nodelifecycle.plan(node(ready="False", taints=[taint]), stopped, now="t") == nodelifecycle.Plan()
+    back = nodelifecycle.plan(node(taints=[taint]), INSTANCE, now="t")
+    assert back.taints == []
+    running = nodelifecycle.plan(node(ready="False", providerID=PROVIDER), INSTANCE, now="t")
+    assert running == nodelifecycle.Plan()
