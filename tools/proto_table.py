@@ -40,7 +40,14 @@ GROUPS = (
     "authentication/v1",
     "certificates/v1",
     "policy/v1",
+    "networking/v1",
 )
+
+# Fields whose proto name is not their JSON name (the Go field's protobuf tag says ``aPIGroup``, its json
+# tag ``apiGroup``): message -> proto name -> JSON name. generated.proto cannot tell; the Go types can.
+JSON_NAMES = {
+    "k8s.io.api.networking.v1.IngressClassParametersReference": {"aPIGroup": "apiGroup"},
+}
 
 _IMPORT = re.compile(r'^\s*import\s+"([^"]+)"\s*;', re.M)
 _FIELD = re.compile(r"^\s*(optional|repeated|required)?\s*([\w.]+)\s+(\w+)\s*=\s*(\d+)")
@@ -203,6 +210,9 @@ def build(repositories: list[Repository], tag: str) -> Table:
     unknown = resolve(messages, packages)
     if unknown:
         raise TableError("types no file defines: " + ", ".join(unknown))
+    for message, renamed in JSON_NAMES.items():
+        for entry in messages.get(message, {}).values():
+            entry[0] = renamed.get(str(entry[0]), entry[0])
     return {"source": {"tag": tag, "commits": commits, "files": list(files)}, "messages": messages}
 
 

@@ -58,6 +58,7 @@ PACKAGES = {
     "authentication.k8s.io/v1": "k8s.io.api.authentication.v1",
     "certificates.k8s.io/v1": "k8s.io.api.certificates.v1",
     "policy/v1": "k8s.io.api.policy.v1",
+    "networking.k8s.io/v1": "k8s.io.api.networking.v1",
 }
 # Served group/versions read from JSON only: kube-aggregator's APIService is not among k8s.io/api's
 # generated.proto files the table is built from, and kubectl sends APIServices as JSON (apply, create -f).
@@ -164,6 +165,7 @@ INLINE = frozenset(
         "ConfigMapVolumeSource.localObjectReference",
         "ConfigMapProjection.localObjectReference",
         "SecretProjection.localObjectReference",
+        "IngressRule.ingressRuleValue",  # networking/v1: host and http side by side in JSON
     }
 )
 

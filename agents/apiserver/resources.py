@@ -303,6 +303,21 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True, "V1Lease", create_on_update=True),
     Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, "V1EndpointSlice"),
+    # strategies and DefaultIngressClass admission in agents/apiserver/kinds/networking.py
+    Resource(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        True,
+        "V1Ingress",
+        ("ing",),
+        subresources=("status",),
+        tracks_generation=True,
+    ),
+    Resource(
+        "networking.k8s.io", "v1", "IngressClass", "ingressclasses", False, "V1IngressClass", tracks_generation=True
+    ),
     Resource("rbac.authorization.k8s.io", "v1", "Role", "roles", True, "V1Role"),
     Resource("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False, "V1ClusterRole"),
     Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True, "V1RoleBinding"),

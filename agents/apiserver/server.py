@@ -246,7 +246,7 @@ class ApiServer:
                 continue
             self.stores[resource.qualified] = ResourceStore(
                 resource,
-                strategy_for(resource),
+                strategy_for(resource, ingress_classes=self._ingress_classes),
                 self.store,
                 allocator=self.allocator,
                 namespace_phase=self._namespace_phase,
@@ -519,6 +519,11 @@ class ApiServer:
                 self._account_users.clear()
             self._account_users[token] = (user, now)
         return user
+
+    async def _ingress_classes(self) -> list[dict[str, Any]]:
+        """Every IngressClass (DefaultIngressClass admission looks for the default one)."""
+        listed = await self.stores["ingressclasses.networking.k8s.io"].list("", ListOptions())
+        return [item.obj() for item in listed.items]
 
     async def _service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The ServiceAccount NAMESPACE/NAME, or None (ServiceAccount admission asks)."""

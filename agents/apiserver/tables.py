@@ -595,6 +595,63 @@ _ENDPOINTSLICE_COLUMNS = (
     AGE,
 )
 
+
+def _ingress_hosts(rules: list[dict[str, Any]]) -> str:
+    """The rules' hosts as kube's printer lists them: the first three named, ``*`` when no rule names one
+    (and its count of the rest: the rules after the third, named or not)."""
+    hosts: list[str] = []
+    more = False
+    for rule in rules:
+        more = more or len(hosts) == 3
+        if not more and rule.get("host"):
+            hosts.append(rule["host"])
+    if not hosts:
+        return "*"
+    text = ",".join(hosts)
+    return f"{text} + {len(rules) - 3} more..." if more else text
+
+
+def _ingress_row(obj: Object) -> Cells:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    entries = (status.get("loadBalancer") or {}).get("ingress") or []
+    addresses = sorted({e.get("ip") or e.get("hostname") for e in entries if e.get("ip") or e.get("hostname")})
+    return [
+        _meta(obj).get("name", ""),
+        spec.get("ingressClassName") or "<none>",
+        _ingress_hosts(spec.get("rules") or []),
+        ",".join(addresses),
+        "80, 443" if spec.get("tls") else "80",
+        _created(obj),
+    ]
+
+
+_INGRESS_COLUMNS = (
+    NAME,
+    Column("Class", description="The name of the IngressClass resource that should be used."),
+    Column("Hosts", description="Hosts that incoming requests are matched against before the ingress rule"),
+    Column("Address", description="Address is a list containing ingress points for the load-balancer"),
+    Column("Ports", description="Ports of TLS configurations that open"),
+    AGE,
+)
+
+
+def _ingressclass_row(obj: Object) -> Cells:
+    spec = obj.get("spec") or {}
+    params = spec.get("parameters")
+    text = "<none>"
+    if params:
+        group = f".{params['apiGroup']}" if params.get("apiGroup") is not None else ""
+        text = f"{params.get('kind', '')}{group}/{params.get('name', '')}"
+    return [_meta(obj).get("name", ""), spec.get("controller", ""), text, _created(obj)]
+
+
+_INGRESSCLASS_COLUMNS = (
+    NAME,
+    Column("Controller", description="Controller that is responsible for handling this class"),
+    Column("Parameters", description="A reference to a resource with additional parameters"),
+    AGE,
+)
+
 # --- events --------------------------------------------------------------------------------------
 
 
@@ -824,6 +881,8 @@ PRINTERS: dict[str, Printer] = {
     "services": Printer(_SERVICE_COLUMNS, _service_row),
     "endpoints": Printer(_ENDPOINTS_COLUMNS, _endpoints_row),
     "endpointslices.discovery.k8s.io": Printer(_ENDPOINTSLICE_COLUMNS, _endpointslice_row),
+    "ingresses.networking.k8s.io": Printer(_INGRESS_COLUMNS, _ingress_row),
+    "ingressclasses.networking.k8s.io": Printer(_INGRESSCLASS_COLUMNS, _ingressclass_row),
     "events": Printer(_EVENT_COLUMNS, _event_row),
     "namespaces": Printer((NAME, Column("Status", description="The status of the namespace"), AGE), _namespace_row),
     "configmaps": Printer((NAME, Column("Data", "integer", "Number of data entries."), AGE), _configmap_row),

@@ -11,6 +11,7 @@ from agents.apiserver.kinds import (
     certificates,
     core,
     misc,
+    networking,
     policy,
     rbac,
 )
@@ -39,6 +40,8 @@ _STRATEGIES: dict[str, type[Strategy]] = {
     "poddisruptionbudgets.policy": policy.PodDisruptionBudgetStrategy,
     "leases.coordination.k8s.io": misc.LeaseStrategy,
     "endpointslices.discovery.k8s.io": misc.EndpointSliceStrategy,
+    "ingresses.networking.k8s.io": networking.IngressStrategy,
+    "ingressclasses.networking.k8s.io": networking.IngressClassStrategy,
     "roles.rbac.authorization.k8s.io": rbac.RoleStrategy,
     "clusterroles.rbac.authorization.k8s.io": rbac.RoleStrategy,
     "rolebindings.rbac.authorization.k8s.io": rbac.BindingStrategy,
@@ -49,7 +52,11 @@ _STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
-def strategy_for(resource: Resource) -> Strategy:
+def strategy_for(resource: Resource, *, ingress_classes: networking.IngressClassLister | None = None) -> Strategy:
+    """The strategy of a served kind. ``ingress_classes`` lists the IngressClasses, for the Ingress
+    strategy's DefaultIngressClass admission (the only strategy that reads another kind itself)."""
+    if resource.qualified == "ingresses.networking.k8s.io":
+        return networking.IngressStrategy(resource, classes=ingress_classes)
     return _STRATEGIES.get(resource.qualified, Strategy)(resource)
 
 
