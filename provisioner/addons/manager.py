@@ -164,8 +164,20 @@ def converge(
         values = values_for(spec, references)
         planned += [(name, m) for m in catalog.render(known[name], values)]
     discovery = Discovery(api)
-    for name, manifest in planned:  # the whole plan checked before anything is written
-        _apply(api, discovery, manifest, name, dry_run=True)
+    # The whole plan is checked before anything is written. A dry run into a namespace that does not
+    # exist yet is refused, so the plan's own Namespaces are made first, and taken back if the check fails.
+    made: list[Manifest] = []
+    for name, manifest in planned:
+        namespace = (manifest.api_version, manifest.kind) == ("v1", "Namespace")
+        if namespace and _apply(api, discovery, manifest, name, dry_run=False) == "created":
+            made.append(manifest)
+    try:
+        for name, manifest in planned:
+            _apply(api, discovery, manifest, name, dry_run=True)
+    except ProvisionError:
+        for manifest in made:
+            api.ask("DELETE", f"{discovery.collection(manifest)}/{manifest.name}", timeout=15)
+        raise
     done: dict[str, list[str]] = {name: [] for name in on}
     for name, manifest in planned:
         done[name].append(_apply(api, discovery, manifest, name, dry_run=False))

@@ -51,6 +51,7 @@ def test_the_shipped_recipes_parse() -> None:
         "redis",
         "kube-dns",
         "metrics-server",
+        "ingress-nginx",
     }
     assert found["pause"].config["Entrypoint"] == ["/usr/bin/catatonit", "-P"]
     # kube's own registry names the pause image; Docker Hub's tags name the others
@@ -63,6 +64,7 @@ def test_the_shipped_recipes_parse() -> None:
     assert found["busybox"].version == {"package": "busybox-static"}
     # every lab gets the others; the client image is built and pushed when named, an add-on's by its add-on
     assert [name for name, recipe in sorted(found.items()) if recipe.on_demand] == [
+        "ingress-nginx",
         "kube-dns",
         "kubeclient",
         "metrics-server",
