@@ -34,7 +34,7 @@ from agents.kubelet.containers import command_line as process_of
 from agents.kubelet.dns import DnsSettings, Resolver
 from agents.kubelet.sandbox import NETNS_DIR, Sandbox, SandboxManager
 from agents.kubelet.settings import NetworkSettings
-from agents.kubelet.volumes import VolumeFiles, mounts
+from agents.kubelet.volumes import VolumeFiles, expand, mounts
 from agents.machinery import quantity
 from agents.machinery.objects import Object
 
@@ -77,14 +77,19 @@ def container_spec(
     pidns: str = "",
 ) -> ContainerSpec:
     """What containerd is asked to create for one run of ``container``: the process (kube's rule over
-    the image's Entrypoint and Cmd), the pod's namespaces, ``/etc/hosts``, ``/etc/resolv.conf`` and
-    the volumes as bind mounts, the limits as cgroup settings, and the pod's name and namespace as
-    labels."""
+    the image's Entrypoint and Cmd, ``$(VAR)`` in the command and args expanded from ``env``), the
+    pod's namespaces, ``/etc/hosts``, ``/etc/resolv.conf`` and the volumes as bind mounts, the limits
+    as cgroup settings, and the pod's name and namespace as labels."""
     limits = (container.get("resources") or {}).get("limits") or {}
     return ContainerSpec(
         cid,
         image,
-        argv=process_of(config, container.get("command") or [], container.get("args") or []),
+        # kube expands $(VAR) in the container's own command and args with its environment (not the image's)
+        argv=process_of(
+            config,
+            [expand(str(c), env) for c in container.get("command") or []],
+            [expand(str(a), env) for a in container.get("args") or []],
+        ),
         env=env,
         working_dir=str(container.get("workingDir") or config.get("WorkingDir") or ""),
         netns=netns,

@@ -94,6 +94,22 @@ def test_the_container_s_working_dir_wins_over_the_image_s() -> None:
     assert spec.working_dir == "/work" and spec.argv == () and spec.memory_limit == 0 and spec.cpu_quota == 0
 
 
+def test_var_references_in_the_command_and_args_are_expanded_from_the_environment() -> None:
+    spec = container_spec(
+        pod(),
+        {"name": "web", "command": ["/bin/run", "--pod=$(POD_NAME)"], "args": ["$(MISSING)", "$$(POD_NAME)"]},
+        cid=ContainerId(UID, "web", 0),
+        image="docker.io/library/busybox:latest",
+        config={"Entrypoint": ["/bin/sh"], "Env": ["IMAGE_ONLY=x"]},
+        env={"POD_NAME": "web-1"},
+        volumes=[],
+        netns="",
+        uts="",
+        hosts=Path("/h"),
+    )
+    assert spec.argv == ("/bin/run", "--pod=web-1", "$(MISSING)", "$(POD_NAME)")
+
+
 def test_the_cpu_limit_becomes_a_quota_of_the_period() -> None:
     assert cpu_quota({"cpu": "500m"}) == 50_000
     assert cpu_quota({"cpu": "2"}) == 200_000
