@@ -253,6 +253,16 @@ _NODE_PROXIER = [
     rule(EVENTS, ["", "events.k8s.io"], ["events"]),
     rule(("list", "watch"), ["discovery.k8s.io"], ["endpointslices"]),
 ]
+# The cloud-controller-manager's (kube ships it with the cloud provider's manifests; here it is
+# bootstrapped, since the lab's nodes wait for it): Nodes initialized and deleted, Services' load balancers.
+_CLOUD_CONTROLLER_MANAGER = [
+    rule(EVENTS, ["", "events.k8s.io"], ["events"]),
+    rule((*READ, "patch", "update", "delete"), [""], ["nodes"]),
+    rule(("patch", "update"), [""], ["nodes/status"]),
+    rule((*READ, "patch", "update"), [""], ["services"]),
+    rule(("patch", "update"), [""], ["services/status"]),
+    rule((*READ, "create", "update"), ["coordination.k8s.io"], ["leases"]),
+]
 # What a kubelet may do: the Node authorizer's rules (the Secrets, ConfigMaps and claims it reads only
 # through its pods), narrowed to its own objects by NodeRestriction; kube binds this role to no one.
 NODE_RULES = [
@@ -282,6 +292,7 @@ CLUSTER_ROLES: tuple[Object, ...] = (
     cluster_role("system:public-info-viewer", _PUBLIC_INFO),
     cluster_role("system:kube-scheduler", _SCHEDULER),
     cluster_role("system:kube-controller-manager", _CONTROLLER_MANAGER),
+    cluster_role("system:cloud-controller-manager", _CLOUD_CONTROLLER_MANAGER),
     cluster_role("system:node-proxier", _NODE_PROXIER),
     cluster_role("system:node", NODE_RULES),
     # what an aggregated API server needs to check its callers' tokens and permissions with this one
@@ -299,6 +310,11 @@ CLUSTER_ROLE_BINDINGS: tuple[Object, ...] = (
     cluster_binding("system:kube-scheduler", "system:kube-scheduler", [("User", "system:kube-scheduler")]),
     cluster_binding(
         "system:kube-controller-manager", "system:kube-controller-manager", [("User", "system:kube-controller-manager")]
+    ),
+    cluster_binding(
+        "system:cloud-controller-manager",
+        "system:cloud-controller-manager",
+        [("User", "system:cloud-controller-manager")],
     ),
     cluster_binding("system:node-proxier", "system:node-proxier", [("User", "system:kube-proxy")]),
     # simulated nodes are many nodes under one identity, outside the Node authorizer's system:nodes

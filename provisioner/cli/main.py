@@ -31,6 +31,9 @@ def _up_flags(up: argparse.ArgumentParser) -> None:
     up.add_argument("--disk", type=int, help="libvirt: GiB of disk of each machine (default 8)")
     up.add_argument("--network-cidr", help="libvirt: the machines' network (default 192.168.123.0/24)")
     up.add_argument(
+        "--lb-range", help="libvirt: FIRST-LAST addresses of load balancers (default: the network's upper half)"
+    )
+    up.add_argument(
         "--accel", choices=labspec.ACCELERATORS, help="libvirt: kvm, tcg (software), or auto (default: kvm if usable)"
     )
     up.add_argument("--api-port", type=int, help="API server port on 127.0.0.1 (default 6443)")

@@ -4,7 +4,11 @@ A cloud-controller-manager asks it what a cloud's API answers about machines:
 
 - ``GET /v1/instances``: every instance of the lab (``{"items": [...]}``);
 - ``GET /v1/instances/{name}`` or ``GET /v1/instances?providerID=libvirt://<uuid>``: one, or a
-  ``404`` when no such machine exists (what tells the node controller a Node's machine is gone).
+  ``404`` when no such machine exists (what tells the node controller a Node's machine is gone);
+- ``GET /v1/loadbalancers[/{name}]``, ``PUT /v1/loadbalancers/{name}`` (``ports``: ``port`` and
+  ``nodePort`` each, ``nodes``: ``name`` and ``address`` each, ``healthCheckNodePort``; answered with
+  the load balancer and its ``address``), ``DELETE /v1/loadbalancers/{name}``: what a service
+  controller asks for each ``type: LoadBalancer`` Service (``loadbalancers.py``, ``haproxy.py``).
 
 Every answer is JSON; an error is ``{"error": "..."}`` with its status. A request without the token
 is a ``401``. The backend (libvirt, or anything that lists instances) is read at every request: the
@@ -20,7 +24,9 @@ from typing import Any
 
 from aiohttp import web
 
+from provisioner.cloud.haproxy import Balancers
 from provisioner.cloud.instances import Instance, find
+from provisioner.cloud.loadbalancers import LoadBalancerError
 
 Lister = Callable[[], Awaitable[list[Instance]]]
 TOKEN_HEADER = "Authorization"
@@ -30,8 +36,8 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def application(*, token: str, instances: Lister) -> web.Application:
-    """The cloud's routes over ``instances`` (the backend), guarded by ``token``."""
+def application(*, token: str, instances: Lister, balancers: Balancers | None = None) -> web.Application:
+    """The cloud's routes over ``instances`` (the backend) and ``balancers``, guarded by ``token``."""
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
@@ -57,9 +63,49 @@ def application(*, token: str, instances: Lister) -> web.Application:
             return _error(404, f"no instance is named {name}")
         return web.json_response(one.json())
 
+    def lbs() -> Balancers:
+        if balancers is None:
+            raise web.HTTPNotFound(
+                text='{"error": "this cloud has no load balancers"}', content_type="application/json"
+            )
+        return balancers
+
+    async def list_balancers(_request: web.Request) -> web.Response:
+        return web.json_response({"items": [lb.json() for _, lb in sorted(lbs().balancers.items())]})
+
+    async def get_balancer(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        found = lbs().balancers.get(name)
+        if found is None:
+            return _error(404, f"no load balancer is named {name}")
+        return web.json_response(found.json())
+
+    async def put_balancer(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the body must be a JSON object")
+        if not isinstance(body, dict):
+            return _error(400, "the body must be a JSON object")
+        try:  # on the loop's own thread: haproxy is this process's child for as long as that thread lives
+            made = lbs().ensure(request.match_info["name"], body)
+        except LoadBalancerError as exc:
+            return _error(exc.status, str(exc))
+        return web.json_response(made.json())
+
+    async def delete_balancer(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if not lbs().delete(name):
+            return _error(404, f"no load balancer is named {name}")
+        return web.json_response({"name": name, "deleted": True})
+
     app = web.Application(middlewares=[authenticate])
     app.router.add_get("/v1/instances", list_instances)
     app.router.add_get("/v1/instances/{name}", get_instance)
+    app.router.add_get("/v1/loadbalancers", list_balancers)
+    app.router.add_get("/v1/loadbalancers/{name}", get_balancer)
+    app.router.add_put("/v1/loadbalancers/{name}", put_balancer)
+    app.router.add_delete("/v1/loadbalancers/{name}", delete_balancer)
     return app
 
 

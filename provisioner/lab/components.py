@@ -28,6 +28,7 @@ TABLE: tuple[Component, ...] = (
     Component("apiserver", "kubelab-apiserver", MASTER),
     Component("scheduler", "kubelab-scheduler", MASTER),
     Component("controller-manager", "kubelab-controller-manager", MASTER),
+    Component("cloud-controller-manager", "kubelab-cloud-controller-manager", MASTER),  # the VM lab's alone
     Component("etcd", "etcd", MASTER),
     Component("registry", "docker-registry", MASTER),
 )

@@ -50,6 +50,7 @@ ADMIN = Identity("admin", "kubelab-admin", ("system:masters",))
 SCHEDULER = Identity("scheduler", "system:kube-scheduler", ())
 CONTROLLER_MANAGER = Identity("controller-manager", "system:kube-controller-manager", ())
 PROXY = Identity("proxy", "system:kube-proxy", ())
+CLOUD_CONTROLLER_MANAGER = Identity("cloud-controller-manager", "system:cloud-controller-manager", ())
 APISERVER_KUBELET = Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ())
 # many nodes under one identity: outside system:nodes (the Node authorizer's), bound to system:node by RBAC
 SIMULATED_NODES = Identity("simulated-nodes", "kubelab:simulated-nodes", ())

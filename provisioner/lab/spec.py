@@ -58,6 +58,7 @@ class LabSpec:
     master_memory: int = 2048
     disk: int = 8
     network_cidr: str = "192.168.123.0/24"
+    lb_range: str = ""  # load balancers' addresses on the lab network: FIRST-LAST ('': the default, lb_range())
     accel: str = "auto"
 
     @staticmethod
@@ -218,6 +219,46 @@ def _validate_machines(spec: LabSpec) -> None:
     for other, key in ((spec.cluster_cidr, "cluster-cidr"), (spec.service_cidr, "service-cidr")):
         if machines.overlaps(ipaddress.ip_network(other)):
             raise SpecError(f"network-cidr {spec.network_cidr} overlaps {key} {other}")
+    assert isinstance(machines, ipaddress.IPv4Network)
+    _validate_lb_range(spec, machines)
+
+
+def _lb_bounds(spec: LabSpec) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None:
+    network = ipaddress.IPv4Network(spec.network_cidr)
+    if not spec.lb_range:
+        hosts = list(network.hosts())
+        first = max(len(hosts) // 2, FIRST_HOST + MAX_WORKERS + 4)
+        return (hosts[first], hosts[-1]) if first < len(hosts) else None
+    low, _, high = spec.lb_range.partition("-")
+    return ipaddress.IPv4Address(low.strip()), ipaddress.IPv4Address(high.strip())
+
+
+def lb_range(spec: LabSpec) -> str:
+    """The addresses load balancers get on the lab network (``FIRST-LAST``): ``--lb-range``, else the
+    upper half of the network above the machines' addresses; '' when the network has no room for any."""
+    bounds = _lb_bounds(spec)
+    return f"{bounds[0]}-{bounds[1]}" if bounds else ""
+
+
+def _validate_lb_range(spec: LabSpec, network: ipaddress.IPv4Network) -> None:
+    if not spec.lb_range:
+        return
+    example = f"{list(network.hosts())[-50]}-{list(network.hosts())[-1]}" if network.num_addresses > 64 else ""
+    hint = f", e.g. {example}" if example else ""
+    try:
+        bounds = _lb_bounds(spec)
+    except ValueError:
+        raise SpecError(f"lb-range {_shown(spec.lb_range)}: expected FIRST-LAST addresses{hint}") from None
+    assert bounds is not None
+    first, last = bounds
+    hosts = list(network.hosts())
+    if first not in network or last not in network or first > last:
+        raise SpecError(f"lb-range {spec.lb_range}: give FIRST-LAST inside network-cidr {network}{hint}")
+    machines = (hosts[0], hosts[min(FIRST_HOST - 1 + MAX_WORKERS, len(hosts) - 1)])  # gateway .. the last worker
+    if first <= machines[1] and last >= machines[0]:
+        raise SpecError(f"lb-range {spec.lb_range} overlaps the machines' addresses {machines[0]}-{machines[1]}{hint}")
+    if last == network.broadcast_address:
+        raise SpecError(f"lb-range {spec.lb_range} includes the broadcast address {last}{hint}")
 
 
 def service_ip(spec: LabSpec) -> str:

@@ -35,6 +35,8 @@ MKE2FS = Requirement("mke2fs", "e2fsprogs", "the guest image's ext4 root file sy
 QEMU_IMG = Requirement("qemu-img", "qemu-utils", "the guest image's qcow2 disk")
 QEMU_SYSTEM = Requirement("qemu-system-x86_64", "qemu-system-x86", "booting virtual machines")
 SSH = Requirement("ssh", "openssh-client", "reaching virtual machines")
+CHRONY = Requirement("chronyd", "chrony", "the VM lab's time source on its network")
+HAPROXY = Requirement("haproxy", "haproxy", "the VM lab's load balancers (its cloud's)")
 
 _apt_state = {"updated": False}
 

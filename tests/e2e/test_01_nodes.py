@@ -17,6 +17,18 @@ def test_all_nodes_are_ready(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None
         assert node["spec"]["podCIDR"]
 
 
+def test_every_node_was_initialized_by_the_cloud_controller_manager(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
+    """The kubelets register under an external cloud; the cloud-controller-manager asks the lab's cloud
+    (libvirt) and gives each node its provider ID, zone and instance type, then lets pods in."""
+    for node in kubelab_kubectl.json("get", "nodes")["items"]:
+        name, labels = node["metadata"]["name"], node["metadata"]["labels"]
+        assert node["spec"].get("providerID", "").startswith("libvirt://"), name
+        assert labels.get("topology.kubernetes.io/region") == "kubelab" and labels.get("topology.kubernetes.io/zone")
+        assert labels.get("node.kubernetes.io/instance-type", "").startswith("kubelab."), labels
+        taints = [t["key"] for t in node["spec"].get("taints") or []]
+        assert "node.cloudprovider.kubernetes.io/uninitialized" not in taints, (name, taints)
+
+
 def test_the_master_takes_no_ordinary_pods(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> None:
     master = kubelab_kubectl.json("get", "node", kubelab_lab.master.name)
     assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in master["spec"]["taints"]
@@ -33,3 +45,4 @@ def test_status_reports_machines_nodes_and_components(kubelab_lab: Lab) -> None:
         assert node.ip in row and " running " in row and " Ready " in row and "kubelet=active" in row
     master_row = next(line for line in status.out.splitlines() if line.startswith(kubelab_lab.master.name + " "))
     assert "apiserver=active" in master_row and "etcd=active" in master_row
+    assert "cloud-controller-manager=active" in master_row

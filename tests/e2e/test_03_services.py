@@ -59,3 +59,31 @@ def test_node_port_answers_from_the_host_side(kubelab_lab: Lab, kubelab_kubectl:
             return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
 
         assert eventually(answer, timeout=120, what=f"NodePort {port} on {node.name}").startswith("pod web-")
+
+
+def test_a_load_balancer_answers_at_its_external_address_and_goes_with_its_service(
+    kubelab_lab: Lab, kubelab_kubectl: Kubectl
+) -> None:
+    """The cloud-controller-manager's service controller asks the lab's cloud for a load balancer: an
+    address from the lab's pool on the lab network, haproxy on the host side forwarding to every node's
+    NodePort; `kubectl get svc` shows it as EXTERNAL-IP and deleting the Service frees it."""
+    kubelab_kubectl.ok(
+        "expose", "deployment", "web", "--port=80", "--target-port=8080", "--type=LoadBalancer", "--name=web-lb"
+    )
+
+    def external_ip() -> str:
+        ingress = kubelab_kubectl.json("get", "service", "web-lb")["status"].get("loadBalancer", {}).get("ingress")
+        return str(ingress[0]["ip"]) if ingress else ""
+
+    address = eventually(external_ip, timeout=120, what="web-lb's external address")
+    assert address in kubelab_kubectl.ok("get", "service", "web-lb")  # the EXTERNAL-IP column
+    argv = kubelab_lab.on_lab_network(["curl", "-s", "--max-time", "5", f"http://{address}/"])
+
+    def answer() -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+    assert eventually(answer, timeout=120, what=f"the load balancer at {address}").startswith("pod web-")
+    events = kubelab_kubectl.ok("get", "events", "--field-selector", "involvedObject.name=web-lb")
+    assert "EnsuredLoadBalancer" in events, events
+    kubelab_kubectl.ok("delete", "service", "web-lb", "--timeout=60s", timeout=90)
+    eventually(lambda: not answer(), timeout=30, what=f"{address} to stop answering")

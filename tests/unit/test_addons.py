@@ -23,7 +23,11 @@ def addon_dir(root: Path, name: str, *, meta: str, files: dict[str, str]) -> Pat
 
 def test_the_shipped_dns_addon_renders_for_a_lab() -> None:
     known = catalog.load()
-    assert set(known) == {"dns", "ingress-nginx", "metrics-server"} and known["dns"].default and known["dns"].images == ("kube-dns",)
+    assert (
+        set(known) == {"dns", "ingress-nginx", "metrics-server"}
+        and known["dns"].default
+        and known["dns"].images == ("kube-dns",)
+    )
     values = manager.values_for(LabSpec(name="x", service_cidr="10.100.0.0/16"), {"kube-dns": "kube-dns:1.0-abc"})
     objects = {(m.kind, m.name): m for m in catalog.render(known["dns"], values)}
     assert set(objects) == {
@@ -46,7 +50,10 @@ def test_choices_override_defaults_and_unknown_names_are_refused(tmp_path: Path)
     catalog.write_choices(tmp_path, {"dns": False})
     assert catalog.enabled(known, catalog.read_choices(tmp_path)) == ["metrics-server"]
     assert catalog.unknown(known, ["dns"]) == ""
-    assert catalog.unknown(known, ["dsn"]) == "no add-on named 'dsn'; known: dns, ingress-nginx, metrics-server (kubelab addons list)"
+    assert (
+        catalog.unknown(known, ["dsn"])
+        == "no add-on named 'dsn'; known: dns, ingress-nginx, metrics-server (kubelab addons list)"
+    )
 
 
 def test_the_applied_object_carries_the_addon_label_and_the_manifests_digest() -> None:

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from agents.apiserver.settings import ApiServerSettings
+from agents.controllers.cloud.settings import CloudControllerManagerSettings
 from agents.controllers.settings import ControllerManagerSettings
 from agents.kubelet.settings import KubeletSettings
 from agents.machinery.settings import load
@@ -53,6 +54,7 @@ AGENT_SETTINGS: Mapping[str, type[Any]] = {
     "apiserver.yaml": ApiServerSettings,
     "scheduler.yaml": SchedulerSettings,
     "controller-manager.yaml": ControllerManagerSettings,
+    "cloud-controller-manager.yaml": CloudControllerManagerSettings,
     "kubelet.yaml": KubeletSettings,
     "proxy.yaml": ProxySettings,
 }
@@ -266,7 +268,7 @@ def test_the_roles_render_the_templates_the_local_driver_renders() -> None:
     units = {p.removeprefix("systemd/") for p in used if p.startswith("systemd/kubelab-")}
     assert units == {
         f"kubelab-{c}.service.j2" for c in ("apiserver", "scheduler", "controller-manager", "kubelet", "proxy")
-    }
+    } | {"kubelab-cloud-controller-manager.service.j2"}  # the VM lab's alone: libvirt is its cloud
 
 
 def test_the_master_runs_the_control_plane_and_every_host_is_a_node() -> None:
@@ -286,6 +288,11 @@ def test_the_host_side_files_the_roles_copy_are_the_ones_the_provisioner_generat
         ("kubelab-master", str(pki / name))
         for name in ("apiserver.crt", "apiserver.key", "tokens.csv", "apiserver-kubelet-client.token")
     } | {("kubelab-master", str(config / name)) for name in ("scheduler.kubeconfig", "controller-manager.kubeconfig")}
+    # the cloud-controller-manager's kubeconfig and the cloud API's token: the master only
+    expected |= {
+        ("kubelab-master", str(config / "cloud-controller-manager.kubeconfig")),
+        ("kubelab-master", str(pki / "cloud.token")),
+    }
     # etcd's CA and certificates (pki.Pki.ensure_etcd): the master only
     expected |= {
         ("kubelab-master", str(pki / f"{name}{suffix}"))
@@ -330,12 +337,26 @@ def test_the_agents_configs_load_with_each_agent_s_settings(tmp_path: Path) -> N
     assert manager.kubeconfig == Path("/etc/kubelab/controller-manager.kubeconfig")
     proxy = _settings(_step("kubelab-worker1", "/etc/kubelab/proxy.yaml"), tmp_path)
     assert (proxy.node_name, proxy.node_ip, proxy.netns) == ("kubelab-worker1", "192.168.150.11", "")
+    cloud = _settings(_step("kubelab-master", "/etc/kubelab/cloud-controller-manager.yaml"), tmp_path)
+    assert cloud.kubeconfig == Path("/etc/kubelab/cloud-controller-manager.kubeconfig")
+    assert cloud.cloud_config == Path("/etc/kubelab/cloud-config.yaml") and cloud.healthz.port == 10258
+    config = yaml.safe_load(_step("kubelab-master", "/etc/kubelab/cloud-config.yaml").text)
+    assert config == {
+        "url": "https://192.168.150.1:7443",
+        "token-file": "/etc/kubelab/pki/cloud.token",
+        "ca-file": "/etc/kubelab/pki/ca.crt",
+    }
+    for node in ("kubelab-master", "kubelab-worker1"):  # every kubelet waits for the cloud to initialize its node
+        assert _settings(_step(node, "/etc/kubelab/kubelet.yaml"), tmp_path).cloud_provider == "external"
 
 
 def test_the_master_s_kubelet_registers_tainted_and_labelled_and_a_worker_s_does_not(tmp_path: Path) -> None:
     master = _settings(_step("kubelab-master", "/etc/kubelab/kubelet.yaml"), tmp_path)
     assert master.register_with_taints == ("node-role.kubernetes.io/control-plane:NoSchedule",)
-    assert master.node_labels == ("node-role.kubernetes.io/control-plane=",)
+    assert master.node_labels == (
+        "node-role.kubernetes.io/control-plane=",
+        "node.kubernetes.io/exclude-from-external-load-balancers=",
+    )
     worker = _settings(_step("kubelab-worker2", "/etc/kubelab/kubelet.yaml"), tmp_path)
     assert worker.register_with_taints == () and worker.node_labels == ()
     assert (worker.node_name, worker.node_ip) == ("kubelab-worker2", "192.168.150.12")

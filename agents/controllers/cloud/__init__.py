@@ -11,6 +11,9 @@ It is its own program (``python -m agents.controllers.cloud``, leader-elected on
 - ``nodelifecycle`` (kube's cloud node lifecycle controller): a Node that is not Ready and whose
   machine the cloud no longer has is deleted; one whose machine is stopped gets the
   ``node.cloudprovider.kubernetes.io/shutdown`` taint, removed again when it is back.
+- ``service`` (kube's service controller): a cloud load balancer for each ``type: LoadBalancer``
+  Service, its address in the Service's status, taken away (behind the
+  ``service.kubernetes.io/load-balancer-cleanup`` finalizer) when the Service goes.
 
 ``provider`` is the cloud's client. Each controller decides in a pure ``plan``.
 """

@@ -11,6 +11,7 @@ from agents.controllers.base import Context, Controller
 from agents.controllers.cloud.node import CloudNodeController
 from agents.controllers.cloud.nodelifecycle import CloudNodeLifecycleController
 from agents.controllers.cloud.provider import CloudError, CloudProvider, read_config
+from agents.controllers.cloud.service import ServiceController
 from agents.controllers.cloud.settings import CloudControllerManagerSettings
 from agents.machinery import component
 from agents.machinery.client import Client
@@ -22,6 +23,7 @@ log = logging.getLogger("agents.controllers.cloud")
 CONTROLLERS: dict[str, Callable[[Context, CloudProvider], Controller]] = {
     "cloud-node": CloudNodeController,
     "cloud-node-lifecycle": CloudNodeLifecycleController,
+    "service": ServiceController,
 }
 
 

@@ -24,7 +24,12 @@ TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 class CloudError(KubelabError):
-    """The cloud could not be asked, or answered with an error."""
+    """The cloud could not be asked, or answered with an error (``status``: its HTTP status, 0 when it
+    did not answer; the message is the cloud's own)."""
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -69,18 +74,25 @@ class CloudProvider:
         if self._session is not None:
             await self._session.close()
 
-    async def _get(self, path: str, params: dict[str, str] | None = None) -> Instance | None:
+    async def _call(
+        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
+    ) -> Instance | None:
+        """The cloud's answer; None for a 404; a ``CloudError`` with the cloud's message for another error."""
         assert self._session is not None, "use the provider as an async context manager"
         try:
-            async with self._session.get(f"{self.config.url}{path}", params=params) as response:
+            async with self._session.request(method, f"{self.config.url}{path}", params=params, json=body) as response:
                 if response.status == 404:
                     return None
-                body = await response.json(content_type=None)
+                answer = await response.json(content_type=None)
                 if response.status != 200:
-                    raise CloudError(f"cloud {path}: {response.status} {(body or {}).get('error', '')}".rstrip())
-                return cast(Instance, body)
+                    message = (answer or {}).get("error", "") if isinstance(answer, dict) else ""
+                    raise CloudError(message or f"{method} {path}: {response.status}", status=response.status)
+                return cast(Instance, answer)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise CloudError(f"cloud {path}: {exc or type(exc).__name__}") from exc
+
+    async def _get(self, path: str, params: dict[str, str] | None = None) -> Instance | None:
+        return await self._call("GET", path, params=params)
 
     async def instance(self, name: str) -> Instance | None:
         """The machine a node is named after; None when the cloud has none of that name."""
@@ -92,3 +104,20 @@ class CloudProvider:
     async def instances(self) -> list[Instance]:
         found = await self._get("/v1/instances")
         return list((found or {}).get("items") or [])
+
+    # --- load balancers --------------------------------------------------------------------------
+
+    async def load_balancer(self, name: str) -> dict[str, Any] | None:
+        return await self._get(f"/v1/loadbalancers/{name}")
+
+    async def ensure_load_balancer(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create or change load balancer ``name``: ``ports`` (``port``, ``nodePort``), ``nodes`` (``name``,
+        ``address``), ``healthCheckNodePort``; the answer carries its ``address``."""
+        found = await self._call("PUT", f"/v1/loadbalancers/{name}", body=body)
+        if found is None:
+            raise CloudError(f"the cloud has no load balancers (PUT /v1/loadbalancers/{name}: 404)", status=404)
+        return found
+
+    async def delete_load_balancer(self, name: str) -> bool:
+        """Whether it existed (a load balancer already gone is no error)."""
+        return await self._call("DELETE", f"/v1/loadbalancers/{name}") is not None

@@ -3,7 +3,9 @@
 ``instances`` reads the lab's domains (kubelab's stamp in their metadata, as everywhere in this
 driver) at every call, with each domain's address from the lab's plan and the libvirt host's name as
 its zone. Run as ``python -m provisioner.drivers.libvirt.cloud``, it serves them on the lab network's
-host address (see ``provisioner.cloud.server``) until it is stopped.
+host address (see ``provisioner.cloud.server``), and the lab's load balancers (``provisioner.cloud.haproxy``:
+addresses from ``--lb-range`` on the lab's bridge, one haproxy), until it is stopped (SIGTERM: haproxy
+ends and the addresses leave the bridge).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +22,8 @@ from typing import Any
 from aiohttp import web
 
 from provisioner.cloud import instances as cloud
+from provisioner.cloud import loadbalancers
+from provisioner.cloud.haproxy import Balancers
 from provisioner.cloud.server import application, tls_context
 from provisioner.drivers.libvirt import plan
 from provisioner.drivers.libvirt.hypervisor import Hypervisor
@@ -50,6 +55,9 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--cert", required=True, type=Path)
     parser.add_argument("--key", required=True, type=Path)
     parser.add_argument("--token-file", required=True, type=Path)
+    parser.add_argument("--lb-range", default="", help="FIRST-LAST: the load balancers' addresses ('': none)")
+    parser.add_argument("--bridge", default="", help="the lab network's bridge, where those addresses go")
+    parser.add_argument("--state-dir", type=Path, help="where the load balancers are kept, with haproxy's files")
     return parser.parse_args(list(argv))
 
 
@@ -60,15 +68,24 @@ async def serve(args: argparse.Namespace) -> None:
         return await asyncio.to_thread(read_instances, args.uri, spec)
 
     token = args.token_file.read_text().strip()
-    runner = web.AppRunner(application(token=token, instances=listed), access_log=None)
+    balancers = None
+    if args.state_dir is not None and args.bridge:
+        pool = loadbalancers.pool(args.lb_range) if args.lb_range else []
+        balancers = Balancers(lab=args.lab, state_dir=args.state_dir, pool=pool, bridge=args.bridge)
+    runner = web.AppRunner(application(token=token, instances=listed, balancers=balancers), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.address, args.port, ssl_context=tls_context(str(args.cert), str(args.key)))
     await site.start()
     print(f"kubelab cloud for lab {args.lab} on https://{args.address}:{args.port}", flush=True)
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stopping.set)
     try:
-        await asyncio.Event().wait()
+        await stopping.wait()
     finally:
         await runner.cleanup()
+        if balancers is not None:
+            balancers.close()  # haproxy ends, the addresses leave the bridge; the load balancers stay recorded
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,17 @@ from pathlib import Path
 from provisioner.addons import manager as addons
 from provisioner.artefacts import guestimage, registry
 from provisioner.drivers.base import ComponentStatus, LabStatus, MachineStatus
-from provisioner.drivers.libvirt import bundle, daemon, forwarder, inventory, plan, playbooks, ssh
+from provisioner.drivers.libvirt import (
+    bundle,
+    cloudservice,
+    daemon,
+    forwarder,
+    inventory,
+    plan,
+    playbooks,
+    ssh,
+    timesource,
+)
 from provisioner.drivers.libvirt.hypervisor import RUNNING, Hypervisor, binding
 from provisioner.drivers.libvirt.machines import VmMachines
 from provisioner.errors import ComponentError, HostError, ProvisionError, SpecError
@@ -32,6 +42,7 @@ from provisioner.lab import components, credentials, render
 from provisioner.lab.apiclient import LabApi, wait_nodes_ready
 from provisioner.lab.identity import ENV_UID, Identity
 from provisioner.lab.paths import LabPaths
+from provisioner.lab.pki import CLOUD_CONTROLLER_MANAGER
 from provisioner.lab.spec import LabSpec, service_ip
 from provisioner.project import PLAYBOOKS
 from provisioner.system import packages, ports, processes, space
@@ -51,6 +62,8 @@ HOST_NEEDS = (
     packages.Requirement("ssh", "openssh-client", "reaching the machines"),
     packages.IPROUTE,
     packages.SKOPEO,
+    packages.CHRONY,
+    packages.HAPROXY,
 )
 
 
@@ -141,6 +154,8 @@ class LibvirtDriver:
         self.console_dir.mkdir(parents=True, exist_ok=True)
         with self._hypervisor(running) as hv:
             hv.ensure_network(self.network, self.lab_machines, cidr=spec.network_cidr, xml=self._network_xml())
+            self._serve_time(running)
+            self._serve_cloud(running)
             existing = hv.domains()
             changes = plan.converge(self.lab_machines, existing)
             for name in changes.remove:
@@ -204,6 +219,20 @@ class LibvirtDriver:
         self.say("  kubectl get nodes -o wide")
         self.say(f"  kubelab ssh {self.master.name}        (or: ssh -F {self.ssh_config_file} {self.master.name})")
 
+    def _serve_cloud(self, running: daemon.Daemon) -> None:
+        """The lab's cloud API on its gateway, where its network is (the master's cloud-controller-manager
+        asks it about the machines)."""
+        service = cloudservice.plan(self.spec, self.paths, uri=running.uri)
+        cloudservice.ensure(service, self.paths, netns_name=running.netns, tags=self.tags, say=self.say)
+
+    def _serve_time(self, running: daemon.Daemon) -> None:
+        """The lab's time source on its gateway, where its network is (before the machines boot)."""
+        if not timesource.serves_here(running.uri):
+            self.say(f"  time: the lab's network is on the host of {running.uri}; no time source here")
+            return
+        source = timesource.plan(self.spec, self.paths)
+        timesource.ensure(source, self.paths, netns_name=running.netns, tags=self.tags, say=self.say)
+
     def _network_xml(self) -> str:
         return plan.network_xml(self.network, self.lab_machines, lab=self.spec.name, uid=self.uid)
 
@@ -235,7 +264,10 @@ class LibvirtDriver:
                     credentials.KubeletServing(f"kubelet-{m.name}", m.name, (m.name,), (m.ip,))
                     for m in self.lab_machines
                 ),
-                components=tuple(credentials.standard_components([m.name for m in self.lab_machines])),
+                components=(
+                    *credentials.standard_components([m.name for m in self.lab_machines]),
+                    ("cloud-controller-manager", CLOUD_CONTROLLER_MANAGER),
+                ),
                 component_server=f"https://{master.ip}:{inventory.GUEST_API_PORT}",
                 admin_server=f"https://127.0.0.1:{self.spec.api_port}",
                 etcd_dns_names=(master.name, "localhost"),
@@ -346,6 +378,8 @@ class LibvirtDriver:
         running = daemon.current()
         if running is None:
             forwarder.stop(self.paths)
+            timesource.stop(self.paths)
+            cloudservice.stop(self.paths)
             return []
         with self._hypervisor(running) as hv:
             active = {n: d for n, d in hv.domains().items() if d.isActive()}
@@ -373,6 +407,8 @@ class LibvirtDriver:
                         self.say(f"  {name}: did not shut down within {SHUTDOWN_TIMEOUT:.0f}s; powered off")
                         domain.destroy()
         forwarder.stop(self.paths)
+        timesource.stop(self.paths)
+        cloudservice.stop(self.paths)
         return sorted(active)
 
     def start(self) -> None:
@@ -384,6 +420,8 @@ class LibvirtDriver:
         accel = daemon.accelerator(self.spec.accel)
         with self._hypervisor(running) as hv:
             hv.ensure_network(self.network, self.lab_machines, cidr=self.spec.network_cidr, xml=self._network_xml())
+            self._serve_time(running)
+            self._serve_cloud(running)
             hv.ensure_pool(self.pool)
             domains = hv.domains()
             missing = [m.name for m in self.lab_machines if m.name not in domains]
@@ -403,6 +441,10 @@ class LibvirtDriver:
     def down(self) -> list[str]:
         removed: list[str] = []
         forwarder.stop(self.paths)
+        if cloudservice.stop(self.paths):
+            removed.append("cloud API")
+        if timesource.stop(self.paths):  # before the namespace it runs in can go
+            removed.append("time source (chronyd)")
         running = daemon.current()
         if running is not None:
             self.machines().cut_off(())  # the lab's partition table, if a fault left one

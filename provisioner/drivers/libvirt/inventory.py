@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from provisioner.drivers.base import Machine
-from provisioner.drivers.libvirt import plan
+from provisioner.drivers.libvirt import cloudservice, plan
 from provisioner.errors import ProvisionError
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.render import HEADER
@@ -38,6 +38,7 @@ REQUIRED_VARIABLES = (
     "kubelab_code_digest",
     "kubelab_master_ip",
     "kubelab_gateway_ip",
+    "kubelab_cloud_url",
     "kubelab_api_port",
     "kubelab_etcd_port",
     "kubelab_etcd_peer_port",
@@ -81,6 +82,7 @@ def variables(spec: LabSpec, *, paths: LabPaths, ssh_key: Path, ssh_config: Path
         "kubelab_code_digest": bundle.digest,
         "kubelab_master_ip": plan.master(spec).ip,
         "kubelab_gateway_ip": network.gateway,
+        "kubelab_cloud_url": f"https://{network.gateway}:{cloudservice.PORT}",
         "kubelab_api_port": GUEST_API_PORT,
         "kubelab_etcd_port": GUEST_ETCD_PORT,
         "kubelab_etcd_peer_port": GUEST_ETCD_PEER_PORT,
