@@ -1,4 +1,4 @@
-"""ClusterIP and NodePort allocation, as kube-apiserver does it, on etcd.
+"""ClusterIP and NodePort allocation (``healthCheckNodePort`` too), as kube-apiserver does it, on etcd.
 
 Each allocated IP or port is a key under ``/kubelab/allocations/`` created with a create-if-absent
 transaction, so two API servers can never hand out the same one. Reservations made while handling
@@ -35,11 +35,27 @@ def _owner(service: Object) -> str:
     return f"{namespace_of(service)}/{name_of(service)}"
 
 
+def needs_health_check(service: Object) -> bool:
+    """Whether a Service gets a ``healthCheckNodePort`` (kube's NeedsHealthCheck): a LoadBalancer
+    with ``externalTrafficPolicy: Local``, whose load balancer asks each node whether it has a
+    local endpoint."""
+    spec = service.get("spec") or {}
+    return spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
+
+
+def health_check_port(service: Object) -> int:
+    """The ``healthCheckNodePort`` a Service holds (0: none)."""
+    value = (service.get("spec") or {}).get("healthCheckNodePort")
+    return value if needs_health_check(service) and isinstance(value, int) and value > 0 else 0
+
+
 def _ports_of(service: Object) -> set[int]:
+    """The node ports a Service holds: its ports' ``nodePort``s and its ``healthCheckNodePort``."""
     spec = service.get("spec") or {}
     if spec.get("type") not in NODE_PORT_TYPES:
         return set()
-    return {int(p["nodePort"]) for p in spec.get("ports") or [] if p.get("nodePort")}
+    held = {int(p["nodePort"]) for p in spec.get("ports") or [] if p.get("nodePort")}
+    return held | ({health_check_port(service)} if health_check_port(service) else set())
 
 
 def _ip_of(service: Object) -> str:
@@ -172,6 +188,8 @@ class ServiceAllocator:
                 spec.setdefault("ipFamilyPolicy", "SingleStack")
             if kind in NODE_PORT_TYPES:
                 reserved += await self._allocate_ports(service, old, reserve=reserve)
+                if needs_health_check(service):
+                    reserved += await self._allocate_health_check(service, old, reserve=reserve)
             else:
                 for port in spec.get("ports") or []:
                     port.pop("nodePort", None)
@@ -218,6 +236,35 @@ class ServiceAllocator:
                 if reserve:
                     reserved.append(f"{PORT_PREFIX}{chosen}")
         return reserved
+
+    async def _allocate_health_check(self, service: Object, old: Object | None, *, reserve: bool) -> list[str]:
+        """The Service's ``healthCheckNodePort``: kept from ``old``, the one asked for, or a free one.
+        Failing to get the one asked for is an internal error in kube's words, not a field error."""
+        spec = service["spec"]
+        own_ports = {int(p["nodePort"]) for p in spec.get("ports") or [] if p.get("nodePort")}
+        wanted = spec.get("healthCheckNodePort") or 0
+        if wanted and old is not None and wanted == health_check_port(old):
+            return []
+        if not wanted:
+            chosen = await self._random_port(_owner(service), reserve=reserve, taken_now=own_ports)
+            spec["healthCheckNodePort"] = chosen
+            return [f"{PORT_PREFIX}{chosen}"] if reserve else []
+        low, high = self.node_ports
+        problem = ""
+        if not low <= wanted <= high:
+            problem = f"provided port is not in the valid range. The range of valid ports is {low}-{high}"
+        elif (
+            wanted in own_ports
+            or (await self._store.get(f"{PORT_PREFIX}{wanted}"))[0] is not None
+            or (reserve and not await self._reserve(f"{PORT_PREFIX}{wanted}", _owner(service)))
+        ):
+            problem = "provided port is already allocated"
+        if problem:
+            cause = f"failed to allocate requested HealthCheck NodePort {wanted}: {problem}"
+            raise StatusError(
+                500, "InternalError", f"Internal error occurred: {cause}", details={"causes": [{"message": cause}]}
+            )
+        return [f"{PORT_PREFIX}{wanted}"] if reserve else []
 
     async def release_keys(self, keys: Iterable[str]) -> None:
         for key in keys:

@@ -14,6 +14,7 @@ from agents.machinery.settings import SettingsError
 from agents.proxy.nft import Nft, RouteTable
 from agents.proxy.proxy import Proxy, ProxyConfig
 from agents.proxy.rules import NodeConfig, valid_table_name
+from agents.proxy.servicehealth import ServiceHealthServer
 from agents.proxy.settings import ProxySettings
 
 
@@ -39,7 +40,11 @@ def config_of(settings: ProxySettings) -> ProxyConfig:
     return ProxyConfig(
         node_name=settings.node_name or socket.gethostname(),
         node_ip=node_ip,
-        node=NodeConfig(cluster_cidr=settings.cluster_cidr, node_port_addresses=(node_ip,) if node_ip else ()),
+        node=NodeConfig(
+            cluster_cidr=settings.cluster_cidr,
+            node_port_addresses=(node_ip,) if node_ip else (),
+            node_name=settings.node_name or socket.gethostname(),
+        ),
         table=settings.table,
         min_sync_interval=settings.min_sync_interval,
         resync_period=settings.resync_period,
@@ -48,7 +53,10 @@ def config_of(settings: ProxySettings) -> ProxyConfig:
 
 async def main(settings: ProxySettings, client: Client, ready: asyncio.Event) -> None:
     routes = RouteTable(netns=settings.netns) if settings.routes else None
-    proxy = Proxy(client, config_of(settings), nft=Nft(netns=settings.netns), routes=routes)
+    config = config_of(settings)
+    # the health checks of externalTrafficPolicy Local Services answer where the NodePorts do
+    health = ServiceHealthServer(address=config.node_ip, netns=settings.netns)
+    proxy = Proxy(client, config, nft=Nft(netns=settings.netns), routes=routes, health=health)
     await proxy.run(ready)
 
 

@@ -35,6 +35,7 @@ class Endpoint:
     ready: bool = True
     serving: bool = True
     terminating: bool = False
+    node_name: str = ""  # the node the endpoint runs on (its slice's ``nodeName``), "" when not told
 
     @property
     def sort_key(self) -> tuple[bytes, int]:
@@ -56,6 +57,8 @@ class Service:
     name: str
     cluster_ips: tuple[str, ...]  # IPv4 only
     ports: tuple[ServicePort, ...]
+    external_local: bool = False  # externalTrafficPolicy Local: NodePort traffic to this node's endpoints only
+    health_check_node_port: int | None = None  # where the load balancer asks for this node's local endpoints
 
 
 @dataclass(frozen=True, order=True)
@@ -104,7 +107,20 @@ def service_from(obj: Object) -> Service | None:
                 node_port=node_port if isinstance(node_port, int) and node_port > 0 else None,
             )
         )
-    return Service(namespace_of(obj), name_of(obj), cluster_ips, tuple(ports))
+    health_check = spec.get("healthCheckNodePort")
+    external_local = exposes_node_ports and spec.get("externalTrafficPolicy") == "Local"
+    return Service(
+        namespace_of(obj),
+        name_of(obj),
+        cluster_ips,
+        tuple(ports),
+        external_local=external_local,
+        health_check_node_port=(
+            health_check
+            if external_local and kind == "LoadBalancer" and isinstance(health_check, int) and health_check > 0
+            else None
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -145,6 +161,13 @@ def usable(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
     return tuple(sorted(unique.values(), key=lambda e: e.sort_key))
 
 
+def local_endpoints(endpoints: Iterable[Endpoint], node_name: str) -> tuple[Endpoint, ...]:
+    """The endpoints of one Service port on node ``node_name`` that take new connections (kube-proxy's
+    rule for ``externalTrafficPolicy: Local``: the ready local ones, or the local ones still serving
+    while they terminate)."""
+    return usable(e for e in endpoints if node_name and e.node_name == node_name)
+
+
 def slice_endpoints(obj: Object) -> dict[PortRef, frozenset[Endpoint]]:
     """The IPv4 endpoints of one EndpointSlice that may take traffic (ready, or serving while
     terminating), per Service port.
@@ -158,13 +181,13 @@ def slice_endpoints(obj: Object) -> dict[PortRef, frozenset[Endpoint]]:
         return {}
     if (obj.get("metadata") or {}).get("deletionTimestamp"):
         return {}
-    addresses: list[tuple[str, Conditions]] = []
+    addresses: list[tuple[str, Conditions, str]] = []
     for endpoint in obj.get("endpoints") or []:
         first = next(iter(endpoint.get("addresses") or []), None)
         address = _ipv4(first) if first is not None else None
         conditions = conditions_of(endpoint)
         if address is not None and (conditions.ready or (conditions.serving and conditions.terminating)):
-            addresses.append((address, conditions))
+            addresses.append((address, conditions, str(endpoint.get("nodeName") or "")))
     found: dict[PortRef, frozenset[Endpoint]] = {}
     for port in obj.get("ports") or []:
         protocol = PROTOCOLS.get(str(port.get("protocol") or "TCP"))
@@ -173,8 +196,8 @@ def slice_endpoints(obj: Object) -> dict[PortRef, frozenset[Endpoint]]:
             continue  # a slice port without a number means "all ports": nothing to DNAT to
         ref = PortRef(namespace_of(obj), service, str(port.get("name") or ""), protocol)
         found[ref] = found.get(ref, frozenset()) | {
-            Endpoint(address, number, ready=c.ready, serving=c.serving, terminating=c.terminating)
-            for address, c in addresses
+            Endpoint(address, number, ready=c.ready, serving=c.serving, terminating=c.terminating, node_name=node)
+            for address, c, node in addresses
         }
     return found
 

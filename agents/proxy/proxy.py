@@ -26,6 +26,8 @@ from agents.proxy.model import Endpoint, PortRef, Service, merge_endpoints, serv
 from agents.proxy.nft import Nft, RouteTable
 from agents.proxy.routes import Route, pod_cidrs, wanted_routes
 from agents.proxy.rules import NodeConfig, render
+from agents.proxy.servicehealth import HealthCheck, ServiceHealthServer
+from agents.proxy.servicehealth import plan as plan_health_checks
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,19 @@ class _Converted(Generic[T]):
 
 
 class Proxy:
-    def __init__(self, client: Client, config: ProxyConfig, *, nft: Nft, routes: RouteTable | None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        config: ProxyConfig,
+        *,
+        nft: Nft,
+        routes: RouteTable | None,
+        health: ServiceHealthServer | None = None,
+    ) -> None:
         self.config = config
         self.nft = nft
         self.routes = routes
+        self.health = health
         self.services = Informer(client, SERVICES)
         self.slices = Informer(client, ENDPOINT_SLICES)
         self.nodes = Informer(client, NODES)
@@ -95,19 +106,22 @@ class Proxy:
         if _route_facts(old) != _route_facts(new):  # heartbeats change neither
             self._dirty.set()
 
-    def desired(self) -> tuple[str, list[Route]]:
-        """The ruleset and the routes the caches call for now."""
+    def desired(self) -> tuple[str, list[Route], dict[int, HealthCheck]]:
+        """The ruleset, the routes and the service health checks the caches call for now."""
         services = [s for s in self._services.all(self.services) if s is not None]
         endpoints = merge_endpoints(self._slices.all(self.slices))
         ruleset = render(services, endpoints, self.config.node, table=self.config.table)
         routes = wanted_routes(self.nodes.items(), node_name=self.config.node_name, node_ip=self.config.node_ip)
-        return ruleset, routes
+        checks = plan_health_checks(services, endpoints, node_name=self.config.node_name)
+        return ruleset, routes, checks
 
     async def sync(self, *, force: bool = False) -> None:
         started = time.perf_counter()
-        ruleset, routes = self.desired()
+        ruleset, routes, checks = self.desired()
         planned = time.perf_counter()
         written = await self.nft.apply(ruleset, force=force)
+        if self.health is not None:  # after the rules: a 200 means the traffic is programmed
+            await self.health.apply(checks)
         applied = time.perf_counter()
         if self.routes is not None:
             plan = await self.routes.reconcile(routes, force=force)
@@ -174,3 +188,5 @@ class Proxy:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.health is not None:
+                await self.health.close()

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from agents.apiserver import validation as v
+from agents.apiserver.allocators import health_check_port, needs_health_check
 from agents.apiserver.kinds import ephemeralcontainers, serviceaccounts
 from agents.apiserver.kinds.base import Admission, Strategy
 from agents.apiserver.kinds.podspec import (
@@ -15,7 +16,7 @@ from agents.apiserver.kinds.podspec import (
     validate_pod_spec,
     validate_template,
 )
-from agents.apiserver.status import FieldError, forbidden, invalid, required, too_long
+from agents.apiserver.status import FieldError, forbidden, invalid, not_supported, required, too_long
 from agents.apiserver.validation import Errors
 from agents.machinery.objects import Object, deep_copy
 from agents.machinery.selectors import valid_label_value
@@ -222,6 +223,59 @@ def copy_allocated(new: Object, old: Object) -> None:
                 found = old_ports.get((port.get("port"), port.get("protocol", "TCP")))
                 if found:
                     port["nodePort"] = found
+    kept_check = old_spec.get("healthCheckNodePort")
+    if needs_health_check(old) and needs_health_check(new) and kept_check and not new_spec.get("healthCheckNodePort"):
+        new_spec["healthCheckNodePort"] = kept_check
+
+
+def drop_type_dependent(new: Object, old: Object) -> None:
+    """Clear what the Service's new type or policy no longer uses when the client left it as it was
+    (kube's dropTypeDependentFields): the ``healthCheckNodePort`` (released after the update) and an
+    ``externalTrafficPolicy`` the Service can no longer be reached by."""
+    new_spec, old_spec = new.setdefault("spec", {}), old.get("spec") or {}
+    if (
+        needs_health_check(old)
+        and not needs_health_check(new)
+        and new_spec.get("healthCheckNodePort") == old_spec.get("healthCheckNodePort")
+    ):
+        new_spec.pop("healthCheckNodePort", None)
+    if (
+        _externally_accessible(old_spec)
+        and not _externally_accessible(new_spec)
+        and new_spec.get("externalTrafficPolicy") == old_spec.get("externalTrafficPolicy")
+    ):
+        new_spec.pop("externalTrafficPolicy", None)
+
+
+def _externally_accessible(spec: dict[str, Any]) -> bool:
+    kind = spec.get("type") or "ClusterIP"
+    return kind in ("NodePort", "LoadBalancer") or (kind == "ClusterIP" and bool(spec.get("externalIPs")))
+
+
+def _traffic_policy_errors(spec: dict[str, Any], service: Object) -> Errors:
+    """kube's validateServiceExternalTrafficPolicy: the policy only where the Service is reachable
+    from outside, a ``healthCheckNodePort`` only for a LoadBalancer with the policy ``Local``."""
+    out: Errors = []
+    policy = spec.get("externalTrafficPolicy")
+    if policy:
+        if not _externally_accessible(spec):
+            detail = "may only be set for externally-accessible services"
+            out.append(invalid("spec.externalTrafficPolicy", policy, detail))
+        elif policy not in ("Cluster", "Local"):
+            out.append(not_supported("spec.externalTrafficPolicy", policy, ("Cluster", "Local")))
+    port = spec.get("healthCheckNodePort")
+    if needs_health_check(service):
+        if port:
+            out += v.port_number("spec.healthCheckNodePort", port)
+    elif port:
+        out.append(
+            invalid(
+                "spec.healthCheckNodePort",
+                port,
+                "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+            )
+        )
+    return out
 
 
 class ServiceStrategy(Strategy):
@@ -298,17 +352,21 @@ class ServiceStrategy(Strategy):
         out += v.one_of("spec.sessionAffinity", spec.get("sessionAffinity", "None"), ("None", "ClientIP"))
         for i, ip in enumerate(spec.get("externalIPs") or []):
             out += v.ip_address(f"spec.externalIPs[{i}]", ip)
+        out += _traffic_policy_errors(spec, obj)
         return out
 
     def prepare_update(self, new: Object, old: Object) -> None:
         super().prepare_update(new, old)
         copy_allocated(new, old)
+        drop_type_dependent(new, old)
 
     def validate_update(self, new: Object, old: Object) -> Errors:
         out = self.validate(new)
         new_spec, old_spec = new.get("spec") or {}, old.get("spec") or {}
         if "ExternalName" not in (new_spec.get("type"), old_spec.get("type")) and old_spec.get("clusterIP"):
             out += _immutable("spec.clusterIP", new_spec.get("clusterIP"), old_spec.get("clusterIP"))
+        if needs_health_check(old) and needs_health_check(new) and health_check_port(new) != health_check_port(old):
+            out.append(forbidden("spec.healthCheckNodePort", "field is immutable"))
         return out
 
     async def admit_create(self, admission: Admission, obj: Object, *, dry_run: bool) -> None:
