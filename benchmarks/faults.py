@@ -5,8 +5,10 @@ requests that failed meanwhile.
 Each fault hits while a 6-replica Deployment behind a NodePort Service is rolled to a new version and a
 load probe sends 5 requests a second (1 s deadline each) to the NodePort on another node
 (``kubelab_testing.drills``). Faults: crash, pause and partition of a worker (healed once its pods are
-replaced), SIGKILL of every component in turn, and the master powered off and on. Before the faults,
-``drain`` rolls with no fault at all: the same Deployment (no preStop hook), then one whose pods sleep
+replaced), the crash again with the load sent through the cloud's load balancer (``lb``: a
+LoadBalancer Service of the same pods; its DETECT is when haproxy's health checks take the node out),
+SIGKILL of every component in turn, and the master powered off and on. Before the faults, ``drain``
+rolls with no fault at all: the same Deployment (no preStop hook), then one whose pods sleep
 10 s in a preStop hook within a 20 s grace period (``drill.DRAINED``): the zero-loss rollout drill. Its
 requests have a 10 s deadline (``drill.ROLLOUT_DEADLINE``: a slow answer is not a lost one) and the
 figures add how many answers took longer than 1 s and the slowest.
@@ -73,7 +75,7 @@ def _figures(fault: str, detect: float | None, replaced: float | None, recover: 
     }
 
 
-GROUPS = ("drain", "crash", "partition", "pause", "kills", "master")
+GROUPS = ("drain", "crash", "lb", "partition", "pause", "kills", "master")
 
 
 def _rollouts(lab: Lab, kubectl: Kubectl, rolled: drill.Rolled) -> list[dict[str, Any]]:
@@ -107,6 +109,27 @@ def _rollouts(lab: Lab, kubectl: Kubectl, rolled: drill.Rolled) -> list[dict[str
     return rows
 
 
+def _behind_load_balancer(
+    lab: Lab, kubectl: Kubectl, faults: Faults, rolled: drill.Rolled, node: str
+) -> dict[str, Any]:
+    """The crash of a worker with the load going through the cloud's load balancer (a LoadBalancer
+    Service of the same pods) instead of a NodePort: DETECT is when haproxy's health checks take the
+    node out, not when it turns NotReady."""
+    entry = drill.load_balancer_entry(kubectl, rolled)
+    load = ServiceLoad(lab, entry)
+    watch = drill.LoadBalancerWatch(lab, node)
+    try:
+        drill.warm(load)
+        watch.start()
+        got = drill.lose_worker(lab, kubectl, faults, rolled, load=load, fault="crash", node=node)
+    finally:
+        watch.stop()
+        load.stop()
+        drill.delete_load_balancer(kubectl, rolled)
+    figures = _figures(f"crash {node} via load balancer", watch.down_after, got.replaced, got.recovered, got.requests)
+    return {**figures, "node_notready_s": got.detected}
+
+
 def measure(lab: Lab, groups: tuple[str, ...] = GROUPS) -> list[dict[str, Any]]:
     kubectl = Kubectl(lab.kubeconfig)
     faults = Faults(lab)
@@ -116,6 +139,9 @@ def measure(lab: Lab, groups: tuple[str, ...] = GROUPS) -> list[dict[str, Any]]:
     try:
         if "drain" in groups:
             rows.extend(_rollouts(lab, kubectl, rolled))
+        if "lb" in groups:
+            rows.append(_behind_load_balancer(lab, kubectl, faults, rolled, worker2))
+            print(_row(rows[-1]), f"(node NotReady after {rows[-1]['node_notready_s']}s)", flush=True)
         for fault, node in (("crash", worker2), ("partition", worker1), ("pause", worker2)):
             if fault not in groups:
                 continue

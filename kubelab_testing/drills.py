@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -262,6 +264,85 @@ def lose_worker(
     faults.heal(node, wait=True)
     rolled.wait()
     return Figures(fault, node, detected, moved, _since(began), load.summary(began))
+
+
+# --- the cloud's load balancer in front of the drill --------------------------------------------------
+
+LB_SUFFIX = "-lb"
+
+
+def load_balancer_entry(kubectl: Kubectl, rolled: Rolled, *, timeout: float = 120) -> str:
+    """A ``type: LoadBalancer`` Service beside the drill's NodePort one (same pods); its address, as a URL."""
+    name = rolled.name + LB_SUFFIX
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"type": "LoadBalancer", "selector": {"app": rolled.name}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    kubectl.ok("apply", "-f", "-", stdin=manifest(service))
+
+    def address() -> str:
+        found = kubectl("get", "service", name, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}")
+        return found.out.strip() if found.ok else ""
+
+    return f"http://{eventually(address, timeout=timeout, interval=POLL, what=f'{name} external address')}/"
+
+
+def delete_load_balancer(kubectl: Kubectl, rolled: Rolled) -> None:
+    kubectl("delete", "service", rolled.name + LB_SUFFIX, "--wait=false")
+
+
+def haproxy_states(lab: Lab) -> dict[str, set[str]]:
+    """What the lab cloud's haproxy says of each node (its servers are named after the nodes): the
+    states of its servers over every load balancer (``UP``, ``DOWN``, ``no check``...), from its stats
+    socket in the lab's cloud directory."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        sock.connect(str(lab.root / "cloud" / "haproxy.sock"))
+        sock.sendall(b"show stat\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    lines = data.decode(errors="replace").splitlines()
+    header = lines[0].lstrip("# ").split(",") if lines else []
+    out: dict[str, set[str]] = {}
+    if "svname" not in header or "status" not in header:
+        return out
+    name, state = header.index("svname"), header.index("status")
+    for line in lines[1:]:
+        cells = line.split(",")
+        if len(cells) > max(name, state) and cells[name] not in ("FRONTEND", "BACKEND"):
+            out.setdefault(cells[name], set()).add(cells[state].split(" ")[0])
+    return out
+
+
+class LoadBalancerWatch:
+    """Notes when the cloud's haproxy takes ``node`` out (every server of it DOWN), seconds after ``start``."""
+
+    def __init__(self, lab: Lab, node: str) -> None:
+        self.lab, self.node = lab, node
+        self.down_after: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lb-watch-{node}", daemon=True)
+
+    def start(self) -> None:
+        self.began = time.time()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                states = haproxy_states(self.lab).get(self.node, set())
+            except OSError:
+                continue
+            if states and states <= {"DOWN"}:
+                self.down_after = round(time.time() - self.began, 1)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any, TypedDict
 
 CHECK_INTERVAL = "2s"  # haproxy's ``inter``: how often each node is checked
 FALL, RISE = 2, 1  # checks failed before a node is out, passed before it is back
+CONNECT_TIMEOUT, RETRIES = "500ms", 3  # a connection not answered in time is tried again elsewhere
 
 
 class LoadBalancerError(ValueError):
@@ -166,11 +167,13 @@ def haproxy_config(balancers: Sequence[LoadBalancer], *, lab: str, stats_socket:
         f"    stats socket {stats_socket} mode 600 level admin",
         "defaults",
         "    mode tcp",
-        "    timeout connect 5s",
+        # a node that does not answer within CONNECT_TIMEOUT (a dead one, or a dead pod its NodePort
+        # sent the connection to) is given up, and each retry goes to another node
+        f"    timeout connect {CONNECT_TIMEOUT}",
         "    timeout client 1h",
         "    timeout server 1h",
-        "    option redispatch",
-        "    retries 2",
+        "    option redispatch 1",
+        f"    retries {RETRIES}",
     ]
     for lb in sorted(balancers, key=lambda b: b.name):
         for port in lb.ports:

@@ -58,6 +58,7 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--lb-range", default="", help="FIRST-LAST: the load balancers' addresses ('': none)")
     parser.add_argument("--bridge", default="", help="the lab network's bridge, where those addresses go")
     parser.add_argument("--state-dir", type=Path, help="where the load balancers are kept, with haproxy's files")
+    parser.add_argument("--code", default="", help="the digest of this code (what its starter compares)")
     return parser.parse_args(list(argv))
 
 

@@ -14,6 +14,7 @@ Planning is pure (:func:`plan`, :func:`argv`); the executor follows (:func:`ensu
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import ssl
 import sys
@@ -37,6 +38,16 @@ NAME = "cloud"  # the record in the lab's run directory, and its log
 PORT = 7443  # on the gateway
 CERT = "cloud"  # pki/cloud.crt, pki/cloud.key
 START_TIMEOUT = 30.0
+
+
+def code_digest() -> str:
+    """A digest of the cloud's own code: a running cloud whose code changed is started again by ``up``."""
+    here = Path(__file__).resolve()
+    files = [*sorted((here.parents[2] / "cloud").glob("*.py")), here.with_name("cloud.py")]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class CloudServiceError(HostError):
@@ -88,6 +99,7 @@ def argv(service: CloudService, *, netns_name: str) -> list[str]:
         "--address", service.address, "--port", str(service.port),
         "--cert", str(service.cert), "--key", str(service.key), "--token-file", str(service.token_file),
         "--lb-range", service.lb_range, "--bridge", service.bridge, "--state-dir", str(service.state_dir),
+        "--code", code_digest(),
     ]  # fmt: skip
     return ["ip", "netns", "exec", netns_name, *command] if netns_name else command
 
@@ -142,7 +154,7 @@ def ensure(
     say: Callable[[str], None],
 ) -> processes.ProcessRecord:
     """The lab's cloud API runs where the lab network is and answers on the gateway (started, or
-    restarted when how it runs changed)."""
+    restarted when how it runs or its code changed)."""
     ensure_credentials(service, paths)
     wanted = argv(service, netns_name=netns_name)
     record = current(paths)
