@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from agents.controllers import base
 from agents.controllers.base import Context, Controller
 from agents.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from agents.controllers.cronjob import CronJobController
@@ -61,16 +62,13 @@ CONTROLLERS: dict[str, type[Controller]] = {
 
 
 def enabled(settings: ControllerManagerSettings) -> list[str]:
-    names = list(settings.controllers)
-    if "*" in names:
-        return [n for n in CONTROLLERS if f"-{n}" not in names]
-    return [n for n in names if n in CONTROLLERS]
+    return base.enabled(settings.controllers, CONTROLLERS)
 
 
 def check(settings: ControllerManagerSettings) -> None:
-    unknown = [n.lstrip("-") for n in settings.controllers if n != "*" and n.lstrip("-") not in CONTROLLERS]
-    if unknown:
-        raise SettingsError(f"controllers: unknown {', '.join(unknown)}; known: {', '.join(CONTROLLERS)}")
+    wrong = base.unknown(settings.controllers, CONTROLLERS)
+    if wrong:
+        raise SettingsError(f"controllers: unknown {', '.join(wrong)}; known: {', '.join(CONTROLLERS)}")
     try:
         ipaddress.ip_network(settings.cluster_cidr)
     except ValueError as exc:

@@ -78,6 +78,20 @@ def index_by_namespace(obj: Object) -> Iterable[str]:
     return [(obj.get("metadata") or {}).get("namespace", "")]
 
 
+def enabled(selected: Iterable[str], known: Iterable[str]) -> list[str]:
+    """kube's ``--controllers`` rule: ``*`` for every known controller but those named ``-NAME``, or the names given."""
+    names, known = list(selected), list(known)
+    if "*" in names:
+        return [n for n in known if f"-{n}" not in names]
+    return [n for n in names if n in known]
+
+
+def unknown(selected: Iterable[str], known: Iterable[str]) -> list[str]:
+    """The names in ``--controllers`` that name no controller (``-NAME`` counts as NAME)."""
+    known = set(known)
+    return [n.lstrip("-") for n in selected if n != "*" and n.lstrip("-") not in known]
+
+
 @dataclass
 class Context:
     client: Client

@@ -45,6 +45,23 @@ class ProcessRecord:
         return cls(data["name"], data["pid"], data["start_ticks"], tuple(data["argv"]), data["log"])
 
 
+def running_record(run_dir: Path, name: str) -> ProcessRecord | None:
+    """The record ``name`` in ``run_dir`` while its process runs (the same pid and start time), else None."""
+    record = ProcessRecord.load(run_dir, name)
+    return record if record is not None and alive(record) else None
+
+
+def stop_recorded(run_dir: Path, name: str) -> bool:
+    """End the process recorded as ``name`` in ``run_dir`` (by its pid and start time, never by a name)
+    and forget the record; whether it ran."""
+    record = ProcessRecord.load(run_dir, name)
+    if record is None:
+        return False
+    stopped = stop(record)
+    (run_dir / f"{name}.json").unlink(missing_ok=True)
+    return stopped
+
+
 def stat_fields(pid: int, proc: Path = Path("/proc")) -> list[str] | None:
     """The fields of ``/proc/PID/stat`` after the program's name (the state letter first, then the
     parent's pid, ...), or None if there is no such process."""

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from agents.controllers import base
 from agents.controllers.base import Context, Controller
 from agents.controllers.cloud.node import CloudNodeController
 from agents.controllers.cloud.nodelifecycle import CloudNodeLifecycleController
@@ -28,10 +29,7 @@ CONTROLLERS: dict[str, Callable[[Context, CloudProvider], Controller]] = {
 
 
 def enabled(settings: CloudControllerManagerSettings) -> list[str]:
-    names = list(settings.controllers)
-    if "*" in names:
-        return [n for n in CONTROLLERS if f"-{n}" not in names]
-    return [n for n in names if n in CONTROLLERS]
+    return base.enabled(settings.controllers, CONTROLLERS)
 
 
 def check(settings: CloudControllerManagerSettings) -> None:
@@ -39,9 +37,9 @@ def check(settings: CloudControllerManagerSettings) -> None:
         raise SettingsError(f"cloud-provider: {settings.cloud_provider!r} is not supported: use libvirt")
     if settings.cloud_config is None:
         raise SettingsError("cloud-config: give the cloud API's config file (url, token-file, ca-file)")
-    unknown = [n.lstrip("-") for n in settings.controllers if n != "*" and n.lstrip("-") not in CONTROLLERS]
-    if unknown:
-        raise SettingsError(f"controllers: unknown {', '.join(unknown)}; known: {', '.join(CONTROLLERS)}")
+    wrong = base.unknown(settings.controllers, CONTROLLERS)
+    if wrong:
+        raise SettingsError(f"controllers: unknown {', '.join(wrong)}; known: {', '.join(CONTROLLERS)}")
     try:
         read_config(settings.cloud_config)
     except CloudError as exc:

@@ -141,8 +141,8 @@ def answers(service: CloudService, *, netns_name: str, timeout: float = 2.0) -> 
 
 
 def current(paths: LabPaths) -> processes.ProcessRecord | None:
-    record = processes.ProcessRecord.load(paths.run, NAME)
-    return record if record is not None and processes.alive(record) else None
+    """The lab's cloud process while it runs, else None."""
+    return processes.running_record(paths.run, NAME)
 
 
 def ensure(
@@ -189,9 +189,4 @@ def ensure(
 
 def stop(paths: LabPaths) -> bool:
     """End the lab's cloud API (by its record) and forget it; whether it ran."""
-    record = processes.ProcessRecord.load(paths.run, NAME)
-    if record is None:
-        return False
-    stopped = processes.stop(record)
-    (paths.run / f"{NAME}.json").unlink(missing_ok=True)
-    return stopped
+    return processes.stop_recorded(paths.run, NAME)

@@ -53,17 +53,11 @@ def ensure(
 
 def running(paths: LabPaths) -> bool:
     """Whether this lab's forwarder runs (it holds the lab's ports: they are not someone else's)."""
-    record = processes.ProcessRecord.load(paths.run, NAME)
-    return record is not None and processes.alive(record)
+    return processes.running_record(paths.run, NAME) is not None
 
 
 def stop(paths: LabPaths) -> bool:
-    record = processes.ProcessRecord.load(paths.run, NAME)
-    if record is None:
-        return False
-    stopped = processes.stop(record)
-    (paths.run / f"{NAME}.json").unlink(missing_ok=True)
-    return stopped
+    return processes.stop_recorded(paths.run, NAME)
 
 
 def record_path(paths: LabPaths) -> Path:

@@ -203,8 +203,7 @@ def query(address: str, *, netns_name: str, timeout: float = QUERY_TIMEOUT) -> A
 
 def current(paths: LabPaths) -> processes.ProcessRecord | None:
     """The lab's chronyd while it runs, else None."""
-    record = processes.ProcessRecord.load(paths.run, NAME)
-    return record if record is not None and processes.alive(record) else None
+    return processes.running_record(paths.run, NAME)
 
 
 def ensure(
@@ -267,9 +266,4 @@ def ensure(
 
 def stop(paths: LabPaths) -> bool:
     """End the lab's chronyd (by its record: pid and start time) and forget it; whether it ran."""
-    record = processes.ProcessRecord.load(paths.run, NAME)
-    if record is None:
-        return False
-    stopped = processes.stop(record)
-    (paths.run / f"{NAME}.json").unlink(missing_ok=True)
-    return stopped
+    return processes.stop_recorded(paths.run, NAME)
