@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.controllers import base
 from agents.controllers.cloud import node as cloudnode
 from agents.controllers.cloud import nodelifecycle
 from agents.controllers.cloud import service as svc
@@ -180,3 +181,11 @@ def test_a_service_that_goes_or_changes_type_takes_its_load_balancer_away() -> N
     plain = lb_service(type="ClusterIP")
     plain["metadata"]["finalizers"] = []
     assert svc.plan(plain, NODES, known_nodes=None) == svc.Plan()
+
+
+def test_the_controllers_flag_follows_kube_s_rule() -> None:
+    known = ["cloud-node", "cloud-node-lifecycle", "service"]
+    assert base.enabled(["*"], known) == known
+    assert base.enabled(["*", "-service"], known) == ["cloud-node", "cloud-node-lifecycle"]
+    assert base.enabled(["service", "route"], known) == ["service"]
+    assert base.unknown(["*", "-route", "service", "nodes"], known) == ["route", "nodes"]
