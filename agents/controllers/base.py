@@ -149,6 +149,15 @@ class Controller:
         """The time a plan is made at (plans never read the clock themselves)."""
         return datetime.now(UTC)
 
+    async def resync(self, informer: Informer, period: float) -> None:
+        """Once ``informer`` has synced, every object of it queued every ``period`` seconds (for loops
+        that also follow something outside the cluster, which sends no events)."""
+        await informer.synced.wait()
+        while True:
+            for obj in informer.items():
+                self.enqueue(obj)
+            await asyncio.sleep(period)
+
     async def sync(self, key: str) -> None:
         raise NotImplementedError
 

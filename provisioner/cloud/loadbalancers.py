@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any
 
 CHECK_INTERVAL = "2s"  # haproxy's ``inter``: how often each node is checked
 FALL, RISE = 2, 1  # checks failed before a node is out, passed before it is back
@@ -33,18 +33,6 @@ class LoadBalancerError(ValueError):
 
 class PoolExhaustedError(LoadBalancerError):
     status = 409
-
-
-class PortJSON(TypedDict, total=False):
-    name: str
-    protocol: str
-    port: int
-    nodePort: int
-
-
-class NodeJSON(TypedDict):
-    name: str
-    address: str
 
 
 @dataclass(frozen=True)

@@ -138,13 +138,6 @@ class CloudNodeController(Controller):
         if decided.retry:
             self.queue.add_after(key, RETRY_SECONDS)
 
-    async def _refresh(self) -> None:
-        """Every ``node-status-update-frequency``: every node, so addresses follow the cloud."""
-        await self.nodes.synced.wait()
-        while True:
-            for node in self.nodes.items():
-                self.enqueue(node)
-            await asyncio.sleep(self.period)
-
     async def run(self) -> None:
-        await asyncio.gather(self._refresh(), super().run())
+        # every node-status-update-frequency, every node: its addresses follow the cloud's
+        await asyncio.gather(self.resync(self.nodes, self.period), super().run())

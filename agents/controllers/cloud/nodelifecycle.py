@@ -96,12 +96,5 @@ class CloudNodeLifecycleController(Controller):
                     raise
         self.record(node, decided.event)
 
-    async def _monitor(self) -> None:
-        await self.nodes.synced.wait()
-        while True:
-            for node in self.nodes.items():
-                self.enqueue(node)
-            await asyncio.sleep(self.period)
-
     async def run(self) -> None:
-        await asyncio.gather(self._monitor(), super().run())
+        await asyncio.gather(self.resync(self.nodes, self.period), super().run())
