@@ -6,6 +6,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
 ran=0
+# the e2e tier writes what the lab's master was doing at its first failures here (tests/e2e/conftest.py)
+KUBELAB_DIAGNOSTICS=$(mktemp)
+export KUBELAB_DIAGNOSTICS
+trap 'rm -f "$KUBELAB_DIAGNOSTICS"' EXIT
 for tier in "$@"; do
     echo "=== test tier: $tier"
     if [[ ! -d "tests/$tier" ]]; then
@@ -17,7 +21,14 @@ for tier in "$@"; do
     case $rc in
         0) ran=$((ran + 1)) ;;
         5) echo "=== tier $tier collected no tests" ;;
-        *) echo "=== tier $tier failed (pytest exit code $rc)"; exit "$rc" ;;
+        *)
+            if [[ -s "$KUBELAB_DIAGNOSTICS" ]]; then
+                echo "=== what the lab's master was doing at the first failures"
+                tail -n 120 "$KUBELAB_DIAGNOSTICS"
+            fi
+            echo "=== tier $tier failed (pytest exit code $rc)"
+            exit "$rc"
+            ;;
     esac
 done
 if [[ $ran -eq 0 ]]; then
