@@ -122,7 +122,7 @@ class NodeStatus:
                 NODES,
                 self.name,
                 nodes.heartbeat(current, body, external_cloud=self.external_cloud),
-                kind="merge",
+                kind="strategic",
                 subresource="status",
             )
             log.info("node %s was registered before; status refreshed", self.name)
@@ -139,7 +139,7 @@ class NodeStatus:
                 if time.monotonic() - last_status >= self.settings.status_interval:
                     current = self.informer.get(self.name) or await self.client.get(NODES, self.name)
                     patch = nodes.heartbeat(current, self.node_object(), external_cloud=self.external_cloud)
-                    await self.client.patch(NODES, self.name, patch, kind="merge", subresource="status")
+                    await self.client.patch(NODES, self.name, patch, kind="strategic", subresource="status")
                     last_status = time.monotonic()
             except (ApiError, ApiUnavailableError) as exc:
                 log.warning("node %s heartbeat failed: %s", self.name, exc)

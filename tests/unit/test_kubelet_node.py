@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from agents.apiserver.patch import strategic_merge
 from agents.kubelet.__main__ import check
 from agents.kubelet.cni import CONFLIST_NAME, BridgeNetwork, bridge_conflist, conflist_text, write_conflist
 from agents.kubelet.node import heartbeat, node_object, parse_labels, parse_taints
@@ -102,6 +103,19 @@ def test_under_an_external_cloud_the_node_waits_for_the_cloud_and_then_keeps_its
     initialized = {**node, "spec": {"providerID": "libvirt://x"}}
     assert "addresses" not in heartbeat(initialized, node, external_cloud=True)["status"]  # now the cloud's
     assert "addresses" in heartbeat(initialized, node)["status"]
+
+
+def test_a_heartbeat_patched_as_the_kubelet_patches_keeps_conditions_other_components_own(
+    definitions: dict[str, Any],
+) -> None:
+    """The kubelet's status patch is strategic (conditions merge by type): the route controller's
+    NetworkUnavailable condition outlives every heartbeat."""
+    node = node_object("w", ip="192.168.150.11", facts=FACTS, max_pods=110, runtime_version="x")
+    routed = {"type": "NetworkUnavailable", "status": "False", "reason": "RouteCreated"}
+    stored = {**node, "status": {**node["status"], "conditions": [*node["status"]["conditions"], routed]}}
+    patched = strategic_merge(definitions, "V1Node", stored, heartbeat(stored, node))
+    kinds = [c["type"] for c in patched["status"]["conditions"]]
+    assert routed in patched["status"]["conditions"] and len(kinds) == len(set(kinds)), kinds
 
 
 # --- settings ------------------------------------------------------------------------------------
