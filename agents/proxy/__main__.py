@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import sys
 from collections.abc import Sequence
@@ -11,11 +12,14 @@ from collections.abc import Sequence
 from agents.machinery import component
 from agents.machinery.client import Client
 from agents.machinery.settings import SettingsError
+from agents.proxy.errors import RouteError
 from agents.proxy.nft import Nft, RouteTable
 from agents.proxy.proxy import Proxy, ProxyConfig
 from agents.proxy.rules import NodeConfig, valid_table_name
 from agents.proxy.servicehealth import ServiceHealthServer
 from agents.proxy.settings import ProxySettings
+
+log = logging.getLogger("agents.proxy")
 
 
 def check(settings: ProxySettings) -> None:
@@ -51,8 +55,22 @@ def config_of(settings: ProxySettings) -> ProxyConfig:
     )
 
 
+async def _remove_routes(table: RouteTable) -> None:
+    """Take away the routes an earlier run of the proxy added (``routes: false``: the cloud's router
+    carries the pod networks now); a failure is logged, not fatal."""
+    try:
+        plan = await table.reconcile([])
+    except RouteError as exc:
+        log.warning("could not remove the host-gw routes of an earlier run: %s", exc)
+        return
+    if plan is not None and plan.actions:
+        log.info("routes off: removed %s", ", ".join(f"{a.route.cidr} via {a.route.via}" for a in plan.actions))
+
+
 async def main(settings: ProxySettings, client: Client, ready: asyncio.Event) -> None:
     routes = RouteTable(netns=settings.netns) if settings.routes else None
+    if routes is None:
+        await _remove_routes(RouteTable(netns=settings.netns))
     config = config_of(settings)
     # the health checks of externalTrafficPolicy Local Services answer where the NodePorts do
     health = ServiceHealthServer(address=config.node_ip, netns=settings.netns)

@@ -34,6 +34,11 @@ def _up_flags(up: argparse.ArgumentParser) -> None:
         "--lb-range", help="libvirt: FIRST-LAST addresses of load balancers (default: the network's upper half)"
     )
     up.add_argument(
+        "--pod-routes",
+        choices=labspec.POD_ROUTES,
+        help="libvirt: who routes pod networks between nodes: cloud (the lab's router, default) or host-gw",
+    )
+    up.add_argument(
         "--accel", choices=labspec.ACCELERATORS, help="libvirt: kvm, tcg (software), or auto (default: kvm if usable)"
     )
     up.add_argument("--api-port", type=int, help="API server port on 127.0.0.1 (default 6443)")

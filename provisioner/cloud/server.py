@@ -8,7 +8,10 @@ A cloud-controller-manager asks it what a cloud's API answers about machines:
 - ``GET /v1/loadbalancers[/{name}]``, ``PUT /v1/loadbalancers/{name}`` (``ports``: ``port`` and
   ``nodePort`` each, ``nodes``: ``name`` and ``address`` each, ``healthCheckNodePort``; answered with
   the load balancer and its ``address``), ``DELETE /v1/loadbalancers/{name}``: what a service
-  controller asks for each ``type: LoadBalancer`` Service (``loadbalancers.py``, ``haproxy.py``).
+  controller asks for each ``type: LoadBalancer`` Service (``loadbalancers.py``, ``haproxy.py``);
+- ``GET /v1/routes[/{name}]``, ``PUT /v1/routes/{name}`` (``destinationCIDR``, ``targetInstance``: answered with
+  the route and its ``nextHop``), ``DELETE /v1/routes/{name}``: what a route controller asks for each
+  node's pod CIDR, carried by the lab network's gateway (``routes.py``, ``router.py``).
 
 Every answer is JSON; an error is ``{"error": "..."}`` with its status. A request without the token
 is a ``401``. The backend (libvirt, or anything that lists instances) is read at every request: the
@@ -17,6 +20,7 @@ cloud keeps no copy of its own to go stale.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ssl
 from collections.abc import Awaitable, Callable
@@ -27,6 +31,8 @@ from aiohttp import web
 from provisioner.cloud.haproxy import Balancers
 from provisioner.cloud.instances import Instance, find
 from provisioner.cloud.loadbalancers import LoadBalancerError
+from provisioner.cloud.router import Router, RouterError
+from provisioner.cloud.routes import RouteError, blackhole
 
 Lister = Callable[[], Awaitable[list[Instance]]]
 TOKEN_HEADER = "Authorization"
@@ -36,8 +42,10 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def application(*, token: str, instances: Lister, balancers: Balancers | None = None) -> web.Application:
-    """The cloud's routes over ``instances`` (the backend) and ``balancers``, guarded by ``token``."""
+def application(
+    *, token: str, instances: Lister, balancers: Balancers | None = None, routes: Router | None = None
+) -> web.Application:
+    """The cloud's endpoints over ``instances`` (the backend), ``balancers`` and ``routes``, guarded by ``token``."""
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
@@ -99,6 +107,48 @@ def application(*, token: str, instances: Lister, balancers: Balancers | None = 
             return _error(404, f"no load balancer is named {name}")
         return web.json_response({"name": name, "deleted": True})
 
+    def router() -> Router:
+        if routes is None:
+            raise web.HTTPNotFound(text='{"error": "this cloud has no routes"}', content_type="application/json")
+        return routes
+
+    async def list_routes(_request: web.Request) -> web.Response:
+        found, machines = await asyncio.to_thread(router().listing), await instances()
+        return web.json_response({"items": [r.json(blackhole=blackhole(r, machines)) for r in found]})
+
+    async def get_route(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        found = next((r for r in await asyncio.to_thread(router().listing) if r.name == name), None)
+        if found is None:
+            return _error(404, f"no route is named {name}")
+        return web.json_response(found.json(blackhole=blackhole(found, await instances())))
+
+    async def put_route(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the body must be a JSON object")
+        if not isinstance(body, dict):
+            return _error(400, "the body must be a JSON object")
+        name, machines = request.match_info["name"], await instances()
+        try:
+            made = await asyncio.to_thread(router().ensure, name, body, instances=machines)
+        except RouteError as exc:
+            return _error(exc.status, str(exc))
+        except RouterError as exc:
+            return _error(500, str(exc))
+        return web.json_response(made.json())
+
+    async def delete_route(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            gone = await asyncio.to_thread(router().delete, name)
+        except RouterError as exc:
+            return _error(500, str(exc))
+        if gone is None:
+            return _error(404, f"no route is named {name}")
+        return web.json_response(gone.json())
+
     app = web.Application(middlewares=[authenticate])
     app.router.add_get("/v1/instances", list_instances)
     app.router.add_get("/v1/instances/{name}", get_instance)
@@ -106,6 +156,10 @@ def application(*, token: str, instances: Lister, balancers: Balancers | None = 
     app.router.add_get("/v1/loadbalancers/{name}", get_balancer)
     app.router.add_put("/v1/loadbalancers/{name}", put_balancer)
     app.router.add_delete("/v1/loadbalancers/{name}", delete_balancer)
+    app.router.add_get("/v1/routes", list_routes)
+    app.router.add_get("/v1/routes/{name}", get_route)
+    app.router.add_put("/v1/routes/{name}", put_route)
+    app.router.add_delete("/v1/routes/{name}", delete_route)
     return app
 
 

@@ -20,6 +20,9 @@ from provisioner.errors import SpecError
 
 DRIVERS = ("libvirt", "local")
 ACCELERATORS = ("auto", "kvm", "tcg")
+# "cloud": the cloud-controller-manager's route controller puts them in the cloud's router (the lab
+# network's gateway); "host-gw": every node's proxy routes the other nodes' CIDRs via their addresses
+POD_ROUTES = ("cloud", "host-gw")
 MAX_WORKERS = 16
 MIN_DISK_GIB = 4
 FIRST_HOST = 10  # the master's host number in network-cidr; workers follow it
@@ -59,6 +62,7 @@ class LabSpec:
     disk: int = 8
     network_cidr: str = "192.168.123.0/24"
     lb_range: str = ""  # load balancers' addresses on the lab network: FIRST-LAST ('': the default, lb_range())
+    pod_routes: str = "cloud"  # who routes the nodes' pod CIDRs: the cloud's router, or every node (host-gw)
     accel: str = "auto"
 
     @staticmethod
@@ -206,6 +210,8 @@ def _validate_machines(spec: LabSpec) -> None:
         raise SpecError(f"disk {spec.disk}: give GiB between {MIN_DISK_GIB} and 1024")
     if spec.accel not in ACCELERATORS:
         raise SpecError(f"accel {_shown(spec.accel)}: choose one of {', '.join(ACCELERATORS)}")
+    if spec.pod_routes not in POD_ROUTES:
+        raise SpecError(f"pod-routes {_shown(spec.pod_routes)}: choose one of {', '.join(POD_ROUTES)}")
     try:
         machines = ipaddress.ip_network(spec.network_cidr)
     except ValueError as exc:

@@ -158,6 +158,7 @@ def test_forward_arguments_round_trip() -> None:
         ({"master_cpus": "0"}, "master-cpus 0: choose 1 to 16"),
         ({"disk": "2"}, "disk 2: give GiB between 4"),
         ({"accel": "hvf"}, "accel 'hvf': choose one of auto, kvm, tcg"),
+        ({"pod_routes": "flannel"}, "pod-routes 'flannel': choose one of cloud, host-gw"),
         ({"network_cidr": "10.244.3.0/24"}, "overlaps cluster-cidr"),
         ({"network_cidr": "192.168.1.0/30"}, "between /16 and /28"),
         ({"network_cidr": "192.168.1.0/28", "workers": "8"}, "too small for a master and 8 workers"),

@@ -14,6 +14,10 @@ It is its own program (``python -m agents.controllers.cloud``, leader-elected on
 - ``service`` (kube's service controller): a cloud load balancer for each ``type: LoadBalancer``
   Service, its address in the Service's status, taken away (behind the
   ``service.kubernetes.io/load-balancer-cleanup`` finalizer) when the Service goes.
+- ``route`` (kube's route controller): each Node's podCIDR routed to its machine by the cloud's
+  router (routes named ``<cluster-name>-<node UID>``), the Node's ``NetworkUnavailable`` condition
+  saying whether it is; it runs only with ``--configure-cloud-routes``, ``--allocate-node-cidrs`` and
+  a ``--cluster-cidr``.
 
 ``provider`` is the cloud's client. Each controller decides in a pure ``plan``.
 """

@@ -12,6 +12,7 @@ from agents.controllers.base import Context, Controller
 from agents.controllers.cloud.node import CloudNodeController
 from agents.controllers.cloud.nodelifecycle import CloudNodeLifecycleController
 from agents.controllers.cloud.provider import CloudError, CloudProvider, read_config
+from agents.controllers.cloud.route import RouteController, cluster_networks, not_started
 from agents.controllers.cloud.service import ServiceController
 from agents.controllers.cloud.settings import CloudControllerManagerSettings
 from agents.machinery import component
@@ -25,11 +26,15 @@ CONTROLLERS: dict[str, Callable[[Context, CloudProvider], Controller]] = {
     "cloud-node": CloudNodeController,
     "cloud-node-lifecycle": CloudNodeLifecycleController,
     "service": ServiceController,
+    "route": RouteController,
 }
 
 
 def enabled(settings: CloudControllerManagerSettings) -> list[str]:
-    return base.enabled(settings.controllers, CONTROLLERS)
+    """The controllers to run: those ``--controllers`` selects, but ``route`` only when the settings let
+    it (kube's rule: routes need allocated node CIDRs and the cluster's CIDR)."""
+    names = base.enabled(settings.controllers, CONTROLLERS)
+    return [n for n in names if n != "route" or not not_started(settings)]
 
 
 def check(settings: CloudControllerManagerSettings) -> None:
@@ -41,6 +46,10 @@ def check(settings: CloudControllerManagerSettings) -> None:
     if wrong:
         raise SettingsError(f"controllers: unknown {', '.join(wrong)}; known: {', '.join(CONTROLLERS)}")
     try:
+        cluster_networks(settings.cluster_cidr)
+    except ValueError as exc:
+        raise SettingsError(f"cluster-cidr: {exc}") from exc
+    try:
         read_config(settings.cloud_config)
     except CloudError as exc:
         raise SettingsError(f"cloud-config: {exc}") from exc
@@ -50,6 +59,9 @@ async def main(settings: CloudControllerManagerSettings, client: Client, ready: 
     assert settings.cloud_config is not None
     recorder = EventRecorder(client, component="cloud-controller-manager")
     ctx = Context(client, recorder, settings)
+    route_off = not_started(settings)
+    if route_off and "route" in base.enabled(settings.controllers, CONTROLLERS):
+        log.info("will not configure cloud provider routes: %s", route_off)
     async with CloudProvider(read_config(settings.cloud_config)) as cloud:
         controllers = [CONTROLLERS[name](ctx, cloud) for name in enabled(settings)]
         informers = list(ctx.informers.values())

@@ -4,7 +4,8 @@ The cloud config file (``--cloud-config``, YAML) says where the API is and how t
 ``url`` (``https://<lab network host address>:<port>``), ``token-file`` and ``ca-file``. Instances
 come back as the API sends them (``provider.cloud.instances``' JSON): ``name``, ``providerID``,
 ``state``, ``addresses``, ``region``, ``zone``, ``instanceType``. A machine the cloud does not know
-is ``None``; anything else that goes wrong is a ``CloudError``.
+is ``None``; anything else that goes wrong is a ``CloudError``. Routes (the cloud router's, for the
+route controller) are ``Route``: a pod CIDR sent to an instance by name.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import aiohttp
 import yaml
@@ -21,6 +22,27 @@ from agents.machinery.errors import KubelabError
 
 Instance = dict[str, Any]
 TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+class Route(TypedDict):
+    """A route of the cloud's router, as its API sends it: traffic to ``destinationCIDR`` goes to the
+    instance ``targetInstance`` (a Node's name) at ``nextHop``; a ``blackhole`` route's instance is gone."""
+
+    name: str
+    destinationCIDR: str
+    targetInstance: str
+    nextHop: str
+    blackhole: bool
+
+
+def _route(found: dict[str, Any]) -> Route:
+    return Route(
+        name=str(found.get("name") or ""),
+        destinationCIDR=str(found.get("destinationCIDR") or ""),
+        targetInstance=str(found.get("targetInstance") or ""),
+        nextHop=str(found.get("nextHop") or ""),
+        blackhole=bool(found.get("blackhole")),
+    )
 
 
 class CloudError(KubelabError):
@@ -75,13 +97,14 @@ class CloudProvider:
             await self._session.close()
 
     async def _call(
-        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
+        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None, missing: bool = True
     ) -> Instance | None:
-        """The cloud's answer; None for a 404; a ``CloudError`` with the cloud's message for another error."""
+        """The cloud's answer; None for a 404 (``missing``, else an error too); a ``CloudError`` with the
+        cloud's message for another error."""
         assert self._session is not None, "use the provider as an async context manager"
         try:
             async with self._session.request(method, f"{self.config.url}{path}", params=params, json=body) as response:
-                if response.status == 404:
+                if response.status == 404 and missing:
                     return None
                 answer = await response.json(content_type=None)
                 if response.status != 200:
@@ -121,3 +144,23 @@ class CloudProvider:
     async def delete_load_balancer(self, name: str) -> bool:
         """Whether it existed (a load balancer already gone is no error)."""
         return await self._call("DELETE", f"/v1/loadbalancers/{name}") is not None
+
+    # --- routes ----------------------------------------------------------------------------------
+
+    async def list_routes(self) -> list[Route]:
+        """The cloud's routes; a cloud without routes (404) is a ``CloudError`` like any refusal."""
+        found = await self._call("GET", "/v1/routes", missing=False)
+        return [_route(r) for r in (found or {}).get("items") or [] if isinstance(r, dict)]
+
+    async def create_route(self, name: str, *, destination_cidr: str, target_instance: str) -> Route:
+        """Create (or change) route ``name``: ``destination_cidr`` to the instance ``target_instance``; the
+        cloud's refusal (400, 404 for an unknown instance, 409 for a CIDR another route holds) is a ``CloudError``."""
+        body = {"destinationCIDR": destination_cidr, "targetInstance": target_instance}
+        found = await self._call("PUT", f"/v1/routes/{name}", body=body, missing=False)
+        if found is None:
+            raise CloudError(f"PUT /v1/routes/{name}: the cloud answered with no route")
+        return _route(found)
+
+    async def delete_route(self, name: str) -> bool:
+        """Whether it existed (a route already gone is no error)."""
+        return await self._call("DELETE", f"/v1/routes/{name}") is not None

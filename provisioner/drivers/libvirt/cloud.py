@@ -4,8 +4,9 @@
 driver) at every call, with each domain's address from the lab's plan and the libvirt host's name as
 its zone. Run as ``python -m provisioner.drivers.libvirt.cloud``, it serves them on the lab network's
 host address (see ``provisioner.cloud.server``), and the lab's load balancers (``provisioner.cloud.haproxy``:
-addresses from ``--lb-range`` on the lab's bridge, one haproxy), until it is stopped (SIGTERM: haproxy
-ends and the addresses leave the bridge).
+addresses from ``--lb-range`` on the lab's bridge, one haproxy), and the lab's routes
+(``provisioner.cloud.router``: the gateway routes each node's pod CIDR to it, in a table of the lab's),
+until it is stopped (SIGTERM: haproxy ends, the addresses leave the bridge, the routes leave the kernel).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiohttp import web
 from provisioner.cloud import instances as cloud
 from provisioner.cloud import loadbalancers
 from provisioner.cloud.haproxy import Balancers
+from provisioner.cloud.router import Router
 from provisioner.cloud.server import application, tls_context
 from provisioner.drivers.libvirt import plan
 from provisioner.drivers.libvirt.hypervisor import Hypervisor
@@ -57,7 +59,12 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--token-file", required=True, type=Path)
     parser.add_argument("--lb-range", default="", help="FIRST-LAST: the load balancers' addresses ('': none)")
     parser.add_argument("--bridge", default="", help="the lab network's bridge, where those addresses go")
-    parser.add_argument("--state-dir", type=Path, help="where the load balancers are kept, with haproxy's files")
+    parser.add_argument("--state-dir", type=Path, help="where the load balancers, haproxy's files and routes are kept")
+    parser.add_argument(
+        "--router-namespace",
+        action="store_true",
+        help="the network namespace is kubelab's own: the router may turn ICMP redirects off for all of it",
+    )
     parser.add_argument("--code", default="", help="the digest of this code (what its starter compares)")
     return parser.parse_args(list(argv))
 
@@ -69,11 +76,21 @@ async def serve(args: argparse.Namespace) -> None:
         return await asyncio.to_thread(read_instances, args.uri, spec)
 
     token = args.token_file.read_text().strip()
+    router = None
+    if args.state_dir is not None and args.bridge:
+        router = Router(
+            bridge=args.bridge,
+            network=args.network_cidr,
+            state_dir=args.state_dir,
+            own_namespace=args.router_namespace,
+        )
+        router.start()  # first: a kernel that refuses leaves nothing else started
     balancers = None
     if args.state_dir is not None and args.bridge:
         pool = loadbalancers.pool(args.lb_range) if args.lb_range else []
         balancers = Balancers(lab=args.lab, state_dir=args.state_dir, pool=pool, bridge=args.bridge)
-    runner = web.AppRunner(application(token=token, instances=listed, balancers=balancers), access_log=None)
+    app = application(token=token, instances=listed, balancers=balancers, routes=router)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.address, args.port, ssl_context=tls_context(str(args.cert), str(args.key)))
     await site.start()
@@ -87,6 +104,8 @@ async def serve(args: argparse.Namespace) -> None:
         await runner.cleanup()
         if balancers is not None:
             balancers.close()  # haproxy ends, the addresses leave the bridge; the load balancers stay recorded
+        if router is not None:
+            router.close()  # the rule, the table's routes and the isolation go; the routes stay recorded
 
 
 def main(argv: Sequence[str] | None = None) -> int:

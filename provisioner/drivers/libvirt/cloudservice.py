@@ -67,7 +67,7 @@ class CloudService:
     ca_file: Path
     lb_range: str  # FIRST-LAST ('' none)
     bridge: str  # the lab network's bridge
-    state_dir: Path  # the load balancers and haproxy's files
+    state_dir: Path  # the load balancers and haproxy's files, the routes
 
     @property
     def url(self) -> str:
@@ -101,6 +101,8 @@ def argv(service: CloudService, *, netns_name: str) -> list[str]:
         "--lb-range", service.lb_range, "--bridge", service.bridge, "--state-dir", str(service.state_dir),
         "--code", code_digest(),
     ]  # fmt: skip
+    if netns_name:  # kubelab's own namespace: its router may turn ICMP redirects off for all of it
+        command.append("--router-namespace")
     return ["ip", "netns", "exec", netns_name, *command] if netns_name else command
 
 

@@ -64,6 +64,7 @@ HOST_NEEDS = (
     packages.SKOPEO,
     packages.CHRONY,
     packages.HAPROXY,
+    packages.Requirement("nft", "nftables", "the cloud router's walls between lab networks"),
 )
 
 
