@@ -36,17 +36,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     lab = getattr(item, "funcargs", {}).get("kubelab_lab")
-    if not report.failed or not isinstance(lab, Lab) or len(DIAGNOSED) >= 3:
-        return
+    if not report.failed or not isinstance(lab, Lab) or len(DIAGNOSED) >= 3 or not (lab.root / "lab.json").exists():
+        return  # (a lab already removed, by the last scenario, has no master to ask)
     DIAGNOSED.append(item.nodeid)
-    looked = lab.ssh(lab.master.name, MASTER_FACTS, timeout=60)
-    forwarder = lab.root / "logs" / "forward.log"
-    tail = forwarder.read_text(errors="replace").splitlines()[-5:] if forwarder.exists() else []
-    text = "\n".join(
-        [f"=== {item.nodeid} ({report.when}) on {lab.master.name}", looked.out, looked.err, "forwarder:", *tail]
-    )
+    try:
+        text = _master_facts(lab, f"{item.nodeid} ({report.when})")
+    except Exception as exc:  # looking must never turn a failed scenario into a broken session
+        text = f"=== {item.nodeid}: could not look at the master: {exc!r}"
     report.sections.append(("kubelab master", text))
     target = os.environ.get("KUBELAB_DIAGNOSTICS")
     if target:
         with open(target, "a", encoding="utf-8") as out:
             out.write(text + "\n")
+
+
+def _master_facts(lab: Lab, title: str) -> str:
+    looked = lab.ssh(lab.master.name, MASTER_FACTS, timeout=60)
+    forwarder = lab.root / "logs" / "forward.log"
+    tail = forwarder.read_text(errors="replace").splitlines()[-5:] if forwarder.exists() else []
+    return "\n".join([f"=== {title} on {lab.master.name}", looked.out, looked.err, "forwarder:", *tail])

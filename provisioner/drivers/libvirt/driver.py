@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -354,7 +355,26 @@ class LibvirtDriver:
     # --- the API, from the host ------------------------------------------------------------------
 
     def wait_ready(self) -> None:
-        wait_nodes_ready(self.api, [m.name for m in self.lab_machines], timeout=READY_TIMEOUT, say=self.say)
+        try:
+            wait_nodes_ready(self.api, [m.name for m in self.lab_machines], timeout=READY_TIMEOUT, say=self.say)
+        except ComponentError as exc:
+            if "the API server:" not in str(exc):
+                raise
+            raise ComponentError(f"{exc}\n{self._api_server_seen_from_its_machine()}") from None
+
+    def _api_server_seen_from_its_machine(self) -> str:
+        """When the API server does not answer through the tunnel: what its machine says of it (its
+        unit, its load and memory, its last log lines), or why that could not be asked."""
+        command = (
+            "systemctl is-active kubelab-apiserver etcd | paste -sd ' '; uptime; free -m | sed -n 2p; "
+            "journalctl --no-pager -o cat -n 8 -u kubelab-apiserver"
+        )
+        try:
+            done = self.access.run(self.master.name, command, timeout=30.0)
+        except subprocess.TimeoutExpired:
+            return f"  {self.master.name}: no answer over ssh within 30s either"
+        said = (done.stdout or done.stderr).strip().splitlines()
+        return "\n".join(f"  {self.master.name}: {line}" for line in said[-12:])
 
     def _delete_stale_nodes(self) -> None:
         """Remove the Nodes of worker machines that left the lab (also those of an earlier `up` that
