@@ -36,6 +36,7 @@ from agents.scheduler.settings import SchedulerSettings
 from provisioner.drivers.libvirt.inventory import InventoryNode, inventory
 from provisioner.drivers.libvirt.playbooks import SITE
 from provisioner.drivers.local.components import MIRRORED_REGISTRIES
+from provisioner.lab import render
 from provisioner.lab.render import HEADER
 from provisioner.project import PLAYBOOKS, TEMPLATES
 from tests.support.inventory import lab_variables
@@ -340,6 +341,9 @@ def test_the_agents_configs_load_with_each_agent_s_settings(tmp_path: Path) -> N
     cloud = _settings(_step("kubelab-master", "/etc/kubelab/cloud-controller-manager.yaml"), tmp_path)
     assert cloud.kubeconfig == Path("/etc/kubelab/cloud-controller-manager.kubeconfig")
     assert cloud.cloud_config == Path("/etc/kubelab/cloud-config.yaml") and cloud.healthz.port == 10258
+    # the cloud routes the pod networks (--pod-routes cloud, the default): the proxies do not
+    assert cloud.configure_cloud_routes and cloud.allocate_node_cidrs and cloud.cluster_cidr == "10.244.0.0/16"
+    assert not proxy.routes
     config = yaml.safe_load(_step("kubelab-master", "/etc/kubelab/cloud-config.yaml").text)
     assert config == {
         "url": "https://192.168.150.1:7443",
@@ -425,3 +429,20 @@ def test_the_node_s_kernel_settings_forward_and_filter_bridged_traffic() -> None
     assert "\n-net.bridge.bridge-nf-call-iptables = 1\n" in sysctl
     modules = _step("kubelab-worker1", "/etc/modules-load.d/kubelab.conf").text
     assert "\nbr_netfilter\n" in modules
+
+
+def test_the_local_driver_s_proxy_config_renders_with_plain_jinja_and_routes_on(tmp_path: Path) -> None:
+    """The local driver renders the proxy's template without Ansible (no Ansible filters there) and
+    gives no proxy_routes: its nodes have no cloud, so the proxy routes the pod networks."""
+    text = render.render(
+        "agents/proxy.yaml.j2",
+        proxy_kubeconfig="/k",
+        proxy_node_name="n1",
+        proxy_node_ip="10.250.0.2",
+        proxy_cluster_cidr="10.244.0.0/16",
+        proxy_netns="kl-x",
+        proxy_healthz_port=10256,
+    )
+    settings = tmp_path / "proxy.yaml"
+    settings.write_text(text)
+    assert load(ProxySettings, ["--config", str(settings)], env_prefix="KUBELAB_NOTHING", prog="test").routes
