@@ -42,6 +42,15 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+async def _json_object(request: web.Request) -> dict[str, Any] | None:
+    """The request's body when it is a JSON object, else None."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def application(
     *, token: str, instances: Lister, balancers: Balancers | None = None, routes: Router | None = None
 ) -> web.Application:
@@ -89,11 +98,8 @@ def application(
         return web.json_response(found.json())
 
     async def put_balancer(request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "the body must be a JSON object")
-        if not isinstance(body, dict):
+        body = await _json_object(request)
+        if body is None:
             return _error(400, "the body must be a JSON object")
         try:  # on the loop's own thread: haproxy is this process's child for as long as that thread lives
             made = lbs().ensure(request.match_info["name"], body)
@@ -124,11 +130,8 @@ def application(
         return web.json_response(found.json(blackhole=blackhole(found, await instances())))
 
     async def put_route(request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "the body must be a JSON object")
-        if not isinstance(body, dict):
+        body = await _json_object(request)
+        if body is None:
             return _error(400, "the body must be a JSON object")
         name, machines = request.match_info["name"], await instances()
         try:
