@@ -19,9 +19,9 @@ import logging
 import re
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from provisioner.cloud import routes
 from provisioner.cloud.instances import Instance
@@ -29,6 +29,7 @@ from provisioner.cloud.instances import Instance
 log = logging.getLogger(__name__)
 _LINK = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 TIMEOUT = 10.0  # seconds, for each tool run
+T = TypeVar("T")
 
 
 class RouterError(RuntimeError):
@@ -60,6 +61,14 @@ def _run(argv: Sequence[str], *, stdin: str | None = None, absent: Sequence[str]
     return done.stdout
 
 
+def _parsed(text: str, parse: Callable[[str], T], what: str) -> T:
+    """``parse(text)``, the output of ``what``; a ``RouterError`` quoting it when it is not as expected."""
+    try:
+        return parse(text)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise RouterError(f"unexpected output of {what}: {text[:200]!r}") from exc
+
+
 class IpKernel:
     """The real kernel, through ``ip``, ``nft`` and ``/proc/sys`` (of the namespace this process is in)."""
 
@@ -74,18 +83,11 @@ class IpKernel:
             raise RouterError(f"unexpected output of ip link show dev {link}: {text[:200]!r}") from exc
 
     def rules(self) -> list[routes.Rule]:
-        text = _run(["ip", "-json", "-4", "rule", "show"])
-        try:
-            return routes.parse_rules(text)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise RouterError(f"unexpected output of ip rule show: {text[:200]!r}") from exc
+        return _parsed(_run(["ip", "-json", "-4", "rule", "show"]), routes.parse_rules, "ip rule show")
 
     def routes_of(self, table: int) -> list[routes.KernelRoute]:
         text = _run(["ip", "-json", "-4", "route", "show", "table", str(table)], absent=["table does not exist"])
-        try:
-            return routes.parse_routes(text)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise RouterError(f"unexpected output of ip route show table {table}: {text[:200]!r}") from exc
+        return _parsed(text, routes.parse_routes, f"ip route show table {table}")
 
     def apply(self, action: routes.Action) -> None:
         proto = ["proto", str(routes.PROTOCOL)]
