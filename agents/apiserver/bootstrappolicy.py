@@ -214,6 +214,8 @@ _SCHEDULER = [
     rule(READ, ["apps"], ["replicasets", "statefulsets"]),
     rule(READ, ["policy"], ["poddisruptionbudgets"]),
     rule(READ, ["storage.k8s.io"], ["csidrivers", "csinodes", "csistoragecapacities", "storageclasses"]),
+    # kube's system:volume-scheduler, bound to the scheduler too: a claim's selected node, a volume's claim
+    rule(("patch", "update"), [""], ["persistentvolumeclaims", "persistentvolumes"]),
     *_REVIEWS,
 ]
 _CONTROLLER_MANAGER = [
@@ -222,9 +224,24 @@ _CONTROLLER_MANAGER = [
     rule(
         ("create",),
         [""],
-        ["pods", "events", "endpoints", "serviceaccounts", "secrets", "configmaps", "persistentvolumeclaims"],
+        [
+            "pods",
+            "events",
+            "endpoints",
+            "serviceaccounts",
+            "secrets",
+            "configmaps",
+            "persistentvolumeclaims",
+            "persistentvolumes",
+        ],
     ),
     rule(("create",), ["events.k8s.io"], ["events"]),
+    # the persistent volume, attach/detach and expansion controllers (kube's system:controller:* roles for
+    # them), said even where the first rule holds them: volumes, claims and their status, attachments
+    rule((*READ, "create", "update", "patch", "delete"), [""], ["persistentvolumes", "persistentvolumeclaims"]),
+    rule(("update", "patch"), [""], ["persistentvolumes/status", "persistentvolumeclaims/status", "nodes/status"]),
+    rule((*READ, "create", "delete"), ["storage.k8s.io"], ["volumeattachments"]),
+    rule(READ, ["storage.k8s.io"], ["storageclasses", "csinodes", "csidrivers"]),
     rule(("create",), ["apps"], ["replicasets", "controllerrevisions"]),
     rule(("create",), ["batch"], ["jobs"]),
     rule(("create",), ["discovery.k8s.io"], ["endpointslices"]),
@@ -262,9 +279,18 @@ _CLOUD_CONTROLLER_MANAGER = [
     rule((*READ, "patch", "update"), [""], ["services"]),
     rule(("patch", "update"), [""], ["services/status"]),
     rule((*READ, "create", "update"), ["coordination.k8s.io"], ["leases"]),
+    # the CSI driver's controller side (kube ships it as external-provisioner, -attacher and -resizer
+    # sidecars with their own roles): volumes created for claims, attachments carried out, claims grown
+    rule((*READ, "create", "delete", "patch", "update"), [""], ["persistentvolumes"]),
+    rule((*READ, "patch", "update"), [""], ["persistentvolumeclaims"]),
+    rule(("patch", "update"), [""], ["persistentvolumeclaims/status", "persistentvolumes/status"]),
+    rule((*READ, "patch", "update"), ["storage.k8s.io"], ["volumeattachments"]),
+    rule(("patch", "update"), ["storage.k8s.io"], ["volumeattachments/status"]),
+    rule(READ, ["storage.k8s.io"], ["storageclasses", "csinodes", "csidrivers"]),
 ]
-# What a kubelet may do: the Node authorizer's rules (the Secrets, ConfigMaps and claims it reads only
-# through its pods), narrowed to its own objects by NodeRestriction; kube binds this role to no one.
+# What a kubelet may do: the Node authorizer's rules (the Secrets, ConfigMaps, claims, volumes and
+# attachments it reads only through its pods and its node, the CSINode of its own name), narrowed to its
+# own objects by NodeRestriction; kube binds this role to no one.
 NODE_RULES = [
     rule((*READ, "create", "update", "patch", "delete"), [""], ["nodes"]),
     rule(("patch", "update"), [""], ["nodes/status"]),
@@ -274,6 +300,10 @@ NODE_RULES = [
     rule(("patch", "update"), [""], ["pods/status"]),
     rule(("create",), [""], ["pods/eviction"]),
     rule(READ, [""], ["configmaps", "secrets", "services", "endpoints", "persistentvolumeclaims", "persistentvolumes"]),
+    rule(("get", "update", "patch"), [""], ["persistentvolumeclaims/status"]),  # volume expansion
+    rule(("get",), ["storage.k8s.io"], ["volumeattachments"]),
+    rule(("get", "create", "update", "patch", "delete"), ["storage.k8s.io"], ["csinodes"]),
+    rule(READ, ["storage.k8s.io"], ["csidrivers"]),
     rule(("create",), [""], ["serviceaccounts/token"]),
     rule((*READ, "create", "update", "patch", "delete"), ["coordination.k8s.io"], ["leases"]),
     *_REVIEWS,

@@ -1,4 +1,4 @@
-"""NodeRestriction admission: a kubelet writes only its own Node, its own Lease and the pods bound to it.
+"""NodeRestriction admission: a kubelet writes only its own Node, Lease and CSINode and the pods bound to it.
 
 The Node authorizer lets a kubelet write Nodes, pods' status and Leases at all; this check, run on
 every write a node's credentials make, narrows that to its own objects, with kube's wording. A pod's
@@ -35,6 +35,8 @@ def check(attrs: Attributes, graph: PodGraph, *, created_name: str = "", body: O
             raise _forbidden(attrs, name, f'node "{node}" is not allowed to modify node "{name}"')
     elif attrs.api_group == "" and attrs.resource == "pods":
         _check_pod(attrs, graph, node, name)
+    elif attrs.api_group == "storage.k8s.io" and attrs.resource == "csinodes" and name != node:
+        raise _forbidden(attrs, name, "can only access CSINode with the same name as the requesting node")
     elif _node_lease(attrs) and name != node:
         raise _forbidden(
             attrs, name, f'node "{node}" can only access node lease with the same name as the requesting node'

@@ -81,6 +81,7 @@ QUANTITY_FIELDS: frozenset[tuple[str, str]] = frozenset(
         ("V1ContainerStatus", "allocatedResources"),
         ("V1NodeStatus", "capacity"),
         ("V1NodeStatus", "allocatable"),
+        ("V1PersistentVolumeSpec", "capacity"),
         ("V1PersistentVolumeClaimStatus", "capacity"),
         ("V1PersistentVolumeClaimStatus", "allocatedResources"),
     }

@@ -64,7 +64,9 @@ PACKAGES = {
 # generated.proto files the table is built from, and kubectl sends APIServices as JSON (apply, create -f).
 # autoscaling/v2 likewise: the table carries autoscaling/v1 only (what kubectl autoscale sends, as protobuf).
 # apiextensions.k8s.io's CustomResourceDefinition lives in its own repository, not k8s.io/api: JSON too.
-JSON_ONLY = frozenset({"apiextensions.k8s.io/v1", "apiregistration.k8s.io/v1", "autoscaling/v2"})
+# storage.k8s.io/v1's messages are not in the table either; kubectl has no generator for its kinds and
+# sends them as JSON (apply, create -f).
+JSON_ONLY = frozenset({"apiextensions.k8s.io/v1", "apiregistration.k8s.io/v1", "autoscaling/v2", "storage.k8s.io/v1"})
 
 # Pointer fields (Message.field) whose zero value ("", 0, false) is a choice the client made and
 # must survive decoding; every other field holding a zero value is dropped, as omitempty would.
@@ -156,6 +158,7 @@ KEEP_ZERO = frozenset(
 INLINE = frozenset(
     {
         "Volume.volumeSource",
+        "PersistentVolumeSpec.persistentVolumeSource",
         "Probe.handler",
         "EphemeralContainer.ephemeralContainerCommon",
         "ConfigMapEnvSource.localObjectReference",

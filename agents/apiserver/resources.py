@@ -176,6 +176,27 @@ RESOURCES: tuple[Resource, ...] = (
         create_on_update=True,
     ),
     Resource("", "v1", "ServiceAccount", "serviceaccounts", True, "V1ServiceAccount", ("sa",), (), ("token",)),
+    # strategies and the storage admission plugins in agents/apiserver/kinds/storage.py
+    Resource(
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        False,
+        "V1PersistentVolume",
+        ("pv",),
+        subresources=("status",),
+    ),
+    Resource(
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        True,
+        "V1PersistentVolumeClaim",
+        ("pvc",),
+        subresources=("status",),
+    ),
     Resource(
         "",
         "v1",
@@ -324,6 +345,18 @@ RESOURCES: tuple[Resource, ...] = (
     Resource(
         "rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False, "V1ClusterRoleBinding"
     ),
+    Resource("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, "V1StorageClass", ("sc",)),
+    Resource(
+        "storage.k8s.io",
+        "v1",
+        "VolumeAttachment",
+        "volumeattachments",
+        False,
+        "V1VolumeAttachment",
+        subresources=("status",),
+    ),
+    Resource("storage.k8s.io", "v1", "CSINode", "csinodes", False, "V1CSINode"),
+    Resource("storage.k8s.io", "v1", "CSIDriver", "csidrivers", False, "V1CSIDriver"),
     Resource(
         "authorization.k8s.io",
         "v1",

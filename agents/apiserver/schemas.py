@@ -138,6 +138,11 @@ INTEGER_FORMATS = {
     "V2HPAScalingPolicy.value": "int32",
     "V2HPAScalingPolicy.periodSeconds": "int32",
     "V2HorizontalPodAutoscalerCondition.observedGeneration": "int64",
+    # storage.k8s.io/v1, whose messages the table does not carry
+    "StorageV1TokenRequest.expirationSeconds": "int64",
+    "V1CSIDriverSpec.nodeAllocatableUpdatePeriodSeconds": "int64",
+    "V1VolumeError.errorCode": "int32",
+    "V1VolumeNodeResources.count": "int32",
     # apiextensions.k8s.io/v1 (k8s.io/apiextensions-apiserver's types, not in the table's k8s.io/api)
     "ApiextensionsV1ServiceReference.port": "int32",
     "V1CustomResourceColumnDefinition.priority": "int32",

@@ -186,7 +186,8 @@ class ApiServer:
         if self.authorizer.uses_rbac:
             self.cache.add_index(self.authorizer.rbac)
         if self.authorizer.uses_node:
-            self.cache.add_index(graph)
+            for edges in graph.indexes:
+                self.cache.add_index(edges)
         self.aggregator = aggregator.Aggregator(settings, self.catalog)  # APIServices route to other servers
         self.custom = CustomResources(self.catalog)  # CustomResourceDefinitions' kinds, served as they come
         self.cache.add_index(self.custom)
@@ -246,7 +247,7 @@ class ApiServer:
                 continue
             self.stores[resource.qualified] = ResourceStore(
                 resource,
-                strategy_for(resource, ingress_classes=self._ingress_classes),
+                strategy_for(resource, ingress_classes=self._ingress_classes, storage_classes=self._storage_classes),
                 self.store,
                 allocator=self.allocator,
                 namespace_phase=self._namespace_phase,
@@ -523,6 +524,11 @@ class ApiServer:
     async def _ingress_classes(self) -> list[dict[str, Any]]:
         """Every IngressClass (DefaultIngressClass admission looks for the default one)."""
         listed = await self.stores["ingressclasses.networking.k8s.io"].list("", ListOptions())
+        return [item.obj() for item in listed.items]
+
+    async def _storage_classes(self) -> list[dict[str, Any]]:
+        """Every StorageClass (DefaultStorageClass and PersistentVolumeClaimResize admission read them)."""
+        listed = await self.stores["storageclasses.storage.k8s.io"].list("", ListOptions())
         return [item.obj() for item in listed.items]
 
     async def _service_account(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from agents.apiserver.kinds import autoscaling
 from agents.apiserver.resources import Resource
+from agents.machinery import quantity
 from agents.machinery.objects import Object, parse_time
 from agents.machinery.selectors import SelectorError, from_structured
 
@@ -652,6 +653,225 @@ _INGRESSCLASS_COLUMNS = (
     AGE,
 )
 
+# --- storage -------------------------------------------------------------------------------------
+
+_ACCESS_MODE_ABBREVIATIONS = (
+    ("ReadWriteOnce", "RWO"),
+    ("ReadOnlyMany", "ROX"),
+    ("ReadWriteMany", "RWX"),
+    ("ReadWriteOncePod", "RWOP"),
+)
+
+
+def access_modes(modes: Iterable[str] | None) -> str:
+    """kube's GetAccessModesAsString: RWO,ROX,RWX,RWOP in that order, each once."""
+    present = set(modes or ())
+    return ",".join(short for mode, short in _ACCESS_MODE_ABBREVIATIONS if mode in present)
+
+
+def _storage_quantity(resources: dict[str, Any] | None) -> str:
+    value = (resources or {}).get("storage")
+    if value is None:
+        return "0"
+    try:
+        return quantity.canonical(value)
+    except quantity.QuantityError:
+        return str(value)
+
+
+def _volume_class(obj: Object, spec: dict[str, Any]) -> str:
+    """The class the beta annotation names, else ``spec.storageClassName``."""
+    annotations = _meta(obj).get("annotations") or {}
+    return str(annotations.get("volume.beta.kubernetes.io/storage-class", spec.get("storageClassName") or ""))
+
+
+def _phase(obj: Object) -> str:
+    return "Terminating" if _meta(obj).get("deletionTimestamp") else str((obj.get("status") or {}).get("phase", ""))
+
+
+def _pv_row(obj: Object) -> Cells:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    ref = spec.get("claimRef")
+    claim = f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref else ""
+    return [
+        _meta(obj).get("name", ""),
+        _storage_quantity(spec.get("capacity")),
+        access_modes(spec.get("accessModes")),
+        spec.get("persistentVolumeReclaimPolicy", ""),
+        _phase(obj),
+        claim,
+        _volume_class(obj, spec),
+        spec.get("volumeAttributesClassName") or "<unset>",
+        status.get("reason", ""),
+        _created(obj),
+        spec.get("volumeMode") or "<unset>",
+    ]
+
+
+_PV_COLUMNS = (
+    NAME,
+    Column("Capacity", description="capacity is the description of the persistent volume's resources and capacity."),
+    Column("Access Modes", description="accessModes contains all ways the volume can be mounted."),
+    Column(
+        "Reclaim Policy",
+        description="persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from"
+        " its claim.",
+    ),
+    Column("Status", description="phase indicates if a volume is available, bound to a claim, or released by a claim."),
+    Column(
+        "Claim",
+        description="claimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim.",
+    ),
+    Column("StorageClass", description="StorageClass of the pv"),
+    Column("VolumeAttributesClass", description="VolumeAttributesClass of the pv"),
+    Column("Reason", description="reason is a brief CamelCase string that describes any failure."),
+    AGE,
+    Column(
+        "VolumeMode",
+        priority=1,
+        description="volumeMode defines if a volume is intended to be used with a"
+        " formatted filesystem or to remain in raw block state.",
+    ),
+)
+
+
+def _pvc_row(obj: Object) -> Cells:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    volume = spec.get("volumeName") or ""
+    capacity = _storage_quantity(status.get("capacity")) if volume else ""
+    modes = access_modes(status.get("accessModes")) if volume else ""
+    return [
+        _meta(obj).get("name", ""),
+        _phase(obj),
+        volume,
+        capacity,
+        modes,
+        _volume_class(obj, spec),
+        spec.get("volumeAttributesClassName") or "<unset>",
+        _created(obj),
+        spec.get("volumeMode") or "<unset>",
+    ]
+
+
+_PVC_COLUMNS = (
+    NAME,
+    Column("Status", description="phase represents the current phase of PersistentVolumeClaim."),
+    Column("Volume", description="volumeName is the binding reference to the PersistentVolume backing this claim."),
+    Column("Capacity", description="capacity represents the actual resources of the underlying volume."),
+    Column("Access Modes", description="accessModes contains the actual access modes the volume backing the PVC has."),
+    Column("StorageClass", description="StorageClass of the pvc"),
+    Column("VolumeAttributesClass", description="VolumeAttributesClass of the pvc"),
+    AGE,
+    Column("VolumeMode", priority=1, description="volumeMode defines what type of volume is required by the claim."),
+)
+
+
+def _storageclass_row(obj: Object) -> Cells:
+    annotations = _meta(obj).get("annotations") or {}
+    name = str(_meta(obj).get("name", ""))
+    default_keys = ("storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class")
+    if any(annotations.get(key) == "true" for key in default_keys):
+        name += " (default)"
+    return [
+        name,
+        obj.get("provisioner", ""),
+        obj.get("reclaimPolicy") or "Delete",
+        obj.get("volumeBindingMode") or "Immediate",
+        bool(obj.get("allowVolumeExpansion", False)),
+        _created(obj),
+    ]
+
+
+_STORAGECLASS_COLUMNS = (
+    NAME,
+    Column("Provisioner", description="Indicates the type of the provisioner."),
+    Column("ReclaimPolicy", description="Indicates the type of the reclaim policy."),
+    Column("VolumeBindingMode", description="Indicates the type of the volume binding mode."),
+    Column("AllowVolumeExpansion", description="Indicates whether the storage class allow volume expand."),
+    AGE,
+)
+
+
+def _volumeattachment_row(obj: Object) -> Cells:
+    spec = obj.get("spec") or {}
+    source = spec.get("source") or {}
+    return [
+        _meta(obj).get("name", ""),
+        spec.get("attacher", ""),
+        source.get("persistentVolumeName") or "",
+        spec.get("nodeName", ""),
+        bool((obj.get("status") or {}).get("attached", False)),
+        _created(obj),
+    ]
+
+
+_VOLUMEATTACHMENT_COLUMNS = (
+    NAME,
+    Column(
+        "Attacher",
+        format="name",
+        description="attacher indicates the name of the volume driver that MUST handle this request.",
+    ),
+    Column("PV", description="persistentVolumeName represents the name of the persistent volume to attach."),
+    Column("Node", description="nodeName represents the node that the volume should be attached to."),
+    Column("Attached", "boolean", "attached indicates the volume is successfully attached."),
+    AGE,
+)
+
+
+def _csinode_row(obj: Object) -> Cells:
+    return [_meta(obj).get("name", ""), len((obj.get("spec") or {}).get("drivers") or []), _created(obj)]
+
+
+def _csidriver_row(obj: Object) -> Cells:
+    spec = obj.get("spec") or {}
+    tokens = spec.get("tokenRequests")
+    audiences = ",".join(str((t or {}).get("audience", "")) for t in tokens) if tokens is not None else "<unset>"
+    modes = ",".join(spec.get("volumeLifecycleModes") or []) or "<none>"
+    return [
+        _meta(obj).get("name", ""),
+        spec.get("attachRequired", True) is not False,
+        bool(spec.get("podInfoOnMount", False)),
+        bool(spec.get("storageCapacity", False)),
+        audiences,
+        bool(spec.get("requiresRepublish", False)),
+        modes,
+        _created(obj),
+    ]
+
+
+_CSIDRIVER_COLUMNS = (
+    NAME,
+    Column(
+        "AttachRequired", "boolean", "attachRequired indicates this CSI volume driver requires an attach operation."
+    ),
+    Column(
+        "PodInfoOnMount",
+        "boolean",
+        "podInfoOnMount indicates this CSI volume driver requires additional pod"
+        " information (like podName, podUID, etc.) during mount operations.",
+    ),
+    Column(
+        "StorageCapacity",
+        "boolean",
+        "storageCapacity indicates that the CSI volume driver wants pod scheduling"
+        " to consider the storage capacity that the driver deployment will report.",
+    ),
+    Column(
+        "TokenRequests",
+        description="tokenRequests indicates the CSI driver needs pods' service account tokens"
+        " it is mounting volume for to do necessary authentication.",
+    ),
+    Column(
+        "RequiresRepublish",
+        "boolean",
+        "requiresRepublish indicates the CSI driver wants `NodePublishVolume`"
+        " being periodically called to reflect any possible change in the mounted volume.",
+    ),
+    Column("Modes", description="Modes indicates the lifecycle modes this driver supports."),
+    AGE,
+)
+
 # --- events --------------------------------------------------------------------------------------
 
 
@@ -884,6 +1104,15 @@ PRINTERS: dict[str, Printer] = {
     "ingresses.networking.k8s.io": Printer(_INGRESS_COLUMNS, _ingress_row),
     "ingressclasses.networking.k8s.io": Printer(_INGRESSCLASS_COLUMNS, _ingressclass_row),
     "events": Printer(_EVENT_COLUMNS, _event_row),
+    "persistentvolumes": Printer(_PV_COLUMNS, _pv_row),
+    "persistentvolumeclaims": Printer(_PVC_COLUMNS, _pvc_row),
+    "storageclasses.storage.k8s.io": Printer(_STORAGECLASS_COLUMNS, _storageclass_row),
+    "volumeattachments.storage.k8s.io": Printer(_VOLUMEATTACHMENT_COLUMNS, _volumeattachment_row),
+    "csinodes.storage.k8s.io": Printer(
+        (NAME, Column("Drivers", "integer", "Drivers indicates the number of CSI drivers registered on the node"), AGE),
+        _csinode_row,
+    ),
+    "csidrivers.storage.k8s.io": Printer(_CSIDRIVER_COLUMNS, _csidriver_row),
     "namespaces": Printer((NAME, Column("Status", description="The status of the namespace"), AGE), _namespace_row),
     "configmaps": Printer((NAME, Column("Data", "integer", "Number of data entries."), AGE), _configmap_row),
     "secrets": Printer(

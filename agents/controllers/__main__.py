@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from agents.controllers import base
+from agents.controllers.attachdetach import AttachDetachController
 from agents.controllers.base import Context, Controller
 from agents.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from agents.controllers.cronjob import CronJobController
@@ -24,6 +25,9 @@ from agents.controllers.job import JobController
 from agents.controllers.namespace import NamespaceController
 from agents.controllers.nodeipam import NodeIpamController
 from agents.controllers.nodelifecycle import NodeLifecycleController
+from agents.controllers.persistentvolume import PersistentVolumeController
+from agents.controllers.pvcprotection import PvcProtectionController
+from agents.controllers.pvprotection import PvProtectionController
 from agents.controllers.replicaset import ReplicaSetController
 from agents.controllers.replicationcontroller import ReplicationControllerController
 from agents.controllers.rootcacertpublisher import RootCaCertPublisher
@@ -58,6 +62,10 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "csrcleaner": CsrCleanerController,
     "horizontalpodautoscaling": HorizontalPodAutoscalerController,
     "disruption": DisruptionController,
+    "persistentvolume-binder": PersistentVolumeController,
+    "pvc-protection": PvcProtectionController,
+    "pv-protection": PvProtectionController,
+    "attachdetach": AttachDetachController,
 }
 
 

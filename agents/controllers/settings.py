@@ -44,6 +44,18 @@ class ControllerManagerSettings:
     horizontal_pod_autoscaler_initial_readiness_delay: float = setting(
         30.0, "seconds after a pod starts during which a not-ready pod counts as never ready yet"
     )
+    pvclaimbinder_sync_period: float = setting(
+        15.0, "seconds between two looks at every persistent volume and claim (binding, provisioning, reclaim)"
+    )
+    attach_detach_reconcile_sync_period: float = setting(
+        60.0, "seconds between two full looks of the attach/detach controller at every node"
+    )
+    max_wait_for_unmount_duration: float = setting(
+        360.0, "seconds a volume no pod needs waits for its unmount on a not-ready node before it is force detached"
+    )
+    disable_force_detach_on_timeout: bool = setting(
+        False, "never force detach a volume that its not-ready node did not unmount"
+    )
     leader: LeaderSettings = field(default_factory=LeaderSettings)
     healthz: HealthSettings = field(default_factory=HealthSettings)
     log: LogSettings = field(default_factory=LogSettings)

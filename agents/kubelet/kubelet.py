@@ -9,6 +9,7 @@ This module only wires the kubelet's parts, which follow kube's own seams:
 - :mod:`~agents.kubelet.statusmanager`: pod status to the API server, only when it changes;
 - :mod:`~agents.kubelet.runtime`: everything asked of containerd and the node;
 - :mod:`~agents.kubelet.podcache`: what the kubelet knows of each pod's runs, which they share;
+- :mod:`~agents.kubelet.volumemanager`: persistent volumes' disks staged, published and cleaned up;
 - :mod:`~agents.kubelet.server`: the kubelet's HTTPS port (logs and exec for the API server, the
   usage :mod:`~agents.kubelet.resourcestats` reads every few seconds).
 
@@ -37,6 +38,7 @@ from agents.kubelet.server import KubeletServer
 from agents.kubelet.serverauth import ServerAuth
 from agents.kubelet.settings import KubeletSettings
 from agents.kubelet.statusmanager import StatusManager
+from agents.kubelet.volumemanager import VolumeManager
 from agents.machinery.client import Client
 from agents.machinery.events import EventRecorder
 from agents.machinery.informer import Informer
@@ -64,6 +66,17 @@ class Kubelet:
             dns=DnsSettings(settings.cluster_dns, settings.cluster_domain, settings.resolv_conf),
         )
         self.status = StatusManager(client, host_ip=settings.node_ip)
+        self.node_status = NodeStatus(
+            client, settings, runtime_version=lambda: self.runtime.version, on_pod_network=self._pod_network
+        )
+        self.volumes = VolumeManager(
+            client,
+            node_name=settings.node_name,
+            root=settings.root_dir,
+            by_id_dir=settings.disk_by_id_dir,
+            report=self.node_status.report_volumes_in_use,
+            recorder=recorder,
+        )
         self.workers = PodWorkers(
             client,
             pods=self.pods,
@@ -74,11 +87,9 @@ class Kubelet:
             node_ip=settings.node_ip,
             name=settings.node_name,
             services=self.services,
+            volume_manager=self.volumes,
         )
         self.pleg = PLEG(self.runtime, self.cache, on_event=self._lifecycle_event)
-        self.node_status = NodeStatus(
-            client, settings, runtime_version=lambda: self.runtime.version, on_pod_network=self._pod_network
-        )
         self.sampler = Sampler(node_name=settings.node_name, pods=self.pod_runs)
 
     def _lifecycle_event(self, event: PodLifecycleEvent) -> None:
@@ -88,6 +99,11 @@ class Kubelet:
         self.runtime.use_network(network)
         for pod in self.pods.items():  # the pods that waited for a sandbox
             self.workers.enqueue(pod)
+
+    def live_pods(self) -> set[str]:
+        """For the volume manager: the UIDs of this node's pods and of those whose containers still
+        run here (their disks stay mounted)."""
+        return {str(p["metadata"]["uid"]) for p in self.pods.items()} | {r.uid for r in self.cache.records()}
 
     def runs_of(self, namespace: str, name: str, container: str) -> tuple[str, list[podstate.Attempt]] | None:
         """For the server: the pod's UID and the container's runs (None: no such pod on this node)."""
@@ -177,6 +193,7 @@ class Kubelet:
                 self.workers.run(self.settings.pod_workers),
                 self.workers.refresh_tokens(),
                 self.sampler.run(),
+                self.volumes.run(self.live_pods, self.pods.items),
             )
         finally:
             for task in informers:

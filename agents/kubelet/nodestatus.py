@@ -9,6 +9,10 @@ says is :mod:`agents.kubelet.node` (pure); this module only sends it.
 The podCIDR arrives in the node's spec (the controller-manager's node IPAM); the first one seen
 makes the pod network (:func:`pod_network`), which the kubelet hands to its runtime, and, with
 ``cni-conf-dir`` set, is written as the node's CNI network list for people and tools on the node.
+
+Persistent volumes: ``status.volumesInUse`` is written as soon as the volume manager's view changes
+(:meth:`NodeStatus.report_volumes_in_use`), and the node's CSINode (the disk driver, its topology key
+and attach limit) is created after registration.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ipaddress import IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
 
+from agents.kubelet import csi
 from agents.kubelet import node as nodes
 from agents.kubelet.cni import CONFLIST_NAME, BridgeNetwork, bridge_conflist, write_conflist
 from agents.kubelet.settings import KubeletSettings
@@ -28,7 +33,7 @@ from agents.machinery.client import ApiError, ApiUnavailableError, Client
 from agents.machinery.informer import Informer
 from agents.machinery.leader import LeaderElector
 from agents.machinery.objects import Object
-from agents.machinery.resources import NODES
+from agents.machinery.resources import CSI_NODES, NODES
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,9 @@ class NodeStatus:
         self.runtime_version = runtime_version
         self.on_pod_network = on_pod_network
         self.network: BridgeNetwork | None = None
+        self.volumes_in_use: list[str] | None = None  # as last written to the status
+        self.volumes_lock = asyncio.Lock()
+        self.csinode_done = False
         self.informer = Informer(client, NODES, field_selector=f"metadata.name={self.name}")
         self.informer.on(add=self.node_changed, update=lambda _o, n: self.node_changed(n))
 
@@ -95,6 +103,7 @@ class NodeStatus:
         while True:
             try:
                 await self._register()
+                await self.ensure_csinode()
                 return
             except ApiUnavailableError as exc:
                 log.info("unable to register node %s with the API server: %s; retrying in %.1fs", self.name, exc, delay)
@@ -141,9 +150,48 @@ class NodeStatus:
                     patch = nodes.heartbeat(current, self.node_object(), external_cloud=self.external_cloud)
                     await self.client.patch(NODES, self.name, patch, kind="strategic", subresource="status")
                     last_status = time.monotonic()
+                    if not self.csinode_done:
+                        await self.ensure_csinode()
             except (ApiError, ApiUnavailableError) as exc:
                 log.warning("node %s heartbeat failed: %s", self.name, exc)
             await asyncio.sleep(self.settings.lease_interval)
+
+    async def report_volumes_in_use(self, names: list[str]) -> None:
+        """Write ``status.volumesInUse`` when it changed (kube's unique volume names); the volume
+        manager awaits this before it mounts a disk, so the attach/detach controller knows it is used."""
+        async with self.volumes_lock:
+            if names == self.volumes_in_use:
+                return
+            patch = {"status": {"volumesInUse": list(names)}}
+            await self.client.patch(NODES, self.name, patch, kind="merge", subresource="status")
+            self.volumes_in_use = list(names)
+
+    async def ensure_csinode(self) -> None:
+        """Create or correct this node's CSINode (the disk driver, its topology key, the attach limit,
+        owned by the Node); an API server that refuses is logged and asked again at the next status."""
+        try:
+            node_uid = str((await self.client.get(NODES, self.name))["metadata"].get("uid") or "")
+            if not node_uid:
+                log.warning("CSINode %s not written: the Node has no uid to own it", self.name)
+                return
+            body = csi.csinode_object(self.name, node_uid=node_uid, attach_limit=self.settings.volume_attach_limit)
+            try:
+                await self.client.create(CSI_NODES, body)
+                log.info("CSINode %s created", self.name)
+            except ApiError as exc:
+                if not exc.already_exists:
+                    raise
+                current = await self.client.get(CSI_NODES, self.name)
+                meta = current["metadata"]
+                owners = body["metadata"]["ownerReferences"]
+                if current.get("spec") != body["spec"] or meta.get("ownerReferences") != owners:
+                    updated = dict(current, spec=body["spec"])
+                    updated["metadata"] = dict(meta, ownerReferences=owners)
+                    await self.client.update(CSI_NODES, updated)
+                    log.info("CSINode %s updated", self.name)
+            self.csinode_done = True
+        except (ApiError, ApiUnavailableError) as exc:
+            log.warning("CSINode %s not written: %s", self.name, exc)
 
     def node_changed(self, node: Object) -> None:
         """The node informer's handler: the first podCIDR seen becomes the pod network."""

@@ -10,7 +10,9 @@ and hands the pod to the status manager.
 
 A container's postStart hook runs right after its start, inside the sync (its probes start once the
 hook has ended; a failing hook has the run killed); stopping runs the preStop hooks and the stop
-order of :mod:`agents.kubelet.termination`.
+order of :mod:`agents.kubelet.termination`. A pod's claim volumes are mounted by the volume manager
+(:mod:`agents.kubelet.volumemanager`) before a container is created (``FailedMount`` while they cannot
+be), and unmounted before the pod's directory is removed.
 
 Each step is an Event on the pod, with kube's reasons (``Pulling``, ``Pulled``, ``Created``,
 ``Started``, ``Failed``, ``FailedCreatePodSandBox``, ``Unhealthy``, ``Killing``, ...). Keyed by UID,
@@ -35,6 +37,7 @@ from agents.kubelet.runtime import CONTAINERD, Runtime, container_spec, hostname
 from agents.kubelet.serviceenv import service_environment
 from agents.kubelet.statusmanager import StatusManager
 from agents.kubelet.tokens import TokenManager
+from agents.kubelet.volumemanager import VolumeManager
 from agents.kubelet.volumes import VolumeError, VolumeFiles, environment, plan_volumes, write_volumes
 from agents.machinery.client import ApiError, Client
 from agents.machinery.events import NORMAL, WARNING, EventRecorder
@@ -98,9 +101,11 @@ class PodWorkers:
         node_ip: str,
         name: str,
         services: Informer | None = None,
+        volume_manager: VolumeManager | None = None,
     ) -> None:
         self.client = client
         self.pods = pods
+        self.volume_manager = volume_manager  # persistent volumes (claims): mounted before the containers start
         self.services = services  # the cluster's Services, for the containers' service variables
         self.tokens = TokenManager(client)
         self.cache = cache
@@ -241,6 +246,7 @@ class PodWorkers:
                     log.warning("refreshing the token of pod %s: %s", pod["metadata"]["name"], exc)
 
     async def _volumes(self, pod: Object, uid: str, *, only: str = "") -> list[VolumeFiles]:
+        published = await self.volume_manager.mount_pod(pod) if self.volume_manager and not only else {}
         return await plan_volumes(
             pod,
             self.runtime.pod_dir(uid),
@@ -248,6 +254,7 @@ class PodWorkers:
             secrets=self._secret,
             tokens=self.tokens.token,
             only=only,
+            published=published,
         )
 
     async def _configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -468,6 +475,8 @@ class PodWorkers:
             await self.runtime.stop([containerd_id(a) for a in record.running().values()], grace=grace)
         else:
             await self._stop_containers(pod, record, termination.stop_order(pod, record.running()), grace=grace)
+        if self.volume_manager is not None:  # its disks unmounted first: removing its directory must not reach them
+            await self.volume_manager.unmount_pod(record.uid)
         await self.runtime.remove_pod(record.uid)
         self.cache.forget(record.uid)
 

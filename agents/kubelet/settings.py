@@ -63,6 +63,12 @@ class KubeletSettings:
     )
     cluster_domain: str = setting("cluster.local", "the cluster's DNS domain, searched by pods after their namespace")
     resolv_conf: Path = setting(Path("/etc/resolv.conf"), "the node's resolver, what dnsPolicy Default gives a pod")
+    disk_by_id_dir: Path = setting(
+        Path("/dev/disk/by-id"), "where the node's disks appear by serial (virtio-<volume id>), for persistent volumes"
+    )
+    volume_attach_limit: int = setting(
+        16, "disks of persistent volumes this node takes at once (its CSINode's allocatable count)"
+    )
     containerd: ContainerdSettings = field(default_factory=ContainerdSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
     server: ServerSettings = field(default_factory=ServerSettings)

@@ -1,6 +1,7 @@
 """A pod's volumes on the node, and its containers' environment.
 
-Volumes are directories: ``emptyDir`` under the pod's own directory, ``hostPath`` on the node,
+Volumes are directories: ``emptyDir`` under the pod's own directory, ``hostPath`` on the node, a
+``persistentVolumeClaim`` where the volume manager (:mod:`agents.kubelet.volumemanager`) mounted its disk,
 ``configMap`` and ``secret`` written as one file per key (secrets with mode 0400 unless the pod says
 otherwise), ``projected`` the files of its sources together (a ServiceAccount token the kubelet
 requests for the pod, ConfigMap and Secret keys, the pod's own fields); each container mounts them with
@@ -43,6 +44,7 @@ class VolumeFiles:
     files: Mapping[str, bytes]  # relative path -> content
     mode: int
     create: bool  # make the directory (emptyDir, configMap, secret, hostPath DirectoryOrCreate)
+    read_only: bool = False  # every mount of it read-only (a claim the pod mounts readOnly)
 
 
 def _items(volume: Mapping[str, Any], data: Mapping[str, bytes]) -> dict[str, bytes]:
@@ -95,9 +97,10 @@ async def plan_volumes(
     secrets: Reader,
     tokens: TokenReader | None = None,
     only: str = "",
+    published: Mapping[str, Path] | None = None,
 ) -> list[VolumeFiles]:
     """What the pod's volumes need on disk; ``only``: just the volumes of that kind (``projected``: the
-    token refresh rewrites them)."""
+    token refresh rewrites them); ``published``: where the volume manager mounted each claim volume."""
     namespace = pod["metadata"]["namespace"]
     planned = []
     for volume in (pod.get("spec") or {}).get("volumes") or []:
@@ -140,6 +143,12 @@ async def plan_volumes(
                     data_of=_secret_data,
                 )
             )
+        elif "persistentVolumeClaim" in volume:
+            path = (published or {}).get(name)
+            if path is None:
+                raise VolumeError("FailedMount", f"volume {name}: its claim's disk is not mounted yet")
+            read_only = bool(volume["persistentVolumeClaim"].get("readOnly"))
+            planned.append(VolumeFiles(name, path, {}, 0o755, False, read_only))
         elif "projected" in volume:
             directory = pod_dir / "volumes" / "projected" / name
             planned.append(
@@ -223,7 +232,7 @@ def mounts(container: Mapping[str, Any], volumes: list[VolumeFiles]) -> tuple[Mo
         if volume is None:
             raise VolumeError("CreateContainerConfigError", f'volumeMount "{mount["name"]}" names no volume')
         source = volume.path / mount["subPath"] if mount.get("subPath") else volume.path
-        found.append(Mount(str(source), mount["mountPath"], bool(mount.get("readOnly"))))
+        found.append(Mount(str(source), mount["mountPath"], bool(mount.get("readOnly")) or volume.read_only))
     return tuple(found)
 
 

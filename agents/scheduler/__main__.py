@@ -17,6 +17,8 @@ from agents.scheduler.settings import SchedulerSettings
 def check(settings: SchedulerSettings) -> None:
     if settings.scoring not in ("least-allocated", "most-allocated"):
         raise SettingsError(f"scoring: {settings.scoring!r} is not least-allocated or most-allocated")
+    if settings.bind_timeout <= 0:
+        raise SettingsError(f"bind-timeout: {settings.bind_timeout} is not a positive number of seconds")
 
 
 async def main(settings: SchedulerSettings, client: Client, ready: asyncio.Event) -> None:
@@ -27,6 +29,7 @@ async def main(settings: SchedulerSettings, client: Client, ready: asyncio.Event
         name=settings.scheduler_name,
         most_allocated=settings.scoring == "most-allocated",
         bind_concurrency=settings.bind_concurrency,
+        bind_timeout=settings.bind_timeout,
     )
     await scheduler.run(ready)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from agents.machinery import quantity
 from agents.machinery.objects import Object
@@ -102,6 +102,7 @@ class PodInfo:
     preferred_affinity: tuple[AffinityTerm, ...]
     preferred_anti_affinity: tuple[AffinityTerm, ...]
     priority: int = 0
+    claims: tuple[str, ...] = ()  # the PersistentVolumeClaims its volumes name
 
     @classmethod
     def of(cls, pod: Object) -> PodInfo:
@@ -148,6 +149,13 @@ class PodInfo:
                 anti.get("preferredDuringSchedulingIgnoredDuringExecution") or [], namespace, weighted=True
             ),
             priority=int(spec.get("priority") or 0),
+            claims=tuple(
+                dict.fromkeys(
+                    v["persistentVolumeClaim"].get("claimName", "")
+                    for v in spec.get("volumes") or []
+                    if v.get("persistentVolumeClaim")
+                )
+            ),
         )
 
 
@@ -322,7 +330,15 @@ def topology_for(pod: PodInfo, nodes: Mapping[str, NodeInfo]) -> Topology:
     return Topology(tuple(affinity), first, anti, tuple(forbidden))
 
 
-def filter_node(pod: PodInfo, node: NodeInfo, topology: Topology | None) -> list[str]:
+class VolumeFilter(Protocol):
+    """The volume plugins' per-node check for one pod (``volumebinding.PodVolumes``)."""
+
+    def filter(self, node: NodeInfo) -> list[str]: ...
+
+
+def filter_node(
+    pod: PodInfo, node: NodeInfo, topology: Topology | None, volumes: VolumeFilter | None = None
+) -> list[str]:
     """Why ``pod`` cannot run on ``node`` (empty when it can)."""
     if node.unschedulable and not tolerates(
         pod.tolerations, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
@@ -346,6 +362,10 @@ def filter_node(pod: PodInfo, node: NodeInfo, topology: Topology | None) -> list
         reasons.append("Insufficient memory")
     if reasons:
         return reasons
+    if volumes is not None:
+        why = volumes.filter(node)
+        if why:
+            return why
     if topology is not None:
         if pod.affinity:
             values = [node.labels.get(term.topology_key) for term in pod.affinity]
@@ -369,6 +389,13 @@ def _port_taken(port: tuple[str, str, int], used: Mapping[tuple[str, str, int], 
     if address == ANY_ADDRESS:
         return any(p == protocol and n == number for _, p, n in used)
     return (address, protocol, number) in used or (ANY_ADDRESS, protocol, number) in used
+
+
+def prefilter_message(total: int, reason: str) -> str:
+    """kube-scheduler's message for a pod a PreFilter plugin turned away before any node was looked at."""
+    if total == 0:
+        return "no nodes available to schedule pods"
+    return f"0/{total} nodes are available: {reason}."
 
 
 def failure_message(total: int, reasons: Mapping[str, int]) -> str:

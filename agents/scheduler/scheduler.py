@@ -3,7 +3,9 @@
 Decisions are sequential and work on the scheduler's cache, where a pod is counted on its node as
 soon as it is chosen ("assumed"), before its binding is confirmed: the next decision already sees
 it. Bindings go to the API server in parallel through the pods/binding subresource; a failed one
-forgets the assumption and retries the pod with backoff.
+forgets the assumption and retries the pod with backoff. A pod with volume claims to bind first has
+them bound on the chosen node in its binding task (``volumebinder``: kube's PreBind), so waiting for
+a volume never holds up the next decision.
 """
 
 from __future__ import annotations
@@ -19,8 +21,18 @@ from agents.machinery.events import NORMAL, WARNING, EventRecorder
 from agents.machinery.informer import Informer, key_of
 from agents.machinery.objects import Object, now
 from agents.machinery.resources import NODES, PODS
-from agents.scheduler.framework import NodeInfo, PodInfo, failure_message, filter_node, score_nodes, topology_for
+from agents.scheduler.framework import (
+    NodeInfo,
+    PodInfo,
+    failure_message,
+    filter_node,
+    prefilter_message,
+    score_nodes,
+    topology_for,
+)
 from agents.scheduler.queue import SchedulingQueue
+from agents.scheduler.volumebinder import BIND_TIMEOUT, VolumeBinder, VolumeBindingError
+from agents.scheduler.volumebinding import Assumption
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +50,7 @@ class Scheduler:
         name: str = "default-scheduler",
         most_allocated: bool = False,
         bind_concurrency: int = 64,
+        bind_timeout: float = BIND_TIMEOUT,
     ) -> None:
         self.client = client
         self.recorder = recorder
@@ -45,6 +58,8 @@ class Scheduler:
         self.most_allocated = most_allocated
         self.pods = Informer(client, PODS)
         self.nodes = Informer(client, NODES)
+        self.volumes = VolumeBinder(client, bind_timeout=bind_timeout)
+        self.volumes.on_change(self._cluster_changed)
         self.queue = SchedulingQueue()
         self.cache: dict[str, NodeInfo] = {}
         self.placed: dict[str, str] = {}  # pod key -> node, bound or assumed
@@ -83,6 +98,7 @@ class Scheduler:
 
     def _pod_deleted(self, pod: Object) -> None:
         key = key_of(pod)
+        self.volumes.poke()  # a binding waiting for its volumes ends
         self.queue.remove(key)
         self.assumed.discard(key)
         self._reported.pop(key, None)
@@ -136,6 +152,7 @@ class Scheduler:
 
     def _node_deleted(self, node: Object) -> None:
         self.cache.pop(node["metadata"]["name"], None)
+        self.volumes.poke()  # a binding waiting for volumes on it ends
 
     def _cluster_changed(self) -> None:
         if self.queue.unschedulable:
@@ -147,12 +164,15 @@ class Scheduler:
         """The node for ``pod`` (and ""), or None and the reason it fits nowhere."""
         info = info or PodInfo.of(pod)
         nodes = list(self.cache.values())
+        volumes = self.volumes.prefilter(info)
+        if isinstance(volumes, str):
+            return None, prefilter_message(len(nodes), volumes)
         needs_topology = bool(info.affinity or info.anti_affinity or self.anti_affinity_pods)
         topology = topology_for(info, self.cache) if needs_topology else None
         feasible: list[NodeInfo] = []
         reasons: Counter[str] = Counter()
         for node in nodes:
-            why = filter_node(info, node, topology)
+            why = filter_node(info, node, topology, volumes)
             if why:
                 reasons.update(why)
             else:
@@ -176,16 +196,34 @@ class Scheduler:
             self.queue.mark_unschedulable(key)
             tasks.spawn(self._report_unschedulable(pod, why), name=f"unschedulable {key}")
             return
+        volumes = self.volumes.prefilter(info)
+        assumption = (
+            self.volumes.assume(volumes, self.cache[node])
+            if volumes is not None and not isinstance(volumes, str)
+            else None
+        )
         self.assumed.add(key)
         self._place(key, node, info)
         await self._binds.acquire()
-        tasks.spawn(self._bind(pod, node), name=f"bind {key}")
+        tasks.spawn(self._bind(pod, node, assumption), name=f"bind {key}")
 
-    async def _bind(self, pod: Object, node: str) -> None:
+    async def _bind(self, pod: Object, node: str, volumes: Assumption | None = None) -> None:
         key = key_of(pod)
         meta = pod["metadata"]
         try:
+            if volumes is not None:  # PreBind: the claims are bound on the node first
+                await self.volumes.bind(
+                    volumes, node=lambda: self.cache.get(node), pod_exists=lambda: self.pods.get(key) is not None
+                )
             await self.client.bind(meta["namespace"], meta["name"], node)
+        except VolumeBindingError as exc:
+            self.assumed.discard(key)
+            self._unplace(key)
+            log.info("binding the volumes of %s on %s failed: %s", key, node, exc)
+            if self.pods.get(key) is not None:
+                self.recorder.record(pod, WARNING, "FailedScheduling", f'running PreBind plugin "VolumeBinding": {exc}')
+                self.queue.backoff(key, int((pod.get("spec") or {}).get("priority") or 0))
+            return
         except (ApiError, ApiUnavailableError) as exc:
             self.assumed.discard(key)
             self._unplace(key)
@@ -196,6 +234,8 @@ class Scheduler:
             return
         finally:
             self._binds.release()
+            if volumes is not None:
+                self.volumes.forget(volumes)
         self.scheduled_count += 1
         self.queue.scheduled(key)
         self.recorder.record(pod, NORMAL, "Scheduled", f"Successfully assigned {key} to {node}")
@@ -238,11 +278,16 @@ class Scheduler:
         tasks = [
             asyncio.create_task(self.nodes.run()),
             asyncio.create_task(self.pods.run()),
+            *(asyncio.create_task(informer.run()) for informer in self.volumes.informers),
             asyncio.create_task(self.recorder.run()),
             asyncio.create_task(self._flush_periodically()),
         ]
         try:
-            await asyncio.gather(self.nodes.synced.wait(), self.pods.synced.wait())
+            await asyncio.gather(
+                self.nodes.synced.wait(),
+                self.pods.synced.wait(),
+                *(informer.synced.wait() for informer in self.volumes.informers),
+            )
             log.info("scheduler %s ready: %d nodes, %d pods waiting", self.name, len(self.cache), len(self.queue))
             if ready is not None:
                 ready.set()

@@ -11,7 +11,12 @@ A cloud-controller-manager asks it what a cloud's API answers about machines:
   controller asks for each ``type: LoadBalancer`` Service (``loadbalancers.py``, ``haproxy.py``);
 - ``GET /v1/routes[/{name}]``, ``PUT /v1/routes/{name}`` (``destinationCIDR``, ``targetInstance``: answered with
   the route and its ``nextHop``), ``DELETE /v1/routes/{name}``: what a route controller asks for each
-  node's pod CIDR, carried by the lab network's gateway (``routes.py``, ``router.py``).
+  node's pod CIDR, carried by the lab network's gateway (``routes.py``, ``router.py``);
+- ``GET /v1/volumes[/{name}]``, ``PUT /v1/volumes/{name}`` (``sizeBytes``; an existing volume is answered
+  as it is; ``507`` when the pool cannot hold it), ``DELETE /v1/volumes/{name}`` (``409`` while attached),
+  ``POST /v1/volumes/{name}/resize`` (``sizeBytes``, never smaller), ``PUT /v1/volumes/{name}/attachment``
+  (``instance``) and ``DELETE /v1/volumes/{name}/attachment`` (``?force=true`` for a machine that is off
+  or crashed): what a CSI driver's controller asks for each PersistentVolume (``volumes.py``).
 
 Every answer is JSON; an error is ``{"error": "..."}`` with its status. A request without the token
 is a ``401``. The backend (libvirt, or anything that lists instances) is read at every request: the
@@ -33,6 +38,7 @@ from provisioner.cloud.instances import Instance, find
 from provisioner.cloud.loadbalancers import LoadBalancerError
 from provisioner.cloud.router import Router, RouterError
 from provisioner.cloud.routes import RouteError, blackhole
+from provisioner.cloud.volumes import VolumeBackend, VolumeError, instance_of, size_of
 
 Lister = Callable[[], Awaitable[list[Instance]]]
 TOKEN_HEADER = "Authorization"
@@ -52,9 +58,15 @@ async def _json_object(request: web.Request) -> dict[str, Any] | None:
 
 
 def application(
-    *, token: str, instances: Lister, balancers: Balancers | None = None, routes: Router | None = None
+    *,
+    token: str,
+    instances: Lister,
+    balancers: Balancers | None = None,
+    routes: Router | None = None,
+    volumes: VolumeBackend | None = None,
 ) -> web.Application:
-    """The cloud's endpoints over ``instances`` (the backend), ``balancers`` and ``routes``, guarded by ``token``."""
+    """The cloud's endpoints over ``instances`` (the backend), ``balancers``, ``routes`` and ``volumes``,
+    guarded by ``token``."""
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
@@ -152,6 +164,54 @@ def application(
             return _error(404, f"no route is named {name}")
         return web.json_response(gone.json())
 
+    def disks() -> VolumeBackend:
+        if volumes is None:
+            raise web.HTTPNotFound(text='{"error": "this cloud has no volumes"}', content_type="application/json")
+        return volumes
+
+    async def list_volumes(_request: web.Request) -> web.Response:
+        try:
+            found = await asyncio.to_thread(disks().listing)
+        except VolumeError as exc:
+            return _error(exc.status, str(exc))
+        return web.json_response({"items": [v.json() for v in found]})
+
+    async def volume_call(request: web.Request, call: Callable[[str, dict[str, Any]], Any]) -> web.Response:
+        """``call(name, body)`` in a thread, its volume answered (a 404 for None), its refusal with its status."""
+        body: dict[str, Any] = {}
+        if request.method in ("PUT", "POST"):
+            found = await _json_object(request)
+            if found is None:
+                return _error(400, "the body must be a JSON object")
+            body = found
+        name = request.match_info["name"]
+        try:
+            done = await asyncio.to_thread(call, name, body)
+        except VolumeError as exc:
+            return _error(exc.status, str(exc))
+        if done is None:
+            return _error(404, f"no volume is named {name}")
+        return web.json_response(done.json())
+
+    async def get_volume(request: web.Request) -> web.Response:
+        return await volume_call(request, lambda name, _body: disks().get(name))
+
+    async def put_volume(request: web.Request) -> web.Response:
+        return await volume_call(request, lambda name, body: disks().create(name, size_bytes=size_of(body)))
+
+    async def delete_volume(request: web.Request) -> web.Response:
+        return await volume_call(request, lambda name, _body: disks().delete(name))
+
+    async def resize_volume(request: web.Request) -> web.Response:
+        return await volume_call(request, lambda name, body: disks().resize(name, size_bytes=size_of(body)))
+
+    async def attach_volume(request: web.Request) -> web.Response:
+        return await volume_call(request, lambda name, body: disks().attach(name, instance=instance_of(body)))
+
+    async def detach_volume(request: web.Request) -> web.Response:
+        force = request.query.get("force", "").lower() in ("true", "1")
+        return await volume_call(request, lambda name, _body: disks().detach(name, force=force))
+
     app = web.Application(middlewares=[authenticate])
     app.router.add_get("/v1/instances", list_instances)
     app.router.add_get("/v1/instances/{name}", get_instance)
@@ -163,6 +223,13 @@ def application(
     app.router.add_get("/v1/routes/{name}", get_route)
     app.router.add_put("/v1/routes/{name}", put_route)
     app.router.add_delete("/v1/routes/{name}", delete_route)
+    app.router.add_get("/v1/volumes", list_volumes)
+    app.router.add_get("/v1/volumes/{name}", get_volume)
+    app.router.add_put("/v1/volumes/{name}", put_volume)
+    app.router.add_delete("/v1/volumes/{name}", delete_volume)
+    app.router.add_post("/v1/volumes/{name}/resize", resize_volume)
+    app.router.add_put("/v1/volumes/{name}/attachment", attach_volume)
+    app.router.add_delete("/v1/volumes/{name}/attachment", detach_volume)
     return app
 
 

@@ -24,7 +24,7 @@ def addon_dir(root: Path, name: str, *, meta: str, files: dict[str, str]) -> Pat
 def test_the_shipped_dns_addon_renders_for_a_lab() -> None:
     known = catalog.load()
     assert (
-        set(known) == {"dns", "ingress-nginx", "metrics-server"}
+        set(known) == {"dns", "ingress-nginx", "metrics-server", "storage"}
         and known["dns"].default
         and known["dns"].images == ("kube-dns",)
     )
@@ -46,13 +46,13 @@ def test_the_shipped_dns_addon_renders_for_a_lab() -> None:
 
 def test_choices_override_defaults_and_unknown_names_are_refused(tmp_path: Path) -> None:
     known = catalog.load()
-    assert catalog.enabled(known, catalog.read_choices(tmp_path)) == ["dns", "metrics-server"]
+    assert catalog.enabled(known, catalog.read_choices(tmp_path)) == ["dns", "metrics-server", "storage"]
     catalog.write_choices(tmp_path, {"dns": False})
-    assert catalog.enabled(known, catalog.read_choices(tmp_path)) == ["metrics-server"]
+    assert catalog.enabled(known, catalog.read_choices(tmp_path)) == ["metrics-server", "storage"]
     assert catalog.unknown(known, ["dns"]) == ""
     assert (
         catalog.unknown(known, ["dsn"])
-        == "no add-on named 'dsn'; known: dns, ingress-nginx, metrics-server (kubelab addons list)"
+        == "no add-on named 'dsn'; known: dns, ingress-nginx, metrics-server, storage (kubelab addons list)"
     )
 
 

@@ -185,7 +185,15 @@ def test_the_settings_use_kubes_flag_names_and_defaults(tmp_path: Path) -> None:
 def test_the_route_controller_runs_only_with_node_cidrs_and_the_cluster_cidr() -> None:
     ok = CloudControllerManagerSettings(cluster_cidr="10.244.0.0/16")
     assert route.not_started(ok) == "" and "route" in ccm.enabled(ok)
-    assert ccm.enabled(ok) == ["cloud-node", "cloud-node-lifecycle", "service", "route"]
+    assert ccm.enabled(ok) == [
+        "cloud-node",
+        "cloud-node-lifecycle",
+        "service",
+        "route",
+        "csi-provisioner",
+        "csi-attacher",
+        "csi-resizer",
+    ]
     for off, why in [
         (replace(ok, configure_cloud_routes=False), "configure-cloud-routes is false"),
         (replace(ok, allocate_node_cidrs=False), "allocate-node-cidrs is false"),
@@ -193,7 +201,7 @@ def test_the_route_controller_runs_only_with_node_cidrs_and_the_cluster_cidr() -
     ]:
         assert route.not_started(off).startswith(why)
         assert "route" not in ccm.enabled(off) and "service" in ccm.enabled(off)
-    assert ccm.enabled(replace(ok, controllers=("*", "-route"))) == ["cloud-node", "cloud-node-lifecycle", "service"]
+    assert "route" not in ccm.enabled(replace(ok, controllers=("*", "-route")))
     assert ccm.enabled(replace(ok, controllers=("route",))) == ["route"]
 
 

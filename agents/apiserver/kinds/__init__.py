@@ -14,6 +14,7 @@ from agents.apiserver.kinds import (
     networking,
     policy,
     rbac,
+    storage,
 )
 from agents.apiserver.kinds.base import Admission, Strategy
 from agents.apiserver.resources import Resource
@@ -29,6 +30,12 @@ _STRATEGIES: dict[str, type[Strategy]] = {
     "events": core.EventStrategy,
     "serviceaccounts": core.ServiceAccountStrategy,
     "replicationcontrollers": core.ReplicationControllerStrategy,
+    "persistentvolumes": storage.PersistentVolumeStrategy,
+    "persistentvolumeclaims": storage.PersistentVolumeClaimStrategy,
+    "storageclasses.storage.k8s.io": storage.StorageClassStrategy,
+    "volumeattachments.storage.k8s.io": storage.VolumeAttachmentStrategy,
+    "csinodes.storage.k8s.io": storage.CSINodeStrategy,
+    "csidrivers.storage.k8s.io": storage.CSIDriverStrategy,
     "deployments.apps": apps.DeploymentStrategy,
     "replicasets.apps": apps.ReplicaSetStrategy,
     "statefulsets.apps": apps.StatefulSetStrategy,
@@ -52,11 +59,20 @@ _STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
-def strategy_for(resource: Resource, *, ingress_classes: networking.IngressClassLister | None = None) -> Strategy:
+def strategy_for(
+    resource: Resource,
+    *,
+    ingress_classes: networking.IngressClassLister | None = None,
+    storage_classes: storage.StorageClassLister | None = None,
+) -> Strategy:
     """The strategy of a served kind. ``ingress_classes`` lists the IngressClasses, for the Ingress
-    strategy's DefaultIngressClass admission (the only strategy that reads another kind itself)."""
+    strategy's DefaultIngressClass admission; ``storage_classes`` the StorageClasses, for the claim
+    strategy's DefaultStorageClass and PersistentVolumeClaimResize admission (the only strategies that
+    read another kind themselves)."""
     if resource.qualified == "ingresses.networking.k8s.io":
         return networking.IngressStrategy(resource, classes=ingress_classes)
+    if resource.qualified == "persistentvolumeclaims":
+        return storage.PersistentVolumeClaimStrategy(resource, classes=storage_classes)
     return _STRATEGIES.get(resource.qualified, Strategy)(resource)
 
 

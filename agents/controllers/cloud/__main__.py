@@ -9,6 +9,9 @@ from collections.abc import Callable, Sequence
 
 from agents.controllers import base
 from agents.controllers.base import Context, Controller
+from agents.controllers.cloud.csiattacher import CsiAttacher
+from agents.controllers.cloud.csiprovisioner import CsiProvisioner
+from agents.controllers.cloud.csiresizer import CsiResizer
 from agents.controllers.cloud.node import CloudNodeController
 from agents.controllers.cloud.nodelifecycle import CloudNodeLifecycleController
 from agents.controllers.cloud.provider import CloudError, CloudProvider, read_config
@@ -27,6 +30,9 @@ CONTROLLERS: dict[str, Callable[[Context, CloudProvider], Controller]] = {
     "cloud-node-lifecycle": CloudNodeLifecycleController,
     "service": ServiceController,
     "route": RouteController,
+    "csi-provisioner": CsiProvisioner,
+    "csi-attacher": CsiAttacher,
+    "csi-resizer": CsiResizer,
 }
 
 

@@ -45,6 +45,39 @@ def _route(found: dict[str, Any]) -> Route:
     )
 
 
+class Volume(TypedDict):
+    """A volume of the cloud, as its API sends it: a qcow2 file ``path`` in libvirt pool ``pool`` of the
+    host ``zone``, named after its PersistentVolume; ``id`` is the disk's serial (the guest sees
+    ``/dev/disk/by-id/virtio-<id>``); ``attachedTo`` and ``device`` are "" while it is detached."""
+
+    name: str
+    id: str
+    sizeBytes: int
+    pool: str
+    path: str
+    format: str
+    zone: str
+    attachedTo: str
+    device: str
+
+
+VOLUME_TIMEOUT = aiohttp.ClientTimeout(total=60)  # a detach waits (bounded) for the guest to let go
+
+
+def _volume(found: dict[str, Any]) -> Volume:
+    return Volume(
+        name=str(found.get("name") or ""),
+        id=str(found.get("id") or ""),
+        sizeBytes=int(found.get("sizeBytes") or 0),
+        pool=str(found.get("pool") or ""),
+        path=str(found.get("path") or ""),
+        format=str(found.get("format") or ""),
+        zone=str(found.get("zone") or ""),
+        attachedTo=str(found.get("attachedTo") or ""),
+        device=str(found.get("device") or ""),
+    )
+
+
 class CloudError(KubelabError):
     """The cloud could not be asked, or answered with an error (``status``: its HTTP status, 0 when it
     did not answer; the message is the cloud's own)."""
@@ -164,3 +197,64 @@ class CloudProvider:
     async def delete_route(self, name: str) -> bool:
         """Whether it existed (a route already gone is no error)."""
         return await self._call("DELETE", f"/v1/routes/{name}") is not None
+
+    # --- volumes ---------------------------------------------------------------------------------
+
+    async def _volume_call(
+        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
+    ) -> Volume | None:
+        """A volume call (a longer timeout than the others: a detach waits for the guest); None for a 404."""
+        assert self._session is not None, "use the provider as an async context manager"
+        try:
+            async with self._session.request(
+                method, f"{self.config.url}{path}", params=params, json=body, timeout=VOLUME_TIMEOUT
+            ) as response:
+                if response.status == 404:
+                    return None
+                answer = await response.json(content_type=None)
+                if response.status != 200 or not isinstance(answer, dict):
+                    message = answer.get("error", "") if isinstance(answer, dict) else ""
+                    raise CloudError(message or f"{method} {path}: {response.status}", status=response.status)
+                return _volume(answer)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise CloudError(f"cloud {path}: {exc or type(exc).__name__}") from exc
+
+    async def _volume_required(
+        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
+    ) -> Volume:
+        found = await self._volume_call(method, path, params=params, body=body)
+        if found is None:
+            raise CloudError(f"{method} {path}: no such volume or instance", status=404)
+        return found
+
+    async def volumes(self) -> list[Volume]:
+        found = await self._call("GET", "/v1/volumes", missing=False)
+        return [_volume(v) for v in (found or {}).get("items") or [] if isinstance(v, dict)]
+
+    async def volume(self, name: str) -> Volume | None:
+        """Volume ``name``; None when the cloud has none of that name."""
+        return await self._volume_call("GET", f"/v1/volumes/{name}")
+
+    async def create_volume(self, name: str, *, size_bytes: int) -> Volume:
+        """Create volume ``name`` (an existing one is answered as it is); a pool that cannot hold it is a
+        ``CloudError`` of status 507 with the pool's figures."""
+        return await self._volume_required("PUT", f"/v1/volumes/{name}", body={"sizeBytes": size_bytes})
+
+    async def delete_volume(self, name: str) -> bool:
+        """Whether it existed (a volume already gone is no error; an attached one is a 409)."""
+        return await self._volume_call("DELETE", f"/v1/volumes/{name}") is not None
+
+    async def resize_volume(self, name: str, *, size_bytes: int) -> Volume:
+        """Grow volume ``name`` (live while attached to a running instance); smaller is a 400."""
+        return await self._volume_required("POST", f"/v1/volumes/{name}/resize", body={"sizeBytes": size_bytes})
+
+    async def attach_volume(self, name: str, *, instance: str) -> Volume:
+        """Attach volume ``name`` to ``instance`` (done already for that instance is no error; attached
+        to another is a 409; an unknown volume or instance a 404)."""
+        return await self._volume_required("PUT", f"/v1/volumes/{name}/attachment", body={"instance": instance})
+
+    async def detach_volume(self, name: str, force: bool = False) -> Volume:
+        """Detach volume ``name`` (not attached is no error); ``force`` for an instance that is off or
+        crashed. A guest that has not released the disk yet is a 503: ask again."""
+        params = {"force": "true"} if force else None
+        return await self._volume_required("DELETE", f"/v1/volumes/{name}/attachment", params=params)

@@ -6,7 +6,10 @@ its zone. Run as ``python -m provisioner.drivers.libvirt.cloud``, it serves them
 host address (see ``provisioner.cloud.server``), and the lab's load balancers (``provisioner.cloud.haproxy``:
 addresses from ``--lb-range`` on the lab's bridge, one haproxy), and the lab's routes
 (``provisioner.cloud.router``: the gateway routes each node's pod CIDR to it, in a table of the lab's),
-until it is stopped (SIGTERM: haproxy ends, the addresses leave the bridge, the routes leave the kernel).
+and the lab's volumes (``provisioner.cloud.volumes`` on ``volumes.py``: qcow2 files in the lab's volume
+pool, made ready when the cloud starts, with ids derived from the lab's identity in ``KUBELAB_LAB_UID``),
+until it is stopped (SIGTERM: haproxy ends, the addresses leave the bridge, the routes leave the kernel;
+the volume pool and its volumes stay: they outlive the cloud's process, and the lab's ``down`` removes them).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -29,6 +33,8 @@ from provisioner.cloud.router import Router
 from provisioner.cloud.server import application, tls_context
 from provisioner.drivers.libvirt import plan
 from provisioner.drivers.libvirt.hypervisor import Hypervisor
+from provisioner.drivers.libvirt.volumes import VOLUME_ROOT, LibvirtVolumes, pool_plan
+from provisioner.lab.identity import ENV_UID
 from provisioner.lab.spec import LabSpec
 
 
@@ -61,6 +67,11 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--bridge", default="", help="the lab network's bridge, where those addresses go")
     parser.add_argument("--state-dir", type=Path, help="where the load balancers, haproxy's files and routes are kept")
     parser.add_argument(
+        "--volume-dir",
+        type=Path,
+        help=f"the directory of the lab's volume pool (default {VOLUME_ROOT}/<lab>; volumes need --state-dir)",
+    )
+    parser.add_argument(
         "--router-namespace",
         action="store_true",
         help="the network namespace is kubelab's own: the router may turn ICMP redirects off for all of it",
@@ -76,6 +87,13 @@ async def serve(args: argparse.Namespace) -> None:
         return await asyncio.to_thread(read_instances, args.uri, spec)
 
     token = args.token_file.read_text().strip()
+    volumes = None
+    if args.state_dir is not None:  # first: the pool stays anyway, unlike the router's and balancers' changes
+        disk_pool = pool_plan(args.lab)
+        if args.volume_dir is not None:
+            disk_pool = dataclasses.replace(disk_pool, directory=args.volume_dir)
+        volumes = LibvirtVolumes(uri=args.uri, lab=args.lab, lab_uid=os.environ.get(ENV_UID, ""), pool=disk_pool)
+        await asyncio.to_thread(volumes.start)  # defined, built and started; never removed when the cloud stops
     router = None
     if args.state_dir is not None and args.bridge:
         router = Router(
@@ -89,7 +107,7 @@ async def serve(args: argparse.Namespace) -> None:
     if args.state_dir is not None and args.bridge:
         pool = loadbalancers.pool(args.lb_range) if args.lb_range else []
         balancers = Balancers(lab=args.lab, state_dir=args.state_dir, pool=pool, bridge=args.bridge)
-    app = application(token=token, instances=listed, balancers=balancers, routes=router)
+    app = application(token=token, instances=listed, balancers=balancers, routes=router, volumes=volumes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.address, args.port, ssl_context=tls_context(str(args.cert), str(args.key)))

@@ -43,7 +43,11 @@ START_TIMEOUT = 30.0
 def code_digest() -> str:
     """A digest of the cloud's own code: a running cloud whose code changed is started again by ``up``."""
     here = Path(__file__).resolve()
-    files = [*sorted((here.parents[2] / "cloud").glob("*.py")), here.with_name("cloud.py")]
+    files = [
+        *sorted((here.parents[2] / "cloud").glob("*.py")),
+        here.with_name("cloud.py"),
+        here.with_name("volumes.py"),
+    ]
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())

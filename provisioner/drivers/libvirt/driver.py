@@ -35,6 +35,7 @@ from provisioner.drivers.libvirt import (
     playbooks,
     ssh,
     timesource,
+    volumes,
 )
 from provisioner.drivers.libvirt.hypervisor import RUNNING, Hypervisor, binding
 from provisioner.drivers.libvirt.machines import VmMachines
@@ -87,6 +88,8 @@ class LibvirtDriver:
         self.tags = identity.environment() if identity is not None else {}
         self.network = plan.network(spec)
         self.pool = plan.pool(spec, vm_root)
+        # the cloud's volumes (provisioner.drivers.libvirt.volumes): beside the machines' pools
+        self.volume_pool = volumes.pool_plan(spec.name, vm_root.parent / volumes.VOLUME_ROOT.name)
         self.lab_machines = plan.machines(spec)
         self.master = self.lab_machines[0]
         self.console_dir = console_root / spec.name
@@ -475,12 +478,15 @@ class LibvirtDriver:
                     removed.append(name)
                 if hv.remove_pool(self.pool.name):
                     removed.append(f"storage pool {self.pool.name}")
+                if hv.remove_pool(self.volume_pool.name):  # the cloud's volumes (PersistentVolumes' disks)
+                    removed.append(f"storage pool {self.volume_pool.name}")
                 if hv.remove_network(self.network.name):
                     removed.append(f"network {self.network.name}")
                 still_used = hv.still_used()
             if running.self_contained:
                 daemon.release(still_used=still_used, say=self.say)
         shutil.rmtree(self.pool.directory, ignore_errors=True)
+        shutil.rmtree(self.volume_pool.directory, ignore_errors=True)
         shutil.rmtree(self.console_dir, ignore_errors=True)
         shutil.rmtree(self.paths.root, ignore_errors=True)
         return removed

@@ -10,23 +10,31 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from provisioner.drivers.libvirt import daemon, partitions, plan
+from provisioner.drivers.libvirt import daemon, partitions, plan, volumes
 from provisioner.drivers.libvirt.hypervisor import Hypervisor
 from provisioner.lab.resources import Resource
 
 PREFIX = "kubelab-"
+VOLUME_POOL_SUFFIX = ".volumes"
 _COMMENT = re.compile(r'comment "kubelab lab (\S+) uid (\S*)"')
 
 
 def _named(name: str, lab: str | None) -> str | None:
-    """The lab a ``kubelab-<lab>`` name names (if it is ``lab``, when one is asked for)."""
+    """The lab a ``kubelab-<lab>`` name (or its volume pool's ``kubelab-<lab>.volumes``) names (if it is
+    ``lab``, when one is asked for)."""
     if not name.startswith(PREFIX):
         return None
-    owner = name.removeprefix(PREFIX)
+    owner = name.removeprefix(PREFIX).removesuffix(VOLUME_POOL_SUFFIX)
     return owner if lab is None or owner == lab else None
 
 
-def find(lab: str | None, *, vm_root: Path = plan.VM_ROOT, console_root: Path = plan.CONSOLE_ROOT) -> list[Resource]:
+def find(
+    lab: str | None,
+    *,
+    vm_root: Path = plan.VM_ROOT,
+    console_root: Path = plan.CONSOLE_ROOT,
+    volume_root: Path = volumes.VOLUME_ROOT,
+) -> list[Resource]:
     out: list[Resource] = []
     running = daemon.current()
     if running is not None:
@@ -45,7 +53,7 @@ def find(lab: str | None, *, vm_root: Path = plan.VM_ROOT, console_root: Path = 
                 if owner:
                     out.append(Resource("storage pool", pool.name(), owner, "", "libvirt"))
         out += _partition_tables(running, lab)
-    for root in (vm_root, console_root):
+    for root in (vm_root, console_root, volume_root):
         for entry in sorted(root.iterdir()) if root.is_dir() else []:
             if entry.is_dir() and (lab is None or entry.name == lab):
                 out.append(Resource("directory", str(entry), entry.name, "", "libvirt"))
