@@ -7,11 +7,14 @@ load probe sends 5 requests a second (1 s deadline each) to the NodePort on anot
 (``kubelab_testing.drills``). Faults: crash, pause and partition of a worker (healed once its pods are
 replaced), the crash again with the load sent through the cloud's load balancer (``lb``: a
 LoadBalancer Service of the same pods; its DETECT is when haproxy's health checks take the node out),
-SIGKILL of every component in turn, and the master powered off and on. Before the faults, ``drain``
-rolls with no fault at all: the same Deployment (no preStop hook), then one whose pods sleep
-10 s in a preStop hook within a 20 s grace period (``drill.DRAINED``): the zero-loss rollout drill. Its
-requests have a 10 s deadline (``drill.ROLLOUT_DEADLINE``: a slow answer is not a lost one) and the
-figures add how many answers took longer than 1 s and the slowest.
+SIGKILL of every component in turn, and the master powered off and on. ``volume`` has no load: it powers
+off the worker holding a StatefulSet pod's disk, taints it out-of-service once the pod is evicted (kube's
+non-graceful node shutdown) and follows the pod and its disk to the other worker
+(``drill.lose_volume_worker``; its row's REPLACE is the new pod Running there, the details follow it).
+Before the faults, ``drain`` rolls with no fault at all: the same Deployment (no preStop hook), then
+one whose pods sleep 10 s in a preStop hook within a 20 s grace period (``drill.DRAINED``): the
+zero-loss rollout drill. Its requests have a 10 s deadline (``drill.ROLLOUT_DEADLINE``: a slow answer is
+not a lost one) and the figures add how many answers took longer than 1 s and the slowest.
 
 Timing settings: the lab's defaults (node grace period 40 s, node monitor period 5 s, kubelet heartbeat
 10 s) and pods tolerating a NotReady or unreachable node for ``drill.TOLERATION`` seconds.
@@ -75,7 +78,7 @@ def _figures(fault: str, detect: float | None, replaced: float | None, recover: 
     }
 
 
-GROUPS = ("drain", "crash", "lb", "partition", "pause", "kills", "master")
+GROUPS = ("drain", "volume", "crash", "lb", "partition", "pause", "kills", "master")
 
 
 def _rollouts(lab: Lab, kubectl: Kubectl, rolled: drill.Rolled) -> list[dict[str, Any]]:
@@ -130,11 +133,48 @@ def _behind_load_balancer(
     return {**figures, "node_notready_s": got.detected}
 
 
+def _volume(lab: Lab, kubectl: Kubectl, faults: Faults) -> dict[str, Any]:
+    """The crash of the worker holding a StatefulSet pod's disk (``drill.lose_volume_worker``): no
+    load; DETECT is the NotReady, REPLACE the new pod Running on the other worker with the disk."""
+    got = drill.lose_volume_worker(lab, kubectl, faults)
+    return {
+        "fault": f"crash {got.node} with a volume",
+        "detect_s": got.detected,
+        "evicted_s": got.evicted,
+        "out_of_service_s": got.tainted,
+        "deleted_s": got.deleted,
+        "scheduled_s": got.scheduled,
+        "detached_s": got.detached,
+        "attached_s": got.attached,
+        "replaced_s": got.running,
+        "recover_s": None,
+        "moved_to": got.moved_to,
+        "stuck_until_out_of_service": got.stuck,
+        "data_kept": bool(got.written) and got.read_back == got.written,
+    }
+
+
+def _volume_row(figures: dict[str, Any]) -> str:
+    replaced = figures["replaced_s"]
+    return (
+        f"{figures['fault']:<33} {figures['detect_s']:>8.1f} {replaced:>9.1f} {'-':>9} {'-':>16} {'-':>9}"
+        f"  (evicted +{figures['evicted_s']:.1f}, out-of-service +{figures['out_of_service_s']:.1f},"
+        f" deleted +{figures['deleted_s']:.1f}, scheduled +{figures['scheduled_s']:.1f},"
+        f" detached +{figures['detached_s']:.1f}, attached +{figures['attached_s']:.1f};"
+        f" {'data kept' if figures['data_kept'] else 'DATA LOST'})"
+    )
+
+
 def measure(lab: Lab, groups: tuple[str, ...] = GROUPS) -> list[dict[str, Any]]:
     kubectl = Kubectl(lab.kubeconfig)
     faults = Faults(lab)
-    rolled = drill.Rolled.create(kubectl)
     rows: list[dict[str, Any]] = []
+    if "volume" in groups:  # before the Deployment of the other faults exists: the drill has the workers alone
+        rows.append(_volume(lab, kubectl, faults))
+        print(_volume_row(rows[-1]), flush=True)
+        if set(groups) == {"volume"}:
+            return rows
+    rolled = drill.Rolled.create(kubectl)
     worker1, worker2 = (w.name for w in lab.workers[:2])
     try:
         if "drain" in groups:

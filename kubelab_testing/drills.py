@@ -16,7 +16,11 @@ seconds and the requests sent and lost meanwhile. Its requests have a longer dea
 worker answers within a second, and says how many answers took longer than one. The same pods without
 the hook (``pre_stop=False``) show what it saves; the benchmark prints both (docs/faults.md has the figures).
 
-The e2e suite asserts on these figures and the benchmark prints them.
+The volume drill (:func:`lose_volume_worker`) powers off the worker holding a StatefulSet pod's disk,
+taints the node out-of-service once the pod is evicted (kube's non-graceful node shutdown, an operator's
+step) and follows the pod and its disk to the other worker; the new pod reads back what the first wrote.
+
+The e2e suites assert on these figures and the benchmark prints them.
 """
 
 from __future__ import annotations
@@ -520,3 +524,220 @@ def _whole(key: str, value: bytes) -> bool:
 
 def lasting(dump: dict[str, dict[str, Any]]) -> int:
     return sum(1 for key, item in dump.items() if not _churns(key, item["value"]))
+
+
+# --- a StatefulSet's disk when its worker is powered off (non-graceful node shutdown) ----------------
+
+STATEFUL = "vol"  # the volume drill's StatefulSet (one replica) and its pods' label
+STATEFUL_CLAIM = f"data-{STATEFUL}-0"  # the claim its volumeClaimTemplate gives ordinal 0
+# kube's taint for a node that is shut down (non-graceful node shutdown): an operator's step, for a machine
+# known to be off; the pod garbage collector then force-deletes the pods terminating there and the
+# attach/detach controller detaches their disks at once
+OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+OUT_OF_SERVICE_TAINT = f"{OUT_OF_SERVICE}=nodeshutdown:NoExecute"
+TOKEN_FILE = "/data/token"
+
+# The pod writes its own uid to the volume on its first start only (a pod finding the file keeps it), so a
+# replacement reading back the first pod's uid proves the data came with the disk: a blank disk would get
+# the new pod's own uid.
+STATEFUL_MANIFEST = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: {name}
+spec:
+  serviceName: {name}
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      tolerations:
+      - {{key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: {toleration}}}
+      - {{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: {toleration}}}
+      containers:
+      - name: main
+        image: busybox:1.35.0
+        command: [sh, -c, '[ -s {token} ] || {{ echo "$POD_UID" > {token} && sync; }}; exec sleep 86400']
+        env:
+        - name: POD_UID
+          valueFrom: {{fieldRef: {{fieldPath: metadata.uid}}}}
+        volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {{requests: {{storage: 64Mi}}}}
+"""
+
+
+@dataclass(frozen=True)
+class VolumeFigures:
+    """The volume drill's figures, seconds from the crash of ``node``."""
+
+    node: str  # the worker powered off, which held the pod and its disk
+    moved_to: str  # the node the new pod runs on
+    detected: float  # the node's Ready condition no longer True
+    evicted: float  # the pod marked for deletion (its toleration ran out)
+    tainted: float  # the out-of-service taint applied (the operator's step, at once after the eviction)
+    deleted: float  # the old pod gone from the API (the pod garbage collector's force deletion)
+    scheduled: float  # a new pod bound to another node
+    detached: float  # the disk's VolumeAttachment on the crashed node gone (force-detached)
+    attached: float  # its VolumeAttachment on the new node attached
+    running: float  # the new pod Running
+    stuck: bool  # the evicted pod was still in the API (Terminating: no kubelet to confirm) when tainted
+    written: str  # the token the first pod wrote (its uid)
+    read_back: str  # what the new pod read from the volume
+
+    def describe(self) -> str:
+        data = "data kept" if self.written and self.read_back == self.written else f"DATA LOST ({self.read_back!r})"
+        return (
+            f"crash {self.node} with {STATEFUL}-0's disk: NotReady +{self.detected:.1f}s, evicted +{self.evicted:.1f}s,"
+            f" out-of-service +{self.tainted:.1f}s, deleted +{self.deleted:.1f}s, on {self.moved_to}"
+            f" +{self.scheduled:.1f}s, detached +{self.detached:.1f}s, attached +{self.attached:.1f}s,"
+            f" Running +{self.running:.1f}s; {data}"
+            + ("" if self.stuck else " (the pod was gone before the node was out of service)")
+        )
+
+
+def _stateful_pod(kubectl: Kubectl) -> dict[str, Any] | None:
+    """The drill's pod (None while there is none or the API server does not answer)."""
+    got = _get(kubectl, "pods", "-l", f"app={STATEFUL}")
+    items = list(got["items"]) if got is not None else []
+    return items[0] if items else None
+
+
+def _attachments(kubectl: Kubectl, volume: str) -> list[dict[str, Any]] | None:
+    """The VolumeAttachments of the PersistentVolume ``volume`` (None while the API server does not answer)."""
+    got = _get(kubectl, "volumeattachments")
+    if got is None:
+        return None
+    return [a for a in got["items"] if (a["spec"].get("source") or {}).get("persistentVolumeName") == volume]
+
+
+def _token(kubectl: Kubectl, pod: str) -> str:
+    done = kubectl("exec", pod, "--", "cat", TOKEN_FILE)
+    return done.out.strip() if done.ok else ""
+
+
+def _running(pod: dict[str, Any] | None, uid: str = "") -> dict[str, Any] | None:
+    """``pod`` when it is Running, not being deleted, and (with ``uid``) another pod than that one."""
+    if pod is None or pod["metadata"].get("deletionTimestamp") or pod["metadata"]["uid"] == uid:
+        return None
+    return pod if pod.get("status", {}).get("phase") == "Running" else None
+
+
+def lose_volume_worker(lab: Lab, kubectl: Kubectl, faults: Faults) -> VolumeFigures:
+    """The volume drill: a StatefulSet of one replica whose pod wrote a token to its claim's disk; the
+    worker holding the pod and the disk is powered off. Once the pod is evicted (its toleration of
+    :data:`TOLERATION` seconds ran out) the node is tainted out-of-service, as an operator does for a
+    node known to be shut down (kube's non-graceful node shutdown). The figures follow the pod and the
+    disk to the other worker; the new pod reads the token back. Always healed at the end: the taint
+    removed, the worker booted, the StatefulSet and its claim deleted (the PersistentVolume and the cloud
+    volume go by the class's reclaim policy, Delete)."""
+    grace = float(lab.spec["node_grace_period"])
+    kubectl.ok(
+        "apply", "-f", "-", stdin=STATEFUL_MANIFEST.format(name=STATEFUL, toleration=TOLERATION, token=TOKEN_FILE)
+    )
+    crashed = ""  # the worker once it is powered off: healed at the end
+    try:
+        first = eventually(
+            lambda: _running(_stateful_pod(kubectl)), timeout=300, interval=POLL, what=f"{STATEFUL}-0 Running"
+        )
+        pod, uid, node = first["metadata"]["name"], first["metadata"]["uid"], first["spec"]["nodeName"]
+        written = eventually(lambda: _token(kubectl, pod), timeout=60, interval=POLL, what=f"the token of {pod}")
+        volume = kubectl.json("get", "pvc", STATEFUL_CLAIM)["spec"]["volumeName"]
+
+        began = time.time()
+        faults.crash(node)
+        crashed = node
+        eventually(
+            lambda: node_ready(kubectl, node) not in ("True", None),
+            timeout=grace + 90,
+            interval=POLL,
+            what=f"{node} NotReady",
+        )
+        detected = _since(began)
+
+        def evicted() -> bool:
+            found = _stateful_pod(kubectl)
+            return found is None or found["metadata"]["uid"] != uid or bool(found["metadata"].get("deletionTimestamp"))
+
+        eventually(evicted, timeout=grace + TOLERATION + 120, interval=POLL, what=f"{pod} evicted")
+        was_evicted = _since(began)
+        held = _stateful_pod(kubectl)
+        stuck = held is not None and held["metadata"]["uid"] == uid
+        kubectl.ok("taint", "nodes", node, OUT_OF_SERVICE_TAINT)
+        tainted = _since(began)
+
+        def deleted() -> bool:
+            found = _stateful_pod(kubectl)
+            return found is None or found["metadata"]["uid"] != uid
+
+        eventually(deleted, timeout=120, interval=POLL, what=f"{pod} deleted from the API")
+        was_deleted = _since(began)
+
+        def scheduled() -> dict[str, Any] | None:
+            found = _stateful_pod(kubectl)
+            bound = found is not None and found["metadata"]["uid"] != uid and found["spec"].get("nodeName")
+            return found if bound else None
+
+        moved = eventually(scheduled, timeout=180, interval=POLL, what=f"a new {pod} scheduled")
+        was_scheduled, moved_to = _since(began), moved["spec"]["nodeName"]
+        marks: dict[str, float] = {}
+
+        def settled() -> bool:
+            attachments = _attachments(kubectl, volume)
+            if attachments is None:
+                return False
+            if "detached" not in marks and not [a for a in attachments if a["spec"]["nodeName"] == node]:
+                marks["detached"] = _since(began)
+            there = [a for a in attachments if a["spec"]["nodeName"] == moved_to]
+            if "attached" not in marks and there and (there[0].get("status") or {}).get("attached"):
+                marks["attached"] = _since(began)
+            return len(marks) == 2
+
+        eventually(
+            settled, timeout=300, interval=POLL, what=f"{volume} detached from {node} and attached to {moved_to}"
+        )
+        eventually(
+            lambda: _running(_stateful_pod(kubectl), uid), timeout=300, interval=POLL, what=f"the new {pod} Running"
+        )
+        running = _since(began)
+        read_back = _token(kubectl, pod)
+        return VolumeFigures(
+            node,
+            moved_to,
+            detected,
+            was_evicted,
+            tainted,
+            was_deleted,
+            was_scheduled,
+            marks["detached"],
+            marks["attached"],
+            running,
+            stuck,
+            written,
+            read_back,
+        )
+    finally:
+        heal_volume_drill(kubectl, faults, crashed)
+
+
+def heal_volume_drill(kubectl: Kubectl, faults: Faults, node: str, *, timeout: float = 300) -> None:
+    """Undo the volume drill: the out-of-service taint removed (kube's last step of a non-graceful
+    shutdown) and the worker ``node`` booted and Ready again (none: nothing was crashed), the
+    StatefulSet and its claim deleted, and the claim's PersistentVolume gone (reclaim policy Delete: the
+    cloud volume goes with it)."""
+    if node:
+        kubectl("taint", "nodes", node, f"{OUT_OF_SERVICE}-")  # fails only when the taint is not there
+        faults.heal(node, wait=True)
+    claim = _get(kubectl, "pvc", STATEFUL_CLAIM)
+    volume = (claim or {}).get("spec", {}).get("volumeName", "")
+    kubectl("delete", "statefulset", STATEFUL, "--ignore-not-found", "--wait=false")
+    kubectl("delete", "pvc", STATEFUL_CLAIM, "--ignore-not-found", "--wait=false")
+    if volume:
+        eventually(lambda: not kubectl("get", "pv", volume).ok, timeout=timeout, interval=2, what=f"{volume} deleted")

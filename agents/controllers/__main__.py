@@ -26,6 +26,7 @@ from agents.controllers.namespace import NamespaceController
 from agents.controllers.nodeipam import NodeIpamController
 from agents.controllers.nodelifecycle import NodeLifecycleController
 from agents.controllers.persistentvolume import PersistentVolumeController
+from agents.controllers.podgc import PodGcController
 from agents.controllers.pvcprotection import PvcProtectionController
 from agents.controllers.pvprotection import PvProtectionController
 from agents.controllers.replicaset import ReplicaSetController
@@ -56,6 +57,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "namespace": NamespaceController,
     "serviceaccount": ServiceAccountController,
     "garbagecollector": GarbageCollector,
+    "podgc": PodGcController,
     "clusterrole-aggregation": ClusterRoleAggregationController,
     "root-ca-cert-publisher": RootCaCertPublisher,
     "csrsigning": CsrSigningController,

@@ -31,6 +31,9 @@ class ControllerManagerSettings:
     cluster_signing_duration: float = setting(
         365 * 24 * 3600.0, "longest validity, in seconds, of a certificate the CSR signer issues"
     )
+    terminated_pod_gc_threshold: int = setting(
+        12500, "terminated pods kept before the pod garbage collector deletes the oldest (0: never)"
+    )
     horizontal_pod_autoscaler_sync_period: float = setting(15.0, "seconds between two looks at each autoscaler")
     horizontal_pod_autoscaler_downscale_stabilization: float = setting(
         300.0, "seconds of recommendations an autoscaler scales down no lower than"

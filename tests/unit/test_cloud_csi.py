@@ -138,3 +138,16 @@ def test_a_bound_claim_asking_more_than_its_volume_holds_is_grown() -> None:
     pending["spec"]["resources"]["requests"]["storage"] = "2Gi"
     assert csiresizer.plan(pending, _pv("Bound")) == csiresizer.ResizePlan()
     assert csiresizer.plan(claim, None) == csiresizer.ResizePlan()
+
+
+def test_claims_a_disk_cannot_serve_are_refused_with_the_reason() -> None:
+    shared = _claim()
+    shared["spec"]["accessModes"] = ["ReadWriteMany"]
+    decided = csiprovisioner.plan_claim(shared, _class("Immediate"), volume_exists=False)
+    assert not decided.provision and "access mode ReadWriteMany is not supported" in decided.refuse
+    block = _claim()
+    block["spec"]["volumeMode"] = "Block"
+    assert "volumeMode Block" in csiprovisioner.plan_claim(block, _class("Immediate"), volume_exists=False).refuse
+    once = _claim()
+    once["spec"]["accessModes"] = ["ReadWriteOncePod"]
+    assert csiprovisioner.plan_claim(once, _class("Immediate"), volume_exists=False).provision

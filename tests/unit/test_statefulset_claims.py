@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from agents.apiserver.kinds import strategy_for
+from agents.apiserver.resources import RESOURCES
 from agents.apiserver.server import ApiServer
 from agents.controllers import history
 from agents.controllers.base import Create, Delete
@@ -255,3 +257,34 @@ async def test_statefulset_with_when_scaled_delete_hands_the_claim_to_its_pod(se
 
         [ref] = await h.eventually(owned_by_pod, what="data-db-1 owned by db-1")
         assert (ref["name"], ref["uid"]) == ("db-1", uid)
+
+
+def test_containers_may_mount_a_claim_template_by_its_name_and_nothing_else() -> None:
+
+    def stateful_set(mount: str) -> Object:
+        return {
+            "metadata": {"name": "db", "namespace": "ns"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "db"}},
+                "serviceName": "db",
+                "template": {
+                    "metadata": {"labels": {"app": "db"}},
+                    "spec": {
+                        "containers": [
+                            {"name": "c", "image": "busybox", "volumeMounts": [{"name": mount, "mountPath": "/data"}]}
+                        ]
+                    },
+                },
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "data"},
+                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                    }
+                ],
+            },
+        }
+
+    strategy = strategy_for(next(r for r in RESOURCES if r.qualified == "statefulsets.apps"))
+    assert strategy.validate(stateful_set("data")) == []
+    (error,) = strategy.validate(stateful_set("other"))
+    assert "volumeMounts[0].name" in str(error) and "other" in str(error)

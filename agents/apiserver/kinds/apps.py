@@ -157,7 +157,7 @@ class StatefulSetStrategy(Strategy):
 
     def validate(self, obj: Object) -> Errors:
         spec = obj.get("spec") or {}
-        out = _selector_and_template(spec, "statefulset")
+        out = _selector_and_template(_with_claim_volumes(spec), "statefulset")
         out += _counts(spec, "replicas", "minReadySeconds", "revisionHistoryLimit")
         out += v.one_of(
             "spec.podManagementPolicy",
@@ -188,6 +188,20 @@ class StatefulSetStrategy(Strategy):
                 )
             )
         return out
+
+
+def _with_claim_volumes(spec: dict[str, Any]) -> dict[str, Any]:
+    """The StatefulSet's spec as its pods will have it for validation: each of its volumeClaimTemplates
+    becomes a claim volume of the template, so that containers may mount it by the template's name (the
+    controller adds the same volume to every pod)."""
+    template, claims = spec.get("template"), spec.get("volumeClaimTemplates") or []
+    if not isinstance(template, dict) or not isinstance(template.get("spec"), dict) or not claims:
+        return spec
+    named = [c["metadata"]["name"] for c in claims if isinstance(c, dict) and (c.get("metadata") or {}).get("name")]
+    volumes = list(template["spec"].get("volumes") or [])
+    have = {vol.get("name") for vol in volumes if isinstance(vol, dict)}
+    volumes += [{"name": n, "persistentVolumeClaim": {"claimName": n}} for n in named if n not in have]
+    return {**spec, "template": {**template, "spec": {**template["spec"], "volumes": volumes}}}
 
 
 class DaemonSetStrategy(Strategy):

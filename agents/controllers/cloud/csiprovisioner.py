@@ -34,6 +34,7 @@ from agents.machinery.resources import NODES, PERSISTENT_VOLUME_CLAIMS, PERSISTE
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 10.0
+FINAL_STATUSES = (400, 507)  # the cloud refuses the volume itself: asking again from the same node changes nothing
 WAIT_FOR_FIRST_CONSUMER = "WaitForFirstConsumer"
 
 
@@ -48,11 +49,27 @@ def claim_class(claim: Object) -> str:
 
 @dataclass(frozen=True)
 class ClaimPlan:
-    """``provision``: ask the cloud for ``size`` bytes and create the PV; else nothing to do (``why``)."""
+    """``provision``: ask the cloud for ``size`` bytes and create the PV; ``refuse``: the claim asks for
+    what a disk cannot be (the message says why); else nothing to do (``why``)."""
 
     provision: bool = False
     size: int = 0
     why: str = ""
+    refuse: str = ""
+
+
+SUPPORTED_ACCESS_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
+
+
+def unsupported(claim: Object) -> str:
+    """Why a disk cannot serve the claim ("" when it can): a disk is attached to one machine at a time
+    and always carries a filesystem here."""
+    modes = [m for m in csi.spec(claim).get("accessModes") or [] if m not in SUPPORTED_ACCESS_MODES]
+    if modes:
+        return f"access mode {modes[0]} is not supported: a disk attaches to one machine at a time"
+    if csi.spec(claim).get("volumeMode") == "Block":
+        return "volumeMode Block is not supported: the lab's disks are served with a filesystem"
+    return ""
 
 
 def plan_claim(claim: Object, storage_class: Object | None, *, volume_exists: bool) -> ClaimPlan:
@@ -70,6 +87,9 @@ def plan_claim(claim: Object, storage_class: Object | None, *, volume_exists: bo
         return ClaimPlan(why="waiting for the scheduler to choose a node")
     if volume_exists:
         return ClaimPlan(why="its volume exists")
+    refused = unsupported(claim)
+    if refused:
+        return ClaimPlan(refuse=f"rpc error: code = InvalidArgument desc = {refused}")
     size = csi.requested_bytes(claim)
     if size <= 0:
         return ClaimPlan(why="no storage request")
@@ -173,6 +193,10 @@ class CsiProvisioner(Controller):
         class_name = claim_class(claim)
         storage_class = self.classes.get(class_name) if class_name else None
         decided = plan_claim(claim, storage_class, volume_exists=self.volumes.get(volume_name(claim)) is not None)
+        if decided.refuse:
+            self.record(claim, Event(WARNING, "ProvisioningFailed", self._failed(class_name, decided.refuse)))
+            await self._unselect(claim)
+            return
         if not decided.provision or storage_class is None:
             return
         name = volume_name(claim)
@@ -182,9 +206,11 @@ class CsiProvisioner(Controller):
         try:
             made = await self.cloud.create_volume(name, size_bytes=decided.size)
         except CloudError as exc:
-            message = f'failed to provision volume with StorageClass "{class_name}": {exc}'
+            message = self._failed(class_name, str(exc))
             self.record(claim, Event(WARNING, "ProvisioningFailed", message))
             log.warning("claim %s: %s", key, message)
+            if exc.status in FINAL_STATUSES:  # this node's zone cannot have it: let the scheduler choose again
+                await self._unselect(claim)
             raise
         try:
             await self.client.create(PERSISTENT_VOLUMES, persistent_volume(claim, storage_class, dict(made)))
@@ -193,6 +219,24 @@ class CsiProvisioner(Controller):
                 raise
         self.record(claim, Event(NORMAL, "ProvisioningSucceeded", f"Successfully provisioned volume {name}"))
         log.info("claim %s: provisioned %s (%s, %d bytes)", key, name, made.get("id"), decided.size)
+
+    @staticmethod
+    def _failed(class_name: str, why: str) -> str:
+        return f'failed to provision volume with StorageClass "{class_name}": {why}'
+
+    async def _unselect(self, claim: Object) -> None:
+        """Take the scheduler's ``selected-node`` off the claim after a final refusal (as kube's provisioner
+        does), so that the pod waiting for it is scheduled again instead of waiting for its bind timeout."""
+        meta = csi.meta(claim)
+        if csi.SELECTED_NODE_ANNOTATION not in csi.notes(claim):
+            return
+        body = {
+            "metadata": {
+                "annotations": {csi.SELECTED_NODE_ANNOTATION: None},
+                "resourceVersion": meta["resourceVersion"],
+            }
+        }
+        await self.client.patch(PERSISTENT_VOLUME_CLAIMS, meta["name"], body, meta["namespace"])
 
     async def _sync_volume(self, name: str) -> None:
         volume = self.volumes.get(name)
