@@ -10,8 +10,8 @@ network (``kubelab_testing.drills``):
   containers alone;
 - the master powered off and on again keeps every object.
 
-Before the faults, the rollout drill without one: a 6-replica Deployment whose pods sleep in a preStop
-hook (as users drain theirs) rolled to a new version under the same load loses no request.
+The rollout drill without a fault (a preStop sleep loses no request) is in the long tier
+(tests/e2e_long/test_rollout.py): it is long, and needs no fault.
 
 Each fault prints its figures: when it was noticed, when the pods moved, when all was well again, and
 the share of failed requests.
@@ -56,23 +56,6 @@ def _requests_recovered(what: str, load: ServiceLoad, since: float) -> None:
         return len(tail) >= 20 and all(s.ok for s in tail)
 
     eventually(quiet, timeout=120, interval=2, what=f"{what}: 10 s of requests without a failure")
-
-
-def test_a_rolling_update_with_a_pre_stop_sleep_loses_no_request(
-    kubelab_lab: Lab, kubelab_kubectl: Kubectl, kubelab_service_load: Callable[..., ServiceLoad]
-) -> None:
-    drained = drill.Rolled.create(kubelab_kubectl, name=drill.DRAINED, pre_stop=True)
-    try:
-        # the NodePort on the master, where no pod of the drill runs
-        url = drained.entry(kubelab_lab, avoid=kubelab_lab.workers[0].name)
-        load = kubelab_service_load(url, deadline=drill.ROLLOUT_DEADLINE)
-        drill.warm(load)
-        figures = drill.drained_rollout(drained, load=load)
-        print(f"\n{figures.describe()}")
-        assert figures.requests.requests >= 20  # 5 a second through a rollout of several seconds
-        assert figures.requests.failed == 0, figures.describe()
-    finally:
-        drained.delete()
 
 
 @pytest.mark.parametrize("fault", ["crash", "partition"])
