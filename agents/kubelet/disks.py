@@ -3,7 +3,8 @@
 What :mod:`agents.kubelet.csi` plans is done here with the node's own programs, as kube's mount
 utilities do: ``blkid`` says whether a disk holds a file system, ``mkfs.ext4`` makes one on a blank
 disk only, ``mount``/``umount`` stage and publish (a bind mount, ``ro`` when the pod says so),
-``resize2fs`` grows a mounted ext4 after the disk grew, and ``findmnt`` says what is mounted. The disk
+``resize2fs`` grows a mounted ext4 after the disk grew, and the kernel's mount table (``mountinfo``)
+says what is mounted. The disk
 is found by its serial: udev's ``virtio-<serial>`` link, else sysfs (:func:`find_device`). Each
 staged or published directory gets a ``vol_data.json`` beside it, as kube's kubelet writes, so what
 is mounted can be told apart after a restart. A program that fails is a :class:`DiskError` with its
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from agents.kubelet.errors import KubeletError
 log = logging.getLogger(__name__)
 
 SYS_BLOCK = Path("/sys/block")
+MOUNTINFO = Path("/proc/self/mountinfo")
+_OCTAL = re.compile(r"\\([0-7]{3})")
 BLKID_NOTHING_FOUND = 2  # blkid's exit status when the device holds no signature it knows
 
 
@@ -84,22 +88,21 @@ def find_device(link: Path, handle: str, *, sys_block: Path = SYS_BLOCK) -> Path
 class Disks:
     """Stage, publish, unpublish, unstage and resize, under the kubelet's root directory."""
 
-    def __init__(self, root: Path, *, sys_block: Path = SYS_BLOCK) -> None:
+    def __init__(self, root: Path, *, sys_block: Path = SYS_BLOCK, mountinfo: Path = MOUNTINFO) -> None:
         self.root = root
         self.sys_block = sys_block
+        self.mountinfo = mountinfo
 
     async def observe(self) -> csi.NodeMounts:
-        """What is mounted under the root: staged disks and their publications."""
-        _, text = await _run("findmnt", "--list", "--json", "--output", "TARGET,OPTIONS")
+        """What is mounted under the root: staged disks and their publications (read from the kernel's
+        mount table, no process spawned: the volume manager looks every few seconds on every node)."""
         try:
-            listed = json.loads(text).get("filesystems") or []
-        except ValueError as exc:
-            raise DiskError(f"findmnt: unreadable output: {exc}") from exc
+            table = self.mountinfo.read_text()
+        except OSError as exc:
+            raise DiskError(f"{self.mountinfo}: {exc}") from exc
         staged: list[csi.Staged] = []
         published: list[csi.Published] = []
-        for entry in listed:
-            target = Path(_unescape(str(entry.get("target") or "")))
-            options = set(str(entry.get("options") or "").split(","))
+        for target, options in mount_points(table):
             if csi.is_global_path(self.root, target):
                 staged.append(csi.Staged(_read_handle(target.parent), target))
                 continue
@@ -194,8 +197,12 @@ def _remove_empty(directory: Path) -> None:
         directory.rmdir()
 
 
-def _unescape(target: str) -> str:
-    """findmnt's JSON writes some characters of a path as ``\\x20``-style escapes."""
-    if "\\x" not in target:
-        return target
-    return target.encode("latin-1", "backslashreplace").decode("unicode_escape")
+def mount_points(table: str) -> list[tuple[Path, set[str]]]:
+    """Each mount point of a ``/proc/<pid>/mountinfo`` table with its per-mount options (``ro``/``rw``,
+    ...); the kernel writes a space, tab, newline or backslash of a path as an octal escape."""
+    out = []
+    for line in table.splitlines():
+        fields = line.split(" ")
+        if len(fields) > 5:
+            out.append((Path(_OCTAL.sub(lambda m: chr(int(m.group(1), 8)), fields[4])), set(fields[5].split(","))))
+    return out

@@ -17,54 +17,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 from typing import Any
 
+from kubelab_testing import volumes
 from kubelab_testing.kubectl import Kubectl, manifest
 from kubelab_testing.lab import Lab
 from kubelab_testing.waiting import eventually
 from provisioner.drivers.libvirt import daemon as libvirthost
-
-TOKEN_PATH = "/data/token"
-
-
-def _pod(name: str, namespace: str, node: str, command: str, claim: str = "data") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": node},
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "busybox:1.35.0",
-                    "command": ["sh", "-c", command],
-                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                }
-            ],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
-        },
-    }
-
-
-def _claim(name: str, namespace: str, size: str, storage_class: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
-    if storage_class is not None:
-        spec["storageClassName"] = storage_class
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-
-
-def _running(kubectl: Kubectl, namespace: str, name: str) -> bool:
-    found = kubectl("get", "pod", name, "-n", namespace, "-o", "json")
-    return found.ok and json.loads(found.out)["status"].get("phase") == "Running"
 
 
 def _virsh(lab: Lab, *args: str) -> str:
@@ -95,92 +55,38 @@ def test_a_claim_s_disk_follows_its_pod_from_one_worker_to_the_other(
 ) -> None:
     lab, kubectl = kubelab_lab, kubelab_kubectl
     first, second = (w.name for w in lab.workers[:2])
-    namespace, token = f"vol-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    kubectl.ok("create", "namespace", namespace)
+    mover = volumes.Mover(kubectl, first, second)
     try:
-        started = time.monotonic()
-        kubectl.ok("apply", "-f", "-", stdin=manifest(_claim("data", namespace, "64Mi")))
-        writer = f"echo {token} > {TOKEN_PATH} && sync && exec sleep 3600"
-        kubectl.ok("apply", "-f", "-", stdin=manifest(_pod("writer", namespace, first, writer)))
-        eventually(lambda: _running(kubectl, namespace, "writer"), timeout=300, what="the writer pod to run")
-        claim_to_running = time.monotonic() - started
-
-        claim = kubectl.json("get", "pvc", "data", "-n", namespace)
+        mover.create()
+        claim = mover.claim()
         assert claim["status"]["phase"] == "Bound" and claim["spec"]["storageClassName"] == "standard"
         pv = kubectl.json("get", "pv", claim["spec"]["volumeName"])
-        assert pv["metadata"]["name"] == f"pvc-{claim['metadata']['uid']}"
-        handle = pv["spec"]["csi"]["volumeHandle"]
-        attachments = [
-            a
-            for a in kubectl.json("get", "volumeattachments")["items"]
-            if a["spec"]["source"].get("persistentVolumeName") == pv["metadata"]["name"]
-        ]
-        assert [(a["spec"]["nodeName"], a["status"]["attached"]) for a in attachments] == [(first, True)]
-        volume = json.loads(kubectl.ok("get", "pv", pv["metadata"]["name"], "-o", "json"))
-        assert volume["status"]["phase"] == "Bound"
-        on_node = lab.ssh(
-            first,
-            f"findmnt -n -o SOURCE,FSTYPE --source $(readlink -f /dev/disk/by-id/virtio-{handle})",
-        )
+        name, handle = pv["metadata"]["name"], pv["spec"]["csi"]["volumeHandle"]
+        assert name == f"pvc-{claim['metadata']['uid']}" and pv["status"]["phase"] == "Bound"
+        attached = [(a["spec"]["nodeName"], a["status"]["attached"]) for a in volumes.attachments_of(kubectl, name)]
+        assert attached == [(first, True)]
+        on_node = lab.ssh(first, f"findmnt -n -o SOURCE,FSTYPE --source $(readlink -f /dev/disk/by-id/virtio-{handle})")
         assert on_node.ok and "ext4" in on_node.out, (on_node.out, on_node.err)
-        assert kubectl.ok("exec", "writer", "-n", namespace, "--", "cat", TOKEN_PATH).strip() == token
+        assert mover.read("writer") == mover.token
 
-        moved = time.monotonic()
-        kubectl.ok("delete", "pod", "writer", "-n", namespace, "--wait=true", timeout=180)
-        reader = "exec sleep 3600"
-        kubectl.ok("apply", "-f", "-", stdin=manifest(_pod("reader", namespace, second, reader)))
-        eventually(lambda: _running(kubectl, namespace, "reader"), timeout=300, what="the reader pod to run")
-        move_seconds = time.monotonic() - moved
-        assert kubectl.ok("exec", "reader", "-n", namespace, "--", "cat", TOKEN_PATH).strip() == token
-        now = [
-            a["spec"]["nodeName"]
-            for a in kubectl.json("get", "volumeattachments")["items"]
-            if a["spec"]["source"].get("persistentVolumeName") == pv["metadata"]["name"]
-        ]
-        assert now == [second], now
+        mover.move()
+        assert mover.read("reader") == mover.token
+        assert [a["spec"]["nodeName"] for a in volumes.attachments_of(kubectl, name)] == [second]
         assert lab.ssh(first, f"test ! -e /dev/disk/by-id/virtio-{handle}").ok
 
         # growing the claim grows the disk and the filesystem the pod sees
-        grown = time.monotonic()
-        kubectl.ok(
-            "patch", "pvc", "data", "-n", namespace, "-p", '{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}'
-        )
-
-        def capacity() -> bool:
-            found = kubectl.json("get", "pvc", "data", "-n", namespace)
-            return bool(found["status"].get("capacity", {}).get("storage") == "128Mi")
-
-        eventually(capacity, timeout=180, what="the claim's capacity to become 128Mi")
-        grow_seconds = time.monotonic() - grown
-        size_kib = int(
-            kubectl.ok("exec", "reader", "-n", namespace, "--", "df", "-k", "/data").splitlines()[-1].split()[1]
-        )
+        mover.grow("128Mi")
+        df = kubectl.ok("exec", "reader", "-n", mover.namespace, "--", "df", "-k", "/data")
+        size_kib = int(df.splitlines()[-1].split()[1])
         assert size_kib > 100 * 1024, size_kib
-        pool = _pool_of(lab, pv["metadata"]["name"])
+        pool = _pool_of(lab, name)
 
         # the claim goes with its namespace: the pod, the attachment, the PV and the cloud volume follow
-        gone = time.monotonic()
-        kubectl.ok("delete", "namespace", namespace, "--wait=false")
-        eventually(
-            lambda: kubectl("get", "pv", pv["metadata"]["name"]).code != 0,
-            timeout=300,
-            what=f"PersistentVolume {pv['metadata']['name']} to be deleted",
-        )
-        assert pv["metadata"]["name"] not in _cloud_volumes(lab, pool)
-        delete_seconds = time.monotonic() - gone
-        print(
-            json.dumps(
-                {
-                    "benchmark": "volumes",
-                    "claim_to_running_s": round(claim_to_running, 1),
-                    "move_between_workers_s": round(move_seconds, 1),
-                    "expand_s": round(grow_seconds, 1),
-                    "namespace_delete_to_volume_gone_s": round(delete_seconds, 1),
-                }
-            )
-        )
+        mover.delete(wait_for=name)
+        assert name not in _cloud_volumes(lab, pool)
+        print(json.dumps({"benchmark": "volumes", **{k: round(v, 1) for k, v in mover.figures.items()}}))
     finally:
-        kubectl("delete", "namespace", namespace, "--wait=false")
+        kubectl("delete", "namespace", mover.namespace, "--wait=false")
 
 
 def _pool_of(lab: Lab, volume: str) -> str:
@@ -229,7 +135,7 @@ def test_a_stateful_set_gets_a_claim_per_ordinal_kept_when_it_scales_down(
             },
         }
         kubectl.ok("apply", "-f", "-", stdin=manifest(set_))
-        eventually(lambda: _running(kubectl, namespace, "db-0"), timeout=300, what="pod db-0 to run")
+        eventually(lambda: volumes.running(kubectl, namespace, "db-0"), timeout=300, what="pod db-0 to run")
         claim = kubectl.json("get", "pvc", "data-db-0", "-n", namespace)
         assert claim["status"]["phase"] == "Bound" and claim["metadata"]["labels"] == {"app": "db"}
         assert kubectl.ok("exec", "db-0", "-n", namespace, "--", "cat", "/data/owner").strip() == "db-0"
@@ -245,7 +151,7 @@ def test_claims_nothing_can_satisfy_say_why(kubelab_lab: Lab, kubelab_kubectl: K
     namespace = f"vol-{uuid.uuid4().hex[:6]}"
     kubectl.ok("create", "namespace", namespace)
     try:
-        kubectl.ok("apply", "-f", "-", stdin=manifest(_claim("nowhere", namespace, "1Gi", "no-such-class")))
+        kubectl.ok("apply", "-f", "-", stdin=manifest(volumes.claim("nowhere", namespace, "1Gi", "no-such-class")))
         eventually(
             lambda: (
                 "no-such-class" in _event(kubectl, namespace, "nowhere", "ProvisioningFailed")
@@ -254,9 +160,12 @@ def test_claims_nothing_can_satisfy_say_why(kubelab_lab: Lab, kubelab_kubectl: K
             timeout=60,
             what="an event saying the class is missing",
         )
-        kubectl.ok("apply", "-f", "-", stdin=manifest(_claim("huge", namespace, "10Ti")))
+        kubectl.ok("apply", "-f", "-", stdin=manifest(volumes.claim("huge", namespace, "10Ti")))
         kubectl.ok(
-            "apply", "-f", "-", stdin=manifest(_pod("hungry", namespace, lab.workers[0].name, "sleep 3600", "huge"))
+            "apply",
+            "-f",
+            "-",
+            stdin=manifest(volumes.pod("hungry", namespace, lab.workers[0].name, "sleep 3600", "huge")),
         )
         message = eventually(
             lambda: _event(kubectl, namespace, "huge", "ProvisioningFailed"), timeout=180, what="ProvisioningFailed"

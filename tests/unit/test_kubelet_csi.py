@@ -18,7 +18,7 @@ import pytest
 
 from agents.kubelet import csi
 from agents.kubelet.containers import ContainerId
-from agents.kubelet.disks import DiskError, Disks, find_device
+from agents.kubelet.disks import DiskError, Disks, find_device, mount_points
 from agents.kubelet.nodestatus import NodeStatus
 from agents.kubelet.podcache import PodCache
 from agents.kubelet.podworkers import PodWorkers
@@ -576,3 +576,14 @@ async def test_the_kubelet_creates_its_csinode_and_corrects_one_that_differs(tmp
     await status.ensure_csinode()
     assert [u["spec"]["drivers"][0]["allocatable"] for u in api.updated] == [{"count": 8}]
     assert api.updated[0]["metadata"]["resourceVersion"] == "7" and status.csinode_done
+
+
+def test_the_kernel_s_mount_table_is_read_with_its_octal_escapes() -> None:
+    table = (
+        "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
+        "90 22 254:16 / /var/lib/a\\040b/globalmount ro,relatime shared:40 - ext4 /dev/vdb rw\n"
+    )
+    assert mount_points(table) == [
+        (Path("/"), {"rw", "relatime"}),
+        (Path("/var/lib/a b/globalmount"), {"ro", "relatime"}),
+    ]
