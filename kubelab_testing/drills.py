@@ -240,6 +240,16 @@ def warm(load: ServiceLoad) -> None:
     eventually(lambda: any(s.ok for s in load.samples()), timeout=120, what=f"answers from {load.url}")
 
 
+def wait_not_ready(kubectl: Kubectl, node: str, *, grace: float) -> None:
+    """Until ``node`` is no longer Ready (its kubelet silent for the grace period, or worse)."""
+    eventually(
+        lambda: node_ready(kubectl, node) not in ("True", None),
+        timeout=grace + 90,
+        interval=POLL,
+        what=f"{node} NotReady",
+    )
+
+
 def lose_worker(
     lab: Lab, kubectl: Kubectl, faults: Faults, rolled: Rolled, *, load: ServiceLoad, fault: str, node: str
 ) -> Figures:
@@ -249,12 +259,7 @@ def lose_worker(
     rolled.next()
     began = time.time()
     getattr(faults, fault)(node)
-    eventually(
-        lambda: node_ready(kubectl, node) not in ("True", None),
-        timeout=grace + 90,
-        interval=POLL,
-        what=f"{node} NotReady",
-    )
+    wait_not_ready(kubectl, node, grace=grace)
     detected = _since(began)
 
     def replaced() -> bool:
@@ -654,12 +659,7 @@ def lose_volume_worker(lab: Lab, kubectl: Kubectl, faults: Faults) -> VolumeFigu
         began = time.time()
         faults.crash(node)
         crashed = node
-        eventually(
-            lambda: node_ready(kubectl, node) not in ("True", None),
-            timeout=grace + 90,
-            interval=POLL,
-            what=f"{node} NotReady",
-        )
+        wait_not_ready(kubectl, node, grace=grace)
         detected = _since(began)
 
         def evicted() -> bool:

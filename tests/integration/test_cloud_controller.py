@@ -27,12 +27,12 @@ from kubelab_testing.commands import stop
 from kubelab_testing.kubectl import Kubectl, manifest
 from kubelab_testing.lab import Lab, free_port
 from kubelab_testing.waiting import eventually
-from provisioner.drivers.base import Machine
-from provisioner.drivers.libvirt import daemon, plan
+from provisioner.drivers.libvirt import daemon
 from provisioner.drivers.libvirt.driver import HOST_NEEDS
 from provisioner.drivers.libvirt.hypervisor import Hypervisor
 from provisioner.lab.pki import Pki
 from tests.support.components import require
+from tests.support.libvirtdomains import define_worker, undefine_all
 
 UNINITIALIZED = "node.cloudprovider.kubernetes.io/uninitialized"
 
@@ -53,40 +53,11 @@ def libvirt_uri() -> Iterator[str]:
 def domain(libvirt_uri: str, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     """(lab, domain name, domain UUID): a worker domain of a lab of this test's own, defined only."""
     lab = f"ccm{uuid.uuid4().hex[:6]}"
-    machine = Machine(
-        name=f"{lab}-worker1", role="worker", ip="192.168.211.11", mac=plan.mac_of(lab, "x"), cpus=1, memory_mib=512
-    )
-    network = plan.NetworkPlan(
-        name=f"kubelab-{lab}",
-        bridge="klbrtest",
-        gateway="192.168.211.1",
-        netmask="255.255.255.0",
-        prefix=24,
-        dhcp_start="192.168.211.10",
-        dhcp_end="192.168.211.11",
-    )
-    xml = plan.domain_xml(
-        machine,
-        lab=lab,
-        uid=uuid.uuid4().hex,
-        accel="tcg",
-        network=network,
-        kernel=tmp_path / "vmlinuz",
-        initrd=tmp_path / "initrd",
-        image_digest="sha256:test",
-        disk=tmp_path / "disk.qcow2",
-        console_log=tmp_path / "console.log",
-        public_key_line="ssh-ed25519 AAAA test",
-    )
-    with Hypervisor.open(libvirt_uri, lab) as hv:
-        defined = hv.conn.defineXML(xml)
-        uid = defined.UUIDString()
+    machine, uid = define_worker(libvirt_uri, lab, subnet="192.168.211", bridge="klbrtest", files=tmp_path)
     try:
         yield lab, machine.name, uid
     finally:
-        with Hypervisor.open(libvirt_uri, lab) as hv:
-            for found in hv.domains().values():
-                found.undefine()
+        undefine_all(libvirt_uri, lab)
 
 
 @pytest.fixture

@@ -29,8 +29,7 @@ from kubelab_testing.commands import stop
 from kubelab_testing.lab import free_port
 from kubelab_testing.waiting import eventually
 from provisioner.cloud import volumes
-from provisioner.drivers.base import Machine
-from provisioner.drivers.libvirt import daemon, plan
+from provisioner.drivers.libvirt import daemon
 from provisioner.drivers.libvirt.driver import HOST_NEEDS, LibvirtDriver
 from provisioner.drivers.libvirt.hypervisor import Hypervisor
 from provisioner.lab.identity import ENV_UID
@@ -38,6 +37,7 @@ from provisioner.lab.paths import LabPaths
 from provisioner.lab.pki import Pki
 from provisioner.lab.spec import LabSpec
 from tests.support.components import require
+from tests.support.libvirtdomains import define_worker, undefine_all
 
 GIB = 1 << 30
 
@@ -58,33 +58,7 @@ def libvirt_uri() -> Iterator[str]:
 def cloud_lab(libvirt_uri: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A lab of this test's own: one worker domain, defined only, and its cloud serving volumes."""
     name = f"vol{uuid.uuid4().hex[:6]}"
-    machine = Machine(
-        name=f"{name}-worker1", role="worker", ip="192.168.212.11", mac=plan.mac_of(name, "x"), cpus=1, memory_mib=512
-    )
-    network = plan.NetworkPlan(
-        name=f"kubelab-{name}",
-        bridge="klbrtestv",
-        gateway="192.168.212.1",
-        netmask="255.255.255.0",
-        prefix=24,
-        dhcp_start="192.168.212.10",
-        dhcp_end="192.168.212.11",
-    )
-    xml = plan.domain_xml(
-        machine,
-        lab=name,
-        uid=uuid.uuid4().hex,
-        accel="tcg",
-        network=network,
-        kernel=tmp_path / "vmlinuz",
-        initrd=tmp_path / "initrd",
-        image_digest="sha256:test",
-        disk=tmp_path / "disk.qcow2",
-        console_log=tmp_path / "console.log",
-        public_key_line="ssh-ed25519 AAAA test",
-    )
-    with Hypervisor.open(libvirt_uri, name) as hv:
-        hv.conn.defineXML(xml)
+    machine, _uid = define_worker(libvirt_uri, name, subnet="192.168.212", bridge="klbrtestv", files=tmp_path)
     pki = Pki(tmp_path / "pki")
     pki.ensure_ca()
     pki.ensure_serving(dns_names=["localhost"], ips=["127.0.0.1"], name="cloud", common_name="kubelab-cloud")
@@ -120,9 +94,8 @@ def cloud_lab(libvirt_uri: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     finally:
         stop(process)
         print((process.stdout.read() if process.stdout else "")[-3000:])
+        undefine_all(libvirt_uri, name)
         with Hypervisor.open(libvirt_uri, name) as hv:
-            for domain in hv.domains().values():
-                domain.undefine()
             hv.remove_pool(volumes.pool_name(name))  # as the lab's down does, by the pool's exact name
 
 

@@ -9,10 +9,13 @@ read the fields those controllers decide on, so that each planner stays a few li
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from typing import Any
 
+from agents.controllers.base import Context, Controller
 from agents.controllers.cloud.provider import CloudError, CloudProvider
 from agents.machinery import quantity
+from agents.machinery.client import ApiError
 from agents.machinery.objects import Object
 
 DRIVER = "disk.csi.kubelab.dev"
@@ -87,3 +90,28 @@ async def cloud_volume_name(cloud: CloudProvider, volume: Object) -> str:
     if found is None:
         raise CloudError(f"the cloud has no volume {handle}", status=404)
     return str(found["name"])
+
+
+class CsiController(Controller):
+    """A controller of the driver's that asks the cloud: what it does on ``sync`` is tried again after
+    ``retry`` seconds when the cloud refuses or does not answer, at once after a conflict, and not at all
+    once its object is gone."""
+
+    retry = 10.0
+
+    def __init__(self, ctx: Context, cloud: CloudProvider) -> None:
+        super().__init__(ctx)
+        self.cloud = cloud
+
+    async def attempt(self, key: str, step: Awaitable[None]) -> None:
+        try:
+            await step
+        except CloudError:
+            self.queue.add_after(key, self.retry)
+        except ApiError as exc:
+            if exc.not_found:
+                return
+            if exc.conflict:
+                self.queue.add_after(key, 0.5)
+                return
+            raise

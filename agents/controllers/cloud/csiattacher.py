@@ -16,10 +16,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from agents.controllers.base import Context, Controller, rfc3339
+from agents.controllers.base import Context, rfc3339
 from agents.controllers.cloud import csi
 from agents.controllers.cloud.provider import CloudError, CloudProvider
-from agents.machinery.client import ApiError
 from agents.machinery.objects import Object
 from agents.machinery.resources import NODES, PERSISTENT_VOLUMES, VOLUME_ATTACHMENTS
 
@@ -59,14 +58,14 @@ def plan(attachment: Object, node: Object | None) -> AttachPlan:
     return AttachPlan(attach=True)
 
 
-class CsiAttacher(Controller):
+class CsiAttacher(csi.CsiController):
     name = "csi-attacher"
     source = f"{csi.DRIVER}_csi-attacher"
     workers = 2
+    retry = RETRY_SECONDS
 
     def __init__(self, ctx: Context, cloud: CloudProvider) -> None:
-        super().__init__(ctx)
-        self.cloud = cloud
+        super().__init__(ctx, cloud)
         self.attachments = ctx.informer(VOLUME_ATTACHMENTS)
         self.volumes = ctx.informer(PERSISTENT_VOLUMES)
         self.nodes = ctx.informer(NODES)
@@ -78,24 +77,16 @@ class CsiAttacher(Controller):
             return
         spec = csi.spec(attachment)
         decided = plan(attachment, self.nodes.get(str(spec.get("nodeName") or "")))
-        try:
-            if decided.add_finalizer:
-                await self._finalizers(
-                    attachment, [*(csi.meta(attachment).get("finalizers") or []), csi.ATTACHER_FINALIZER]
-                )
-            elif decided.attach:
-                await self._attach(attachment)
-            elif decided.detach:
-                await self._detach(attachment, force=decided.force)
-        except CloudError:
-            self.queue.add_after(key, RETRY_SECONDS)
-        except ApiError as exc:
-            if exc.not_found:
-                return
-            if exc.conflict:
-                self.queue.add_after(key, 0.5)
-                return
-            raise
+        await self.attempt(key, self._step(attachment, decided))
+
+    async def _step(self, attachment: Object, decided: AttachPlan) -> None:
+        if decided.add_finalizer:
+            finalizers = [*(csi.meta(attachment).get("finalizers") or []), csi.ATTACHER_FINALIZER]
+            await self._finalizers(attachment, finalizers)
+        elif decided.attach:
+            await self._attach(attachment)
+        elif decided.detach:
+            await self._detach(attachment, force=decided.force)
 
     async def _volume_name(self, attachment: Object) -> str:
         pv_name = str((csi.spec(attachment).get("source") or {}).get("persistentVolumeName") or "")

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from agents.controllers.base import Context, Controller, Event
+from agents.controllers.base import Context, Event
 from agents.controllers.cloud import csi
 from agents.controllers.cloud.provider import CloudError, CloudProvider
 from agents.machinery.client import ApiError
@@ -147,14 +147,14 @@ def should_delete(volume: Object) -> bool:
     return phase in ("Released", "Failed") or (csi.deleting(volume) and phase != "Bound")
 
 
-class CsiProvisioner(Controller):
+class CsiProvisioner(csi.CsiController):
     name = "csi-provisioner"
     source = f"{csi.DRIVER}_csi-provisioner"
     workers = 2
+    retry = RETRY_SECONDS
 
     def __init__(self, ctx: Context, cloud: CloudProvider) -> None:
-        super().__init__(ctx)
-        self.cloud = cloud
+        super().__init__(ctx, cloud)
         self.claims = ctx.informer(PERSISTENT_VOLUME_CLAIMS)
         self.volumes = ctx.informer(PERSISTENT_VOLUMES)
         self.classes = ctx.informer(STORAGE_CLASSES)
@@ -171,20 +171,7 @@ class CsiProvisioner(Controller):
 
     async def sync(self, key: str) -> None:
         kind, _, name = key.partition("/")
-        try:
-            if kind == "claim":
-                await self._sync_claim(name)
-            else:
-                await self._sync_volume(name)
-        except CloudError:
-            self.queue.add_after(key, RETRY_SECONDS)
-        except ApiError as exc:
-            if exc.not_found:
-                return
-            if exc.conflict:
-                self.queue.add_after(key, 0.5)
-                return
-            raise
+        await self.attempt(key, self._sync_claim(name) if kind == "claim" else self._sync_volume(name))
 
     async def _sync_claim(self, key: str) -> None:
         claim = self.claims.get(key)

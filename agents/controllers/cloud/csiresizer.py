@@ -16,10 +16,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from agents.controllers.base import Context, Controller, Event, rfc3339
+from agents.controllers.base import Context, Event, rfc3339
 from agents.controllers.cloud import csi
 from agents.controllers.cloud.provider import CloudError, CloudProvider
-from agents.machinery.client import ApiError
 from agents.machinery.events import NORMAL, WARNING
 from agents.machinery.objects import Object
 from agents.machinery.resources import PERSISTENT_VOLUME_CLAIMS, PERSISTENT_VOLUMES
@@ -63,14 +62,14 @@ def condition(type_: str, now: str, message: str = "") -> dict[str, Any]:
     return found
 
 
-class CsiResizer(Controller):
+class CsiResizer(csi.CsiController):
     name = "csi-resizer"
     source = "external-resizer " + csi.DRIVER
     workers = 1
+    retry = RETRY_SECONDS
 
     def __init__(self, ctx: Context, cloud: CloudProvider) -> None:
-        super().__init__(ctx)
-        self.cloud = cloud
+        super().__init__(ctx, cloud)
         self.claims = ctx.informer(PERSISTENT_VOLUME_CLAIMS)
         self.volumes = ctx.informer(PERSISTENT_VOLUMES)
         self.claims.on(add=self.enqueue, update=lambda _o, n: self.enqueue(n))
@@ -83,37 +82,26 @@ class CsiResizer(Controller):
         decided = plan(claim, volume)
         if not decided.grow_to or volume is None:
             return
-        size, now = csi.storage(decided.grow_to), rfc3339(self.now())
+        await self.attempt(key, self._grow(key, claim, volume, decided.grow_to))
+
+    async def _grow(self, key: str, claim: Object, volume: Object, grow_to: int) -> None:
+        size, now = csi.storage(grow_to), rfc3339(self.now())
         pv_name = csi.meta(volume)["name"]
+        kept = [c for c in conditions(claim) if c.get("type") not in (RESIZING, FS_RESIZE_PENDING)]
+        await self._claim_status(claim, [*kept, condition(RESIZING, now)], allocated=size)
+        self.record(claim, Event(NORMAL, RESIZING, f"External resizer is resizing volume {pv_name}"))
         try:
-            kept = [c for c in conditions(claim) if c.get("type") not in (RESIZING, FS_RESIZE_PENDING)]
-            await self._claim_status(claim, [*kept, condition(RESIZING, now)], allocated=size)
-            self.record(claim, Event(NORMAL, RESIZING, f"External resizer is resizing volume {pv_name}"))
-            try:
-                await self.cloud.resize_volume(
-                    await csi.cloud_volume_name(self.cloud, volume), size_bytes=decided.grow_to
-                )
-            except CloudError as exc:
-                self.record(claim, Event(WARNING, "VolumeResizeFailed", f"resize volume {pv_name} failed: {exc}"))
-                await self._claim_status(claim, kept, allocated=size)
-                log.warning("claim %s: resize to %s: %s", key, size, exc)
-                self.queue.add_after(key, RETRY_SECONDS)
-                return
-            await self.client.patch(PERSISTENT_VOLUMES, pv_name, {"spec": {"capacity": {"storage": size}}})
-            await self._claim_status(
-                claim, [*kept, condition(FS_RESIZE_PENDING, now, FS_RESIZE_MESSAGE)], allocated=size
-            )
-            self.record(
-                claim, Event(NORMAL, "FileSystemResizeRequired", "Require file system resize of volume on node")
-            )
-            log.info("claim %s: volume %s grown to %s; the node grows its filesystem", key, pv_name, size)
-        except ApiError as exc:
-            if exc.not_found:
-                return
-            if exc.conflict:
-                self.queue.add_after(key, 0.5)
-                return
+            await self.cloud.resize_volume(await csi.cloud_volume_name(self.cloud, volume), size_bytes=grow_to)
+        except CloudError as exc:
+            self.record(claim, Event(WARNING, "VolumeResizeFailed", f"resize volume {pv_name} failed: {exc}"))
+            await self._claim_status(claim, kept, allocated=size)
+            log.warning("claim %s: resize to %s: %s", key, size, exc)
             raise
+        await self.client.patch(PERSISTENT_VOLUMES, pv_name, {"spec": {"capacity": {"storage": size}}})
+        pending = condition(FS_RESIZE_PENDING, now, FS_RESIZE_MESSAGE)
+        await self._claim_status(claim, [*kept, pending], allocated=size)
+        self.record(claim, Event(NORMAL, "FileSystemResizeRequired", "Require file system resize of volume on node"))
+        log.info("claim %s: volume %s grown to %s; the node grows its filesystem", key, pv_name, size)
 
     async def _claim_status(self, claim: Object, conds: list[dict[str, Any]], *, allocated: str) -> None:
         body = {"status": {"conditions": conds or None, "allocatedResources": {"storage": allocated}}}
