@@ -11,10 +11,24 @@ import pytest
 
 from kubelab_testing.kubectl import Kubectl
 from kubelab_testing.lab import Lab, created_lab, up_flags
+from provisioner.drivers.libvirt import daemon
+from provisioner.drivers.libvirt.driver import HOST_NEEDS
 from provisioner.system import packages
 from tests.support.components import require, require_kubectl
 
 CLI_TIMEOUT = 180.0  # one kubelab command on a local lab
+
+
+@pytest.fixture(scope="module")
+def libvirt_uri() -> Iterator[str]:
+    """A libvirt to define domains in: the one labs use, started (in kubelab's namespace) if none runs,
+    and stopped again afterwards only if this module started it."""
+    require(*HOST_NEEDS)
+    before = daemon.current()
+    running = daemon.ensure(say=lambda _m: None)
+    yield running.uri
+    if before is None:
+        daemon.release(still_used=False, say=lambda _m: None)
 
 
 @contextmanager

@@ -27,26 +27,11 @@ from kubelab_testing.commands import stop
 from kubelab_testing.kubectl import Kubectl, manifest
 from kubelab_testing.lab import Lab, free_port
 from kubelab_testing.waiting import eventually
-from provisioner.drivers.libvirt import daemon
-from provisioner.drivers.libvirt.driver import HOST_NEEDS
 from provisioner.drivers.libvirt.hypervisor import Hypervisor
 from provisioner.lab.pki import Pki
-from tests.support.components import require
 from tests.support.libvirtdomains import define_worker, undefine_all
 
 UNINITIALIZED = "node.cloudprovider.kubernetes.io/uninitialized"
-
-
-@pytest.fixture(scope="module")
-def libvirt_uri() -> Iterator[str]:
-    """A libvirt to define domains in: the one labs use, started (in kubelab's namespace) if none runs,
-    and stopped again afterwards only if this test started it."""
-    require(*HOST_NEEDS)
-    before = daemon.current()
-    running = daemon.ensure(say=lambda _m: None)
-    yield running.uri
-    if before is None:
-        daemon.release(still_used=False, say=lambda _m: None)
 
 
 @pytest.fixture

@@ -29,29 +29,15 @@ from kubelab_testing.commands import stop
 from kubelab_testing.lab import free_port
 from kubelab_testing.waiting import eventually
 from provisioner.cloud import volumes
-from provisioner.drivers.libvirt import daemon
-from provisioner.drivers.libvirt.driver import HOST_NEEDS, LibvirtDriver
+from provisioner.drivers.libvirt.driver import LibvirtDriver
 from provisioner.drivers.libvirt.hypervisor import Hypervisor
 from provisioner.lab.identity import ENV_UID
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.pki import Pki
 from provisioner.lab.spec import LabSpec
-from tests.support.components import require
 from tests.support.libvirtdomains import define_worker, undefine_all
 
 GIB = 1 << 30
-
-
-@pytest.fixture(scope="module")
-def libvirt_uri() -> Iterator[str]:
-    """A libvirt to define domains in: the one labs use, started (in kubelab's namespace) if none runs,
-    and stopped again afterwards only if this test started it."""
-    require(*HOST_NEEDS)
-    before = daemon.current()
-    running = daemon.ensure(say=lambda _m: None)
-    yield running.uri
-    if before is None:
-        daemon.release(still_used=False, say=lambda _m: None)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from kubelab_testing.commands import stop
 from kubelab_testing.kubectl import Kubectl, manifest
 from kubelab_testing.lab import Lab
 from kubelab_testing.waiting import eventually
-from tests.integration.test_cloud_volumes import _inactive_xml, _virsh, cloud_lab, libvirt_uri  # noqa: F401
+from tests.integration.test_cloud_volumes import _inactive_xml, _virsh, cloud_lab  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
