@@ -12,6 +12,7 @@ import pytest
 
 from kubelab_testing.kubectl import Kubectl, manifest
 from kubelab_testing.lab import Lab
+from kubelab_testing.volumes import claim
 from kubelab_testing.waiting import eventually
 from tests.integration.conftest import running_lab
 
@@ -32,18 +33,6 @@ def ns(kubectl: Kubectl) -> str:
     name = f"st-{uuid.uuid4().hex[:8]}"
     kubectl.ok("create", "namespace", name)
     return name
-
-
-def claim(name: str, namespace: str, size: str, *, storage_class: str | None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
-    if storage_class is not None:
-        spec["storageClassName"] = storage_class
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
 
 
 def volume(name: str, size: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from agents.controllers.cloud import csi
+from kubelab_testing import volumes
 from kubelab_testing.commands import stop
 from kubelab_testing.kubectl import Kubectl, manifest
 from kubelab_testing.lab import Lab
@@ -75,19 +76,6 @@ def _storage_class() -> dict[str, Any]:
     }
 
 
-def _claim(name: str, namespace: str, size: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": CLASS,
-            "resources": {"requests": {"storage": size}},
-        },
-    }
-
-
 def _reason(kubectl: Kubectl, namespace: str, name: str, reason: str) -> str:
     found = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
     return next((str(e.get("message")) for e in found["items"] if e.get("reason") == reason), "")
@@ -105,7 +93,7 @@ def test_a_claim_is_provisioned_attached_grown_detached_and_deleted_through_the_
     node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": machine}}
     kubectl.ok("create", "-f", "-", stdin=manifest(node))
     try:
-        kubectl.ok("apply", "-f", "-", stdin=manifest(_claim("data", namespace, "64Mi")))
+        kubectl.ok("apply", "-f", "-", stdin=manifest(volumes.claim("data", namespace, "64Mi", CLASS)))
         eventually(
             lambda: kubectl.json("get", "pvc", "data", "-n", namespace)["status"].get("phase") == "Bound",
             timeout=60,
@@ -167,7 +155,7 @@ def test_a_claim_is_provisioned_attached_grown_detached_and_deleted_through_the_
         eventually(lambda: not kubectl("get", "pv", pv_name).ok, timeout=60, what="the PersistentVolume to go")
         assert pv_name not in _virsh(cloud_lab, "vol-list", "--pool", cloud_lab["pool"])
 
-        kubectl.ok("apply", "-f", "-", stdin=manifest(_claim("huge", namespace, "10Ti")))
+        kubectl.ok("apply", "-f", "-", stdin=manifest(volumes.claim("huge", namespace, "10Ti", CLASS)))
         message = eventually(
             lambda: _reason(kubectl, namespace, "huge", "ProvisioningFailed"), timeout=60, what="ProvisioningFailed"
         )
