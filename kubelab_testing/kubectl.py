@@ -11,6 +11,7 @@ Tests use the client people use, so that what passes here works for them: ``kube
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import threading
@@ -36,13 +37,14 @@ class Kubectl:
     kubeconfig: Path
     cache_dir: Path | None = None
     binary: str = "kubectl"
+    env: tuple[tuple[str, str], ...] = ()  # variables kubectl runs with, e.g. its KUBECTL_* feature switches
 
     def argv(self, *args: str) -> list[str]:
         cache = ["--cache-dir", str(self.cache_dir)] if self.cache_dir is not None else []
         return [self.binary, "--kubeconfig", str(self.kubeconfig), *cache, *args]
 
     def __call__(self, *args: str, stdin: str | None = None, timeout: float = TIMEOUT) -> Result:
-        return run(self.argv(*args), stdin=stdin, timeout=timeout)
+        return run(self.argv(*args), stdin=stdin, timeout=timeout, env=dict(self.env))
 
     def ok(self, *args: str, stdin: str | None = None, timeout: float = TIMEOUT) -> str:
         """kubectl's output; fails the test (:class:`~kubelab_testing.commands.CommandFailed`) unless it succeeded."""
@@ -53,7 +55,10 @@ class Kubectl:
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         """kubectl started in the background, its output and errors readable as text."""
-        return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        environment = dict(os.environ, **dict(self.env)) if self.env else None
+        return subprocess.Popen(
+            self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+        )
 
     def watch(self, *args: str) -> KubectlWatch:
         """``kubectl get ARGS -w``, followed event by event (a context manager that stops it)."""

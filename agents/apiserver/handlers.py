@@ -15,6 +15,7 @@ import logging
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -32,6 +33,7 @@ from agents.apiserver import (
     negotiation,
     noderestriction,
     patch,
+    proxy,
     reviews,
 )
 from agents.apiserver.auth import ANONYMOUS, User, with_authenticated
@@ -168,6 +170,7 @@ class Api:
         kubelets: KubeletClient | None = None,
         authorizer: Authorizer | None = None,
         tokens: TokenService | None = None,
+        egress_namespace: Path | None = None,
     ) -> None:
         self._catalog = catalog
         self._stores = stores
@@ -179,8 +182,10 @@ class Api:
         self._kubelets = kubelets
         self._authorizer = authorizer if authorizer is not None else Authorizer(("AlwaysAllow",))
         self._tokens = tokens
+        self._proxier = proxy.Proxier(kubelets, egress_namespace=egress_namespace)
 
     async def close(self) -> None:
+        await self._proxier.close()
         if self._kubelets is not None:
             await self._kubelets.close()
 
@@ -246,7 +251,7 @@ class Api:
             if candidate is not None and candidate.namespaced:
                 namespace, rest = rest[1], rest[2:]
         resource = self._catalog.lookup(group, version, rest[0])
-        if resource is None or len(rest) > 3:
+        if resource is None or (len(rest) > 3 and rest[2] != "proxy"):  # proxy/PATH goes on to a backend
             raise path_not_found()
         name = rest[1] if len(rest) > 1 else ""
         sub = rest[2] if len(rest) > 2 else ""
@@ -260,6 +265,8 @@ class Api:
         if target.resource.review:
             return await self._review(request, target)
         store = conversion.view(self._stores[target.resource.qualified], target.resource)
+        if target.subresource == "proxy":
+            return await self._proxy(request, target, store)
         all_namespaces = target.resource.namespaced and not target.namespace
         operation = operation_of(request.method, target.name, target.subresource, all_namespaces=all_namespaces)
         decoded = await self._decoder.decode(request, target.resource, operation, target.subresource)
@@ -423,7 +430,9 @@ class Api:
         nodes = self._catalog.by_kind("", "Node")
         assert nodes is not None
         node = (await self._stores[nodes.qualified].get("", node_name)).obj()
-        return await self._kubelets.exec(request, node, f"/exec/{target.namespace}/{target.name}/{container}")
+        return await self._kubelets.stream(
+            request, node, f"/exec/{target.namespace}/{target.name}/{container}", what="exec"
+        )
 
     async def _node_of(self, node_name: str) -> dict[str, Any]:
         if self._kubelets is None:
@@ -458,6 +467,28 @@ class Api:
         return await self._kubelets.stream(
             request, node, f"/portForward/{target.namespace}/{target.name}", what="portforward"
         )
+
+    async def _proxy(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
+        """``pods|services|nodes/NAME/proxy[/PATH]``: the request passed on to the pod, one of the
+        Service's ready endpoints or the node's kubelet, and the answer streamed back (proxy.py)."""
+        proxy.verb(request.method)
+        kind = target.resource.kind.lower()
+        wanted = proxy.parse_name(kind, target.name)
+        obj = (await store.get(target.namespace, wanted.name)).obj()
+        if kind == "pod":
+            backend = proxy.Backend(proxy.pod_location(obj, wanted), in_cluster=True)
+        elif kind == "service":
+            slices = await self._stores["endpointslices.discovery.k8s.io"].list(
+                target.namespace, ListOptions(labels=parse_labels(f"{proxy.SERVICE_NAME_LABEL}={wanted.name}"))
+            )
+            location = proxy.service_location(obj, (i.obj() for i in slices.items), wanted, raw=target.name)
+            backend = proxy.Backend(location, in_cluster=True)
+        else:
+            backend = self._proxier.node_backend(obj, wanted)
+        depth = 6 if target.namespace else 4  # api/v1/[namespaces/NS/]RESOURCE/NAME/proxy
+        path = proxy.backend_path(request.rel_url.raw_path, depth=depth)
+        prefix = request.rel_url.raw_path[: len(request.rel_url.raw_path) - len(path) + 1].rstrip("/")
+        return await self._proxier.forward(request, backend, path=path, prefix=prefix)
 
     async def _get(self, request: web.Request, target: Target, store: ResourceStore) -> web.StreamResponse:
         stored = await store.get(target.namespace, target.name)

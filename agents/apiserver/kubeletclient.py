@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 
 from agents.apiserver.settings import KubeletClientSettings
 from agents.apiserver.status import StatusError, bad_request
-from agents.machinery.upgrade import hijack
+from agents.machinery.upgrade import hijack, read_head, splice
 
 LOG_PARAMS = ("follow", "previous", "tailLines", "timestamps", "limitBytes", "sinceSeconds")
 
@@ -52,13 +52,22 @@ def kubelet_location(node: Mapping[str, Any], *, preferred: Sequence[str], overr
 
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-# pods/attach and pods/portforward: the WebSocket subprotocols passed on to the kubelet; port-forward
-# also takes a plain SPDY/3.1 upgrade (kubectl with KUBECTL_PORT_FORWARD_WEBSOCKETS=false)
+# pods/exec, pods/attach and pods/portforward: the WebSocket subprotocols passed on to the kubelet
 STREAM_PROTOCOLS = {
+    "exec": EXEC_PROTOCOLS,
     "attach": EXEC_PROTOCOLS,
     "portforward": ("SPDY/3.1+portforward.k8s.io", "v4.channel.k8s.io", "portforward.k8s.io"),
 }
-SPDY_UPGRADES = {"portforward": "portforward.k8s.io"}
+# each also takes a plain SPDY/3.1 upgrade (kubectl with KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false or
+# KUBECTL_PORT_FORWARD_WEBSOCKETS=false, and kubectl's fallback): the stream protocol versions the
+# client offers go to the kubelet, which chooses; port-forward's when a client names none
+SPDY_DEFAULT_VERSIONS = {"exec": (), "attach": (), "portforward": ("portforward.k8s.io",)}
+
+
+def stream_versions(request: web.Request, what: str) -> list[str]:
+    """The ``X-Stream-Protocol-Version`` values a client offers, sent as several headers or as one list."""
+    offered = [v.strip() for h in request.headers.getall("X-Stream-Protocol-Version", []) for v in h.split(",")]
+    return [v for v in offered if v] or list(SPDY_DEFAULT_VERSIONS[what])
 
 
 async def _relay(source: Any, target: Any) -> None:
@@ -115,11 +124,11 @@ class KubeletClient:
     async def stream(
         self, request: web.Request, node: Mapping[str, Any], path: str, *, what: str
     ) -> web.StreamResponse:
-        """``pods/NAME/attach`` or ``pods/NAME/portforward``: a WebSocket joined to one opened to the
-        kubelet, or (port-forward) a SPDY/3.1 upgrade whose bytes are passed on both ways."""
+        """``pods/NAME/exec``, ``attach`` or ``portforward``: a WebSocket joined to one opened to the
+        kubelet, or a SPDY/3.1 upgrade whose bytes are passed on both ways."""
         upgrade = request.headers.get("Upgrade", "").lower()
-        if upgrade == "spdy/3.1" and what in SPDY_UPGRADES:
-            return await relay_upgrade(request, self, node, path, protocol=SPDY_UPGRADES[what])
+        if upgrade == "spdy/3.1":
+            return await relay_upgrade(request, self, node, path, versions=stream_versions(request, what))
         accepted = STREAM_PROTOCOLS[what]
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         protocols = [p for p in offered if p in accepted]
@@ -129,13 +138,14 @@ class KubeletClient:
             raise StatusError(400, "BadRequest", "Upgrade request required")
         host, port = self._location(node)
         session, context = self._pool()
+        limit = 0 if what == "portforward" else 4 * 1024 * 1024  # a tunnelled SPDY frame may be large
         try:
             upstream = await session.ws_connect(
                 f"wss://{host}:{port}{path}",
                 params=list(request.query.items()),
                 protocols=protocols,
                 ssl=context,
-                max_msg_size=0,
+                max_msg_size=limit,
             )
         except aiohttp.WSServerHandshakeError as exc:
             code = exc.status if 400 <= exc.status < 600 else 500
@@ -147,7 +157,7 @@ class KubeletClient:
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise StatusError(500, "InternalError", f"the kubelet at {host}:{port} refused the {what}: {exc}") from exc
-        return await _join(request, upstream, protocols, max_msg_size=0)
+        return await _join(request, upstream, protocols, max_msg_size=limit)
 
     async def _refusal(self, node: Mapping[str, Any], path: str, query: Mapping[str, str]) -> str:
         """Why the kubelet refused an upgrade, in its words: a WebSocket handshake that fails leaves its
@@ -161,6 +171,13 @@ class KubeletClient:
         finally:
             answer.release()
 
+    def endpoint(self, node: Mapping[str, Any]) -> tuple[str, int, ssl.SSLContext, str]:
+        """Where the node's kubelet listens, the TLS context that checks it and the Authorization header
+        this server presents (``nodes/NAME/proxy`` makes its own requests with them)."""
+        host, port = self._location(node)
+        _, context = self._pool()
+        return host, port, context, self._headers.get("Authorization", "")
+
     async def dial(self, node: Mapping[str, Any]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
         """A TLS connection to the node's kubelet (for an upgrade aiohttp's client does not make), and
         the Authorization header to present on it."""
@@ -171,25 +188,6 @@ class KubeletClient:
         except (OSError, TimeoutError) as exc:
             raise StatusError(500, "InternalError", f"the kubelet at {host}:{port} does not answer: {exc}") from exc
         return reader, writer, self._headers.get("Authorization", "")
-
-    async def exec(self, request: web.Request, node: Mapping[str, Any], path: str) -> web.StreamResponse:
-        """``pods/NAME/exec``: join the caller's WebSocket to one opened to the kubelet, message for message."""
-        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        protocols = [p for p in offered if p in EXEC_PROTOCOLS]
-        if not protocols:
-            wanted = ", ".join(EXEC_PROTOCOLS)
-            raise StatusError(400, "BadRequest", f"exec needs a WebSocket with one of the protocols {wanted}")
-        if not web.WebSocketResponse(protocols=protocols).can_prepare(request).ok:
-            raise StatusError(400, "BadRequest", "Upgrade request required")  # before the kubelet is dialled
-        host, port = self._location(node)
-        session, context = self._pool()
-        try:
-            upstream = await session.ws_connect(
-                f"wss://{host}:{port}{path}", params=list(request.query.items()), protocols=protocols, ssl=context
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            raise StatusError(500, "InternalError", f"the kubelet at {host}:{port} refused the exec: {exc}") from exc
-        return await _join(request, upstream, protocols)
 
 
 async def _join(
@@ -223,32 +221,30 @@ async def _join(
 
 
 async def relay_upgrade(
-    request: web.Request, kubelets: KubeletClient, node: Mapping[str, Any], path: str, *, protocol: str
+    request: web.Request, kubelets: KubeletClient, node: Mapping[str, Any], path: str, *, versions: Sequence[str]
 ) -> web.StreamResponse:
     """Ask the kubelet for the same ``Upgrade: SPDY/3.1``; once it switches, answer the caller's 101 and
     pass bytes both ways until either side ends (what kube-apiserver's upgrade-aware proxy does)."""
     reader, writer, authorization = await kubelets.dial(node)
-    query = f"?{request.query_string}" if request.query_string else ""
+    raw_query = request.raw_path.partition("?")[2]  # as the client escaped it (query_string is decoded)
+    query = f"?{raw_query}" if raw_query else ""
     lines = [
         f"POST {path}{query} HTTP/1.1",
         f"Host: {request.host}",
         "Connection: Upgrade",
         "Upgrade: SPDY/3.1",
-        f"X-Stream-Protocol-Version: {protocol}",
+        *(f"X-Stream-Protocol-Version: {version}" for version in versions),
         "Content-Length: 0",
     ]
     if authorization:
         lines.append(f"Authorization: {authorization}")
     try:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode("latin-1")
+        code, head = await read_head(reader)
     except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
         writer.close()
         raise StatusError(500, "InternalError", f"the kubelet did not switch protocols: {exc}") from exc
-    status_line, *header_lines = head.split("\r\n")
-    parts = status_line.split(" ", 2)
-    code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 500
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines if line)}
+    headers = {k.lower(): v for k, v in head}
     if code != 101:
         declared = headers.get("content-length", "")
         length = int(declared) if declared.isdigit() else 0
@@ -256,31 +252,16 @@ async def relay_upgrade(
         with contextlib.suppress(Exception):
             body = await asyncio.wait_for(reader.readexactly(min(length, 65536)), 5)
         writer.close()
-        raise StatusError(code if 400 <= code < 600 else 500, "InternalError", body.decode(errors="replace").strip())
+        code = code if 400 <= code < 600 else 500
+        reason = {400: "BadRequest", 403: "Forbidden", 404: "NotFound"}.get(code, "InternalError")
+        raise StatusError(code, reason, body.decode(errors="replace").strip() or f"the kubelet answered {code}")
     try:
         raw = await hijack(
             request,
-            {"Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": headers.get("x-stream-protocol-version", protocol)},
+            {"Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": headers.get("x-stream-protocol-version", "")},
         )
     except BaseException:  # the caller went in the meantime: no session is left open at the kubelet
         writer.close()
         raise
-
-    async def up() -> None:
-        while data := await raw.read():
-            writer.write(data)
-            await writer.drain()
-
-    async def down() -> None:
-        while data := await reader.read(64 * 1024):
-            await raw.write(data)
-
-    tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        writer.close()
-        raw.close()
+    await splice(raw, reader, writer)
     return raw.response

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 _WRITES = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+PROXY_VERBS = {"GET": "get", "HEAD": "get", "OPTIONS": "get", "DELETE": "delete", **_WRITES}
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,9 @@ def request_info(method: str, path: str, query: Mapping[str, str]) -> RequestInf
     resource = rest[0]
     name = rest[1] if len(rest) > 1 else ""
     subresource = rest[2] if len(rest) > 2 else ""
-    if method == "GET":
+    if subresource == "proxy":  # passed on to a backend: HEAD and OPTIONS read, as GET (never a watch)
+        verb = PROXY_VERBS.get(method, method.lower())
+    elif method == "GET":
         verb = "get" if name else "list"
         if _is_watch(query):
             verb = "watch"

@@ -20,6 +20,7 @@ SUBRESOURCE_VERBS = {
     "approval": ("get", "patch", "update"),
     "eviction": ("create",),
     "ephemeralcontainers": ("get", "patch", "update"),
+    "proxy": ("create", "delete", "get", "patch", "update"),
 }
 
 COMMON_FIELDS = {"metadata.name": "metadata.name", "metadata.namespace": "metadata.namespace"}
@@ -135,7 +136,7 @@ RESOURCES: tuple[Resource, ...] = (
         "V1Pod",
         ("po",),
         ("all",),
-        ("status", "binding", "log", "exec", "attach", "portforward", "eviction", "ephemeralcontainers"),
+        ("status", "binding", "log", "exec", "attach", "portforward", "eviction", "ephemeralcontainers", "proxy"),
         field_paths=_POD_FIELDS,
     ),
     Resource(
@@ -146,7 +147,7 @@ RESOURCES: tuple[Resource, ...] = (
         False,
         "V1Node",
         ("no",),
-        subresources=("status",),
+        subresources=("status", "proxy"),
         field_paths={"spec.unschedulable": "spec.unschedulable"},
     ),
     Resource(
@@ -158,7 +159,7 @@ RESOURCES: tuple[Resource, ...] = (
         "V1Service",
         ("svc",),
         ("all",),
-        ("status",),
+        ("status", "proxy"),
         field_paths={"spec.clusterIP": "spec.clusterIP", "spec.type": "spec.type"},
     ),
     Resource("", "v1", "Endpoints", "endpoints", True, "V1Endpoints", ("ep",), create_on_update=True),

@@ -271,6 +271,7 @@ class ApiServer:
                 bookmark_interval=self.settings.watch.bookmark_interval,
             ),
             kubelets=KubeletClient(self.settings.kubelet),
+            egress_namespace=self.settings.egress_network_namespace,
             authorizer=self.authorizer,
             tokens=TokenService(
                 issuer=self.token_issuer,

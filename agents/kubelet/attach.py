@@ -9,8 +9,7 @@ log file (the runc shim writes it there, so ``kubectl logs`` is unchanged); an a
 what the container writes there from the moment it joins, on the stdout channel, until the
 container's run ends; then a Success status, as kube's kubelet ends an attach.
 
-The session speaks the channel protocol of exec (:mod:`agents.kubelet.remotecommand`): 0 stdin,
-1 stdout, 2 stderr, 3 the final Status, 255 (v5) to close stdin.
+The session is exec's (:mod:`agents.kubelet.streams`): WebSocket channels or SPDY streams.
 
 A container with ``tty: true`` gets a terminal: the shim then writes the terminal's output only to a
 FIFO, which the kubelet makes and copies to the run's log file (:class:`Terminals`); resize
@@ -36,7 +35,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from agents.kubelet.remotecommand import CLOSE, ERROR, PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT, client_frame
+from agents.kubelet.streams import CLOSE, RESIZE, STDERR, STDIN, STDOUT, Wanted, accept
 
 log = logging.getLogger(__name__)
 POLL = 0.1
@@ -221,17 +220,12 @@ async def attach(
     """Serve one attach session until the container's run ends or the client goes."""
     pipes = runtime.stdin if runtime is not None else None
     terminal = runtime is not None and runtime.has_terminal(container)
-    ws = web.WebSocketResponse(protocols=PROTOCOLS)
-    await ws.prepare(request)
-    lock = asyncio.Lock()
+    session = await accept(request, Wanted.of(request.query))
+    if isinstance(session, web.StreamResponse):
+        return session
     wants_stdin = _flag(request.query.get("stdin")) and pipes is not None and pipes.is_open(container)
     query = request.query
     out_channel = STDOUT if _flag(query.get("stdout")) else STDERR if _flag(query.get("stderr")) else -1
-
-    async def send(channel: int, data: bytes) -> None:
-        async with lock:
-            if not ws.closed:
-                await ws.send_bytes(bytes([channel]) + data)
 
     async def end_of_input() -> None:
         if stdin_once and pipes is not None and wants_stdin:
@@ -244,18 +238,14 @@ async def attach(
             if chunk:
                 offset += len(chunk)
                 if out_channel >= 0:
-                    await send(out_channel, chunk)
+                    await session.send(out_channel, chunk)
                 continue
             if not running():
                 return
             await asyncio.sleep(POLL)
 
     async def from_client() -> None:
-        async for message in ws:
-            framed = client_frame(message.type, message.data)
-            if framed is None:
-                continue
-            channel, data = framed
+        async for channel, data in session.incoming():
             if channel == STDIN and data and wants_stdin and pipes is not None:
                 await pipes.write(container, bytes(data))
             elif channel == CLOSE and data[:1] == bytes([STDIN]):
@@ -274,11 +264,10 @@ async def attach(
     try:
         await asyncio.wait({pumping, listening}, return_when=asyncio.FIRST_COMPLETED)
         if pumping.done() and pumping.exception() is None:
-            await send(ERROR, json.dumps({"metadata": {}, "status": "Success"}).encode())
+            await session.end({"metadata": {}, "status": "Success"})
     finally:
         pumping.cancel()
         listening.cancel()
         await end_of_input()  # the first session is over: a stdinOnce container reads the end of its input
-        with contextlib.suppress(Exception):
-            await ws.close()
-    return ws
+        await session.close()
+    return session.response

@@ -1,10 +1,9 @@
-"""``kubectl exec`` on the kubelet's side: Kubernetes' channel protocol over a WebSocket.
+"""``kubectl exec`` on the kubelet's side: a command in a running container, its streams joined to
+the client's session (:mod:`agents.kubelet.streams`: WebSocket channels or SPDY streams).
 
-Each message (binary, or text from clients that send strings) starts with its channel: 0 stdin,
-1 stdout, 2 stderr, 3 the final Status (JSON), 4 a terminal resize (``{"Width": w, "Height": h}``),
-and in v5 255 to close a stream (``[255, 0]``: no more stdin). The command runs in the container
-through ``ctr tasks exec``; with a terminal (``-it``) ctr is given a pseudo-terminal whose size
-follows the resize messages.
+The command runs in the container through ``ctr tasks exec``; with a terminal (``-it``) ctr is given a
+pseudo-terminal whose size follows the client's resize messages. The session ends with a Status:
+Success, or kube's NonZeroExitCode naming the exit code.
 """
 
 from __future__ import annotations
@@ -21,10 +20,9 @@ import termios
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
-STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+from agents.kubelet.streams import CLOSE, RESIZE, STDERR, STDIN, STDOUT, Wanted, accept
 
 StartProcess = Callable[..., Awaitable[asyncio.subprocess.Process]]
 
@@ -42,24 +40,6 @@ def exit_status(code: int) -> dict[str, Any]:
     }
 
 
-def client_frame(kind: WSMsgType, data: object) -> tuple[int, bytes] | None:
-    """A caller's message as (channel, payload), or None for one that carries no stream data.
-
-    kubectl sends binary messages; the official Python client sends ``write_stdin("text")`` as a text
-    message whose first character is the channel (``"\\x00echo x\\n"``) and bytes as binary. kube reads
-    both kinds alike: the first byte of the message's bytes is the channel.
-    """
-    if kind == WSMsgType.TEXT and isinstance(data, str):
-        raw = data.encode()
-    elif kind == WSMsgType.BINARY and isinstance(data, bytes | bytearray):
-        raw = bytes(data)
-    else:
-        return None
-    if not raw:
-        return None
-    return raw[0], raw[1:]
-
-
 def resize(fd: int, message: bytes) -> None:
     size = json.loads(message)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", int(size["Height"]), int(size["Width"]), 0, 0))
@@ -68,15 +48,10 @@ def resize(fd: int, message: bytes) -> None:
 async def remote_command(
     request: web.Request, start: StartProcess, *, container_id: str, argv: list[str], tty: bool, stdin: bool
 ) -> web.StreamResponse:
-    ws = web.WebSocketResponse(protocols=PROTOCOLS)
-    await ws.prepare(request)
+    session = await accept(request, Wanted.of(request.query))
+    if isinstance(session, web.StreamResponse):
+        return session
     loop = asyncio.get_running_loop()
-    lock = asyncio.Lock()
-
-    async def send(channel: int, data: bytes) -> None:
-        async with lock:
-            if not ws.closed:
-                await ws.send_bytes(bytes([channel]) + data)
 
     master = -1
     if tty:
@@ -95,7 +70,7 @@ async def remote_command(
 
     async def pump(reader: asyncio.StreamReader, channel: int) -> None:
         while chunk := await reader.read(32 * 1024):
-            await send(channel, chunk)
+            await session.send(channel, chunk)
 
     async def pump_pty() -> None:
         queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -109,16 +84,12 @@ async def remote_command(
         loop.add_reader(master, readable)
         try:
             while chunk := await queue.get():
-                await send(STDOUT, chunk)
+                await session.send(STDOUT, chunk)
         finally:
             loop.remove_reader(master)
 
     async def from_client() -> None:
-        async for message in ws:
-            framed = client_frame(message.type, message.data)
-            if framed is None:
-                continue
-            channel, data = framed
+        async for channel, data in session.incoming():
             if channel == STDIN and data:
                 if tty:
                     os.write(master, data)
@@ -142,7 +113,7 @@ async def remote_command(
         await asyncio.wait({ended, listener}, return_when=asyncio.FIRST_COMPLETED)
         if ended.done():
             await asyncio.wait(outputs, timeout=5)
-            await send(ERROR, json.dumps(exit_status(ended.result())).encode())
+            await session.end(exit_status(ended.result()))
     finally:
         ended.cancel()
         listener.cancel()
@@ -152,5 +123,5 @@ async def remote_command(
             process.kill()
         if master >= 0:
             os.close(master)
-        await ws.close()
-    return ws
+        await session.close()
+    return session.response

@@ -69,3 +69,39 @@ async def hijack(request: web.Request, headers: Mapping[str, str]) -> RawConnect
     response.force_close()
     await response.prepare(request)
     return RawConnection(request, response)
+
+
+HEAD_PATIENCE = 30.0  # seconds an upgraded backend has to answer its head
+
+
+async def read_head(reader: asyncio.StreamReader) -> tuple[int, list[tuple[str, str]]]:
+    """The status code and headers (as sent, in order) of the HTTP answer ``reader`` starts with."""
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_PATIENCE)).decode("latin-1")
+    status_line, *lines = head.split("\r\n")
+    parts = status_line.split(" ", 2)
+    code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 500
+    headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines if line)]
+    return code, headers
+
+
+async def splice(raw: RawConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Pass bytes both ways between a taken-over connection and one this server opened, until either
+    side ends; both are closed at the end."""
+
+    async def up() -> None:
+        while data := await raw.read():
+            writer.write(data)
+            await writer.drain()
+
+    async def down() -> None:
+        while data := await reader.read(64 * 1024):
+            await raw.write(data)
+
+    tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        writer.close()
+        raw.close()

@@ -5,6 +5,7 @@ node: a running container's output from the moment of attaching, input to a cont
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
 import threading
@@ -78,14 +79,19 @@ def test_attach_shows_what_the_container_prints_from_then_on(node_kubectl: Kubec
     node_kubectl("delete", "pod", "printer", "-n", ns, "--wait=false")
 
 
-def test_attach_with_stdin_talks_to_a_container_made_with_stdin(node_kubectl: Kubectl, ns: str) -> None:
-    run_pod(node_kubectl, ns, "cat", {"command": ["cat"], "stdin": True})
+@pytest.mark.parametrize("websockets", ["true", "false"])  # false: kubectl's SPDY/3.1 transport
+def test_attach_with_stdin_talks_to_a_container_made_with_stdin(
+    node_kubectl: Kubectl, ns: str, websockets: str
+) -> None:
+    name = f"cat-{websockets}"
+    run_pod(node_kubectl, ns, name, {"command": ["cat"], "stdin": True})
     process = subprocess.Popen(
-        node_kubectl.argv("attach", "-i", "cat", "-n", ns),
+        node_kubectl.argv("attach", "-i", name, "-n", ns),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=dict(os.environ, KUBECTL_REMOTE_COMMAND_WEBSOCKETS=websockets),
     )
     try:
         assert process.stdin is not None
@@ -97,8 +103,8 @@ def test_attach_with_stdin_talks_to_a_container_made_with_stdin(node_kubectl: Ku
     finally:
         process.terminate()
         process.wait(10)
-    assert phase(node_kubectl, ns, "cat") == "Running"  # without stdinOnce its input stays open
-    node_kubectl("delete", "pod", "cat", "-n", ns, "--wait=false")
+    assert phase(node_kubectl, ns, name) == "Running"  # without stdinOnce its input stays open
+    node_kubectl("delete", "pod", name, "-n", ns, "--wait=false")
 
 
 def test_stdin_once_ends_the_containers_input_with_the_session(node_kubectl: Kubectl, ns: str) -> None:

@@ -4,6 +4,8 @@ and kube's messages when neither can be had."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -105,19 +107,31 @@ def box(k: Kubectl) -> str:
     return "box"
 
 
-def test_exec_runs_a_command_with_its_output_streams_and_exit_code(k: Kubectl, box: str) -> None:
-    ran = k("exec", box, "--", "sh", "-c", "echo out; echo err >&2; hostname; exit 3")
+# kubectl 1.32 speaks WebSocket channels, and SPDY/3.1 with WebSockets turned off (its fallback, and
+# what older clients and client-go's SPDY executor speak)
+TRANSPORTS = {"websocket": (), "spdy": (("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false"),)}
+
+
+@pytest.fixture(params=sorted(TRANSPORTS))
+def over(k: Kubectl, request: pytest.FixtureRequest) -> Kubectl:
+    return dataclasses.replace(k, env=TRANSPORTS[request.param])
+
+
+def test_exec_runs_a_command_with_its_output_streams_and_exit_code(over: Kubectl, box: str) -> None:
+    ran = over("exec", box, "--", "sh", "-c", "echo out; echo err >&2; hostname; exit 3")
     assert ran.code == 3
     assert ran.out.splitlines() == ["out", box]  # the pod's own hostname
     assert "err" in ran.err and "command terminated with exit code 3" in ran.err
 
 
-def test_exec_passes_stdin(k: Kubectl, box: str) -> None:
-    assert k.ok("exec", "-i", box, "--", "cat", stdin="hello from stdin\n") == "hello from stdin\n"
+def test_exec_passes_stdin(over: Kubectl, box: str) -> None:
+    assert over.ok("exec", "-i", box, "--", "cat", stdin="hello from stdin\n") == "hello from stdin\n"
 
 
-def test_exec_with_a_terminal_runs_an_interactive_shell(k: Kubectl, box: str) -> None:
-    command = f"kubectl --kubeconfig={k.kubeconfig} exec -it {box} -- sh"
+def test_exec_with_a_terminal_runs_an_interactive_shell(over: Kubectl, box: str) -> None:
+    # the terminal kubectl runs in is 31x97: the shell in the pod sees its size once kubectl's resize came
+    inner = "sleep 1; stty size; exec sh"
+    command = f"stty rows 31 cols 97; kubectl --kubeconfig={over.kubeconfig} exec -it {box} -- sh -c '{inner}'"
     session = subprocess.run(
         ["script", "-qfec", command, "/dev/null"],
         input="tty; echo inside $(hostname); exit 4\n",
@@ -125,8 +139,10 @@ def test_exec_with_a_terminal_runs_an_interactive_shell(k: Kubectl, box: str) ->
         text=True,
         timeout=60,
         check=False,
+        env=dict(os.environ, **dict(over.env)),
     )
     assert session.returncode == 4, session.stdout + session.stderr
+    assert "31 97" in session.stdout, session.stdout
     assert "/dev/pts/" in session.stdout and f"inside {box}" in session.stdout
 
 

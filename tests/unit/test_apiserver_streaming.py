@@ -10,7 +10,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from agents.apiserver.decoding import decode_query
 from agents.apiserver.handlers import operation_of
-from agents.apiserver.kubeletclient import SPDY_UPGRADES, STREAM_PROTOCOLS
+from agents.apiserver.kubeletclient import STREAM_PROTOCOLS, stream_versions
 from agents.apiserver.resources import SUBRESOURCE_VERBS
 from agents.apiserver.status import StatusError
 
@@ -51,5 +51,23 @@ def test_port_forward_passes_kubectls_tunnel_and_the_python_clients_channels_and
         "v4.channel.k8s.io",
         "portforward.k8s.io",
     )
-    assert STREAM_PROTOCOLS["attach"] == ("v5.channel.k8s.io", "v4.channel.k8s.io")
-    assert SPDY_UPGRADES == {"portforward": "portforward.k8s.io"}
+    assert STREAM_PROTOCOLS["attach"] == STREAM_PROTOCOLS["exec"] == ("v5.channel.k8s.io", "v4.channel.k8s.io")
+
+
+def spdy_request(*versions: str) -> Any:
+    headers = [("Upgrade", "SPDY/3.1")] + [("X-Stream-Protocol-Version", v) for v in versions]
+    return make_mocked_request("POST", "/", headers=headers)
+
+
+def test_a_spdy_upgrade_passes_every_version_the_client_offers_in_its_order() -> None:
+    offered = spdy_request("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io")
+    assert stream_versions(offered, "exec") == ["v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io"]
+    assert stream_versions(spdy_request("v5.channel.k8s.io, v4.channel.k8s.io"), "attach") == [
+        "v5.channel.k8s.io",
+        "v4.channel.k8s.io",
+    ]
+
+
+def test_port_forward_over_spdy_names_its_protocol_when_the_client_does_not() -> None:
+    assert stream_versions(spdy_request(), "portforward") == ["portforward.k8s.io"]
+    assert stream_versions(spdy_request(), "exec") == []

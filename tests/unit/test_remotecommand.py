@@ -15,7 +15,8 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from agents.kubelet.remotecommand import CLOSE, ERROR, STDERR, STDIN, STDOUT, client_frame, remote_command
+from agents.kubelet.remotecommand import remote_command
+from agents.kubelet.streams import CLOSE, ERROR, STDERR, STDIN, STDOUT, client_frame
 
 Client = TestClient[Any, Any]
 

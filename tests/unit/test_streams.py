@@ -34,7 +34,8 @@ from hypothesis import strategies as st
 from agents.apiserver import watchstream
 from agents.apiserver.server import ApiServer
 from agents.apiserver.settings import ApiServerSettings, KubeletClientSettings, WatchCacheSettings
-from agents.kubelet.remotecommand import CLOSE, ERROR, PROTOCOLS, STDIN, STDOUT, exit_status
+from agents.kubelet.remotecommand import exit_status
+from agents.kubelet.streams import CLOSE, ERROR, PROTOCOLS, STDIN, STDOUT
 from kubelab_testing.lab import free_port
 from kubelab_testing.waiting import eventually
 from provisioner.lab.pki import Pki
