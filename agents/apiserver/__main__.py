@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from agents.apiserver.schemas import SchemaTableError
 from agents.apiserver.server import ApiServer
 from agents.apiserver.settings import ApiServerSettings
 from agents.apiserver.storage.errors import StorageUnavailableError
-from agents.machinery import logs
+from agents.machinery import logs, tracing
 from agents.machinery.settings import SettingsError, load
 
 log = logging.getLogger("agents.apiserver")
@@ -155,11 +156,14 @@ def run(argv: Sequence[str]) -> int:
         uvloop.install()
     except ImportError:
         log.info("uvloop is not installed; using the default event loop")
+    tracing.setup("apiserver", settings.tracing, instance=f"{socket.gethostname()}{tag and '-' + tag}")
     try:
         asyncio.run(serve(settings, worker=int(index or 0), shared_port=count > 1))
     except (SettingsError, TokenFileError, AuditPolicyError, SchemaTableError, EncryptionConfigError, OSError) as exc:
         log.error("%s", exc)
         return 1
+    finally:
+        tracing.shutdown()
     return 0
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.machinery.settings import LogSettings, setting
+from agents.machinery.tracing import TracingSettings
 
 
 def _default_cache() -> Path:
@@ -124,6 +125,7 @@ class ApiServerSettings:
         None, "network namespace (e.g. /run/netns/NAME) connections to aggregated API servers' pods start from"
     )
     log: LogSettings = field(default_factory=LogSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     def worker_count(self) -> int:
         # The rest of the control plane (etcd, scheduler, controllers) shares the machine, and every

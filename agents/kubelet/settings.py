@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.machinery.settings import HealthSettings, LogSettings, setting
+from agents.machinery.tracing import TracingSettings
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,4 @@ class KubeletSettings:
     server: ServerSettings = field(default_factory=ServerSettings)
     healthz: HealthSettings = field(default_factory=HealthSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)

@@ -26,6 +26,7 @@ import aiohttp
 import orjson
 import yaml
 
+from agents.machinery import tracing
 from agents.machinery.errors import KubelabError, TemporaryError
 from agents.machinery.objects import Object
 from agents.machinery.resources import PODS, ResourceRef
@@ -198,6 +199,7 @@ class Client:
         headers = self._authorization()
         if data is not None:
             headers["Content-Type"] = content_type
+        tracing.inject(headers)  # inside a span, the API server continues its trace
         try:
             async with self._http().request(method, url, data=data, headers=headers, timeout=self._timeout) as resp:
                 raw = await resp.read()

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from agents.machinery import health, logs
+from agents.machinery import health, logs, tracing
 from agents.machinery.client import Client, ClientConfig, ConfigError
 from agents.machinery.leader import LeaderElector, LostLeadershipError
 from agents.machinery.settings import HealthSettings, LeaderSettings, LogSettings, SettingsError, load
@@ -76,6 +76,9 @@ def run(
     except ImportError:
         pass
     leader: LeaderSettings | None = getattr(settings, "leader", None)
+    traced: tracing.TracingSettings | None = getattr(settings, "tracing", None)
+    if traced is not None:
+        tracing.setup(name, traced)
     try:
         asyncio.run(
             _serve(
@@ -90,6 +93,8 @@ def run(
     except LostLeadershipError as exc:
         log.error("%s", exc)
         return 1
+    finally:
+        tracing.shutdown()
     return 0
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.machinery.settings import HealthSettings, LogSettings, setting
+from agents.machinery.tracing import TracingSettings
 
 
 @dataclass(frozen=True)
@@ -23,3 +24,4 @@ class ProxySettings:
     netns: str = setting("", "apply the rules and routes inside this network namespace (tests and local labs)")
     healthz: HealthSettings = field(default_factory=HealthSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.machinery.settings import HealthSettings, LeaderSettings, LogSettings, setting
+from agents.machinery.tracing import TracingSettings
 
 
 @dataclass(frozen=True)
@@ -22,3 +23,4 @@ class SchedulerSettings:
     leader: LeaderSettings = field(default_factory=LeaderSettings)
     healthz: HealthSettings = field(default_factory=HealthSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
