@@ -124,6 +124,12 @@ _VIEW = [
     rule(READ, ["networking.k8s.io"], ["ingresses", "ingresses/status", "networkpolicies"]),
     rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
 ]
+# full use of the kubelets' API, through the API server's nodes/proxy or at a kubelet's own port
+_KUBELET_API_ADMIN = [
+    rule(READ, [""], ["nodes"]),
+    rule(("proxy",), [""], ["nodes"]),
+    rule(("*",), [""], ["nodes/proxy", "nodes/metrics", "nodes/stats", "nodes/log"]),
+]
 _EDIT = [
     rule(
         WRITE,
@@ -324,6 +330,7 @@ CLUSTER_ROLES: tuple[Object, ...] = (
     cluster_role("system:kube-controller-manager", _CONTROLLER_MANAGER),
     cluster_role("system:cloud-controller-manager", _CLOUD_CONTROLLER_MANAGER),
     cluster_role("system:node-proxier", _NODE_PROXIER),
+    cluster_role("system:kubelet-api-admin", _KUBELET_API_ADMIN),
     cluster_role("system:node", NODE_RULES),
     # what an aggregated API server needs to check its callers' tokens and permissions with this one
     cluster_role("system:auth-delegator", _REVIEWS),
