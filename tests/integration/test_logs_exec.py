@@ -6,24 +6,30 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from kubelab_testing.kubectl import Kubectl, manifest
+from kubelab_testing.lab import Lab
 from kubelab_testing.waiting import eventually
-from provisioner.system import packages
-from tests.integration.conftest import running_lab
-from tests.support.components import require
 
 
 @pytest.fixture(scope="module")
-def k(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
-    require(packages.CONTAINERD, packages.RUNC, packages.CNI_BRIDGE, packages.NFT)
-    with running_lab(tmp_path_factory.mktemp("logs-home"), "logs", "--nodes", "1") as lab:
-        yield Kubectl(lab.kubeconfig, cache_dir=tmp_path_factory.mktemp("logs-kubectl"))
+def k(node_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
+    """kubectl on the session's node lab, in a namespace of this module's own (its context's default)."""
+    namespace = f"logs-{uuid.uuid4().hex[:6]}"
+    kubeconfig = tmp_path_factory.mktemp("logs-kubeconfig") / "config"
+    shutil.copy(node_lab.kubeconfig, kubeconfig)
+    k = Kubectl(kubeconfig, cache_dir=tmp_path_factory.mktemp("logs-kubectl"))
+    k.ok("create", "namespace", namespace)
+    k.ok("config", "set-context", "--current", f"--namespace={namespace}")
+    yield k
+    k("delete", "namespace", namespace, "--wait=false")
 
 
 def pod(name: str, *containers: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -72,7 +78,8 @@ def test_a_pod_of_two_containers_is_asked_for_one_of_them(k: Kubectl) -> None:
     defaulted = k("logs", "two")  # kubectl itself picks the first container and says so
     assert defaulted.ok and defaulted.out.strip() == "a 1" and 'Defaulted container "a"' in defaulted.err
     assert k.ok("logs", "two", "-c", "b").strip() == "b 1"
-    refused = k("get", "--raw", "/api/v1/namespaces/default/pods/two/log")  # the API asked without a container
+    namespace = k.ok("config", "view", "--minify", "-o", "jsonpath={..namespace}")
+    refused = k("get", "--raw", f"/api/v1/namespaces/{namespace}/pods/two/log")  # asked without a container
     assert not refused.ok and "a container name must be specified for pod two, choose one of: [a b]" in refused.err
 
 
@@ -168,7 +175,8 @@ def test_each_pod_is_given_a_resolver_by_its_dns_policy(k: Kubectl) -> None:
     # ClusterFirst: the kube-dns Service's address (the tenth of the service range) and the namespace first
     search, *rest = k.ok("logs", "resolv-cluster").splitlines()
     # (then the node's own search domains, if the host has any)
-    assert search.startswith("search default.svc.cluster.local svc.cluster.local cluster.local")
+    namespace = k.ok("config", "view", "--minify", "-o", "jsonpath={..namespace}")
+    assert search.startswith(f"search {namespace}.svc.cluster.local svc.cluster.local cluster.local")
     assert rest == ["nameserver 10.96.0.10", "options ndots:5"]
     assert k.ok("logs", "resolv-own").splitlines() == [
         "search corp.example",
