@@ -107,16 +107,20 @@ class Authorizer:
         return "Node" in self.modes
 
     def allows(self, attrs: Attributes) -> bool:
+        return bool(self.allowed_by(attrs))
+
+    def allowed_by(self, attrs: Attributes) -> str:
+        """What allows the request (the privileged group or the first mode that does), or "" when none does."""
         if PRIVILEGED_GROUP in attrs.groups:
-            return True
+            return "the group " + PRIVILEGED_GROUP
         for mode in self.modes:
             if mode == "AlwaysAllow":
-                return True
+                return mode
             if mode == "RBAC" and self.rbac.allows(attrs):
-                return True
+                return mode
             if mode == "Node" and self.node.allows(attrs):
-                return True
-        return False
+                return mode
+        return ""
 
 
 def reason(authorizer: Authorizer, attrs: Attributes) -> str:

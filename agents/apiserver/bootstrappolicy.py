@@ -20,7 +20,7 @@ from typing import Any
 
 from agents.apiserver.registry import ResourceStore
 from agents.apiserver.status import StatusError
-from agents.machinery.objects import Object
+from agents.machinery.objects import Object, deep_copy
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,11 @@ _KUBELET_API_ADMIN = [
     rule(READ, [""], ["nodes"]),
     rule(("proxy",), [""], ["nodes"]),
     rule(("*",), [""], ["nodes/proxy", "nodes/metrics", "nodes/stats", "nodes/log"]),
+]
+# the lab's trace collector keeps its own Service and EndpointSlice in kube-system
+_TRACE_COLLECTOR = [
+    rule(("get", "create", "update"), [""], ["services"]),
+    rule(("get", "create", "update"), ["discovery.k8s.io"], ["endpointslices"]),
 ]
 _EDIT = [
     rule(
@@ -331,6 +336,7 @@ CLUSTER_ROLES: tuple[Object, ...] = (
     cluster_role("system:cloud-controller-manager", _CLOUD_CONTROLLER_MANAGER),
     cluster_role("system:node-proxier", _NODE_PROXIER),
     cluster_role("system:kubelet-api-admin", _KUBELET_API_ADMIN),
+    cluster_role("system:kube-trace-collector", _TRACE_COLLECTOR),
     cluster_role("system:node", NODE_RULES),
     # what an aggregated API server needs to check its callers' tokens and permissions with this one
     cluster_role("system:auth-delegator", _REVIEWS),
@@ -345,6 +351,9 @@ CLUSTER_ROLE_BINDINGS: tuple[Object, ...] = (
         [("Group", "system:authenticated"), ("Group", "system:unauthenticated")],
     ),
     cluster_binding("system:kube-scheduler", "system:kube-scheduler", [("User", "system:kube-scheduler")]),
+    cluster_binding(
+        "system:kube-trace-collector", "system:kube-trace-collector", [("User", "system:kube-trace-collector")]
+    ),
     cluster_binding(
         "system:kube-controller-manager", "system:kube-controller-manager", [("User", "system:kube-controller-manager")]
     ),
@@ -391,7 +400,7 @@ async def _reconcile(store: ResourceStore, wanted: Object, field: str) -> None:
     name = wanted["metadata"]["name"]
     namespace = wanted["metadata"].get("namespace", "")
     try:
-        await store.create(namespace, wanted)
+        await store.create(namespace, deep_copy(wanted))  # a create fills in the object it is given
         return
     except StatusError as exc:
         if exc.code != 409:

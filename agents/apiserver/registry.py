@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agents.apiserver import meta as objmeta
+from agents.apiserver import requesttracing
 from agents.apiserver.allocators import RequestAdmission, ServiceAllocator
 from agents.apiserver.kinds import Strategy, ephemeralcontainers
 from agents.apiserver.resources import Resource
@@ -185,6 +186,13 @@ class ResourceStore:
         kv, _ = await self._store.get(key)
         return kv, False
 
+    async def _write(self, kv: KeyValue, new: Object) -> int:
+        """Store ``new`` over the value read as ``kv`` if that is still the stored one (its revision)."""
+        with requesttracing.etcd_write(kv.key) as span:
+            revision = await self._store.update(kv.key, codec.encode_stored(new), expected_revision=kv.mod_revision)
+            span.set_attribute("etcd.revision", revision)
+        return revision
+
     def field_value(self, obj: Object, label: str) -> str:
         path = self.resource.field_labels().get(label, label)
         return field_path_value(obj, path)
@@ -291,21 +299,26 @@ class ResourceStore:
             self.strategy.prepare_create(obj)
             if manage is not None:
                 manage(None, obj)
-            errors = objmeta.validate(self.resource, m, self.strategy.name_check)
-            errors += self.strategy.validate(obj)
-            if errors:
-                raise self._invalid(m.get("name") or m.get("generateName") or "", errors)
+            with requesttracing.step("validation"):
+                errors = objmeta.validate(self.resource, m, self.strategy.name_check)
+                errors += self.strategy.validate(obj)
+                if errors:
+                    raise self._invalid(m.get("name") or m.get("generateName") or "", errors)
             key = self._key(namespace, m["name"])
             if self.strategy.reserves_on_create and (await self._store.get(key))[0] is not None:
                 if attempt + 1 < attempts:
                     continue
                 raise already_exists(self.resource.plural, m["name"], self.resource.group)
             admission = self._admission()
-            await self.strategy.admit_create(admission, obj, dry_run=dry_run)
+            with requesttracing.admission(self.resource.qualified, "create", namespaced=self.resource.namespaced):
+                await self.strategy.admit_create(admission, obj, dry_run=dry_run)
             if dry_run:
                 return obj
+            requesttracing.stamp(obj)
             try:
-                revision = await self._store.create(key, codec.encode_stored(obj))
+                with requesttracing.etcd_write(key) as span:
+                    revision = await self._store.create(key, codec.encode_stored(obj))
+                    span.set_attribute("etcd.revision", revision)
             except KeyExistsError:
                 await admission.rollback()
                 if attempt + 1 < attempts:
@@ -356,12 +369,16 @@ class ResourceStore:
                     cached = False
                     continue
                 raise self._conflict(name)
-            new = self._finish_update(wanted, current, subresource)
+            with requesttracing.step("validation"):
+                new = self._finish_update(wanted, current, subresource)
+            if not subresource:
+                requesttracing.keep(new, current)
             if manage is not None:
                 manage(current, new)
             admission = self._admission()
             if not subresource:
-                await self.strategy.admit_update(admission, new, current, dry_run=dry_run)
+                with requesttracing.admission(self.resource.qualified, "update", namespaced=self.resource.namespaced):
+                    await self.strategy.admit_update(admission, new, current, dry_run=dry_run)
             if _without_rv(new) == _without_rv(current) and not kv.stale:  # stale: rewritten with the current key
                 return current, False
             if dry_run:
@@ -369,8 +386,10 @@ class ResourceStore:
             if self._deletion_complete(new):
                 await self._delete_stored(kv, new)
                 return new, False
+            if not subresource:  # a change: a traced write points the object's trace at its span
+                requesttracing.stamp(new)
             try:
-                revision = await self._store.update(kv.key, codec.encode_stored(new), expected_revision=kv.mod_revision)
+                revision = await self._write(kv, new)
             except RevisionConflictError:
                 await admission.rollback()
                 if wanted_rv:
@@ -449,7 +468,9 @@ class ResourceStore:
 
     async def _delete_stored(self, kv: KeyValue, obj: Object) -> int:
         try:
-            _, revision = await self._store.delete(kv.key, expected_revision=kv.mod_revision)
+            with requesttracing.etcd_write(kv.key) as span:
+                _, revision = await self._store.delete(kv.key, expected_revision=kv.mod_revision)
+                span.set_attribute("etcd.revision", revision)
         except RevisionConflictError:
             raise self._conflict(objects.name_of(obj)) from None
         except KeyNotFoundError:
@@ -491,7 +512,7 @@ class ResourceStore:
             if new == current or options.dry_run:
                 return new
             try:
-                revision = await self._store.update(kv.key, codec.encode_stored(new), expected_revision=kv.mod_revision)
+                revision = await self._write(kv, new)
             except RevisionConflictError:
                 continue
             except KeyNotFoundError:
@@ -593,7 +614,7 @@ class ResourceStore:
             if dry_run:
                 return new
             try:
-                revision = await self._store.update(kv.key, codec.encode_stored(new), expected_revision=kv.mod_revision)
+                revision = await self._write(kv, new)
             except RevisionConflictError:
                 cached = False
                 continue

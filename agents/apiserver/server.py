@@ -27,12 +27,13 @@ from agents.apiserver import (
     bootstrappolicy,
     encryptionconfig,
     openapi_v2,
+    requesttracing,
     schemas,
     serviceaccount,
     x509,
 )
 from agents.apiserver.allocators import ServiceAllocator
-from agents.apiserver.auth import PUBLIC_PATHS, TokenAuthenticator, User, with_authenticated
+from agents.apiserver.auth import ANONYMOUS, PUBLIC_PATHS, TokenAuthenticator, User, with_authenticated
 from agents.apiserver.authorization import Authorizer
 from agents.apiserver.customresources import CustomResources, CustomResourceStore, DefinitionController
 from agents.apiserver.decoding import Decoder
@@ -55,7 +56,7 @@ from agents.apiserver.storage.memory import MemoryStore
 from agents.apiserver.watchcache import WatchCache
 from agents.apiserver.watchstream import WatchSettings
 from agents.apiserver.x509 import CertificateAuthenticator, peer_certificate
-from agents.machinery import codec
+from agents.machinery import codec, tracing
 from agents.machinery.objects import parse_time
 from agents.machinery.settings import SettingsError
 
@@ -462,6 +463,7 @@ class ApiServer:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if self.authenticating and request.path not in PUBLIC_PATHS:
+            started = time.time_ns() if tracing.enabled() else 0
             header = request.headers.get("Authorization")
             user = None
             if self.certificates is not None and request.transport is not None:
@@ -473,9 +475,52 @@ class ApiServer:
             if user is None:
                 response = status_response(unauthorized())
                 self._audit_unauthenticated(request, response)
+                if started:
+                    self._trace_unauthenticated(request, response, started)
                 return response
             request["user"] = user
+            if started:
+                request[requesttracing.AUTHENTICATED] = (started, time.time_ns())
         return await handler(request)
+
+    @web.middleware
+    async def _trace(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """The span of a request requesttracing.py picks (a middleware only while tracing is on): it starts
+        when authentication did, is current while the request is handled, and ends with the answer."""
+        user: User | None = request.get("user")
+        info = request_info(request.method, request.path, request.query)
+        parent = tracing.extract(request.headers)
+        who = user.name if user is not None else ANONYMOUS.name  # no authentication: nobody starts a trace
+        if not requesttracing.traced(info, user=who, continued=parent is not None, dry_run="dryRun" in request.query):
+            return await handler(request)
+        authenticated = request.get(requesttracing.AUTHENTICATED)
+        span = requesttracing.start(
+            info,
+            method=request.method,
+            user=user.name if user is not None else "",
+            parent=parent,
+            started=authenticated[0] if authenticated is not None else time.time_ns(),
+            authenticated=authenticated,
+        )
+        with requesttracing.current(span):
+            response = await handler(request)
+            if requesttracing.reads_answer(info, response.status):
+                answer = _json_body(response) if isinstance(response, web.Response) else None
+                requesttracing.answered(span, response.status, answer)
+            return response
+
+    def _trace_unauthenticated(self, request: web.Request, response: web.Response, started: int) -> None:
+        """A request refused for its credentials is traced only when it continues a trace: an unknown
+        caller does not start traces."""
+        parent = tracing.extract(request.headers)
+        info = request_info(request.method, request.path, request.query)
+        if parent is not None and requesttracing.traced(info, user="", continued=True):
+            message = requesttracing.failure_message(response.status, _json_body(response))
+            requesttracing.record_unauthenticated(
+                info, method=request.method, parent=parent, started=started, message=message
+            )
 
     @web.middleware
     async def _authorize(
@@ -487,11 +532,17 @@ class ApiServer:
         attrs = authorization.attributes(
             user.name, user.groups, request_info(request.method, request.path, request.query)
         )
-        denied = next((c for c in authorization.checks(attrs) if not self.authorizer.allows(c)), None)
-        if denied is None:
+        refused: StatusError | None = None
+        with requesttracing.step("authorization") as span:
+            denied = next((c for c in authorization.checks(attrs) if not self.authorizer.allows(c)), None)
+            if denied is not None:
+                refused = authorization.forbidden(denied, authorization.reason(self.authorizer, denied))
+            if span.is_recording():  # traced: what allowed it is asked again, for the span
+                allowed_by = self.authorizer.allowed_by(attrs) if refused is None else ""
+                requesttracing.decided(span, allowed_by=allowed_by, refusal=refused.message if refused else "")
+        if refused is None:
             request["attributes"] = attrs  # admission (NodeRestriction) judges the same attributes
             return await handler(request)
-        refused = authorization.forbidden(denied, authorization.reason(self.authorizer, denied))
         log.info("forbidden: %s", refused.message)
         return status_response(refused)
 
@@ -644,6 +695,7 @@ class ApiServer:
         authorizing = self.authenticating and self.authorizer.modes != ("AlwaysAllow",)
         middlewares = [
             self._authenticate,
+            *([self._trace] if tracing.enabled() else []),  # tracing is set up before the server is made
             *([self._audit] if audited else []),
             *([self._authorize] if authorizing else []),
         ]
