@@ -14,6 +14,7 @@ clean-ups to make) and the status and conditions to write. ``sync`` claims the R
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -24,6 +25,7 @@ import orjson
 from agents.controllers import claim
 from agents.controllers.base import Context, Controller, Event, ignore_not_found, owner_uid, rfc3339, write_status
 from agents.controllers.podutil import controller_ref
+from agents.machinery import tracing
 from agents.machinery.client import ApiError
 from agents.machinery.events import NORMAL
 from agents.machinery.informer import key_of
@@ -38,6 +40,7 @@ DESIRED = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+TRACER = "controller-manager"
 
 # --- pure arithmetic -----------------------------------------------------------------------------
 
@@ -532,16 +535,23 @@ class DeploymentController(Controller):
         )
         now = self.now()
         decided = plan(deployment, sets, now=now)
-        while decided.create is not None:
-            created = await self._create(deployment, decided.create)
-            if created is None:  # the name was taken by another template: the next hash, then plan again
-                status = deployment.setdefault("status", {})
-                status["collisionCount"] = int(status.get("collisionCount") or 0) + 1
-                decided = plan(deployment, sets, now=now)
-                continue
-            sets = [*sets, created]
-            decided = plan(deployment, sets, now=now, created=True)
-        await self._apply(deployment, sets, decided)
+        with contextlib.ExitStack() as traced:
+            if decided.create is not None or decided.scale:  # syncs that only report status are not traced
+                # the ReplicaSet writes inside the span continue the Deployment's trace (the client sends it)
+                traced.enter_context(tracing.span_for(deployment, "sync deployment", tracer_name=TRACER))
+            while decided.create is not None:
+                with tracing.child("create replicaset", tracer_name=TRACER) as span:
+                    created = await self._create(deployment, decided.create)
+                    if span.is_recording():
+                        span.set_attribute("k8s.replicaset.name", decided.create["metadata"]["name"])
+                if created is None:  # the name was taken by another template: the next hash, then plan again
+                    status = deployment.setdefault("status", {})
+                    status["collisionCount"] = int(status.get("collisionCount") or 0) + 1
+                    decided = plan(deployment, sets, now=now)
+                    continue
+                sets = [*sets, created]
+                decided = plan(deployment, sets, now=now, created=True)
+            await self._apply(deployment, sets, decided)
         if decided.requeue_after is not None:
             self.queue.add_after(key, decided.requeue_after)
 
@@ -578,7 +588,9 @@ class DeploymentController(Controller):
                 "metadata": {"resourceVersion": rs["metadata"]["resourceVersion"]},
                 "spec": {"replicas": step.replicas},
             }
-            latest[step.name] = await self.client.patch(REPLICASETS, step.name, patch, namespace)
+            attributes = {"k8s.replicaset.name": step.name, "replicas": step.replicas}
+            with tracing.child("scale replicaset", tracer_name=TRACER, attributes=attributes):
+                latest[step.name] = await self.client.patch(REPLICASETS, step.name, patch, namespace)
             self.record(deployment, step.event)
         for rs in decided.delete:
             await ignore_not_found(partial(self.client.delete, REPLICASETS, rs["metadata"]["name"], namespace))

@@ -16,6 +16,7 @@ from typing import Any
 
 from agents.controllers.base import Context, Controller, delete_object
 from agents.controllers.podutil import is_ready
+from agents.machinery import tracing
 from agents.machinery.client import ApiError
 from agents.machinery.informer import key_of, split_key
 from agents.machinery.objects import Object, deep_copy
@@ -27,6 +28,7 @@ MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 MANAGER = "endpointslice-controller.k8s.io"
 MAX_PER_SLICE = 100
 ENDPOINTS_MANAGED_BY = "endpoints.kubernetes.io/managed-by"
+TRACER = "controller-manager"
 
 
 def _port_for(service_port: dict[str, Any], pod: Object) -> int | None:
@@ -241,6 +243,21 @@ def plan_slices(key: str, service: Object | None, owned: list[Object], pods: lis
     return result
 
 
+def traced_cause(decided: SlicesPlan, owned: list[Object], pods: list[Object]) -> Object | None:
+    """The pod whose trace the writes of ``decided`` continue: the newest pod carrying a trace among
+    those whose endpoints the writes add or change (``owned``: the slices as they are); None when
+    there is none (the sync is not traced)."""
+    before = {s["metadata"]["name"]: s.get("endpoints") or [] for s in owned}
+    changed = {
+        str((endpoint.get("targetRef") or {}).get("uid") or "")
+        for body in (*decided.create, *decided.update)
+        for endpoint in body["endpoints"]
+        if endpoint not in before.get(body["metadata"]["name"], [])
+    }
+    candidates = [p for p in pods if p["metadata"].get("uid") in changed and tracing.traceparent(p)]
+    return max(candidates, key=lambda p: str(p["metadata"].get("creationTimestamp") or ""), default=None)
+
+
 def _new_slice(service: Object, name: str) -> Object:
     meta = service["metadata"]
     return {
@@ -341,17 +358,27 @@ class EndpointSliceController(_ServiceController):
             if (s["metadata"].get("labels") or {}).get(SERVICE_NAME) == name
             and (s["metadata"].get("labels") or {}).get(MANAGED_BY) == MANAGER
         ]
-        decided = plan_slices(key, self.services.get(key), owned, self.pods.by_index("namespace", namespace))
-        for body in decided.create:
-            try:
-                await self.client.create(ENDPOINT_SLICES, body)
-            except ApiError as exc:
-                if not exc.already_exists:
-                    raise
-        for body in decided.update:
-            await self.client.update(ENDPOINT_SLICES, body)
-        for piece in decided.delete:
-            await delete_object(self.client, ENDPOINT_SLICES, piece)
+        pods = self.pods.by_index("namespace", namespace)
+        decided = plan_slices(key, self.services.get(key), owned, pods)
+        writes = bool(decided.create or decided.update)
+        cause = traced_cause(decided, owned, pods) if writes and tracing.enabled() else None
+        # the slices written inside the span continue the trace of the pod whose endpoint changed (no
+        # such pod: a span that records nothing)
+        with tracing.span_for(cause or {}, "sync endpointslices", tracer_name=TRACER) as span:
+            if span.is_recording():
+                written = [*decided.create, *decided.update]
+                ready = sum(1 for s in written for e in s["endpoints"] if (e.get("conditions") or {}).get("ready"))
+                span.set_attributes({"k8s.service.name": name, "endpoints.ready": ready})
+            for body in decided.create:
+                try:
+                    await self.client.create(ENDPOINT_SLICES, body)
+                except ApiError as exc:
+                    if not exc.already_exists:
+                        raise
+            for body in decided.update:
+                await self.client.update(ENDPOINT_SLICES, body)
+            for piece in decided.delete:
+                await delete_object(self.client, ENDPOINT_SLICES, piece)
 
     def enqueue(self, obj: Object) -> None:
         self.queue.add(key_of(obj))

@@ -26,6 +26,7 @@ from agents.controllers.podutil import (
     pod_from_template,
     seconds_until_available,
 )
+from agents.machinery import tracing
 from agents.machinery.events import NORMAL, WARNING
 from agents.machinery.informer import key_of
 from agents.machinery.objects import Object
@@ -33,6 +34,7 @@ from agents.machinery.resources import PODS, REPLICASETS, ResourceRef
 from agents.machinery.selectors import LabelSelector, SelectorError, from_structured
 
 BURST = 500
+TRACER = "controller-manager"
 
 
 @dataclass
@@ -167,10 +169,17 @@ class ReplicaSetController(Controller):
         now = self.now()
         decided = plan(rs, pods, expectations_met=self.expectations.satisfied(key), now=now)
         failure = ""
-        if decided.create:
-            failure = await self._create(rs, key, decided.create)
-        if decided.delete:
-            await self._delete(rs, key, decided.delete)
+        if decided.create or decided.delete:  # a settled ReplicaSet's syncs are not traced
+            # the pods made inside the span continue the ReplicaSet's trace (the client sends its context)
+            with tracing.span_for(rs, f"sync {self.resource.kind.lower()}", tracer_name=TRACER):
+                if decided.create:
+                    with tracing.child("create pods", tracer_name=TRACER, attributes={"count": decided.create}) as span:
+                        failure = await self._create(rs, key, decided.create)
+                        if failure:
+                            tracing.fail(span, failure)
+                if decided.delete:
+                    with tracing.child("delete pods", tracer_name=TRACER, attributes={"count": len(decided.delete)}):
+                        await self._delete(rs, key, decided.delete)
         status = replica_status(rs, pods, now=now, failure=failure) if failure else decided.status
         await write_status(self.client, self.resource, rs, status)
         if decided.requeue_after is not None:

@@ -23,10 +23,16 @@ stopped by its own sync, whatever the new one does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, Span
 
 from agents.kubelet import dns, hooks, podstate, termination
 from agents.kubelet.containers import ContainerdError, ContainerId, ImageNotFoundError
@@ -39,6 +45,7 @@ from agents.kubelet.statusmanager import StatusManager
 from agents.kubelet.tokens import TokenManager
 from agents.kubelet.volumemanager import VolumeManager
 from agents.kubelet.volumes import VolumeError, VolumeFiles, environment, plan_volumes, write_volumes
+from agents.machinery import tracing
 from agents.machinery.client import ApiError, Client
 from agents.machinery.events import NORMAL, WARNING, EventRecorder
 from agents.machinery.imagerefs import full_reference
@@ -52,6 +59,7 @@ log = logging.getLogger(__name__)
 BY_UID = "uid"
 SANDBOX_RETRY = 5.0  # seconds before a pod whose sandbox failed is synced again
 PROBE_KILL_GRACE_MAX = 30.0
+TRACER = "kubelet"
 
 
 def pull_policy(container: dict[str, Any]) -> str:
@@ -84,6 +92,14 @@ def unprobed(pod: Object, record: PodRecord) -> list[tuple[dict[str, Any], str]]
     ]
 
 
+def _settled(pod: Object) -> bool:
+    """Whether a pod is where its start ends: Ready, or ended."""
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return True
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
 def uid_of(pod: Object) -> str:
     return str(pod["metadata"]["uid"])
 
@@ -114,6 +130,9 @@ class PodWorkers:
         self.recorder = recorder
         self.node_ip = node_ip
         self.queue = WorkQueue(f"kubelet-{name}")
+        # pods whose start is traced (from their first sync until Ready or failed): the context of
+        # their last "sync pod" span, which the readiness probes' spans go under
+        self.starting: dict[str, otel_context.Context | None] = {}
         pods.add_index(BY_UID, lambda pod: [uid_of(pod)])
         pods.on(add=self.enqueue, update=self.pod_updated, delete=self.enqueue)
 
@@ -150,10 +169,33 @@ class PodWorkers:
     async def sync(self, uid: str) -> None:
         pod = self.pod(uid)
         if pod is None:
+            self.starting.pop(uid, None)
             record = self.cache.get(uid)
             if record is not None:
                 await self._stop(record, grace=0)  # gone from the API (grace 0): nothing to wait for
             return
+        if self.cache.get(uid) is None and tracing.enabled() and tracing.traceparent(pod) and not _settled(pod):
+            self.starting[uid] = None  # its first sync: the pod's start is traced until it is Ready or failed
+        if uid not in self.starting:
+            await self._sync(pod, uid)
+            return
+        with tracing.span_for(pod, "sync pod", tracer_name=TRACER) as span:
+            if span.is_recording():
+                self.starting[uid] = trace.set_span_in_context(span)
+            else:  # a trace context that cannot be continued (or one not sampled): nothing to record
+                self.starting.pop(uid, None)
+            record = await self._sync(pod, uid)
+            status = self.status.status(pod, record, now=time.time()) if record is not None else {}
+            if status.get("phase") in ("Failed", "Succeeded") or record is None:
+                self.starting.pop(uid, None)
+                if status.get("phase") == "Failed":
+                    tracing.fail(span, str(status.get("message") or status.get("reason") or "the pod failed"))
+            elif _settled({"status": status}):
+                span.add_event("ready")
+                self.starting.pop(uid, None)
+
+    async def _sync(self, pod: Object, uid: str) -> PodRecord | None:
+        """One sync of a pod the API has; the pod's record, or None once the pod is stopped for good."""
         record = self.cache.ensure(uid, f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
         now = time.time()
         actions, wake = podstate.plan(pod, record.observed(), now)
@@ -165,13 +207,13 @@ class PodWorkers:
             if isinstance(action, podstate.StopPod):
                 await self._stop(record, grace=action.grace_seconds, pod=pod)
                 await self._confirm_deletion(pod)
-                return
+                return None
             if isinstance(action, podstate.StopContainers):
                 groups = [(name,) for name in action.names]  # one after the other
                 await self._stop_containers(pod, record, groups, grace=action.grace_seconds)
             if isinstance(action, podstate.CreateSandbox):
                 if not await self._sandbox(pod, record):
-                    return
+                    return record
                 actions_after, wake = podstate.plan(pod, record.observed(), now)
                 for follow in actions_after:
                     if isinstance(follow, podstate.StartContainer):
@@ -185,12 +227,18 @@ class PodWorkers:
             self.queue.add(uid)  # the informer brings the newer version
         if wake is not None:
             self.queue.add_after(uid, max(0.0, wake - time.time()))
+        return record
 
     async def _sandbox(self, pod: Object, record: PodRecord) -> bool:
         if self.runtime.sandboxes is None:
             return False  # no podCIDR yet: the pod network's arrival queues every pod again
         try:
-            sandbox = await self.runtime.run_sandbox(pod)
+            with tracing.child("sandbox", tracer_name=TRACER) as span:
+                try:
+                    sandbox = await self.runtime.run_sandbox(pod)
+                except KubeletError as exc:
+                    tracing.fail(span, str(exc))
+                    raise
         except KubeletError as exc:
             self.recorder.record(pod, WARNING, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}")
             self.queue.add_after(record.uid, SANDBOX_RETRY)
@@ -266,6 +314,15 @@ class PodWorkers:
     async def _ensure_image(self, pod: Object, record: PodRecord, container: dict[str, Any]) -> str | None:
         """The container's image as a full reference, pulled as its policy says; None when it cannot
         be had (the failure is recorded for the status and the pull back-off)."""
+        image = str(container.get("image") or "")
+        with tracing.child("pull image", tracer_name=TRACER, attributes={"container.image.name": image}) as span:
+            reference = await self._image(pod, record, container, span)
+            if reference is None and span.is_recording():
+                failure = record.pulls.get(container["name"])
+                tracing.fail(span, failure.message if failure is not None else "the image cannot be had")
+            return reference
+
+    async def _image(self, pod: Object, record: PodRecord, container: dict[str, Any], span: Span) -> str | None:
         name, image = container["name"], str(container.get("image") or "")
         reference = full_reference(image)
         try:
@@ -277,6 +334,7 @@ class PodWorkers:
             self.recorder.record(pod, WARNING, "InspectFailed", message)
             return None
         step = image_step(pull_policy(container), present=present)
+        span.set_attribute("image.cached", step == "use")
         if step == "refuse":
             message = f'Container image "{image}" is not present with pull policy of Never'
             record.pulls[name] = podstate.PullFailure(message, time.time(), 1, True)
@@ -346,8 +404,14 @@ class PodWorkers:
         except ContainerdError as exc:
             self._problem(pod, record, action.name, "CreateContainerError", exc.message)
             return
+        named = {"k8s.container.name": action.name}
         try:
-            await self.runtime.create(spec)
+            with tracing.child("create container", tracer_name=TRACER, attributes=named) as span:
+                try:
+                    await self.runtime.create(spec)
+                except ContainerdError as exc:
+                    tracing.fail(span, exc.message)
+                    raise
         except ContainerdError as exc:
             self._problem(pod, record, action.name, "CreateContainerError", exc.message)
             return
@@ -358,7 +422,12 @@ class PodWorkers:
             action.name, podstate.Attempt(action.attempt, "running", time.time(), container_id=f"{CONTAINERD}{cid}")
         )
         try:
-            await self.runtime.start(cid)
+            with tracing.child("start container", tracer_name=TRACER, attributes=named) as span:
+                try:
+                    await self.runtime.start(cid)
+                except ContainerdError as exc:
+                    tracing.fail(span, exc.message)
+                    raise
         except ContainerdError as exc:
             # kube's StartError: the run ended before it began, exit 128 and the runtime's message
             now = time.time()
@@ -462,7 +531,15 @@ class PodWorkers:
             exec_probe=self.runtime.exec,
             on_change=lambda: self.queue.add(uid),
             on_failure=failed,
+            traced=lambda kind: self._probe_span(uid, kind),
         )
+
+    def _probe_span(self, uid: str, kind: Kind) -> AbstractContextManager[Span]:
+        """A readiness probe's span, under the pod's last "sync pod" while its start is traced."""
+        parent = self.starting.get(uid) if kind == "readiness" else None
+        if parent is None:
+            return contextlib.nullcontext(INVALID_SPAN)
+        return tracing.tracer(TRACER).start_as_current_span("readiness probe", context=parent)
 
     # --- stopping ----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ containerd's API).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -22,9 +23,12 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from opentelemetry.trace import INVALID_SPAN, Span
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +154,10 @@ class ProbeState:
     started: bool = False  # startup (True at once when there is no startup probe)
 
 
+def _untraced(_kind: Kind) -> AbstractContextManager[Span]:
+    return contextlib.nullcontext(INVALID_SPAN)
+
+
 class ContainerProber:
     """The probe workers of one container run."""
 
@@ -163,6 +171,7 @@ class ContainerProber:
         exec_probe: Callable[[str, list[str], float], Any],
         on_change: Callable[[], None],
         on_failure: Callable[[Kind, str], Any],
+        traced: Callable[[Kind], AbstractContextManager[Span]] | None = None,
     ) -> None:
         self.container = container
         self.container_id = container_id
@@ -171,6 +180,7 @@ class ContainerProber:
         self.exec_probe = exec_probe
         self.on_change = on_change
         self.on_failure = on_failure
+        self.traced = traced or _untraced  # the span one probe is recorded in (while its pod's start is traced)
         self.state = ProbeState(ready="readinessProbe" not in container, started="startupProbe" not in container)
         self._started = asyncio.Event()
         if self.state.started:
@@ -225,7 +235,12 @@ class ContainerProber:
         needed_failures = int(spec.get("failureThreshold", 3))
         successes = failures = 0
         while True:
-            outcome = await self.probe(spec)
+            with self.traced(kind) as span:
+                outcome = await self.probe(spec)
+                if span.is_recording():
+                    span.set_attribute("result", "success" if outcome.success else "failure")
+                    if not outcome.success:
+                        span.set_attribute("message", outcome.message)
             if outcome.success:
                 successes, failures = successes + 1, 0
             else:

@@ -44,6 +44,7 @@ from agents.kubelet.cni import (
 )
 from agents.kubelet.errors import KubeletError, SandboxError
 from agents.kubelet.namespaces import add_netns, delete_netns
+from agents.machinery import tracing
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,11 @@ class SandboxManager:
         attachment = self._attachment(pod, netns)
         try:
             await _add_netns(netns)
-            result = await self.cni.add(self._conflist, attachment, runtime=runtime_config(port_mappings))
-            record["result"] = result
-            sandbox = _sandbox(record)
+            with tracing.child("network", tracer_name="kubelet") as span:
+                result = await self.cni.add(self._conflist, attachment, runtime=runtime_config(port_mappings))
+                record["result"] = result
+                sandbox = _sandbox(record)
+                span.set_attribute("k8s.pod.ip", str(sandbox.ip))
         except KubeletError:
             await self._undo_failed_add(record, attachment)
             raise

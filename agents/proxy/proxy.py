@@ -11,14 +11,16 @@ rewritten even if nothing changed, which repairs them if someone else edited the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from agents.machinery import tracing
 from agents.machinery.client import Client
-from agents.machinery.informer import Informer
+from agents.machinery.informer import Informer, key_of
 from agents.machinery.objects import Object
 from agents.machinery.resources import ENDPOINT_SLICES, NODES, SERVICES
 from agents.proxy.errors import ProxyError
@@ -32,6 +34,8 @@ from agents.proxy.servicehealth import plan as plan_health_checks
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
+TRACER = "proxy"
+MAX_TRACED_CAUSES = 8  # traces one sync continues at most (a burst of traced changes)
 T = TypeVar("T")
 
 
@@ -43,6 +47,15 @@ class ProxyConfig:
     table: str = "kubelab"
     min_sync_interval: float = 0.05
     resync_period: float = 60.0
+
+
+def rule_count(ruleset: str) -> int:
+    """The rules of a ruleset: its chains' rules and its maps' and sets' elements (the lines inside a
+    chain, map or set that declare nothing)."""
+    declarations = ("type ", "flags ", "policy ", "elements ", "}")
+    return sum(
+        1 for line in ruleset.splitlines() if line.startswith("\t\t") and not line.lstrip().startswith(declarations)
+    )
 
 
 def _route_facts(node: Object) -> tuple[list[str], list[object]]:
@@ -94,13 +107,35 @@ class Proxy:
         self._slices = _Converted[dict[PortRef, frozenset[Endpoint]]](slice_endpoints)
         self._dirty = asyncio.Event()
         self._force = False
+        self._traced: dict[str, Object] = {}  # slices changed by a traced write since the last sync, by key
+        self._traces_seen: dict[str, str] = {}  # the trace context each slice carried when last seen
         self.services.on_any(self._changed)
-        self.slices.on_any(self._changed)
+        self.slices.on(
+            add=self._slice_changed, update=lambda _old, new: self._slice_changed(new), delete=self._slice_gone
+        )
         if routes is not None:
             self.nodes.on(add=self._changed, update=self._node_updated, delete=self._changed)
 
     def _changed(self, _obj: Object) -> None:
         self._dirty.set()
+
+    def _slice_changed(self, piece: Object) -> None:
+        self._dirty.set()
+        if not tracing.enabled():
+            return
+        carried = tracing.traceparent(piece)
+        key = key_of(piece)
+        # a slice keeps its annotation: only a new trace context is a change a user's write caused,
+        # and the slices listed at the start are where they are already
+        if carried and self._traces_seen.get(key) != carried:
+            self._traces_seen[key] = carried
+            if self.slices.synced.is_set():
+                self._traced[key] = piece
+
+    def _slice_gone(self, piece: Object) -> None:
+        self._dirty.set()
+        self._traces_seen.pop(key_of(piece), None)
+        self._traced.pop(key_of(piece), None)
 
     def _node_updated(self, old: Object, new: Object) -> None:
         if _route_facts(old) != _route_facts(new):  # heartbeats change neither
@@ -116,10 +151,28 @@ class Proxy:
         return ruleset, routes, checks
 
     async def sync(self, *, force: bool = False) -> None:
+        causes, self._traced = list(self._traced.values()), {}
+        with contextlib.ExitStack() as traced:
+            # a span in the trace of every slice whose change this sync carries; "nft apply" under the last
+            for piece in causes[-MAX_TRACED_CAUSES:]:
+                attributes = {"k8s.node.name": self.config.node_name}
+                traced.enter_context(tracing.span_for(piece, "sync rules", tracer_name=TRACER, attributes=attributes))
+            await self._sync(force=force)
+
+    async def _sync(self, *, force: bool) -> None:
         started = time.perf_counter()
         ruleset, routes, checks = self.desired()
         planned = time.perf_counter()
-        written = await self.nft.apply(ruleset, force=force)
+        with tracing.child("nft apply", tracer_name=TRACER) as span:
+            if span.is_recording():
+                span.set_attributes({"rules.count": rule_count(ruleset), "nft.table": self.config.table})
+            try:
+                written = await self.nft.apply(ruleset, force=force)
+            except ProxyError as exc:
+                tracing.fail(span, str(exc))
+                raise
+            if span.is_recording():
+                span.set_attribute("nft.written", written)
         if self.health is not None:  # after the rules: a 200 means the traffic is programmed
             await self.health.apply(checks)
         applied = time.perf_counter()

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
-from agents.machinery import tasks
+from agents.machinery import tasks, tracing
 from agents.machinery.client import ApiError, ApiUnavailableError, Client
 from agents.machinery.events import NORMAL, WARNING, EventRecorder
 from agents.machinery.informer import Informer, key_of
@@ -35,6 +36,8 @@ from agents.scheduler.volumebinder import BIND_TIMEOUT, VolumeBinder, VolumeBind
 from agents.scheduler.volumebinding import Assumption
 
 log = logging.getLogger(__name__)
+
+TRACER = "scheduler"
 
 
 def _terminal(pod: Object) -> bool:
@@ -162,50 +165,63 @@ class Scheduler:
 
     def decide(self, pod: Object, info: PodInfo | None = None) -> tuple[str | None, str]:
         """The node for ``pod`` (and ""), or None and the reason it fits nowhere."""
+        decided = self.decision(pod, info)
+        return decided.node, decided.message
+
+    def decision(self, pod: Object, info: PodInfo | None = None) -> Decision:
+        """The node for ``pod`` and how it was found: the nodes filtered out and why, the scores."""
         info = info or PodInfo.of(pod)
         nodes = list(self.cache.values())
         volumes = self.volumes.prefilter(info)
         if isinstance(volumes, str):
-            return None, prefilter_message(len(nodes), volumes)
+            return Decision(None, prefilter_message(len(nodes), volumes))
         needs_topology = bool(info.affinity or info.anti_affinity or self.anti_affinity_pods)
         topology = topology_for(info, self.cache) if needs_topology else None
         feasible: list[NodeInfo] = []
         reasons: Counter[str] = Counter()
+        filtered: list[tuple[str, list[str]]] = []
         for node in nodes:
             why = filter_node(info, node, topology, volumes)
             if why:
                 reasons.update(why)
+                filtered.append((node.name, why))
             else:
                 feasible.append(node)
         if not feasible:
-            return None, failure_message(len(nodes), reasons)
+            return Decision(None, failure_message(len(nodes), reasons), filtered=filtered)
         if len(feasible) == 1:
-            return feasible[0].name, ""
+            return Decision(feasible[0].name, "", filtered=filtered, feasible=1)
         zones = any("topology.kubernetes.io/zone" in n.labels for n in feasible)
-        best = score_nodes(info, feasible, most_allocated=self.most_allocated, zones=zones)[0]
-        return best[1], ""
+        scores = score_nodes(info, feasible, most_allocated=self.most_allocated, zones=zones)
+        return Decision(scores[0][1], "", filtered=filtered, feasible=len(feasible), scores=scores)
 
     async def schedule_one(self) -> None:
         key = await self.queue.pop()
         pod = self.pods.get(key)
         if pod is None or (pod.get("spec") or {}).get("nodeName") or key in self.assumed:
             return
-        info = PodInfo.of(pod)
-        node, why = self.decide(pod, info)
-        if node is None:
-            self.queue.mark_unschedulable(key)
-            tasks.spawn(self._report_unschedulable(pod, why), name=f"unschedulable {key}")
-            return
-        volumes = self.volumes.prefilter(info)
-        assumption = (
-            self.volumes.assume(volumes, self.cache[node])
-            if volumes is not None and not isinstance(volumes, str)
-            else None
-        )
-        self.assumed.add(key)
-        self._place(key, node, info)
-        await self._binds.acquire()
-        tasks.spawn(self._bind(pod, node, assumption), name=f"bind {key}")
+        # the binding task, spawned inside the span, continues it (a task keeps the context it began in)
+        with tracing.span_for(pod, "schedule pod", tracer_name=TRACER) as span:
+            info = PodInfo.of(pod)
+            decided = self.decision(pod, info)
+            if span.is_recording():
+                _trace_decision(decided)
+            node = decided.node
+            if node is None:
+                tracing.fail(span, decided.message)
+                self.queue.mark_unschedulable(key)
+                tasks.spawn(self._report_unschedulable(pod, decided.message), name=f"unschedulable {key}")
+                return
+            volumes = self.volumes.prefilter(info)
+            assumption = (
+                self.volumes.assume(volumes, self.cache[node])
+                if volumes is not None and not isinstance(volumes, str)
+                else None
+            )
+            self.assumed.add(key)
+            self._place(key, node, info)
+            await self._binds.acquire()
+            tasks.spawn(self._bind(pod, node, assumption), name=f"bind {key}")
 
     async def _bind(self, pod: Object, node: str, volumes: Assumption | None = None) -> None:
         key = key_of(pod)
@@ -215,7 +231,12 @@ class Scheduler:
                 await self.volumes.bind(
                     volumes, node=lambda: self.cache.get(node), pod_exists=lambda: self.pods.get(key) is not None
                 )
-            await self.client.bind(meta["namespace"], meta["name"], node)
+            with tracing.child("bind", tracer_name=TRACER, attributes={"k8s.node.name": node}) as span:
+                try:
+                    await self.client.bind(meta["namespace"], meta["name"], node)
+                except (ApiError, ApiUnavailableError) as exc:
+                    tracing.fail(span, str(exc))
+                    raise
         except VolumeBindingError as exc:
             self.assumed.discard(key)
             self._unplace(key)
@@ -299,6 +320,32 @@ class Scheduler:
 
 
 _NO_NODE = NodeInfo.of({"metadata": {"name": ""}})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a pod goes (None: nowhere, ``message`` says why, kube's FailedScheduling text), and how
+    that was found: the nodes filtered out with their reasons, how many were feasible, the scores
+    (best first; empty when there was nothing to compare)."""
+
+    node: str | None
+    message: str
+    filtered: list[tuple[str, list[str]]] = field(default_factory=list)
+    feasible: int = 0
+    scores: list[tuple[float, str]] = field(default_factory=list)
+
+
+def _trace_decision(decided: Decision) -> None:
+    """The decision as spans under the current one: "filter" with an event per node filtered out,
+    "score" with an event per node scored."""
+    with tracing.child("filter", tracer_name=TRACER, attributes={"scheduler.feasible_nodes": decided.feasible}) as span:
+        for node, reasons in decided.filtered:
+            span.add_event("filtered out", {"k8s.node.name": node, "reason": ", ".join(reasons)})
+    if decided.node is None:
+        return
+    with tracing.child("score", tracer_name=TRACER) as span:
+        for score, node in decided.scores:
+            span.add_event("scored", {"k8s.node.name": node, "score": score})
 
 
 def _ready(node: Object) -> str:
