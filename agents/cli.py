@@ -42,6 +42,12 @@ def _proxy(argv: Sequence[str]) -> int:
     return run(argv)
 
 
+def _trace_collector(argv: Sequence[str]) -> int:
+    from agents.collector.__main__ import run  # noqa: PLC0415
+
+    return run(argv)
+
+
 def _simnodes(argv: Sequence[str]) -> int:
     from agents.simnodes.__main__ import run  # noqa: PLC0415
 
@@ -56,6 +62,7 @@ COMPONENTS: dict[str, Callable[[Sequence[str]], int]] = {
     "kubelet": _kubelet,
     "proxy": _proxy,
     "simnodes": _simnodes,
+    "trace-collector": _trace_collector,
 }
 
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from provisioner.cli import addons, faults, images, lab, users
+from provisioner.cli import addons, dashboard, faults, images, lab, trace, users
 from provisioner.errors import ProvisionError
 from provisioner.lab import components
 from provisioner.lab import spec as labspec
@@ -87,6 +87,12 @@ def parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("--tail", type=int, default=200, help="lines to show (default 200; 0: all)")
+    traced = commands.add_parser("trace", help="the timeline of every component's steps for one object")
+    traced.add_argument("target", metavar="KIND/NAME", help="e.g. deployment/web, pod/web-7d4b9-x2x7q")
+    traced.add_argument("-n", "--namespace", default="default", help="the object's namespace (default: default)")
+    traced.add_argument(
+        "--name", "--lab", dest="name", default=None, help="lab name (default: $KUBELAB_LAB or kubelab)"
+    )
     down = _with_name(commands.add_parser("down", help="stop the lab and remove everything it created"))
     down.add_argument("--orphans", action="store_true", help="instead: remove what belongs to no lab (kubelab list)")
     commands.add_parser("list", help="every lab on this host with its driver and health, and orphans")
@@ -151,6 +157,8 @@ def parser() -> argparse.ArgumentParser:
     ):
         chosen = _with_name(addon_commands.add_parser(verb, help=what))
         chosen.add_argument("addons", nargs="+", metavar="ADDON", help="add-on names (kubelab addons list)")
+    board = commands.add_parser("dashboard", help="open the dashboard add-on: kubectl proxy, its URL, a token")
+    board.add_argument("--name", "--lab", dest="name", default=None, help="lab name (default: $KUBELAB_LAB or kubelab)")
     return top
 
 
@@ -190,10 +198,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ssh": lab.ssh,
     "ssh-config": lab.ssh_config,
     "logs": lab.logs,
+    "trace": trace.run,
     "fault": faults.run,
     "image": images.run,
     "user": users.run,
     "addons": addons.run,
+    "dashboard": dashboard.run,
 }
 
 

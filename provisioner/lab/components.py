@@ -29,6 +29,7 @@ TABLE: tuple[Component, ...] = (
     Component("scheduler", "kubelab-scheduler", MASTER),
     Component("controller-manager", "kubelab-controller-manager", MASTER),
     Component("cloud-controller-manager", "kubelab-cloud-controller-manager", MASTER),  # the VM lab's alone
+    Component("trace-collector", "kubelab-trace-collector", MASTER),
     Component("etcd", "etcd", MASTER),
     Component("registry", "docker-registry", MASTER),
 )

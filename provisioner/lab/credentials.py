@@ -22,6 +22,7 @@ from provisioner.lab.pki import (
     CONTROLLER_MANAGER,
     PROXY,
     SCHEDULER,
+    TRACE_COLLECTOR,
     Identity,
     Pki,
     node_identity,
@@ -75,6 +76,7 @@ def standard_components(nodes: Sequence[str], *, kubelet_owner: str | None = Non
         ("scheduler", SCHEDULER),
         ("controller-manager", CONTROLLER_MANAGER),
         ("proxy", PROXY),
+        ("trace-collector", TRACE_COLLECTOR),
     ]
     for node in nodes:
         owners.append((kubelet_owner or f"kubelet-{node}", node_identity(node)))

@@ -51,6 +51,9 @@ SCHEDULER = Identity("scheduler", "system:kube-scheduler", ())
 CONTROLLER_MANAGER = Identity("controller-manager", "system:kube-controller-manager", ())
 PROXY = Identity("proxy", "system:kube-proxy", ())
 CLOUD_CONTROLLER_MANAGER = Identity("cloud-controller-manager", "system:cloud-controller-manager", ())
+# the trace collector writes only its own Service and EndpointSlice in kube-system (the bootstrap role
+# system:kube-trace-collector); its name starts with "system:", so its writes start no trace
+TRACE_COLLECTOR = Identity("trace-collector", "system:kube-trace-collector", ())
 APISERVER_KUBELET = Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ())
 # many nodes under one identity: outside system:nodes (the Node authorizer's), bound to system:node by RBAC
 SIMULATED_NODES = Identity("simulated-nodes", "kubelab:simulated-nodes", ())

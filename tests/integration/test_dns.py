@@ -156,7 +156,8 @@ def test_disable_leaves_nothing_behind_and_enable_brings_it_back(lab: Lab, k: Ku
     assert "deployment/kube-dns 2/2 ready" in listed.out
     unknown = lab.cli("addons", "enable", "dsn", "--name", lab.name)
     assert not unknown.ok and unknown.err.strip().splitlines() == [
-        "kubelab: no add-on named 'dsn'; known: dns, ingress-nginx, metrics-server, storage (kubelab addons list)"
+        "kubelab: no add-on named 'dsn'; known: dashboard, dns, ingress-nginx, metrics-server, storage"
+        " (kubelab addons list)"
     ]
 
 

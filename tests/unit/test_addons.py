@@ -24,7 +24,7 @@ def addon_dir(root: Path, name: str, *, meta: str, files: dict[str, str]) -> Pat
 def test_the_shipped_dns_addon_renders_for_a_lab() -> None:
     known = catalog.load()
     assert (
-        set(known) == {"dns", "ingress-nginx", "metrics-server", "storage"}
+        set(known) == {"dashboard", "dns", "ingress-nginx", "metrics-server", "storage"}
         and known["dns"].default
         and known["dns"].images == ("kube-dns",)
     )
@@ -52,7 +52,7 @@ def test_choices_override_defaults_and_unknown_names_are_refused(tmp_path: Path)
     assert catalog.unknown(known, ["dns"]) == ""
     assert (
         catalog.unknown(known, ["dsn"])
-        == "no add-on named 'dsn'; known: dns, ingress-nginx, metrics-server, storage (kubelab addons list)"
+        == "no add-on named 'dsn'; known: dashboard, dns, ingress-nginx, metrics-server, storage (kubelab addons list)"
     )
 
 

@@ -52,6 +52,7 @@ def test_the_shipped_recipes_parse() -> None:
         "kube-dns",
         "metrics-server",
         "ingress-nginx",
+        "dashboard",
     }
     assert found["pause"].config["Entrypoint"] == ["/usr/bin/catatonit", "-P"]
     # kube's own registry names the pause image; Docker Hub's tags name the others
@@ -64,6 +65,7 @@ def test_the_shipped_recipes_parse() -> None:
     assert found["busybox"].version == {"package": "busybox-static"}
     # every lab gets the others; the client image is built and pushed when named, an add-on's by its add-on
     assert [name for name, recipe in sorted(found.items()) if recipe.on_demand] == [
+        "dashboard",
         "ingress-nginx",
         "kube-dns",
         "kubeclient",

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from agents.apiserver.settings import ApiServerSettings
+from agents.collector.settings import CollectorSettings
 from agents.controllers.cloud.settings import CloudControllerManagerSettings
 from agents.controllers.settings import ControllerManagerSettings
 from agents.kubelet.settings import KubeletSettings
@@ -58,6 +59,7 @@ AGENT_SETTINGS: Mapping[str, type[Any]] = {
     "cloud-controller-manager.yaml": CloudControllerManagerSettings,
     "kubelet.yaml": KubeletSettings,
     "proxy.yaml": ProxySettings,
+    "trace-collector.yaml": CollectorSettings,
 }
 
 
@@ -261,6 +263,7 @@ def test_the_roles_render_the_templates_the_local_driver_renders() -> None:
         "agents/controller-manager.yaml.j2",
         "agents/kubelet.yaml.j2",
         "agents/proxy.yaml.j2",
+        "agents/trace-collector.yaml.j2",
         "etcd/etcd.conf.yml.j2",
         "registry/config.yml.j2",
         "containerd/config.toml.j2",
@@ -269,7 +272,10 @@ def test_the_roles_render_the_templates_the_local_driver_renders() -> None:
     units = {p.removeprefix("systemd/") for p in used if p.startswith("systemd/kubelab-")}
     assert units == {
         f"kubelab-{c}.service.j2" for c in ("apiserver", "scheduler", "controller-manager", "kubelet", "proxy")
-    } | {"kubelab-cloud-controller-manager.service.j2"}  # the VM lab's alone: libvirt is its cloud
+    } | {
+        "kubelab-cloud-controller-manager.service.j2",  # the VM lab's alone: libvirt is its cloud
+        "kubelab-trace-collector.service.j2",
+    }
 
 
 def test_the_master_runs_the_control_plane_and_every_host_is_a_node() -> None:
@@ -288,7 +294,10 @@ def test_the_host_side_files_the_roles_copy_are_the_ones_the_provisioner_generat
     expected = {
         ("kubelab-master", str(pki / name))
         for name in ("apiserver.crt", "apiserver.key", "tokens.csv", "apiserver-kubelet-client.token")
-    } | {("kubelab-master", str(config / name)) for name in ("scheduler.kubeconfig", "controller-manager.kubeconfig")}
+    } | {
+        ("kubelab-master", str(config / name))
+        for name in ("scheduler.kubeconfig", "controller-manager.kubeconfig", "trace-collector.kubeconfig")
+    }
     # the cloud-controller-manager's kubeconfig and the cloud API's token: the master only
     expected |= {
         ("kubelab-master", str(config / "cloud-controller-manager.kubeconfig")),
@@ -405,11 +414,13 @@ def test_containerd_uses_debian_s_paths_and_docker_io_is_the_lab_registry() -> N
         assert hosts["server"] == "http://192.168.150.10:5000"
 
 
-@pytest.mark.parametrize("component", ["apiserver", "scheduler", "controller-manager", "kubelet", "proxy"])
+@pytest.mark.parametrize(
+    "component", ["apiserver", "scheduler", "controller-manager", "kubelet", "proxy", "trace-collector"]
+)
 def test_each_unit_runs_its_agent_from_the_venv_and_names_the_code(component: str) -> None:
     host = "kubelab-worker1" if component in ("kubelet", "proxy") else "kubelab-master"
     unit = _step(host, f"/etc/systemd/system/kubelab-{component}.service").text
-    module = "controllers" if component == "controller-manager" else component
+    module = {"controller-manager": "controllers", "trace-collector": "collector"}.get(component, component)
     assert f"ExecStart=/opt/kubelab/venv/bin/python -m agents.{module} --config /etc/kubelab/{component}.yaml\n" in unit
     assert f"X-Kubelab-Code={CODE_DIGEST}\n" in unit
 
@@ -446,3 +457,25 @@ def test_the_local_driver_s_proxy_config_renders_with_plain_jinja_and_routes_on(
     settings = tmp_path / "proxy.yaml"
     settings.write_text(text)
     assert load(ProxySettings, ["--config", str(settings)], env_prefix="KUBELAB_NOTHING", prog="test").routes
+
+
+@pytest.mark.parametrize(
+    ("host", "config"),
+    [
+        ("kubelab-master", "apiserver.yaml"),
+        ("kubelab-master", "scheduler.yaml"),
+        ("kubelab-master", "controller-manager.yaml"),
+        ("kubelab-worker1", "kubelet.yaml"),
+        ("kubelab-worker1", "proxy.yaml"),
+    ],
+)
+def test_every_component_sends_its_spans_to_the_collector_on_the_master(host: str, config: str, tmp_path: Path) -> None:
+    settings = _settings(_step(host, f"/etc/kubelab/{config}"), tmp_path)
+    assert settings.tracing.endpoint == "http://192.168.150.10:4318"
+
+
+def test_the_trace_collector_listens_on_4318_and_publishes_the_master_s_address(tmp_path: Path) -> None:
+    settings = _settings(_step("kubelab-master", "/etc/kubelab/trace-collector.yaml"), tmp_path)
+    assert settings.port == 4318
+    assert settings.advertise_address == "192.168.150.10"
+    assert settings.kubeconfig == Path("/etc/kubelab/trace-collector.kubeconfig")

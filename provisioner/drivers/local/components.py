@@ -257,6 +257,7 @@ class ApiServer(_Checked):
     address: str = "127.0.0.1"
     advertise_address: str = ""  # what the kubernetes Service leads to (default: address)
     node_netns: str = ""  # the node's network namespace (pods' addresses are reached from inside it)
+    tracing_endpoint: str = ""  # the trace collector's OTLP/HTTP address (empty: no spans)
     name: str = "apiserver"
 
     @property
@@ -311,6 +312,7 @@ class ApiServer(_Checked):
             apiserver_proxy_client_cert_file=str(self.paths.pki / f"{pki.FRONT_PROXY_CLIENT}.crt"),
             apiserver_proxy_client_key_file=str(self.paths.pki / f"{pki.FRONT_PROXY_CLIENT}.key"),
             apiserver_requestheader_client_ca_file=str(self.paths.pki / f"{pki.FRONT_PROXY_CA}.crt"),
+            apiserver_tracing_endpoint=self.tracing_endpoint,
             **egress,
         )
         return render.write(self.config_file, text) or policy
@@ -335,6 +337,7 @@ class Scheduler(_Checked):
     paths: LabPaths
     healthz_port: int
     python: str
+    tracing_endpoint: str = ""
     name: str = "scheduler"
 
     @property
@@ -348,6 +351,7 @@ class Scheduler(_Checked):
                 "agents/scheduler.yaml.j2",
                 scheduler_kubeconfig=str(self.paths.kubeconfig_of("scheduler")),
                 scheduler_healthz_port=self.healthz_port,
+                scheduler_tracing_endpoint=self.tracing_endpoint,
             ),
         )
 
@@ -362,12 +366,52 @@ class Scheduler(_Checked):
 
 
 @dataclass(frozen=True)
+class TraceCollector(_Checked):
+    """The trace collector (agents/collector): every component's spans over OTLP/HTTP on the host's
+    loopback, where they all run; the Service ``kube-system/trace-collector`` leads to
+    ``advertise_address``, which the API server's service proxy dials (from the node's namespace when
+    the lab has a node: the uplink relays the port there, as it does the API server's)."""
+
+    paths: LabPaths
+    port: int
+    python: str
+    advertise_address: str = "127.0.0.1"
+    name: str = "trace-collector"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def configure(self) -> bool:
+        return render.write(
+            self.paths.config / "trace-collector.yaml",
+            render.render(
+                "agents/trace-collector.yaml.j2",
+                trace_collector_kubeconfig=str(self.paths.kubeconfig_of("trace-collector")),
+                trace_collector_port=self.port,
+                trace_collector_bind_address="127.0.0.1",
+                trace_collector_advertise_address=self.advertise_address,
+            ),
+        )
+
+    def ports(self) -> list[tuple[int, str]]:
+        return [(self.port, "a free port (remove run/ports.json)")]
+
+    def argv(self) -> list[str]:
+        return [self.python, "-m", "agents.collector", "--config", str(self.paths.config / "trace-collector.yaml")]
+
+    def health(self) -> str:
+        return _http_health(f"{self.endpoint}/healthz", expect=lambda body: body.strip() == b"ok")
+
+
+@dataclass(frozen=True)
 class ControllerManager(_Checked):
     paths: LabPaths
     healthz_port: int
     python: str
     node_grace_period: int
     cluster_cidr: str
+    tracing_endpoint: str = ""
     name: str = "controller-manager"
 
     @property
@@ -386,6 +430,7 @@ class ControllerManager(_Checked):
                 controller_manager_root_ca_file=str(self.paths.pki / "ca.crt"),
                 controller_manager_signing_cert_file=str(self.paths.pki / "ca.crt"),
                 controller_manager_signing_key_file=str(self.paths.pki / "ca.key"),
+                controller_manager_tracing_endpoint=self.tracing_endpoint,
             ),
         )
 
@@ -521,6 +566,7 @@ class Kubelet(_Checked):
     containerd: Containerd
     server_port: int = 10250
     cluster_dns: str = ""
+    tracing_endpoint: str = ""
     name: str = "kubelet"
 
     @property
@@ -545,6 +591,7 @@ class Kubelet(_Checked):
                 kubelet_server_cert_file=str(self.paths.pki / "kubelet.crt"),
                 kubelet_server_key_file=str(self.paths.pki / "kubelet.key"),
                 kubelet_server_token_file=str(self.paths.pki / "apiserver-kubelet-client.token"),
+                kubelet_tracing_endpoint=self.tracing_endpoint,
                 **({"kubelet_cluster_dns": self.cluster_dns} if self.cluster_dns else {}),
             ),
         )
@@ -571,6 +618,7 @@ class Proxy(_Checked):
     node_ip: str
     cluster_cidr: str
     netns: str
+    tracing_endpoint: str = ""
     name: str = "proxy"
 
     @property
@@ -588,6 +636,7 @@ class Proxy(_Checked):
                 proxy_cluster_cidr=self.cluster_cidr,
                 proxy_netns=self.netns,
                 proxy_healthz_port=self.healthz_port,
+                proxy_tracing_endpoint=self.tracing_endpoint,
             ),
         )
 

@@ -1,7 +1,7 @@
 """The local driver: the control plane as processes on this host, under the lab's state directory.
 
 ``up`` installs what is missing, creates certificates and tokens, starts etcd, the image registry,
-the API server, the controller-manager and the scheduler (each awaited until healthy), puts the
+the API server, the trace collector, the controller-manager and the scheduler (each awaited until healthy), puts the
 built-in images into the registry and writes a kubeconfig; running it again keeps what is running.
 ``stop`` stops the processes and keeps the state; ``down`` stops them and removes the lab.
 """
@@ -38,6 +38,7 @@ START_ORDER = (
     "etcd",
     "registry",
     "apiserver",
+    "trace-collector",
     "controller-manager",
     "scheduler",
     "simnodes",
@@ -66,7 +67,15 @@ class LocalDriver:
             known = {str(k): int(v) for k, v in json.loads(self.paths.ports.read_text()).items()}
         except (OSError, ValueError, TypeError, AttributeError):
             known = {}
-        for name in ("scheduler", "controller-manager", "simnodes", "kubelet", "kubelet-server", "proxy"):
+        for name in (
+            "scheduler",
+            "controller-manager",
+            "simnodes",
+            "kubelet",
+            "kubelet-server",
+            "proxy",
+            "trace-collector",
+        ):
             if name not in known:
                 known[name] = ports.free(avoid=set(known.values()))
         render.write(self.paths.ports, json.dumps(known, indent=2) + "\n")
@@ -74,6 +83,9 @@ class LocalDriver:
 
     def components(self) -> list[components.Component]:
         spec = self.spec
+        chosen = self._ports()
+        # every component runs in the host's network namespace and sends its spans to the loopback
+        tracing = f"http://127.0.0.1:{chosen['trace-collector']}"
         etcd = components.Etcd(self.paths, spec.name, client_port=spec.etcd_port, peer_port=spec.etcd_peer_port)
         apiserver = components.ApiServer(
             self.paths,
@@ -87,20 +99,29 @@ class LocalDriver:
             # pods reach the API server through the uplink at the node's address (in its namespace)
             advertise_address=nodenet.for_lab(spec.name).ip if spec.nodes else "",
             node_netns=nodenet.for_lab(spec.name).netns if spec.nodes else "",
+            tracing_endpoint=tracing,
         )
-        chosen = self._ports()
         out: list[components.Component] = [
             etcd,
             components.Registry(self.paths, port=spec.registry_port),
             apiserver,
+            # its Service's endpoint is where the API server's service proxy dials it: from the node's
+            # namespace (the uplink relays the port there) when there is a node, else from the host
+            components.TraceCollector(
+                self.paths,
+                chosen["trace-collector"],
+                sys.executable,
+                advertise_address=nodenet.for_lab(spec.name).ip if spec.nodes else "127.0.0.1",
+            ),
             components.ControllerManager(
                 self.paths,
                 chosen["controller-manager"],
                 sys.executable,
                 node_grace_period=spec.node_grace_period,
                 cluster_cidr=spec.cluster_cidr,
+                tracing_endpoint=tracing,
             ),
-            components.Scheduler(self.paths, chosen["scheduler"], sys.executable),
+            components.Scheduler(self.paths, chosen["scheduler"], sys.executable, tracing_endpoint=tracing),
         ]
         if spec.simulated_nodes:
             # a node renews its lease four times per grace period, as a kubelet does (10 s for 40 s)
@@ -119,7 +140,11 @@ class LocalDriver:
             out += [
                 containerd,
                 components.Uplink(
-                    sys.executable, network.netns, network.ip, spec.api_port, (chosen["kubelet-server"],)
+                    sys.executable,
+                    network.netns,
+                    network.ip,
+                    spec.api_port,
+                    (chosen["kubelet-server"], chosen["trace-collector"]),
                 ),
                 components.Kubelet(
                     self.paths,
@@ -131,6 +156,7 @@ class LocalDriver:
                     containerd=containerd,
                     server_port=chosen["kubelet-server"],
                     cluster_dns=cluster_dns_ip(self.spec),
+                    tracing_endpoint=tracing,
                 ),
                 components.Proxy(
                     self.paths,
@@ -140,6 +166,7 @@ class LocalDriver:
                     node_ip=network.ip,
                     cluster_cidr=spec.cluster_cidr,
                     netns=network.netns,
+                    tracing_endpoint=tracing,
                 ),
             ]
         return out

@@ -1,0 +1,298 @@
+"""The dashboard in a real browser: Debian's headless chromium, driven by selenium through Debian's
+chromedriver, against the dashboard process run on this host for the session's node lab.
+
+The page logs in with the lab admin's token (and refuses a bad one with the API server's own words),
+draws the architecture map with the lab's node and its pods' IPs, shows a Deployment's ReplicaSet and
+Pods as kubectl lists them, and shows kube's 403 wording to a user without rights. With
+``KUBELAB_SCREENSHOTS=docs/images`` each view is saved there (CI leaves the tree alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubelab_testing.commands import stop
+from kubelab_testing.kubectl import Kubectl
+from kubelab_testing.lab import Lab, free_port
+from kubelab_testing.waiting import answers, eventually
+from provisioner.lab.paths import LabPaths
+from provisioner.lab.pki import ADMIN, Pki
+from provisioner.project import ROOT
+from provisioner.system import packages
+from tests.support.components import require
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = packages.Requirement("chromium", "chromium", "the dashboard's browser test")
+CHROMEDRIVER = packages.Requirement("chromedriver", "chromium-driver", "driving chromium from selenium")
+WAIT = 20.0  # seconds the page may take to show what a step waits for
+
+
+@pytest.fixture(scope="module")
+def admin_token(node_lab: Lab) -> str:
+    return Pki(LabPaths(node_lab.root).pki).read_tokens()[ADMIN.key]
+
+
+@pytest.fixture(scope="module")
+def dashboard(node_lab: Lab) -> Iterator[str]:
+    """``python -m agents.dashboard`` on a free loopback port, with the lab's kubeconfig for the API
+    server's address and CA (never its credentials: the page's token is used)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agents.dashboard",
+            "--kubeconfig",
+            str(node_lab.kubeconfig),
+            "--port",
+            str(port),
+            "--bind-address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        eventually(lambda: answers(url + "healthz") or process.poll() is not None, timeout=30, what="the dashboard")
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        yield url
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    require(CHROMIUM, CHROMEDRIVER)
+    from selenium import webdriver  # noqa: PLC0415 - only once the browser is installed
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def workload(node_kubectl: Kubectl) -> Iterator[tuple[str, str]]:
+    """A namespace with a two-replica Deployment whose pods run."""
+    namespace = f"dash-{uuid.uuid4().hex[:6]}"
+    node_kubectl.ok("create", "namespace", namespace)
+    node_kubectl.ok("create", "deployment", "web", "--image=echo", "--replicas=2", "-n", namespace)
+    try:
+        done = node_kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=90s", timeout=100)
+        assert done.ok, node_kubectl.ok("get", "pods", "-n", namespace, "-o", "yaml")
+        yield namespace, "web"
+    finally:
+        node_kubectl.ok("delete", "namespace", namespace, "--wait=false")
+
+
+def wait_for(browser: Any, css: str, *, timeout: float = WAIT) -> Any:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    return eventually(
+        lambda: next(iter(browser.find_elements(By.CSS_SELECTOR, css)), None), timeout=timeout, what=f"the page's {css}"
+    )
+
+
+def text_of(browser: Any, css: str) -> str:
+    return str(wait_for(browser, css).get_attribute("textContent") or "")
+
+
+def screenshot(browser: Any, name: str) -> None:
+    directory = os.environ.get("KUBELAB_SCREENSHOTS")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(Path(directory) / f"dashboard-{name}.png"))
+
+
+def log_in(browser: Any, url: str, token: str) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    browser.delete_all_cookies()
+    browser.get(url)
+    field = wait_for(browser, "#login:not([hidden]) #token")
+    field.clear()
+    field.send_keys(token)
+    browser.find_element(By.ID, "login-button").click()
+
+
+def api_message(lab: Lab, token: str) -> str:
+    """What the API server says to a SelfSubjectReview with ``token`` (as the login does)."""
+    context = ssl.create_default_context(cafile=str(LabPaths(lab.root).pki / "ca.crt"))
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{lab.api_port}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        data=json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10):
+            return ""
+    except urllib.error.HTTPError as exc:
+        return str(json.loads(exc.read())["message"])
+
+
+def test_a_bad_token_shows_the_login_page_with_the_api_servers_message(
+    browser: Any, dashboard: str, node_lab: Lab
+) -> None:
+    expected = api_message(node_lab, "not-a-token")
+    assert expected
+    log_in(browser, dashboard, "not-a-token")
+    eventually(lambda: text_of(browser, "#login-error") == expected, timeout=WAIT, what="the API server's message")
+    screenshot(browser, "login")
+
+
+def test_the_map_names_the_node_with_its_pods_and_their_ips(
+    browser: Any, dashboard: str, admin_token: str, node_kubectl: Kubectl, workload: tuple[str, str]
+) -> None:
+    log_in(browser, dashboard, admin_token)
+    nodes = [n["metadata"]["name"] for n in node_kubectl.json("get", "nodes")["items"]]
+    assert nodes
+    for node in nodes:
+        wait_for(browser, f'svg#architecture g.node[data-node="{node}"]')
+    pods = node_kubectl.json("get", "pods", "-A")["items"]
+    expected = {
+        (p["spec"]["nodeName"], f"{p['metadata']['namespace']}/{p['metadata']['name']}", p["status"]["podIP"])
+        for p in pods
+        if p["spec"].get("nodeName") and p["status"].get("podIP")
+    }
+    assert any(ns == workload[0] for _node, ns_name, _ip in expected for ns in [ns_name.split("/")[0]])
+
+    def drawn() -> set[tuple[str, str, str]]:
+        found = browser.execute_script(
+            "return [...document.querySelectorAll('svg#architecture g.node text.pod')]"
+            ".map(t => [t.closest('g.node').dataset.node, t.dataset.pod, t.dataset.ip]);"
+        )
+        return {tuple(x) for x in found}
+
+    eventually(lambda: expected <= drawn(), timeout=WAIT, what="every pod with its IP on the map")
+    assert text_of(browser, "#apiserver").startswith("API server")
+    assert "revision" in text_of(browser, "#etcd")
+    screenshot(browser, "map")
+
+
+def test_a_deployments_page_shows_its_replicaset_and_pods_as_kubectl_lists_them(
+    browser: Any, dashboard: str, admin_token: str, node_kubectl: Kubectl, workload: tuple[str, str]
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    namespace, name = workload
+    browser.get(f"{dashboard}#/workloads")
+    wait_for(browser, f'#deployments tr[data-deployment="{namespace}/{name}"] a').click()
+    uid = node_kubectl.json("get", "deployment", name, "-n", namespace)["metadata"]["uid"]
+    replicasets = [
+        rs
+        for rs in node_kubectl.json("get", "replicasets", "-n", namespace)["items"]
+        if any(ref["uid"] == uid for ref in rs["metadata"].get("ownerReferences", []))
+    ]
+    wait_for(browser, "[data-replicaset]")
+    shown = {e.get_attribute("data-replicaset") for e in browser.find_elements(By.CSS_SELECTOR, "[data-replicaset]")}
+    assert shown == {rs["metadata"]["name"] for rs in replicasets}
+    rs_uids = {rs["metadata"]["uid"] for rs in replicasets}
+    pods = {
+        p["metadata"]["name"]
+        for p in node_kubectl.json("get", "pods", "-n", namespace)["items"]
+        if any(ref["uid"] in rs_uids for ref in p["metadata"].get("ownerReferences", []))
+    }
+    rows = {
+        e.get_attribute("data-pod") for e in browser.find_elements(By.CSS_SELECTOR, "[data-replicaset] tr[data-pod]")
+    }
+    assert rows == pods and len(pods) == 2
+    screenshot(browser, "deployment")
+    wait_for(browser, "tr[data-pod] a").click()
+    wait_for(browser, "#logs")
+    screenshot(browser, "pod")
+    for view in ("services", "nodes", "events"):
+        browser.get(f"{dashboard}#/{view}")
+        wait_for(browser, f"table#{view}")
+        screenshot(browser, view)
+
+
+def test_a_deployments_trace_is_drawn_with_the_api_servers_spans(
+    browser: Any, dashboard: str, admin_token: str, node_kubectl: Kubectl, workload: tuple[str, str]
+) -> None:
+    namespace, name = workload
+    annotations = node_kubectl.json("get", "deployment", name, "-n", namespace)["metadata"].get("annotations") or {}
+    if "tracing.kubelab.dev/traceparent" not in annotations:
+        pytest.skip("the lab's API server stamped no traceparent on the Deployment (tracing is off)")
+    log_in(browser, dashboard, admin_token)
+    wait_for(browser, "#nav:not([hidden])")
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+    browser.get(f"{dashboard}#/trace?path={urllib.parse.quote(path, safe='')}")
+    wait_for(browser, 'svg#timeline g.span[data-service="apiserver"]')
+    screenshot(browser, "trace")
+
+
+def test_a_user_without_rights_sees_kubes_forbidden_wording(
+    browser: Any, dashboard: str, node_kubectl: Kubectl, workload: tuple[str, str]
+) -> None:
+    namespace, _name = workload
+    node_kubectl.ok("create", "serviceaccount", "nobody", "-n", namespace)
+    token = node_kubectl.ok("create", "token", "nobody", "-n", namespace).strip()
+    log_in(browser, dashboard, token)
+    wait_for(browser, "#nav:not([hidden])")
+    browser.get(f"{dashboard}#/workloads")
+    message = text_of(browser, ".status-box[data-code='403'] .status-message")
+    assert message == (
+        f'deployments.apps is forbidden: User "system:serviceaccount:{namespace}:nobody" cannot list resource'
+        ' "deployments" in API group "apps" at the cluster scope'
+    )
+
+
+def test_kubelab_dashboard_opens_the_addon_through_the_api_servers_service_proxy(
+    browser: Any, node_lab: Lab, node_kubectl: Kubectl
+) -> None:
+    """The add-on in its pod, reached as users reach it: ``kubelab dashboard``'s kubectl proxy, the API
+    server's service proxy; the token cookie is scoped to the proxy's prefix."""
+    enabled = node_lab.cli("addons", "enable", "dashboard", "--name", node_lab.name)
+    assert enabled.ok, enabled.err
+    try:
+        rollout = ("rollout", "status", "deployment/dashboard", "-n", "kube-system", "--timeout=90s")
+        node_kubectl.ok(*rollout, timeout=100)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "provisioner.cli", "dashboard", "--name", node_lab.name],
+            env={**os.environ, "KUBELAB_HOME": str(node_lab.home)},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            lines = [process.stdout.readline().strip() for _ in range(3)]
+            assert lines[0].startswith("the dashboard: http://127.0.0.1:"), lines
+            url, token = lines[0].removeprefix("the dashboard: "), lines[2]
+            assert url.endswith("/api/v1/namespaces/kube-system/services/http:dashboard:http/proxy/")
+            log_in(browser, url, token)
+            wait_for(browser, "svg#architecture g.node")
+            cookie = browser.get_cookie("kubelab-dashboard-token")
+            assert cookie is not None and cookie["path"] == urllib.parse.urlsplit(url).path.rstrip("/")
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=15) == 0
+    finally:
+        disabled = node_lab.cli("addons", "disable", "dashboard", "--name", node_lab.name)
+        assert disabled.ok, disabled.err
