@@ -426,19 +426,26 @@ SECURITY: dict[str, tuple[dict[str, str], str]] = {
     ),
     "on": ({}, "controller-manager"),
 }
+# --tracing: "on" as every lab runs (each create by the admin, a user, starts a trace: the API server's
+# spans sent to the lab's collector, the annotation stamped); "off": the API server without an endpoint
+TRACING: dict[str, tuple[dict[str, str], str]] = {
+    "off": ({"KUBELAB_APISERVER_TRACING_ENDPOINT": ""}, "admin"),
+    "on": ({}, "admin"),
+}
+COMPARISONS = {"security": SECURITY, "tracing": TRACING}
 
 
-def security(args: argparse.Namespace, modes: list[str]) -> int:
-    """Each mode on a fresh local lab, in the order given (``off,on,off,on`` alternates); then the
-    ratios of the medians of "on" to those of "off"."""
+def compare(args: argparse.Namespace, what: str, modes: list[str]) -> int:
+    """Each mode of ``what`` (security, tracing) on a fresh local lab, in the order given (``off,on,off,on``
+    alternates); then the ratios of the medians of "on" to those of "off"."""
     found: dict[str, list[dict[str, Any]]] = {}
     for mode in modes:
-        env, who = SECURITY[mode]
-        print(f"-- security {mode}: {args.objects} created by {who}", flush=True)
+        env, who = COMPARISONS[what][mode]
+        print(f"-- {what} {mode}: {args.objects} created by {who}", flush=True)
         with local_lab(env=env) as admin:
             figures = run(identity(admin, who, admin.ca_file.parent), args, watch=False)
         found.setdefault(mode, []).append(figures)
-        emit("apiserver", {"security": mode, "as": who, **figures})
+        emit("apiserver", {what: mode, "as": who, **figures})
     if {"off", "on"} <= set(found):
 
         def median(mode: str, part: str, figure: str) -> float:
@@ -446,9 +453,9 @@ def security(args: argparse.Namespace, modes: list[str]) -> int:
 
         p99 = median("on", "create_at_rate", "p99_ms") / max(median("off", "create_at_rate", "p99_ms"), 1e-9)
         writes = median("on", "peak", "writes_per_s") / max(median("off", "peak", "writes_per_s"), 1e-9)
-        print(f"security on/off (medians): create p99 x{p99:.2f}, peak writes/s x{writes:.2f}", flush=True)
+        print(f"{what} on/off (medians): create p99 x{p99:.2f}, peak writes/s x{writes:.2f}", flush=True)
         emit(
-            "apiserver-security",
+            f"apiserver-{what}",
             {"objects": args.objects, "runs": len(modes), "p99_ratio": round(p99, 3), "peak_ratio": round(writes, 3)},
         )
     return 0
@@ -478,12 +485,19 @@ def main(argv: list[str] | None = None) -> int:
         help="compare fresh local labs with authorization and encryption off and on (comma separated: off,on);"
         " skips the watch measurement",
     )
+    parser.add_argument(
+        "--tracing",
+        default="",
+        help="compare fresh local labs with the API server's tracing off and on (comma separated: off,on);"
+        " skips the watch measurement",
+    )
     args = parser.parse_args(argv)
-    if args.security:
-        modes = [mode.strip() for mode in args.security.split(",") if mode.strip()]
-        if not modes or any(mode not in SECURITY for mode in modes):
-            parser.error(f"--security: choose from {', '.join(SECURITY)}")
-        return security(args, modes)
+    for what, table in COMPARISONS.items():
+        if getattr(args, what):
+            modes = [mode.strip() for mode in getattr(args, what).split(",") if mode.strip()]
+            if not modes or any(mode not in table for mode in modes):
+                parser.error(f"--{what}: choose from {', '.join(table)}")
+            return compare(args, what, modes)
     identities = [who.strip() for who in args.identities.split(",") if who.strip()]
     if not identities or any(who not in IDENTITIES for who in identities):
         parser.error(f"--as: choose from {', '.join(IDENTITIES)}")

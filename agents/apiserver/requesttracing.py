@@ -50,13 +50,15 @@ _NOTHING: contextlib.nullcontext[Span] = contextlib.nullcontext(INVALID_SPAN)
 
 def traced(info: RequestInfo, *, user: str, continued: bool, dry_run: bool = False) -> bool:
     """Whether a request gets a span: one that continues a trace (``continued``), except a watch; or a
-    user's (not a ``system:`` component's) write of a main resource that really writes. Never a
-    Lease's or an Event's, nor a request that names no resource."""
+    user's (not a ``system:`` component's) write of a main resource, or of its scale (``kubectl
+    scale`` changes the spec), that really writes. Never a Lease's or an Event's, nor a request that
+    names no resource."""
     if not info.resource_request or (info.api_group, info.resource) in NEVER_TRACED:
         return False
     if continued:
         return info.verb != "watch"
-    return info.verb in WRITES and not info.subresource and not dry_run and not user.startswith(SYSTEM_PREFIX)
+    spec = info.subresource in ("", "scale")
+    return info.verb in WRITES and spec and not dry_run and not user.startswith(SYSTEM_PREFIX)
 
 
 def span_name(info: RequestInfo) -> str:

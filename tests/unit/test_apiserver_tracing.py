@@ -146,6 +146,7 @@ def _annotation(obj: dict[str, Any]) -> str | None:
         ("POST", "/api/v1/namespaces/ns/pods", "system:kube-controller-manager", False, False),
         ("POST", "/api/v1/namespaces/ns/pods", "system:kube-controller-manager", True, True),
         ("PUT", "/api/v1/namespaces/ns/pods/web/status", "alice", False, False),  # a subresource
+        ("PATCH", "/apis/apps/v1/namespaces/ns/deployments/web/scale", "alice", False, True),  # kubectl scale
         ("POST", "/api/v1/namespaces/ns/pods/web/binding", "system:kube-scheduler", True, True),
         ("GET", "/api/v1/namespaces/ns/pods/web", "alice", False, False),  # reads only when continued
         ("GET", "/api/v1/namespaces/ns/pods", "alice", True, True),
