@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import apiserver, dns, faults, lifecycle, node, podstartup, proxy, scheduler, vmlab, volumes
+from benchmarks import apiserver, dashboard, dns, faults, lifecycle, node, podstartup, proxy, scheduler, vmlab, volumes
 
 
 def main() -> int:
     status = 0
-    for bench in (apiserver, scheduler, podstartup, node, proxy, dns, vmlab, volumes, faults, lifecycle):
+    for bench in (apiserver, scheduler, podstartup, node, proxy, dns, dashboard, vmlab, volumes, faults, lifecycle):
         print(f"=== {bench.__name__}", flush=True)
         status |= bench.main([])
     return status
