@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,13 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import busy_fraction, emit, local_lab, settle
-from kubelab_testing.commands import CommandFailed, stop
+from kubelab_testing.browser import DashboardError, headless_chromium, running_dashboard
+from kubelab_testing.commands import CommandFailed
 from kubelab_testing.kubectl import Kubectl
-from kubelab_testing.lab import free_port
-from kubelab_testing.waiting import NotInTime, answers, eventually
+from kubelab_testing.waiting import NotInTime, eventually
 from provisioner.errors import HostError
 from provisioner.lab import kubeconfig as kubeconfigs
-from provisioner.project import ROOT
 from provisioner.system import packages
 
 IMAGE = "pause"  # the lab's built-in image (catatonit): runs on the node at next to no cost
@@ -52,7 +50,6 @@ CHROMIUM = packages.Requirement("chromium", "chromium", "the dashboard benchmark
 CHROMEDRIVER = packages.Requirement("chromedriver", "chromium-driver", "driving chromium from selenium")
 PAGE_WAIT = 30.0  # seconds a navigation, or the login form after it, may take
 MAP_WAIT = 60.0  # seconds the map may take to show every pod
-START_WAIT = 30.0  # seconds the dashboard process may take to answer /healthz
 
 # Runs in every document before the page's own script: stamps when the login form shows, when the
 # form is submitted, and when the map holds every pod of the benchmark's namespace (``mapDom``) and
@@ -228,58 +225,22 @@ def running_pods(kubectl: Kubectl, namespace: str, pods: int) -> None:
 
 @contextmanager
 def dashboard(kubeconfig: Path, logs: Path) -> Iterator[str]:
-    """``python -m agents.dashboard`` on a free loopback port with ``kubeconfig`` (the API server's
-    address and CA; the page's token is what it sends); its log goes to ``logs``. Yields its URL."""
-    port = free_port()
-    with logs.open("w") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agents.dashboard",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--port",
-                str(port),
-                "--bind-address",
-                "127.0.0.1",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    url = f"http://127.0.0.1:{port}/"
+    """The dashboard on the host against ``kubeconfig``'s API server, its log in ``logs``; its URL."""
     try:
-        try:
-            eventually(lambda: answers(url + "healthz") or process.poll() is not None, timeout=START_WAIT)
-        except NotInTime:
-            raise BenchmarkError(f"the dashboard did not answer {url}healthz within {START_WAIT:.0f} s") from None
-        if process.poll() is not None:
-            tail = " | ".join(logs.read_text().strip().splitlines()[-3:])
-            raise BenchmarkError(f"the dashboard exited ({process.returncode}): {tail}")
-        yield url
-    finally:
-        stop(process)
+        with running_dashboard(kubeconfig, log=logs) as url:
+            yield url
+    except DashboardError as exc:
+        raise BenchmarkError(str(exc)) from None
 
 
 @contextmanager
 def browser(script: str) -> Iterator[Any]:
     """A fresh headless chromium (an empty profile) that runs ``script`` in every document first."""
-    from selenium import webdriver  # noqa: PLC0415 - only once the browser is known to be installed
-    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:
+    with headless_chromium() as driver:
         driver.set_page_load_timeout(PAGE_WAIT)
         driver.set_script_timeout(PAGE_WAIT)
         driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
         yield driver
-    finally:
-        driver.quit()
 
 
 def stamps(driver: Any, wanted: str, *, timeout: float) -> dict[str, Any]:

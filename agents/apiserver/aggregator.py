@@ -40,7 +40,7 @@ from typing import Any, TypedDict
 import aiohttp
 from aiohttp import web
 
-from agents.apiserver import discovery, egress, negotiation
+from agents.apiserver import discovery, egress, negotiation, proxy
 from agents.apiserver.auth import ANONYMOUS, User, with_authenticated
 from agents.apiserver.handlers import json_response, status_response
 from agents.apiserver.registry import ResourceStore
@@ -64,23 +64,9 @@ CONNECT_TIMEOUT = 10.0
 # who the aggregator itself is to backends (discovery and availability checks), as kube's
 AGGREGATOR_USER = "system:kube-aggregator"
 AGGREGATOR_GROUPS = ("system:masters",)
-# headers that belong to one connection, never forwarded (RFC 9110 7.6.1), and the caller's credentials
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
+# headers that belong to one connection, never forwarded (the proxy subresources' list), and the
+# request's own framing, which the aggregator writes anew
+HOP_BY_HOP = proxy.HOP_BY_HOP | {"host", "content-length"}
 EXTENSION_AUTH_CONFIGMAP = "extension-apiserver-authentication"
 
 

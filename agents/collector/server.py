@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from agents.collector import otlp
 from agents.collector.store import TraceStore
+from agents.machinery import objects
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +35,8 @@ MAX_LIMIT = 1000
 STORE_KEY = web.AppKey("store", TraceStore)
 
 
-def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
-    """A failure in kube's Status shape, as the API server's own errors are."""
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-
-
 def _status(code: int, reason: str, message: str) -> web.Response:
-    return web.json_response(status_body(code, reason, message), status=code)
+    return web.json_response(objects.failure_status(code, reason, message), status=code)
 
 
 def _otlp_answer(media: str, *, code: int = 200, message: str = "") -> web.Response:

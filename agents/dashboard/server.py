@@ -36,6 +36,7 @@ from aiohttp import web
 from agents.dashboard import overview, session, timeline
 from agents.dashboard.session import LoginError
 from agents.dashboard.settings import DashboardSettings
+from agents.machinery import objects
 from agents.machinery.client import Client
 
 log = logging.getLogger(__name__)
@@ -76,18 +77,6 @@ class Answer:
             return None
 
 
-def status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-
-
 def _json(body: Any, code: int = 200) -> web.Response:
     return web.Response(
         body=orjson.dumps(body), status=code, content_type="application/json", headers={"Cache-Control": "no-store"}
@@ -95,7 +84,7 @@ def _json(body: Any, code: int = 200) -> web.Response:
 
 
 def _failure(code: int, reason: str, message: str) -> web.Response:
-    return _json(status(code, reason, message), code)
+    return _json(objects.failure_status(code, reason, message), code)
 
 
 class ApiServer:
@@ -141,7 +130,9 @@ class ApiServer:
                 return Answer(response.status, data, response.content_type or "application/octet-stream")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             message = f"the API server at {self.server} could not be reached: {exc or type(exc).__name__}"
-            return Answer(503, orjson.dumps(status(503, "ServiceUnavailable", message)), "application/json")
+            return Answer(
+                503, orjson.dumps(objects.failure_status(503, "ServiceUnavailable", message)), "application/json"
+            )
 
     async def watch(self, path: str, token: str, *, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         """The watch stream's events; a refusal is raised as LoginError with the API server's message."""
@@ -245,16 +236,7 @@ class Dashboard:
         except (ValueError, orjson.JSONDecodeError):
             given = {}
         token = session.checked_token(given.get("token") if isinstance(given, dict) else None)
-        answer = await self.api.call(
-            "POST",
-            session.SELF_SUBJECT_REVIEW,
-            token,
-            body=orjson.dumps(session.REVIEW_BODY),
-            content_type="application/json",
-        )
-        if answer.code not in (200, 201):
-            raise LoginError(answer.code, session.status_message(answer.code, answer.json()))
-        user = session.user_of(answer.json())
+        user = await self.reviewed(token)
         response = _json({"user": user})
         # by hand: aiohttp's set_cookie always writes a Path, which must stay the login's directory
         response.headers["Set-Cookie"] = session.set_cookie(token)
@@ -267,7 +249,10 @@ class Dashboard:
         return response
 
     async def whoami(self, request: web.Request) -> web.Response:
-        token = self.token(request)
+        return _json({"user": await self.reviewed(self.token(request))})
+
+    async def reviewed(self, token: str) -> str:
+        """Who the API server says ``token`` is (a SelfSubjectReview), or LoginError in its words."""
         answer = await self.api.call(
             "POST",
             session.SELF_SUBJECT_REVIEW,
@@ -277,7 +262,7 @@ class Dashboard:
         )
         if answer.code not in (200, 201):
             raise LoginError(answer.code, session.status_message(answer.code, answer.json()))
-        return _json({"user": session.user_of(answer.json())})
+        return session.user_of(answer.json())
 
     # --- the architecture map ---------------------------------------------------------------------
 

@@ -91,3 +91,17 @@ def owner_reference(owner: Object, *, controller: bool = True, block: bool = Tru
         "controller": controller,
         "blockOwnerDeletion": block,
     }
+
+
+def failure_status(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A refusal in kube's Status shape (``kind: Status``, ``status: Failure``), as servers other than the
+    API server answer it too (the add-ons, the trace collector)."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }

@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from kubelab_testing.commands import stop
+from kubelab_testing.browser import headless_chromium, running_dashboard
 from kubelab_testing.kubectl import Kubectl
-from kubelab_testing.lab import Lab, free_port
-from kubelab_testing.waiting import answers, eventually
+from kubelab_testing.lab import Lab
+from kubelab_testing.waiting import eventually
 from provisioner.lab.paths import LabPaths
 from provisioner.lab.pki import ADMIN, Pki
 from provisioner.project import ROOT
@@ -48,51 +48,18 @@ def admin_token(node_lab: Lab) -> str:
 
 
 @pytest.fixture(scope="module")
-def dashboard(node_lab: Lab) -> Iterator[str]:
-    """``python -m agents.dashboard`` on a free loopback port, with the lab's kubeconfig for the API
-    server's address and CA (never its credentials: the page's token is used)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agents.dashboard",
-            "--kubeconfig",
-            str(node_lab.kubeconfig),
-            "--port",
-            str(port),
-            "--bind-address",
-            "127.0.0.1",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        eventually(lambda: answers(url + "healthz") or process.poll() is not None, timeout=30, what="the dashboard")
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+def dashboard(node_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The dashboard on the host, with the lab's kubeconfig for the API server's address and CA (never
+    its credentials: the page's token is used)."""
+    with running_dashboard(node_lab.kubeconfig, log=tmp_path_factory.mktemp("dashboard") / "dashboard.log") as url:
         yield url
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     require(CHROMIUM, CHROMEDRIVER)
-    from selenium import webdriver  # noqa: PLC0415 - only once the browser is installed
-    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,70 @@
+"""The dashboard as a browser meets it: its process on the host, and Debian's headless chromium.
+
+:func:`running_dashboard` starts ``python -m agents.dashboard`` on a free loopback port against a lab's
+API server (the kubeconfig gives its address and CA; every page's token is the user's own, never the
+kubeconfig's credentials); :func:`headless_chromium` is a fresh browser with an empty profile, driven
+by selenium through Debian's chromium-driver. The caller installs chromium first (the packages
+chromium and chromium-driver).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kubelab_testing.commands import stop
+from kubelab_testing.lab import free_port
+from kubelab_testing.waiting import NotInTime, answers, eventually
+from provisioner.project import ROOT
+
+START_WAIT = 30.0  # seconds the dashboard has to answer /healthz
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+class DashboardError(Exception):
+    """The dashboard did not start: why, with the end of its log."""
+
+
+@contextmanager
+def running_dashboard(kubeconfig: Path, *, log: Path) -> Iterator[str]:
+    """The dashboard on a free loopback port, its log in ``log``; yields its URL (ending in ``/``)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "agents.dashboard", "--kubeconfig", str(kubeconfig), "--port", str(port)]
+    with log.open("w") as written:
+        process = subprocess.Popen(
+            [*argv, "--bind-address", "127.0.0.1"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=written
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        try:
+            eventually(lambda: answers(url + "healthz") or process.poll() is not None, timeout=START_WAIT)
+        except NotInTime:
+            raise DashboardError(f"the dashboard did not answer {url}healthz within {START_WAIT:.0f} s") from None
+        if process.poll() is not None:
+            tail = " | ".join(log.read_text().strip().splitlines()[-3:])
+            raise DashboardError(f"the dashboard exited ({process.returncode}): {tail}")
+        yield url
+    finally:
+        stop(process)
+
+
+@contextmanager
+def headless_chromium(*, width: int = 1400, height: int = 1000) -> Iterator[Any]:
+    """A fresh headless chromium (selenium's WebDriver), quit at the end."""
+    from selenium import webdriver  # noqa: PLC0415 - imported once the browser is known to be there
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
