@@ -68,3 +68,39 @@ def headless_chromium(*, width: int = 1400, height: int = 1000) -> Iterator[Any]
         yield driver
     finally:
         driver.quit()
+
+
+WAIT = 20.0  # seconds a page may take to show what a step waits for
+
+
+def wait_for(driver: Any, css: str, *, timeout: float = WAIT) -> Any:
+    """The first element matching ``css`` once the page shows one (at most ``timeout`` seconds)."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    return eventually(
+        lambda: next(iter(driver.find_elements(By.CSS_SELECTOR, css)), None), timeout=timeout, what=f"the page's {css}"
+    )
+
+
+def text_of(driver: Any, css: str) -> str:
+    return str(wait_for(driver, css).get_attribute("textContent") or "")
+
+
+def log_in(driver: Any, url: str, token: str) -> None:
+    """Open the dashboard at ``url`` with no cookie and log in with ``token``."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    driver.delete_all_cookies()
+    driver.get(url)
+    field = wait_for(driver, "#login:not([hidden]) #token")
+    field.clear()
+    field.send_keys(token)
+    driver.find_element(By.ID, "login-button").click()
+
+
+def services_drawn(driver: Any) -> set[str]:
+    """The components whose spans the trace view draws."""
+    found = driver.execute_script(
+        "return [...document.querySelectorAll('svg#timeline g.span')].map(g => g.dataset.service);"
+    )
+    return set(found or [])

@@ -75,7 +75,7 @@ def test_a_taken_port_is_reported_not_mistaken_for_the_lab(tmp_path: Path) -> No
 
 
 CONTROL_PLANE = (
-    *("etcd", "registry", "apiserver", "controller-manager", "scheduler"),
+    *("etcd", "registry", "apiserver", "trace-collector", "controller-manager", "scheduler"),
     *("containerd", "uplink", "kubelet", "proxy"),
 )
 
@@ -141,7 +141,8 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
         assert lab.cli("kubeconfig", "--name", "cycle").out.strip() == str(tmp_path / "cycle" / "kubeconfig")
 
         assert (
-            "stopped: proxy, kubelet, uplink, containerd, scheduler, controller-manager, apiserver, registry, etcd"
+            "stopped: proxy, kubelet, uplink, containerd, scheduler, controller-manager, trace-collector, apiserver,"
+            " registry, etcd"
             in lab.cli("stop", "--name", "cycle").out
         )
         assert not any(procs.alive(r) for r in records.values() if r is not None)

@@ -25,7 +25,15 @@ from typing import Any
 
 import pytest
 
-from kubelab_testing.browser import headless_chromium, running_dashboard
+from kubelab_testing.browser import (
+    WAIT,
+    headless_chromium,
+    log_in,
+    running_dashboard,
+    services_drawn,
+    text_of,
+    wait_for,
+)
 from kubelab_testing.kubectl import Kubectl
 from kubelab_testing.lab import Lab
 from kubelab_testing.waiting import eventually
@@ -39,7 +47,6 @@ pytestmark = pytest.mark.integration
 
 CHROMIUM = packages.Requirement("chromium", "chromium", "the dashboard's browser test")
 CHROMEDRIVER = packages.Requirement("chromedriver", "chromium-driver", "driving chromium from selenium")
-WAIT = 20.0  # seconds the page may take to show what a step waits for
 
 
 @pytest.fixture(scope="module")
@@ -76,34 +83,11 @@ def workload(node_kubectl: Kubectl) -> Iterator[tuple[str, str]]:
         node_kubectl.ok("delete", "namespace", namespace, "--wait=false")
 
 
-def wait_for(browser: Any, css: str, *, timeout: float = WAIT) -> Any:
-    from selenium.webdriver.common.by import By  # noqa: PLC0415
-
-    return eventually(
-        lambda: next(iter(browser.find_elements(By.CSS_SELECTOR, css)), None), timeout=timeout, what=f"the page's {css}"
-    )
-
-
-def text_of(browser: Any, css: str) -> str:
-    return str(wait_for(browser, css).get_attribute("textContent") or "")
-
-
 def screenshot(browser: Any, name: str) -> None:
     directory = os.environ.get("KUBELAB_SCREENSHOTS")
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(Path(directory) / f"dashboard-{name}.png"))
-
-
-def log_in(browser: Any, url: str, token: str) -> None:
-    from selenium.webdriver.common.by import By  # noqa: PLC0415
-
-    browser.delete_all_cookies()
-    browser.get(url)
-    field = wait_for(browser, "#login:not([hidden]) #token")
-    field.clear()
-    field.send_keys(token)
-    browser.find_element(By.ID, "login-button").click()
 
 
 def api_message(lab: Lab, token: str) -> str:
@@ -198,18 +182,19 @@ def test_a_deployments_page_shows_its_replicaset_and_pods_as_kubectl_lists_them(
         screenshot(browser, view)
 
 
-def test_a_deployments_trace_is_drawn_with_the_api_servers_spans(
+def test_a_deployments_trace_is_drawn_with_every_components_spans(
     browser: Any, dashboard: str, admin_token: str, node_kubectl: Kubectl, workload: tuple[str, str]
 ) -> None:
     namespace, name = workload
     annotations = node_kubectl.json("get", "deployment", name, "-n", namespace)["metadata"].get("annotations") or {}
-    if "tracing.kubelab.dev/traceparent" not in annotations:
-        pytest.skip("the lab's API server stamped no traceparent on the Deployment (tracing is off)")
+    assert "tracing.kubelab.dev/traceparent" in annotations  # every lab traces a user's writes
     log_in(browser, dashboard, admin_token)
     wait_for(browser, "#nav:not([hidden])")
     path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
     browser.get(f"{dashboard}#/trace?path={urllib.parse.quote(path, safe='')}")
     wait_for(browser, 'svg#timeline g.span[data-service="apiserver"]')
+    wanted = {"apiserver", "controller-manager", "scheduler", "kubelet"}
+    eventually(lambda: wanted <= services_drawn(browser), timeout=WAIT, what=f"spans of {sorted(wanted)}")
     screenshot(browser, "trace")
 
 

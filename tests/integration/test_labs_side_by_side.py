@@ -14,7 +14,7 @@ from tests.integration.conftest import CLI_TIMEOUT
 from tests.support.components import require, require_kubectl
 
 DEFAULTS = {"api_port": 6443, "etcd_port": 2379, "etcd_peer_port": 2380, "registry_port": 5000}
-CONTROL_PLANE = ("etcd", "registry", "apiserver", "controller-manager", "scheduler")
+CONTROL_PLANE = ("etcd", "registry", "apiserver", "trace-collector", "controller-manager", "scheduler")
 
 
 def host_ports(lab: Lab) -> dict[str, int]:

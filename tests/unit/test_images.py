@@ -3,18 +3,23 @@ layers are planned from an unpacked tree, and equal inputs give equal bytes."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import io
 import json
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from agents.machinery.imagerefs import full_reference
 from provisioner.artefacts import containerimages as ci
 from provisioner.artefacts import oci, registry
 from provisioner.errors import HostError, SpecError
+from provisioner.project import ROOT
 
 SOURCE = Path("test.yaml")
 
@@ -294,3 +299,31 @@ def test_what_is_not_a_pushable_image_is_refused_in_one_line(
     with pytest.raises(SpecError, match=message) as caught:
         registry.images_in(path, rename=rename)
     assert "\n" not in str(caught.value)
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """The top-level modules a file imports when it is loaded (imports inside functions are left out:
+    they run only on paths an add-on may never take)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"agents"}
+
+
+@pytest.mark.parametrize("name", sorted(n for n, r in ci.recipes().items() if r.python is not None))
+def test_an_addon_image_holds_a_wheel_for_every_package_its_code_imports(name: str) -> None:
+    layer = ci.recipes()[name].python
+    assert layer is not None
+    wheels = {canonicalize_name(w) for w in layer.wheels}
+    providers = importlib.metadata.packages_distributions()
+    missing = set()
+    for code in layer.code:
+        files = [ROOT / code] if code.endswith(".py") else sorted((ROOT / code).rglob("*.py"))
+        for path in files:
+            for module in _module_level_imports(path):
+                if not {canonicalize_name(d) for d in providers.get(module, [module])} & wheels:
+                    missing.add(f"{path.relative_to(ROOT)}: {module}")
+    assert not missing, f"images/containers/{name}.yaml: python.wheels lacks what its code imports"
