@@ -142,8 +142,7 @@ def test_up_twice_stop_start_and_down_leave_nothing_running(tmp_path: Path) -> N
 
         assert (
             "stopped: proxy, kubelet, uplink, containerd, scheduler, controller-manager, trace-collector, apiserver,"
-            " registry, etcd"
-            in lab.cli("stop", "--name", "cycle").out
+            " registry, etcd" in lab.cli("stop", "--name", "cycle").out
         )
         assert not any(procs.alive(r) for r in records.values() if r is not None)
         assert lab.cli("status", "--name", "cycle").code == 1
