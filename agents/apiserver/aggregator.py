@@ -580,18 +580,7 @@ class Aggregator:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("APIService %s: %s %s failed: %s", backend.name, request.method, endpoint.url(""), exc)
             raise StatusError(503, "ServiceUnavailable", f"error trying to reach service: {exc}") from exc
-        try:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for header, value in response_headers(upstream.headers.items()):
-                response.headers.add(header, value)
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            with contextlib.suppress(ConnectionError):
-                await response.write_eof()
-            return response
-        finally:
-            upstream.release()
+        return await proxy.relay_answer(request, upstream, response_headers(upstream.headers.items()))
 
     # --- discovery -------------------------------------------------------------------------------
 

@@ -214,6 +214,33 @@ def response_headers(upstream: Iterable[tuple[str, str]]) -> list[tuple[str, str
     return [(k, v) for k, v in upstream if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]
 
 
+async def relay_answer(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: Iterable[tuple[str, str]],
+    *,
+    length: int | None = None,
+) -> web.StreamResponse:
+    """A backend's answer streamed back to the caller with ``headers`` (and ``length`` when the backend
+    declared one), no body for a HEAD; the backend's response is released at the end. The aggregation
+    layer passes its backends' answers on through it too."""
+    try:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in headers:
+            response.headers.add(name, value)
+        if length is not None and request.method != "HEAD":
+            response.content_length = length
+        await response.prepare(request)
+        if request.method != "HEAD":
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+    finally:
+        upstream.release()
+
+
 def rewrite_location(value: str, *, backend: Location, prefix: str) -> str:
     """A redirect's ``Location`` seen from the caller: a path on the backend (absolute, or a URL of the
     backend's own host) is put under the proxy's prefix; any other URL is left alone."""
@@ -332,22 +359,12 @@ class Proxier:
             raise StatusError(503, "ServiceUnavailable", dial_error(location, exc)) from exc
         except aiohttp.ClientError as exc:
             raise StatusError(503, "ServiceUnavailable", f"error trying to reach service: {exc}") from exc
-        try:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for name, value in response_headers(upstream.headers.items()):
-                moved = name.lower() == "location"
-                response.headers.add(name, rewrite_location(value, backend=location, prefix=prefix) if moved else value)
-            if "Content-Length" in upstream.headers and request.method != "HEAD":
-                response.content_length = int(upstream.headers["Content-Length"])
-            await response.prepare(request)
-            if request.method != "HEAD":
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-            with contextlib.suppress(ConnectionError):
-                await response.write_eof()
-            return response
-        finally:
-            upstream.release()
+        answer = [
+            (name, rewrite_location(value, backend=location, prefix=prefix) if name.lower() == "location" else value)
+            for name, value in response_headers(upstream.headers.items())
+        ]
+        declared = upstream.headers.get("Content-Length", "")
+        return await relay_answer(request, upstream, answer, length=int(declared) if declared.isdigit() else None)
 
     async def _dial(self, backend: Backend) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         location = backend.location
