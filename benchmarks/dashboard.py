@@ -46,8 +46,6 @@ from provisioner.lab import kubeconfig as kubeconfigs
 from provisioner.system import packages
 
 IMAGE = "pause"  # the lab's built-in image (catatonit): runs on the node at next to no cost
-CHROMIUM = packages.Requirement("chromium", "chromium", "the dashboard benchmark's browser")
-CHROMEDRIVER = packages.Requirement("chromedriver", "chromium-driver", "driving chromium from selenium")
 PAGE_WAIT = 30.0  # seconds a navigation, or the login form after it, may take
 MAP_WAIT = 60.0  # seconds the map may take to show every pod
 
@@ -332,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=positive, default=5, help="fresh-browser visits measured (default 5)")
     args = parser.parse_args(argv)
     try:
-        packages.ensure([CHROMIUM, CHROMEDRIVER])
+        packages.ensure([packages.CHROMIUM, packages.CHROMEDRIVER])
     except HostError as exc:
         print(f"benchmark dashboard: {exc}", file=sys.stderr)
         return 1

@@ -37,6 +37,8 @@ QEMU_SYSTEM = Requirement("qemu-system-x86_64", "qemu-system-x86", "booting virt
 SSH = Requirement("ssh", "openssh-client", "reaching virtual machines")
 CHRONY = Requirement("chronyd", "chrony", "the VM lab's time source on its network")
 HAPROXY = Requirement("haproxy", "haproxy", "the VM lab's load balancers (its cloud's)")
+CHROMIUM = Requirement("chromium", "chromium", "a browser for the dashboard's tests and benchmark")
+CHROMEDRIVER = Requirement("chromedriver", "chromium-driver", "driving chromium from selenium")
 
 _apt_state = {"updated": False}
 

@@ -30,8 +30,6 @@ from provisioner.project import ROOT
 from provisioner.system import packages
 from tests.support.components import require
 
-CHROMIUM = packages.Requirement("chromium", "chromium", "the dashboard's browser test")
-CHROMEDRIVER = packages.Requirement("chromedriver", "chromium-driver", "driving chromium from selenium")
 WAIT = 60.0  # seconds a page may take on the VMs (the dashboard's pod and the API server on TCG)
 
 
@@ -66,7 +64,7 @@ def dashboard(kubelab_lab: Lab, kubelab_kubectl: Kubectl) -> Iterator[tuple[str,
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    require(CHROMIUM, CHROMEDRIVER)
+    require(packages.CHROMIUM, packages.CHROMEDRIVER)
     with headless_chromium() as driver:
         yield driver
 

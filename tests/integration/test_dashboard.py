@@ -45,9 +45,6 @@ from tests.support.components import require
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = packages.Requirement("chromium", "chromium", "the dashboard's browser test")
-CHROMEDRIVER = packages.Requirement("chromedriver", "chromium-driver", "driving chromium from selenium")
-
 
 @pytest.fixture(scope="module")
 def admin_token(node_lab: Lab) -> str:
@@ -64,7 +61,7 @@ def dashboard(node_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    require(CHROMIUM, CHROMEDRIVER)
+    require(packages.CHROMIUM, packages.CHROMEDRIVER)
     with headless_chromium() as driver:
         yield driver
 
