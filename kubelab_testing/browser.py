@@ -104,3 +104,12 @@ def services_drawn(driver: Any) -> set[str]:
         "return [...document.querySelectorAll('svg#timeline g.span')].map(g => g.dataset.service);"
     )
     return set(found or [])
+
+
+def pods_drawn(driver: Any) -> set[tuple[str, str, str]]:
+    """(node, namespace/pod, IP) of every pod the architecture map draws."""
+    found = driver.execute_script(
+        "return [...document.querySelectorAll('svg#architecture g.node text.pod')]"
+        ".map(t => [t.closest('g.node').dataset.node, t.dataset.pod, t.dataset.ip]);"
+    )
+    return {(str(node), str(pod), str(ip)) for node, pod, ip in found or []}

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from kubelab_testing.browser import headless_chromium, log_in, services_drawn, wait_for
+from kubelab_testing.browser import headless_chromium, log_in, pods_drawn, services_drawn, wait_for
 from kubelab_testing.kubectl import Kubectl
 from kubelab_testing.lab import Lab
 from kubelab_testing.waiting import eventually
@@ -94,14 +94,9 @@ def test_the_map_draws_every_vm_node_with_its_pods(
     pods = kubelab_kubectl.json("get", "pods", "-n", web)["items"]
     expected = {(p["spec"]["nodeName"], f"{web}/{p['metadata']['name']}", p["status"]["podIP"]) for p in pods}
 
-    def drawn() -> set[tuple[str, str, str]]:
-        found = browser.execute_script(
-            "return [...document.querySelectorAll('svg#architecture g.node text.pod')]"
-            ".map(t => [t.closest('g.node').dataset.node, t.dataset.pod, t.dataset.ip]);"
-        )
-        return {tuple(x) for x in found}
-
-    eventually(lambda: expected <= drawn(), timeout=WAIT, what="the Deployment's pods with their IPs on the map")
+    eventually(
+        lambda: expected <= pods_drawn(browser), timeout=WAIT, what="the Deployment's pods with their IPs on the map"
+    )
 
 
 def test_the_trace_holds_every_components_steps_in_the_browser_and_the_terminal(

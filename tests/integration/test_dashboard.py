@@ -29,6 +29,7 @@ from kubelab_testing.browser import (
     WAIT,
     headless_chromium,
     log_in,
+    pods_drawn,
     running_dashboard,
     services_drawn,
     text_of,
@@ -129,14 +130,7 @@ def test_the_map_names_the_node_with_its_pods_and_their_ips(
     }
     assert any(ns == workload[0] for _node, ns_name, _ip in expected for ns in [ns_name.split("/")[0]])
 
-    def drawn() -> set[tuple[str, str, str]]:
-        found = browser.execute_script(
-            "return [...document.querySelectorAll('svg#architecture g.node text.pod')]"
-            ".map(t => [t.closest('g.node').dataset.node, t.dataset.pod, t.dataset.ip]);"
-        )
-        return {tuple(x) for x in found}
-
-    eventually(lambda: expected <= drawn(), timeout=WAIT, what="every pod with its IP on the map")
+    eventually(lambda: expected <= pods_drawn(browser), timeout=WAIT, what="every pod with its IP on the map")
     assert text_of(browser, "#apiserver").startswith("API server")
     assert "revision" in text_of(browser, "#etcd")
     screenshot(browser, "map")
